@@ -1,0 +1,380 @@
+"""The ``cxstream`` command line.
+
+Commands: ``demo``, ``run``, ``simulate``, ``load-customers``, ``check-config``. Every command takes
+``--config FILE`` (YAML; environment variables ``CXSTREAM_*`` override it). Exit codes: 0 success,
+1 runtime failure (a service unreachable, a delivery error), 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from cxstream.errors import ConfigError, CxStreamError
+from cxstream.settings import Settings, load_settings
+
+log = logging.getLogger("cxstream")
+
+
+def _setup_logging(verbose: bool) -> None:
+    root = logging.getLogger()
+    if root.handlers:  # someone (a test, an embedding app) already configured logging
+        return
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
+
+
+def _settings(config: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    try:
+        return load_settings(config, overrides=overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+class _Progress:
+    """One self-rewriting status line on stderr (plain lines when not a terminal)."""
+
+    def __init__(self) -> None:
+        self._tty = sys.stderr.isatty()
+        self._last = 0.0
+
+    def __call__(self, text: str) -> None:
+        if self._tty:
+            click.echo(f"\r{text}", nl=False, err=True)
+        elif time.monotonic() - self._last >= 5.0:
+            self._last = time.monotonic()
+            click.echo(text, err=True)
+
+    def done(self) -> None:
+        if self._tty:
+            click.echo("", err=True)
+
+
+config_option = click.option(
+    "--config",
+    "config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Settings file (YAML); see config/cxstream.yaml.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="cxstream")
+def main(verbose: bool) -> None:
+    """Real-time customer-experience stream processor for telecom operators."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@config_option
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Seconds to stream, then stop and print the summary (default: until Ctrl-C).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=1),
+    default=1000.0,
+    show_default=True,
+    help="Events per second at the busiest hour (fewer at quiet hours of the day).",
+)
+@click.option("--subscribers", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--cells", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--bad-ratio",
+    type=click.FloatRange(0, 1),
+    default=0.002,
+    show_default=True,
+    help="Share of deliberately malformed records.",
+)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--truth",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append the injected incidents (ground truth, JSON lines) to this file.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the summary as one JSON object on the last line of stdout.",
+)
+def demo(
+    config: Path | None,
+    duration: float | None,
+    rate: float,
+    subscribers: int,
+    cells: int,
+    bad_ratio: float,
+    seed: int,
+    truth: Path | None,
+    as_json: bool,
+) -> None:
+    """Run the whole system on embedded services (Kafka-protocol broker, Redis) with a simulated
+    network, injected incidents and a webhook receiver; print a summary at the end."""
+    from cxstream.demo import DemoOptions, run_demo, summary_json, summary_lines
+
+    settings = _settings(config)
+    stop = threading.Event()
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        click.echo("\nstopping: draining the pipeline (Ctrl-C again to abort) ...", err=True)
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    progress = _Progress()
+    say = lambda text: click.echo(text, err=True)
+    options = DemoOptions(
+        duration_s=duration,
+        rate=rate,
+        subscribers=subscribers,
+        cells=cells,
+        bad_ratio=bad_ratio,
+        seed=seed,
+        truth_path=truth,
+    )
+    try:
+        summary = run_demo(settings, options, say=say, progress=progress, stop=stop)
+    except CxStreamError as exc:
+        progress.done()
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    progress.done()
+    click.echo("summary:")
+    for line in summary_lines(summary):
+        click.echo(line)
+    if as_json:
+        click.echo(summary_json(summary))
+
+
+@main.command()
+@config_option
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker threads in this process (default: flow.workers).",
+)
+@click.option(
+    "--process-id",
+    "-i",
+    type=click.IntRange(min=0),
+    default=None,
+    help="This process's index in a Bytewax cluster (with --addresses).",
+)
+@click.option(
+    "--addresses",
+    "-a",
+    default=None,
+    help='Cluster addresses, ";"-separated: "host1:2101;host2:2101".',
+)
+def run(
+    config: Path | None, workers: int | None, process_id: int | None, addresses: str | None
+) -> None:
+    """Run the production dataflow against the configured Kafka and Redis."""
+    from cxstream.flows.run import run_flow
+
+    settings = _settings(config)
+    if settings.kafka.brokers is None:
+        raise click.UsageError("kafka.brokers is not set: `run` needs a broker (try `demo`).")
+    if (process_id is None) != (addresses is None):
+        raise click.UsageError("--process-id and --addresses go together.")
+    try:
+        run_flow(
+            settings,
+            workers=workers,
+            process_id=process_id,
+            addresses=addresses.split(";") if addresses else None,
+        )
+    except CxStreamError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@config_option
+@click.option("--events", type=click.IntRange(min=1), default=None, help="Stop after N events.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Stop after this many seconds of event time.",
+)
+@click.option(
+    "--rate",
+    type=float,
+    default=1000.0,
+    show_default=True,
+    help="Events per second at the busiest hour, paced to the wall clock; 0 = as fast "
+    "as possible with a compressed clock.",
+)
+@click.option("--subscribers", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--cells", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--bad-ratio", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--truth",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the injected incidents (JSON lines) here.",
+)
+@click.option(
+    "--profiles",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the matching customer profiles (CSV, for load-customers) here.",
+)
+def simulate(
+    config: Path | None,
+    events: int | None,
+    duration: float | None,
+    rate: float,
+    subscribers: int,
+    cells: int,
+    bad_ratio: float,
+    seed: int,
+    truth: Path | None,
+    profiles: Path | None,
+) -> None:
+    """Produce a realistic QoS stream with injected incidents to the configured Kafka topic."""
+    from confluent_kafka import Producer
+
+    from cxstream.customers import customers_to_csv
+    from cxstream.events import utcnow
+    from cxstream.producer import produce_events
+    from cxstream.services import ensure_topics
+    from cxstream.simulate import Simulator, plan_incidents
+
+    if events is None and duration is None:
+        raise click.UsageError("give --events or --duration")
+    settings = _settings(config)
+    if settings.kafka.brokers is None:
+        raise click.UsageError("kafka.brokers is not set (config file or CXSTREAM_KAFKA__BROKERS)")
+    sim = Simulator(
+        subscribers, cells, seed=seed, bad_ratio=bad_ratio, run_id=f"sim{int(time.time())}"
+    )
+    if profiles is not None:
+        with profiles.open("w", newline="", encoding="utf-8") as fh:
+            n = customers_to_csv(sim.profiles(), fh)
+        click.echo(f"wrote {n} customer profiles to {profiles}", err=True)
+    start = utcnow()
+    span = duration if duration is not None else (events or 0) / (rate if rate > 0 else 1000.0)
+    sim.add_incidents(plan_incidents(sim, start, span, sim.rng))
+    if truth is not None:
+        truth.write_bytes(b"".join(i.to_json() + b"\n" for i in sim.incidents))
+        click.echo(f"wrote {len(sim.incidents)} incidents (ground truth) to {truth}", err=True)
+    try:
+        ensure_topics(settings, [settings.kafka.topics.qos])
+    except CxStreamError as exc:
+        raise click.ClickException(str(exc)) from exc
+    producer = Producer({**settings.kafka.client_config(), **settings.kafka.producer_config})
+    progress = _Progress()
+    produced = produce_events(
+        producer,
+        settings.kafka.topics.qos,
+        sim,
+        rate=rate,
+        events=events,
+        duration_s=duration,
+        start=start,
+        on_progress=lambda n: progress(f"produced {n} events"),
+    )
+    progress.done()
+    click.echo(f"produced {produced} events to {settings.kafka.topics.qos}")
+
+
+@main.command("load-customers")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@config_option
+@click.option(
+    "--mapping",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Column mapping (YAML); see config/mappings/telco_ibm.yaml. "
+    "Without it the CSV must use cxstream's own column names.",
+)
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write rejected rows (line, reason) to this CSV.",
+)
+def load_customers(
+    csv_file: Path, config: Path | None, mapping: Path | None, rejects: Path | None
+) -> None:
+    """Bulk-load customer context from a CSV file into Redis (1,000 profiles per round trip)."""
+    from cxstream.context import ContextStore
+    from cxstream.customers import iter_customers, load_mapping
+    from cxstream.events import CustomerContext
+    from cxstream.services import redis_client
+
+    settings = _settings(config)
+    try:
+        rules = load_mapping(mapping) if mapping is not None else None
+        store = ContextStore(
+            redis_client(settings),
+            prefix=settings.redis.key_prefix,
+            customer_ttl_s=settings.redis.customer_ttl_s,
+            max_entries=0,
+        )
+        store.ping()
+    except CxStreamError as exc:
+        raise click.ClickException(str(exc)) from exc
+    loaded, rejected = 0, []
+    batch: list[CustomerContext] = []
+    progress = _Progress()
+    with csv_file.open(newline="", encoding="utf-8-sig") as fh:
+        for item in iter_customers(fh, rules):
+            if isinstance(item, CustomerContext):
+                batch.append(item)
+                if len(batch) >= 1000:
+                    store.put_many(batch)
+                    loaded += len(batch)
+                    batch.clear()
+                    progress(f"loaded {loaded} profiles")
+            else:
+                rejected.append(item)
+    store.put_many(batch)
+    loaded += len(batch)
+    progress.done()
+    click.echo(f"loaded {loaded} customer profiles into Redis; rejected {len(rejected)} rows")
+    for line, reason in rejected[:5]:
+        click.echo(f"  line {line}: {reason}", err=True)
+    if rejects is not None and rejected:
+        rejects.write_text("line,reason\n" + "".join(f'{n},"{r}"\n' for n, r in rejected))
+    if rejected and loaded == 0:
+        sys.exit(1)
+
+
+@main.command("check-config")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def check_config(config: Path) -> None:
+    """Validate a settings file: print every bad key and exit 2, or print the effective settings."""
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    click.echo(json.dumps(settings.model_dump(mode="json"), indent=2))
+    click.echo(f"{config}: OK", err=True)

@@ -1,0 +1,153 @@
+"""Customer context in Redis, read in batches through a small TTL cache.
+
+Profiles are stored as JSON under ``<prefix>:customer:<subscriber_id>``. :meth:`ContextStore.get_many`
+answers a whole batch of subscriber ids with at most one ``MGET`` for the ids not in the cache — never
+one round trip per event. When Redis cannot be reached, the last cached profile (even expired) is used,
+or none, and the answer is marked *stale* so the policy does not contact anyone on unknown consent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import redis
+from pydantic import ValidationError
+
+from cxstream import metrics
+from cxstream.errors import ServiceError
+from cxstream.events import CustomerContext
+
+__all__ = ["ContextStore", "Lookup"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A customer's context (``None`` if unknown) and whether it may be out of date."""
+
+    customer: CustomerContext | None
+    stale: bool = False
+
+
+class ContextStore:
+    """Batched, cached access to customer context.
+
+    Parameters
+    ----------
+    client
+        A ``redis.Redis`` (or cluster) client.
+    ttl_s
+        How long a cached answer (including "absent") is trusted.
+    max_entries
+        Cache bound; the oldest entries are evicted first.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "cx",
+        ttl_s: float = 30.0,
+        max_entries: int = 200_000,
+        customer_ttl_s: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._ttl_s = ttl_s
+        self._max = max_entries
+        self._customer_ttl_s = customer_ttl_s
+        self._clock = clock
+        self._cache: dict[str, tuple[float, CustomerContext | None]] = {}
+        self._last_error_log = 0.0
+
+    def ping(self) -> None:
+        """Fail with a clear :class:`~cxstream.errors.ServiceError` if Redis cannot be reached."""
+        try:
+            self._client.ping()
+        except redis.RedisError as exc:
+            msg = f"cannot reach Redis: {exc}"
+            raise ServiceError(msg) from exc
+
+    def key(self, subscriber_id: str) -> str:
+        """The Redis key of one profile."""
+        return f"{self._prefix}:customer:{subscriber_id}"
+
+    def get_many(self, subscriber_ids: Iterable[str]) -> dict[str, Lookup]:
+        """Context for every id, with one ``MGET`` for those not freshly cached."""
+        now = self._clock()
+        out: dict[str, Lookup] = {}
+        missing: list[str] = []
+        hits = 0
+        for sid in subscriber_ids:
+            if sid in out:
+                continue
+            cached = self._cache.get(sid)
+            if cached is not None and cached[0] > now:
+                out[sid] = Lookup(cached[1])
+                hits += 1
+            else:
+                out[sid] = Lookup(None)  # placeholder, replaced below
+                missing.append(sid)
+        if hits:
+            metrics.ENRICHMENT.labels("hit").inc(hits)
+        if missing:
+            self._fetch(missing, out, now)
+        return out
+
+    def _fetch(self, missing: list[str], out: dict[str, Lookup], now: float) -> None:
+        try:
+            raws = self._client.mget([self.key(sid) for sid in missing])
+        except redis.RedisError as exc:
+            self._log_outage(exc)
+            for sid in missing:
+                cached = self._cache.get(sid)
+                out[sid] = Lookup(cached[1] if cached else None, stale=True)
+            metrics.ENRICHMENT.labels("stale").inc(len(missing))
+            return
+        absent = 0
+        expires = now + self._ttl_s
+        for sid, raw in zip(missing, raws, strict=True):
+            customer = None
+            if raw is not None:
+                try:
+                    customer = CustomerContext.model_validate_json(raw)
+                except ValidationError:
+                    log.warning("stored customer profile does not validate; treated as absent")
+            if customer is None:
+                absent += 1
+            out[sid] = Lookup(customer)
+            self._remember(sid, expires, customer)
+        metrics.ENRICHMENT.labels("miss").inc(len(missing) - absent)
+        if absent:
+            metrics.ENRICHMENT.labels("absent").inc(absent)
+
+    def _remember(self, sid: str, expires: float, customer: CustomerContext | None) -> None:
+        cache = self._cache
+        cache.pop(sid, None)
+        cache[sid] = (expires, customer)
+        while len(cache) > self._max:
+            del cache[next(iter(cache))]
+
+    def _log_outage(self, exc: Exception) -> None:
+        now = self._clock()
+        if now - self._last_error_log > 10.0:
+            self._last_error_log = now
+            log.warning("Redis unreachable, using cached/default context: %s", exc)
+
+    def put_many(self, customers: Sequence[CustomerContext]) -> None:
+        """Write profiles (one pipeline) and refresh the local cache."""
+        if not customers:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        ttl = self._customer_ttl_s or None
+        for customer in customers:
+            pipe.set(self.key(customer.subscriber_id), customer.model_dump_json(), ex=ttl)
+        pipe.execute()
+        expires = self._clock() + self._ttl_s
+        for customer in customers:
+            self._remember(customer.subscriber_id, expires, customer)

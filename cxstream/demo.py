@@ -1,0 +1,338 @@
+"""``cxstream demo``: the whole system on embedded defaults, with a summary at the end.
+
+1. Start what is not configured: a Tansu broker and a redis-server on free loopback ports.
+2. Create the topics, load simulated customer profiles into Redis, start the example webhook
+   receiver (it verifies signatures and counts deliveries, standing in for a marketing system).
+3. Start the production dataflow (``cxstream run``) as a child process, exactly as in production.
+4. Stream realistic QoS events at ``--rate`` with injected incidents, and a few customer updates.
+5. At the end (``--duration`` or Ctrl-C): wait until every produced event is processed or
+   dead-lettered, let deliveries settle, stop the flow, print the summary.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import yaml
+from confluent_kafka import Producer
+from prometheus_client.parser import text_string_to_metric_families
+
+from cxstream.actions.receiver import WebhookReceiver
+from cxstream.context import ContextStore
+from cxstream.errors import ServiceError
+from cxstream.events import Channel, ConsentStatus, utcnow
+from cxstream.producer import produce_events
+from cxstream.services import embedded_services, ensure_topics, free_port, redis_client
+from cxstream.settings import Settings
+from cxstream.simulate import Simulator, plan_incidents
+
+__all__ = ["DemoOptions", "DemoSummary", "run_demo", "scrape_counters"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``cxstream demo`` was asked for."""
+
+    duration_s: float | None = None
+    rate: float = 1000.0
+    subscribers: int = 1000
+    cells: int = 50
+    bad_ratio: float = 0.002
+    seed: int = 7
+    truth_path: Path | None = None
+
+
+@dataclass
+class DemoSummary:
+    """The figures printed at the end (``--json`` keys)."""
+
+    events_produced: int = 0
+    events_processed: int = 0
+    dead_letters: int = 0
+    alerts: int = 0
+    actions: int = 0
+    webhook_deliveries: int = 0
+
+
+def scrape_counters(url: str, timeout_s: float = 2.0) -> dict[str, float]:
+    """Sum each ``cxstream_*`` counter sample by name and labels, e.g.
+    ``{'cxstream_events_total{outcome=processed}': 12.0, 'cxstream_alerts_total': 3.0}``.
+    Plain names hold the sum over all label sets."""
+    text = httpx.get(url, timeout=timeout_s).text
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if not family.name.startswith("cxstream"):
+            continue
+        for sample in family.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}"] = sample.value
+            out[sample.name] = out.get(sample.name, 0.0) + sample.value
+    return out
+
+
+def _flow_config(settings: Settings, path: Path) -> None:
+    """Write the resolved settings for the child process (secrets go through its env)."""
+    data = settings.model_dump(mode="json", exclude={"webhook": {"secret"}})
+    data["redis"]["url"] = None  # passed via env: it may hold a password
+    data["kafka"].pop("sasl_password", None)
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+
+
+class _Flow:
+    """The dataflow child process and its metrics endpoint."""
+
+    def __init__(self, settings: Settings, workdir: Path, secret: str) -> None:
+        self.port = free_port()
+        config = workdir / "cxstream.yaml"
+        _flow_config(settings, config)
+        env = {
+            **os.environ,
+            "CXSTREAM_WEBHOOK__SECRET": secret,
+            "CXSTREAM_FLOW__METRICS_PORT": str(self.port),
+        }
+        if settings.redis.url is not None:
+            env["CXSTREAM_REDIS__URL"] = settings.redis.url.get_secret_value()
+        self.log_path = workdir / "flow.log"
+        self._log = self.log_path.open("wb")
+        # Own session: Ctrl-C in the terminal reaches the demo, which then drains the flow.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cxstream", "run", "--config", str(config)],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.metrics_url = f"http://127.0.0.1:{self.port}/metrics"
+
+    def counters(self) -> dict[str, float]:
+        return scrape_counters(self.metrics_url)
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                msg = f"the dataflow exited with code {self.proc.returncode}:\n{tail}"
+                raise ServiceError(msg)
+            try:
+                self.counters()
+                return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        msg = f"the dataflow did not serve metrics within {timeout_s:.0f}s (log: {self.log_path})"
+        raise ServiceError(msg)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+def _summary(flow: _Flow, produced: int, receiver: WebhookReceiver) -> DemoSummary:
+    c = flow.counters()
+    return DemoSummary(
+        events_produced=produced,
+        events_processed=int(c.get("cxstream_events_total{outcome=processed}", 0)),
+        dead_letters=int(c.get("cxstream_events_total{outcome=dead_letter}", 0)),
+        alerts=int(c.get("cxstream_alerts_total", 0)),
+        actions=int(
+            sum(
+                v
+                for k, v in c.items()
+                if k.startswith("cxstream_actions_total{") and "outcome=emitted" in k
+            )
+        ),
+        webhook_deliveries=receiver.deliveries,
+    )
+
+
+def _drain(flow: _Flow, produced: int, receiver: WebhookReceiver, timeout_s: float) -> DemoSummary:
+    """Wait until every produced event ended somewhere and deliveries stopped changing."""
+    deadline = time.monotonic() + timeout_s
+    summary = _summary(flow, produced, receiver)
+    while time.monotonic() < deadline:
+        if summary.events_processed + summary.dead_letters >= produced:
+            break
+        time.sleep(0.25)
+        summary = _summary(flow, produced, receiver)
+    settle = time.monotonic() + 10.0
+    while time.monotonic() < settle:
+        c = flow.counters()
+        delivered = c.get("cxstream_webhook_deliveries_total{outcome=delivered}", 0)
+        failed = c.get("cxstream_webhook_deliveries_total{outcome=failed}", 0)
+        summary = _summary(flow, produced, receiver)
+        if delivered + failed >= summary.actions:
+            break
+        time.sleep(0.25)
+    return _summary(flow, produced, receiver)
+
+
+def run_demo(
+    settings: Settings,
+    options: DemoOptions,
+    *,
+    say: Callable[[str], None] = print,
+    progress: Callable[[str], None] | None = None,
+    stop: threading.Event | None = None,
+) -> DemoSummary:
+    """Run the demo; returns the summary (also when interrupted with Ctrl-C)."""
+    stop = stop or threading.Event()
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    with embedded_services(settings) as live, tempfile.TemporaryDirectory(prefix="cxdemo-") as tmp:
+        ensure_topics(live)
+        sim = Simulator(
+            options.subscribers,
+            options.cells,
+            seed=options.seed,
+            bad_ratio=options.bad_ratio,
+            run_id=f"demo{int(time.time())}",
+        )
+        store = ContextStore(redis_client(live), prefix=live.redis.key_prefix)
+        profiles = list(sim.profiles())
+        for i in range(0, len(profiles), 1000):
+            store.put_many(profiles[i : i + 1000])
+        say(f"loaded {len(profiles)} customer profiles into Redis")
+
+        with WebhookReceiver(secret) as receiver:
+            live = live.model_copy(
+                update={"webhook": live.webhook.model_copy(update={"url": receiver.url})}
+            )
+            flow = _Flow(live, Path(tmp), secret)
+            try:
+                flow.wait_ready()
+                say(f"dataflow running; metrics at {flow.metrics_url}")
+                say(f"webhook receiver (stands in for marketing) at {receiver.url}")
+                produced = _stream(live, sim, options, flow, receiver, say, progress, stop)
+                say("draining: waiting until every event is processed or dead-lettered ...")
+                return _drain(flow, produced, receiver, timeout_s=120)
+            finally:
+                flow.stop()
+
+
+def _stream(
+    settings: Settings,
+    sim: Simulator,
+    options: DemoOptions,
+    flow: _Flow,
+    receiver: WebhookReceiver,
+    say: Callable[[str], None],
+    progress: Callable[[str], None] | None,
+    stop: threading.Event,
+) -> int:
+    start = utcnow()
+    span = options.duration_s or 120.0
+
+    def plan(cycle_start: datetime) -> None:
+        incidents = plan_incidents(sim, cycle_start, span, sim.rng)
+        sim.add_incidents(incidents)
+        for inc in incidents:
+            where = f" for {inc.subscriber_id}" if inc.subscriber_id else ""
+            offset = (inc.start - cycle_start).total_seconds()
+            length = (inc.end - inc.start).total_seconds()
+            say(
+                f"incident planned: {inc.kind} in {inc.cell_id}{where} at +{offset:.0f}s for {length:.0f}s"
+            )
+        if options.truth_path is not None:
+            with options.truth_path.open("ab") as truth:
+                truth.writelines(inc.to_json() + b"\n" for inc in incidents)
+
+    plan(start)
+    producer = Producer({**settings.kafka.client_config(), **settings.kafka.producer_config})
+    topic = settings.kafka.topics.qos
+    _publish_customer_updates(producer, settings, sim)
+
+    def report(produced: int) -> None:
+        if progress is None:
+            return
+        try:
+            s = _summary(flow, produced, receiver)
+        except httpx.HTTPError:
+            return
+        progress(
+            f"produced {s.events_produced:>8} | processed {s.events_processed:>8} | "
+            f"dead letters {s.dead_letters:>5} | alerts {s.alerts:>4} | actions {s.actions:>4} | "
+            f"webhooks {s.webhook_deliveries:>4}"
+        )
+
+    if options.duration_s is not None:
+        return produce_events(
+            producer,
+            topic,
+            sim,
+            rate=options.rate,
+            duration_s=options.duration_s,
+            start=start,
+            stop=stop,
+            on_progress=report,
+        )
+    # Until Ctrl-C: new incidents every cycle.
+    produced = 0
+
+    def cycle_report(n: int) -> None:
+        report(produced + n)
+
+    while not stop.is_set():
+        produced += produce_events(
+            producer,
+            topic,
+            sim,
+            rate=options.rate,
+            duration_s=span,
+            start=start,
+            stop=stop,
+            on_progress=cycle_report,
+        )
+        start = utcnow()
+        plan(start)
+    return produced
+
+
+def _publish_customer_updates(producer: Producer, settings: Settings, sim: Simulator) -> None:
+    """Send a few profile changes through the customers topic (the flow writes them to Redis):
+    one customer in a hundred opts in to push notifications."""
+    for customer in list(sim.profiles())[: max(1, len(sim.subscriber_ids) // 100)]:
+        consent = {**customer.consent, Channel.PUSH: ConsentStatus.GRANTED}
+        updated = customer.model_copy(update={"consent": consent, "consent_updated": utcnow()})
+        producer.produce(
+            settings.kafka.topics.customers,
+            key=customer.subscriber_id.encode(),
+            value=updated.model_dump_json().encode(),
+        )
+    producer.flush(10)
+
+
+def summary_json(summary: DemoSummary) -> str:
+    """The one-line JSON form of the summary."""
+    return orjson.dumps(asdict(summary)).decode()
+
+
+def summary_lines(summary: DemoSummary) -> list[str]:
+    """The human form of the summary."""
+    data: dict[str, Any] = asdict(summary)
+    width = max(len(k) for k in data)
+    return [f"  {k.replace('_', ' '):<{width}}  {v}" for k, v in data.items()]

@@ -1,0 +1,215 @@
+"""Per-subscriber degradation detection on the experience score.
+
+:class:`ExperienceDropDetector` is a River anomaly detector (``learn_one``/``score_one``, high means
+anomalous, score before learn). It compares a fast EWMA of the experience score with a slow, robust
+baseline (mean and variance learned only from normal points), and also knows what "poor" means in
+absolute terms, so a subscriber who is bad from their first event is still caught.
+
+:class:`SubscriberMonitor` is the per-subscriber state the dataflow keeps: the detector, baselines of
+the raw inputs (to say *why*), and an open/closed episode so one degradation raises one alert.
+Both are plain, picklable Python objects with no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from river import base
+from typing_extensions import override
+
+from cxstream.detectors.experience import experience_score
+
+__all__ = ["Detection", "ExperienceDropDetector", "SubscriberMonitor"]
+
+
+def _logistic(z: float) -> float:
+    if z > 35:
+        return 1.0
+    if z < -35:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+class ExperienceDropDetector(base.AnomalyDetector):
+    """Score how far a series has dropped below its own learned normal, in [0, 1].
+
+    Parameters
+    ----------
+    feature
+        Name of the feature in ``x`` to watch.
+    grace_events
+        Events before the relative part of the score is trusted; until then only the absolute
+        ``poor`` level counts.
+    fast_alpha, slow_alpha
+        Smoothing of the fast level and of the slow baseline.
+    poor
+        Level below which the series is bad whatever its history (score 0.5 there).
+    threshold
+        Points scoring at or above it are not learned into the baseline (protects the baseline
+        from the anomaly it should detect), except very slowly so a lasting level shift is adopted.
+
+    Examples
+    --------
+    >>> det = ExperienceDropDetector()
+    >>> for _ in range(30):
+    ...     det.learn_one({"experience": 90.0})
+    >>> det.score_one({"experience": 89.0}) < 0.1
+    True
+    >>> det.score_one({"experience": 20.0}) > 0.9
+    True
+    """
+
+    def __init__(
+        self,
+        feature: str = "experience",
+        grace_events: int = 8,
+        fast_alpha: float = 0.3,
+        slow_alpha: float = 0.05,
+        poor: float = 45.0,
+        threshold: float = 0.9,
+    ) -> None:
+        self.feature = feature
+        self.grace_events = grace_events
+        self.fast_alpha = fast_alpha
+        self.slow_alpha = slow_alpha
+        self.poor = poor
+        self.threshold = threshold
+        self._n = 0
+        self._fast = math.nan
+        self._mean = math.nan
+        self._var = 25.0
+
+    def _candidate_fast(self, value: float) -> float:
+        if self._n == 0:
+            return value
+        return self.fast_alpha * value + (1.0 - self.fast_alpha) * self._fast
+
+    def _score(self, value: float) -> float:
+        fast = self._candidate_fast(value)
+        absolute = _logistic((self.poor - fast) / 4.0)
+        if self._n < self.grace_events:
+            return absolute
+        std = max(math.sqrt(self._var), 3.0)
+        z = (self._mean - fast) / std
+        relative = _logistic(2.0 * (z - 3.0))
+        return max(absolute, relative)
+
+    @override
+    def score_one(self, x: dict[base.typing.FeatureName, Any]) -> float:
+        value = x.get(self.feature)
+        if value is None or not math.isfinite(value):
+            return 0.0
+        return self._score(float(value))
+
+    @override
+    def learn_one(self, x: dict[base.typing.FeatureName, Any]) -> None:
+        value = x.get(self.feature)
+        if value is None or not math.isfinite(value):
+            return
+        value = float(value)
+        anomalous = self._n >= self.grace_events and self._score(value) >= self.threshold
+        self._fast = self._candidate_fast(value)
+        if self._n == 0:
+            self._mean = value
+        else:
+            alpha = self.slow_alpha * (0.05 if anomalous else 1.0)
+            if self._n < self.grace_events:
+                alpha = max(alpha, 1.0 / (self._n + 1))
+            delta = value - self._mean
+            self._mean += alpha * delta
+            self._var = (1.0 - alpha) * (self._var + alpha * delta * delta)
+        self._n += 1
+
+    @property
+    def baseline(self) -> float:
+        """The learned normal level (NaN before the first point)."""
+        return self._mean
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A new degradation episode for one subscriber, with the evidence."""
+
+    score: float
+    experience: float
+    baseline_experience: float
+    why: dict[str, Any]
+
+
+_INPUTS = ("rtt_ms", "jitter_ms", "loss_pct", "throughput_kbps", "sinr_db")
+
+
+@dataclass
+class SubscriberMonitor:
+    """Everything the flow remembers about one subscriber (about 500 bytes pickled)."""
+
+    detector: ExperienceDropDetector
+    reset_below: float = 0.5
+    inputs: dict[str, float] = field(default_factory=dict)
+    in_episode: bool = False
+    last_experience: float = math.nan
+
+    def observe(
+        self,
+        service: str,
+        measurements: dict[str, float | None],
+        plan_mbps: float,
+    ) -> tuple[float, float, Detection | None]:
+        """Score one event, learn it, and return ``(score, experience, new_detection_or_None)``.
+
+        A detection is returned once when the score first crosses the detector's threshold; the
+        episode closes when the score falls below ``reset_below`` times the threshold.
+        """
+        exp = experience_score(
+            service,
+            measurements["rtt_ms"] or 0.0,
+            measurements["jitter_ms"] or 0.0,
+            measurements["loss_pct"] or 0.0,
+            measurements.get("throughput_kbps"),
+            measurements.get("rsrp_dbm"),
+            measurements.get("sinr_db"),
+            None,
+            plan_mbps,
+        )
+        x: dict[base.typing.FeatureName, Any] = {"experience": exp}
+        det = self.detector
+        score = det.score_one(x)
+        detection = None
+        if score >= det.threshold and not self.in_episode:
+            self.in_episode = True
+            detection = Detection(score, exp, det.baseline, self._why(exp, measurements))
+        elif self.in_episode and score < self.reset_below * det.threshold:
+            self.in_episode = False
+        det.learn_one(x)
+        if not self.in_episode:
+            for name in _INPUTS:
+                value = measurements.get(name)
+                if value is not None:
+                    old = self.inputs.get(name)
+                    self.inputs[name] = value if old is None else 0.9 * old + 0.1 * value
+        self.last_experience = exp
+        return score, exp, detection
+
+    def _why(self, exp: float, measurements: dict[str, float | None]) -> dict[str, Any]:
+        """Which inputs moved, from their usual level to now, largest relative move first."""
+        base_exp = self.detector.baseline
+        moved = []
+        for name in _INPUTS:
+            now = measurements.get(name)
+            usual = self.inputs.get(name)
+            if now is None or usual is None:
+                continue
+            change = (now - usual) / max(abs(usual), 1e-3)
+            moved.append(
+                (abs(change), {"input": name, "from": round(usual, 2), "to": round(now, 2)})
+            )
+        moved.sort(key=lambda item: item[0], reverse=True)
+        return {
+            "experience": {
+                "from": round(base_exp, 1) if math.isfinite(base_exp) else None,
+                "to": round(exp, 1),
+            },
+            "inputs": [entry for _, entry in moved[:3]],
+        }

@@ -1,0 +1,100 @@
+"""An open, explainable experience score (0-100) for one QoS measurement.
+
+* Voice: the ITU-T G.107 E-model in its common simplified form (Cole & Rosenbluth, 2001): one-way
+  delay from RTT/2 plus a jitter buffer of twice the jitter, the delay impairment ``Id``, the
+  equipment impairment ``Ie_eff`` of G.711 with packet-loss concealment (``Bpl = 4.3``), then
+  ``R = 93.2 - Id - Ie_eff`` and MOS from R. The score maps MOS 1..4.5 onto 0..100.
+* Video and data: delivered throughput against what the plan promises (video needs at most
+  ``VIDEO_TARGET_KBPS``), stalls where reported, and a latency/loss penalty for interactivity.
+* Radio (when present): 3GPP RSRP and SINR bands; poor radio pulls the score down by up to 20 points.
+
+>>> round(voice_mos(rtt_ms=40, jitter_ms=2, loss_pct=0.0), 2)
+4.4
+>>> voice_mos(rtt_ms=600, jitter_ms=50, loss_pct=10) < 2.5
+True
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+
+__all__ = ["VIDEO_TARGET_KBPS", "experience_score", "radio_score", "voice_mos"]
+
+VIDEO_TARGET_KBPS = 5_000.0  # HD streaming; SD needs about 3 Mbps
+
+
+def _clamp(value: float, low: float = 0.0, high: float = 100.0) -> float:
+    return high if value > high else low if value < low else value
+
+
+def voice_mos(rtt_ms: float, jitter_ms: float, loss_pct: float) -> float:
+    """Mean opinion score (1..4.5) of a G.711 call from the simplified E-model."""
+    delay = rtt_ms / 2.0 + 2.0 * jitter_ms + 10.0
+    id_ = 0.024 * delay + (0.11 * (delay - 177.3) if delay > 177.3 else 0.0)
+    ie_eff = 95.0 * loss_pct / (loss_pct + 4.3)
+    r = 93.2 - id_ - ie_eff
+    if r <= 0:
+        return 1.0
+    if r >= 100:
+        return 4.5
+    return 1.0 + 0.035 * r + 7e-6 * r * (r - 60.0) * (100.0 - r)
+
+
+def _band(value: float, points: tuple[tuple[float, float], ...]) -> float:
+    """Piecewise-linear map through (input, score) points sorted by input."""
+    if value <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in pairwise(points):
+        if value <= x1:
+            return y0 + (y1 - y0) * (value - x0) / (x1 - x0)
+    return points[-1][1]
+
+
+_RSRP = ((-120.0, 0.0), (-110.0, 25.0), (-100.0, 55.0), (-90.0, 80.0), (-80.0, 100.0))
+_SINR = ((-5.0, 0.0), (0.0, 30.0), (13.0, 75.0), (20.0, 100.0))
+
+
+def radio_score(rsrp_dbm: float | None, sinr_db: float | None) -> float | None:
+    """0-100 from 3GPP RSRP/SINR bands, or ``None`` when the probe saw no radio fields."""
+    parts = []
+    if rsrp_dbm is not None:
+        parts.append(_band(rsrp_dbm, _RSRP))
+    if sinr_db is not None:
+        parts.append(_band(sinr_db, _SINR))
+    return sum(parts) / len(parts) if parts else None
+
+
+def experience_score(
+    service: str,
+    rtt_ms: float,
+    jitter_ms: float,
+    loss_pct: float,
+    throughput_kbps: float | None,
+    rsrp_dbm: float | None = None,
+    sinr_db: float | None = None,
+    stalls: int | None = None,
+    plan_mbps: float = 50.0,
+) -> float:
+    """Experience of one measurement, 0 (unusable) to 100 (perfect).
+
+    >>> experience_score("voice", 40, 2, 0.0, None) > 90
+    True
+    >>> experience_score("data", 30, 2, 0.1, 2_000, plan_mbps=100) < 50
+    True
+    """
+    if service == "voice":
+        score = (voice_mos(rtt_ms, jitter_ms, loss_pct) - 1.0) / 3.5 * 100.0
+    else:
+        promised = plan_mbps * 1000.0
+        target = min(promised, VIDEO_TARGET_KBPS) if service == "video" else 0.5 * promised
+        tp = throughput_kbps if throughput_kbps is not None else target
+        tp_score = 100.0 * min(1.0, tp / target) ** 0.5 if target > 0 else 100.0
+        latency_penalty = max(0.0, (rtt_ms - 80.0) / 10.0)
+        loss_penalty = 8.0 * loss_pct
+        stall_penalty = 15.0 * stalls if stalls else 0.0
+        score = tp_score - latency_penalty - loss_penalty - stall_penalty
+    radio = radio_score(rsrp_dbm, sinr_db)
+    if radio is not None and radio < 60.0:
+        score -= (60.0 - radio) / 3.0
+    return _clamp(score) if math.isfinite(score) else 0.0

@@ -1,0 +1,363 @@
+"""The records that flow through cxstream, validated where they enter.
+
+Every record that comes from outside (a Kafka message, a CSV row, an HTTP body) is turned into one of
+these models in exactly one place, with pydantic doing the checking. What does not validate becomes a
+:class:`BadEvent` carrying a reason from a closed set, so metric labels stay bounded and nothing is
+dropped silently.
+
+>>> raw = (b'{"event_id": "e1", "event_time": "2026-01-01T00:00:00Z", "subscriber_id": "s1",'
+...        b' "cell_id": "c1", "service": "voice", "rtt_ms": 40, "jitter_ms": 2, "loss_pct": 0.1}')
+>>> parse_qos(raw).subscriber_id
+'s1'
+>>> parse_qos(b"not json").reason
+'not_json'
+>>> parse_qos(raw.replace(b'"rtt_ms": 40', b'"rtt_ms": -5')).reason
+'out_of_range'
+"""
+
+from __future__ import annotations
+
+import base64
+import zoneinfo
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+__all__ = [
+    "Action",
+    "Alert",
+    "BadEvent",
+    "BadReason",
+    "Channel",
+    "ConsentStatus",
+    "CustomerContext",
+    "Outcome",
+    "OutcomeKind",
+    "QosEvent",
+    "Service",
+    "ValueTier",
+    "parse_customer",
+    "parse_outcome",
+    "parse_qos",
+    "utcnow",
+]
+
+
+class Service(StrEnum):
+    """The kind of traffic a QoS measurement describes."""
+
+    VOICE = "voice"
+    VIDEO = "video"
+    DATA = "data"
+
+
+class Channel(StrEnum):
+    """A channel through which a customer can be contacted."""
+
+    SMS = "sms"
+    EMAIL = "email"
+    PUSH = "push"
+    VOICE_CALL = "voice_call"
+
+
+class ConsentStatus(StrEnum):
+    """Consent for one channel: only ``granted`` allows outreach."""
+
+    GRANTED = "granted"
+    DENIED = "denied"
+    REVOKED = "revoked"
+
+
+class ValueTier(StrEnum):
+    """The operator's value segmentation of a customer."""
+
+    BRONZE = "bronze"
+    SILVER = "silver"
+    GOLD = "gold"
+    PLATINUM = "platinum"
+
+
+class OutcomeKind(StrEnum):
+    """What eventually happened to a customer."""
+
+    CHURNED = "churned"
+    RETAINED = "retained"
+    OFFER_ACCEPTED = "offer_accepted"
+    COMPLAINT = "complaint"
+
+
+BadReason = Literal[
+    "not_json", "missing_field", "bad_type", "out_of_range", "stale", "future", "kafka_error"
+]
+"""Why a record went to the dead-letter topic (a closed set: it is a metric label)."""
+
+_FROZEN = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False, str_max_length=256)
+
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+class QosEvent(BaseModel):
+    """One network quality-of-service measurement for one subscriber session.
+
+    Radio fields follow 3GPP TS 36.133 / 38.133 reporting ranges and are optional: not every probe
+    sees the radio layer.
+    """
+
+    model_config = _FROZEN
+
+    event_id: Id
+    event_time: AwareDatetime
+    subscriber_id: Id
+    cell_id: Id
+    service: Service
+    rtt_ms: Annotated[float, Field(ge=0, le=60_000)]
+    jitter_ms: Annotated[float, Field(ge=0, le=10_000)] = 0.0
+    loss_pct: Annotated[float, Field(ge=0, le=100)] = 0.0
+    throughput_kbps: Annotated[float, Field(ge=0, le=10_000_000)] | None = None
+    rsrp_dbm: Annotated[float, Field(ge=-156, le=-31)] | None = None
+    rsrq_db: Annotated[float, Field(ge=-43, le=20)] | None = None
+    sinr_db: Annotated[float, Field(ge=-23, le=40)] | None = None
+    stalls: Annotated[int, Field(ge=0, le=10_000)] | None = None
+
+    _utc = field_validator("event_time")(_as_utc)
+
+
+class CustomerContext(BaseModel):
+    """What the operator knows about a subscriber, held in Redis and joined to every event."""
+
+    model_config = _FROZEN
+
+    subscriber_id: Id
+    account_id: Id | None = None
+    plan: Annotated[str, Field(max_length=64)] = "standard"
+    plan_mbps: Annotated[float, Field(gt=0, le=100_000)] = 50.0
+    monthly_charge: Annotated[float, Field(ge=0, le=100_000)] = 0.0
+    tenure_months: Annotated[int, Field(ge=0, le=1_200)] = 0
+    contract: Literal["month_to_month", "one_year", "two_year"] = "month_to_month"
+    payment_method: Annotated[str, Field(max_length=64)] | None = None
+    value_tier: ValueTier = ValueTier.SILVER
+    consent: dict[Channel, ConsentStatus] = Field(default_factory=dict)
+    consent_updated: AwareDatetime | None = None
+    preferred_channel: Channel = Channel.SMS
+    timezone: Annotated[str, Field(max_length=64)] = "UTC"
+    language: Annotated[str, Field(min_length=2, max_length=16)] = "en"
+    open_tickets: Annotated[int, Field(ge=0, le=1_000)] = 0
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            msg = f"unknown IANA time zone {value!r}"
+            raise ValueError(msg) from exc
+        return value
+
+    def may_contact(self, channel: Channel) -> bool:
+        """Whether consent for ``channel`` is explicitly granted (unknown means no)."""
+        return self.consent.get(channel) is ConsentStatus.GRANTED
+
+
+class Outcome(BaseModel):
+    """A late-arriving fact about a customer: churned, retained, accepted an offer, complained."""
+
+    model_config = _FROZEN
+
+    subscriber_id: Id
+    kind: OutcomeKind
+    time: AwareDatetime
+    action_id: Id | None = None
+
+    _utc = field_validator("time")(_as_utc)
+
+
+class Alert(BaseModel):
+    """A detected degradation, for the NOC (alerts topic) and as the trigger of actions."""
+
+    model_config = _FROZEN
+
+    alert_id: Id
+    kind: Literal["degradation", "cell_incident"]
+    severity: Literal["minor", "major", "critical"]
+    subscriber_id: Id | None
+    cell_id: Id
+    score: float
+    experience: float
+    event_time: AwareDatetime
+    detected_at: AwareDatetime
+    why: dict[str, Any] = Field(default_factory=dict)
+    value_tier: ValueTier | None = None
+    context_stale: bool = False
+
+
+class Action(BaseModel):
+    """An outreach decided by the policy; ``action_id`` is its idempotency key."""
+
+    model_config = _FROZEN
+
+    action_id: Id
+    kind: Literal[
+        "noc_alert",
+        "proactive_apology",
+        "area_notice",
+        "service_credit",
+        "retention_offer",
+        "care_callback",
+    ]
+    subscriber_id: Id
+    channel: Channel
+    reason: str
+    alert_id: Id
+    event_time: AwareDatetime
+    created_at: AwareDatetime
+    language: str = "en"
+    value_tier: ValueTier | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class BadEvent(BaseModel):
+    """A record that could not be processed, as written to the dead-letter topic."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: BadReason
+    detail: str
+    raw_b64: str
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    kind: Literal["qos", "customer", "outcome"] = "qos"
+
+    @classmethod
+    def of(
+        cls,
+        reason: BadReason,
+        detail: str,
+        raw: bytes | None,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+        kind: Literal["qos", "customer", "outcome"] = "qos",
+    ) -> BadEvent:
+        """Build a dead letter, keeping the raw bytes (base64) so nothing is lost."""
+        return cls(
+            reason=reason,
+            detail=detail[:500],
+            raw_b64=base64.b64encode(raw or b"").decode("ascii"),
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            kind=kind,
+        )
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+_RANGE_ERRORS = frozenset(
+    {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
+)
+
+
+def classify_error(exc: ValidationError) -> tuple[BadReason, str]:
+    """Map a pydantic error to a dead-letter reason and a short detail naming the field."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    kind = first["type"]
+    where = ".".join(str(p) for p in first["loc"]) or "<record>"
+    detail = f"{where}: {first['msg']}"
+    if kind in ("json_invalid", "json_type"):
+        return "not_json", detail
+    if kind == "missing":
+        return "missing_field", detail
+    if kind in _RANGE_ERRORS or kind.startswith("string_too"):
+        return "out_of_range", detail
+    return "bad_type", detail
+
+
+def _parse_record(
+    model: type[_M],
+    kind: Literal["qos", "customer", "outcome"],
+    raw: bytes | None,
+    topic: str | None,
+    partition: int | None,
+    offset: int | None,
+) -> _M | BadEvent:
+    if not raw:
+        reason: BadReason = "not_json"
+        detail = "empty message"
+    else:
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as exc:
+            reason, detail = classify_error(exc)
+    return BadEvent.of(
+        reason, detail, raw, topic=topic, partition=partition, offset=offset, kind=kind
+    )
+
+
+def parse_qos(
+    raw: bytes | None,
+    *,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+    now: datetime | None = None,
+    max_age: timedelta | None = None,
+    max_ahead: timedelta | None = None,
+) -> QosEvent | BadEvent:
+    """Turn one message value into a :class:`QosEvent` or a :class:`BadEvent` with the reason.
+
+    ``max_age`` and ``max_ahead`` (with ``now``) send events too far in the past or future to the
+    dead-letter topic as ``stale`` or ``future``.
+    """
+    event = _parse_record(QosEvent, "qos", raw, topic, partition, offset)
+    if now is None or isinstance(event, BadEvent):
+        return event
+    reason: BadReason | None = None
+    if max_age is not None and event.event_time < now - max_age:
+        reason, detail = "stale", f"event_time older than {max_age}"
+    elif max_ahead is not None and event.event_time > now + max_ahead:
+        reason, detail = "future", f"event_time more than {max_ahead} ahead"
+    if reason is not None:
+        return BadEvent.of(reason, detail, raw, topic=topic, partition=partition, offset=offset)
+    return event
+
+
+def parse_customer(
+    raw: bytes | None,
+    *,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> CustomerContext | BadEvent:
+    """Turn one customer-update message into a :class:`CustomerContext` or a :class:`BadEvent`."""
+    return _parse_record(CustomerContext, "customer", raw, topic, partition, offset)
+
+
+def parse_outcome(
+    raw: bytes | None,
+    *,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> Outcome | BadEvent:
+    """Turn one outcome message into an :class:`Outcome` or a :class:`BadEvent`."""
+    return _parse_record(Outcome, "outcome", raw, topic, partition, offset)

@@ -1,0 +1,199 @@
+"""The CEM dataflow: QoS events in, alerts and actions out, nothing dropped.
+
+::
+
+    qos_in ─ parse_event ─ split_valid ─┬─ enrich ─ key_subscriber ─ detect_degradation ─ ...
+                                        └─ (bad) ────────────────────────────────────────┐
+    ... ─ keep_alerts ─┬─ decide_actions ─ keep_emitted ─┬─ webhook_out                 │
+                       │                                 └─ action_msg ─┐               │
+                       └─ alert_msg ────────────────────────────────────┼─ kafka_out ◄──┘
+    customers_in ─ parse_customer ─ split_customers ─┬─ customers_to_redis   (bad → kafka_out)
+
+Production runs ``cxstream run --config FILE`` (or ``python -m bytewax.run
+"cxstream.flows.cx:get_flow()"`` with ``CXSTREAM_CONFIG``); tests call :func:`build_flow` with
+Bytewax's testing sources and sinks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from cxstream.actions.store import RedisClaimStore
+from cxstream.actions.webhook import WebhookSender
+from cxstream.context import ContextStore
+from cxstream.errors import ConfigError
+from cxstream.events import Action, Alert, BadEvent, CustomerContext, QosEvent
+from cxstream.flows.sinks import CustomerSink, WebhookSink
+from cxstream.pipeline import Pipeline
+from cxstream.services import redis_client
+from cxstream.settings import Settings, config_path_from_env, load_settings
+
+__all__ = ["FlowIO", "build_flow", "get_flow", "pipeline_from_settings"]
+
+KafkaOut = KafkaSinkMessage[bytes | None, bytes | None]
+
+
+@dataclass
+class FlowIO:
+    """Every input and output of the flow, injected (Kafka in production, test doubles in tests)."""
+
+    qos_source: Source[Any]
+    kafka_sink: Sink[KafkaOut]
+    customer_source: Source[Any] | None = None
+    customer_sink: Sink[CustomerContext] | None = None
+    webhook_sink: Sink[Action] | None = None
+
+
+def _is_event(item: QosEvent | BadEvent) -> TypeGuard[QosEvent]:
+    return isinstance(item, QosEvent)
+
+
+def _dead(item: object) -> BadEvent:
+    """Narrow the false branch of a split (only dead letters go there)."""
+    if not isinstance(item, BadEvent):
+        msg = f"expected a BadEvent on the dead-letter branch; got {type(item).__name__}"
+        raise TypeError(msg)
+    return item
+
+
+def _is_customer(item: CustomerContext | BadEvent) -> TypeGuard[CustomerContext]:
+    return isinstance(item, CustomerContext)
+
+
+def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
+    """Wire the pipeline's steps into a Bytewax dataflow; does no I/O itself."""
+    topics = settings.kafka.topics
+    flow = Dataflow("cxstream")
+
+    raw = op.input("qos_in", flow, io.qos_source)
+    parsed = op.flat_map_batch("parse_event", raw, pipeline.parse_batch)
+    valid = op.branch("split_valid", parsed, _is_event)
+    bad = op.map("as_dead_letter", valid.falses, _dead)
+    bad = op.inspect("count_dead_letters", bad, lambda _s, b: pipeline.count_dead_letters([b]))
+
+    enriched = op.flat_map_batch("enrich", valid.trues, pipeline.enrich_batch)
+    keyed = op.key_on("key_subscriber", enriched, lambda e: e.event.subscriber_id)
+    detected = op.stateful_map("detect_degradation", keyed, pipeline.detect)
+    candidates = op.filter_map("keep_alerts", detected, lambda kv: kv[1])
+    decisions = op.flat_map_batch("decide_actions", candidates, pipeline.decide_batch)
+    actions = op.filter_map("keep_emitted", decisions, lambda d: d.action)
+
+    def alert_msg(c: Any) -> KafkaOut:
+        alert: Alert = c.alert
+        return KafkaSinkMessage(
+            (alert.subscriber_id or alert.cell_id).encode(),
+            alert.model_dump_json().encode(),
+            topic=topics.alerts,
+        )
+
+    def action_msg(a: Action) -> KafkaOut:
+        return KafkaSinkMessage(
+            a.subscriber_id.encode(), a.model_dump_json().encode(), topic=topics.actions
+        )
+
+    def dead_letter_msg(b: BadEvent) -> KafkaOut:
+        return KafkaSinkMessage(None, b.model_dump_json().encode(), topic=topics.dead_letters)
+
+    outs = [
+        op.map("alert_msg", candidates, alert_msg),
+        op.map("action_msg", actions, action_msg),
+        op.map("dead_letter_msg", bad, dead_letter_msg),
+    ]
+    if io.webhook_sink is not None:
+        op.output("webhook_out", actions, io.webhook_sink)
+
+    if io.customer_source is not None and io.customer_sink is not None:
+        craw = op.input("customers_in", flow, io.customer_source)
+        cparsed = op.flat_map_batch("parse_customer", craw, pipeline.parse_customer_batch)
+        csplit = op.branch("split_customers", cparsed, _is_customer)
+        op.output("customers_to_redis", csplit.trues, io.customer_sink)
+        cbad = op.map("as_dead_customer", csplit.falses, _dead)
+        cbad = op.inspect(
+            "count_bad_customers", cbad, lambda _s, b: pipeline.count_dead_letters([b])
+        )
+        outs.append(op.map("bad_customer_msg", cbad, dead_letter_msg))
+
+    op.output("kafka_out", op.merge("merge_out", *outs), io.kafka_sink)
+    return flow
+
+
+def pipeline_from_settings(settings: Settings) -> Pipeline:
+    """The pipeline with its Redis-backed context store and claim store."""
+    client = redis_client(settings)
+    r = settings.redis
+    context = ContextStore(
+        client,
+        prefix=r.key_prefix,
+        ttl_s=r.cache_ttl_s,
+        max_entries=r.cache_max_entries,
+        customer_ttl_s=r.customer_ttl_s,
+    )
+    return Pipeline(settings, context=context, claims=RedisClaimStore(client))
+
+
+def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
+    """Production inputs and outputs: Kafka topics, Redis, and the webhook if configured."""
+    k = settings.kafka
+    client = k.client_config()
+    consumer = {**client, **k.consumer_config}
+    producer = {**client, **k.producer_config}
+    brokers = k.brokers or []
+    webhook_sink = None
+    w = settings.webhook
+    if w.url is not None:
+        if w.secret is None:
+            msg = "webhook.secret is required when webhook.url is set (CXSTREAM_WEBHOOK__SECRET)"
+            raise ConfigError(msg)
+        url, secret = w.url, w.secret.get_secret_value()
+        claims = pipeline.claims  # the same Redis holds the delivery ledger
+
+        def make_sender() -> WebhookSender:
+            return WebhookSender(
+                url,
+                secret,
+                timeout_s=w.timeout_s,
+                max_attempts=w.max_attempts,
+                backoff_s=w.backoff_s,
+                ledger=claims,
+                ledger_prefix=settings.redis.key_prefix,
+                ledger_ttl_s=settings.policy.idempotency_ttl_s,
+            )
+
+        webhook_sink = WebhookSink(
+            make_sender, producer_config=producer, dlq_topic=k.topics.actions_dead_letters
+        )
+    return FlowIO(
+        qos_source=KafkaSource(
+            brokers,
+            [k.topics.qos],
+            tail=True,
+            add_config=consumer,
+            batch_size=k.consumer_batch_size,
+            raise_on_errors=False,
+        ),
+        kafka_sink=KafkaSink(brokers, None, add_config=producer),
+        customer_source=KafkaSource(
+            brokers,
+            [k.topics.customers],
+            tail=True,
+            add_config=consumer,
+            batch_size=k.consumer_batch_size,
+            raise_on_errors=False,
+        ),
+        customer_sink=CustomerSink(pipeline.context),
+        webhook_sink=webhook_sink,
+    )
+
+
+def get_flow(config: str | None = None) -> Dataflow:
+    """The production dataflow from a config file (or ``CXSTREAM_CONFIG`` / env only)."""
+    settings = load_settings(config if config is not None else config_path_from_env())
+    pipeline = pipeline_from_settings(settings)
+    return build_flow(settings, pipeline, kafka_io(settings, pipeline))

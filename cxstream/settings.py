@@ -1,0 +1,268 @@
+"""Settings: one validated, frozen tree built once at start-up.
+
+Precedence, highest first: values passed to :func:`load_settings`, environment variables
+(``CXSTREAM_KAFKA__BROKERS='["host:9092"]'``, ``CXSTREAM_WEBHOOK__SECRET=...``), the YAML file given
+with ``--config``, then the defaults written in the models below. Every model forbids unknown keys, so
+a typo such as ``kafka: {brokerz: ...}`` is an error naming ``kafka.brokerz``.
+
+>>> s = load_settings(overrides={"kafka": {"brokers": ["k1:9092"]}})
+>>> s.kafka.brokers, s.kafka.topics.qos
+(['k1:9092'], 'cx.qos')
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from cxstream.errors import ConfigError
+
+__all__ = [
+    "DetectorSettings",
+    "FlowSettings",
+    "KafkaSettings",
+    "PolicySettings",
+    "RedisSettings",
+    "Settings",
+    "TopicSettings",
+    "WebhookSettings",
+    "load_settings",
+]
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopicSettings(BaseModel):
+    """Kafka topic names."""
+
+    model_config = _STRICT
+
+    qos: str = "cx.qos"
+    customers: str = "cx.customers"
+    outcomes: str = "cx.outcomes"
+    alerts: str = "cx.alerts"
+    actions: str = "cx.actions"
+    dead_letters: str = "cx.dead-letters"
+    actions_dead_letters: str = "cx.actions.dead-letters"
+    partitions: Annotated[int, Field(ge=1, le=1024)] = 2
+
+    def all(self) -> list[str]:
+        """Every topic the system reads or writes."""
+        return [
+            self.qos,
+            self.customers,
+            self.outcomes,
+            self.alerts,
+            self.actions,
+            self.dead_letters,
+            self.actions_dead_letters,
+        ]
+
+
+class KafkaSettings(BaseModel):
+    """Where the broker is and how to talk to it. ``brokers: null`` means "embedded" in the demo."""
+
+    model_config = _STRICT
+
+    brokers: list[str] | None = None
+    topics: TopicSettings = TopicSettings()
+    consumer_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    # librdkafka settings measured to matter here (see README, performance).
+    consumer_config: dict[str, str] = Field(
+        default_factory=lambda: {
+            "queued.min.messages": "1000000",
+            "fetch.queue.backoff.ms": "0",
+            "fetch.wait.max.ms": "100",
+        }
+    )
+    producer_config: dict[str, str] = Field(
+        default_factory=lambda: {"linger.ms": "5", "enable.idempotence": "false"}
+    )
+    # Passed to every client: security.protocol, sasl.*, ssl.* ... (values may come from env).
+    extra_config: dict[str, str] = Field(default_factory=dict)
+    sasl_password: SecretStr | None = None
+
+    @field_validator("brokers")
+    @classmethod
+    def _not_a_bare_string(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            msg = "must list at least one host:port, or be null for the embedded broker"
+            raise ValueError(msg)
+        return value
+
+    def client_config(self) -> dict[str, str]:
+        """The librdkafka settings shared by consumers, producers and the admin client."""
+        if self.brokers is None:
+            msg = "kafka.brokers is not set (null means an embedded broker, started by `demo`)"
+            raise ConfigError(msg)
+        conf = {"bootstrap.servers": ",".join(self.brokers), **self.extra_config}
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        return conf
+
+
+class RedisSettings(BaseModel):
+    """Customer context, cooldowns and idempotency keys live in Redis."""
+
+    model_config = _STRICT
+
+    url: SecretStr | None = None  # may embed a password: redis://:pw@host:6379/0 or rediss://...
+    key_prefix: str = "cx"
+    customer_ttl_s: Annotated[int, Field(ge=0)] = 90 * 86_400  # 0 = no expiry
+    cache_ttl_s: Annotated[float, Field(ge=0, le=3_600)] = 30.0
+    cache_max_entries: Annotated[int, Field(ge=0, le=50_000_000)] = 200_000
+    socket_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+
+
+class WebhookSettings(BaseModel):
+    """Where signed actions are POSTed for marketing/CRM systems. ``url: null`` disables it."""
+
+    model_config = _STRICT
+
+    url: str | None = None
+    # Standard Webhooks secret ("whsec_" + base64); from env CXSTREAM_WEBHOOK__SECRET in production.
+    secret: SecretStr | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    backoff_s: Annotated[float, Field(ge=0, le=60)] = 0.2
+
+
+class DetectorSettings(BaseModel):
+    """Per-subscriber degradation detector."""
+
+    model_config = _STRICT
+
+    threshold: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    grace_events: Annotated[int, Field(ge=1, le=10_000)] = 8
+    fast_alpha: Annotated[float, Field(gt=0, le=1)] = 0.3
+    slow_alpha: Annotated[float, Field(gt=0, le=1)] = 0.05
+    poor_experience: Annotated[float, Field(ge=0, le=100)] = 45.0
+
+
+class PolicySettings(BaseModel):
+    """The first contact policy: threshold, cooldown per (customer, reason), consent."""
+
+    model_config = _STRICT
+
+    min_score: Annotated[float, Field(ge=0, le=1)] = 0.9
+    cooldown_s: Annotated[int, Field(ge=1)] = 6 * 3_600
+    idempotency_ttl_s: Annotated[int, Field(ge=1)] = 7 * 86_400
+
+
+class FlowSettings(BaseModel):
+    """Dataflow behaviour."""
+
+    model_config = _STRICT
+
+    max_event_age_s: Annotated[float, Field(gt=0)] = 7 * 86_400
+    max_event_ahead_s: Annotated[float, Field(gt=0)] = 300
+    metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 3030
+    workers: Annotated[int, Field(ge=1, le=256)] = 1
+
+
+class Settings(BaseSettings):
+    """Everything cxstream needs to run; see ``config/cxstream.yaml`` for a documented example."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CXSTREAM_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    detector: DetectorSettings = DetectorSettings()
+    policy: PolicySettings = PolicySettings()
+    flow: FlowSettings = FlowSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives through init kwargs (see load_settings), below env in precedence.
+        yaml_values = _YAML_VALUES.get("values", {})
+        return (
+            init_settings,
+            env_settings,
+            InitSettingsSource(settings_cls, init_kwargs=yaml_values),
+        )
+
+
+_YAML_VALUES: dict[str, dict[str, Any]] = {}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = f"cannot read config file {path}: {exc.strerror}"
+        raise ConfigError(msg) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        msg = f"config file {path} is not valid YAML: {exc}"
+        raise ConfigError(msg) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        msg = f"config file {path} must be a mapping at the top level, got {type(data).__name__}"
+        raise ConfigError(msg)
+    return data
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem, each naming the dotted key, e.g. ``kafka.brokerz: extra ...``."""
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors(include_url=False):
+        key = ".".join(str(p) for p in err["loc"]) or "<top>"
+        lines.append(f"  {key}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(
+    path: str | Path | None = None, *, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Load and validate settings from ``path`` (YAML), the environment and ``overrides``.
+
+    Raises :class:`~cxstream.errors.ConfigError` naming every bad key.
+    """
+    values = _read_yaml(Path(path)) if path is not None else {}
+    _YAML_VALUES["values"] = values
+    try:
+        return Settings(**(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path or "settings"))) from exc
+    finally:
+        _YAML_VALUES.pop("values", None)
+
+
+def bytewax_api_env(port: int) -> dict[str, str]:
+    """Environment that makes Bytewax serve ``/metrics`` (with our registry) on ``port``."""
+    return {"BYTEWAX_DATAFLOW_API_ENABLED": "1", "BYTEWAX_DATAFLOW_API_PORT": str(port)}
+
+
+def config_path_from_env() -> str | None:
+    """The config file named by ``CXSTREAM_CONFIG``, if any (for ``python -m bytewax.run``)."""
+    return os.environ.get("CXSTREAM_CONFIG") or None
+
+
+def apply_env(values: dict[str, str]) -> None:
+    """Set process environment variables (the one place that writes ``os.environ``)."""
+    os.environ.update(values)

@@ -1,0 +1,274 @@
+"""A realistic QoS event stream with injected incidents of known kinds, and matching customers.
+
+``N`` subscribers live in ``M`` cells (each cell has its own radio quality and load). Traffic follows a
+diurnal curve (quiet at 4 a.m., busiest in the evening) that modulates both the event rate and
+congestion. Each event is one service session (voice, video, data) with service-specific QoS noise.
+Incidents of three kinds are injected, and written as ground truth:
+
+* ``cell_outage`` — every subscriber in a cell degrades for a while;
+* ``subscriber_degradation`` — one subscriber degrades (a device or home-coverage problem);
+* ``flapping`` — a cell goes bad and good again every ``period_s``.
+
+A small share of records can be deliberately malformed (``bad_ratio``) so dead-lettering is exercised.
+Everything is seeded and pure: the Kafka producing lives in :mod:`cxstream.producer`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+
+from cxstream.events import Channel, ConsentStatus, CustomerContext, ValueTier, utcnow
+
+__all__ = ["Incident", "Simulator", "diurnal_factor", "plan_incidents", "utcnow"]
+
+IncidentKind = Literal["cell_outage", "subscriber_degradation", "flapping"]
+
+_ZONES = (
+    "Europe/London",
+    "Europe/Berlin",
+    "America/New_York",
+    "America/Los_Angeles",
+    "Asia/Kolkata",
+)
+_LANGS = ("en", "de", "fr", "es")
+_SERVICES = ("voice", "video", "data")
+_SERVICE_WEIGHTS = (0.3, 0.3, 0.4)
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One injected incident: the ground truth the detectors are measured against."""
+
+    kind: IncidentKind
+    cell_id: str
+    start: datetime
+    end: datetime
+    subscriber_id: str | None = None
+    period_s: float = 0.0
+    severity: float = 1.0
+
+    def impairment(self, t: datetime) -> float:
+        """How strongly the incident acts at ``t`` (0 = not at all, 1 = fully)."""
+        if not self.start <= t < self.end:
+            return 0.0
+        if self.kind == "flapping" and self.period_s > 0:
+            phase = ((t - self.start).total_seconds() % self.period_s) / self.period_s
+            return self.severity if phase < 0.5 else 0.0
+        return self.severity
+
+    def to_json(self) -> bytes:
+        """One JSON line of ground truth."""
+        record = asdict(self)
+        record["start"] = self.start.isoformat()
+        record["end"] = self.end.isoformat()
+        return orjson.dumps(record)
+
+
+def diurnal_factor(t: datetime) -> float:
+    """Relative load at ``t`` (UTC hour used as local hour): about 0.25 at 4 a.m., 1.0 at 8 p.m.
+
+    >>> round(diurnal_factor(datetime(2026, 1, 1, 20, tzinfo=UTC)), 2)
+    1.0
+    >>> diurnal_factor(datetime(2026, 1, 1, 4, tzinfo=UTC)) < 0.3
+    True
+    """
+    hour = t.hour + t.minute / 60.0
+    return 0.625 + 0.375 * math.cos((hour - 20.0) / 24.0 * 2.0 * math.pi)
+
+
+def plan_incidents(
+    sim: Simulator, start: datetime, span_s: float, rng: random.Random
+) -> list[Incident]:
+    """One incident of each kind inside ``[start, start + span_s)``, placed so detectors have a
+    baseline first: a subscriber degrades at 25 %, a cell goes down at 35 %, another flaps from 45 %."""
+
+    def at(fraction: float) -> datetime:
+        return start + timedelta(seconds=span_s * fraction)
+
+    cells = rng.sample(sim.cell_ids, k=min(2, len(sim.cell_ids)))
+    victim = rng.choice(sim.subscriber_ids)
+    incidents = [
+        Incident("subscriber_degradation", sim.home_cell[victim], at(0.25), at(0.6), victim),
+        Incident("cell_outage", cells[0], at(0.35), at(0.8)),
+    ]
+    if len(cells) > 1:
+        period = max(4.0, span_s / 12.0)
+        incidents.append(Incident("flapping", cells[1], at(0.45), at(0.9), period_s=period))
+    return incidents
+
+
+class Simulator:
+    """Generate events and customer profiles for ``subscribers`` spread over ``cells``.
+
+    >>> sim = Simulator(subscribers=10, cells=2, seed=1)
+    >>> event = sim.event(datetime(2026, 1, 1, 12, tzinfo=UTC))
+    >>> sorted(event)[:4]
+    ['cell_id', 'event_id', 'event_time', 'jitter_ms']
+    """
+
+    def __init__(
+        self,
+        subscribers: int = 1000,
+        cells: int = 50,
+        *,
+        seed: int = 7,
+        bad_ratio: float = 0.0,
+        run_id: str = "sim",
+    ) -> None:
+        if subscribers < 1 or cells < 1:
+            msg = "subscribers and cells must be at least 1"
+            raise ValueError(msg)
+        self.rng = random.Random(seed)
+        self.bad_ratio = bad_ratio
+        self.run_id = run_id
+        self.seq = 0
+        self.subscriber_ids = [f"sub-{i:07d}" for i in range(subscribers)]
+        self.cell_ids = [f"cell-{i:04d}" for i in range(cells)]
+        self.home_cell = {s: self.rng.choice(self.cell_ids) for s in self.subscriber_ids}
+        # Per-cell radio quality (some cells are at the edge of coverage) and per-subscriber device.
+        self.cell_rsrp = {c: self.rng.gauss(-88.0, 5.0) for c in self.cell_ids}
+        self.cell_sinr = {c: self.rng.gauss(16.0, 3.0) for c in self.cell_ids}
+        self.plan_mbps = {
+            s: self.rng.choice((25.0, 50.0, 100.0, 300.0)) for s in self.subscriber_ids
+        }
+        self._profile_seed = self.rng.random()
+        self.incidents: list[Incident] = []
+        self._by_cell: dict[str, list[Incident]] = {}
+        self._by_sub: dict[str, list[Incident]] = {}
+
+    def add_incidents(self, incidents: list[Incident]) -> None:
+        """Inject incidents (they act on events generated from now on)."""
+        self.incidents.extend(incidents)
+        for inc in incidents:
+            if inc.subscriber_id is not None:
+                self._by_sub.setdefault(inc.subscriber_id, []).append(inc)
+            else:
+                self._by_cell.setdefault(inc.cell_id, []).append(inc)
+
+    def _impairment(self, sub: str, cell: str, t: datetime) -> float:
+        level = 0.0
+        for inc in self._by_sub.get(sub, ()):
+            level = max(level, inc.impairment(t))
+        for inc in self._by_cell.get(cell, ()):
+            level = max(level, inc.impairment(t))
+        return level
+
+    def event(self, t: datetime, subscriber_id: str | None = None) -> dict[str, Any]:
+        """One QoS measurement at event time ``t`` as a JSON-ready dict."""
+        rng = self.rng
+        sub = subscriber_id or rng.choice(self.subscriber_ids)
+        cell = self.home_cell[sub]
+        service = rng.choices(_SERVICES, _SERVICE_WEIGHTS)[0]
+        load = diurnal_factor(t)
+        bad = self._impairment(sub, cell, t)
+        rtt = rng.lognormvariate(math.log(35.0 + 15.0 * load), 0.25) * (1.0 + 6.0 * bad)
+        jitter = abs(rng.gauss(2.0 + 2.0 * load, 1.5)) + 30.0 * bad
+        loss = abs(rng.gauss(0.1, 0.15)) * (0.5 + load) + 8.0 * bad
+        rsrp = min(-44.0, max(-140.0, rng.gauss(self.cell_rsrp[cell], 4.0) - 12.0 * bad))
+        sinr = min(35.0, max(-20.0, rng.gauss(self.cell_sinr[cell], 3.0) - 15.0 * bad))
+        self.seq += 1
+        record: dict[str, Any] = {
+            "event_id": f"{self.run_id}-{self.seq}",
+            "event_time": t.isoformat(),
+            "subscriber_id": sub,
+            "cell_id": cell,
+            "service": service,
+            "rtt_ms": round(min(rtt, 59_000.0), 2),
+            "jitter_ms": round(min(jitter, 9_000.0), 2),
+            "loss_pct": round(min(loss, 100.0), 3),
+            "rsrp_dbm": round(rsrp, 1),
+            "rsrq_db": round(min(-3.0, max(-20.0, rng.gauss(-10.0, 2.0) - 5.0 * bad)), 1),
+            "sinr_db": round(sinr, 1),
+        }
+        if service != "voice":
+            need = 6_000.0 if service == "video" else self.plan_mbps[sub] * 1000.0 * 0.7
+            congestion = 1.0 - 0.3 * load
+            tput = max(50.0, rng.gauss(need * congestion, need * 0.15)) * (1.0 - 0.92 * bad)
+            record["throughput_kbps"] = round(tput, 1)
+        return record
+
+    def malformed(self, t: datetime) -> bytes:
+        """One deliberately bad record, of a random kind (not JSON, missing field, ...)."""
+        good = self.event(t)
+        kind = self.rng.randrange(4)
+        if kind == 0:
+            return b"\x00not json at all{" + str(self.seq).encode()
+        if kind == 1:
+            del good["subscriber_id"]
+        elif kind == 2:
+            good["rtt_ms"] = "fast"
+        else:
+            good["loss_pct"] = 250.0
+        return orjson.dumps(good)
+
+    def encoded(self, t: datetime) -> tuple[bytes | None, bytes]:
+        """``(key, value)`` for Kafka: a good event, or a malformed one at ``bad_ratio``."""
+        if self.bad_ratio and self.rng.random() < self.bad_ratio:
+            return None, self.malformed(t)
+        record = self.event(t)
+        return record["subscriber_id"].encode(), orjson.dumps(record)
+
+    def timeline(self, start: datetime, rate: float) -> Iterator[datetime]:
+        """Event times from ``start``: ``rate`` events per second at the busiest hour, fewer at
+        quieter hours (:func:`diurnal_factor`)."""
+        t = start
+        while True:
+            yield t
+            t += timedelta(seconds=self.rng.expovariate(rate * diurnal_factor(t)))
+
+    def profiles(self) -> Iterator[CustomerContext]:
+        """A customer profile for every simulated subscriber (seeded; households share accounts)."""
+        rng = random.Random(self._profile_seed)
+        account = 0
+        for i, sub in enumerate(self.subscriber_ids):
+            if i == 0 or rng.random() > 0.3:
+                account += 1
+            charge = round(rng.uniform(15.0, 120.0), 2)
+            tier = (
+                ValueTier.PLATINUM
+                if charge >= 100
+                else ValueTier.GOLD
+                if charge >= 70
+                else ValueTier.SILVER
+                if charge >= 35
+                else ValueTier.BRONZE
+            )
+            consent = {
+                Channel.SMS: _consent(rng, 0.85),
+                Channel.EMAIL: _consent(rng, 0.7),
+                Channel.PUSH: _consent(rng, 0.5),
+                Channel.VOICE_CALL: _consent(rng, 0.3),
+            }
+            yield CustomerContext(
+                subscriber_id=sub,
+                account_id=f"acct-{account:07d}",
+                plan=f"mobile-{int(self.plan_mbps[sub])}",
+                plan_mbps=self.plan_mbps[sub],
+                monthly_charge=charge,
+                tenure_months=rng.randrange(0, 73),
+                contract=rng.choices(
+                    ("month_to_month", "one_year", "two_year"), (0.55, 0.21, 0.24)
+                )[0],
+                value_tier=tier,
+                consent=consent,
+                preferred_channel=rng.choice(
+                    (Channel.SMS, Channel.SMS, Channel.EMAIL, Channel.PUSH)
+                ),
+                timezone=rng.choice(_ZONES),
+                language=rng.choice(_LANGS),
+                open_tickets=1 if rng.random() < 0.04 else 0,
+            )
+
+
+def _consent(rng: random.Random, p_granted: float) -> ConsentStatus:
+    roll = rng.random()
+    if roll < p_granted:
+        return ConsentStatus.GRANTED
+    return ConsentStatus.REVOKED if roll < p_granted + 0.05 else ConsentStatus.DENIED
