@@ -42,7 +42,7 @@ from cxstream.services import embedded_services, ensure_topics, free_port, redis
 from cxstream.settings import Settings
 from cxstream.simulate import Simulator, plan_incidents
 
-__all__ = ["DemoOptions", "DemoSummary", "run_demo", "scrape_counters"]
+__all__ = ["DemoOptions", "DemoSummary", "FlowProcess", "run_demo", "scrape_counters"]
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _flow_config(settings: Settings, path: Path) -> None:
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
 
 
-class _Flow:
+class FlowProcess:
     """The dataflow child process and its metrics endpoint."""
 
     def __init__(self, settings: Settings, workdir: Path, secret: str) -> None:
@@ -153,7 +153,7 @@ class _Flow:
         self._log.close()
 
 
-def _summary(flow: _Flow, produced: int, receiver: WebhookReceiver) -> DemoSummary:
+def _summary(flow: FlowProcess, produced: int, receiver: WebhookReceiver) -> DemoSummary:
     c = flow.counters()
     return DemoSummary(
         events_produced=produced,
@@ -171,7 +171,9 @@ def _summary(flow: _Flow, produced: int, receiver: WebhookReceiver) -> DemoSumma
     )
 
 
-def _drain(flow: _Flow, produced: int, receiver: WebhookReceiver, timeout_s: float) -> DemoSummary:
+def _drain(
+    flow: FlowProcess, produced: int, receiver: WebhookReceiver, timeout_s: float
+) -> DemoSummary:
     """Wait until every produced event ended somewhere and deliveries stopped changing."""
     deadline = time.monotonic() + timeout_s
     summary = _summary(flow, produced, receiver)
@@ -222,7 +224,7 @@ def run_demo(
             live = live.model_copy(
                 update={"webhook": live.webhook.model_copy(update={"url": receiver.url})}
             )
-            flow = _Flow(live, Path(tmp), secret)
+            flow = FlowProcess(live, Path(tmp), secret)
             try:
                 flow.wait_ready()
                 say(f"dataflow running; metrics at {flow.metrics_url}")
@@ -238,7 +240,7 @@ def _stream(
     settings: Settings,
     sim: Simulator,
     options: DemoOptions,
-    flow: _Flow,
+    flow: FlowProcess,
     receiver: WebhookReceiver,
     say: Callable[[str], None],
     progress: Callable[[str], None] | None,

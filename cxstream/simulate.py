@@ -71,16 +71,28 @@ class Incident:
         return orjson.dumps(record)
 
 
-def diurnal_factor(t: datetime) -> float:
-    """Relative load at ``t`` (UTC hour used as local hour): about 0.25 at 4 a.m., 1.0 at 8 p.m.
+# Relative traffic by local hour: a typical mobile-network day (night trough about 4 a.m.,
+# morning ramp, flat working day, evening peak at 8 p.m.).
+_HOURLY_LOAD = (
+    0.45, 0.33, 0.25, 0.20, 0.18, 0.20, 0.30, 0.45, 0.60, 0.70, 0.75, 0.78,
+    0.80, 0.80, 0.78, 0.78, 0.80, 0.85, 0.90, 0.95, 1.00, 0.95, 0.80, 0.60,
+)  # fmt: skip
 
-    >>> round(diurnal_factor(datetime(2026, 1, 1, 20, tzinfo=UTC)), 2)
+
+def diurnal_factor(t: datetime) -> float:
+    """Relative load at ``t`` (UTC hour used as local hour), interpolated between hours:
+    0.18 at 4 a.m., 1.0 at 8 p.m.
+
+    >>> from datetime import UTC
+    >>> diurnal_factor(datetime(2026, 1, 1, 20, tzinfo=UTC))
     1.0
-    >>> diurnal_factor(datetime(2026, 1, 1, 4, tzinfo=UTC)) < 0.3
+    >>> diurnal_factor(datetime(2026, 1, 1, 4, tzinfo=UTC)) < 0.2
     True
     """
-    hour = t.hour + t.minute / 60.0
-    return 0.625 + 0.375 * math.cos((hour - 20.0) / 24.0 * 2.0 * math.pi)
+    hour = t.hour + t.minute / 60.0 + t.second / 3600.0
+    low = int(hour) % 24
+    frac = hour - int(hour)
+    return _HOURLY_LOAD[low] + (_HOURLY_LOAD[(low + 1) % 24] - _HOURLY_LOAD[low]) * frac
 
 
 def plan_incidents(
@@ -107,6 +119,7 @@ def plan_incidents(
 class Simulator:
     """Generate events and customer profiles for ``subscribers`` spread over ``cells``.
 
+    >>> from datetime import UTC
     >>> sim = Simulator(subscribers=10, cells=2, seed=1)
     >>> event = sim.event(datetime(2026, 1, 1, 12, tzinfo=UTC))
     >>> sorted(event)[:4]

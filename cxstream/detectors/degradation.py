@@ -47,8 +47,10 @@ class ExperienceDropDetector(base.AnomalyDetector):
     poor
         Level below which the series is bad whatever its history (score 0.5 there).
     threshold
-        Points scoring at or above it are not learned into the baseline (protects the baseline
-        from the anomaly it should detect), except very slowly so a lasting level shift is adopted.
+        The score at which a point is anomalous (used by the episode logic of the monitor).
+    min_std
+        Floor of the baseline's standard deviation: a subscriber whose experience never varies
+        must still not alert on one bad session (with the defaults it takes two in a row).
 
     Examples
     --------
@@ -57,6 +59,12 @@ class ExperienceDropDetector(base.AnomalyDetector):
     ...     det.learn_one({"experience": 90.0})
     >>> det.score_one({"experience": 89.0}) < 0.1
     True
+
+    One bad point is not yet a degradation; a second in a row is:
+
+    >>> det.score_one({"experience": 20.0}) < 0.9
+    True
+    >>> det.learn_one({"experience": 20.0})
     >>> det.score_one({"experience": 20.0}) > 0.9
     True
     """
@@ -69,6 +77,7 @@ class ExperienceDropDetector(base.AnomalyDetector):
         slow_alpha: float = 0.05,
         poor: float = 45.0,
         threshold: float = 0.9,
+        min_std: float = 6.0,
     ) -> None:
         self.feature = feature
         self.grace_events = grace_events
@@ -76,6 +85,7 @@ class ExperienceDropDetector(base.AnomalyDetector):
         self.slow_alpha = slow_alpha
         self.poor = poor
         self.threshold = threshold
+        self.min_std = min_std
         self._n = 0
         self._fast = math.nan
         self._mean = math.nan
@@ -91,7 +101,7 @@ class ExperienceDropDetector(base.AnomalyDetector):
         absolute = _logistic((self.poor - fast) / 4.0)
         if self._n < self.grace_events:
             return absolute
-        std = max(math.sqrt(self._var), 3.0)
+        std = max(math.sqrt(self._var), self.min_std)
         z = (self._mean - fast) / std
         relative = _logistic(2.0 * (z - 3.0))
         return max(absolute, relative)
@@ -109,15 +119,19 @@ class ExperienceDropDetector(base.AnomalyDetector):
         if value is None or not math.isfinite(value):
             return
         value = float(value)
-        anomalous = self._n >= self.grace_events and self._score(value) >= self.threshold
+        # Points that already look suspicious (score >= 0.5) barely move the baseline, and every
+        # update is clipped at 3 standard deviations, so one outlier cannot inflate the variance
+        # and hide the next one.
+        suspicious = self._n >= self.grace_events and self._score(value) >= 0.5
         self._fast = self._candidate_fast(value)
         if self._n == 0:
             self._mean = value
         else:
-            alpha = self.slow_alpha * (0.05 if anomalous else 1.0)
+            alpha = self.slow_alpha * (0.05 if suspicious else 1.0)
             if self._n < self.grace_events:
                 alpha = max(alpha, 1.0 / (self._n + 1))
-            delta = value - self._mean
+            limit = 3.0 * max(math.sqrt(self._var), self.min_std)
+            delta = min(max(value - self._mean, -limit), limit)
             self._mean += alpha * delta
             self._var = (1.0 - alpha) * (self._var + alpha * delta * delta)
         self._n += 1

@@ -1,0 +1,71 @@
+"""Shared fixtures: throw-away redis-server and Tansu broker on free ports, topic factories."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from cxstream.services import EmbeddedBroker, EmbeddedRedis, ensure_topics
+from cxstream.settings import Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No CXSTREAM_* variable from the developer's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("CXSTREAM_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    """A redis-server started from PATH for this test session (fails with a hint if missing)."""
+    server = EmbeddedRedis().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_conn(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    """A real Kafka-protocol broker (Tansu, memory storage) for this test session."""
+    server = EmbeddedBroker().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live_settings(broker: EmbeddedBroker, redis_server: EmbeddedRedis) -> Settings:
+    """Settings pointing at the session's broker and Redis, with uuid-named topics."""
+    suffix = uuid.uuid4().hex[:8]
+    names = (
+        "qos",
+        "customers",
+        "outcomes",
+        "alerts",
+        "actions",
+        "dead_letters",
+        "actions_dead_letters",
+    )
+    settings = load_settings(
+        overrides={
+            "kafka": {
+                "brokers": [broker.bootstrap],
+                "topics": {n: f"t-{n}-{suffix}" for n in names},
+            },
+            "redis": {"url": redis_server.url, "key_prefix": f"cx{suffix}"},
+        }
+    )
+    ensure_topics(settings)
+    return settings

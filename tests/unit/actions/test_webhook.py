@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import httpx
+import orjson
+import pytest
+
+from cxstream.actions.signing import verify
+from cxstream.actions.store import MemoryClaimStore
+from cxstream.actions.webhook import WebhookSender, cloudevent
+from cxstream.events import Action
+
+SECRET = "whsec_" + base64.b64encode(b"k" * 24).decode()
+T = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+
+
+def action(n=1):
+    return Action(
+        action_id=f"deg-s1-{n}:proactive_apology",
+        kind="proactive_apology",
+        subscriber_id="s1",
+        channel="sms",
+        reason="degradation",
+        alert_id=f"deg-s1-{n}",
+        event_time=T,
+        created_at=T,
+    )
+
+
+class Endpoint:
+    """An httpx MockTransport handler that answers from a script and records requests."""
+
+    def __init__(self, *statuses, headers=None):
+        self.statuses = list(statuses)
+        self.headers = headers or {}
+        self.requests = []
+
+    def __call__(self, request):
+        self.requests.append(request)
+        status = self.statuses.pop(0) if self.statuses else 200
+        if status == "timeout":
+            raise httpx.ConnectTimeout("timed out", request=request)
+        return httpx.Response(status, headers=self.headers)
+
+
+def sender(endpoint, **kw):
+    sleeps = []
+    s = WebhookSender(
+        "http://crm.test/hooks",
+        SECRET,
+        client=httpx.Client(transport=httpx.MockTransport(endpoint)),
+        sleep=sleeps.append,
+        backoff_s=0.1,
+        **kw,
+    )
+    return s, sleeps
+
+
+def test_cloudevent_envelope():
+    envelope = orjson.loads(cloudevent(action()))
+    assert envelope["specversion"] == "1.0"
+    assert envelope["id"] == "deg-s1-1:proactive_apology"
+    assert envelope["subject"] == "s1"
+    assert envelope["data"]["channel"] == "sms"
+
+
+def test_retries_5xx_and_timeouts_with_growing_backoff_then_delivers_signed():
+    endpoint = Endpoint(503, "timeout", 200)
+    s, sleeps = sender(endpoint, max_attempts=3)
+    assert s.deliver(action()) == ("delivered", 3)
+    assert len(sleeps) == 2
+    assert 0.05 <= sleeps[0] <= 0.15 and 0.1 <= sleeps[1] <= 0.3
+    for request in endpoint.requests:
+        verify(SECRET, request.headers, request.content)
+        assert request.headers["webhook-id"] == "deg-s1-1:proactive_apology"
+        assert request.headers["content-type"] == "application/cloudevents+json"
+
+
+def test_429_honours_retry_after():
+    s, sleeps = sender(Endpoint(429, 200, headers={"retry-after": "7"}))
+    assert s.deliver(action()) == ("delivered", 2)
+    assert sleeps == [7.0]
+
+
+def test_4xx_is_final_and_last_error_kept():
+    s, sleeps = sender(Endpoint(400))
+    assert s.deliver(action()) == ("failed", 1)
+    assert sleeps == []
+    assert s.last_error == "HTTP 400"
+
+
+def test_gives_up_after_max_attempts():
+    s, _ = sender(Endpoint(500, 500, 500, 500), max_attempts=3)
+    assert s.deliver(action()) == ("failed", 3)
+
+
+def test_ledger_prevents_a_second_delivery_after_restart():
+    ledger = MemoryClaimStore()
+    endpoint = Endpoint()
+    first, _ = sender(endpoint, ledger=ledger)
+    assert first.deliver(action())[0] == "delivered"
+    restarted, _ = sender(endpoint, ledger=ledger)
+    assert restarted.deliver(action()) == ("already_delivered", 0)
+    assert len(endpoint.requests) == 1
+
+
+@pytest.mark.parametrize("value", [None, "soon", "-3"])
+def test_bad_retry_after_falls_back_to_backoff(value):
+    headers = {} if value is None else {"retry-after": value}
+    s, sleeps = sender(Endpoint(429, 200, headers=headers))
+    assert s.deliver(action())[0] == "delivered"
+    assert 0 <= sleeps[0] <= 60

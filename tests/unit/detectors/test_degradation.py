@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import math
+import pickle
+import random
+
+from river import base
+
+from cxstream.detectors import ExperienceDropDetector, SubscriberMonitor
+
+
+def normal_measurements(rng):
+    return {
+        "rtt_ms": rng.lognormvariate(math.log(45), 0.25),
+        "jitter_ms": abs(rng.gauss(3, 1.5)),
+        "loss_pct": abs(rng.gauss(0.15, 0.15)),
+        "throughput_kbps": max(500.0, rng.gauss(30_000, 4_000)),
+        "rsrp_dbm": rng.gauss(-90, 4),
+        "sinr_db": rng.gauss(15, 3),
+    }
+
+
+def degraded(m):
+    return {
+        **m,
+        "rtt_ms": m["rtt_ms"] * 6,
+        "jitter_ms": m["jitter_ms"] + 30,
+        "loss_pct": m["loss_pct"] + 7,
+        "throughput_kbps": m["throughput_kbps"] * 0.08,
+        "sinr_db": m["sinr_db"] - 15,
+    }
+
+
+def run(monitor, rng, n, bad=False):
+    detections = []
+    for _ in range(n):
+        m = normal_measurements(rng)
+        _, _, d = monitor.observe(
+            rng.choice(["voice", "video", "data"]), degraded(m) if bad else m, 50
+        )
+        if d is not None:
+            detections.append(d)
+    return detections
+
+
+def test_no_alert_on_normal_noise():
+    rng = random.Random(3)
+    monitor = SubscriberMonitor(ExperienceDropDetector())
+    assert run(monitor, rng, 2_000) == []
+
+
+def test_a_degradation_raises_one_alert_per_episode_with_its_why():
+    rng = random.Random(4)
+    monitor = SubscriberMonitor(ExperienceDropDetector())
+    run(monitor, rng, 50)
+    detections = run(monitor, rng, 30, bad=True)
+    assert len(detections) == 1
+    why = detections[0].why
+    assert why["experience"]["from"] > 80 > why["experience"]["to"]
+    moved = {entry["input"] for entry in why["inputs"]}
+    assert moved & {"loss_pct", "rtt_ms", "throughput_kbps", "jitter_ms"}
+    # recovery closes the episode; a second degradation is a second alert
+    run(monitor, rng, 40)
+    assert len(run(monitor, rng, 10, bad=True)) == 1
+
+
+def test_bad_from_the_first_event_is_still_caught_by_the_absolute_level():
+    rng = random.Random(5)
+    monitor = SubscriberMonitor(ExperienceDropDetector())
+    assert len(run(monitor, rng, 5, bad=True)) == 1
+
+
+def test_score_before_learn_and_baseline_protected_from_the_anomaly():
+    det = ExperienceDropDetector()
+    for _ in range(50):
+        det.learn_one({"experience": 90.0})
+    scores = []
+    for _ in range(20):
+        scores.append(det.score_one({"experience": 10.0}))
+        det.learn_one({"experience": 10.0})
+    assert 0.5 < scores[0] < 0.9  # one bad point alone is not a degradation
+    assert min(scores[1:]) > 0.9
+    assert det.baseline > 80  # twenty anomalous points barely moved it
+
+
+def test_missing_or_non_finite_feature_is_skipped():
+    det = ExperienceDropDetector()
+    assert det.score_one({}) == 0.0
+    det.learn_one({"experience": float("nan")})
+    assert math.isnan(det.baseline)
+
+
+def test_river_conventions_clone_params_and_pickling():
+    det = ExperienceDropDetector(grace_events=3, threshold=0.8)
+    for v in (90.0, 91.0, 89.0, 20.0):
+        det.learn_one({"experience": v})
+    fresh = det.clone()
+    assert fresh._get_params() == det._get_params()
+    assert math.isnan(fresh.baseline)
+    restored = pickle.loads(pickle.dumps(det))
+    assert restored.score_one({"experience": 30.0}) == det.score_one({"experience": 30.0})
+    assert isinstance(det, base.AnomalyDetector)
+
+
+def test_state_per_subscriber_is_small():
+    rng = random.Random(6)
+    monitor = SubscriberMonitor(ExperienceDropDetector())
+    run(monitor, rng, 500)
+    assert len(pickle.dumps(monitor)) < 700

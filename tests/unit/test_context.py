@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import pytest
+
+from cxstream import metrics
+from cxstream.context import ContextStore
+from cxstream.errors import ServiceError
+from cxstream.events import CustomerContext
+from tests.fakes import FakeRedis
+
+
+class Clock:
+    t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def sample(result):
+    return metrics.ENRICHMENT.labels(result)._value.get()
+
+
+@pytest.fixture
+def setup():
+    client, clock = FakeRedis(), Clock()
+    store = ContextStore(client, ttl_s=30, max_entries=3, clock=clock)
+    store.put_many([CustomerContext(subscriber_id=f"s{i}", monthly_charge=i) for i in range(3)])
+    return client, clock, ContextStore(client, ttl_s=30, max_entries=3, clock=clock)
+
+
+def test_one_mget_per_batch_then_cache_hits(setup):
+    client, _, store = setup
+    before = {r: sample(r) for r in ("hit", "miss", "absent")}
+    found = store.get_many(["s0", "s1", "s1", "nobody"])
+    assert client.mget_calls == 1
+    assert found["s1"].customer.monthly_charge == 1
+    assert found["nobody"].customer is None
+    store.get_many(["s0", "s1", "nobody"])
+    assert client.mget_calls == 1  # all cached, including the negative answer
+    assert sample("miss") - before["miss"] == 2
+    assert sample("absent") - before["absent"] == 1
+    assert sample("hit") - before["hit"] == 3
+
+
+def test_cache_entries_expire(setup):
+    client, clock, store = setup
+    store.get_many(["s0"])
+    clock.t += 31
+    store.get_many(["s0"])
+    assert client.mget_calls == 2
+
+
+def test_cache_is_bounded(setup):
+    client, _, store = setup
+    store.get_many(["s0", "s1", "s2", "x", "y"])
+    assert len(store._cache) == 3
+
+
+def test_redis_outage_serves_last_known_context_marked_stale(setup):
+    client, clock, store = setup
+    store.get_many(["s0"])
+    clock.t += 60  # cache expired
+    client.down = True
+    before = sample("stale")
+    found = store.get_many(["s0", "s1"])
+    assert found["s0"].stale and found["s0"].customer.subscriber_id == "s0"
+    assert found["s1"].stale and found["s1"].customer is None
+    assert sample("stale") - before == 2
+    with pytest.raises(ServiceError, match="cannot reach Redis"):
+        store.ping()
+    client.down = False
+    assert not store.get_many(["s1"])["s1"].stale  # recovers by itself
+
+
+def test_invalid_stored_profile_is_treated_as_absent(setup):
+    client, _, store = setup
+    client.data[store.key("broken")] = b'{"subscriber_id": ""}'
+    assert store.get_many(["broken"])["broken"].customer is None

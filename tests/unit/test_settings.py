@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from cxstream.cli import main
+from cxstream.errors import ConfigError
+from cxstream.settings import load_settings
+
+
+def test_defaults_are_valid():
+    settings = load_settings()
+    assert settings.kafka.brokers is None
+    assert settings.kafka.consumer_config["fetch.queue.backoff.ms"] == "0"
+
+
+def test_typo_in_a_nested_key_is_an_error_naming_the_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("kafka:\n  brokerz: [x:1]\nredis:\n  cache_ttl_s: -3\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    text = str(info.value)
+    assert "kafka.brokerz" in text
+    assert "redis.cache_ttl_s" in text
+    assert str(path) in text
+
+
+def test_env_overrides_yaml_and_yaml_keeps_other_defaults(tmp_path, monkeypatch):
+    path = tmp_path / "c.yaml"
+    path.write_text("kafka:\n  brokers: [yaml:9092]\n  topics: {qos: my.qos}\n")
+    monkeypatch.setenv("CXSTREAM_KAFKA__BROKERS", '["env:9092"]')
+    settings = load_settings(path)
+    assert settings.kafka.brokers == ["env:9092"]
+    assert settings.kafka.topics.qos == "my.qos"
+    assert settings.kafka.topics.alerts == "cx.alerts"
+
+
+def test_secrets_never_print(monkeypatch):
+    monkeypatch.setenv("CXSTREAM_WEBHOOK__SECRET", "whsec_dG9wLXNlY3JldA==")
+    settings = load_settings()
+    assert "dG9wLXNlY3JldA" not in repr(settings)
+    assert settings.webhook.secret.get_secret_value() == "whsec_dG9wLXNlY3JldA=="
+
+
+def test_not_a_mapping_and_not_yaml_are_clear_errors(tmp_path):
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kafka: [unclosed\n")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_settings(listing)
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(broken)
+
+
+def test_check_config_exits_2_with_the_bad_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("detector:\n  threshold: 7\n")
+    result = CliRunner().invoke(main, ["check-config", str(path)])
+    assert result.exit_code == 2
+    assert "detector.threshold" in result.output
+
+
+def test_check_config_accepts_the_shipped_example():
+    result = CliRunner().invoke(main, ["check-config", "config/cxstream.yaml"])
+    assert result.exit_code == 0, result.output
+    assert '"qos": "cx.qos"' in result.output

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from cxstream.events import BadEvent, QosEvent, parse_qos
+from cxstream.simulate import Incident, Simulator, diurnal_factor, plan_incidents
+
+T0 = datetime(2026, 6, 1, 18, tzinfo=UTC)
+
+
+def test_same_seed_same_stream():
+    a, b = Simulator(50, 5, seed=9), Simulator(50, 5, seed=9)
+    assert [a.event(T0) for _ in range(20)] == [b.event(T0) for _ in range(20)]
+
+
+def test_every_generated_event_validates():
+    sim = Simulator(100, 10, seed=2)
+    sim.add_incidents(plan_incidents(sim, T0, 60, sim.rng))
+    times = sim.timeline(T0, 500)
+    for _ in range(3000):
+        _, value = sim.encoded(next(times))
+        assert isinstance(parse_qos(value), QosEvent)
+
+
+def test_bad_ratio_produces_dead_letters_of_several_kinds():
+    sim = Simulator(10, 2, seed=3, bad_ratio=0.5)
+    reasons = set()
+    for i in range(400):
+        key, value = sim.encoded(T0 + timedelta(seconds=i))
+        result = parse_qos(value)
+        if isinstance(result, BadEvent):
+            reasons.add(result.reason)
+            assert key is None
+    assert reasons == {"not_json", "missing_field", "bad_type", "out_of_range"}
+
+
+def test_cell_outage_degrades_only_its_cell_and_only_while_it_lasts():
+    sim = Simulator(200, 4, seed=4)
+    inside = [s for s in sim.subscriber_ids if sim.home_cell[s] == "cell-0001"]
+    outside = [s for s in sim.subscriber_ids if sim.home_cell[s] != "cell-0001"]
+    sim.add_incidents([Incident("cell_outage", "cell-0001", T0, T0 + timedelta(minutes=5))])
+    during = T0 + timedelta(minutes=1)
+    assert min(sim.event(during, s)["loss_pct"] for s in inside) > 5
+    assert max(sim.event(during, s)["loss_pct"] for s in outside) < 3
+    assert max(sim.event(T0 + timedelta(minutes=6), s)["loss_pct"] for s in inside) < 3
+
+
+def test_flapping_switches_on_and_off():
+    inc = Incident("flapping", "c", T0, T0 + timedelta(seconds=100), period_s=10)
+    pattern = [inc.impairment(T0 + timedelta(seconds=s)) for s in (1, 6, 11, 16, 120)]
+    assert pattern == [1.0, 0.0, 1.0, 0.0, 0.0]
+
+
+def test_diurnal_curve_and_rate():
+    assert diurnal_factor(T0.replace(hour=4)) < 0.3 < 0.9 < diurnal_factor(T0.replace(hour=20))
+    sim = Simulator(10, 2, seed=5)
+    times = sim.timeline(T0.replace(hour=20), 1000)
+    ts = [next(times) for _ in range(5001)]
+    rate = 5000 / (ts[-1] - ts[0]).total_seconds()
+    assert 900 < rate < 1100
+
+
+def test_plan_incidents_has_one_of_each_kind_with_baseline_first():
+    sim = Simulator(100, 10, seed=6)
+    incidents = plan_incidents(sim, T0, 100, sim.rng)
+    assert {i.kind for i in incidents} == {"cell_outage", "subscriber_degradation", "flapping"}
+    assert all(i.start >= T0 + timedelta(seconds=25) for i in incidents)
+    truth = incidents[0].to_json()
+    assert b'"kind"' in truth and b'"start"' in truth
