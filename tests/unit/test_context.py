@@ -51,7 +51,7 @@ def test_cache_entries_expire(setup):
 
 
 def test_cache_is_bounded(setup):
-    client, _, store = setup
+    _, _, store = setup
     store.get_many(["s0", "s1", "s2", "x", "y"])
     assert len(store._cache) == 3
 
