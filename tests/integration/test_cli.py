@@ -1,0 +1,102 @@
+"""The CLI as a user runs it: demo (the acceptance run), simulate, load-customers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from tests.integration.kafka_helpers import read_topic
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).parents[2]
+TELCO = ROOT.parent / "shared" / "data" / "telco_churn_ibm" / "Telco-Customer-Churn.csv"
+
+
+def cxstream(*args, env=None, timeout=180):
+    return subprocess.run(
+        [sys.executable, "-m", "cxstream", *args],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT, check=False,
+    )
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_loop_on_embedded_services(tmp_path):
+    truth = tmp_path / "truth.jsonl"
+    result = cxstream("demo", "--duration", "25", "--rate", "400", "--subscribers", "300",
+                      "--cells", "12", "--json", "--truth", str(truth))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(summary) == {"events_produced", "events_processed", "dead_letters", "alerts",
+                            "actions", "webhook_deliveries"}
+    assert summary["events_produced"] > 5000
+    assert summary["events_produced"] == summary["events_processed"] + summary["dead_letters"]
+    assert summary["dead_letters"] > 0  # the demo injects a few malformed records
+    assert summary["alerts"] > 0
+    assert summary["webhook_deliveries"] > 0
+    assert summary["webhook_deliveries"] == summary["actions"]
+    kinds = {json.loads(line)["kind"] for line in truth.read_text().splitlines()}
+    assert kinds == {"cell_outage", "subscriber_degradation", "flapping"}
+    assert "incident planned: cell_outage" in result.stderr
+
+
+def test_simulate_writes_events_truth_and_profiles(live_settings, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({"kafka": {"brokers": live_settings.kafka.brokers,
+                                            "topics": {"qos": live_settings.kafka.topics.qos}}}))
+    truth, profiles = tmp_path / "truth.jsonl", tmp_path / "profiles.csv"
+    result = cxstream("simulate", "--config", str(config), "--events", "3000", "--rate", "0",
+                      "--subscribers", "50", "--cells", "5", "--truth", str(truth),
+                      "--profiles", str(profiles))
+    assert result.returncode == 0, result.stderr
+    assert "produced 3000 events" in result.stdout
+    values = read_topic(live_settings, live_settings.kafka.topics.qos)
+    assert len(values) == 3000
+    assert {orjson.loads(v)["service"] for v in values} == {"voice", "video", "data"}
+    assert len(truth.read_text().splitlines()) == 3
+    assert len(profiles.read_text().splitlines()) == 51
+
+
+def test_simulate_without_a_broker_is_a_usage_error():
+    result = cxstream("simulate", "--events", "10")
+    assert result.returncode == 2
+    assert "kafka.brokers is not set" in result.stderr
+
+
+def test_load_customers_with_the_telco_mapping(redis_server, redis_conn):
+    env = {"CXSTREAM_REDIS__URL": redis_server.url, "PATH": "/usr/bin:/bin"}
+    result = cxstream("load-customers", str(TELCO), "--mapping", "config/mappings/telco_ibm.yaml",
+                      env=env)
+    assert result.returncode == 0, result.stderr
+    assert "loaded 7043 customer profiles into Redis; rejected 0 rows" in result.stdout
+    stored = orjson.loads(redis_conn.get("cx:customer:7590-VHVEG"))
+    assert stored["contract"] == "month_to_month"
+    assert stored["value_tier"] == "bronze"
+
+
+def test_load_customers_reports_rejected_rows(redis_server, redis_conn, tmp_path):
+    csv = tmp_path / "c.csv"
+    csv.write_text("subscriber_id,tenure_months\ns1,12\ns2,-1\ns3,lots\n")
+    rejects = tmp_path / "rejects.csv"
+    env = {"CXSTREAM_REDIS__URL": redis_server.url, "PATH": "/usr/bin:/bin"}
+    result = cxstream("load-customers", str(csv), "--rejects", str(rejects), env=env)
+    assert result.returncode == 0
+    assert "loaded 1 customer profiles into Redis; rejected 2 rows" in result.stdout
+    assert "line 3: tenure_months" in result.stderr
+    assert len(rejects.read_text().splitlines()) == 3
+    assert redis.Redis.from_url(redis_server.url).exists("cx:customer:s1")
+
+
+def test_load_customers_with_redis_down_is_a_clear_error(tmp_path):
+    csv = tmp_path / "c.csv"
+    csv.write_text("subscriber_id\ns1\n")
+    env = {"CXSTREAM_REDIS__URL": "redis://127.0.0.1:1/0", "PATH": "/usr/bin:/bin"}
+    result = cxstream("load-customers", str(csv), env=env)
+    assert result.returncode == 1
+    assert "cannot reach Redis" in result.stderr
