@@ -18,12 +18,14 @@ def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, by
 
 def read_topic(settings: Settings, topic: str, timeout_s: float = 20.0) -> list[bytes]:
     """Every message currently in ``topic``, from the beginning to the end of each partition."""
-    consumer = Consumer({
-        **settings.kafka.client_config(),
-        "group.id": "cx-tests",
-        "enable.auto.commit": "false",
-        "enable.partition.eof": "true",
-    })
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": "cx-tests",
+            "enable.auto.commit": "false",
+            "enable.partition.eof": "true",
+        }
+    )
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     values, at_end = [], set()

@@ -22,19 +22,42 @@ TELCO = ROOT.parent / "shared" / "data" / "telco_churn_ibm" / "Telco-Customer-Ch
 def cxstream(*args, env=None, timeout=180):
     return subprocess.run(
         [sys.executable, "-m", "cxstream", *args],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+        check=False,
     )
 
 
 @pytest.mark.slow
 def test_demo_runs_the_whole_loop_on_embedded_services(tmp_path):
     truth = tmp_path / "truth.jsonl"
-    result = cxstream("demo", "--duration", "25", "--rate", "400", "--subscribers", "300",
-                      "--cells", "12", "--json", "--truth", str(truth))
+    result = cxstream(
+        "demo",
+        "--duration",
+        "25",
+        "--rate",
+        "400",
+        "--subscribers",
+        "300",
+        "--cells",
+        "12",
+        "--json",
+        "--truth",
+        str(truth),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(summary) == {"events_produced", "events_processed", "dead_letters", "alerts",
-                            "actions", "webhook_deliveries"}
+    assert set(summary) == {
+        "events_produced",
+        "events_processed",
+        "dead_letters",
+        "alerts",
+        "actions",
+        "webhook_deliveries",
+    }
     assert summary["events_produced"] > 5000
     assert summary["events_produced"] == summary["events_processed"] + summary["dead_letters"]
     assert summary["dead_letters"] > 0  # the demo injects a few malformed records
@@ -48,12 +71,34 @@ def test_demo_runs_the_whole_loop_on_embedded_services(tmp_path):
 
 def test_simulate_writes_events_truth_and_profiles(live_settings, tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text(json.dumps({"kafka": {"brokers": live_settings.kafka.brokers,
-                                            "topics": {"qos": live_settings.kafka.topics.qos}}}))
+    config.write_text(
+        json.dumps(
+            {
+                "kafka": {
+                    "brokers": live_settings.kafka.brokers,
+                    "topics": {"qos": live_settings.kafka.topics.qos},
+                }
+            }
+        )
+    )
     truth, profiles = tmp_path / "truth.jsonl", tmp_path / "profiles.csv"
-    result = cxstream("simulate", "--config", str(config), "--events", "3000", "--rate", "0",
-                      "--subscribers", "50", "--cells", "5", "--truth", str(truth),
-                      "--profiles", str(profiles))
+    result = cxstream(
+        "simulate",
+        "--config",
+        str(config),
+        "--events",
+        "3000",
+        "--rate",
+        "0",
+        "--subscribers",
+        "50",
+        "--cells",
+        "5",
+        "--truth",
+        str(truth),
+        "--profiles",
+        str(profiles),
+    )
     assert result.returncode == 0, result.stderr
     assert "produced 3000 events" in result.stdout
     values = read_topic(live_settings, live_settings.kafka.topics.qos)
@@ -71,8 +116,9 @@ def test_simulate_without_a_broker_is_a_usage_error():
 
 def test_load_customers_with_the_telco_mapping(redis_server, redis_conn):
     env = {"CXSTREAM_REDIS__URL": redis_server.url, "PATH": "/usr/bin:/bin"}
-    result = cxstream("load-customers", str(TELCO), "--mapping", "config/mappings/telco_ibm.yaml",
-                      env=env)
+    result = cxstream(
+        "load-customers", str(TELCO), "--mapping", "config/mappings/telco_ibm.yaml", env=env
+    )
     assert result.returncode == 0, result.stderr
     assert "loaded 7043 customer profiles into Redis; rejected 0 rows" in result.stdout
     stored = orjson.loads(redis_conn.get("cx:customer:7590-VHVEG"))

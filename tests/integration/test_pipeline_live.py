@@ -23,8 +23,14 @@ SECRET = "whsec_" + base64.b64encode(b"integration-test-secret!").decode()
 
 
 def malformed_records(start):
-    good = {"event_id": "x", "event_time": start.isoformat(), "subscriber_id": "sub-0000001",
-            "cell_id": "cell-0000", "service": "voice", "rtt_ms": 40}
+    good = {
+        "event_id": "x",
+        "event_time": start.isoformat(),
+        "subscriber_id": "sub-0000001",
+        "cell_id": "cell-0000",
+        "service": "voice",
+        "rtt_ms": 40,
+    }
     return {
         b"this is not json": "not_json",
         b"": "not_json",
@@ -54,8 +60,17 @@ def test_events_end_processed_or_dead_lettered_incident_alerts_and_webhook_is_si
     sim = Simulator(40, 3, seed=21)
     victim = sim.subscriber_ids[5]
     start = utcnow() - timedelta(seconds=40)
-    sim.add_incidents([Incident("subscriber_degradation", sim.home_cell[victim],
-                                start + timedelta(seconds=20), start + timedelta(seconds=40), victim)])
+    sim.add_incidents(
+        [
+            Incident(
+                "subscriber_degradation",
+                sim.home_cell[victim],
+                start + timedelta(seconds=20),
+                start + timedelta(seconds=40),
+                victim,
+            )
+        ]
+    )
     granted = {c: ConsentStatus.GRANTED for c in Channel}
     profiles = [p.model_copy(update={"consent": granted}) for p in sim.profiles()]
     client = redis.Redis.from_url(settings.redis.url.get_secret_value())
@@ -66,19 +81,29 @@ def test_events_end_processed_or_dead_lettered_incident_alerts_and_webhook_is_si
     bad = malformed_records(start)
     records = good[:1000] + [(None, raw) for raw in bad] + good[1000:]
     produce(settings, topics.qos, records)
-    update = CustomerContext(subscriber_id="sub-new", language="fr", consent={Channel.SMS: "granted"})
-    produce(settings, topics.customers, [(b"sub-new", update.model_dump_json().encode()),
-                                         (b"x", b'{"subscriber_id": 5}')])
+    update = CustomerContext(
+        subscriber_id="sub-new", language="fr", consent={Channel.SMS: "granted"}
+    )
+    produce(
+        settings,
+        topics.customers,
+        [(b"sub-new", update.model_dump_json().encode()), (b"x", b'{"subscriber_id": 5}')],
+    )
 
     with WebhookReceiver(SECRET) as receiver:
-        live = settings.model_copy(update={"webhook": settings.webhook.model_copy(update={"url": receiver.url})})
+        live = settings.model_copy(
+            update={"webhook": settings.webhook.model_copy(update={"url": receiver.url})}
+        )
         flow = FlowProcess(live, tmp_path, SECRET)
         try:
             flow.wait_ready()
 
             def done():
                 c = flow.counters()
-                ended = c["cxstream_events_total{outcome=processed}"] + c["cxstream_events_total{outcome=dead_letter}"]
+                ended = (
+                    c["cxstream_events_total{outcome=processed}"]
+                    + c["cxstream_events_total{outcome=dead_letter}"]
+                )
                 return ended >= len(records) and receiver.deliveries >= 1
 
             wait_for(done, 90, "every event to be processed or dead-lettered and a delivery")
