@@ -146,3 +146,14 @@ def test_load_customers_with_redis_down_is_a_clear_error(tmp_path):
     result = cxstream("load-customers", str(csv), env=env)
     assert result.returncode == 1
     assert "cannot reach Redis" in result.stderr
+
+
+def test_demo_without_redis_server_says_how_to_install_it(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()  # a PATH with no redis-server on it
+    result = cxstream(
+        "demo", "--duration", "5", env={"PATH": str(bindir), "HOME": str(Path.home())}
+    )
+    assert result.returncode == 1
+    assert "redis-server was not found on PATH" in result.stderr
+    assert "apt-get install redis-server" in result.stderr
