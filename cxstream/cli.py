@@ -378,3 +378,65 @@ def check_config(config: Path) -> None:
         sys.exit(2)
     click.echo(json.dumps(settings.model_dump(mode="json"), indent=2))
     click.echo(f"{config}: OK", err=True)
+
+
+@main.group("eval")
+def eval_group() -> None:
+    """Measure detection quality on labelled data."""
+
+
+@eval_group.command("nab")
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A NAB tree: DIR/data/<group>/<file>.csv and optionally DIR/labels/combined_windows.json.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write RESULTS_DIR/<group>/<file>.csv with timestamp,value,anomaly_score,alert.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on the last line of stdout.")
+def eval_nab(data_dir: Path, out_dir: Path | None, as_json: bool) -> None:
+    """Run the default series detector (the flow's) over a NAB data set and score it with NAB's
+    method: standard, reward_low_FP_rate and reward_low_FN_rate profiles, normalised 0-100."""
+    from cxstream.evaluate.nab import run_nab
+
+    progress = _Progress()
+    try:
+        report = run_nab(data_dir, out_dir, on_file=lambda name: progress(f"scoring {name}"))
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    progress.done()
+    click.echo(
+        f"{report.files} files, {report.points} points, detector "
+        f"{report.points_per_s:,.0f} points/s (one core)"
+    )
+    if report.scores:
+        click.echo(f"{'':24s} {'standard':>9s} {'low FP':>9s} {'low FN':>9s}")
+        rows = [("all", report.scores), *report.groups.items()]
+        for name, s in rows:
+            click.echo(
+                f"{name:24s} {s['standard']:9.1f} {s['reward_low_FP_rate']:9.1f} "
+                f"{s['reward_low_FN_rate']:9.1f}"
+            )
+    else:
+        click.echo("no labels/combined_windows.json: scores not computed")
+    if out_dir is not None:
+        click.echo(f"results written under {out_dir}")
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "files": report.files,
+                    "points": report.points,
+                    "points_per_s": round(report.points_per_s),
+                    **report.scores,
+                    "groups": report.groups,
+                }
+            )
+        )

@@ -1,0 +1,3 @@
+"""Evaluation against labelled data: NAB for the series detector, simulated incidents for the flow."""
+
+from __future__ import annotations
