@@ -73,7 +73,7 @@ class DemoSummary:
 
 
 def scrape_counters(url: str, timeout_s: float = 2.0) -> dict[str, float]:
-    """Sum each ``cxstream_*`` counter sample by name and labels, e.g.
+    """Sum each ``cxstream_*`` counter and gauge sample by name and labels, e.g.
     ``{'cxstream_events_total{outcome=processed}': 12.0, 'cxstream_alerts_total': 3.0}``.
     Plain names hold the sum over all label sets."""
     text = httpx.get(url, timeout=timeout_s).text
@@ -82,7 +82,7 @@ def scrape_counters(url: str, timeout_s: float = 2.0) -> dict[str, float]:
         if not family.name.startswith("cxstream"):
             continue
         for sample in family.samples:
-            if not sample.name.endswith("_total"):
+            if not (sample.name.endswith("_total") or family.type == "gauge"):
                 continue
             labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             out[f"{sample.name}{{{labels}}}"] = sample.value
@@ -103,6 +103,7 @@ class FlowProcess:
 
     def __init__(self, settings: Settings, workdir: Path, secret: str) -> None:
         self.port = free_port()
+        self.hold_s = settings.cells.hold_s
         config = workdir / "cxstream.yaml"
         _flow_config(settings, config)
         env = {
@@ -182,9 +183,12 @@ def _drain(
             break
         time.sleep(0.25)
         summary = _summary(flow, produced, receiver)
-    settle = time.monotonic() + 10.0
+    settle = time.monotonic() + 10.0 + flow.hold_s
     while time.monotonic() < settle:
         c = flow.counters()
+        if c.get("cxstream_held_alerts", 0) > 0:  # demarcation still deciding some alerts
+            time.sleep(0.25)
+            continue
         delivered = c.get("cxstream_webhook_deliveries_total{outcome=delivered}", 0)
         failed = c.get("cxstream_webhook_deliveries_total{outcome=failed}", 0)
         summary = _summary(flow, produced, receiver)

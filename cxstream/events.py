@@ -34,9 +34,11 @@ from pydantic import (
 
 __all__ = [
     "Action",
+    "AffectedSubscriber",
     "Alert",
     "BadEvent",
     "BadReason",
+    "CellIncident",
     "Channel",
     "ConsentStatus",
     "CustomerContext",
@@ -206,6 +208,35 @@ class Alert(BaseModel):
     why: dict[str, Any] = Field(default_factory=dict)
     value_tier: ValueTier | None = None
     context_stale: bool = False
+    explained_by: Id | None = None  # the cell incident that explains this degradation
+
+
+class AffectedSubscriber(BaseModel):
+    """A subscriber caught in a cell incident."""
+
+    model_config = _FROZEN
+
+    subscriber_id: Id
+    value_tier: ValueTier | None = None
+
+
+class CellIncident(BaseModel):
+    """One degraded cell, for the NOC: opened, updated as it grows, resolved."""
+
+    model_config = _FROZEN
+
+    incident_id: Id
+    kind: Literal["cell_incident"] = "cell_incident"
+    cell_id: Id
+    state: Literal["open", "updated", "resolved"]
+    severity: Literal["minor", "major", "critical"]
+    opened_at: AwareDatetime
+    updated_at: AwareDatetime
+    affected: list[AffectedSubscriber]
+    active_subscribers: int
+    share: float
+    experience: float
+    why: dict[str, Any] = Field(default_factory=dict)
 
 
 class Action(BaseModel):

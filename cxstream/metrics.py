@@ -10,18 +10,20 @@ from __future__ import annotations
 
 from typing import get_args
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from cxstream.events import BadReason
 
 __all__ = [
     "ACTIONS",
     "ALERTS",
+    "CELL_INCIDENTS",
     "CUSTOMER_UPDATES",
     "DEAD_LETTERS",
     "ENRICHMENT",
     "EVENTS",
     "EVENT_TO_ACTION",
+    "HELD_ALERTS",
     "WEBHOOK_DELIVERIES",
 ]
 
@@ -55,6 +57,15 @@ ACTIONS = Counter(
     ["kind", "outcome"],
     namespace=_NS,
 )
+CELL_INCIDENTS = Counter(
+    "cell_incidents", "Cell-incident life-cycle changes, by state.", ["state"], namespace=_NS
+)
+HELD_ALERTS = Gauge(
+    "held_alerts",
+    "Individual degradation alerts held while the cell demarcation decides whether a cell "
+    "incident explains them.",
+    namespace=_NS,
+)
 WEBHOOK_DELIVERIES = Counter(
     "webhook_deliveries",
     "Webhook delivery attempts that ended, by outcome.",
@@ -82,6 +93,8 @@ for _reason in get_args(BadReason):
         DEAD_LETTERS.labels(_kind, _reason)
 for _result in ("hit", "miss", "absent", "stale"):
     ENRICHMENT.labels(_result)
+for _state in ("open", "updated", "resolved"):
+    CELL_INCIDENTS.labels(_state)
 for _outcome in ("delivered", "retried", "failed", "dead_lettered"):
     WEBHOOK_DELIVERIES.labels(_outcome)
 for _outcome in ("applied", "dead_letter"):

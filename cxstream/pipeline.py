@@ -4,7 +4,7 @@
 batch method takes and returns lists, so the engine can hand over whole batches (one Redis round
 trip per batch, not per event).
 
-parse -> enrich (customer context) -> detect (per subscriber state) -> decide (policy) -> actions
+parse -> enrich (customer context) -> detect (per subscriber) -> demarcate (per cell) -> decide\n(policy) -> actions
 """
 
 from __future__ import annotations
@@ -12,26 +12,30 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from cxstream import metrics
 from cxstream.actions.policy import ContactPolicy, Decision
 from cxstream.actions.store import ClaimStore
 from cxstream.context import ContextStore
+from cxstream.detectors.cells import CellMonitor, CellSettings, IncidentUpdate, Released
 from cxstream.detectors.degradation import ExperienceDropDetector, SubscriberMonitor
 from cxstream.events import (
+    AffectedSubscriber,
     Alert,
     BadEvent,
+    CellIncident,
     CustomerContext,
     QosEvent,
+    ValueTier,
     parse_customer,
     parse_qos,
     utcnow,
 )
 from cxstream.settings import Settings
 
-__all__ = ["Candidate", "Enriched", "Pipeline", "SourceMessage"]
+__all__ = ["Candidate", "CellOutput", "Enriched", "Observation", "Pipeline", "SourceMessage"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,23 @@ class Candidate:
 
     alert: Alert
     customer: CustomerContext | None
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the cell demarcation needs to know about one event (and its new alert, if any)."""
+
+    t: float
+    subscriber_id: str
+    cell_id: str
+    degraded: bool
+    experience: float
+    tier: str | None
+    candidate: Candidate | None = None
+
+
+CellOutput = Candidate | CellIncident
+"""What demarcation emits: released individual alerts (maybe explained) and incident changes."""
 
 
 def _source_error(msg: Any, kind: Literal["qos", "customer"]) -> BadEvent | None:
@@ -196,12 +217,13 @@ class Pipeline:
 
     def detect(
         self, monitor: SubscriberMonitor | None, item: Enriched
-    ) -> tuple[SubscriberMonitor, Candidate | None]:
-        """Score then learn one event for its subscriber; a new episode yields a candidate."""
+    ) -> tuple[SubscriberMonitor, Observation]:
+        """Score then learn one event for its subscriber; a new episode carries a candidate."""
         if monitor is None:
             monitor = self.new_monitor()
         event = item.event
-        plan = item.customer.plan_mbps if item.customer is not None else 50.0
+        customer = item.customer
+        plan = customer.plan_mbps if customer is not None else 50.0
         score, exp, detection = monitor.observe(
             event.service,
             {
@@ -215,24 +237,103 @@ class Pipeline:
             plan,
         )
         metrics.EVENTS.labels("processed").inc()
-        if detection is None:
-            return monitor, None
-        alert = Alert(
-            alert_id=f"deg-{event.subscriber_id}-{event.event_id}",
-            kind="degradation",
-            severity=severity_of(score),
+        tier = customer.value_tier.value if customer is not None else None
+        candidate = None
+        if detection is not None:
+            alert = Alert(
+                alert_id=f"deg-{event.subscriber_id}-{event.event_id}",
+                kind="degradation",
+                severity=severity_of(score),
+                subscriber_id=event.subscriber_id,
+                cell_id=event.cell_id,
+                score=round(score, 4),
+                experience=round(exp, 1),
+                event_time=event.event_time,
+                detected_at=self.clock(),
+                why=detection.why,
+                value_tier=customer.value_tier if customer is not None else None,
+                context_stale=item.stale,
+            )
+            metrics.ALERTS.labels(alert.kind, alert.severity).inc()
+            candidate = Candidate(alert, customer)
+        observation = Observation(
+            t=event.event_time.timestamp(),
             subscriber_id=event.subscriber_id,
             cell_id=event.cell_id,
-            score=round(score, 4),
-            experience=round(exp, 1),
-            event_time=event.event_time,
-            detected_at=self.clock(),
-            why=detection.why,
-            value_tier=item.customer.value_tier if item.customer is not None else None,
-            context_stale=item.stale,
+            degraded=monitor.in_episode,
+            experience=exp,
+            tier=tier,
+            candidate=candidate,
         )
-        metrics.ALERTS.labels(alert.kind, alert.severity).inc()
-        return monitor, Candidate(alert, item.customer)
+        return monitor, observation
+
+    # -- demarcate -----------------------------------------------------------------------------
+    def new_cell_monitor(self, cell_id: str) -> CellMonitor[Candidate]:
+        """Fresh demarcation state for one cell."""
+        return CellMonitor(cell_id, CellSettings(**self.settings.cells.model_dump()))
+
+    def demarcate(self, monitor: CellMonitor[Candidate], obs: Observation) -> list[CellOutput]:
+        """Feed one observation to its cell; returns incident changes and released alerts."""
+        updates, released = monitor.observe(
+            obs.t,
+            obs.subscriber_id,
+            degraded=obs.degraded,
+            experience=obs.experience,
+            tier=obs.tier,
+            alert=obs.candidate,
+        )
+        if obs.candidate is not None:
+            metrics.HELD_ALERTS.inc()
+        if released:
+            metrics.HELD_ALERTS.dec(len(released))
+        out: list[CellOutput] = [self._incident(u) for u in updates]
+        out.extend(self._explain(r) for r in released)
+        return out
+
+    def release_held(self, monitor: CellMonitor[Candidate]) -> list[CellOutput]:
+        """Release every held alert of a cell (its traffic stopped, or end of input)."""
+        released = monitor.flush()
+        if released:
+            metrics.HELD_ALERTS.dec(len(released))
+        return [self._explain(r) for r in released]
+
+    @staticmethod
+    def _explain(released: Released[Candidate]) -> Candidate:
+        candidate = released.item
+        if released.explained_by is None:
+            return candidate
+        alert = candidate.alert.model_copy(update={"explained_by": released.explained_by})
+        return Candidate(alert, candidate.customer)
+
+    def _incident(self, update: IncidentUpdate) -> CellIncident:
+        metrics.CELL_INCIDENTS.labels(update.state).inc()
+        severity: Literal["minor", "major", "critical"] = (
+            "critical" if update.share >= 0.6 else "major" if update.share >= 0.4 else "minor"
+        )
+        if update.state == "open":
+            metrics.ALERTS.labels("cell_incident", severity).inc()
+        return CellIncident(
+            incident_id=update.incident_id,
+            cell_id=update.cell_id,
+            state=update.state,
+            severity=severity,
+            opened_at=datetime.fromtimestamp(update.opened_at, UTC),
+            updated_at=datetime.fromtimestamp(update.at, UTC),
+            affected=[
+                AffectedSubscriber(subscriber_id=sid, value_tier=ValueTier(tier) if tier else None)
+                for sid, tier in sorted(update.affected.items())
+            ],
+            active_subscribers=update.active,
+            share=update.share,
+            experience=update.experience,
+            why={
+                "degraded_share": update.share,
+                "affected": len(update.affected),
+                "active": update.active,
+                "cell_experience": update.experience,
+                "cell_kpi_anomaly_score": update.kpi_score,
+            },
+        )
 
     # -- decide --------------------------------------------------------------------------------
     def decide_batch(self, candidates: Sequence[Candidate]) -> list[Decision]:

@@ -28,6 +28,7 @@ from pydantic_settings import (
 from cxstream.errors import ConfigError
 
 __all__ = [
+    "CellSettingsModel",
     "DetectorSettings",
     "FlowSettings",
     "KafkaSettings",
@@ -149,6 +150,20 @@ class DetectorSettings(BaseModel):
     poor_experience: Annotated[float, Field(ge=0, le=100)] = 45.0
 
 
+class CellSettingsModel(BaseModel):
+    """Demarcation of cell incidents (see :mod:`cxstream.detectors.cells`)."""
+
+    model_config = _STRICT
+
+    window_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    step_s: Annotated[float, Field(gt=0, le=3_600)] = 1.0
+    min_affected: Annotated[int, Field(ge=1, le=100_000)] = 3
+    open_share: Annotated[float, Field(gt=0, le=1)] = 0.3
+    resolve_share: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    hold_s: Annotated[float, Field(ge=0, le=3_600)] = 10.0
+    update_s: Annotated[float, Field(ge=0, le=3_600)] = 10.0
+
+
 class PolicySettings(BaseModel):
     """The first contact policy: threshold, cooldown per (customer, reason), consent."""
 
@@ -184,6 +199,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     webhook: WebhookSettings = WebhookSettings()
     detector: DetectorSettings = DetectorSettings()
+    cells: CellSettingsModel = CellSettingsModel()
     policy: PolicySettings = PolicySettings()
     flow: FlowSettings = FlowSettings()
 

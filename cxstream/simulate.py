@@ -99,20 +99,36 @@ def plan_incidents(
     sim: Simulator, start: datetime, span_s: float, rng: random.Random
 ) -> list[Incident]:
     """One incident of each kind inside ``[start, start + span_s)``, placed so detectors have a
-    baseline first: a subscriber degrades at 25 %, a cell goes down at 35 %, another flaps from 45 %."""
+    baseline first: a subscriber degrades at 25 %, a cell goes down at 35 %, another flaps from 45 %.
+    Each has a random severity from 0.4 (a partial degradation) to 1.0 (an outage)."""
 
     def at(fraction: float) -> datetime:
         return start + timedelta(seconds=span_s * fraction)
 
     cells = rng.sample(sim.cell_ids, k=min(2, len(sim.cell_ids)))
-    victim = rng.choice(sim.subscriber_ids)
+    # The lone victim lives elsewhere, so the truth is unambiguous (one customer vs. a cell).
+    elsewhere = [s for s in sim.subscriber_ids if sim.home_cell[s] not in cells]
+    victim = rng.choice(elsewhere or sim.subscriber_ids)
+
+    def severity() -> float:
+        return round(rng.uniform(0.4, 1.0), 2)  # from a partial degradation to an outage
+
     incidents = [
-        Incident("subscriber_degradation", sim.home_cell[victim], at(0.25), at(0.6), victim),
-        Incident("cell_outage", cells[0], at(0.35), at(0.8)),
+        Incident(
+            "subscriber_degradation",
+            sim.home_cell[victim],
+            at(0.25),
+            at(0.6),
+            victim,
+            severity=severity(),
+        ),
+        Incident("cell_outage", cells[0], at(0.35), at(0.8), severity=severity()),
     ]
     if len(cells) > 1:
         period = max(4.0, span_s / 12.0)
-        incidents.append(Incident("flapping", cells[1], at(0.45), at(0.9), period_s=period))
+        incidents.append(
+            Incident("flapping", cells[1], at(0.45), at(0.9), period_s=period, severity=severity())
+        )
     return incidents
 
 

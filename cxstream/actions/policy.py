@@ -1,7 +1,8 @@
 """The first contact policy: who is contacted, on which channel, and why not.
 
 For each degradation alert the policy decides one of: ``emitted`` (an :class:`~cxstream.events.Action`
-is produced) or a suppression reason — ``below_threshold``, ``unknown_customer``, ``stale_context``
+is produced) or a suppression reason — ``below_threshold``, ``explained_by_incident`` (a cell
+incident covers it), ``unknown_customer``, ``stale_context``
 (Redis unreachable: consent unknown, so no outreach), ``no_consent``, ``cooldown`` (the same customer
 was already contacted for the same reason inside ``policy.cooldown_s``). Every decision is returned,
 so the flow can count and record it.
@@ -21,9 +22,16 @@ from cxstream.settings import PolicySettings
 __all__ = ["ContactPolicy", "Decision", "DecisionOutcome"]
 
 DecisionOutcome = Literal[
-    "emitted", "below_threshold", "unknown_customer", "stale_context", "no_consent", "cooldown"
+    "emitted",
+    "below_threshold",
+    "explained_by_incident",
+    "unknown_customer",
+    "stale_context",
+    "no_consent",
+    "cooldown",
 ]
 OUTCOMES: tuple[DecisionOutcome, ...] = (
+    "explained_by_incident",
     "emitted",
     "below_threshold",
     "unknown_customer",
@@ -111,6 +119,8 @@ class ContactPolicy:
     def _precheck(self, alert: Alert, customer: CustomerContext | None) -> DecisionOutcome | None:
         if alert.score < self.settings.min_score:
             return "below_threshold"
+        if alert.explained_by is not None:
+            return "explained_by_incident"  # the cell incident is handled as one, not per customer
         if alert.context_stale:
             return "stale_context"
         if customer is None:

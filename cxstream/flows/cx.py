@@ -3,10 +3,12 @@
 ::
 
     qos_in ─ parse_event ─ split_valid ─┬─ enrich ─ key_subscriber ─ detect_degradation ─ ...
-                                        └─ (bad) ────────────────────────────────────────┐
-    ... ─ keep_alerts ─┬─ decide_actions ─ keep_emitted ─┬─ webhook_out                 │
-                       │                                 └─ action_msg ─┐               │
-                       └─ alert_msg ────────────────────────────────────┼─ kafka_out ◄──┘
+                                        └─ (bad) ─────────────────────────────────────────┐
+    ... ─ key_cell ─ demarcate_cells ─ split_incidents ─┬─ incident_msg ───────────────┐  │
+                                                        └─ keep_alerts ─ ...           │  │
+    ... ─ keep_alerts ─┬─ decide_actions ─ keep_emitted ─┬─ webhook_out                │  │
+                       │                                 └─ action_msg ───────────────┤  │
+                       └─ alert_msg ──────────────────────────────────────────────────┴──┴─ kafka_out
     customers_in ─ parse_customer ─ split_customers ─┬─ customers_to_redis   (bad → kafka_out)
 
 Production runs ``cxstream run --config FILE`` (or ``python -m bytewax.run
@@ -17,21 +19,25 @@ Bytewax's testing sources and sinks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
+from bytewax.operators import StatefulLogic
 from bytewax.outputs import Sink
+from typing_extensions import override
 
 from cxstream.actions.store import RedisClaimStore
 from cxstream.actions.webhook import WebhookSender
 from cxstream.context import ContextStore
+from cxstream.detectors.cells import CellMonitor
 from cxstream.errors import ConfigError
-from cxstream.events import Action, Alert, BadEvent, CustomerContext, QosEvent
+from cxstream.events import Action, BadEvent, CellIncident, CustomerContext, QosEvent
 from cxstream.flows.sinks import CustomerSink, WebhookSink
-from cxstream.pipeline import Pipeline
+from cxstream.pipeline import Candidate, CellOutput, Observation, Pipeline
 from cxstream.services import redis_client
 from cxstream.settings import Settings, config_path_from_env, load_settings
 
@@ -63,6 +69,57 @@ def _dead(item: object) -> BadEvent:
     return item
 
 
+def _is_incident(item: CellOutput) -> TypeGuard[CellIncident]:
+    return isinstance(item, CellIncident)
+
+
+def _as_candidate(item: CellOutput) -> Candidate | None:
+    return item if isinstance(item, Candidate) else None
+
+
+class _CellLogic(StatefulLogic[Observation, CellOutput, CellMonitor[Candidate]]):
+    """Bytewax glue for one cell's demarcation state.
+
+    Held alerts are released by the cell's own event-time clock while traffic flows; if the cell
+    goes quiet, a wall-clock timer releases them after ``cells.hold_s``, and at end of input
+    everything held is released.
+    """
+
+    def __init__(self, pipeline: Pipeline, resume: CellMonitor[Candidate] | None) -> None:
+        self._pipeline = pipeline
+        self._monitor = resume
+        self._due: datetime | None = None
+
+    @override
+    def on_item(self, value: Observation) -> tuple[list[CellOutput], bool]:
+        if self._monitor is None:
+            self._monitor = self._pipeline.new_cell_monitor(value.cell_id)
+        out = self._pipeline.demarcate(self._monitor, value)
+        hold = timedelta(seconds=self._pipeline.settings.cells.hold_s)
+        self._due = datetime.now(UTC) + hold if self._monitor.holding else None
+        return out, StatefulLogic.RETAIN
+
+    @override
+    def on_notify(self) -> tuple[list[CellOutput], bool]:
+        self._due = None
+        if self._monitor is None:
+            return [], StatefulLogic.RETAIN
+        return self._pipeline.release_held(self._monitor), StatefulLogic.RETAIN
+
+    @override
+    def on_eof(self) -> tuple[list[CellOutput], bool]:
+        return self.on_notify()
+
+    @override
+    def notify_at(self) -> datetime | None:
+        return self._due
+
+    @override
+    def snapshot(self) -> CellMonitor[Candidate]:
+        assert self._monitor is not None  # noqa: S101 - snapshots follow at least one item
+        return self._monitor
+
+
 def _is_customer(item: CustomerContext | BadEvent) -> TypeGuard[CustomerContext]:
     return isinstance(item, CustomerContext)
 
@@ -81,16 +138,26 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
     enriched = op.flat_map_batch("enrich", valid.trues, pipeline.enrich_batch)
     keyed = op.key_on("key_subscriber", enriched, lambda e: e.event.subscriber_id)
     detected = op.stateful_map("detect_degradation", keyed, pipeline.detect)
-    candidates = op.filter_map("keep_alerts", detected, lambda kv: kv[1])
+    observed = op.map("observation", detected, lambda kv: kv[1])
+    by_cell = op.key_on("key_cell", observed, lambda o: o.cell_id)
+    cell_out = op.stateful("demarcate_cells", by_cell, lambda resume: _CellLogic(pipeline, resume))
+    outputs = op.map("cell_output", cell_out, lambda kv: kv[1])
+    split_out = op.branch("split_incidents", outputs, _is_incident)
+    candidates = op.filter_map("keep_alerts", split_out.falses, _as_candidate)
     decisions = op.flat_map_batch("decide_actions", candidates, pipeline.decide_batch)
     actions = op.filter_map("keep_emitted", decisions, lambda d: d.action)
 
-    def alert_msg(c: Any) -> KafkaOut:
-        alert: Alert = c.alert
+    def alert_msg(c: Candidate) -> KafkaOut:
+        alert = c.alert
         return KafkaSinkMessage(
             (alert.subscriber_id or alert.cell_id).encode(),
             alert.model_dump_json().encode(),
             topic=topics.alerts,
+        )
+
+    def incident_msg(incident: CellIncident) -> KafkaOut:
+        return KafkaSinkMessage(
+            incident.cell_id.encode(), incident.model_dump_json().encode(), topic=topics.alerts
         )
 
     def action_msg(a: Action) -> KafkaOut:
@@ -103,6 +170,7 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
 
     outs = [
         op.map("alert_msg", candidates, alert_msg),
+        op.map("incident_msg", split_out.trues, incident_msg),
         op.map("action_msg", actions, action_msg),
         op.map("dead_letter_msg", bad, dead_letter_msg),
     ]

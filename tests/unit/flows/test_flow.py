@@ -114,3 +114,38 @@ def test_customer_updates_reach_the_store_and_bad_ones_are_dead_lettered():
     assert [c.subscriber_id for c in customer_out] == ["s1"]
     [dead] = [orjson.loads(m.value) for m in kafka_out]
     assert (dead["kind"], dead["reason"], dead["offset"]) == ("customer", "bad_type", 1)
+
+
+def test_a_cell_outage_is_one_incident_and_its_subscribers_get_no_individual_outreach():
+    settings = load_settings()
+    sim = Simulator(60, 2, seed=12)
+    cell = "cell-0001"
+    start = utcnow() - timedelta(minutes=10)
+    sim.add_incidents(
+        [
+            Incident(
+                "cell_outage", cell, start + timedelta(seconds=20), start + timedelta(seconds=40)
+            )
+        ]
+    )
+    context = ContextStore(FakeRedis())
+    granted = {c: ConsentStatus.GRANTED for c in Channel}
+    context.put_many([p.model_copy(update={"consent": granted}) for p in sim.profiles()])
+    pipeline = Pipeline(settings, context=context, claims=MemoryClaimStore())
+    qos = make_messages(sim, start, 12_000)  # 60 s at 200 events/s
+
+    kafka_out, webhooks, _ = run_flow(settings, pipeline, qos)
+
+    alerts = [orjson.loads(m.value) for m in kafka_out if m.topic == settings.kafka.topics.alerts]
+    incidents = [a for a in alerts if a["kind"] == "cell_incident"]
+    opened = [i for i in incidents if i["state"] == "open"]
+    assert [i["cell_id"] for i in opened] == [cell]
+    assert {i["state"] for i in incidents} <= {"open", "updated", "resolved"}
+    in_cell = {s for s in sim.subscriber_ids if sim.home_cell[s] == cell}
+    listed = {a["subscriber_id"] for a in opened[0]["affected"]}
+    assert listed <= in_cell
+    assert len(listed) >= 0.3 * len(in_cell)
+    degradations = [a for a in alerts if a["kind"] == "degradation"]
+    assert degradations
+    assert all(a["explained_by"] == opened[0]["incident_id"] for a in degradations)
+    assert webhooks == []  # explained degradations cause no individual outreach

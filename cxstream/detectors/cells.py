@@ -1,0 +1,214 @@
+"""Demarcation: is it one customer, or the whole cell?
+
+A :class:`CellMonitor` (one per cell, keyed by cell in the flow) sees every event of its cell with
+the subscriber's current state (degraded or not). On an event-time clock driven by that traffic it
+evaluates, every ``step_s``, how many of the subscribers active in the last ``window_s`` are
+degraded. When at least ``min_affected`` of them and at least ``open_share`` of the active ones are,
+a **cell incident** opens; it is *updated* as the set of affected subscribers changes (at most every
+``update_s``) and *resolved* once the degraded share stayed below ``resolve_share`` for a whole
+window, so a flapping cell stays one incident.
+
+Individual degradation alerts are **held** for ``hold_s`` before release: if an incident opens in the
+meantime (or is already open), they come out *explained* by it, and the policy sends no individual
+outreach for them. The cell's mean experience per step also feeds the series detector
+(:class:`~cxstream.detectors.series.SeriesMonitor`, the configuration ``cxstream eval nab`` scores);
+its anomaly score is part of the incident's evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, Literal, TypeVar
+
+from cxstream.detectors.series import SeriesMonitor
+
+__all__ = ["CellMonitor", "CellSettings", "IncidentUpdate", "Released"]
+
+T = TypeVar("T")
+
+IncidentState = Literal["open", "updated", "resolved"]
+
+
+@dataclass(frozen=True)
+class CellSettings:
+    """Demarcation thresholds (see the module docstring)."""
+
+    window_s: float = 60.0
+    step_s: float = 1.0
+    min_affected: int = 3
+    open_share: float = 0.3
+    resolve_share: float = 0.1
+    hold_s: float = 10.0
+    update_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class IncidentUpdate:
+    """A change in a cell incident's life cycle."""
+
+    incident_id: str
+    cell_id: str
+    state: IncidentState
+    opened_at: float
+    at: float
+    affected: dict[str, str | None]  # subscriber id -> value tier
+    active: int
+    share: float
+    experience: float
+    kpi_score: float
+
+
+@dataclass(frozen=True)
+class Released(Generic[T]):
+    """A held individual alert, released; ``explained_by`` is the incident that covers it."""
+
+    item: T
+    subscriber_id: str
+    explained_by: str | None
+
+
+@dataclass
+class _Sub:
+    last_seen: float
+    degraded: bool
+    experience: float
+    tier: str | None
+
+
+@dataclass
+class CellMonitor(Generic[T]):
+    """The demarcation state of one cell (bounded by its active subscribers)."""
+
+    cell_id: str
+    settings: CellSettings = field(default_factory=CellSettings)
+    series: SeriesMonitor = field(default_factory=SeriesMonitor.default)
+    clock: float = float("-inf")
+    _subs: dict[str, _Sub] = field(default_factory=dict)
+    _held: list[tuple[float, str, T]] = field(default_factory=list)
+    _next_eval: float = float("-inf")
+    _incident: IncidentUpdate | None = None
+    _quiet_since: float | None = None
+    _last_update: float = float("-inf")
+    _kpi_score: float = 0.0
+
+    @property
+    def holding(self) -> bool:
+        """Whether individual alerts are waiting for release."""
+        return bool(self._held)
+
+    @property
+    def incident(self) -> IncidentUpdate | None:
+        """The open incident, if any."""
+        return self._incident
+
+    def observe(
+        self,
+        t: float,
+        subscriber_id: str,
+        *,
+        degraded: bool,
+        experience: float,
+        tier: str | None = None,
+        alert: T | None = None,
+    ) -> tuple[list[IncidentUpdate], list[Released[T]]]:
+        """Take one event (epoch seconds ``t``); returns incident changes and released alerts."""
+        if t > self.clock:
+            self.clock = t
+        self._subs[subscriber_id] = _Sub(t, degraded, experience, tier)
+        if alert is not None:
+            self._held.append((t, subscriber_id, alert))
+        updates: list[IncidentUpdate] = []
+        if self.clock >= self._next_eval:
+            self._next_eval = self.clock + self.settings.step_s
+            update = self._evaluate()
+            if update is not None:
+                updates.append(update)
+        return updates, self._release()
+
+    def flush(self) -> list[Released[T]]:
+        """Release every held alert now (end of stream)."""
+        return self._release(force=True)
+
+    def _evaluate(self) -> IncidentUpdate | None:
+        s = self.settings
+        horizon = self.clock - s.window_s
+        for sid in [sid for sid, sub in self._subs.items() if sub.last_seen < horizon]:
+            del self._subs[sid]
+        active = len(self._subs)
+        affected = {sid: sub.tier for sid, sub in self._subs.items() if sub.degraded}
+        share = len(affected) / active if active else 0.0
+        experience = sum(sub.experience for sub in self._subs.values()) / active if active else 0.0
+        if active:
+            self._kpi_score, _ = self.series.observe(experience, self.clock)
+        current = self._incident
+        if current is None:
+            if len(affected) >= s.min_affected and share >= s.open_share:
+                self._quiet_since = None
+                self._last_update = self.clock
+                self._incident = self._update(
+                    "open", self.clock, affected, active, share, experience
+                )
+                return self._incident
+            return None
+        if share < s.resolve_share:
+            if self._quiet_since is None:
+                self._quiet_since = self.clock
+            elif self.clock - self._quiet_since >= s.window_s:
+                resolved = self._update(
+                    "resolved", current.opened_at, current.affected, active, share, experience
+                )
+                self._incident = None
+                return resolved
+            return None
+        self._quiet_since = None
+        grown = {**current.affected, **affected}  # everyone caught in it stays listed
+        if len(grown) != len(current.affected) and self.clock - self._last_update >= s.update_s:
+            self._last_update = self.clock
+            self._incident = self._update(
+                "updated", current.opened_at, grown, active, share, experience
+            )
+            return self._incident
+        return None
+
+    def _update(
+        self,
+        state: IncidentState,
+        opened_at: float,
+        affected: dict[str, str | None],
+        active: int,
+        share: float,
+        experience: float,
+    ) -> IncidentUpdate:
+        return IncidentUpdate(
+            incident_id=f"inc-{self.cell_id}-{int(opened_at * 1000)}",
+            cell_id=self.cell_id,
+            state=state,
+            opened_at=opened_at,
+            at=self.clock,
+            affected=dict(affected),
+            active=active,
+            share=round(share, 3),
+            experience=round(experience, 1),
+            kpi_score=round(self._kpi_score, 3),
+        )
+
+    def _release(self, force: bool = False) -> list[Released[T]]:
+        if not self._held:
+            return []
+        due = self.clock - self.settings.hold_s
+        incident = self._incident
+        out: list[Released[T]] = []
+        keep: list[tuple[float, str, T]] = []
+        for held_at, sid, item in self._held:
+            sub = self._subs.get(sid)
+            explained = incident is not None and (
+                sid in incident.affected or (sub is not None and sub.degraded)
+            )
+            if explained or force or held_at <= due:
+                out.append(
+                    Released(item, sid, incident.incident_id if explained and incident else None)
+                )
+            else:
+                keep.append((held_at, sid, item))
+        self._held = keep
+        return out

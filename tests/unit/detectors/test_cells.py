@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import pickle
+
+from cxstream.detectors.cells import CellMonitor, CellSettings
+
+SETTINGS = CellSettings(
+    window_s=60, step_s=1, min_affected=3, open_share=0.3, resolve_share=0.1, hold_s=10, update_s=5
+)
+SUBS = [f"s{i}" for i in range(10)]
+
+
+def tick(cell, t, degraded=(), alerts=(), tiers=None):
+    """Every subscriber reports once at time t; returns (updates, released)."""
+    updates, released = [], []
+    for k, sid in enumerate(SUBS):
+        u, r = cell.observe(
+            t + k * 0.01,
+            sid,
+            degraded=sid in degraded,
+            experience=20.0 if sid in degraded else 90.0,
+            tier=(tiers or {}).get(sid),
+            alert=f"alert-{sid}-{t}" if sid in alerts else None,
+        )
+        updates += u
+        released += r
+    return updates, released
+
+
+def test_lone_degradation_is_released_after_the_hold_unexplained():
+    cell = CellMonitor("c1", SETTINGS)
+    _, released = tick(cell, 0, degraded={"s1"}, alerts={"s1"})
+    assert released == []  # held
+    for t in range(1, 12):
+        updates, more = tick(cell, t, degraded={"s1"})
+        assert updates == []
+        released += more
+    assert [(r.subscriber_id, r.explained_by) for r in released] == [("s1", None)]
+
+
+def test_cell_incident_opens_explains_held_alerts_updates_and_resolves():
+    cell = CellMonitor("c1", SETTINGS)
+    tiers = {"s0": "gold", "s1": "bronze", "s2": "silver", "s3": "gold"}
+    tick(cell, 0)
+    _, early = tick(cell, 1, degraded={"s0", "s1"}, alerts={"s0", "s1"}, tiers=tiers)
+    assert early == []
+    updates, released = tick(cell, 2, degraded={"s0", "s1", "s2"}, alerts={"s2"}, tiers=tiers)
+    # evaluated every step_s on the cell's event-time clock: opens at the next evaluation
+    more_updates, more_released = tick(cell, 3, degraded={"s0", "s1", "s2"}, tiers=tiers)
+    updates += more_updates
+    released += more_released
+    [opened] = updates
+    assert opened.state == "open"
+    assert opened.affected == {"s0": "gold", "s1": "bronze", "s2": "silver"}
+    assert opened.share == 0.3
+    assert {r.subscriber_id for r in released} == {"s0", "s1", "s2"}
+    assert {r.explained_by for r in released} == {opened.incident_id}
+    # a fourth subscriber joins: one 'updated' after update_s, listing everyone caught in it
+    states = []
+    for t in range(4, 13):
+        u, r = tick(
+            cell, t, degraded={"s0", "s1", "s2", "s3"}, alerts={"s3"} if t == 4 else (), tiers=tiers
+        )
+        states += [x.state for x in u]
+        assert all(x.explained_by == opened.incident_id for x in r)
+    assert states == ["updated"]
+    # recovery: resolved only after a whole quiet window
+    resolved_at = None
+    for t in range(13, 100):
+        u, _ = tick(cell, t)
+        if u:
+            assert [x.state for x in u] == ["resolved"]
+            assert u[0].incident_id == opened.incident_id
+            resolved_at = t
+            break
+    assert resolved_at is not None and resolved_at >= 13 + 60
+
+
+def test_flapping_cell_stays_one_incident():
+    cell = CellMonitor("c1", SETTINGS)
+    opens = []
+    for t in range(0, 200):
+        bad = {"s0", "s1", "s2", "s3", "s4"} if (t // 10) % 2 == 0 and t >= 20 else set()
+        u, _ = tick(cell, t, degraded=bad)
+        opens += [x for x in u if x.state == "open"]
+    assert len(opens) == 1
+
+
+def test_small_share_or_few_subscribers_do_not_open_an_incident():
+    cell = CellMonitor("c1", SETTINGS)
+    for t in range(30):
+        u, _ = tick(cell, t, degraded={"s0", "s1"})  # 20 % and only two
+        assert u == []
+
+
+def test_inactive_subscribers_age_out_and_state_pickles():
+    cell = CellMonitor("c1", SETTINGS)
+    cell.observe(0, "gone", degraded=True, experience=10)
+    for t in range(1, 70):
+        cell.observe(float(t), "here", degraded=False, experience=90)
+    assert set(cell._subs) == {"here"}
+    assert pickle.loads(pickle.dumps(cell)).clock == cell.clock
+
+
+def test_flush_releases_everything_held():
+    cell = CellMonitor("c1", SETTINGS)
+    cell.observe(0, "s1", degraded=True, experience=10, alert="a")
+    assert cell.holding
+    assert [r.item for r in cell.flush()] == ["a"]
+    assert not cell.holding
