@@ -202,12 +202,13 @@ class Alert(BaseModel):
     subscriber_id: Id | None
     cell_id: Id
     score: float
-    experience: float
+    experience: float  # of the triggering event, 0-100
     event_time: AwareDatetime
     detected_at: AwareDatetime
     why: dict[str, Any] = Field(default_factory=dict)
     value_tier: ValueTier | None = None
     context_stale: bool = False
+    experience_index: float | None = None  # the subscriber's rolling index, 0-100
     explained_by: Id | None = None  # the cell incident that explains this degradation
 
 

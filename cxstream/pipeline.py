@@ -253,6 +253,7 @@ class Pipeline:
                 why=detection.why,
                 value_tier=customer.value_tier if customer is not None else None,
                 context_stale=item.stale,
+                experience_index=round(monitor.experience_index, 1),
             )
             metrics.ALERTS.labels(alert.kind, alert.severity).inc()
             candidate = Candidate(alert, customer)
@@ -261,7 +262,7 @@ class Pipeline:
             subscriber_id=event.subscriber_id,
             cell_id=event.cell_id,
             degraded=monitor.in_episode,
-            experience=exp,
+            experience=monitor.experience_index,
             tier=tier,
             candidate=candidate,
         )

@@ -141,6 +141,11 @@ class ExperienceDropDetector(base.AnomalyDetector):
         """The learned normal level (NaN before the first point)."""
         return self._mean
 
+    @property
+    def level(self) -> float:
+        """The current (fast, smoothed) level (NaN before the first point)."""
+        return self._fast
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -164,6 +169,11 @@ class SubscriberMonitor:
     inputs: dict[str, float] = field(default_factory=dict)
     in_episode: bool = False
     last_experience: float = math.nan
+
+    @property
+    def experience_index(self) -> float:
+        """The subscriber's rolling experience index, 0-100 (smoothed over recent events)."""
+        return self.detector.level
 
     def observe(
         self,

@@ -107,3 +107,12 @@ def test_state_per_subscriber_is_small():
     monitor = SubscriberMonitor(ExperienceDropDetector())
     run(monitor, rng, 500)
     assert len(pickle.dumps(monitor)) < 700
+
+
+def test_experience_index_is_a_rolling_0_100_level():
+    rng = random.Random(7)
+    monitor = SubscriberMonitor(ExperienceDropDetector())
+    run(monitor, rng, 100)
+    good = monitor.experience_index
+    run(monitor, rng, 10, bad=True)
+    assert 0 <= monitor.experience_index < 30 < 85 < good <= 100
