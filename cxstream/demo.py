@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,11 @@ class DemoSummary:
     alerts: int = 0
     actions: int = 0
     webhook_deliveries: int = 0
+    # not in the JSON line: details for the human summary
+    incidents_opened: int = field(default=0, repr=False, metadata={"json": False})
+    decisions: dict[tuple[str, str], int] = field(
+        default_factory=dict, repr=False, metadata={"json": False}
+    )
 
 
 def scrape_counters(url: str, timeout_s: float = 2.0) -> dict[str, float]:
@@ -165,11 +170,23 @@ def _summary(flow: FlowProcess, produced: int, receiver: WebhookReceiver) -> Dem
             sum(
                 v
                 for k, v in c.items()
-                if k.startswith("cxstream_actions_total{") and "outcome=emitted" in k
+                if k.startswith("cxstream_decisions_total{")
+                and ("result=sent" in k or "result=released" in k)
             )
         ),
         webhook_deliveries=receiver.deliveries,
+        incidents_opened=int(c.get("cxstream_cell_incidents_total{state=open}", 0)),
+        decisions=_decisions(c),
     )
+
+
+def _decisions(counters: dict[str, float]) -> dict[tuple[str, str], int]:
+    out: dict[tuple[str, str], int] = {}
+    for key, value in counters.items():
+        if key.startswith("cxstream_decisions_total{") and value:
+            labels = dict(part.split("=", 1) for part in key[key.index("{") + 1 : -1].split(","))
+            out[(labels["kind"], labels["result"])] = int(value)
+    return out
 
 
 def _drain(
@@ -332,13 +349,26 @@ def _publish_customer_updates(producer: Producer, settings: Settings, sim: Simul
     producer.flush(10)
 
 
+def _public(summary: DemoSummary) -> dict[str, Any]:
+    return {
+        f.name: getattr(summary, f.name) for f in fields(summary) if f.metadata.get("json", True)
+    }
+
+
 def summary_json(summary: DemoSummary) -> str:
-    """The one-line JSON form of the summary."""
-    return orjson.dumps(asdict(summary)).decode()
+    """The one-line JSON form of the summary (exactly the documented keys)."""
+    return orjson.dumps(_public(summary)).decode()
 
 
 def summary_lines(summary: DemoSummary) -> list[str]:
-    """The human form of the summary."""
-    data: dict[str, Any] = asdict(summary)
+    """The human form of the summary, with what the policy decided and why."""
+    data: dict[str, Any] = _public(summary)
     width = max(len(k) for k in data)
-    return [f"  {k.replace('_', ' '):<{width}}  {v}" for k, v in data.items()]
+    lines = [f"  {k.replace('_', ' '):<{width}}  {v}" for k, v in data.items()]
+    if summary.incidents_opened:
+        lines.append(f"  cell incidents opened: {summary.incidents_opened}")
+    if summary.decisions:
+        lines.append("  contact decisions:")
+        for (kind, result), n in sorted(summary.decisions.items()):
+            lines.append(f"    {kind:<18} {result:<40} {n}")
+    return lines

@@ -148,7 +148,8 @@ class CustomerContext(BaseModel):
     model_config = _FROZEN
 
     subscriber_id: Id
-    account_id: Id | None = None
+    account_id: Id | None = None  # household / account: contact caps apply to it too
+    household_size: Annotated[int, Field(ge=1, le=1_000)] = 1
     plan: Annotated[str, Field(max_length=64)] = "standard"
     plan_mbps: Annotated[float, Field(gt=0, le=100_000)] = 50.0
     monthly_charge: Annotated[float, Field(ge=0, le=100_000)] = 0.0
@@ -234,6 +235,7 @@ class CellIncident(BaseModel):
     opened_at: AwareDatetime
     updated_at: AwareDatetime
     affected: list[AffectedSubscriber]
+    new_affected: list[Id] = Field(default_factory=list)  # caught in it since the last update
     active_subscribers: int
     share: float
     experience: float
@@ -262,6 +264,11 @@ class Action(BaseModel):
     created_at: AwareDatetime
     language: str = "en"
     value_tier: ValueTier | None = None
+    priority: int = 50
+    rule: str | None = None  # the policy rule that chose it
+    customer_value: float | None = None  # from the policy's value model
+    offer: dict[str, Any] | None = None  # the catalogue offer, for credits and retention
+    send_at: AwareDatetime | None = None  # set when quiet hours deferred it
     details: dict[str, Any] = Field(default_factory=dict)
 
 

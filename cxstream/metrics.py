@@ -15,15 +15,20 @@ from prometheus_client import Counter, Gauge, Histogram
 from cxstream.events import BadReason
 
 __all__ = [
-    "ACTIONS",
     "ALERTS",
     "CELL_INCIDENTS",
     "CUSTOMER_UPDATES",
     "DEAD_LETTERS",
+    "DECISIONS",
     "ENRICHMENT",
     "EVENTS",
     "EVENT_TO_ACTION",
+    "EXPERIMENT_OUTCOMES",
+    "EXPERIMENT_RATE",
+    "EXPERIMENT_SUBJECTS",
+    "EXPERIMENT_UPLIFT",
     "HELD_ALERTS",
+    "POLICY_RELOADS",
     "WEBHOOK_DELIVERIES",
 ]
 
@@ -51,14 +56,45 @@ ENRICHMENT = Counter(
 ALERTS = Counter(
     "alerts", "Alerts raised, by kind and severity.", ["kind", "severity"], namespace=_NS
 )
-ACTIONS = Counter(
-    "actions",
-    "Candidate actions by kind and what the policy did (emitted or suppressed and why).",
-    ["kind", "outcome"],
-    namespace=_NS,
-)
 CELL_INCIDENTS = Counter(
     "cell_incidents", "Cell-incident life-cycle changes, by state.", ["state"], namespace=_NS
+)
+POLICY_RELOADS = Counter(
+    "policy_reloads",
+    "Policy file changes, applied or rejected (the old policy kept).",
+    ["outcome"],
+    namespace=_NS,
+)
+DECISIONS = Counter(
+    "decisions",
+    "Contact decisions by action kind and result: sent, deferred (quiet hours) or suppressed by "
+    "which rule.",
+    ["kind", "result"],
+    namespace=_NS,
+)
+EXPERIMENT_SUBJECTS = Gauge(
+    "experiment_subjects",
+    "Customers assigned to the treated or the hold-out control group.",
+    ["group"],
+    namespace=_NS,
+)
+EXPERIMENT_OUTCOMES = Gauge(
+    "experiment_outcomes",
+    "Outcomes joined back to the group of the customer.",
+    ["group", "outcome"],
+    namespace=_NS,
+)
+EXPERIMENT_RATE = Gauge(
+    "experiment_outcome_rate",
+    "Outcomes per customer of the group (take-up, churn, complaints).",
+    ["group", "outcome"],
+    namespace=_NS,
+)
+EXPERIMENT_UPLIFT = Gauge(
+    "experiment_uplift",
+    "Control rate minus treated rate of an outcome (positive churn uplift: fewer churned).",
+    ["outcome"],
+    namespace=_NS,
 )
 HELD_ALERTS = Gauge(
     "held_alerts",
@@ -93,6 +129,8 @@ for _reason in get_args(BadReason):
         DEAD_LETTERS.labels(_kind, _reason)
 for _result in ("hit", "miss", "absent", "stale"):
     ENRICHMENT.labels(_result)
+for _outcome in ("applied", "rejected"):
+    POLICY_RELOADS.labels(_outcome)
 for _state in ("open", "updated", "resolved"):
     CELL_INCIDENTS.labels(_state)
 for _outcome in ("delivered", "retried", "failed", "dead_lettered"):

@@ -16,20 +16,30 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from cxstream import metrics
-from cxstream.actions.policy import ContactPolicy, Decision
+from cxstream.actions.ledger import (
+    ContactLedger,
+    DeferredQueue,
+    ExperimentLedger,
+    MemoryLedger,
+)
+from cxstream.actions.policy import ContactPolicy, Decision, SignalIn
+from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.actions.store import ClaimStore
 from cxstream.context import ContextStore
 from cxstream.detectors.cells import CellMonitor, CellSettings, IncidentUpdate, Released
 from cxstream.detectors.degradation import ExperienceDropDetector, SubscriberMonitor
 from cxstream.events import (
+    Action,
     AffectedSubscriber,
     Alert,
     BadEvent,
     CellIncident,
     CustomerContext,
+    Outcome,
     QosEvent,
     ValueTier,
     parse_customer,
+    parse_outcome,
     parse_qos,
     utcnow,
 )
@@ -87,7 +97,7 @@ CellOutput = Candidate | CellIncident
 """What demarcation emits: released individual alerts (maybe explained) and incident changes."""
 
 
-def _source_error(msg: Any, kind: Literal["qos", "customer"]) -> BadEvent | None:
+def _source_error(msg: Any, kind: Literal["qos", "customer", "outcome"]) -> BadEvent | None:
     """A dead letter for an error item from the Kafka source (it has ``err`` and ``msg``)."""
     inner = getattr(msg, "msg", None)
     if inner is None or not hasattr(msg, "err"):
@@ -136,12 +146,26 @@ class Pipeline:
         *,
         context: ContextStore,
         claims: ClaimStore,
+        ledger: ContactLedger | None = None,
+        deferred: DeferredQueue | None = None,
+        experiment: ExperimentLedger | None = None,
+        policy: PolicySource | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
         self.context = context
         self.claims = claims
-        self.policy = ContactPolicy(settings.policy, claims, key_prefix=settings.redis.key_prefix)
+        self.deferred = deferred if deferred is not None else DeferredQueue()
+        self.experiment = experiment if experiment is not None else ExperimentLedger()
+        source = policy or PolicySource(
+            settings.policy.file, default=DEFAULT_POLICY, check_s=settings.policy.reload_check_s
+        )
+        self.policy = ContactPolicy(
+            source,
+            ledger if ledger is not None else MemoryLedger(),
+            key_prefix=settings.redis.key_prefix,
+            experiment=self.experiment,
+        )
         self.clock = clock
         self._max_age = timedelta(seconds=settings.flow.max_event_age_s)
         self._max_ahead = timedelta(seconds=settings.flow.max_event_ahead_s)
@@ -178,6 +202,21 @@ class Pipeline:
                 error
                 if error is not None
                 else parse_customer(
+                    msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset
+                )
+            )
+        return out
+
+    @staticmethod
+    def parse_outcome_batch(messages: Sequence[Any]) -> list[Outcome | BadEvent]:
+        """Validate a batch of outcome messages."""
+        out: list[Outcome | BadEvent] = []
+        for msg in messages:
+            error = _source_error(msg, "outcome")
+            out.append(
+                error
+                if error is not None
+                else parse_outcome(
                     msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset
                 )
             )
@@ -324,6 +363,7 @@ class Pipeline:
                 AffectedSubscriber(subscriber_id=sid, value_tier=ValueTier(tier) if tier else None)
                 for sid, tier in sorted(update.affected.items())
             ],
+            new_affected=list(update.new_affected),
             active_subscribers=update.active,
             share=update.share,
             experience=update.experience,
@@ -337,14 +377,106 @@ class Pipeline:
         )
 
     # -- decide --------------------------------------------------------------------------------
-    def decide_batch(self, candidates: Sequence[Candidate]) -> list[Decision]:
-        """Apply the contact policy to a batch of alerts; one Redis round trip for the batch."""
+    def decide_batch(self, items: Sequence[CellOutput]) -> list[Decision]:
+        """Turn released alerts and incident changes into contact decisions.
+
+        A degradation is a signal for its subscriber; an opened or updated cell incident is an
+        area-notice signal for each subscriber newly caught in it (their context fetched in one
+        batch). Deferred actions go to the deferred queue; every decision is counted.
+        """
         now = self.clock()
-        decisions = self.policy.decide_many([(c.alert, c.customer) for c in candidates], now)
+        signals: list[SignalIn] = []
+        incidents = [i for i in items if isinstance(i, CellIncident) and i.new_affected]
+        found = (
+            self.context.get_many(s for i in incidents for s in i.new_affected) if incidents else {}
+        )
+        for item in items:
+            if isinstance(item, Candidate):
+                a = item.alert
+                signals.append(
+                    SignalIn(
+                        signal="degradation",
+                        subscriber_id=a.subscriber_id or "",
+                        customer=item.customer,
+                        score=a.score,
+                        source_id=a.alert_id,
+                        event_time=a.event_time,
+                        stale=a.context_stale,
+                        explained_by=a.explained_by,
+                        details={
+                            "experience": a.experience,
+                            "experience_index": a.experience_index,
+                            "why": a.why,
+                            "cell_id": a.cell_id,
+                        },
+                    )
+                )
+            elif isinstance(item, CellIncident) and item.new_affected:
+                for sid in item.new_affected:
+                    lookup = found[sid]
+                    signals.append(
+                        SignalIn(
+                            signal="cell_incident",
+                            subscriber_id=sid,
+                            customer=lookup.customer,
+                            score=1.0,
+                            source_id=item.incident_id,
+                            event_time=item.opened_at,
+                            stale=lookup.stale,
+                            details={
+                                "cell_id": item.cell_id,
+                                "incident_state": item.state,
+                                "share": item.share,
+                            },
+                        )
+                    )
+        if not signals:
+            return []
+        decisions = self.policy.decide_many(signals, now)
         for decision in decisions:
-            kind = decision.action.kind if decision.action is not None else "proactive_apology"
-            metrics.ACTIONS.labels(kind, decision.outcome).inc()
-            if decision.action is not None:
-                delay = (now - decision.action.event_time).total_seconds()
+            metrics.DECISIONS.labels(decision.kind, decision.result).inc()
+            action = decision.action
+            if action is None:
+                continue
+            if decision.result == "deferred" and action.send_at is not None:
+                self.deferred.push(action.send_at.timestamp(), action)
+            else:
+                delay = (now - action.event_time).total_seconds()
                 metrics.EVENT_TO_ACTION.observe(max(delay, 0.0))
         return decisions
+
+    def release_deferred(self) -> list[Action]:
+        """Actions whose quiet hours are over, removed from the deferred queue."""
+        released = self.deferred.pop_due(self.clock().timestamp())
+        for action in released:
+            metrics.DECISIONS.labels(action.kind, "released").inc()
+        return released
+
+    # -- outcomes ------------------------------------------------------------------------------
+    def record_outcomes(self, outcomes: Sequence[Outcome]) -> list[dict[str, str | None]]:
+        """Join outcomes to the customer's experiment group and refresh the uplift gauges."""
+        joined = []
+        for outcome in outcomes:
+            group = self.experiment.outcome(outcome.subscriber_id, outcome.kind.value)
+            joined.append(
+                {
+                    "subscriber_id": outcome.subscriber_id,
+                    "outcome": outcome.kind.value,
+                    "group": group,
+                }
+            )
+        if outcomes:
+            self.publish_experiment()
+        return joined
+
+    def publish_experiment(self) -> None:
+        """Export subjects, outcome rates per group, and uplift (control minus treated)."""
+        report = self.experiment.report()
+        for group in ("treated", "control"):
+            values = report.get(group, {})
+            metrics.EXPERIMENT_SUBJECTS.labels(group).set(values.get("subjects", 0.0))
+            for kind, rate in values.items():
+                if kind != "subjects":
+                    metrics.EXPERIMENT_RATE.labels(group, kind).set(rate)
+        for kind, uplift in report.get("uplift", {}).items():
+            metrics.EXPERIMENT_UPLIFT.labels(kind).set(uplift)

@@ -55,6 +55,7 @@ class TopicSettings(BaseModel):
     actions: str = "cx.actions"
     dead_letters: str = "cx.dead-letters"
     actions_dead_letters: str = "cx.actions.dead-letters"
+    decisions: str = "cx.decisions"
     partitions: Annotated[int, Field(ge=1, le=1024)] = 2
 
     def all(self) -> list[str]:
@@ -67,6 +68,7 @@ class TopicSettings(BaseModel):
             self.actions,
             self.dead_letters,
             self.actions_dead_letters,
+            self.decisions,
         ]
 
 
@@ -136,6 +138,10 @@ class WebhookSettings(BaseModel):
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     backoff_s: Annotated[float, Field(ge=0, le=60)] = 0.2
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 4
+    queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    breaker_failures: Annotated[int, Field(ge=1, le=1_000)] = 5
+    breaker_reset_s: Annotated[float, Field(gt=0, le=3_600)] = 30.0
 
 
 class DetectorSettings(BaseModel):
@@ -165,13 +171,14 @@ class CellSettingsModel(BaseModel):
 
 
 class PolicySettings(BaseModel):
-    """The first contact policy: threshold, cooldown per (customer, reason), consent."""
+    """Where the contact policy comes from, and how long delivered action ids are remembered."""
 
     model_config = _STRICT
 
-    min_score: Annotated[float, Field(ge=0, le=1)] = 0.9
-    cooldown_s: Annotated[int, Field(ge=1)] = 6 * 3_600
+    file: str | None = None  # config/policy.yaml; null = the built-in default policy
+    reload_check_s: Annotated[float, Field(gt=0, le=3_600)] = 2.0
     idempotency_ttl_s: Annotated[int, Field(ge=1)] = 7 * 86_400
+    deferred_poll_s: Annotated[float, Field(gt=0, le=3_600)] = 5.0
 
 
 class FlowSettings(BaseModel):

@@ -1,128 +1,224 @@
-"""The first contact policy: who is contacted, on which channel, and why not.
+"""The contact policy: for every signal, send, defer, or suppress — and say why.
 
-For each degradation alert the policy decides one of: ``emitted`` (an :class:`~cxstream.events.Action`
-is produced) or a suppression reason — ``below_threshold``, ``explained_by_incident`` (a cell
-incident covers it), ``unknown_customer``, ``stale_context``
-(Redis unreachable: consent unknown, so no outreach), ``no_consent``, ``cooldown`` (the same customer
-was already contacted for the same reason inside ``policy.cooldown_s``). Every decision is returned,
-so the flow can count and record it.
+Order of checks for one signal (a degradation, a cell incident reaching an affected customer, a
+churn risk):
+
+1. ``unknown_customer`` / ``stale_context`` (Redis unreachable: consent unknown, so no outreach);
+2. ``explained_by_incident``: a cell incident explains this degradation; the customer gets at most
+   one area notice for the incident instead;
+3. the highest-priority matching **rule** picks the action (``no_rule`` if none matches);
+4. ``ticket_open``: no outreach while a ticket is open, unless the rule is for open tickets;
+5. **consent**: the rule's channel, else the preferred one, else a granted fallback (``no_consent``);
+6. ``holdout``: the random control group is never contacted (recorded for the experiment);
+7. **offers** for credits and retention: the eligible catalogue entry with the best expected value
+   (``no_eligible_offer``);
+8. **contact rules**, claimed atomically in the ledger in priority order: ``cooldown`` per (customer,
+   reason), ``cap:<channel>:<hours>h`` per customer, ``household_cap:...`` per account, ``budget``
+   per hour;
+9. **quiet hours** in the customer's time zone: ``deferred`` to the next allowed time, not dropped.
+
+Every decision is returned with its result (``sent``, ``deferred``, ``suppressed:<reason>``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from cxstream.actions.store import ClaimStore
-from cxstream.events import Action, Alert, Channel, CustomerContext
-from cxstream.settings import PolicySettings
+from cxstream.actions.ledger import CapCheck, Contact, ContactLedger, ExperimentLedger
+from cxstream.actions.rules import Cap, PolicyConfig, PolicySource, Rule
+from cxstream.events import Action, Channel, CustomerContext
 
-__all__ = ["ContactPolicy", "Decision", "DecisionOutcome"]
+__all__ = ["ContactPolicy", "Decision", "SignalIn", "pick_channel"]
 
-DecisionOutcome = Literal[
-    "emitted",
-    "below_threshold",
-    "explained_by_incident",
-    "unknown_customer",
-    "stale_context",
-    "no_consent",
-    "cooldown",
-]
-OUTCOMES: tuple[DecisionOutcome, ...] = (
-    "explained_by_incident",
-    "emitted",
-    "below_threshold",
-    "unknown_customer",
-    "stale_context",
-    "no_consent",
-    "cooldown",
-)
+SignalKind = Literal["degradation", "cell_incident", "churn_risk"]
 
-_FALLBACK_CHANNELS = (Channel.PUSH, Channel.SMS, Channel.EMAIL)
+
+@dataclass(frozen=True)
+class SignalIn:
+    """Something that may justify contacting one customer."""
+
+    signal: SignalKind
+    subscriber_id: str
+    customer: CustomerContext | None
+    score: float
+    source_id: str  # the alert or incident id
+    event_time: datetime
+    stale: bool = False
+    explained_by: str | None = None
+    risk: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Decision:
-    """What the policy did with one alert."""
+    """What the policy did with one signal, and why."""
 
-    alert: Alert
-    outcome: DecisionOutcome
+    signal: SignalIn
+    result: str  # "sent", "deferred" or "suppressed:<reason>"
+    kind: str  # the action kind considered (or the signal kind when no rule matched)
+    rule: str | None = None
     action: Action | None = None
 
+    @property
+    def suppressed(self) -> bool:
+        """Whether no contact results."""
+        return self.result.startswith("suppressed:")
 
-def pick_channel(customer: CustomerContext) -> Channel | None:
-    """The preferred channel if consent is granted there, else the first granted fallback."""
+
+def pick_channel(
+    customer: CustomerContext, fallback: Sequence[Channel], forced: Channel | None = None
+) -> Channel | None:
+    """The forced channel if granted; else the preferred one if granted; else a granted fallback."""
+    if forced is not None:
+        return forced if customer.may_contact(forced) else None
     if customer.may_contact(customer.preferred_channel):
         return customer.preferred_channel
-    for channel in _FALLBACK_CHANNELS:
-        if customer.may_contact(channel):
-            return channel
-    return None
+    return next((c for c in fallback if customer.may_contact(c)), None)
+
+
+def _cap_checks(
+    caps: Sequence[Cap], scope: str, owner: str, channel: Channel, prefix: str
+) -> list[CapCheck]:
+    out = []
+    for cap in caps:
+        if cap.channel != "any" and cap.channel != channel:
+            continue
+        name = f"{scope}:{cap.channel}:{cap.window_h:g}h"
+        out.append(
+            CapCheck(
+                f"{prefix}:{scope}:{owner}:{cap.channel}:{cap.window_h:g}",
+                cap.max,
+                cap.window_h * 3600.0,
+                name,
+            )
+        )
+    return out
 
 
 class ContactPolicy:
-    """Threshold, consent and cooldown, with state in a :class:`ClaimStore`."""
+    """Apply a :class:`~cxstream.actions.rules.PolicyConfig` with state in a ledger."""
 
-    def __init__(self, settings: PolicySettings, claims: ClaimStore, *, key_prefix: str = "cx"):
-        self.settings = settings
-        self._claims = claims
-        self._prefix = key_prefix
-
-    def decide_many(
+    def __init__(
         self,
-        candidates: Sequence[tuple[Alert, CustomerContext | None]],
-        now: datetime,
-    ) -> list[Decision]:
-        """Decide every candidate; cooldown claims for the batch take one round trip."""
-        decisions: list[Decision | None] = []
-        pending: list[tuple[int, Action]] = []
-        for alert, customer in candidates:
-            early = self._precheck(alert, customer)
-            if early is not None:
-                decisions.append(Decision(alert, early))
-                continue
-            assert customer is not None  # noqa: S101 - _precheck returned None only with a customer
-            channel = pick_channel(customer)
-            if channel is None:
-                decisions.append(Decision(alert, "no_consent"))
-                continue
-            action = Action(
-                action_id=f"{alert.alert_id}:proactive_apology",
-                kind="proactive_apology",
-                subscriber_id=customer.subscriber_id,
-                channel=channel,
-                reason=alert.kind,
-                alert_id=alert.alert_id,
-                event_time=alert.event_time,
-                created_at=now,
-                language=customer.language,
-                value_tier=customer.value_tier,
-                details={"experience": alert.experience, "score": alert.score, "why": alert.why},
-            )
-            pending.append((len(decisions), action))
-            decisions.append(None)
-        claims = [
-            (f"{self._prefix}:cooldown:{a.subscriber_id}:{a.reason}", a.action_id)
-            for _, a in pending
-        ]
-        held = self._claims.claim_many(claims, self.settings.cooldown_s)
-        for (index, action), holder in zip(pending, held, strict=True):
-            alert = candidates[index][0]
-            if holder is None or holder == action.action_id:
-                decisions[index] = Decision(alert, "emitted", action)
+        source: PolicySource,
+        ledger: ContactLedger,
+        *,
+        key_prefix: str = "cx",
+        experiment: ExperimentLedger | None = None,
+    ) -> None:
+        self.source = source
+        self._ledger = ledger
+        self._prefix = key_prefix
+        self.experiment = experiment
+
+    def decide_many(self, signals: Sequence[SignalIn], now: datetime) -> list[Decision]:
+        """Decide every signal; the ledger is claimed in priority order, one round trip."""
+        policy = self.source.policy
+        decisions: list[Decision | None] = [None] * len(signals)
+        pending: list[tuple[int, int, float, Action, Rule, CustomerContext]] = []
+        for i, sig in enumerate(signals):
+            early = self._prepare(policy, sig, now)
+            if isinstance(early, Decision):
+                decisions[i] = early
             else:
-                decisions[index] = Decision(alert, "cooldown")
+                action, rule, customer, value = early
+                pending.append((i, rule.priority, value, action, rule, customer))
+        pending.sort(key=lambda p: (-p[1], -p[2]))
+        hour = now.strftime("%Y%m%d%H")
+        contacts = []
+        for _, _, _, action, _, customer in pending:
+            caps = _cap_checks(
+                policy.caps, "cap", customer.subscriber_id, action.channel, self._prefix
+            )
+            if customer.account_id is not None:
+                caps += _cap_checks(
+                    policy.household_caps,
+                    "household_cap",
+                    customer.account_id,
+                    action.channel,
+                    self._prefix,
+                )
+            contacts.append(
+                Contact(
+                    action_id=action.action_id,
+                    cooldown_key=f"{self._prefix}:cooldown:{customer.subscriber_id}:{action.reason}",
+                    cooldown_s=policy.cooldown_h * 3600.0,
+                    caps=tuple(caps),
+                    budget_key=f"{self._prefix}:budget:{hour}",
+                    budget=policy.global_budget_per_hour,
+                )
+            )
+        results = self._ledger.try_contact(contacts, now.timestamp())
+        for (i, _, _, action, rule, customer), result in zip(pending, results, strict=True):
+            sig = signals[i]
+            if result not in ("ok", "replay"):
+                decisions[i] = Decision(sig, f"suppressed:{result}", action.kind, rule.name)
+                continue
+            wake = policy.quiet_hours.next_allowed(now, customer.timezone)
+            if wake is not None:
+                action = action.model_copy(update={"send_at": wake})
+            if self.experiment is not None:
+                self.experiment.assign(customer.subscriber_id, "treated", action)
+            result_text = "deferred" if wake is not None else "sent"
+            decisions[i] = Decision(sig, result_text, action.kind, rule.name, action)
         return [d for d in decisions if d is not None]
 
-    def _precheck(self, alert: Alert, customer: CustomerContext | None) -> DecisionOutcome | None:
-        if alert.score < self.settings.min_score:
-            return "below_threshold"
-        if alert.explained_by is not None:
-            return "explained_by_incident"  # the cell incident is handled as one, not per customer
-        if alert.context_stale:
-            return "stale_context"
+    def _prepare(
+        self, policy: PolicyConfig, sig: SignalIn, now: datetime
+    ) -> Decision | tuple[Action, Rule, CustomerContext, float]:
+        customer = sig.customer
+        if sig.stale:
+            return Decision(sig, "suppressed:stale_context", sig.signal)
         if customer is None:
-            return "unknown_customer"
-        return None
+            return Decision(sig, "suppressed:unknown_customer", sig.signal)
+        if sig.explained_by is not None:
+            return Decision(sig, "suppressed:explained_by_incident", sig.signal)
+        matching = [
+            r for r in policy.rules if r.when.matches(sig.signal, sig.score, sig.risk, customer)
+        ]
+        if not matching:
+            return Decision(sig, "suppressed:no_rule", sig.signal)
+        rule = max(matching, key=lambda r: r.priority)
+        if (
+            policy.suppress_when_ticket_open
+            and customer.open_tickets > 0
+            and rule.when.open_ticket is not True
+        ):
+            return Decision(sig, "suppressed:ticket_open", rule.action, rule.name)
+        channel = pick_channel(customer, policy.channel_fallback, rule.channel)
+        if channel is None:
+            return Decision(sig, "suppressed:no_consent", rule.action, rule.name)
+        if policy.holdout.is_control(customer.subscriber_id):
+            if self.experiment is not None:
+                self.experiment.assign(customer.subscriber_id, "control", None)
+            return Decision(sig, "suppressed:holdout", rule.action, rule.name)
+        value = policy.value_model.value(customer, sig.risk)
+        offer: dict[str, Any] | None = None
+        if rule.action in ("service_credit", "retention_offer"):
+            best = policy.best_offer(rule.action, customer, sig.risk)
+            if best is None:
+                return Decision(sig, "suppressed:no_eligible_offer", rule.action, rule.name)
+            chosen, expected = best
+            offer = {"id": chosen.id, "cost": chosen.cost, "expected_value": round(expected, 2)}
+        suffix = f":{customer.subscriber_id}" if sig.signal == "cell_incident" else ""
+        action = Action(
+            action_id=f"{sig.source_id}{suffix}:{rule.action}",
+            kind=rule.action,
+            subscriber_id=customer.subscriber_id,
+            channel=channel,
+            reason=sig.signal,
+            alert_id=sig.source_id,
+            event_time=sig.event_time,
+            created_at=now,
+            language=customer.language,
+            value_tier=customer.value_tier,
+            priority=rule.priority,
+            rule=rule.name,
+            customer_value=round(value, 2),
+            offer=offer,
+            details=sig.details,
+        )
+        return action, rule, customer, value

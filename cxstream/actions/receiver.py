@@ -12,6 +12,7 @@ True
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -50,6 +51,7 @@ class WebhookReceiver:
         self.tolerance_s = tolerance_s
         self._lock = threading.Lock()
         self.attempts: Counter[str] = Counter()
+        self.attempt_times: dict[str, list[float]] = {}
         self.delivered: dict[str, dict[str, Any]] = {}
         self.duplicates = 0
         self.rejected = 0
@@ -89,6 +91,7 @@ class WebhookReceiver:
         msg_id = headers.get("webhook-id")
         with self._lock:
             self.attempts[msg_id] += 1
+            self.attempt_times.setdefault(msg_id, []).append(time.monotonic())
             if self.attempts[msg_id] <= self.fail_first:
                 return 503
             if msg_id in self.delivered:

@@ -10,34 +10,54 @@ the delivery ledger is never sent again, so a replay after a restart does not co
 from __future__ import annotations
 
 import logging
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import httpx
 import orjson
 
 from cxstream.actions.signing import sign_headers
 from cxstream.actions.store import ClaimStore
+from cxstream.actions.tmf import communication_message
 from cxstream.events import Action
 
-__all__ = ["DeliveryOutcome", "WebhookSender", "cloudevent"]
+__all__ = [
+    "CircuitBreaker",
+    "Delivery",
+    "DeliveryOutcome",
+    "DeliveryPool",
+    "WebhookSender",
+    "cloudevent",
+]
 
 log = logging.getLogger(__name__)
 
 DeliveryOutcome = Literal["delivered", "already_delivered", "failed"]
 
 
+class Delivery(NamedTuple):
+    """How one delivery ended: outcome, attempts made, and the last error if it failed."""
+
+    outcome: DeliveryOutcome
+    attempts: int
+    error: str | None = None
+
+
 def cloudevent(action: Action, *, source: str = "urn:cxstream") -> bytes:
-    """The CloudEvents 1.0 structured JSON envelope of one action.
+    """The CloudEvents 1.0 structured JSON envelope of one action; ``data`` is a TMF681
+    ``CommunicationMessage``.
 
     >>> from datetime import UTC, datetime
     >>> t = datetime(2026, 1, 1, tzinfo=UTC)
     >>> a = Action(action_id="a1", kind="proactive_apology", subscriber_id="s1", channel="sms",
     ...            reason="degradation", alert_id="x", event_time=t, created_at=t)
-    >>> orjson.loads(cloudevent(a))["type"]
-    'com.cxstream.action.proactive_apology'
+    >>> event = orjson.loads(cloudevent(a))
+    >>> event["type"], event["data"]["messageType"]
+    ('com.cxstream.action.proactive_apology', 'SMS')
     """
     envelope = {
         "specversion": "1.0",
@@ -47,7 +67,8 @@ def cloudevent(action: Action, *, source: str = "urn:cxstream") -> bytes:
         "subject": action.subscriber_id,
         "time": action.created_at.isoformat(),
         "datacontenttype": "application/json",
-        "data": action.model_dump(mode="json"),
+        "dataschema": "https://www.tmforum.org/oda/open-apis/TMF681",
+        "data": communication_message(action),
     }
     return orjson.dumps(envelope)
 
@@ -73,6 +94,7 @@ class WebhookSender:
         timeout_s: float = 2.0,
         max_attempts: int = 3,
         backoff_s: float = 0.2,
+        breaker: CircuitBreaker | None = None,
         ledger: ClaimStore | None = None,
         ledger_prefix: str = "cx",
         ledger_ttl_s: int = 7 * 86_400,
@@ -88,40 +110,49 @@ class WebhookSender:
         self._ledger_ttl_s = ledger_ttl_s
         self._client = client or httpx.Client(timeout=timeout_s)
         self._sleep = sleep
-        self.last_error: str | None = None
+        self.breaker = breaker
 
     def _delivered_key(self, action: Action) -> str:
         return f"{self._ledger_prefix}:delivered:{action.action_id}"
 
-    def deliver(self, action: Action) -> tuple[DeliveryOutcome, int]:
-        """POST one action; returns the outcome and the number of attempts made."""
+    def deliver(self, action: Action) -> Delivery:
+        """POST one action with bounded retries (safe to call from several threads)."""
         if self._ledger is not None and self._ledger.exists_many([self._delivered_key(action)])[0]:
-            return "already_delivered", 0
+            return Delivery("already_delivered", 0)
         body = cloudevent(action)
+        error: str | None = None
         for attempt in range(1, self.max_attempts + 1):
+            if self.breaker is not None and not self.breaker.allow():
+                return Delivery(
+                    "failed", attempt - 1, "circuit open: the endpoint failed repeatedly"
+                )
             headers = sign_headers(self._secret, action.action_id, body)
             headers["content-type"] = "application/cloudevents+json"
             retry_after: float | None = None
             try:
                 response = self._client.post(self.url, content=body, headers=headers)
             except httpx.TransportError as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                error = f"{type(exc).__name__}: {exc}"
+                if self.breaker is not None:
+                    self.breaker.record(False)
             else:
+                if self.breaker is not None:
+                    self.breaker.record(response.status_code < 500 and response.status_code != 429)
                 if response.is_success:
                     if self._ledger is not None:
                         self._ledger.claim_many(
                             [(self._delivered_key(action), "1")], self._ledger_ttl_s
                         )
-                    return "delivered", attempt
-                self.last_error = f"HTTP {response.status_code}"
+                    return Delivery("delivered", attempt)
+                error = f"HTTP {response.status_code}"
                 if response.status_code == 429:
                     retry_after = _retry_after(response.headers.get("retry-after"))
                 elif response.status_code < 500:
-                    return "failed", attempt
+                    return Delivery("failed", attempt, error)
             if attempt < self.max_attempts:
                 delay = self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random())
                 self._sleep(retry_after if retry_after is not None else delay)
-        return "failed", self.max_attempts
+        return Delivery("failed", self.max_attempts, error)
 
     def close(self) -> None:
         """Close the HTTP client."""
@@ -135,3 +166,123 @@ def _retry_after(value: str | None) -> float | None:
         return min(max(float(value), 0.0), 60.0)
     except ValueError:
         return None
+
+
+class CircuitBreaker:
+    """Stop calling an endpoint after ``failures`` failures in a row; try again after ``reset_s``.
+
+    >>> t = [0.0]
+    >>> cb = CircuitBreaker(failures=2, reset_s=10, clock=lambda: t[0])
+    >>> cb.record(False); cb.record(False); cb.allow()
+    False
+    >>> t[0] = 11; cb.allow(), cb.allow()  # half-open: one trial call
+    (True, False)
+    >>> cb.record(True); cb.allow()
+    True
+    """
+
+    def __init__(
+        self, failures: int = 5, reset_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.failures = failures
+        self.reset_s = reset_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._count = 0
+        self._opened_at: float | None = None
+        self._trial = False
+
+    @property
+    def open(self) -> bool:
+        """Whether calls are currently refused."""
+        return self._opened_at is not None
+
+    def allow(self) -> bool:
+        """Whether a call may be made now."""
+        with self._lock:
+            if self._opened_at is None:
+                return True
+            if self._clock() - self._opened_at >= self.reset_s and not self._trial:
+                self._trial = True  # half-open: exactly one trial until it reports back
+                return True
+            return False
+
+    def record(self, success: bool) -> None:
+        """Report the result of a call."""
+        with self._lock:
+            self._trial = False
+            if success:
+                self._count = 0
+                self._opened_at = None
+                return
+            self._count += 1
+            if self._count >= self.failures:
+                if self._opened_at is None:
+                    log.warning("webhook circuit opened after %d failures in a row", self._count)
+                self._opened_at = self._clock()
+
+
+Report = Callable[[Action, DeliveryOutcome, int, str | None], None]
+
+
+class DeliveryPool:
+    """Deliver off the caller's thread: a bounded queue served by ``concurrency`` threads.
+
+    :meth:`submit` never blocks: it returns False when the queue is full, and the caller
+    dead-letters the action. Each finished delivery is reported through ``report``.
+    """
+
+    def __init__(
+        self,
+        sender: WebhookSender,
+        report: Report,
+        *,
+        concurrency: int = 4,
+        queue_size: int = 10_000,
+    ) -> None:
+        self.sender = sender
+        self._report = report
+        self._queue: queue.Queue[Action | None] = queue.Queue(maxsize=queue_size)
+        self._threads = [
+            threading.Thread(target=self._work, name=f"webhook-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, action: Action) -> bool:
+        """Queue one action; False if the queue is full."""
+        try:
+            self._queue.put_nowait(action)
+        except queue.Full:
+            return False
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Actions waiting for a worker."""
+        return self._queue.qsize()
+
+    def _work(self) -> None:
+        while True:
+            action = self._queue.get()
+            if action is None:
+                return
+            try:
+                outcome, attempts, error = self.sender.deliver(action)
+            except Exception as exc:  # a bug must not kill the worker; the action is dead-lettered
+                log.exception("webhook delivery crashed")
+                outcome, attempts, error = "failed", 0, f"{type(exc).__name__}: {exc}"
+            self._report(action, outcome, attempts, error)
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Finish what is queued (up to ``timeout_s``), then stop the workers."""
+        for _ in self._threads:
+            try:
+                self._queue.put(None, timeout=timeout_s)
+            except queue.Full:
+                break
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.sender.close()

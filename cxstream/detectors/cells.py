@@ -52,6 +52,7 @@ class IncidentUpdate:
     opened_at: float
     at: float
     affected: dict[str, str | None]  # subscriber id -> value tier
+    new_affected: tuple[str, ...]  # caught in it since the previous update (all, when it opens)
     active: int
     share: float
     experience: float
@@ -146,7 +147,7 @@ class CellMonitor(Generic[T]):
                 self._quiet_since = None
                 self._last_update = self.clock
                 self._incident = self._update(
-                    "open", self.clock, affected, active, share, experience
+                    "open", self.clock, affected, active, share, experience, tuple(affected)
                 )
                 return self._incident
             return None
@@ -155,7 +156,7 @@ class CellMonitor(Generic[T]):
                 self._quiet_since = self.clock
             elif self.clock - self._quiet_since >= s.window_s:
                 resolved = self._update(
-                    "resolved", current.opened_at, current.affected, active, share, experience
+                    "resolved", current.opened_at, current.affected, active, share, experience, ()
                 )
                 self._incident = None
                 return resolved
@@ -164,8 +165,9 @@ class CellMonitor(Generic[T]):
         grown = {**current.affected, **affected}  # everyone caught in it stays listed
         if len(grown) != len(current.affected) and self.clock - self._last_update >= s.update_s:
             self._last_update = self.clock
+            new = tuple(sid for sid in grown if sid not in current.affected)
             self._incident = self._update(
-                "updated", current.opened_at, grown, active, share, experience
+                "updated", current.opened_at, grown, active, share, experience, new
             )
             return self._incident
         return None
@@ -178,6 +180,7 @@ class CellMonitor(Generic[T]):
         active: int,
         share: float,
         experience: float,
+        new_affected: tuple[str, ...],
     ) -> IncidentUpdate:
         return IncidentUpdate(
             incident_id=f"inc-{self.cell_id}-{int(opened_at * 1000)}",
@@ -186,6 +189,7 @@ class CellMonitor(Generic[T]):
             opened_at=opened_at,
             at=self.clock,
             affected=dict(affected),
+            new_affected=new_affected,
             active=active,
             share=round(share, 3),
             experience=round(experience, 1),

@@ -125,7 +125,9 @@ def _run_scenario(
         released.extend(c for c in pipeline.release_held(cell) if isinstance(c, Candidate))
     decisions = pipeline.decide_batch(released)
     report.outreach_for_explained += sum(
-        1 for d in decisions if d.action is not None and d.alert.explained_by is not None
+        1
+        for d in decisions
+        if d.action is not None and d.signal.signal == "degradation" and d.signal.explained_by
     )
     _score(report, truth, opened, released, settings.cells.window_s)
 

@@ -18,24 +18,29 @@ Bytewax's testing sources and sinks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
 import bytewax.operators as op
+import orjson
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
-from bytewax.dataflow import Dataflow
-from bytewax.inputs import Source
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import SimplePollingSource, Source
 from bytewax.operators import StatefulLogic
 from bytewax.outputs import Sink
 from typing_extensions import override
 
+from cxstream.actions.ledger import DeferredQueue, ExperimentLedger, RedisLedger
+from cxstream.actions.policy import Decision
 from cxstream.actions.store import RedisClaimStore
-from cxstream.actions.webhook import WebhookSender
+from cxstream.actions.tmf import alarm_from_incident
+from cxstream.actions.webhook import CircuitBreaker, WebhookSender
 from cxstream.context import ContextStore
 from cxstream.detectors.cells import CellMonitor
 from cxstream.errors import ConfigError
-from cxstream.events import Action, BadEvent, CellIncident, CustomerContext, QosEvent
+from cxstream.events import Action, BadEvent, CellIncident, CustomerContext, Outcome, QosEvent
 from cxstream.flows.sinks import CustomerSink, WebhookSink
 from cxstream.pipeline import Candidate, CellOutput, Observation, Pipeline
 from cxstream.services import redis_client
@@ -55,6 +60,8 @@ class FlowIO:
     customer_source: Source[Any] | None = None
     customer_sink: Sink[CustomerContext] | None = None
     webhook_sink: Sink[Action] | None = None
+    outcome_source: Source[Any] | None = None
+    deferred_source: Source[list[Action]] | None = None
 
 
 def _is_event(item: QosEvent | BadEvent) -> TypeGuard[QosEvent]:
@@ -120,6 +127,25 @@ class _CellLogic(StatefulLogic[Observation, CellOutput, CellMonitor[Candidate]])
         return self._monitor
 
 
+def _is_outcome(item: Outcome | BadEvent) -> TypeGuard[Outcome]:
+    return isinstance(item, Outcome)
+
+
+class DeferredSource(SimplePollingSource[list[Action]]):
+    """Polls the deferred queue: actions whose quiet hours are over re-enter the flow."""
+
+    def __init__(self, release: Callable[[], list[Action]], interval_s: float) -> None:
+        super().__init__(timedelta(seconds=interval_s))
+        self._release = release
+
+    @override
+    def next_item(self) -> list[Action]:
+        released = self._release()
+        if not released:
+            raise SimplePollingSource.Retry(timedelta(seconds=self._interval.total_seconds()))
+        return released
+
+
 def _is_customer(item: CustomerContext | BadEvent) -> TypeGuard[CustomerContext]:
     return isinstance(item, CustomerContext)
 
@@ -144,8 +170,13 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
     outputs = op.map("cell_output", cell_out, lambda kv: kv[1])
     split_out = op.branch("split_incidents", outputs, _is_incident)
     candidates = op.filter_map("keep_alerts", split_out.falses, _as_candidate)
-    decisions = op.flat_map_batch("decide_actions", candidates, pipeline.decide_batch)
-    actions = op.filter_map("keep_emitted", decisions, lambda d: d.action)
+    decisions = op.flat_map_batch("decide_actions", outputs, pipeline.decide_batch)
+    sent = op.filter_map("keep_sent", decisions, lambda d: d.action if d.result == "sent" else None)
+    actions: Stream[Action] = sent
+    if io.deferred_source is not None:
+        due = op.input("deferred_in", flow, io.deferred_source)
+        released = op.flat_map("release_deferred", due, lambda batch: batch)
+        actions = op.merge("merge_actions", sent, released)
 
     def alert_msg(c: Candidate) -> KafkaOut:
         alert = c.alert
@@ -155,9 +186,26 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
             topic=topics.alerts,
         )
 
+    open_share = settings.cells.open_share
+
     def incident_msg(incident: CellIncident) -> KafkaOut:
+        alarm = alarm_from_incident(incident, open_share)
+        return KafkaSinkMessage(incident.cell_id.encode(), orjson.dumps(alarm), topic=topics.alerts)
+
+    def decision_msg(d: Decision) -> KafkaOut:
+        record = {
+            "subscriber_id": d.signal.subscriber_id,
+            "signal": d.signal.signal,
+            "source_id": d.signal.source_id,
+            "kind": d.kind,
+            "result": d.result,
+            "rule": d.rule,
+            "action_id": d.action.action_id if d.action is not None else None,
+            "send_at": d.action.send_at.isoformat() if d.action and d.action.send_at else None,
+            "decided_at": pipeline.clock().isoformat(),
+        }
         return KafkaSinkMessage(
-            incident.cell_id.encode(), incident.model_dump_json().encode(), topic=topics.alerts
+            d.signal.subscriber_id.encode(), orjson.dumps(record), topic=topics.decisions
         )
 
     def action_msg(a: Action) -> KafkaOut:
@@ -171,6 +219,7 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
     outs = [
         op.map("alert_msg", candidates, alert_msg),
         op.map("incident_msg", split_out.trues, incident_msg),
+        op.map("decision_msg", decisions, decision_msg),
         op.map("action_msg", actions, action_msg),
         op.map("dead_letter_msg", bad, dead_letter_msg),
     ]
@@ -188,6 +237,26 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         )
         outs.append(op.map("bad_customer_msg", cbad, dead_letter_msg))
 
+    if io.outcome_source is not None:
+        oraw = op.input("outcomes_in", flow, io.outcome_source)
+        oparsed = op.flat_map_batch("parse_outcome", oraw, pipeline.parse_outcome_batch)
+        osplit = op.branch("split_outcomes", oparsed, _is_outcome)
+        joined = op.flat_map_batch("join_outcomes", osplit.trues, pipeline.record_outcomes)
+        obad = op.map("as_dead_outcome", osplit.falses, _dead)
+        obad = op.inspect(
+            "count_bad_outcomes", obad, lambda _s, b: pipeline.count_dead_letters([b])
+        )
+        outs.append(op.map("bad_outcome_msg", obad, dead_letter_msg))
+        outs.append(
+            op.map(
+                "outcome_msg",
+                joined,
+                lambda j: KafkaSinkMessage(
+                    None, orjson.dumps({"joined_outcome": j}), topic=topics.decisions
+                ),
+            )
+        )
+
     op.output("kafka_out", op.merge("merge_out", *outs), io.kafka_sink)
     return flow
 
@@ -203,7 +272,15 @@ def pipeline_from_settings(settings: Settings) -> Pipeline:
         max_entries=r.cache_max_entries,
         customer_ttl_s=r.customer_ttl_s,
     )
-    return Pipeline(settings, context=context, claims=RedisClaimStore(client))
+    prefix = settings.redis.key_prefix
+    return Pipeline(
+        settings,
+        context=context,
+        claims=RedisClaimStore(client),
+        ledger=RedisLedger(client),
+        deferred=DeferredQueue(client, key=f"{prefix}:deferred"),
+        experiment=ExperimentLedger(client, prefix=prefix),
+    )
 
 
 def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
@@ -229,13 +306,18 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
                 timeout_s=w.timeout_s,
                 max_attempts=w.max_attempts,
                 backoff_s=w.backoff_s,
+                breaker=CircuitBreaker(w.breaker_failures, w.breaker_reset_s),
                 ledger=claims,
                 ledger_prefix=settings.redis.key_prefix,
                 ledger_ttl_s=settings.policy.idempotency_ttl_s,
             )
 
         webhook_sink = WebhookSink(
-            make_sender, producer_config=producer, dlq_topic=k.topics.actions_dead_letters
+            make_sender,
+            producer_config=producer,
+            dlq_topic=k.topics.actions_dead_letters,
+            concurrency=w.concurrency,
+            queue_size=w.queue_size,
         )
     return FlowIO(
         qos_source=KafkaSource(
@@ -257,6 +339,15 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
         ),
         customer_sink=CustomerSink(pipeline.context),
         webhook_sink=webhook_sink,
+        outcome_source=KafkaSource(
+            brokers,
+            [k.topics.outcomes],
+            tail=True,
+            add_config=consumer,
+            batch_size=k.consumer_batch_size,
+            raise_on_errors=False,
+        ),
+        deferred_source=DeferredSource(pipeline.release_deferred, settings.policy.deferred_poll_s),
     )
 
 

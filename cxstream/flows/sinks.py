@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 from typing_extensions import override
 
 from cxstream import metrics
-from cxstream.actions.webhook import WebhookSender
+from cxstream.actions.webhook import DeliveryPool, WebhookSender
 from cxstream.context import ContextStore
 from cxstream.events import Action, CustomerContext, utcnow
 
@@ -21,35 +21,49 @@ log = logging.getLogger(__name__)
 
 
 class _WebhookPartition(StatelessSinkPartition[Action]):
+    """Hands actions to a :class:`DeliveryPool`; the dataflow never waits for an endpoint."""
+
     def __init__(
-        self, sender: WebhookSender, dead_letters: Producer | None, dlq_topic: str
+        self,
+        sender: WebhookSender,
+        dead_letters: Producer | None,
+        dlq_topic: str,
+        concurrency: int,
+        queue_size: int,
     ) -> None:
-        self._sender = sender
         self._dlq = dead_letters
         self._dlq_topic = dlq_topic
+        self._url = sender.url
+        self._pool = DeliveryPool(
+            sender, self._report, concurrency=concurrency, queue_size=queue_size
+        )
 
     @override
     def write_batch(self, items: list[Action]) -> None:
         for action in items:
-            outcome, attempts = self._sender.deliver(action)
-            if attempts > 1:
-                metrics.WEBHOOK_DELIVERIES.labels("retried").inc(attempts - 1)
-            if outcome == "delivered":
-                metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
-            elif outcome == "failed":
+            if not self._pool.submit(action):
                 metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
-                self._dead_letter(action)
+                self._dead_letter(action, "overloaded: delivery queue full")
         if self._dlq is not None:
             self._dlq.poll(0)
 
-    def _dead_letter(self, action: Action) -> None:
+    def _report(self, action: Action, outcome: str, attempts: int, error: str | None) -> None:
+        if attempts > 1:
+            metrics.WEBHOOK_DELIVERIES.labels("retried").inc(attempts - 1)
+        if outcome == "delivered":
+            metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
+        elif outcome == "failed":
+            metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
+            self._dead_letter(action, error)
+
+    def _dead_letter(self, action: Action, error: str | None) -> None:
         if self._dlq is None:
             log.error("webhook delivery failed and no dead-letter producer is configured")
             return
         record = {
             "action": action.model_dump(mode="json"),
-            "error": self._sender.last_error,
-            "endpoint": self._sender.url,
+            "error": error,
+            "endpoint": self._url,
             "failed_at": utcnow().isoformat(),
         }
         self._dlq.produce(
@@ -59,13 +73,15 @@ class _WebhookPartition(StatelessSinkPartition[Action]):
 
     @override
     def close(self) -> None:
-        self._sender.close()
+        self._pool.close()
         if self._dlq is not None:
             self._dlq.flush(10)
 
 
 class WebhookSink(DynamicSink[Action]):
-    """POST each action, signed; after the last attempt it goes to the actions dead-letter topic.
+    """POST each action, signed, from a pool of ``concurrency`` threads per worker; after the
+    last attempt (or with the queue full or the circuit open) it goes to the actions dead-letter
+    topic with the error.
 
     ``sender_factory`` builds one :class:`WebhookSender` per worker; ``producer_config`` (librdkafka
     settings) builds the dead-letter producer, or ``None`` to only log failures.
@@ -77,15 +93,21 @@ class WebhookSink(DynamicSink[Action]):
         *,
         producer_config: dict[str, str] | None,
         dlq_topic: str,
+        concurrency: int = 4,
+        queue_size: int = 10_000,
     ) -> None:
         self._factory = sender_factory
         self._producer_config = producer_config
         self._dlq_topic = dlq_topic
+        self._concurrency = concurrency
+        self._queue_size = queue_size
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _WebhookPartition:
         producer = Producer(self._producer_config) if self._producer_config is not None else None
-        return _WebhookPartition(self._factory(), producer, self._dlq_topic)
+        return _WebhookPartition(
+            self._factory(), producer, self._dlq_topic, self._concurrency, self._queue_size
+        )
 
 
 class _CustomerPartition(StatelessSinkPartition[CustomerContext]):

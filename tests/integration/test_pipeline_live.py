@@ -124,14 +124,16 @@ def test_events_end_processed_or_dead_lettered_incident_alerts_and_webhook_is_si
         assert [d["reason"] for d in dead if d["kind"] == "customer"] == ["bad_type"]
 
         alerts = [orjson.loads(v) for v in read_topic(settings, topics.alerts)]
-        assert victim in {a["subscriber_id"] for a in alerts}
+        assert victim in {a.get("subscriber_id") for a in alerts}
         actions = [orjson.loads(v) for v in read_topic(settings, topics.actions)]
         assert victim in {a["subscriber_id"] for a in actions}
+        decisions = [orjson.loads(v) for v in read_topic(settings, topics.decisions)]
+        assert victim in {d.get("subscriber_id") for d in decisions if d.get("result") == "sent"}
 
         stats = receiver.stats()
         assert stats["rejected"] == 0  # every request carried a valid signature
         assert stats["duplicates"] == 0
-        delivered = [e["data"]["subscriber_id"] for e in receiver.delivered.values()]
+        delivered = [e["data"]["receiver"][0]["id"] for e in receiver.delivered.values()]
         assert victim in delivered
         assert len(delivered) == len(actions)
 

@@ -9,7 +9,7 @@ import pytest
 
 from cxstream.actions.signing import verify
 from cxstream.actions.store import MemoryClaimStore
-from cxstream.actions.webhook import WebhookSender, cloudevent
+from cxstream.actions.webhook import CircuitBreaker, DeliveryPool, WebhookSender, cloudevent
 from cxstream.events import Action
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 24).decode()
@@ -63,13 +63,18 @@ def test_cloudevent_envelope():
     assert envelope["specversion"] == "1.0"
     assert envelope["id"] == "deg-s1-1:proactive_apology"
     assert envelope["subject"] == "s1"
-    assert envelope["data"]["channel"] == "sms"
+    message = envelope["data"]  # a TMF681 CommunicationMessage
+    assert message["@type"] == "CommunicationMessage"
+    assert message["messageType"] == "SMS"
+    assert message["receiver"] == [{"id": "s1", "@type": "Receiver"}]
+    characteristics = {c["name"]: c["value"] for c in message["characteristic"]}
+    assert characteristics["actionKind"] == "proactive_apology"
 
 
 def test_retries_5xx_and_timeouts_with_growing_backoff_then_delivers_signed():
     endpoint = Endpoint(503, "timeout", 200)
     s, sleeps = sender(endpoint, max_attempts=3)
-    assert s.deliver(action()) == ("delivered", 3)
+    assert s.deliver(action())[:2] == ("delivered", 3)
     assert len(sleeps) == 2
     assert 0.05 <= sleeps[0] <= 0.15 and 0.1 <= sleeps[1] <= 0.3
     for request in endpoint.requests:
@@ -80,20 +85,19 @@ def test_retries_5xx_and_timeouts_with_growing_backoff_then_delivers_signed():
 
 def test_429_honours_retry_after():
     s, sleeps = sender(Endpoint(429, 200, headers={"retry-after": "7"}))
-    assert s.deliver(action()) == ("delivered", 2)
+    assert s.deliver(action())[:2] == ("delivered", 2)
     assert sleeps == [7.0]
 
 
 def test_4xx_is_final_and_last_error_kept():
     s, sleeps = sender(Endpoint(400))
-    assert s.deliver(action()) == ("failed", 1)
+    assert s.deliver(action()) == ("failed", 1, "HTTP 400")
     assert sleeps == []
-    assert s.last_error == "HTTP 400"
 
 
 def test_gives_up_after_max_attempts():
     s, _ = sender(Endpoint(500, 500, 500, 500), max_attempts=3)
-    assert s.deliver(action()) == ("failed", 3)
+    assert s.deliver(action()) == ("failed", 3, "HTTP 500")
 
 
 def test_ledger_prevents_a_second_delivery_after_restart():
@@ -102,7 +106,7 @@ def test_ledger_prevents_a_second_delivery_after_restart():
     first, _ = sender(endpoint, ledger=ledger)
     assert first.deliver(action())[0] == "delivered"
     restarted, _ = sender(endpoint, ledger=ledger)
-    assert restarted.deliver(action()) == ("already_delivered", 0)
+    assert restarted.deliver(action()) == ("already_delivered", 0, None)
     assert len(endpoint.requests) == 1
 
 
@@ -112,3 +116,53 @@ def test_bad_retry_after_falls_back_to_backoff(value):
     s, sleeps = sender(Endpoint(429, 200, headers=headers))
     assert s.deliver(action())[0] == "delivered"
     assert 0 <= sleeps[0] <= 60
+
+
+def test_circuit_breaker_stops_calling_a_failing_endpoint():
+    endpoint = Endpoint(*([500] * 20))
+    t = [0.0]
+    breaker = CircuitBreaker(failures=3, reset_s=30, clock=lambda: t[0])
+    s, _ = sender(endpoint, max_attempts=2, breaker=breaker)
+    assert s.deliver(action(1)) == ("failed", 2, "HTTP 500")
+    result = s.deliver(action(2))
+    assert result.outcome == "failed"
+    assert result.error.startswith("circuit open")
+    assert len(endpoint.requests) == 3  # the breaker opened after the third failure
+    t[0] = 31  # half-open: one trial goes through
+    endpoint.statuses = []
+    assert s.deliver(action(3))[:2] == ("delivered", 1)
+    assert not breaker.open
+
+
+def test_delivery_pool_does_not_block_the_caller_and_reports_every_action():
+    import threading
+
+    gate = threading.Event()
+
+    def slow(request):
+        gate.wait(5)
+        return httpx.Response(200)
+
+    reports = []
+    done = threading.Event()
+
+    def report(a, outcome, attempts, error):
+        reports.append((a.action_id, outcome))
+        if len(reports) == 3:
+            done.set()
+
+    s = WebhookSender(
+        "http://crm.test/hooks", SECRET, client=httpx.Client(transport=httpx.MockTransport(slow))
+    )
+    pool = DeliveryPool(s, report, concurrency=1, queue_size=2)
+    assert pool.submit(action(1))  # taken by the worker, which now hangs
+    import time
+
+    time.sleep(0.1)
+    assert pool.submit(action(2))
+    assert pool.submit(action(3))
+    assert not pool.submit(action(4))  # queue full: refused at once, never blocks
+    gate.set()
+    assert done.wait(5)
+    pool.close()
+    assert sorted(reports) == [(action(i).action_id, "delivered") for i in (1, 2, 3)]

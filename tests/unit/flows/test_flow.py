@@ -1,21 +1,45 @@
+"""The real Bytewax dataflow with testing sources and sinks and in-memory stores (no sockets)."""
+
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from cxstream import metrics
+from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.actions.store import MemoryClaimStore
 from cxstream.context import ContextStore
-from cxstream.events import Channel, ConsentStatus, utcnow
+from cxstream.events import Channel, ConsentStatus
 from cxstream.flows.cx import FlowIO, build_flow
 from cxstream.pipeline import Pipeline
 from cxstream.settings import load_settings
 from cxstream.simulate import Incident, Simulator
 from tests.fakes import FakeRedis
+
+NOON = datetime(2026, 5, 4, 12, tzinfo=UTC)
+NO_HOLDOUT = DEFAULT_POLICY.model_copy(
+    update={"holdout": DEFAULT_POLICY.holdout.model_copy(update={"share": 0.0})}
+)
+
+
+def daytime_profiles(sim):
+    """Everyone consents everywhere and lives in UTC, so 12:00 is outside quiet hours."""
+    granted = {c: ConsentStatus.GRANTED for c in Channel}
+    return [p.model_copy(update={"consent": granted, "timezone": "UTC"}) for p in sim.profiles()]
+
+
+def make_pipeline(settings, context):
+    return Pipeline(
+        settings,
+        context=context,
+        claims=MemoryClaimStore(),
+        policy=PolicySource(None, default=NO_HOLDOUT),
+        clock=lambda: NOON,
+    )
 
 
 def counter(name, *labels):
@@ -44,11 +68,16 @@ def run_flow(settings, pipeline, qos, customers=()):
     return kafka_out, webhooks, customer_out
 
 
+def on_topic(kafka_out, topic):
+    return [orjson.loads(m.value) for m in kafka_out if m.topic == topic]
+
+
 def test_every_event_ends_processed_or_dead_lettered_and_an_incident_alerts():
     settings = load_settings()
+    topics = settings.kafka.topics
     sim = Simulator(20, 2, seed=11, bad_ratio=0.02)
     victim = sim.subscriber_ids[3]
-    start = utcnow() - timedelta(minutes=10)
+    start = NOON - timedelta(minutes=10)
     sim.add_incidents(
         [
             Incident(
@@ -62,10 +91,8 @@ def test_every_event_ends_processed_or_dead_lettered_and_an_incident_alerts():
     )
     client = FakeRedis()
     context = ContextStore(client)
-    profiles = list(sim.profiles())
-    granted = {c: ConsentStatus.GRANTED for c in Channel}
-    context.put_many([p.model_copy(update={"consent": granted}) for p in profiles])
-    pipeline = Pipeline(settings, context=context, claims=MemoryClaimStore())
+    context.put_many(daytime_profiles(sim))
+    pipeline = make_pipeline(settings, context)
     qos = make_messages(sim, start, 4000)
 
     processed0, dead0 = counter("EVENTS", "processed"), counter("EVENTS", "dead_letter")
@@ -75,33 +102,30 @@ def test_every_event_ends_processed_or_dead_lettered_and_an_incident_alerts():
 
     by_topic = Counter(m.topic for m in kafka_out)
     assert processed + dead == len(qos)
-    assert dead == by_topic[settings.kafka.topics.dead_letters] > 0
-    reasons = {
-        orjson.loads(m.value)["reason"]
-        for m in kafka_out
-        if m.topic == settings.kafka.topics.dead_letters
-    }
+    assert dead == by_topic[topics.dead_letters] > 0
+    dead_letters = on_topic(kafka_out, topics.dead_letters)
+    reasons = {d["reason"] for d in dead_letters}
     assert reasons <= {"not_json", "missing_field", "bad_type", "out_of_range"}
     assert len(reasons) >= 2
-    dead_offsets = {
-        orjson.loads(m.value)["offset"]
-        for m in kafka_out
-        if m.topic == settings.kafka.topics.dead_letters
-    }
-    assert len(dead_offsets) == dead  # each dead letter names its own source offset
+    assert len({d["offset"] for d in dead_letters}) == dead  # each names its own source offset
 
-    alerts = [orjson.loads(m.value) for m in kafka_out if m.topic == settings.kafka.topics.alerts]
+    alerts = on_topic(kafka_out, topics.alerts)
     assert [a["subscriber_id"] for a in alerts] == [victim]
     assert alerts[0]["why"]["experience"]["from"] > alerts[0]["why"]["experience"]["to"]
-    assert [a.subscriber_id for a in webhooks] == [victim]
-    assert by_topic[settings.kafka.topics.actions] == 1
+    assert alerts[0]["explained_by"] is None
+    decisions = on_topic(kafka_out, topics.decisions)
+    [decision] = decisions
+    assert (decision["subscriber_id"], decision["result"]) == (victim, "sent")
+    # the rule follows the customer's value tier (gold and up get a credit, others an apology)
+    assert decision["rule"] in ("degradation-apology", "valuable-degradation-credit")
+    assert [(a.subscriber_id, a.kind) for a in webhooks] == [(victim, decision["kind"])]
+    assert by_topic[topics.actions] == 1
     assert client.mget_calls <= len(qos) / 50 + 1  # one round trip per batch at most
 
 
 def test_customer_updates_reach_the_store_and_bad_ones_are_dead_lettered():
     settings = load_settings()
-    client = FakeRedis()
-    pipeline = Pipeline(settings, context=ContextStore(client), claims=MemoryClaimStore())
+    pipeline = make_pipeline(settings, ContextStore(FakeRedis()))
     updates = [
         KafkaSourceMessage(
             b"s1", b'{"subscriber_id": "s1", "language": "de"}', topic="c", offset=0
@@ -116,11 +140,12 @@ def test_customer_updates_reach_the_store_and_bad_ones_are_dead_lettered():
     assert (dead["kind"], dead["reason"], dead["offset"]) == ("customer", "bad_type", 1)
 
 
-def test_a_cell_outage_is_one_incident_and_its_subscribers_get_no_individual_outreach():
+def test_a_cell_outage_is_one_incident_with_area_notices_and_no_individual_outreach():
     settings = load_settings()
+    topics = settings.kafka.topics
     sim = Simulator(60, 2, seed=12)
     cell = "cell-0001"
-    start = utcnow() - timedelta(minutes=10)
+    start = NOON - timedelta(minutes=10)
     sim.add_incidents(
         [
             Incident(
@@ -129,23 +154,39 @@ def test_a_cell_outage_is_one_incident_and_its_subscribers_get_no_individual_out
         ]
     )
     context = ContextStore(FakeRedis())
-    granted = {c: ConsentStatus.GRANTED for c in Channel}
-    context.put_many([p.model_copy(update={"consent": granted}) for p in sim.profiles()])
-    pipeline = Pipeline(settings, context=context, claims=MemoryClaimStore())
+    context.put_many(daytime_profiles(sim))
+    pipeline = make_pipeline(settings, context)
     qos = make_messages(sim, start, 12_000)  # 60 s at 200 events/s
 
     kafka_out, webhooks, _ = run_flow(settings, pipeline, qos)
 
-    alerts = [orjson.loads(m.value) for m in kafka_out if m.topic == settings.kafka.topics.alerts]
-    incidents = [a for a in alerts if a["kind"] == "cell_incident"]
-    opened = [i for i in incidents if i["state"] == "open"]
-    assert [i["cell_id"] for i in opened] == [cell]
-    assert {i["state"] for i in incidents} <= {"open", "updated", "resolved"}
+    alerts = on_topic(kafka_out, topics.alerts)
+    alarms = [a for a in alerts if a.get("@type") == "Alarm"]  # TMF642, one per life-cycle change
+    raised = [a for a in alarms if a["state"] == "raised"]
+    assert [a["alarmedObject"]["id"] for a in raised] == [cell]
+    assert {a["state"] for a in alarms} <= {"raised", "updated", "cleared"}
+    assert raised[0]["crossedThresholdInformation"]["thresholdId"] == "cells.open_share"
     in_cell = {s for s in sim.subscriber_ids if sim.home_cell[s] == cell}
-    listed = {a["subscriber_id"] for a in opened[0]["affected"]}
+    listed = {a["id"] for a in alarms[-1]["affectedService"]}
     assert listed <= in_cell
     assert len(listed) >= 0.3 * len(in_cell)
-    degradations = [a for a in alerts if a["kind"] == "degradation"]
+    degradations = [a for a in alerts if a.get("kind") == "degradation"]
     assert degradations
-    assert all(a["explained_by"] == opened[0]["incident_id"] for a in degradations)
-    assert webhooks == []  # explained degradations cause no individual outreach
+    assert all(a["explained_by"] == raised[0]["id"] for a in degradations)
+    # one area notice decision per affected customer: sent, or held back by the household cap
+    # or an open ticket
+    # (one outage does not message every member of a family); no individual outreach at all
+    decisions = on_topic(kafka_out, topics.decisions)
+    notices = [d for d in decisions if d["signal"] == "cell_incident"]
+    assert sorted(d["subscriber_id"] for d in notices) == sorted(listed)
+    assert {d["result"] for d in notices} <= {
+        "sent",
+        "suppressed:household_cap:any:24h",
+        "suppressed:ticket_open",
+    }
+    sent = sorted(d["subscriber_id"] for d in notices if d["result"] == "sent")
+    assert sorted(a.subscriber_id for a in webhooks) == sent
+    assert len(sent) > 0.5 * len(listed)
+    assert {a.kind for a in webhooks} == {"area_notice"}
+    explained = [d for d in decisions if d["result"] == "suppressed:explained_by_incident"]
+    assert len(explained) == len(degradations)

@@ -1,0 +1,106 @@
+"""The Redis ledger (a Lua script) answers exactly as the in-memory one on the same cases."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from cxstream.actions.ledger import (
+    CapCheck,
+    Contact,
+    DeferredQueue,
+    ExperimentLedger,
+    MemoryLedger,
+    RedisLedger,
+)
+from cxstream.events import Action
+
+pytestmark = pytest.mark.integration
+
+T = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+
+
+def contact(action_id, sub="s1", *, caps=(), budget=0):
+    return Contact(
+        action_id=action_id,
+        cooldown_key=f"cx:cooldown:{sub}:degradation",
+        cooldown_s=100.0,
+        caps=tuple(caps),
+        budget_key="cx:budget:h",
+        budget=budget,
+    )
+
+
+CAP = CapCheck("cx:cap:s1:sms:24", max=2, window_s=50.0, name="cap:sms:24h")
+HCAP = CapCheck("cx:household_cap:a1:any:24", max=1, window_s=50.0, name="household_cap:any:24h")
+
+
+SCRIPT = [
+    # (now, contacts, expected)
+    (0.0, [contact("a1")], ["ok"]),
+    (1.0, [contact("a1")], ["replay"]),
+    (2.0, [contact("a2")], ["cooldown"]),
+    (101.0, [contact("a3")], ["ok"]),
+    (
+        102.0,
+        [
+            contact("b1", "x", caps=[CAP]),
+            contact("b2", "y", caps=[CAP]),
+            contact("b3", "z", caps=[CAP]),
+        ],
+        ["ok", "ok", "cap:sms:24h"],
+    ),
+    (160.0, [contact("b4", "w", caps=[CAP])], ["ok"]),  # the window slid past the first two
+    (
+        161.0,
+        [contact("c1", "m1", caps=[HCAP]), contact("c2", "m2", caps=[HCAP])],
+        ["ok", "household_cap:any:24h"],
+    ),
+    (162.0, [contact("d1", "p", budget=1), contact("d2", "q", budget=1)], ["ok", "budget"]),
+]
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_ledgers_agree(kind, redis_conn):
+    ledger = MemoryLedger() if kind == "memory" else RedisLedger(redis_conn)
+    for now, contacts, expected in SCRIPT:
+        assert ledger.try_contact(contacts, now) == expected, (now, kind)
+
+
+def test_deferred_queue_in_redis_releases_only_due_actions_once(redis_conn):
+    queue = DeferredQueue(redis_conn, key="cx:deferred:test")
+    other = DeferredQueue(redis_conn, key="cx:deferred:test")  # a second worker
+    for i, due in enumerate((10.0, 20.0, 30.0)):
+        queue.push(
+            due,
+            Action(
+                action_id=f"a{i}",
+                kind="area_notice",
+                subscriber_id="s",
+                channel="sms",
+                reason="cell_incident",
+                alert_id="i",
+                event_time=T,
+                created_at=T,
+            ),
+        )
+    assert [a.action_id for a in queue.pop_due(25.0)] == ["a0", "a1"]
+    assert other.pop_due(25.0) == []
+    assert len(queue) == 1
+    assert [a.action_id for a in other.pop_due(99.0)] == ["a2"]
+
+
+def test_experiment_ledger_in_redis_survives_a_new_client(redis_conn):
+    first = ExperimentLedger(redis_conn, prefix="cxt")
+    first.assign("s1", "treated", None)
+    first.assign("s1", "control", None)  # the first assignment stands
+    first.assign("s2", "control", None)
+    again = ExperimentLedger(redis_conn, prefix="cxt")  # e.g. after a restart
+    assert again.outcome("s1", "offer_accepted") == "treated"
+    assert again.outcome("s2", "churned") == "control"
+    assert again.outcome("nobody", "churned") is None
+    report = again.report()
+    assert report["treated"] == {"subjects": 1.0, "offer_accepted": 1.0, "churned": 0.0}
+    assert report["control"]["churned"] == 1.0
+    assert report["uplift"]["churned"] == 1.0
