@@ -106,15 +106,20 @@ def _flow_config(settings: Settings, path: Path) -> None:
 class FlowProcess:
     """The dataflow child process and its metrics endpoint."""
 
-    def __init__(self, settings: Settings, workdir: Path, secret: str) -> None:
+    def __init__(
+        self, settings: Settings, workdir: Path, secret: str, dashboard_port: int | None = None
+    ) -> None:
         self.port = free_port()
         self.hold_s = settings.cells.hold_s
         config = workdir / "cxstream.yaml"
         _flow_config(settings, config)
+        self.dashboard_port = free_port() if dashboard_port is None else dashboard_port
         env = {
             **os.environ,
             "CXSTREAM_WEBHOOK__SECRET": secret,
             "CXSTREAM_FLOW__METRICS_PORT": str(self.port),
+            "CXSTREAM_DASHBOARD__PORT": str(self.dashboard_port),
+            "CXSTREAM_DASHBOARD__AUTH": "false",  # a local, throw-away demo
         }
         if settings.redis.url is not None:
             env["CXSTREAM_REDIS__URL"] = settings.redis.url.get_secret_value()
@@ -129,6 +134,7 @@ class FlowProcess:
             start_new_session=True,
         )
         self.metrics_url = f"http://127.0.0.1:{self.port}/metrics"
+        self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}/"
 
     def counters(self) -> dict[str, float]:
         return scrape_counters(self.metrics_url)
@@ -249,6 +255,7 @@ def run_demo(
             try:
                 flow.wait_ready()
                 say(f"dataflow running; metrics at {flow.metrics_url}")
+                say(f"dashboard: {flow.dashboard_url}")
                 say(f"webhook receiver (stands in for marketing) at {receiver.url}")
                 produced = _stream(live, sim, options, flow, receiver, say, progress, stop)
                 say("draining: waiting until every event is processed or dead-lettered ...")

@@ -26,7 +26,13 @@ from cxstream.actions.policy import ContactPolicy, Decision, SignalIn
 from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.actions.store import ClaimStore
 from cxstream.context import ContextStore
-from cxstream.detectors.cells import CellMonitor, CellSettings, IncidentUpdate, Released
+from cxstream.detectors.cells import (
+    CellMonitor,
+    CellSettings,
+    CellStats,
+    IncidentUpdate,
+    Released,
+)
 from cxstream.detectors.degradation import ExperienceDropDetector, SubscriberMonitor
 from cxstream.events import (
     Action,
@@ -93,7 +99,7 @@ class Observation:
     candidate: Candidate | None = None
 
 
-CellOutput = Candidate | CellIncident
+CellOutput = Candidate | CellIncident | CellStats
 """What demarcation emits: released individual alerts (maybe explained) and incident changes."""
 
 
@@ -328,6 +334,9 @@ class Pipeline:
             metrics.HELD_ALERTS.dec(len(released))
         out: list[CellOutput] = [self._incident(u) for u in updates]
         out.extend(self._explain(r) for r in released)
+        stats = monitor.take_stats()
+        if stats is not None:
+            out.append(stats)
         return out
 
     def release_held(self, monitor: CellMonitor[Candidate]) -> list[CellOutput]:

@@ -29,6 +29,7 @@ from cxstream.errors import ConfigError
 
 __all__ = [
     "CellSettingsModel",
+    "DashboardSettings",
     "DetectorSettings",
     "FlowSettings",
     "KafkaSettings",
@@ -56,6 +57,8 @@ class TopicSettings(BaseModel):
     dead_letters: str = "cx.dead-letters"
     actions_dead_letters: str = "cx.actions.dead-letters"
     decisions: str = "cx.decisions"
+    cells: str = "cx.cells"
+    deliveries: str = "cx.deliveries"
     partitions: Annotated[int, Field(ge=1, le=1024)] = 2
 
     def all(self) -> list[str]:
@@ -69,6 +72,8 @@ class TopicSettings(BaseModel):
             self.dead_letters,
             self.actions_dead_letters,
             self.decisions,
+            self.cells,
+            self.deliveries,
         ]
 
 
@@ -168,6 +173,7 @@ class CellSettingsModel(BaseModel):
     resolve_share: Annotated[float, Field(ge=0, lt=1)] = 0.1
     hold_s: Annotated[float, Field(ge=0, le=3_600)] = 10.0
     update_s: Annotated[float, Field(ge=0, le=3_600)] = 10.0
+    stats_s: Annotated[float, Field(gt=0, le=3_600)] = 5.0
 
 
 class PolicySettings(BaseModel):
@@ -179,6 +185,21 @@ class PolicySettings(BaseModel):
     reload_check_s: Annotated[float, Field(gt=0, le=3_600)] = 2.0
     idempotency_ttl_s: Annotated[int, Field(ge=1)] = 7 * 86_400
     deferred_poll_s: Annotated[float, Field(gt=0, le=3_600)] = 5.0
+
+
+class DashboardSettings(BaseModel):
+    """The NOC dashboard served by ``cxstream run`` (and so by the demo)."""
+
+    model_config = _STRICT
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65_535)] = 8080
+    # Access control: on by default. With no token configured, `run` generates one and prints the
+    # URL that carries it; the demo turns auth off (it is a local, throw-away system).
+    auth: bool = True
+    token: SecretStr | None = None  # from env CXSTREAM_DASHBOARD__TOKEN
+    update_s: Annotated[float, Field(gt=0, le=60)] = 1.0  # live update interval (SSE)
 
 
 class FlowSettings(BaseModel):
@@ -209,6 +230,7 @@ class Settings(BaseSettings):
     cells: CellSettingsModel = CellSettingsModel()
     policy: PolicySettings = PolicySettings()
     flow: FlowSettings = FlowSettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
     @classmethod
     def settings_customise_sources(

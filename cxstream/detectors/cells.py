@@ -22,7 +22,7 @@ from typing import Generic, Literal, TypeVar
 
 from cxstream.detectors.series import SeriesMonitor
 
-__all__ = ["CellMonitor", "CellSettings", "IncidentUpdate", "Released"]
+__all__ = ["CellMonitor", "CellSettings", "CellStats", "IncidentUpdate", "Released"]
 
 T = TypeVar("T")
 
@@ -40,6 +40,7 @@ class CellSettings:
     resolve_share: float = 0.1
     hold_s: float = 10.0
     update_s: float = 10.0
+    stats_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,19 @@ class IncidentUpdate:
     share: float
     experience: float
     kpi_score: float
+
+
+@dataclass(frozen=True)
+class CellStats:
+    """A periodic summary of one cell (for dashboards)."""
+
+    cell_id: str
+    at: float
+    active: int
+    degraded: int
+    experience: float
+    kpi_score: float
+    incident_id: str | None
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,8 @@ class CellMonitor(Generic[T]):
     _quiet_since: float | None = None
     _last_update: float = float("-inf")
     _kpi_score: float = 0.0
+    _next_stats: float = float("-inf")
+    _stats: CellStats | None = None
 
     @property
     def holding(self) -> bool:
@@ -126,6 +142,11 @@ class CellMonitor(Generic[T]):
                 updates.append(update)
         return updates, self._release()
 
+    def take_stats(self) -> CellStats | None:
+        """The latest summary, once per ``stats_s`` of event time (None in between)."""
+        stats, self._stats = self._stats, None
+        return stats
+
     def flush(self) -> list[Released[T]]:
         """Release every held alert now (end of stream)."""
         return self._release(force=True)
@@ -141,6 +162,17 @@ class CellMonitor(Generic[T]):
         experience = sum(sub.experience for sub in self._subs.values()) / active if active else 0.0
         if active:
             self._kpi_score, _ = self.series.observe(experience, self.clock)
+        if self.clock >= self._next_stats:
+            self._next_stats = self.clock + s.stats_s
+            self._stats = CellStats(
+                self.cell_id,
+                self.clock,
+                active,
+                len(affected),
+                round(experience, 1),
+                round(self._kpi_score, 3),
+                self._incident.incident_id if self._incident is not None else None,
+            )
         current = self._incident
         if current is None:
             if len(affected) >= s.min_affected and share >= s.open_share:

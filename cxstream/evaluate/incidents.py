@@ -119,7 +119,7 @@ def _run_scenario(
             if isinstance(item, CellIncident):
                 if item.state == "open":
                     opened.append(item)
-            else:
+            elif isinstance(item, Candidate):
                 released.append(item)
     for cell in cell_monitors.values():
         released.extend(c for c in pipeline.release_held(cell) if isinstance(c, Candidate))

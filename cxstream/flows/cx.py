@@ -38,7 +38,7 @@ from cxstream.actions.store import RedisClaimStore
 from cxstream.actions.tmf import alarm_from_incident
 from cxstream.actions.webhook import CircuitBreaker, WebhookSender
 from cxstream.context import ContextStore
-from cxstream.detectors.cells import CellMonitor
+from cxstream.detectors.cells import CellMonitor, CellStats
 from cxstream.errors import ConfigError
 from cxstream.events import Action, BadEvent, CellIncident, CustomerContext, Outcome, QosEvent
 from cxstream.flows.sinks import CustomerSink, WebhookSink
@@ -216,7 +216,15 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
     def dead_letter_msg(b: BadEvent) -> KafkaOut:
         return KafkaSinkMessage(None, b.model_dump_json().encode(), topic=topics.dead_letters)
 
+    stats = op.filter_map(
+        "keep_cell_stats", outputs, lambda o: o if isinstance(o, CellStats) else None
+    )
+
+    def stats_msg(c: CellStats) -> KafkaOut:
+        return KafkaSinkMessage(c.cell_id.encode(), orjson.dumps(c), topic=topics.cells)
+
     outs = [
+        op.map("cell_stats_msg", stats, stats_msg),
         op.map("alert_msg", candidates, alert_msg),
         op.map("incident_msg", split_out.trues, incident_msg),
         op.map("decision_msg", decisions, decision_msg),
@@ -316,6 +324,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             make_sender,
             producer_config=producer,
             dlq_topic=k.topics.actions_dead_letters,
+            status_topic=k.topics.deliveries,
             concurrency=w.concurrency,
             queue_size=w.queue_size,
         )

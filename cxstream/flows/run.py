@@ -55,9 +55,18 @@ def run_flow(
         apply_env(bytewax_api_env(port))
         log.info("metrics on http://127.0.0.1:%d/metrics", port)
     flow = build_flow(settings, pipeline, kafka_io(settings, pipeline))
+    dashboard = None
+    if settings.dashboard.enabled and (process_id or 0) == 0:
+        from cxstream.dashboard.server import start_dashboard
+
+        dashboard = start_dashboard(settings, pipeline.context)
+        log.info("dashboard at %s", dashboard.url)
+        print(f"dashboard: {dashboard.url}", flush=True)
     cli_main(  # type: ignore[no-untyped-call]
         flow,
         workers_per_process=workers or settings.flow.workers,
         process_id=process_id,
         addresses=addresses,
     )
+    if dashboard is not None:
+        dashboard.stop()

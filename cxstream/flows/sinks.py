@@ -30,9 +30,11 @@ class _WebhookPartition(StatelessSinkPartition[Action]):
         dlq_topic: str,
         concurrency: int,
         queue_size: int,
+        status_topic: str | None = None,
     ) -> None:
         self._dlq = dead_letters
         self._dlq_topic = dlq_topic
+        self._status_topic = status_topic
         self._url = sender.url
         self._pool = DeliveryPool(
             sender, self._report, concurrency=concurrency, queue_size=queue_size
@@ -48,6 +50,20 @@ class _WebhookPartition(StatelessSinkPartition[Action]):
             self._dlq.poll(0)
 
     def _report(self, action: Action, outcome: str, attempts: int, error: str | None) -> None:
+        if self._dlq is not None and self._status_topic is not None:
+            status = "delivered" if outcome != "failed" else "dead_lettered"
+            record = {
+                "action_id": action.action_id,
+                "subscriber_id": action.subscriber_id,
+                "kind": action.kind,
+                "status": status,
+                "attempts": attempts,
+                "error": error,
+                "at": utcnow().isoformat(),
+            }
+            self._dlq.produce(
+                self._status_topic, key=action.subscriber_id.encode(), value=orjson.dumps(record)
+            )
         if attempts > 1:
             metrics.WEBHOOK_DELIVERIES.labels("retried").inc(attempts - 1)
         if outcome == "delivered":
@@ -95,8 +111,10 @@ class WebhookSink(DynamicSink[Action]):
         dlq_topic: str,
         concurrency: int = 4,
         queue_size: int = 10_000,
+        status_topic: str | None = None,
     ) -> None:
         self._factory = sender_factory
+        self._status_topic = status_topic
         self._producer_config = producer_config
         self._dlq_topic = dlq_topic
         self._concurrency = concurrency

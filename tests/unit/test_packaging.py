@@ -61,3 +61,30 @@ def test_prometheus_scrapes_the_flow_metrics_port():
     targets = prom["scrape_configs"][0]["static_configs"][0]["targets"]
     port = load_settings(ROOT / "config" / "cxstream.yaml").flow.metrics_port
     assert targets == [f"cxstream:{port}"]
+
+
+def test_grafana_dashboard_queries_only_metrics_that_exist():
+    import json
+    import re
+
+    from prometheus_client import REGISTRY
+
+    import cxstream.metrics  # noqa: F401 - registers the metrics
+
+    known = set()
+    for family in REGISTRY.collect():
+        known.add(family.name)
+        if family.type == "counter":
+            known.add(family.name + "_total")
+        if family.type == "histogram":
+            known.add(family.name + "_bucket")
+        known.update(s.name for s in family.samples)
+    dashboard = json.loads(
+        (ROOT / "config" / "grafana" / "dashboards" / "cxstream.json").read_text()
+    )
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\b(cxstream_[a-z_]+)", e)}
+    assert used, "the dashboard queries no cxstream metric"
+    assert used <= known, used - known
+    provisioning = ROOT / "config" / "grafana" / "provisioning" / "dashboards" / "cxstream.yml"
+    assert "/var/lib/grafana/dashboards" in provisioning.read_text()

@@ -1,0 +1,218 @@
+"""The dashboard web app (Starlette): JSON API, server-sent events, local static assets.
+
+Routes (all behind the token when auth is on; the token comes as ``Authorization: Bearer ...``, or
+once as ``?token=...``, which sets an HttpOnly cookie):
+
+* ``GET /`` — the page; ``GET /static/...`` — its assets (served locally, no CDN);
+* ``GET /api/overview`` — incidents, cells, degraded customers, actions, health;
+* ``GET /api/events`` — server-sent events: the overview again whenever it changed;
+* ``GET /api/customers?q=...`` and ``GET /api/customers/{id}`` — search and the customer page;
+* ``POST /api/incidents/{id}/ack`` (``{"user": ...}``) and ``.../resolve`` — recorded and
+  published on the alerts topic as a TMF642 alarm update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import REGISTRY
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from cxstream.context import ContextStore
+from cxstream.dashboard.state import DashboardState
+from cxstream.events import utcnow
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+Publish = Callable[[str, bytes, bytes], None]  # (topic, key, value)
+
+
+class _TokenAuth(BaseHTTPMiddleware):
+    def __init__(self, app: Any, token: str | None) -> None:
+        super().__init__(app)
+        self._token = token
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if self._token is None:
+            return await call_next(request)
+        given = request.query_params.get("token")
+        if given is not None and hmac.compare_digest(given, self._token):
+            response = RedirectResponse(request.url.path or "/", status_code=303)
+            response.set_cookie("cx_token", given, httponly=True, samesite="strict")
+            return response
+        header = request.headers.get("authorization", "")
+        candidate = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
+        candidate = candidate or request.cookies.get("cx_token")
+        if candidate is None or not hmac.compare_digest(candidate, self._token):
+            return JSONResponse({"error": "authentication required"}, status_code=401)
+        return await call_next(request)
+
+
+class _Health:
+    """Events per second, lag, dead letters and webhook failures, from this process's registry."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, float] | None = None
+        self._rate = 0.0
+
+    def read(self) -> dict[str, float]:
+        values: dict[str, float] = {}
+        lag = 0.0
+        for family in REGISTRY.collect():
+            for sample in family.samples:
+                if sample.name == "cxstream_events_total":
+                    values[sample.labels["outcome"]] = sample.value
+                elif sample.name == "cxstream_webhook_deliveries_total":
+                    values[f"webhook_{sample.labels['outcome']}"] = sample.value
+                elif sample.name == "bytewax_kafka_consumer_lag":
+                    lag += sample.value
+        now = time.monotonic()
+        total = values.get("processed", 0.0) + values.get("dead_letter", 0.0)
+        if self._last is not None and now - self._last[0] >= 0.5:
+            self._rate = (total - self._last[1]) / (now - self._last[0])
+            self._last = (now, total)
+        elif self._last is None:
+            self._last = (now, total)
+        return {
+            "events_per_s": round(self._rate, 1),
+            "processed": values.get("processed", 0.0),
+            "dead_letters": values.get("dead_letter", 0.0),
+            "webhook_delivered": values.get("webhook_delivered", 0.0),
+            "webhook_failed": values.get("webhook_failed", 0.0),
+            "lag": lag,
+        }
+
+
+def create_app(
+    state: DashboardState,
+    *,
+    context: ContextStore | None,
+    publish: Publish | None,
+    alerts_topic: str,
+    token: str | None,
+    update_s: float = 1.0,
+) -> Starlette:
+    """Build the app; ``publish`` sends acknowledgements to Kafka."""
+    health = _Health()
+
+    def overview() -> dict[str, Any]:
+        data = state.overview()
+        data["health"] = health.read()
+        return data
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    async def api_overview(request: Request) -> Response:
+        return Response(orjson.dumps(overview()), media_type="application/json")
+
+    async def events(request: Request) -> Response:
+        async def stream() -> AsyncIterator[bytes]:
+            seen = -1
+            while not await request.is_disconnected():
+                if state.version != seen:
+                    seen = state.version
+                    yield b"event: overview\ndata: " + orjson.dumps(overview()) + b"\n\n"
+                else:
+                    yield b": keep-alive\n\n"
+                await asyncio.sleep(update_s)
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+        )
+
+    async def search(request: Request) -> Response:
+        return JSONResponse({"results": state.search(request.query_params.get("q", ""))})
+
+    async def customer(request: Request) -> Response:
+        sid = request.path_params["subscriber_id"]
+        data = state.customer(sid)
+        profile = None
+        if context is not None:
+            lookup = await asyncio.to_thread(context.get_many, [sid])
+            found = lookup[sid].customer
+            profile = found.model_dump(mode="json") if found is not None else None
+        data["profile"] = profile
+        if profile is None and data["summary"] is None and not data["decisions"]:
+            return JSONResponse({"error": f"unknown subscriber {sid}"}, status_code=404)
+        return Response(orjson.dumps(data), media_type="application/json")
+
+    async def change(request: Request) -> Response:
+        incident_id = request.path_params["incident_id"]
+        verb = request.path_params["verb"]
+        if verb not in ("ack", "resolve"):
+            return JSONResponse({"error": f"unknown operation {verb}"}, status_code=404)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = {}
+        user = str(body.get("user") or "noc-operator")[:64]
+        at = utcnow().isoformat()
+        incident = (
+            state.acknowledge(incident_id, user, at)
+            if verb == "ack"
+            else state.incidents.get(incident_id)
+        )
+        if incident is None:
+            return JSONResponse({"error": f"unknown incident {incident_id}"}, status_code=404)
+        update = {
+            "@type": "Alarm",
+            "id": incident_id,
+            "alarmedObject": incident["alarmedObject"],
+            "alarmChangedTime": at,
+            "state": incident["state"] if verb == "ack" else "cleared",
+            "ackState": "acknowledged"
+            if verb == "ack"
+            else incident.get("ackState", "unacknowledged"),
+            "ackUserId": user,
+            "ackSystemId": at,
+            "comment": [
+                {"comment": f"{verb} by {user}", "systemId": "cxstream-dashboard", "time": at}
+            ],
+        }
+        if verb == "resolve":
+            update["alarmClearedTime"] = at
+            update["perceivedSeverity"] = "cleared"
+        if publish is not None:
+            await asyncio.to_thread(
+                publish,
+                alerts_topic,
+                incident["alarmedObject"]["id"].encode(),
+                orjson.dumps(update),
+            )
+        state.on_alert(update)
+        log.info("incident %s: %s by %s", incident_id, verb, user)
+        return JSONResponse({"ok": True, "incident": incident_id, "by": user, "at": at})
+
+    routes = [
+        Route("/", index),
+        Route("/api/overview", api_overview),
+        Route("/api/events", events),
+        Route("/api/customers", search),
+        Route("/api/customers/{subscriber_id}", customer),
+        Route("/api/incidents/{incident_id}/{verb:str}", change, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(_TokenAuth, token=token)])

@@ -1,0 +1,72 @@
+"""Start the dashboard beside the dataflow: Kafka feed thread + uvicorn in a thread."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+import uvicorn
+from confluent_kafka import Producer
+
+from cxstream.context import ContextStore
+from cxstream.dashboard.app import create_app
+from cxstream.dashboard.feed import KafkaFeed
+from cxstream.dashboard.state import DashboardState
+from cxstream.settings import Settings
+
+__all__ = ["Dashboard", "start_dashboard"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Dashboard:
+    """A running dashboard."""
+
+    url: str
+    state: DashboardState
+    server: uvicorn.Server
+    feed: KafkaFeed
+
+    def stop(self) -> None:
+        """Stop serving and consuming."""
+        self.server.should_exit = True
+        self.feed.stop()
+
+
+def start_dashboard(settings: Settings, context: ContextStore | None) -> Dashboard:
+    """Serve the dashboard on ``dashboard.host:port``; returns where (with the token, if any)."""
+    d = settings.dashboard
+    token: str | None = None
+    if d.auth:
+        token = d.token.get_secret_value() if d.token is not None else secrets.token_urlsafe(18)
+    producer = Producer({**settings.kafka.client_config(), **settings.kafka.producer_config})
+
+    def publish(topic: str, key: bytes, value: bytes) -> None:
+        producer.produce(topic, key=key, value=value)
+        producer.flush(10)
+
+    state = DashboardState()
+    feed = KafkaFeed(settings, state).start()
+    app = create_app(
+        state,
+        context=context,
+        publish=publish,
+        alerts_topic=settings.kafka.topics.alerts,
+        token=token,
+        update_s=d.update_s,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=d.host, port=d.port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, name="dashboard", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.05)
+    host = "127.0.0.1" if d.host in ("0.0.0.0", "::") else d.host  # noqa: S104 - display only
+    url = f"http://{host}:{d.port}/" + (f"?token={token}" if token else "")
+    return Dashboard(url, state, server, feed)

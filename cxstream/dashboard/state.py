@@ -1,0 +1,250 @@
+"""What the dashboard knows, built from the alerts, decisions, cells and deliveries topics.
+
+Everything is bounded: the most recent incidents, degradations, decisions and actions are kept (and
+per subscriber only the last few), so memory does not grow with traffic. All methods are
+thread-safe: the Kafka feed writes from its thread, the web app reads from its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from typing import Any
+
+__all__ = ["DashboardState"]
+
+_TIER_VALUE = {"platinum": 4, "gold": 3, "silver": 2, "bronze": 1, None: 0}
+
+
+def _trim(store: OrderedDict[str, Any], limit: int) -> None:
+    while len(store) > limit:
+        store.popitem(last=False)
+
+
+class DashboardState:
+    """Bounded, thread-safe state for the dashboard."""
+
+    def __init__(self, *, max_items: int = 5_000, per_subscriber: int = 50) -> None:
+        self._lock = threading.Lock()
+        self.version = 0
+        self.max_items = max_items
+        self.per_subscriber = per_subscriber
+        self.incidents: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.acks: dict[str, dict[str, str]] = {}
+        self.cells: dict[str, dict[str, Any]] = {}
+        self.degradations: deque[dict[str, Any]] = deque(maxlen=max_items)
+        self.customers: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.actions: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.decisions_by_sub: dict[str, deque[dict[str, Any]]] = {}
+        self._early_status: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def _changed(self) -> None:
+        self.version += 1
+
+    # -- feeding ---------------------------------------------------------------------------------
+    def on_alert(self, record: dict[str, Any]) -> None:
+        """A TMF642 alarm (cell incident) or an individual degradation."""
+        with self._lock:
+            if record.get("@type") == "Alarm":
+                self._on_alarm(record)
+            elif record.get("kind") == "degradation":
+                self._on_degradation(record)
+            self._changed()
+
+    def _on_alarm(self, alarm: dict[str, Any]) -> None:
+        incident_id = alarm["id"]
+        ack = alarm.get("ackState")
+        if ack == "acknowledged":
+            self.acks[incident_id] = {
+                "by": alarm.get("ackUserId", "?"),
+                "at": alarm.get("ackSystemId", alarm.get("alarmChangedTime", "")),
+            }
+        current = self.incidents.pop(incident_id, None)
+        if alarm.get("x-cxstream") is None and current is not None:  # an operator's update
+            current.update(
+                {k: v for k, v in alarm.items() if k in ("state", "ackState", "ackUserId")}
+            )
+            self.incidents[incident_id] = current
+        else:
+            self.incidents[incident_id] = alarm
+        _trim(self.incidents, 500)
+
+    def _on_degradation(self, alert: dict[str, Any]) -> None:
+        self.degradations.appendleft(alert)
+        sid = alert.get("subscriber_id")
+        if sid:
+            entry = self.customers.pop(sid, {"subscriber_id": sid})
+            entry.update(
+                {
+                    "value_tier": alert.get("value_tier"),
+                    "experience_index": alert.get("experience_index"),
+                    "experience": alert.get("experience"),
+                    "cell_id": alert.get("cell_id"),
+                    "why": alert.get("why"),
+                    "explained_by": alert.get("explained_by"),
+                    "last_alert": alert.get("event_time"),
+                }
+            )
+            self.customers[sid] = entry
+            _trim(self.customers, self.max_items)
+
+    def on_decision(self, record: dict[str, Any]) -> None:
+        """A contact decision (or a joined outcome) from the decisions topic."""
+        if "joined_outcome" in record:
+            return
+        with self._lock:
+            sid = record.get("subscriber_id")
+            if sid:
+                q = self.decisions_by_sub.setdefault(sid, deque(maxlen=self.per_subscriber))
+                q.appendleft(record)
+                if len(self.decisions_by_sub) > self.max_items:
+                    self.decisions_by_sub.pop(next(iter(self.decisions_by_sub)))
+                entry = self.customers.get(sid)
+                if entry is not None:
+                    entry["policy"] = f"{record['result']} ({record.get('kind')})"
+                if record.get("action_id") and record["result"] in ("sent", "deferred"):
+                    action = {
+                        "action_id": record["action_id"],
+                        "subscriber_id": sid,
+                        "kind": record.get("kind"),
+                        "decided_at": record.get("decided_at"),
+                        # sent actions are in delivery until a status arrives
+                        "status": "deferred" if record["result"] == "deferred" else "delivering",
+                        "send_at": record.get("send_at"),
+                    }
+                    early = self._early_status.pop(record["action_id"], None)
+                    if early is not None:
+                        _apply_status(action, early)
+                    self.actions[record["action_id"]] = action
+                    _trim(self.actions, self.max_items)
+            self._changed()
+
+    def on_delivery(self, record: dict[str, Any]) -> None:
+        """A webhook delivery status."""
+        with self._lock:
+            action = self.actions.get(record.get("action_id", ""))
+            if action is not None:
+                _apply_status(action, record)
+            else:  # the decision has not been read yet (another topic): keep it for then
+                self._early_status[record.get("action_id", "")] = record
+                _trim(self._early_status, self.max_items)
+            self._changed()
+
+    def on_cell(self, record: dict[str, Any]) -> None:
+        """A periodic cell summary."""
+        with self._lock:
+            self.cells[record["cell_id"]] = record
+            self._changed()
+
+    def acknowledge(self, incident_id: str, user: str, at: str) -> dict[str, Any] | None:
+        """Record an acknowledgement; returns the incident (None if unknown)."""
+        with self._lock:
+            incident = self.incidents.get(incident_id)
+            if incident is None:
+                return None
+            self.acks[incident_id] = {"by": user, "at": at}
+            self._changed()
+            return dict(incident)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def overview(self, *, limit: int = 200) -> dict[str, Any]:
+        """Everything the main page shows, compact."""
+        with self._lock:
+            incidents = []
+            for alarm in reversed(self.incidents.values()):
+                extra = alarm.get("x-cxstream", {})
+                affected = alarm.get("affectedService", [])
+                incidents.append(
+                    {
+                        "id": alarm["id"],
+                        "cell_id": alarm["alarmedObject"]["id"],
+                        "state": alarm["state"],
+                        "severity": alarm["perceivedSeverity"],
+                        "since": alarm.get("alarmRaisedTime"),
+                        "changed": alarm.get("alarmChangedTime"),
+                        "affected": len(affected),
+                        "value_at_risk": sum(
+                            _TIER_VALUE.get(a.get("valueTier"), 0) for a in affected
+                        ),
+                        "tiers": _count_tiers(affected),
+                        "share": extra.get("share"),
+                        "ack": self.acks.get(alarm["id"]),
+                    }
+                )
+                if len(incidents) >= 50:
+                    break
+            customers = sorted(
+                self.customers.values(),
+                key=lambda c: (
+                    -_TIER_VALUE.get(c.get("value_tier"), 0),
+                    c.get("experience_index") or 100,
+                ),
+            )[:limit]
+            actions = list(reversed(self.actions.values()))[:limit]
+            cells = sorted(self.cells.values(), key=lambda c: c["cell_id"])
+            return {
+                "version": self.version,
+                "incidents": incidents,
+                "cells": [
+                    {
+                        "id": c["cell_id"],
+                        "x": c["experience"],
+                        "a": c["active"],
+                        "d": c["degraded"],
+                        "i": c["incident_id"],
+                    }
+                    for c in cells
+                ],
+                "customers": customers,
+                "actions": actions,
+            }
+
+    def customer(self, subscriber_id: str) -> dict[str, Any]:
+        """What the dashboard saw about one subscriber."""
+        with self._lock:
+            alerts = [a for a in self.degradations if a.get("subscriber_id") == subscriber_id][:50]
+            incident_ids = {a.get("explained_by") for a in alerts if a.get("explained_by")}
+            incidents = []
+            for alarm in self.incidents.values():
+                ids = {x.get("id") for x in alarm.get("affectedService", [])}
+                if subscriber_id in ids or alarm["id"] in incident_ids:
+                    incidents.append(
+                        {
+                            "id": alarm["id"],
+                            "cell_id": alarm["alarmedObject"]["id"],
+                            "state": alarm["state"],
+                            "since": alarm.get("alarmRaisedTime"),
+                        }
+                    )
+            return {
+                "summary": self.customers.get(subscriber_id),
+                "alerts": alerts,
+                "incidents": incidents,
+                "decisions": list(self.decisions_by_sub.get(subscriber_id, [])),
+                "actions": [
+                    a for a in self.actions.values() if a["subscriber_id"] == subscriber_id
+                ],
+            }
+
+    def search(self, query: str, limit: int = 50) -> list[str]:
+        """Subscriber ids the dashboard knows that contain ``query``."""
+        with self._lock:
+            q = query.strip().lower()
+            known = list(self.customers) + [
+                s for s in self.decisions_by_sub if s not in self.customers
+            ]
+            return [s for s in known if q in s.lower()][:limit]
+
+
+def _apply_status(action: dict[str, Any], record: dict[str, Any]) -> None:
+    action["status"] = record.get("status")
+    action["attempts"] = record.get("attempts")
+    action["error"] = record.get("error")
+
+
+def _count_tiers(affected: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for a in affected:
+        tier = a.get("valueTier") or "unknown"
+        counts[tier] = counts.get(tier, 0) + 1
+    return counts

@@ -1,0 +1,113 @@
+// cxstream NOC dashboard: no framework, no CDN. Live updates arrive over server-sent events.
+"use strict";
+const $ = (sel) => document.querySelector(sel);
+const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+const time = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "");
+const colour = (x) => {  // experience 0..100 -> red..amber..green
+  const v = Math.max(0, Math.min(100, x ?? 100));
+  const hue = v < 50 ? (v / 50) * 45 : 45 + ((v - 50) / 50) * 75;
+  return `hsl(${hue}, 70%, 50%)`;
+};
+
+function renderIncidents(incidents) {
+  const body = $("#incidents tbody");
+  $("#no-incidents").hidden = incidents.length > 0;
+  body.innerHTML = incidents.map((i) => `
+    <tr data-incident="${esc(i.id)}">
+      <td class="sev-${esc(i.severity)}">${esc(i.severity)}</td>
+      <td>${esc(i.cell_id)}</td>
+      <td>${i.affected} <small>${Object.entries(i.tiers).map(([t, n]) => `${esc(t)} ${n}`).join(", ")}</small></td>
+      <td>${i.value_at_risk}</td>
+      <td>${time(i.since)}</td>
+      <td class="state">${esc(i.state)}</td>
+      <td class="ack">${i.ack ? `${esc(i.ack.by)} ${time(i.ack.at)}` : ""}</td>
+      <td>${i.ack || i.state === "cleared" ? "" : `<button class="ack-btn" data-id="${esc(i.id)}">Acknowledge</button>`}</td>
+    </tr>`).join("");
+}
+
+function renderCells(cells) {
+  $("#cells").innerHTML = cells.map((c) =>
+    `<div class="cell${c.i ? " incident" : ""}" style="background:${colour(c.x)}" title="${esc(c.id)}: experience ${c.x}, ${c.d}/${c.a} degraded">${esc(c.id.slice(-3))}</div>`).join("");
+}
+
+function renderCustomers(customers) {
+  $("#customers tbody").innerHTML = customers.map((c) => `
+    <tr><td><a href="#/customer/${encodeURIComponent(c.subscriber_id)}">${esc(c.subscriber_id)}</a></td>
+      <td>${esc(c.value_tier)}</td><td>${esc(c.experience_index)}</td><td>${esc(c.cell_id)}</td>
+      <td>${c.why && c.why.inputs ? c.why.inputs.map((m) => `${esc(m.input)} ${esc(m.from)}→${esc(m.to)}`).join("; ") : ""}</td>
+      <td>${esc(c.explained_by ? "explained by " + c.explained_by : c.policy || "")}</td></tr>`).join("");
+}
+
+function renderActions(actions) {
+  $("#actions tbody").innerHTML = actions.map((a) => `
+    <tr><td>${esc(a.action_id)}</td><td>${esc(a.subscriber_id)}</td><td>${esc(a.kind)}</td>
+      <td>${esc(a.status)}${a.error ? ` <small>${esc(a.error)}</small>` : ""}</td><td>${time(a.decided_at)}</td></tr>`).join("");
+}
+
+function renderHealth(h) {
+  $("#health").innerHTML = `<span><b>${h.events_per_s}</b> events/s</span><span>lag <b>${h.lag}</b></span>
+    <span>dead letters <b>${h.dead_letters}</b></span><span>webhooks <b>${h.webhook_delivered}</b> ok / <b>${h.webhook_failed}</b> failed</span>`;
+}
+
+function render(data) {
+  const t0 = performance.now();
+  renderIncidents(data.incidents);
+  renderCells(data.cells);
+  renderCustomers(data.customers);
+  renderActions(data.actions);
+  renderHealth(data.health);
+  document.body.dataset.version = data.version;
+  document.body.dataset.renderMs = (performance.now() - t0).toFixed(1);  // for the README's figures
+}
+
+async function showCustomer(id) {
+  const view = $("#customer");
+  const res = await fetch(`/api/customers/${encodeURIComponent(id)}`);
+  if (!res.ok) { view.innerHTML = `<section><h2>${esc(id)}</h2><p class="empty">Not known.</p></section>`; return; }
+  const c = await res.json();
+  const p = c.profile || {};
+  const consent = Object.entries(p.consent || {}).map(([k, v]) => `${esc(k)}: ${esc(v)}`).join(", ");
+  view.innerHTML = `
+    <section><h2>Customer ${esc(id)}</h2><div class="kv">
+      <span>value tier</span><b>${esc(p.value_tier)}</b><span>plan</span><span>${esc(p.plan)} (${esc(p.plan_mbps)} Mbps), ${esc(p.monthly_charge)}/month</span>
+      <span>tenure</span><span>${esc(p.tenure_months)} months, ${esc(p.contract)}</span><span>household</span><span>${esc(p.account_id)} (${esc(p.household_size)})</span>
+      <span>consent</span><span>${consent}</span><span>contact</span><span>${esc(p.preferred_channel)}, ${esc(p.language)}, ${esc(p.timezone)}</span>
+      <span>open tickets</span><span>${esc(p.open_tickets)}</span>
+      <span>experience index</span><b>${esc(c.summary ? c.summary.experience_index : "")}</b>
+    </div></section>
+    <section><h2>Experience</h2>${c.alerts.map((a) => `<div>${time(a.event_time)}: ${esc(a.why.experience.from)} → ${esc(a.why.experience.to)} (${(a.why.inputs || []).map((m) => `${esc(m.input)} ${esc(m.from)}→${esc(m.to)}`).join("; ")})${a.explained_by ? ` — cell incident ${esc(a.explained_by)}` : ""}</div>`).join("") || '<p class="empty">No degradation seen.</p>'}</section>
+    <section><h2>Incidents</h2>${c.incidents.map((i) => `<div>${esc(i.id)} in ${esc(i.cell_id)}: ${esc(i.state)} since ${time(i.since)}</div>`).join("") || '<p class="empty">None.</p>'}</section>
+    <section><h2>Contacts: sent, deferred, suppressed</h2><table><thead><tr><th>when</th><th>signal</th><th>kind</th><th>result</th><th>rule</th></tr></thead><tbody>
+      ${c.decisions.map((d) => `<tr><td>${time(d.decided_at)}</td><td>${esc(d.signal)}</td><td>${esc(d.kind)}</td><td>${esc(d.result)}${d.send_at ? " until " + time(d.send_at) : ""}</td><td>${esc(d.rule)}</td></tr>`).join("")}</tbody></table></section>`;
+}
+
+function route() {
+  const m = location.hash.match(/^#\/customer\/(.+)$/);
+  $("#overview").hidden = !!m;
+  $("#customer").hidden = !m;
+  if (m) showCustomer(decodeURIComponent(m[1]));
+}
+
+document.addEventListener("click", async (ev) => {
+  const btn = ev.target.closest(".ack-btn");
+  if (!btn) return;
+  btn.disabled = true;
+  const user = localStorage.getItem("cx-user") || "noc-operator";
+  await fetch(`/api/incidents/${encodeURIComponent(btn.dataset.id)}/ack`, {
+    method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify({user}),
+  });
+});
+
+$("#search").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const q = $("#q").value.trim();
+  if (!q) return;
+  const res = await (await fetch(`/api/customers?q=${encodeURIComponent(q)}`)).json();
+  location.hash = `#/customer/${encodeURIComponent(res.results[0] || q)}`;
+});
+
+window.addEventListener("hashchange", route);
+fetch("/api/overview").then((r) => r.json()).then(render);
+const events = new EventSource("/api/events");
+events.addEventListener("overview", (ev) => render(JSON.parse(ev.data)));
+route();

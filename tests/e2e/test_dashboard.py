@@ -1,0 +1,124 @@
+"""The NOC dashboard in a real headless Chromium, on the real system (Tansu broker, Redis, flow)."""
+
+from __future__ import annotations
+
+import base64
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from cxstream.actions.receiver import WebhookReceiver
+from cxstream.context import ContextStore
+from cxstream.demo import FlowProcess
+from cxstream.events import utcnow
+from cxstream.simulate import Incident, Simulator
+from tests.integration.kafka_helpers import produce, read_topic
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+SECRET = "whsec_" + base64.b64encode(b"dashboard-e2e-secret-00").decode()
+SHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is needed: apt-get install chromium")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alerts_topic(
+    live_settings, tmp_path, browser
+):
+    settings = live_settings
+    sim = Simulator(200, 12, seed=31)
+    cell = "cell-0003"
+    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    ContextStore(client, prefix=settings.redis.key_prefix).put_many(list(sim.profiles()))
+
+    with WebhookReceiver(SECRET) as receiver:
+        live = settings.model_copy(
+            update={"webhook": settings.webhook.model_copy(update={"url": receiver.url})}
+        )
+        flow = FlowProcess(live, tmp_path, SECRET)
+        try:
+            flow.wait_ready()
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            deadline = time.monotonic() + 30
+            while True:  # the dashboard starts with the flow
+                try:
+                    page.goto(flow.dashboard_url)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.3)
+            page.evaluate("window.__loadedOnce = true")
+            assert page.locator("#no-incidents").is_visible()
+
+            # now the network: 60 s of traffic in which one cell fails from 20 s to 50 s
+            start = utcnow() - timedelta(seconds=60)
+            sim.add_incidents(
+                [
+                    Incident(
+                        "cell_outage",
+                        cell,
+                        start + timedelta(seconds=20),
+                        start + timedelta(seconds=50),
+                    )
+                ]
+            )
+            times = sim.timeline(start, 200)
+            produce(
+                settings,
+                settings.kafka.topics.qos,
+                [sim.encoded(next(times)) for _ in range(12_000)],
+            )
+
+            row = page.locator("#incidents tbody tr", has_text=cell).first
+            row.wait_for(timeout=60_000)
+            assert page.evaluate("window.__loadedOnce") is True  # it arrived without a reload
+            incident_id = row.get_attribute("data-incident")
+            assert page.locator("#cells .cell.incident").count() >= 1
+            page.wait_for_timeout(1500)  # let the cell grid and the action log fill in
+            page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
+
+            row.locator(".ack-btn").click()
+            page.locator("#incidents tbody tr", has_text=cell).locator(
+                ".ack", has_text="noc-operator"
+            ).wait_for(timeout=10_000)
+
+            customer = page.locator("#customers tbody a").first
+            customer.click()
+            page.locator("#customer h2", has_text="Customer").wait_for(timeout=10_000)
+            assert page.locator("#customer", has_text="value tier").is_visible()
+            page.screenshot(path=str(SHOTS / "customer.png"), full_page=True)
+        finally:
+            flow.stop()
+
+    acks = [orjson.loads(v) for v in read_topic(settings, settings.kafka.topics.alerts)]
+    acks = [a for a in acks if a.get("@type") == "Alarm" and a.get("ackState") == "acknowledged"]
+    assert [(a["id"], a["ackUserId"]) for a in acks] == [(incident_id, "noc-operator")]
+    local = [u for u in requests if not u.startswith(flow.dashboard_url.rstrip("/"))]
+    assert local == []  # every asset is served by the application itself: no CDN
