@@ -139,6 +139,32 @@ class ContextStore:
             self._last_error_log = now
             log.warning("Redis unreachable, using cached/default context: %s", exc)
 
+    def history_key(self, subscriber_id: str) -> str:
+        """The Redis key of one subscriber's experience history."""
+        return f"{self._prefix}:history:{subscriber_id}"
+
+    def append_history(self, samples: Sequence[tuple[str, float, float]], *, keep: int) -> None:
+        """Append ``(subscriber, epoch, experience index)`` samples, keeping the last ``keep``.
+        A Redis outage loses samples (logged, rate-limited), never the event."""
+        pipe = self._client.pipeline(transaction=False)
+        for sid, t, value in samples:
+            key = self.history_key(sid)
+            pipe.rpush(key, f"{t:.0f}:{value:.1f}")
+            pipe.ltrim(key, -keep, -1)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            self._log_outage(exc)
+
+    def history(self, subscriber_id: str) -> list[tuple[float, float]]:
+        """A subscriber's recorded ``(epoch, experience index)`` samples, oldest first."""
+        out = []
+        for raw in self._client.lrange(self.history_key(subscriber_id), 0, -1):
+            text = raw.decode() if isinstance(raw, bytes) else str(raw)
+            t, _, value = text.partition(":")
+            out.append((float(t), float(value)))
+        return out
+
     def put_many(self, customers: Sequence[CustomerContext]) -> None:
         """Write profiles (one pipeline) and refresh the local cache."""
         if not customers:

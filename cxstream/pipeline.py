@@ -97,6 +97,7 @@ class Observation:
     experience: float
     tier: str | None
     candidate: Candidate | None = None
+    sample: bool = False  # record the experience index in the subscriber's history
 
 
 CellOutput = Candidate | CellIncident | CellStats
@@ -302,16 +303,30 @@ class Pipeline:
             )
             metrics.ALERTS.labels(alert.kind, alert.severity).inc()
             candidate = Candidate(alert, customer)
+        t = event.event_time.timestamp()
+        sample = t - monitor.last_sample_t >= self.settings.history.interval_s
+        if sample:
+            monitor.last_sample_t = t
         observation = Observation(
-            t=event.event_time.timestamp(),
+            t=t,
             subscriber_id=event.subscriber_id,
             cell_id=event.cell_id,
             degraded=monitor.in_episode,
             experience=monitor.experience_index,
             tier=tier,
             candidate=candidate,
+            sample=sample,
         )
         return monitor, observation
+
+    def record_history(self, observations: Sequence[Observation]) -> list[Observation]:
+        """Append due experience samples to the subscribers' histories (one Redis round trip)."""
+        h = self.settings.history
+        if h.enabled:
+            samples = [(o.subscriber_id, o.t, o.experience) for o in observations if o.sample]
+            if samples:
+                self.context.append_history(samples, keep=h.keep)
+        return list(observations)
 
     # -- demarcate -----------------------------------------------------------------------------
     def new_cell_monitor(self, cell_id: str) -> CellMonitor[Candidate]:

@@ -32,6 +32,7 @@ __all__ = [
     "DashboardSettings",
     "DetectorSettings",
     "FlowSettings",
+    "HistorySettings",
     "KafkaSettings",
     "PolicySettings",
     "RedisSettings",
@@ -202,6 +203,17 @@ class DashboardSettings(BaseModel):
     update_s: Annotated[float, Field(gt=0, le=60)] = 1.0  # live update interval (SSE)
 
 
+class HistorySettings(BaseModel):
+    """Per-subscriber experience history in Redis (for the customer page). About 24 bytes per
+    sample: the defaults keep two days at 5-minute resolution, about 14 kB per active subscriber."""
+
+    model_config = _STRICT
+
+    enabled: bool = True
+    interval_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    keep: Annotated[int, Field(ge=1, le=100_000)] = 576
+
+
 class FlowSettings(BaseModel):
     """Dataflow behaviour."""
 
@@ -230,6 +242,7 @@ class Settings(BaseSettings):
     cells: CellSettingsModel = CellSettingsModel()
     policy: PolicySettings = PolicySettings()
     flow: FlowSettings = FlowSettings()
+    history: HistorySettings = HistorySettings()
     dashboard: DashboardSettings = DashboardSettings()
 
     @classmethod

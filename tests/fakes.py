@@ -12,6 +12,7 @@ class FakeRedis:
         self.data: dict[str, bytes] = {}
         self.down = False
         self.mget_calls = 0
+        self.lists: dict[str, list[bytes]] = {}
 
     def _check(self):
         if self.down:
@@ -29,6 +30,11 @@ class FakeRedis:
     def pipeline(self, transaction=False):
         return _Pipe(self)
 
+    def lrange(self, key, start, end):
+        self._check()
+        items = self.lists.get(key, [])
+        return items[start:] if end == -1 else items[start : end + 1]
+
 
 class _Pipe:
     def __init__(self, owner):
@@ -36,10 +42,21 @@ class _Pipe:
         self.ops = []
 
     def set(self, key, value, ex=None):
-        self.ops.append((key, value))
+        self.ops.append(("set", key, value))
+
+    def rpush(self, key, value):
+        self.ops.append(("rpush", key, value))
+
+    def ltrim(self, key, start, end):
+        self.ops.append(("ltrim", key, start))
 
     def execute(self):
         self.owner._check()
-        for key, value in self.ops:
-            self.owner.data[key] = value.encode() if isinstance(value, str) else value
+        for op, key, value in self.ops:
+            if op == "set":
+                self.owner.data[key] = value.encode() if isinstance(value, str) else value
+            elif op == "rpush":
+                self.owner.lists.setdefault(key, []).append(value.encode())
+            else:  # ltrim(key, -keep, -1)
+                self.owner.lists[key] = self.owner.lists.get(key, [])[value:]
         return [True] * len(self.ops)

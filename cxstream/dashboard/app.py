@@ -150,11 +150,14 @@ def create_app(
         sid = request.path_params["subscriber_id"]
         data = state.customer(sid)
         profile = None
+        history: list[tuple[float, float]] = []
         if context is not None:
             lookup = await asyncio.to_thread(context.get_many, [sid])
             found = lookup[sid].customer
             profile = found.model_dump(mode="json") if found is not None else None
+            history = await asyncio.to_thread(context.history, sid)
         data["profile"] = profile
+        data["history"] = history
         if profile is None and data["summary"] is None and not data["decisions"]:
             return JSONResponse({"error": f"unknown subscriber {sid}"}, status_code=404)
         return Response(orjson.dumps(data), media_type="application/json")

@@ -169,6 +169,7 @@ class SubscriberMonitor:
     inputs: dict[str, float] = field(default_factory=dict)
     in_episode: bool = False
     last_experience: float = math.nan
+    last_sample_t: float = -math.inf  # when the experience index was last recorded for history
 
     @property
     def experience_index(self) -> float:

@@ -165,6 +165,7 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
     keyed = op.key_on("key_subscriber", enriched, lambda e: e.event.subscriber_id)
     detected = op.stateful_map("detect_degradation", keyed, pipeline.detect)
     observed = op.map("observation", detected, lambda kv: kv[1])
+    observed = op.flat_map_batch("record_history", observed, pipeline.record_history)
     by_cell = op.key_on("key_cell", observed, lambda o: o.cell_id)
     cell_out = op.stateful("demarcate_cells", by_cell, lambda resume: _CellLogic(pipeline, resume))
     outputs = op.map("cell_output", cell_out, lambda kv: kv[1])

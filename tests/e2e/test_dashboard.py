@@ -57,7 +57,10 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alerts_top
 
     with WebhookReceiver(SECRET) as receiver:
         live = settings.model_copy(
-            update={"webhook": settings.webhook.model_copy(update={"url": receiver.url})}
+            update={
+                "webhook": settings.webhook.model_copy(update={"url": receiver.url}),
+                "history": settings.history.model_copy(update={"interval_s": 5.0}),
+            }
         )
         flow = FlowProcess(live, tmp_path, SECRET)
         try:
@@ -113,6 +116,12 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alerts_top
             customer.click()
             page.locator("#customer h2", has_text="Customer").wait_for(timeout=10_000)
             assert page.locator("#customer", has_text="value tier").is_visible()
+            hist = page.evaluate(
+                'fetch(location.pathname.replace(/\\/$/, "") + "/api/customers/" + location.hash.split("/").pop()).then(r => r.json()).then(j => j.history)'
+            )
+            assert page.locator("#customer svg.spark polyline").count() == 1, (
+                hist
+            )  # experience over time
             page.screenshot(path=str(SHOTS / "customer.png"), full_page=True)
         finally:
             flow.stop()

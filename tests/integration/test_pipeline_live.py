@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import orjson
 import pytest
@@ -90,9 +91,23 @@ def test_events_end_processed_or_dead_lettered_incident_alerts_and_webhook_is_si
         [(b"sub-new", update.model_dump_json().encode()), (b"x", b'{"subscriber_id": 5}')],
     )
 
+    # A policy without quiet hours or hold-out, so the outcome does not depend on the time of day.
+    policy = tmp_path / "policy.yaml"
+    text = Path("config/policy.yaml").read_text()
+    text = text.replace(
+        'quiet_hours: {start: "21:00:00", end: "08:00:00"}',
+        'quiet_hours: {start: "00:00:00", end: "00:00:00"}',
+    )
+    assert "00:00:00" in text
+    assert "holdout: {share: 0.05" in text
+    policy.write_text(text.replace("holdout: {share: 0.05", "holdout: {share: 0.0"))
     with WebhookReceiver(SECRET) as receiver:
         live = settings.model_copy(
-            update={"webhook": settings.webhook.model_copy(update={"url": receiver.url})}
+            update={
+                "webhook": settings.webhook.model_copy(update={"url": receiver.url}),
+                "policy": settings.policy.model_copy(update={"file": str(policy)}),
+                "history": settings.history.model_copy(update={"interval_s": 5.0}),
+            }
         )
         flow = FlowProcess(live, tmp_path, SECRET)
         try:
@@ -137,5 +152,12 @@ def test_events_end_processed_or_dead_lettered_incident_alerts_and_webhook_is_si
         assert victim in delivered
         assert len(delivered) == len(actions)
 
+    # the victim's experience history: one sample per 5 s of its events (40 s of traffic)
+    history = ContextStore(client, prefix=settings.redis.key_prefix).history(victim)
+    assert len(history) >= 6, (
+        history,
+        {k: client.llen(k) for k in client.keys(f"{settings.redis.key_prefix}:history:*")},
+    )
+    assert min(v for _, v in history) < 50 < max(v for _, v in history)  # the degradation shows
     stored = client.get(f"{settings.redis.key_prefix}:customer:sub-new")
     assert stored is not None and orjson.loads(stored)["language"] == "fr"

@@ -76,3 +76,13 @@ def test_invalid_stored_profile_is_treated_as_absent(setup):
     client, _, store = setup
     client.data[store.key("broken")] = b'{"subscriber_id": ""}'
     assert store.get_many(["broken"])["broken"].customer is None
+
+
+def test_experience_history_is_appended_in_one_round_trip_and_bounded(setup):
+    client, _, store = setup
+    store.append_history([("s1", 100.0, 90.0), ("s1", 400.0, 35.5), ("s2", 100.0, 80.0)], keep=2)
+    store.append_history([("s1", 700.0, 60.0)], keep=2)
+    assert store.history("s1") == [(400.0, 35.5), (700.0, 60.0)]
+    assert store.history("s2") == [(100.0, 80.0)]
+    client.down = True
+    store.append_history([("s1", 1000.0, 1.0)], keep=2)  # an outage loses samples, not events

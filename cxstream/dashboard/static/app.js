@@ -75,10 +75,24 @@ async function showCustomer(id) {
       <span>open tickets</span><span>${esc(p.open_tickets)}</span>
       <span>experience index</span><b>${esc(c.summary ? c.summary.experience_index : "")}</b>
     </div></section>
-    <section><h2>Experience</h2>${c.alerts.map((a) => `<div>${time(a.event_time)}: ${esc(a.why.experience.from)} → ${esc(a.why.experience.to)} (${(a.why.inputs || []).map((m) => `${esc(m.input)} ${esc(m.from)}→${esc(m.to)}`).join("; ")})${a.explained_by ? ` — cell incident ${esc(a.explained_by)}` : ""}</div>`).join("") || '<p class="empty">No degradation seen.</p>'}</section>
+    <section><h2>Experience <small>index over the last ${spanText(c.history)}</small></h2>${spark(c.history)}${c.alerts.map((a) => `<div>${time(a.event_time)}: ${esc(a.why.experience.from)} → ${esc(a.why.experience.to)} (${(a.why.inputs || []).map((m) => `${esc(m.input)} ${esc(m.from)}→${esc(m.to)}`).join("; ")})${a.explained_by ? ` — cell incident ${esc(a.explained_by)}` : ""}</div>`).join("") || '<p class="empty">No degradation seen.</p>'}</section>
     <section><h2>Incidents</h2>${c.incidents.map((i) => `<div>${esc(i.id)} in ${esc(i.cell_id)}: ${esc(i.state)} since ${time(i.since)}</div>`).join("") || '<p class="empty">None.</p>'}</section>
     <section><h2>Contacts: sent, deferred, suppressed</h2><table><thead><tr><th>when</th><th>signal</th><th>kind</th><th>result</th><th>rule</th></tr></thead><tbody>
       ${c.decisions.map((d) => `<tr><td>${time(d.decided_at)}</td><td>${esc(d.signal)}</td><td>${esc(d.kind)}</td><td>${esc(d.result)}${d.send_at ? " until " + time(d.send_at) : ""}</td><td>${esc(d.rule)}</td></tr>`).join("")}</tbody></table></section>`;
+}
+
+function spanText(h) {
+  if (!h || h.length < 2) return "hours and days";
+  const hours = (h[h.length - 1][0] - h[0][0]) / 3600;
+  if (hours < 1) return `${Math.max(1, Math.round(hours * 60))} minutes`;
+  return hours >= 48 ? `${(hours / 24).toFixed(1)} days` : `${hours.toFixed(1)} hours`;
+}
+
+function spark(h) {  // an inline SVG line of the experience index, 0..100
+  if (!h || h.length < 2) return '<p class="empty">No history recorded yet.</p>';
+  const t0 = h[0][0], span = Math.max(1, h[h.length - 1][0] - t0);
+  const pts = h.map(([t, v]) => `${((t - t0) / span * 600).toFixed(1)},${(60 - v * 0.6).toFixed(1)}`).join(" ");
+  return `<svg class="spark" viewBox="0 0 600 60" preserveAspectRatio="none"><polyline fill="none" stroke="#7fc1ff" stroke-width="1.5" points="${pts}"/></svg>`;
 }
 
 function route() {
