@@ -138,8 +138,21 @@ def iter_customers(
 ) -> Iterator[CustomerContext | tuple[int, str]]:
     """Yield a profile per valid row, or ``(line_number, reason)`` per invalid one."""
     reader = csv.DictReader(stream)
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # a malformed line: report it and go on with the next
+            yield reader.line_num, f"malformed CSV: {exc}"
+            continue
         line = reader.line_num
+        if None in row:  # DictReader files surplus fields under None
+            yield (
+                line,
+                f"row has {len(reader.fieldnames or []) + len(row[None])} fields, the header {len(reader.fieldnames or [])}",
+            )
+            continue
         try:
             record = mapping.apply(row) if mapping is not None else _canonical(row)
             yield CustomerContext.model_validate(record)

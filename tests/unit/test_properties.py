@@ -1,0 +1,193 @@
+"""Property-based tests: whatever arrives from outside ends as a valid record, a dead letter with a
+reason, or a clear validation error — never a crash."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cxstream.customers import read_customers
+from cxstream.errors import ConfigError
+from cxstream.events import (
+    BadEvent,
+    CustomerContext,
+    Outcome,
+    QosEvent,
+    parse_customer,
+    parse_outcome,
+    parse_qos,
+)
+from cxstream.pipeline import Pipeline
+from cxstream.settings import load_settings
+
+REASONS = {
+    "not_json",
+    "missing_field",
+    "bad_type",
+    "out_of_range",
+    "stale",
+    "future",
+    "kafka_error",
+}
+NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.text(max_size=5),
+    st.none(),
+    st.booleans(),
+)
+timestamps = st.one_of(
+    st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+    ).map(lambda d: d.isoformat()),
+    st.text(max_size=30),
+    st.integers(),
+    st.none(),
+)
+qos_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "event_id": st.text(max_size=200) | st.integers(),
+        "event_time": timestamps,
+        "subscriber_id": st.text(max_size=200) | st.none(),
+        "cell_id": st.text(max_size=20),
+        "service": st.sampled_from(["voice", "video", "data", "fax", "", "VOICE"]) | st.integers(),
+        "rtt_ms": numbers,
+        "jitter_ms": numbers,
+        "loss_pct": numbers,
+        "throughput_kbps": numbers,
+        "rsrp_dbm": numbers,
+        "rsrq_db": numbers,
+        "sinr_db": numbers,
+        "stalls": numbers,
+    },
+)
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def check(result, model):
+    if isinstance(result, BadEvent):
+        assert result.reason in REASONS
+        assert result.detail
+        base64.b64decode(result.raw_b64)  # the raw bytes are kept
+    else:
+        assert isinstance(result, model)
+
+
+@SETTINGS
+@given(st.binary(max_size=300))
+def test_random_bytes_never_crash_the_parsers(raw):
+    check(parse_qos(raw), QosEvent)
+    check(parse_customer(raw), CustomerContext)
+    check(parse_outcome(raw), Outcome)
+
+
+@SETTINGS
+@given(json_values)
+def test_any_json_never_crashes_the_parsers(value):
+    raw = json.dumps(value).encode()  # big integers, NaN and Infinity literals included
+    check(parse_qos(raw), QosEvent)
+    check(parse_customer(raw), CustomerContext)
+    check(parse_outcome(raw), Outcome)
+
+
+@SETTINGS
+@given(qos_like)
+def test_qos_like_records_are_valid_or_dead_lettered_and_valid_ones_are_sane(record):
+    raw = json.dumps(record).encode()
+    result = parse_qos(raw, now=NOW, max_age=timedelta(days=7), max_ahead=timedelta(minutes=5))
+    check(result, QosEvent)
+    if isinstance(result, QosEvent):
+        assert result.event_time.tzinfo is not None
+        assert NOW - timedelta(days=7) <= result.event_time <= NOW + timedelta(minutes=5)
+        for name in ("rtt_ms", "jitter_ms", "loss_pct"):
+            assert math.isfinite(getattr(result, name))
+
+
+@SETTINGS
+@given(
+    st.lists(st.binary(max_size=80) | qos_like.map(lambda r: json.dumps(r).encode()), max_size=30)
+)
+def test_duplicate_and_mixed_batches_keep_every_record(raws):
+    class Msg:
+        def __init__(self, value, offset):
+            self.value, self.topic, self.partition, self.offset = value, "q", 0, offset
+
+    batch = [Msg(r, i) for i, r in enumerate(raws + raws)]  # every record twice: duplicate ids
+    out = Pipeline(load_settings(), context=None, claims=None, clock=lambda: NOW).parse_batch(batch)  # type: ignore[arg-type]
+    assert len(out) == len(batch)
+
+
+@SETTINGS
+@given(st.lists(st.lists(st.text(max_size=12), max_size=6), max_size=8))
+def test_csv_loader_reports_bad_rows_and_never_crashes(rows):
+    header = "subscriber_id,monthly_charge,tenure_months,timezone,consent_sms\n"
+    text = header + "\n".join(
+        ",".join(f'"{c}"' if "," in c else c.replace("\n", " ") for c in row) for row in rows
+    )
+    result = read_customers(io.StringIO(text))
+    assert len(result.customers) + len(result.rejected) <= len(rows) + 1
+    for line, reason in result.rejected:
+        assert line >= 1
+        assert reason
+
+
+@SETTINGS
+@given(json_values)
+def test_policy_files_are_valid_or_a_config_error(value):
+    from cxstream.actions.rules import load_policy
+
+    path = _tmp_file(json.dumps(value).encode())
+    try:
+        load_policy(path)
+    except ConfigError as exc:
+        assert str(exc)  # noqa: PT017 - either outcome is fine; an error must say why
+
+
+@SETTINGS
+@given(json_values)
+def test_settings_files_are_valid_or_a_config_error(value):
+    path = _tmp_file(json.dumps(value).encode())
+    try:
+        load_settings(path)
+    except ConfigError as exc:
+        assert str(exc)  # noqa: PT017 - either outcome is fine; an error must say why
+
+
+def _tmp_file(content: bytes):
+    import tempfile
+    from pathlib import Path
+
+    handle = tempfile.NamedTemporaryFile(suffix=".yaml", delete=False)  # noqa: SIM115
+    handle.write(content)
+    handle.close()
+    return Path(handle.name)
+
+
+@pytest.mark.parametrize(
+    "raw", [b'{"rtt_ms": 1e999}', b"\xff\xfe", b'{"event_time": "99999-01-01"}']
+)
+def test_known_nasty_inputs(raw):
+    check(parse_qos(raw), QosEvent)
