@@ -98,7 +98,14 @@ class OutcomeKind(StrEnum):
 
 
 BadReason = Literal[
-    "not_json", "missing_field", "bad_type", "out_of_range", "stale", "future", "kafka_error"
+    "not_json",
+    "missing_field",
+    "bad_type",
+    "out_of_range",
+    "stale",
+    "future",
+    "kafka_error",
+    "redis_unavailable",
 ]
 """Why a record went to the dead-letter topic (a closed set: it is a metric label)."""
 
@@ -120,10 +127,13 @@ class QosEvent(BaseModel):
     """One network quality-of-service measurement for one subscriber session.
 
     Radio fields follow 3GPP TS 36.133 / 38.133 reporting ranges and are optional: not every probe
-    sees the radio layer.
+    sees the radio layer. Validation is strict: a boolean or a numeric string where a number is
+    expected is a ``bad_type``, not a number (probes that send them send garbage).
     """
 
-    model_config = _FROZEN
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", allow_inf_nan=False, str_max_length=256, strict=True
+    )
 
     event_id: Id
     event_time: AwareDatetime

@@ -10,10 +10,13 @@ parse -> enrich (customer context) -> detect (per subscriber) -> demarcate (per 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
+
+import redis
 
 from cxstream import metrics
 from cxstream.actions.ledger import (
@@ -174,6 +177,7 @@ class Pipeline:
             experiment=self.experiment,
         )
         self.clock = clock
+        self._last_redis_log = 0.0
         self._max_age = timedelta(seconds=settings.flow.max_event_age_s)
         self._max_ahead = timedelta(seconds=settings.flow.max_event_ahead_s)
 
@@ -197,6 +201,7 @@ class Pipeline:
                     max_ahead=self._max_ahead,
                 )
             )
+        self.count_dead_letters(item for item in out if isinstance(item, BadEvent))
         return out
 
     @staticmethod
@@ -212,6 +217,7 @@ class Pipeline:
                     msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset
                 )
             )
+        Pipeline.count_dead_letters(item for item in out if isinstance(item, BadEvent))
         return out
 
     @staticmethod
@@ -227,6 +233,7 @@ class Pipeline:
                     msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset
                 )
             )
+        Pipeline.count_dead_letters(item for item in out if isinstance(item, BadEvent))
         return out
 
     @staticmethod
@@ -456,22 +463,49 @@ class Pipeline:
                     )
         if not signals:
             return []
-        decisions = self.policy.decide_many(signals, now)
+        try:
+            decisions = self.policy.decide_many(signals, now)
+        except redis.RedisError as exc:
+            # Caps, cooldowns and consent state cannot be checked: no outreach at all.
+            self._redis_trouble("contact state", exc)
+            decisions = [Decision(s, "suppressed:state_unavailable", s.signal) for s in signals]
+        out = []
         for decision in decisions:
-            metrics.DECISIONS.labels(decision.kind, decision.result).inc()
             action = decision.action
-            if action is None:
-                continue
-            if decision.result == "deferred" and action.send_at is not None:
-                self.deferred.push(action.send_at.timestamp(), action)
-            else:
+            if action is not None and decision.result == "deferred" and action.send_at is not None:
+                try:
+                    self.deferred.push(action.send_at.timestamp(), action)
+                except redis.RedisError as exc:
+                    self._redis_trouble("deferred queue", exc)
+                    decision = Decision(
+                        decision.signal,
+                        "suppressed:state_unavailable",
+                        decision.kind,
+                        decision.rule,
+                    )
+            elif action is not None:
                 delay = (now - action.event_time).total_seconds()
                 metrics.EVENT_TO_ACTION.observe(max(delay, 0.0))
-        return decisions
+            metrics.DECISIONS.labels(decision.kind, decision.result).inc()
+            out.append(decision)
+        return out
+
+    def _redis_trouble(self, what: str, exc: Exception) -> None:
+        """Log a Redis failure at most every 10 seconds (per-message events go to metrics)."""
+        now = time.monotonic()
+        if now - self._last_redis_log > 10.0:
+            self._last_redis_log = now
+            log.warning(
+                "Redis unavailable for the %s (outreach suppressed meanwhile): %s", what, exc
+            )
 
     def release_deferred(self) -> list[Action]:
         """Actions whose quiet hours are over, removed from the deferred queue."""
-        released = self.deferred.pop_due(self.clock().timestamp())
+        try:
+            released = self.deferred.pop_due(self.clock().timestamp())
+        except redis.RedisError as exc:  # they wait in Redis until it is back
+            self._redis_trouble("deferred queue", exc)
+            return []
         for action in released:
             metrics.DECISIONS.labels(action.kind, "released").inc()
         return released
@@ -479,18 +513,24 @@ class Pipeline:
     # -- outcomes ------------------------------------------------------------------------------
     def record_outcomes(self, outcomes: Sequence[Outcome]) -> list[dict[str, str | None]]:
         """Join outcomes to the customer's experiment group and refresh the uplift gauges."""
-        joined = []
+        joined: list[dict[str, str | None]] = []
         for outcome in outcomes:
-            group = self.experiment.outcome(outcome.subscriber_id, outcome.kind.value)
-            joined.append(
-                {
-                    "subscriber_id": outcome.subscriber_id,
-                    "outcome": outcome.kind.value,
-                    "group": group,
-                }
-            )
+            record: dict[str, str | None] = {
+                "subscriber_id": outcome.subscriber_id,
+                "outcome": outcome.kind.value,
+                "group": None,
+            }
+            try:
+                record["group"] = self.experiment.outcome(outcome.subscriber_id, outcome.kind.value)
+            except redis.RedisError as exc:  # reported unjoined on cx.decisions, not lost
+                self._redis_trouble("experiment ledger", exc)
+                record["error"] = "redis unavailable: not joined"
+            joined.append(record)
         if outcomes:
-            self.publish_experiment()
+            try:
+                self.publish_experiment()
+            except redis.RedisError as exc:
+                self._redis_trouble("experiment report", exc)
         return joined
 
     def publish_experiment(self) -> None:

@@ -113,10 +113,11 @@ class EmbeddedBroker:
 
 @dataclass
 class EmbeddedRedis:
-    """A throw-away ``redis-server`` (no persistence) on a free loopback port."""
+    """A throw-away ``redis-server`` on a free loopback port (no persistence unless ``persist``)."""
 
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    persist: bool = False  # append-only file, so halt() + start() keeps the data (fault tests)
     _dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
@@ -130,7 +131,8 @@ class EmbeddedRedis:
         if binary is None:
             raise ServiceError(REDIS_INSTALL_HINT)
         self.port = self.port or free_port()
-        self._dir = tempfile.TemporaryDirectory(prefix="cxstream-redis-")
+        if self._dir is None:  # kept across halt() and start(): a restart finds its data
+            self._dir = tempfile.TemporaryDirectory(prefix="cxstream-redis-")
         self.proc = subprocess.Popen(
             [
                 binary,
@@ -141,7 +143,7 @@ class EmbeddedRedis:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persist else "no",
                 "--dir",
                 self._dir.name,
             ],
@@ -151,12 +153,17 @@ class EmbeddedRedis:
         wait_for_port(self.port, self.proc, "redis-server", 10)
         return self
 
-    def stop(self) -> None:
-        """Stop redis-server and remove its directory."""
+    def halt(self) -> None:
+        """Stop redis-server but keep its directory (``start()`` again to restart it)."""
         if self.proc is not None:
             _stop(self.proc)
+
+    def stop(self) -> None:
+        """Stop redis-server and remove its directory."""
+        self.halt()
         if self._dir is not None:
             self._dir.cleanup()
+            self._dir = None
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import redis
 from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -155,7 +156,10 @@ def create_app(
             lookup = await asyncio.to_thread(context.get_many, [sid])
             found = lookup[sid].customer
             profile = found.model_dump(mode="json") if found is not None else None
-            history = await asyncio.to_thread(context.history, sid)
+            try:
+                history = await asyncio.to_thread(context.history, sid)
+            except redis.RedisError:
+                history = []  # Redis is down: the page still shows what the dashboard saw
         data["profile"] = profile
         data["history"] = history
         if profile is None and data["summary"] is None and not data["decisions"]:

@@ -158,8 +158,6 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
     raw = op.input("qos_in", flow, io.qos_source)
     parsed = op.flat_map_batch("parse_event", raw, pipeline.parse_batch)
     valid = op.branch("split_valid", parsed, _is_event)
-    bad = op.map("as_dead_letter", valid.falses, _dead)
-    bad = op.inspect("count_dead_letters", bad, lambda _s, b: pipeline.count_dead_letters([b]))
 
     enriched = op.flat_map_batch("enrich", valid.trues, pipeline.enrich_batch)
     keyed = op.key_on("key_subscriber", enriched, lambda e: e.event.subscriber_id)
@@ -214,8 +212,11 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
             a.subscriber_id.encode(), a.model_dump_json().encode(), topic=topics.actions
         )
 
-    def dead_letter_msg(b: BadEvent) -> KafkaOut:
-        return KafkaSinkMessage(None, b.model_dump_json().encode(), topic=topics.dead_letters)
+    def dead_letter_msg(item: object) -> KafkaOut:
+        # dead letters were counted where they were made (the parse steps)
+        return KafkaSinkMessage(
+            None, _dead(item).model_dump_json().encode(), topic=topics.dead_letters
+        )
 
     stats = op.filter_map(
         "keep_cell_stats", outputs, lambda o: o if isinstance(o, CellStats) else None
@@ -230,7 +231,7 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         op.map("incident_msg", split_out.trues, incident_msg),
         op.map("decision_msg", decisions, decision_msg),
         op.map("action_msg", actions, action_msg),
-        op.map("dead_letter_msg", bad, dead_letter_msg),
+        op.map("dead_letter_msg", valid.falses, dead_letter_msg),
     ]
     if io.webhook_sink is not None:
         op.output("webhook_out", actions, io.webhook_sink)
@@ -240,22 +241,14 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         cparsed = op.flat_map_batch("parse_customer", craw, pipeline.parse_customer_batch)
         csplit = op.branch("split_customers", cparsed, _is_customer)
         op.output("customers_to_redis", csplit.trues, io.customer_sink)
-        cbad = op.map("as_dead_customer", csplit.falses, _dead)
-        cbad = op.inspect(
-            "count_bad_customers", cbad, lambda _s, b: pipeline.count_dead_letters([b])
-        )
-        outs.append(op.map("bad_customer_msg", cbad, dead_letter_msg))
+        outs.append(op.map("bad_customer_msg", csplit.falses, dead_letter_msg))
 
     if io.outcome_source is not None:
         oraw = op.input("outcomes_in", flow, io.outcome_source)
         oparsed = op.flat_map_batch("parse_outcome", oraw, pipeline.parse_outcome_batch)
         osplit = op.branch("split_outcomes", oparsed, _is_outcome)
         joined = op.flat_map_batch("join_outcomes", osplit.trues, pipeline.record_outcomes)
-        obad = op.map("as_dead_outcome", osplit.falses, _dead)
-        obad = op.inspect(
-            "count_bad_outcomes", obad, lambda _s, b: pipeline.count_dead_letters([b])
-        )
-        outs.append(op.map("bad_outcome_msg", obad, dead_letter_msg))
+        outs.append(op.map("bad_outcome_msg", osplit.falses, dead_letter_msg))
         outs.append(
             op.map(
                 "outcome_msg",
@@ -347,7 +340,9 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             batch_size=k.consumer_batch_size,
             raise_on_errors=False,
         ),
-        customer_sink=CustomerSink(pipeline.context),
+        customer_sink=CustomerSink(
+            pipeline.context, producer_config=producer, dlq_topic=k.topics.dead_letters
+        ),
         webhook_sink=webhook_sink,
         outcome_source=KafkaSource(
             brokers,

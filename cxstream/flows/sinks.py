@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 import orjson
+import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 from typing_extensions import override
@@ -13,7 +14,7 @@ from typing_extensions import override
 from cxstream import metrics
 from cxstream.actions.webhook import DeliveryPool, WebhookSender
 from cxstream.context import ContextStore
-from cxstream.events import Action, CustomerContext, utcnow
+from cxstream.events import Action, BadEvent, CustomerContext, utcnow
 
 __all__ = ["CustomerSink", "WebhookSink"]
 
@@ -129,21 +130,46 @@ class WebhookSink(DynamicSink[Action]):
 
 
 class _CustomerPartition(StatelessSinkPartition[CustomerContext]):
-    def __init__(self, store: ContextStore) -> None:
+    def __init__(self, store: ContextStore, dead_letters: Producer | None, dlq_topic: str) -> None:
         self._store = store
+        self._dlq = dead_letters
+        self._dlq_topic = dlq_topic
 
     @override
     def write_batch(self, items: list[CustomerContext]) -> None:
-        self._store.put_many(items)
+        try:
+            self._store.put_many(items)
+        except redis.RedisError as exc:
+            # Not lost: each update goes to the dead-letter topic, from where it can be replayed.
+            log.warning("Redis unavailable, %d customer updates dead-lettered: %s", len(items), exc)
+            metrics.CUSTOMER_UPDATES.labels("dead_letter").inc(len(items))
+            if self._dlq is not None:
+                for customer in items:
+                    raw = customer.model_dump_json().encode()
+                    bad = BadEvent.of("redis_unavailable", str(exc), raw, kind="customer")
+                    self._dlq.produce(self._dlq_topic, value=bad.model_dump_json().encode())
+                    metrics.DEAD_LETTERS.labels("customer", "redis_unavailable").inc()
+                self._dlq.flush(10)
+            return
         metrics.CUSTOMER_UPDATES.labels("applied").inc(len(items))
 
 
 class CustomerSink(DynamicSink[CustomerContext]):
-    """Write customer-context updates to Redis, one pipeline per batch."""
+    """Write customer-context updates to Redis, one pipeline per batch; with Redis down they go
+    to the dead-letter topic (``producer_config`` given) instead of being lost."""
 
-    def __init__(self, store: ContextStore) -> None:
+    def __init__(
+        self,
+        store: ContextStore,
+        *,
+        producer_config: dict[str, str] | None = None,
+        dlq_topic: str = "cx.dead-letters",
+    ) -> None:
         self._store = store
+        self._producer_config = producer_config
+        self._dlq_topic = dlq_topic
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _CustomerPartition:
-        return _CustomerPartition(self._store)
+        producer = Producer(self._producer_config) if self._producer_config is not None else None
+        return _CustomerPartition(self._store, producer, self._dlq_topic)

@@ -1,0 +1,139 @@
+"""Redis stopped for 30 seconds in the middle of a run: events keep flowing with the last known
+context marked stale, nobody is contacted on unknown consent, and enrichment resumes by itself."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import orjson
+import pytest
+import redis
+from confluent_kafka import Producer
+from pydantic import SecretStr
+
+from cxstream.context import ContextStore
+from cxstream.demo import FlowProcess
+from cxstream.events import Channel, ConsentStatus, utcnow
+from cxstream.services import EmbeddedRedis, ensure_topics
+from cxstream.simulate import Incident, Simulator
+from tests.faults.conftest import SECRET, daytime_policy, ended, wait_until
+from tests.integration.kafka_helpers import read_topic
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
+
+OUTAGE_AT, OUTAGE_S, RUN_S, RATE = 6.0, 30.0, 48.0, 600
+
+
+def test_redis_outage_of_30_seconds(live_settings, tmp_path):
+    server = EmbeddedRedis(persist=True).start()
+    try:
+        settings = live_settings.model_copy(
+            update={
+                "redis": live_settings.redis.model_copy(
+                    update={"url": SecretStr(server.url), "cache_ttl_s": 2.0}
+                ),
+                "policy": live_settings.policy.model_copy(
+                    update={"file": str(daytime_policy(tmp_path))}
+                ),
+            }
+        )
+        ensure_topics(settings)
+        sim = Simulator(300, 10, seed=51)
+        granted = {c: ConsentStatus.GRANTED for c in Channel}
+        client = redis.Redis.from_url(server.url)
+        ContextStore(client, prefix=settings.redis.key_prefix).put_many(
+            [p.model_copy(update={"consent": granted}) for p in sim.profiles()]
+        )
+        start = utcnow()
+        # a cell fails during the outage; a lone subscriber degrades after it
+        during = [sid for sid in sim.subscriber_ids if sim.home_cell[sid] == "cell-0002"]
+        victim = next(s for s in sim.subscriber_ids if sim.home_cell[s] != "cell-0002")
+        sim.add_incidents(
+            [
+                Incident(
+                    "cell_outage",
+                    "cell-0002",
+                    start + timedelta(seconds=OUTAGE_AT + 8),
+                    start + timedelta(seconds=OUTAGE_AT + 22),
+                ),
+                Incident(
+                    "subscriber_degradation",
+                    sim.home_cell[victim],
+                    start + timedelta(seconds=OUTAGE_AT + OUTAGE_S + 3),
+                    start + timedelta(seconds=RUN_S),
+                    victim,
+                ),
+            ]
+        )
+        flow = FlowProcess(settings, tmp_path, SECRET)
+        producer = Producer(settings.kafka.client_config())
+        try:
+            flow.wait_ready()
+            times = sim.timeline(start, RATE)
+            t0 = time.monotonic()
+            sent, stopped, restarted = 0, False, False
+            marks = {}
+            for t in times:
+                ahead = (t - start).total_seconds() - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+                elapsed = time.monotonic() - t0
+                if elapsed >= RUN_S:
+                    break
+                if not stopped and elapsed >= OUTAGE_AT:
+                    marks["before"] = flow.counters()
+                    server.halt()
+                    stopped = True
+                if stopped and not restarted and elapsed >= OUTAGE_AT + OUTAGE_S:
+                    marks["outage"] = flow.counters()
+                    server.start()
+                    restarted = True
+                key, value = sim.encoded(t)
+                producer.produce(settings.kafka.topics.qos, value=value, key=key)
+                sent += 1
+                if sent % 200 == 0:
+                    producer.poll(0)
+            producer.flush(30)
+            wait_until(lambda: ended(flow.counters()) >= sent, 60, "every event")
+            wait_until(
+                lambda: flow.counters().get("cxstream_held_alerts", 0) == 0, 30, "held alerts"
+            )
+            time.sleep(2)
+            end = flow.counters()
+            assert flow.proc.poll() is None
+        finally:
+            flow.stop()
+
+        def delta(name, a, b):
+            return (
+                marks[b].get(name, 0) - marks[a].get(name, 0)
+                if b in marks
+                else end.get(name, 0) - marks[a].get(name, 0)
+            )
+
+        # no event lost
+        assert end["cxstream_events_total{outcome=processed}"] == sent
+        # stale context was served and counted during the outage
+        assert delta("cxstream_enrichment_lookups_total{result=stale}", "before", "outage") > 0
+        # enrichment resumed by itself after Redis came back (fresh reads again)
+        after_miss = (
+            end["cxstream_enrichment_lookups_total{result=miss}"]
+            - marks["outage"]["cxstream_enrichment_lookups_total{result=miss}"]
+        )
+        assert after_miss > 0
+        decisions = [orjson.loads(v) for v in read_topic(settings, settings.kafka.topics.decisions)]
+        decisions = [d for d in decisions if "result" in d]
+        # nobody in the failing cell was contacted: its signals came while consent was unknown
+        caught = [d for d in decisions if d["subscriber_id"] in during]
+        assert caught, "the cell outage during the Redis outage raised no signal"
+        assert not [d for d in caught if d["result"] in ("sent", "deferred")]
+        assert {d["result"] for d in caught} <= {
+            "suppressed:stale_context",
+            "suppressed:state_unavailable",
+            "suppressed:explained_by_incident",
+        }
+        # and outreach works again afterwards
+        assert any(d["subscriber_id"] == victim and d["result"] == "sent" for d in decisions)
+    finally:
+        server.stop()
