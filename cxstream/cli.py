@@ -190,13 +190,24 @@ def demo(
     default=None,
     help='Cluster addresses, ";"-separated: "host1:2101;host2:2101".',
 )
+@click.option(
+    "--recovery-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep Bytewax recovery snapshots here (created if new); a restart resumes from them.",
+)
 def run(
-    config: Path | None, workers: int | None, process_id: int | None, addresses: str | None
+    config: Path | None,
+    workers: int | None,
+    process_id: int | None,
+    addresses: str | None,
+    recovery_dir: Path | None,
 ) -> None:
     """Run the production dataflow against the configured Kafka and Redis."""
     from cxstream.flows.run import run_flow
 
-    settings = _settings(config)
+    overrides = {"flow": {"recovery_dir": str(recovery_dir)}} if recovery_dir else None
+    settings = _settings(config, overrides)
     if settings.kafka.brokers is None:
         raise click.UsageError("kafka.brokers is not set: `run` needs a broker (try `demo`).")
     if (process_id is None) != (addresses is None):

@@ -156,6 +156,13 @@ class ContextStore:
         except redis.RedisError as exc:
             self._log_outage(exc)
 
+    def audit(self, event_ids: Sequence[str], key: str, ttl_s: int) -> None:
+        """Add processed event ids to the reconciliation set ``key`` (one round trip)."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.sadd(key, *event_ids)
+        pipe.expire(key, ttl_s)
+        pipe.execute()
+
     def history(self, subscriber_id: str) -> list[tuple[float, float]]:
         """A subscriber's recorded ``(epoch, experience index)`` samples, oldest first."""
         out = []

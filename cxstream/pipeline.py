@@ -96,6 +96,7 @@ class Observation:
     t: float
     subscriber_id: str
     cell_id: str
+    event_id: str
     degraded: bool
     experience: float
     tier: str | None
@@ -318,6 +319,7 @@ class Pipeline:
             t=t,
             subscriber_id=event.subscriber_id,
             cell_id=event.cell_id,
+            event_id=event.event_id,
             degraded=monitor.in_episode,
             experience=monitor.experience_index,
             tier=tier,
@@ -333,6 +335,14 @@ class Pipeline:
             samples = [(o.subscriber_id, o.t, o.experience) for o in observations if o.sample]
             if samples:
                 self.context.append_history(samples, keep=h.keep)
+        audit = self.settings.flow.audit_key
+        if audit is not None and observations:
+            try:
+                self.context.audit(
+                    [o.event_id for o in observations], audit, self.settings.flow.audit_ttl_s
+                )
+            except redis.RedisError as exc:
+                self._redis_trouble("processing audit", exc)
         return list(observations)
 
     # -- demarcate -----------------------------------------------------------------------------

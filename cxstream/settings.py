@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -148,6 +156,7 @@ class WebhookSettings(BaseModel):
     queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     breaker_failures: Annotated[int, Field(ge=1, le=1_000)] = 5
     breaker_reset_s: Annotated[float, Field(gt=0, le=3_600)] = 30.0
+    partitions: Annotated[int, Field(ge=1, le=1_024)] = 2  # recoverable delivery partitions
 
 
 class DetectorSettings(BaseModel):
@@ -185,7 +194,7 @@ class PolicySettings(BaseModel):
     file: str | None = None  # config/policy.yaml; null = the built-in default policy
     reload_check_s: Annotated[float, Field(gt=0, le=3_600)] = 2.0
     idempotency_ttl_s: Annotated[int, Field(ge=1)] = 7 * 86_400
-    deferred_poll_s: Annotated[float, Field(gt=0, le=3_600)] = 5.0
+    deferred_poll_s: Annotated[float, Field(gt=0, le=3_600)] = 0.5
 
 
 class DashboardSettings(BaseModel):
@@ -223,6 +232,15 @@ class FlowSettings(BaseModel):
     max_event_ahead_s: Annotated[float, Field(gt=0)] = 300
     metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 3030
     workers: Annotated[int, Field(ge=1, le=256)] = 1
+    # Bytewax recovery: snapshots of all state (Kafka offsets, detectors, cells, pending webhook
+    # deliveries) every epoch; a restarted dataflow resumes from the last one. None = off.
+    recovery_dir: str | None = None
+    recovery_partitions: Annotated[int, Field(ge=1, le=1_024)] = 1
+    snapshot_interval_s: Annotated[float, Field(gt=0, le=3_600)] = 2.0
+    # Reconciliation: the id of every processed event is added to this Redis set (off by default;
+    # about 60 bytes an event) so that "every event accounted for" can be checked after a crash.
+    audit_key: str | None = None
+    audit_ttl_s: Annotated[int, Field(ge=1)] = 86_400
 
 
 class Settings(BaseSettings):
@@ -244,6 +262,16 @@ class Settings(BaseSettings):
     flow: FlowSettings = FlowSettings()
     history: HistorySettings = HistorySettings()
     dashboard: DashboardSettings = DashboardSettings()
+
+    @model_validator(mode="after")
+    def _polls_inside_an_epoch(self) -> Settings:
+        if self.policy.deferred_poll_s >= self.flow.snapshot_interval_s:
+            msg = (
+                "policy.deferred_poll_s must be below flow.snapshot_interval_s: an epoch cannot "
+                "close while that input sleeps, which stalls the dataflow"
+            )
+            raise ValueError(msg)
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -109,6 +109,11 @@ class CellMonitor(Generic[T]):
     _stats: CellStats | None = None
 
     @property
+    def held_count(self) -> int:
+        """How many individual alerts wait for release."""
+        return len(self._held)
+
+    @property
     def holding(self) -> bool:
         """Whether individual alerts are waiting for release."""
         return bool(self._held)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, cast
 
 import bytewax.operators as op
 import orjson
@@ -29,9 +29,10 @@ from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import SimplePollingSource, Source
 from bytewax.operators import StatefulLogic
-from bytewax.outputs import Sink
+from bytewax.outputs import FixedPartitionedSink, Sink
 from typing_extensions import override
 
+from cxstream import metrics
 from cxstream.actions.ledger import DeferredQueue, ExperimentLedger, RedisLedger
 from cxstream.actions.policy import Decision
 from cxstream.actions.store import RedisClaimStore
@@ -59,7 +60,7 @@ class FlowIO:
     kafka_sink: Sink[KafkaOut]
     customer_source: Source[Any] | None = None
     customer_sink: Sink[CustomerContext] | None = None
-    webhook_sink: Sink[Action] | None = None
+    webhook_sink: Sink[Action] | Sink[tuple[str, Action]] | None = None
     outcome_source: Source[Any] | None = None
     deferred_source: Source[list[Action]] | None = None
 
@@ -96,6 +97,8 @@ class _CellLogic(StatefulLogic[Observation, CellOutput, CellMonitor[Candidate]])
         self._pipeline = pipeline
         self._monitor = resume
         self._due: datetime | None = None
+        if resume is not None and resume.holding:  # alerts held when the snapshot was taken
+            metrics.HELD_ALERTS.inc(resume.held_count)
 
     @override
     def on_item(self, value: Observation) -> tuple[list[CellOutput], bool]:
@@ -233,8 +236,11 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         op.map("action_msg", actions, action_msg),
         op.map("dead_letter_msg", valid.falses, dead_letter_msg),
     ]
-    if io.webhook_sink is not None:
-        op.output("webhook_out", actions, io.webhook_sink)
+    if isinstance(io.webhook_sink, FixedPartitionedSink):  # the production, recoverable sink
+        keyed_actions = op.key_on("key_action", actions, lambda a: a.subscriber_id)
+        op.output("webhook_out", keyed_actions, io.webhook_sink)
+    elif io.webhook_sink is not None:  # a plain sink of actions (tests)
+        op.output("webhook_out", actions, cast("Sink[Action]", io.webhook_sink))
 
     if io.customer_source is not None and io.customer_sink is not None:
         craw = op.input("customers_in", flow, io.customer_source)
@@ -321,6 +327,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             status_topic=k.topics.deliveries,
             concurrency=w.concurrency,
             queue_size=w.queue_size,
+            partitions=w.partitions,
         )
     return FlowIO(
         qos_source=KafkaSource(

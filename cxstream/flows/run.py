@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
+from pathlib import Path
 
+from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from cxstream.errors import ServiceError
@@ -39,6 +42,17 @@ def wait_for_kafka(settings: Settings, *, attempts: int = 5, first_delay_s: floa
             delay *= 2
 
 
+def _recovery(directory: Path, partitions: int) -> RecoveryConfig:
+    """Bytewax recovery in ``directory``, creating its partitions the first time."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if not any(directory.iterdir()):
+        init_db_dir(directory, partitions)  # type: ignore[no-untyped-call]
+        log.info("created %d recovery partitions in %s", partitions, directory)
+    else:
+        log.info("resuming from the recovery snapshots in %s", directory)
+    return RecoveryConfig(str(directory))  # type: ignore[no-untyped-call]
+
+
 def run_flow(
     settings: Settings,
     *,
@@ -62,11 +76,16 @@ def run_flow(
         dashboard = start_dashboard(settings, pipeline.context)
         log.info("dashboard at %s", dashboard.url)
         print(f"dashboard: {dashboard.url}", flush=True)
+    recovery = None
+    if settings.flow.recovery_dir is not None:
+        recovery = _recovery(Path(settings.flow.recovery_dir), settings.flow.recovery_partitions)
     cli_main(  # type: ignore[no-untyped-call]
         flow,
         workers_per_process=workers or settings.flow.workers,
         process_id=process_id,
         addresses=addresses,
+        epoch_interval=timedelta(seconds=settings.flow.snapshot_interval_s),
+        recovery_config=recovery,
     )
     if dashboard is not None:
         dashboard.stop()

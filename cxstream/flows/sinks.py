@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 import redis
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import (
+    DynamicSink,
+    FixedPartitionedSink,
+    StatefulSinkPartition,
+    StatelessSinkPartition,
+)
 from confluent_kafka import Producer
 from typing_extensions import override
 
@@ -21,8 +28,17 @@ __all__ = ["CustomerSink", "WebhookSink"]
 log = logging.getLogger(__name__)
 
 
-class _WebhookPartition(StatelessSinkPartition[Action]):
-    """Hands actions to a :class:`DeliveryPool`; the dataflow never waits for an endpoint."""
+PendingState = list[dict[str, Any]]
+"""A webhook partition's snapshot: the actions accepted but not yet delivered or dead-lettered."""
+
+
+class _WebhookPartition(StatefulSinkPartition[Action, PendingState]):
+    """Hands actions to a :class:`DeliveryPool`; the dataflow never waits for an endpoint.
+
+    Accepted actions stay *pending* until delivered or dead-lettered, and the pending set is this
+    partition's recovery snapshot: after a crash, the resumed dataflow re-queues whatever was
+    pending at the last epoch (the delivery ledger skips any that did get through).
+    """
 
     def __init__(
         self,
@@ -31,24 +47,42 @@ class _WebhookPartition(StatelessSinkPartition[Action]):
         dlq_topic: str,
         concurrency: int,
         queue_size: int,
-        status_topic: str | None = None,
+        status_topic: str | None,
+        resume: PendingState | None,
     ) -> None:
         self._dlq = dead_letters
         self._dlq_topic = dlq_topic
         self._status_topic = status_topic
         self._url = sender.url
+        self._lock = threading.Lock()
+        self._pending: dict[str, Action] = {}
         self._pool = DeliveryPool(
             sender, self._report, concurrency=concurrency, queue_size=queue_size
         )
+        if resume:
+            log.info("re-queueing %d webhook deliveries pending at the last snapshot", len(resume))
+            self.write_batch([Action.model_validate(a) for a in resume])
 
     @override
-    def write_batch(self, items: list[Action]) -> None:
-        for action in items:
+    def write_batch(self, values: list[Action]) -> None:
+        for action in values:
+            with self._lock:
+                self._pending[action.action_id] = action
             if not self._pool.submit(action):
                 metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
+                self._finish(action)
                 self._dead_letter(action, "overloaded: delivery queue full")
         if self._dlq is not None:
             self._dlq.poll(0)
+
+    @override
+    def snapshot(self) -> PendingState:
+        with self._lock:
+            return [a.model_dump(mode="json") for a in self._pending.values()]
+
+    def _finish(self, action: Action) -> None:
+        with self._lock:
+            self._pending.pop(action.action_id, None)
 
     def _report(self, action: Action, outcome: str, attempts: int, error: str | None) -> None:
         if self._dlq is not None and self._status_topic is not None:
@@ -72,6 +106,7 @@ class _WebhookPartition(StatelessSinkPartition[Action]):
         elif outcome == "failed":
             metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
             self._dead_letter(action, error)
+        self._finish(action)
 
     def _dead_letter(self, action: Action, error: str | None) -> None:
         if self._dlq is None:
@@ -95,13 +130,14 @@ class _WebhookPartition(StatelessSinkPartition[Action]):
             self._dlq.flush(10)
 
 
-class WebhookSink(DynamicSink[Action]):
-    """POST each action, signed, from a pool of ``concurrency`` threads per worker; after the
+class WebhookSink(FixedPartitionedSink[Action, PendingState]):
+    """POST each action, signed, from a pool of ``concurrency`` threads per partition; after the
     last attempt (or with the queue full or the circuit open) it goes to the actions dead-letter
-    topic with the error.
+    topic with the error. Items are ``(subscriber_id, action)``; ``partitions`` fixed partitions
+    spread the deliveries over the workers and carry the pending actions through recovery.
 
-    ``sender_factory`` builds one :class:`WebhookSender` per worker; ``producer_config`` (librdkafka
-    settings) builds the dead-letter producer, or ``None`` to only log failures.
+    ``sender_factory`` builds one :class:`WebhookSender` per partition; ``producer_config``
+    (librdkafka settings) builds the dead-letter producer, or ``None`` to only log failures.
     """
 
     def __init__(
@@ -113,6 +149,7 @@ class WebhookSink(DynamicSink[Action]):
         concurrency: int = 4,
         queue_size: int = 10_000,
         status_topic: str | None = None,
+        partitions: int = 2,
     ) -> None:
         self._factory = sender_factory
         self._status_topic = status_topic
@@ -120,12 +157,25 @@ class WebhookSink(DynamicSink[Action]):
         self._dlq_topic = dlq_topic
         self._concurrency = concurrency
         self._queue_size = queue_size
+        self._partitions = partitions
 
     @override
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _WebhookPartition:
+    def list_parts(self) -> list[str]:
+        return [f"webhook-{i}" for i in range(self._partitions)]
+
+    @override
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: PendingState | None
+    ) -> _WebhookPartition:
         producer = Producer(self._producer_config) if self._producer_config is not None else None
         return _WebhookPartition(
-            self._factory(), producer, self._dlq_topic, self._concurrency, self._queue_size
+            self._factory(),
+            producer,
+            self._dlq_topic,
+            self._concurrency,
+            self._queue_size,
+            self._status_topic,
+            resume_state,
         )
 
 

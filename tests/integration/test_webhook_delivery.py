@@ -53,7 +53,7 @@ def deliver(settings, receiver, items, *, max_attempts=3, ledger=None):
         )
 
     flow = Dataflow("webhook-test")
-    stream = op.input("in", flow, TestingSource(items))
+    stream = op.key_on("key", op.input("in", flow, TestingSource(items)), lambda a: a.subscriber_id)
     op.output(
         "out",
         stream,
