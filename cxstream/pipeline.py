@@ -277,7 +277,11 @@ class Pipeline:
             monitor = self.new_monitor()
         event = item.event
         customer = item.customer
-        plan = customer.plan_mbps if customer is not None else 50.0
+        if customer is not None:
+            monitor.plan_mbps = customer.plan_mbps
+        # Without context (unknown, or Redis down and not cached) judge against the last known
+        # plan rather than a default, so an outage does not look like a degradation.
+        plan = monitor.plan_mbps if monitor.plan_mbps is not None else 50.0
         score, exp, detection = monitor.observe(
             event.service,
             {

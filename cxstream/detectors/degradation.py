@@ -170,6 +170,7 @@ class SubscriberMonitor:
     in_episode: bool = False
     last_experience: float = math.nan
     last_sample_t: float = -math.inf  # when the experience index was last recorded for history
+    plan_mbps: float | None = None  # the last known plan, for when the context is unavailable
 
     @property
     def experience_index(self) -> float:
