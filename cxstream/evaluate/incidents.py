@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -132,6 +132,27 @@ def _run_scenario(
     _score(report, truth, opened, released, settings.cells.window_s)
 
 
+def _match(
+    predicted: Sequence[tuple[str | None, datetime]],
+    truths: Sequence[tuple[str | None, datetime, datetime]],
+    slack: timedelta,
+) -> tuple[int, int, list[float]]:
+    """How many predictions are right, how many truths are found, and each found one's delay.
+
+    A prediction ``(key, at)`` matches a truth ``(key, start, end)`` with the same key if
+    ``start <= at <= end + slack``.
+    """
+
+    def hits(key: str | None, start: datetime, end: datetime) -> list[datetime]:
+        return [at for k, at in predicted if k == key and start <= at <= end + slack]
+
+    correct = sum(
+        1 for k, at in predicted if any(k == tk and s <= at <= e + slack for tk, s, e in truths)
+    )
+    delays = [(min(h) - s).total_seconds() for k, s, e in truths if (h := hits(k, s, e))]
+    return correct, len(delays), delays
+
+
 def _score(
     report: IncidentReport,
     truth: list[Incident],
@@ -140,44 +161,24 @@ def _score(
     window_s: float,
 ) -> None:
     slack = timedelta(seconds=window_s)
-    cell_truth = [i for i in truth if i.subscriber_id is None]
-    lone_truth = [i for i in truth if i.subscriber_id is not None]
+    cell_truth = [(i.cell_id, i.start, i.end) for i in truth if i.subscriber_id is None]
+    lone_truth = [(i.subscriber_id, i.start, i.end) for i in truth if i.subscriber_id is not None]
+    correct, found, delays = _match([(i.cell_id, i.opened_at) for i in opened], cell_truth, slack)
     report.cell_truth += len(cell_truth)
     report.cell_opened += len(opened)
-    for inc in opened:
-        if any(
-            inc.cell_id == t.cell_id and t.start <= inc.opened_at <= t.end + slack
-            for t in cell_truth
-        ):
-            report.cell_correct += 1
-    for t in cell_truth:
-        hits = [
-            i.opened_at
-            for i in opened
-            if i.cell_id == t.cell_id and t.start <= i.opened_at <= t.end + slack
-        ]
-        if hits:
-            report.cell_found += 1
-            report.cell_delays_s.append((min(hits) - t.start).total_seconds())
+    report.cell_correct += correct
+    report.cell_found += found
+    report.cell_delays_s += delays
     individual = [c.alert for c in released if c.alert.explained_by is None]
     report.explained_alerts += len(released) - len(individual)
+    correct, found, delays = _match(
+        [(a.subscriber_id, a.event_time) for a in individual], lone_truth, slack
+    )
     report.individual_truth += len(lone_truth)
     report.individual_alerts += len(individual)
-    for alert in individual:
-        if any(
-            alert.subscriber_id == t.subscriber_id and t.start <= alert.event_time <= t.end + slack
-            for t in lone_truth
-        ):
-            report.individual_correct += 1
-    for t in lone_truth:
-        hits = [
-            a.event_time
-            for a in individual
-            if a.subscriber_id == t.subscriber_id and t.start <= a.event_time <= t.end + slack
-        ]
-        if hits:
-            report.individual_found += 1
-            report.individual_delays_s.append((min(hits) - t.start).total_seconds())
+    report.individual_correct += correct
+    report.individual_found += found
+    report.individual_delays_s += delays
 
 
 def run_incidents(

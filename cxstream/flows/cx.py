@@ -329,36 +329,27 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             queue_size=w.queue_size,
             partitions=w.partitions,
         )
+
+    def source(topic: str) -> KafkaSource:
+        # partitions are assigned, not joined as a group; errors become dead letters
+        return KafkaSource(
+            brokers,
+            [topic],
+            tail=True,
+            add_config=consumer,
+            batch_size=k.consumer_batch_size,
+            raise_on_errors=False,
+        )
+
     return FlowIO(
-        qos_source=KafkaSource(
-            brokers,
-            [k.topics.qos],
-            tail=True,
-            add_config=consumer,
-            batch_size=k.consumer_batch_size,
-            raise_on_errors=False,
-        ),
+        qos_source=source(k.topics.qos),
         kafka_sink=KafkaSink(brokers, None, add_config=producer),
-        customer_source=KafkaSource(
-            brokers,
-            [k.topics.customers],
-            tail=True,
-            add_config=consumer,
-            batch_size=k.consumer_batch_size,
-            raise_on_errors=False,
-        ),
+        customer_source=source(k.topics.customers),
         customer_sink=CustomerSink(
             pipeline.context, producer_config=producer, dlq_topic=k.topics.dead_letters
         ),
         webhook_sink=webhook_sink,
-        outcome_source=KafkaSource(
-            brokers,
-            [k.topics.outcomes],
-            tail=True,
-            add_config=consumer,
-            batch_size=k.consumer_batch_size,
-            raise_on_errors=False,
-        ),
+        outcome_source=source(k.topics.outcomes),
         deferred_source=DeferredSource(pipeline.release_deferred, settings.policy.deferred_poll_s),
     )
 
