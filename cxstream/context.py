@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from cxstream import metrics
 from cxstream.errors import ServiceError
 from cxstream.events import CustomerContext
+from cxstream.privacy import pseudonym
 
 __all__ = ["ContextStore", "Lookup"]
 
@@ -117,7 +118,10 @@ class ContextStore:
                 try:
                     customer = CustomerContext.model_validate_json(raw)
                 except ValidationError:
-                    log.warning("stored customer profile does not validate; treated as absent")
+                    log.warning(
+                        "stored profile of %s does not validate; treated as absent",
+                        pseudonym(sid),
+                    )
             if customer is None:
                 absent += 1
             out[sid] = Lookup(customer)

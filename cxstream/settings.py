@@ -223,6 +223,16 @@ class HistorySettings(BaseModel):
     keep: Annotated[int, Field(ge=1, le=100_000)] = 576
 
 
+class PrivacySettings(BaseModel):
+    """Subscriber ids in logs are replaced by keyed-hash pseudonyms."""
+
+    model_config = _STRICT
+
+    log_key: SecretStr | None = (
+        None  # from env CXSTREAM_PRIVACY__LOG_KEY; None = random per process
+    )
+
+
 class FlowSettings(BaseModel):
     """Dataflow behaviour."""
 
@@ -261,6 +271,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     flow: FlowSettings = FlowSettings()
     history: HistorySettings = HistorySettings()
+    privacy: PrivacySettings = PrivacySettings()
     dashboard: DashboardSettings = DashboardSettings()
 
     @model_validator(mode="after")

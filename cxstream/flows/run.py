@@ -12,6 +12,7 @@ from bytewax.run import cli_main
 
 from cxstream.errors import ServiceError
 from cxstream.flows.cx import build_flow, kafka_io, pipeline_from_settings
+from cxstream.privacy import configure as configure_pseudonyms
 from cxstream.services import ensure_topics
 from cxstream.settings import Settings, apply_env, bytewax_api_env
 
@@ -61,6 +62,8 @@ def run_flow(
     addresses: list[str] | None = None,
 ) -> None:
     """Check the broker, expose metrics on ``flow.metrics_port``, and run until interrupted."""
+    key = settings.privacy.log_key
+    configure_pseudonyms(key.get_secret_value() if key is not None else None)
     wait_for_kafka(settings)
     pipeline = pipeline_from_settings(settings)
     pipeline.context.ping()

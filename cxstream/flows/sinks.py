@@ -22,6 +22,7 @@ from cxstream import metrics
 from cxstream.actions.webhook import DeliveryPool, WebhookSender
 from cxstream.context import ContextStore
 from cxstream.events import Action, BadEvent, CustomerContext, utcnow
+from cxstream.privacy import pseudonym
 
 __all__ = ["CustomerSink", "WebhookSink"]
 
@@ -110,7 +111,10 @@ class _WebhookPartition(StatefulSinkPartition[Action, PendingState]):
 
     def _dead_letter(self, action: Action, error: str | None) -> None:
         if self._dlq is None:
-            log.error("webhook delivery failed and no dead-letter producer is configured")
+            log.error(
+                "webhook delivery for %s failed and no dead-letter producer is configured",
+                pseudonym(action.subscriber_id),
+            )
             return
         record = {
             "action": action.model_dump(mode="json"),

@@ -86,3 +86,11 @@ def test_experience_history_is_appended_in_one_round_trip_and_bounded(setup):
     assert store.history("s2") == [(100.0, 80.0)]
     client.down = True
     store.append_history([("s1", 1000.0, 1.0)], keep=2)  # an outage loses samples, not events
+
+
+def test_log_lines_carry_a_pseudonym_never_the_subscriber_id(setup, caplog):
+    client, _, store = setup
+    client.data[store.key("sub-4155550123")] = b'{"subscriber_id": ""}'
+    store.get_many(["sub-4155550123"])
+    assert "sub#" in caplog.text
+    assert "4155550123" not in caplog.text
