@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cxstream.actions.rules import load_policy
 from cxstream.customers import read_customers
 from cxstream.errors import ConfigError
 from cxstream.events import (
@@ -154,24 +155,13 @@ def test_csv_loader_reports_bad_rows_and_never_crashes(rows):
         assert reason
 
 
+@pytest.mark.parametrize("load", [load_policy, load_settings], ids=["policy", "settings"])
 @SETTINGS
-@given(json_values)
-def test_policy_files_are_valid_or_a_config_error(value):
-    from cxstream.actions.rules import load_policy
-
+@given(value=json_values)
+def test_config_files_are_valid_or_a_config_error(load, value):
     path = _tmp_file(json.dumps(value).encode())
     try:
-        load_policy(path)
-    except ConfigError as exc:
-        assert str(exc)  # noqa: PT017 - either outcome is fine; an error must say why
-
-
-@SETTINGS
-@given(json_values)
-def test_settings_files_are_valid_or_a_config_error(value):
-    path = _tmp_file(json.dumps(value).encode())
-    try:
-        load_settings(path)
+        load(path)
     except ConfigError as exc:
         assert str(exc)  # noqa: PT017 - either outcome is fine; an error must say why
 
