@@ -1,9 +1,8 @@
-"""Claims in Redis: cooldowns and idempotency keys, one round trip per batch.
+"""Claims in Redis: the delivered-action ledger of the webhook sink, one round trip per batch.
 
 A *claim* is ``SET key value NX GET EX ttl``: it succeeds (returns ``None``) when nobody holds the key,
-and otherwise returns the value already there. Storing the action id as the value tells a replay of
-the same action (same value: emit again, receivers deduplicate by id) from a second, different action
-inside the cooldown (different value: suppress).
+and otherwise returns the value already there. Cooldowns, caps and budgets live in
+:mod:`cxstream.actions.ledger`, which checks them atomically in one Lua script per contact.
 """
 
 from __future__ import annotations
