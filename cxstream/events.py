@@ -220,6 +220,7 @@ class Alert(BaseModel):
     value_tier: ValueTier | None = None
     context_stale: bool = False
     experience_index: float | None = None  # the subscriber's rolling index, 0-100
+    degradations_7d: float | None = None  # episodes in about the last week (7-day half-life)
     explained_by: Id | None = None  # the cell incident that explains this degradation
 
 

@@ -17,6 +17,12 @@ from cxstream.events import BadReason
 __all__ = [
     "ALERTS",
     "CELL_INCIDENTS",
+    "CHURN_DRIFTS",
+    "CHURN_LOG_LOSS",
+    "CHURN_OUTCOMES",
+    "CHURN_REVISION",
+    "CHURN_ROC_AUC",
+    "CHURN_SCORES",
     "CUSTOMER_UPDATES",
     "DEAD_LETTERS",
     "DECISIONS",
@@ -122,8 +128,49 @@ EVENT_TO_ACTION = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 
+CHURN_SCORES = Counter(
+    "churn_scores",
+    "Customers scored for churn risk, by whether the score escalated a degradation to churn_risk.",
+    ["escalated"],
+    namespace=_NS,
+)
+CHURN_OUTCOMES = Counter(
+    "churn_outcomes",
+    "Outcomes seen by the churn model: learned (from the stored feature snapshot), no_snapshot "
+    "(never scored, or the snapshot expired), not_a_label (complaint, offer accepted).",
+    ["result"],
+    namespace=_NS,
+)
+CHURN_ROC_AUC = Gauge(
+    "churn_roc_auc",
+    "Rolling prequential ROC AUC of the churn model over the last churn.quality_window outcomes.",
+    namespace=_NS,
+)
+CHURN_LOG_LOSS = Gauge(
+    "churn_log_loss",
+    "Rolling prequential log loss of the churn model over the last churn.quality_window outcomes.",
+    namespace=_NS,
+)
+CHURN_DRIFTS = Counter(
+    "churn_drifts",
+    "Changes in the churn model's loss flagged by ADWIN (the model's quality moved).",
+    namespace=_NS,
+)
+CHURN_REVISION = Gauge(
+    "churn_model_revision",
+    "Revision of the churn model in use by this process (scorers) or last written (learner).",
+    ["role"],
+    namespace=_NS,
+)
+
 for _outcome in ("processed", "dead_letter"):
     EVENTS.labels(_outcome)
+for _escalated in ("true", "false"):
+    CHURN_SCORES.labels(_escalated)
+for _result in ("learned", "no_snapshot", "not_a_label"):
+    CHURN_OUTCOMES.labels(_result)
+for _role in ("scorer", "learner"):
+    CHURN_REVISION.labels(_role)
 for _reason in get_args(BadReason):
     for _kind in ("qos", "customer", "outcome"):
         DEAD_LETTERS.labels(_kind, _reason)

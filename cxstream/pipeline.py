@@ -9,11 +9,14 @@ parse -> enrich (customer context) -> detect (per subscriber) -> demarcate (per 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Any, Literal, Protocol
 
 import redis
@@ -28,6 +31,7 @@ from cxstream.actions.ledger import (
 from cxstream.actions.policy import ContactPolicy, Decision, SignalIn
 from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.actions.store import ClaimStore
+from cxstream.churn_state import ChurnState, MemoryChurnState
 from cxstream.context import ContextStore
 from cxstream.detectors.cells import (
     CellMonitor,
@@ -36,7 +40,15 @@ from cxstream.detectors.cells import (
     IncidentUpdate,
     Released,
 )
+from cxstream.detectors.churn import (
+    ChurnLearner,
+    ChurnModel,
+    IncompatibleCheckpoint,
+    QualityMonitor,
+    Schema,
+)
 from cxstream.detectors.degradation import ExperienceDropDetector, SubscriberMonitor
+from cxstream.errors import ConfigError
 from cxstream.events import (
     Action,
     AffectedSubscriber,
@@ -45,6 +57,7 @@ from cxstream.events import (
     CellIncident,
     CustomerContext,
     Outcome,
+    OutcomeKind,
     QosEvent,
     ValueTier,
     parse_customer,
@@ -161,6 +174,7 @@ class Pipeline:
         deferred: DeferredQueue | None = None,
         experiment: ExperimentLedger | None = None,
         policy: PolicySource | None = None,
+        churn: ChurnState | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
@@ -178,6 +192,12 @@ class Pipeline:
             experiment=self.experiment,
         )
         self.clock = clock
+        self.churn = churn if churn is not None else MemoryChurnState()
+        c = settings.churn
+        self.churn_schema = Schema(tuple(c.numeric), tuple(c.categorical))
+        self._churn_model = self._fresh_churn_model()
+        self._churn_rev = 0
+        self._churn_checked = -math.inf
         self._last_redis_log = 0.0
         self._max_age = timedelta(seconds=settings.flow.max_event_age_s)
         self._max_ahead = timedelta(seconds=settings.flow.max_event_ahead_s)
@@ -298,6 +318,7 @@ class Pipeline:
         tier = customer.value_tier.value if customer is not None else None
         candidate = None
         if detection is not None:
+            monitor.count_episode(event.event_time.timestamp())
             alert = Alert(
                 alert_id=f"deg-{event.subscriber_id}-{event.event_id}",
                 kind="degradation",
@@ -312,6 +333,7 @@ class Pipeline:
                 value_tier=customer.value_tier if customer is not None else None,
                 context_stale=item.stale,
                 experience_index=round(monitor.experience_index, 1),
+                degradations_7d=round(monitor.episodes, 3),
             )
             metrics.ALERTS.labels(alert.kind, alert.severity).inc()
             candidate = Candidate(alert, customer)
@@ -451,6 +473,7 @@ class Pipeline:
                         details={
                             "experience": a.experience,
                             "experience_index": a.experience_index,
+                            "degradations_7d": a.degradations_7d,
                             "why": a.why,
                             "cell_id": a.cell_id,
                         },
@@ -477,6 +500,7 @@ class Pipeline:
                     )
         if not signals:
             return []
+        signals = self.score_churn(signals, now)
         try:
             decisions = self.policy.decide_many(signals, now)
         except redis.RedisError as exc:
@@ -523,6 +547,200 @@ class Pipeline:
         for action in released:
             metrics.DECISIONS.labels(action.kind, "released").inc()
         return released
+
+    # -- churn risk ----------------------------------------------------------------------------
+    def _fresh_churn_model(self) -> ChurnModel:
+        c = self.settings.churn
+        return ChurnModel(
+            self.churn_schema, prior_variance=c.prior_variance, max_categories=c.max_categories
+        )
+
+    def _load_checkpoint(self, data: bytes) -> tuple[ChurnModel, dict[str, float]]:
+        """Restore a checkpoint; refuse one of another format or another feature schema."""
+        model, metrics_ = ChurnModel.from_bytes(data)
+        if model.schema != self.churn_schema:
+            msg = (
+                f"the stored churn model reads columns {list(model.schema.columns)}, the "
+                f"configuration says {list(self.churn_schema.columns)}: delete "
+                f"{self.settings.redis.key_prefix}:churn:model and :revision to start a fresh model"
+            )
+            raise IncompatibleCheckpoint(msg)
+        return model, metrics_
+
+    def check_churn_checkpoint(self) -> None:
+        """At start-up: a stored checkpoint this version cannot use is a clear error, not a crash
+        later in the flow."""
+        if not self.settings.churn.enabled:
+            return
+        data = self.churn.load_checkpoint()
+        if data is None:
+            return
+        try:
+            self._load_checkpoint(data)
+        except IncompatibleCheckpoint as exc:
+            msg = f"churn model checkpoint refused: {exc}"
+            raise ConfigError(msg) from exc
+
+    def new_churn_learner(self) -> ChurnLearner:
+        """The learner's state at start: the last checkpoint, else a fresh model."""
+        window = self.settings.churn.quality_window
+        try:
+            data = self.churn.load_checkpoint()
+        except redis.RedisError as exc:
+            self._redis_trouble("churn checkpoint (starting from a fresh model)", exc)
+            data = None
+        if data is not None:
+            model, stored = self._load_checkpoint(data)
+            log.info("churn model restored at revision %d", int(stored.get("revision", 0)))
+            return ChurnLearner(model, QualityMonitor(window), revision=int(stored["revision"]))
+        return ChurnLearner(self._fresh_churn_model(), QualityMonitor(window))
+
+    def _scorer(self) -> ChurnModel:
+        """The model scorers use: reloaded when the learner has stored a newer revision."""
+        now = time.monotonic()
+        if now - self._churn_checked < self.settings.churn.refresh_s:
+            return self._churn_model
+        self._churn_checked = now
+        try:
+            revision = self.churn.revision()
+            if revision is not None and revision != self._churn_rev:
+                data = self.churn.load_checkpoint()
+                if data is not None:
+                    self._churn_model, _ = self._load_checkpoint(data)
+                    self._churn_rev = revision
+                    metrics.CHURN_REVISION.labels("scorer").set(revision)
+        except redis.RedisError as exc:
+            self._redis_trouble("churn model refresh", exc)
+        except IncompatibleCheckpoint as exc:
+            log.error("newer churn model not loaded, keeping revision %d: %s", self._churn_rev, exc)
+        return self._churn_model
+
+    def churn_row(self, sig: SignalIn) -> dict[str, Any]:
+        """The model's input for one signal: context fields, experience features, signal kind."""
+        row: dict[str, Any] = {}
+        customer = sig.customer
+        for col in self.churn_schema.columns:
+            if col == "signal":
+                value: Any = sig.signal
+            elif col in sig.details:
+                value = sig.details[col]
+            else:
+                value = getattr(customer, col, None) if customer is not None else None
+            row[col] = value.value if isinstance(value, Enum) else value
+        return row
+
+    def score_churn(self, signals: list[SignalIn], now: datetime) -> list[SignalIn]:
+        """Attach churn risk and its explanation to each actionable signal (one batch).
+
+        A degradation whose risk reaches ``churn.escalate_risk`` becomes a ``churn_risk`` signal.
+        The features used are stored as the customer's snapshot, for the outcome to come.
+        """
+        c = self.settings.churn
+        if not c.enabled:
+            return signals
+        todo = [
+            i
+            for i, s in enumerate(signals)
+            if s.customer is not None and not s.stale and s.explained_by is None
+        ]
+        if not todo:
+            return signals
+        model = self._scorer()
+        rows = [self.churn_row(signals[i]) for i in todo]
+        probs, why = model.score_many(rows, c.explain_top)
+        out = list(signals)
+        snapshots: list[tuple[str, dict[str, Any]]] = []
+        scored_at = now.isoformat()
+        for i, row, p, contributions in zip(todo, rows, probs.tolist(), why, strict=True):
+            sig = signals[i]
+            escalate = sig.signal == "degradation" and p >= c.escalate_risk
+            metrics.CHURN_SCORES.labels("true" if escalate else "false").inc()
+            churn = {
+                "risk": round(p, 4),
+                "model_revision": self._churn_rev,
+                "top_features": [x.as_dict() for x in contributions],
+            }
+            out[i] = dataclasses.replace(
+                sig,
+                signal="churn_risk" if escalate else sig.signal,
+                risk=p,
+                details={**sig.details, "churn": churn},
+            )
+            snapshots.append(
+                (
+                    sig.subscriber_id,
+                    {
+                        "features": row,
+                        "risk": round(p, 6),
+                        "revision": self._churn_rev,
+                        "scored_at": scored_at,
+                        "source_id": sig.source_id,
+                    },
+                )
+            )
+        try:
+            self.churn.save_snapshots(snapshots)
+        except redis.RedisError as exc:  # their outcomes will count as no_snapshot
+            self._redis_trouble("churn snapshots", exc)
+        return out
+
+    _LABELS: dict[OutcomeKind, bool] = {OutcomeKind.CHURNED: True, OutcomeKind.RETAINED: False}
+
+    def learn_outcome(
+        self, learner: ChurnLearner | None, outcome: Outcome
+    ) -> tuple[ChurnLearner, dict[str, Any]]:
+        """Learn one outcome from the features its customer was scored with (delayed label).
+
+        Returns the learner and a record for the decisions topic: ``learned``, ``no_snapshot``
+        (never scored, or the snapshot expired), ``not_a_label``, or ``state_unavailable``.
+        """
+        if learner is None:
+            learner = self.new_churn_learner()
+        record: dict[str, Any] = {
+            "subscriber_id": outcome.subscriber_id,
+            "outcome": outcome.kind.value,
+            "result": "not_a_label",
+        }
+        label = self._LABELS.get(outcome.kind)
+        if label is None or not self.settings.churn.enabled:
+            metrics.CHURN_OUTCOMES.labels("not_a_label").inc()
+            return learner, {"churn_outcome": record}
+        try:
+            (snapshot,) = self.churn.get_snapshots([outcome.subscriber_id])
+        except redis.RedisError as exc:
+            self._redis_trouble("churn snapshots", exc)
+            record["result"] = "state_unavailable"
+            return learner, {"churn_outcome": record}
+        if snapshot is None:
+            metrics.CHURN_OUTCOMES.labels("no_snapshot").inc()
+            record["result"] = "no_snapshot"
+            return learner, {"churn_outcome": record}
+        p, drifted = learner.learn_one(snapshot["features"], label)
+        metrics.CHURN_OUTCOMES.labels("learned").inc()
+        if drifted:
+            metrics.CHURN_DRIFTS.inc()
+            log.warning(
+                "churn model quality changed (ADWIN on the loss): %s", learner.quality.report()
+            )
+        quality = learner.quality.report()
+        metrics.CHURN_ROC_AUC.set(quality["roc_auc"])
+        metrics.CHURN_LOG_LOSS.set(quality["log_loss"])
+        try:
+            data = learner.checkpoint()
+            self.churn.save_checkpoint(learner.revision, data)
+            self.churn.drop_snapshots([outcome.subscriber_id])
+        except redis.RedisError as exc:  # the learner keeps it; the next checkpoint carries it
+            self._redis_trouble("churn checkpoint", exc)
+        metrics.CHURN_REVISION.labels("learner").set(learner.revision)
+        record.update(
+            result="learned",
+            probability_before=round(p, 4),
+            risk_at_scoring=snapshot.get("risk"),
+            scored_at=snapshot.get("scored_at"),
+            revision=learner.revision,
+            drift=drifted,
+        )
+        return learner, {"churn_outcome": record}
 
     # -- outcomes ------------------------------------------------------------------------------
     def record_outcomes(self, outcomes: Sequence[Outcome]) -> list[dict[str, str | None]]:

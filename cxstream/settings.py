@@ -197,6 +197,47 @@ class PolicySettings(BaseModel):
     deferred_poll_s: Annotated[float, Field(gt=0, le=3_600)] = 0.5
 
 
+class ChurnSettings(BaseModel):
+    """Online churn risk: features, when a degradation escalates to a churn-risk signal, delayed
+    labels and model checkpoints (see cxstream.detectors.churn)."""
+
+    model_config = _STRICT
+
+    enabled: bool = True
+    # Columns the model reads from the customer's context and recent experience; a name not in
+    # the context (and not one of the experience features) is simply always missing.
+    numeric: list[str] = Field(
+        default_factory=lambda: [
+            "tenure_months",
+            "monthly_charge",
+            "household_size",
+            "open_tickets",
+            "experience_index",
+            "degradations_7d",
+        ]
+    )
+    categorical: list[str] = Field(
+        default_factory=lambda: ["contract", "plan", "payment_method", "value_tier", "signal"]
+    )
+    prior_variance: Annotated[float, Field(gt=0, le=100)] = 1.0
+    max_categories: Annotated[int, Field(ge=2, le=10_000)] = 64
+    # A degradation of a customer whose churn risk reaches this becomes a churn_risk signal
+    # (the policy's retention rule decides what to do with it); 1.0 never escalates.
+    escalate_risk: Annotated[float, Field(ge=0, le=1)] = 0.6
+    explain_top: Annotated[int, Field(ge=0, le=50)] = 5
+    snapshot_ttl_s: Annotated[int, Field(ge=60)] = 90 * 86_400  # how late an outcome may come
+    refresh_s: Annotated[float, Field(gt=0, le=3_600)] = 5.0  # scorers reload a newer model
+    quality_window: Annotated[int, Field(ge=10, le=1_000_000)] = 1_000  # rolling AUC/log loss
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ChurnSettings:
+        both = set(self.numeric) & set(self.categorical)
+        if both:
+            msg = f"columns listed as both numeric and categorical: {sorted(both)}"
+            raise ValueError(msg)
+        return self
+
+
 class DashboardSettings(BaseModel):
     """The NOC dashboard served by ``cxstream run`` (and so by the demo)."""
 
@@ -273,6 +314,7 @@ class Settings(BaseSettings):
     history: HistorySettings = HistorySettings()
     privacy: PrivacySettings = PrivacySettings()
     dashboard: DashboardSettings = DashboardSettings()
+    churn: ChurnSettings = ChurnSettings()
 
     @model_validator(mode="after")
     def _polls_inside_an_epoch(self) -> Settings:

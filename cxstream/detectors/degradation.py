@@ -171,6 +171,17 @@ class SubscriberMonitor:
     last_experience: float = math.nan
     last_sample_t: float = -math.inf  # when the experience index was last recorded for history
     plan_mbps: float | None = None  # the last known plan, for when the context is unavailable
+    episodes: float = 0.0  # degradation episodes, decayed with a 7-day half-life (churn feature)
+    episodes_t: float = 0.0  # event time of the last decay
+
+    def recent_episodes(self, t: float, half_life_s: float = 7 * 86_400.0) -> float:
+        """Degradation episodes up to event time ``t``, each weighing half after a half-life."""
+        return float(self.episodes * 0.5 ** (max(t - self.episodes_t, 0.0) / half_life_s))
+
+    def count_episode(self, t: float) -> None:
+        """Add one episode at event time ``t``."""
+        self.episodes = self.recent_episodes(t) + 1.0
+        self.episodes_t = max(t, self.episodes_t)
 
     @property
     def experience_index(self) -> float:

@@ -18,6 +18,7 @@ Bytewax's testing sources and sinks.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from typing import Any, TypeGuard, cast
 
 import bytewax.operators as op
 import orjson
+import redis
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import SimplePollingSource, Source
@@ -38,6 +40,7 @@ from cxstream.actions.policy import Decision
 from cxstream.actions.store import RedisClaimStore
 from cxstream.actions.tmf import alarm_from_incident
 from cxstream.actions.webhook import CircuitBreaker, WebhookSender
+from cxstream.churn_state import RedisChurnState
 from cxstream.context import ContextStore
 from cxstream.detectors.cells import CellMonitor, CellStats
 from cxstream.errors import ConfigError
@@ -46,6 +49,8 @@ from cxstream.flows.sinks import CustomerSink, WebhookSink
 from cxstream.pipeline import Candidate, CellOutput, Observation, Pipeline
 from cxstream.services import redis_client
 from cxstream.settings import Settings, config_path_from_env, load_settings
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FlowIO", "build_flow", "get_flow", "pipeline_from_settings"]
 
@@ -254,6 +259,17 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         oparsed = op.flat_map_batch("parse_outcome", oraw, pipeline.parse_outcome_batch)
         osplit = op.branch("split_outcomes", oparsed, _is_outcome)
         joined = op.flat_map_batch("join_outcomes", osplit.trues, pipeline.record_outcomes)
+        # one learner (a single key: one worker owns the model, Bytewax snapshots it); the
+        # scorers on every worker pick up its checkpoints from Redis
+        by_model = op.key_on("key_churn_model", osplit.trues, lambda _o: "churn-model")
+        learned = op.stateful_map("learn_churn", by_model, pipeline.learn_outcome)
+        outs.append(
+            op.map(
+                "churn_outcome_msg",
+                learned,
+                lambda kv: KafkaSinkMessage(None, orjson.dumps(kv[1]), topic=topics.decisions),
+            )
+        )
         outs.append(op.map("bad_outcome_msg", osplit.falses, dead_letter_msg))
         outs.append(
             op.map(
@@ -281,14 +297,20 @@ def pipeline_from_settings(settings: Settings) -> Pipeline:
         customer_ttl_s=r.customer_ttl_s,
     )
     prefix = settings.redis.key_prefix
-    return Pipeline(
+    pipeline = Pipeline(
         settings,
         context=context,
         claims=RedisClaimStore(client),
         ledger=RedisLedger(client),
         deferred=DeferredQueue(client, key=f"{prefix}:deferred"),
         experiment=ExperimentLedger(client, prefix=prefix),
+        churn=RedisChurnState(client, prefix=prefix, ttl_s=settings.churn.snapshot_ttl_s),
     )
+    try:
+        pipeline.check_churn_checkpoint()
+    except redis.RedisError as exc:  # Redis down at start: the flow copes; checked again later
+        log.warning("could not check the churn model checkpoint: %s", exc)
+    return pipeline
 
 
 def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:

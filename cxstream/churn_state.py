@@ -1,0 +1,119 @@
+"""Where the churn model's shared state lives: feature snapshots and model checkpoints.
+
+* **Snapshots.** When a customer is scored, the features used are kept under
+  ``<prefix>:churn:snap:<subscriber>`` with a TTL (``churn.snapshot_ttl_s``). An outcome that
+  arrives days later is learned from that snapshot, not from the customer's features of today
+  (which may already reflect the churn: a cancelled contract, a closed ticket).
+* **Checkpoints.** The model's single writer (the flow's ``learn_churn`` step) stores every new
+  revision under ``<prefix>:churn:model`` and its number under ``<prefix>:churn:revision`` in one
+  transaction; scorers on every worker poll the number and reload when it changes. A restarted
+  flow starts from the last checkpoint.
+
+:class:`MemoryChurnState` is the in-process twin for tests and single-process tools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import orjson
+import redis
+
+__all__ = ["ChurnState", "MemoryChurnState", "RedisChurnState"]
+
+
+class ChurnState(Protocol):
+    """Snapshots and checkpoints (Redis in production)."""
+
+    def save_snapshots(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None: ...
+    def get_snapshots(self, subscribers: Sequence[str]) -> list[dict[str, Any] | None]: ...
+    def drop_snapshots(self, subscribers: Iterable[str]) -> None: ...
+    def save_checkpoint(self, revision: int, data: bytes) -> None: ...
+    def revision(self) -> int | None: ...
+    def load_checkpoint(self) -> bytes | None: ...
+
+
+class RedisChurnState:
+    """:class:`ChurnState` in Redis; one round trip per call."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "cx", ttl_s: int = 90 * 86_400):
+        self._client = client
+        self._prefix = prefix
+        self._ttl_s = ttl_s
+
+    def _snap(self, subscriber: str) -> str:
+        return f"{self._prefix}:churn:snap:{subscriber}"
+
+    def save_snapshots(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Keep the features each customer was scored with (the latest score wins)."""
+        if not items:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for subscriber, snapshot in items:
+            pipe.set(self._snap(subscriber), orjson.dumps(snapshot), ex=self._ttl_s)
+        pipe.execute()
+
+    def get_snapshots(self, subscribers: Sequence[str]) -> list[dict[str, Any] | None]:
+        """The stored snapshots (None where there is none, or it expired)."""
+        if not subscribers:
+            return []
+        raw = self._client.mget([self._snap(s) for s in subscribers])
+        return [orjson.loads(r) if r is not None else None for r in raw]
+
+    def drop_snapshots(self, subscribers: Iterable[str]) -> None:
+        """Forget snapshots whose outcome was learned (so a repeat is not learned twice)."""
+        keys = [self._snap(s) for s in subscribers]
+        if keys:
+            self._client.delete(*keys)
+
+    def save_checkpoint(self, revision: int, data: bytes) -> None:
+        """Store a new model revision and its number atomically."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.set(f"{self._prefix}:churn:model", data)
+        pipe.set(f"{self._prefix}:churn:revision", revision)
+        pipe.execute()
+
+    def revision(self) -> int | None:
+        """The newest stored revision number, if any."""
+        raw = self._client.get(f"{self._prefix}:churn:revision")
+        return int(raw) if raw is not None else None
+
+    def load_checkpoint(self) -> bytes | None:
+        """The newest stored checkpoint, if any."""
+        raw: Any = self._client.get(f"{self._prefix}:churn:model")
+        return bytes(raw) if raw is not None else None
+
+
+class MemoryChurnState:
+    """:class:`ChurnState` in a dict (no expiry)."""
+
+    def __init__(self) -> None:
+        self.snapshots: dict[str, dict[str, Any]] = {}
+        self.checkpoint: tuple[int, bytes] | None = None
+
+    def save_snapshots(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Keep the features each customer was scored with."""
+        for subscriber, snapshot in items:
+            self.snapshots[subscriber] = orjson.loads(orjson.dumps(snapshot))
+
+    def get_snapshots(self, subscribers: Sequence[str]) -> list[dict[str, Any] | None]:
+        """The stored snapshots (None where there is none)."""
+        return [self.snapshots.get(s) for s in subscribers]
+
+    def drop_snapshots(self, subscribers: Iterable[str]) -> None:
+        """Forget learned snapshots."""
+        for s in subscribers:
+            self.snapshots.pop(s, None)
+
+    def save_checkpoint(self, revision: int, data: bytes) -> None:
+        """Store a new model revision."""
+        self.checkpoint = (revision, data)
+
+    def revision(self) -> int | None:
+        """The newest revision number, if any."""
+        return self.checkpoint[0] if self.checkpoint else None
+
+    def load_checkpoint(self) -> bytes | None:
+        """The newest checkpoint, if any."""
+        return self.checkpoint[1] if self.checkpoint else None
