@@ -521,6 +521,10 @@ def eval_churn(
         f"ROC AUC {s['roc_auc']:.4f}  PR AUC {s['pr_auc']:.4f}  log loss {s['log_loss']:.4f}  "
         f"accuracy {s['accuracy']:.4f}  ({s['rows_per_s']:,} rows/s, score + learn)"
     )
+    click.echo(
+        f"score path: {s['score_per_s']:,} predictions/s on one core "
+        "(the flow's batched scoring, with explanations)"
+    )
     if predictions is not None:
         click.echo(f"predictions written to {predictions}")
     if as_json:

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from cxstream.services import EmbeddedBroker, EmbeddedRedis, ensure_topics
-from cxstream.settings import Settings, load_settings
+from cxstream.settings import Settings, TopicSettings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -49,15 +49,9 @@ def broker() -> Iterator[EmbeddedBroker]:
 def live_settings(broker: EmbeddedBroker, redis_server: EmbeddedRedis) -> Settings:
     """Settings pointing at the session's broker and Redis, with uuid-named topics."""
     suffix = uuid.uuid4().hex[:8]
-    names = (
-        "qos",
-        "customers",
-        "outcomes",
-        "alerts",
-        "actions",
-        "dead_letters",
-        "actions_dead_letters",
-    )
+    # every topic, output ones included: the session's broker is shared by all tests, and a test
+    # that read the default cx.decisions once saw other tests' decisions in it
+    names = [n for n in TopicSettings.model_fields if n != "partitions"]
     settings = load_settings(
         overrides={
             "kafka": {

@@ -196,6 +196,7 @@ class ChurnReport:
     log_loss: float
     accuracy: float
     rows_per_s: float
+    score_per_s: float
 
     def summary(self) -> dict[str, Any]:
         """The JSON keys of ``cxstream eval churn --json``."""
@@ -206,6 +207,7 @@ class ChurnReport:
             "log_loss": round(self.log_loss, 4),
             "accuracy": round(self.accuracy, 4),
             "rows_per_s": round(self.rows_per_s),
+            "score_per_s": round(self.score_per_s),
             "positives": self.positives,
             "model": self.model,
             "numeric": list(self.schema.numeric),
@@ -294,6 +296,7 @@ def run_churn(
         if on_progress is not None and i % 500 == 0:
             on_progress(i, len(rows))
     elapsed = time.perf_counter() - start
+    score_per_s = _score_speed(clf, rows)
     y_arr = np.asarray(labels, dtype=bool)
     if predictions is not None:
         with predictions.open("w", newline="") as fh:
@@ -312,4 +315,23 @@ def run_churn(
         log_loss=log_loss(y_arr, probs),
         accuracy=float(np.mean((probs >= 0.5) == y_arr)),
         rows_per_s=len(rows) / elapsed if elapsed > 0 else math.inf,
+        score_per_s=score_per_s,
     )
+
+
+def _score_speed(clf: Classifier, rows: Sequence[dict[str, Any]], batch: int = 256) -> float:
+    """Predictions per second of the scoring path the flow uses, on the trained model.
+
+    For ``bayes`` that is :meth:`ChurnModel.score_many` on batches, with explanations; the River
+    models score one row at a time (their ``predict_proba_one``).
+    """
+    sample = list(rows[:20_000])
+    start = time.perf_counter()
+    if isinstance(clf, ChurnModel):
+        for i in range(0, len(sample), batch):
+            clf.score_many(sample[i : i + batch], top=5)
+    else:
+        for row in sample:
+            clf.predict_proba_one(row)
+    elapsed = time.perf_counter() - start
+    return len(sample) / elapsed if elapsed > 0 else math.inf

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from cxstream import metrics
 from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.actions.store import MemoryClaimStore
+from cxstream.churn_state import MemoryChurnState
 from cxstream.context import ContextStore
 from cxstream.events import Channel, ConsentStatus
 from cxstream.flows.cx import FlowIO, build_flow
@@ -190,3 +193,114 @@ def test_a_cell_outage_is_one_incident_with_area_notices_and_no_individual_outre
     assert {a.kind for a in webhooks} == {"area_notice"}
     explained = [d for d in decisions if d["result"] == "suppressed:explained_by_incident"]
     assert len(explained) == len(degradations)
+
+
+def churn_trained_state(settings, revision=4):
+    """A checkpoint of a model that learned: short month-to-month customers with a poor
+    experience leave."""
+    rng = random.Random(5)
+    model = Pipeline(settings, context=None, claims=None)._fresh_churn_model()  # type: ignore[arg-type]
+    for _ in range(1500):
+        contract = rng.choice(["month_to_month", "one_year", "two_year"])
+        tenure = rng.randint(0, 72)
+        experience = rng.uniform(20, 95)
+        risky = contract == "month_to_month" and tenure < 12 and experience < 60
+        row = {
+            "tenure_months": tenure,
+            "monthly_charge": rng.uniform(20, 120),
+            "experience_index": experience,
+            "degradations_7d": rng.uniform(0, 3),
+            "contract": contract,
+            "value_tier": rng.choice(["bronze", "silver", "gold"]),
+            "signal": "degradation",
+        }
+        model.learn_one(row, rng.random() < (0.9 if risky else 0.05))
+    state = MemoryChurnState()
+    state.save_checkpoint(revision, model.to_bytes({"revision": float(revision)}))
+    return state
+
+
+def test_a_risky_customers_degradation_escalates_to_a_retention_offer_with_its_reasons():
+    settings = load_settings()
+    topics = settings.kafka.topics
+    sim = Simulator(20, 2, seed=11)
+    victim = sim.subscriber_ids[3]
+    start = NOON - timedelta(minutes=10)
+    sim.add_incidents(
+        [
+            Incident(
+                "subscriber_degradation",
+                sim.home_cell[victim],
+                start + timedelta(seconds=8),
+                start + timedelta(seconds=16),
+                victim,
+            )
+        ]
+    )
+    profiles = daytime_profiles(sim)
+    profiles = [
+        p.model_copy(
+            update={"contract": "month_to_month", "tenure_months": 2, "monthly_charge": 95.0}
+        )
+        if p.subscriber_id == victim
+        else p
+        for p in profiles
+    ]
+    context = ContextStore(FakeRedis())
+    context.put_many(profiles)
+    state = churn_trained_state(settings)
+    pipeline = Pipeline(
+        settings,
+        context=context,
+        claims=MemoryClaimStore(),
+        policy=PolicySource(None, default=NO_HOLDOUT),
+        churn=state,
+        clock=lambda: NOON,
+    )
+    kafka_out, webhooks, _ = run_flow(settings, pipeline, make_messages(sim, start, 4000))
+
+    [decision] = on_topic(kafka_out, topics.decisions)
+    assert (decision["signal"], decision["result"]) == ("churn_risk", "sent")
+    assert decision["rule"] == "churn-risk-retention"
+    [action] = webhooks
+    assert (action.subscriber_id, action.kind) == (victim, "retention_offer")
+    churn = action.details["churn"]
+    assert churn["risk"] >= settings.churn.escalate_risk
+    assert churn["model_revision"] == 4
+    top = {f["feature"]: f["contribution"] for f in churn["top_features"]}
+    assert top["contract"] > 0 and top["tenure_months"] > 0  # why: pushed the risk up
+    assert action.offer is not None
+    snapshot = state.snapshots[victim]
+    assert snapshot["features"]["contract"] == "month_to_month"
+    assert snapshot["risk"] == pytest.approx(churn["risk"], abs=1e-4)
+
+    # weeks later the outcomes arrive: learned from the snapshot, not from today's context
+    outcomes = [
+        KafkaSourceMessage(
+            k.encode(),
+            orjson.dumps({"subscriber_id": k, "kind": kind, "time": NOON.isoformat()}),
+            topic="cx.outcomes",
+            offset=i,
+        )
+        for i, (k, kind) in enumerate(
+            [(victim, "churned"), ("never-scored", "churned"), (victim, "complaint")]
+        )
+    ]
+    kafka_out2: list = []
+    io = FlowIO(
+        qos_source=TestingSource([]),
+        kafka_sink=TestingSink(kafka_out2),
+        outcome_source=TestingSource(outcomes),
+    )
+    run_main(build_flow(settings, pipeline, io))
+    records = [
+        r["churn_outcome"] for r in on_topic(kafka_out2, topics.decisions) if "churn_outcome" in r
+    ]
+    assert [(r["subscriber_id"], r["result"]) for r in records] == [
+        (victim, "learned"),
+        ("never-scored", "no_snapshot"),
+        (victim, "not_a_label"),
+    ]
+    assert records[0]["revision"] == 5  # the restored revision 4, plus one
+    assert state.revision() == 5
+    assert victim not in state.snapshots  # learned once

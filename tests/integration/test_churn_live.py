@@ -1,0 +1,206 @@
+"""Churn risk on real parts: delayed outcomes learned from Redis snapshots, a restart that
+restores the model, the explanation in the delivered webhook."""
+
+from __future__ import annotations
+
+import base64
+import random
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from cxstream.actions.receiver import WebhookReceiver
+from cxstream.churn_state import RedisChurnState
+from cxstream.context import ContextStore
+from cxstream.demo import FlowProcess
+from cxstream.detectors.churn import ChurnModel, Schema
+from cxstream.events import Channel, ConsentStatus, utcnow
+from cxstream.simulate import Incident, Simulator
+from tests.integration.kafka_helpers import produce, read_topic
+from tests.integration.test_pipeline_live import wait_for
+
+pytestmark = pytest.mark.integration
+
+SECRET = "whsec_" + base64.b64encode(b"churn-integration-secret").decode()
+
+
+def seed_model(settings, state):
+    """Revision 7 of a model that learned that short month-to-month customers leave."""
+    c = settings.churn
+    model = ChurnModel(Schema(tuple(c.numeric), tuple(c.categorical)))
+    rng = random.Random(1)
+    for _ in range(1500):
+        contract = rng.choice(["month_to_month", "one_year", "two_year"])
+        tenure = rng.randint(0, 72)
+        row = {"tenure_months": tenure, "contract": contract, "signal": "degradation"}
+        risky = contract == "month_to_month" and tenure < 12
+        model.learn_one(row, rng.random() < (0.9 if risky else 0.05))
+    state.save_checkpoint(7, model.to_bytes({"revision": 7.0}))
+
+
+def daytime_policy(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    text = Path("config/policy.yaml").read_text()
+    for old, new in (
+        (
+            'quiet_hours: {start: "21:00:00", end: "08:00:00"}',
+            'quiet_hours: {start: "00:00:00", end: "00:00:00"}',
+        ),
+        ("holdout: {share: 0.05", "holdout: {share: 0.0"),
+    ):
+        assert old in text
+        text = text.replace(old, new)
+    policy.write_text(text)
+    return policy
+
+
+def churn_records(settings):
+    out = []
+    for value in read_topic(settings, settings.kafka.topics.decisions):
+        record = orjson.loads(value)
+        if "churn_outcome" in record:
+            out.append(record["churn_outcome"])
+    return out
+
+
+def test_outcomes_learn_from_snapshots_restart_restores_and_payload_explains(
+    live_settings, tmp_path
+):
+    settings = live_settings
+    topics = settings.kafka.topics
+    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    state = RedisChurnState(client, prefix=settings.redis.key_prefix)
+    seed_model(settings, state)
+
+    sim = Simulator(40, 3, seed=31)
+    victims = sim.subscriber_ids[4], sim.subscriber_ids[9]
+    start = utcnow() - timedelta(seconds=40)
+    sim.add_incidents(
+        [
+            Incident(
+                "subscriber_degradation",
+                sim.home_cell[v],
+                start + timedelta(seconds=20),
+                start + timedelta(seconds=40),
+                v,
+            )
+            for v in victims
+        ]
+    )
+    granted = {c: ConsentStatus.GRANTED for c in Channel}
+    profiles = []
+    for p in sim.profiles():
+        update = {"consent": granted, "open_tickets": 0}
+        if p.subscriber_id in victims:
+            update |= {"contract": "month_to_month", "tenure_months": 3, "monthly_charge": 90.0}
+        profiles.append(p.model_copy(update=update))
+    ContextStore(client, prefix=settings.redis.key_prefix).put_many(profiles)
+    times = sim.timeline(start, 100)
+    produce(settings, topics.qos, [sim.encoded(next(times)) for _ in range(4000)])
+
+    policy = daytime_policy(tmp_path)
+    with WebhookReceiver(SECRET) as receiver:
+        live = settings.model_copy(
+            update={
+                "webhook": settings.webhook.model_copy(update={"url": receiver.url}),
+                "policy": settings.policy.model_copy(update={"file": str(policy)}),
+                "churn": settings.churn.model_copy(update={"refresh_s": 0.5}),
+                # a restart resumes where it stopped (Bytewax recovery), as in production
+                "flow": settings.flow.model_copy(
+                    update={"recovery_dir": str(tmp_path / "recovery"), "snapshot_interval_s": 1.0}
+                ),
+            }
+        )
+        (tmp_path / "first").mkdir()
+        flow = FlowProcess(live, tmp_path / "first", SECRET)
+        try:
+            flow.wait_ready()
+            wait_for(lambda: receiver.deliveries >= 2, 90, "both victims' actions to be delivered")
+            wait_for(
+                lambda: all(state.get_snapshots([v])[0] is not None for v in victims),
+                10,
+                "the victims' feature snapshots",
+            )
+            # weeks later: one victim churns; an outcome for a customer never scored
+            outcome_time = utcnow().isoformat()
+            produce(
+                settings,
+                topics.outcomes,
+                [
+                    (
+                        victims[0].encode(),
+                        orjson.dumps(
+                            {"subscriber_id": victims[0], "kind": "churned", "time": outcome_time}
+                        ),
+                    ),
+                    (
+                        b"nobody",
+                        orjson.dumps(
+                            {"subscriber_id": "nobody", "kind": "churned", "time": outcome_time}
+                        ),
+                    ),
+                ],
+            )
+            wait_for(lambda: len(churn_records(live)) >= 2, 60, "the outcomes to be learned")
+        finally:
+            flow.stop()
+
+        delivered = {e["data"]["receiver"][0]["id"]: e["data"] for e in receiver.delivered.values()}
+        for v in victims:
+            message = delivered[v]
+            assert message["subject"] == "retention offer"
+            characteristic = {c["name"]: c["value"] for c in message["characteristic"]}
+            churn = characteristic["explanation"]["churn"]
+            assert churn["risk"] >= live.churn.escalate_risk
+            assert churn["model_revision"] == 7
+            features = {f["feature"]: f for f in churn["top_features"]}
+            assert features["contract"]["value"] == "month_to_month"
+            assert features["contract"]["contribution"] > 0
+
+    records = {r["subscriber_id"]: r for r in churn_records(live)}
+    assert records[victims[0]]["result"] == "learned"
+    assert records[victims[0]]["revision"] == 8
+    assert records["nobody"]["result"] == "no_snapshot"
+    assert state.revision() == 8
+    assert state.get_snapshots([victims[0]]) == [None]  # learned once, then forgotten
+    assert state.get_snapshots([victims[1]])[0] is not None  # still waiting for its outcome
+
+    # restart: the learner resumes from revision 8, not from a blank model
+    (tmp_path / "second").mkdir()
+    flow = FlowProcess(live, tmp_path / "second", SECRET)
+    try:
+        flow.wait_ready()
+        produce(
+            settings,
+            topics.outcomes,
+            [
+                (
+                    victims[1].encode(),
+                    orjson.dumps(
+                        {
+                            "subscriber_id": victims[1],
+                            "kind": "retained",
+                            "time": utcnow().isoformat(),
+                        }
+                    ),
+                )
+            ],
+        )
+        wait_for(
+            lambda: any(r["subscriber_id"] == victims[1] for r in churn_records(live)),
+            60,
+            "the second outcome after the restart",
+        )
+        counters = flow.counters()
+    finally:
+        flow.stop()
+    second = next(r for r in churn_records(live) if r["subscriber_id"] == victims[1])
+    assert (second["result"], second["revision"]) == ("learned", 9)
+    assert counters["cxstream_churn_model_revision{role=learner}"] == 9
+    assert counters["cxstream_churn_outcomes_total{result=learned}"] == 1
+    model, stored = ChurnModel.from_bytes(state.load_checkpoint())
+    assert model.n_learned == 1500 + 2
+    assert stored["outcomes"] == 2.0  # Bytewax recovery brought back the quality window too

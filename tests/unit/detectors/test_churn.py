@@ -1,0 +1,149 @@
+"""The churn model: features, learning, explanations, checkpoints (no sockets)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from cxstream.detectors.churn import (
+    ChurnLearner,
+    ChurnModel,
+    IncompatibleCheckpoint,
+    QualityMonitor,
+    Schema,
+    infer_schema,
+)
+
+SCHEMA = Schema(numeric=("tenure", "charge"), categorical=("contract", "plan"))
+
+
+def synthetic(n, seed=3):
+    """Churn driven by short tenure and month-to-month contracts; plan is noise."""
+    rng = random.Random(seed)
+    rows, labels = [], []
+    for _ in range(n):
+        tenure = rng.randint(0, 72)
+        contract = rng.choice(["monthly", "1y", "2y"])
+        logit = -1.0 - 0.05 * tenure + (2.0 if contract == "monthly" else -1.0)
+        y = rng.random() < 1 / (1 + math.exp(-logit))
+        row = {
+            "tenure": tenure,
+            "charge": rng.uniform(20, 120),
+            "contract": contract,
+            "plan": rng.choice(["a", "b"]),
+        }
+        rows.append(row)
+        labels.append(y)
+    return rows, labels
+
+
+def trained(n=1500):
+    model = ChurnModel(SCHEMA)
+    rows, labels = synthetic(n)
+    for row, y in zip(rows, labels, strict=True):
+        model.learn_one(row, y)
+    return model
+
+
+def test_schema_inference_types_flags_ids_and_constants():
+    rows = [
+        {"id": f"c{i}", "n": str(i * 1.5), "flag": str(i % 2), "cat": "xyz"[i % 3], "k": "1"}
+        for i in range(200)
+    ]
+    rows[3]["n"] = " "  # a blank is missing, not text
+    inferred = infer_schema(rows)
+    assert inferred.schema.numeric == ("n",)
+    assert inferred.schema.categorical == ("flag", "cat")
+    assert "identifier" in inferred.skipped["id"]
+    assert inferred.skipped["k"] == "a single value"
+
+
+def test_prequential_learning_beats_chance_and_is_calibrated_early():
+    model = ChurnModel(SCHEMA)
+    rows, labels = synthetic(2000)
+    first = model.predict_proba_one(rows[0])
+    assert first[True] == pytest.approx(0.5)  # knows nothing yet: says so
+    probs = []
+    for row, y in zip(rows, labels, strict=True):
+        probs.append(model.predict_proba_one(row)[True])
+        model.learn_one(row, y)
+    from cxstream.evaluate.churn import roc_auc
+
+    assert roc_auc(labels[500:], probs[500:]) > 0.75
+
+
+def test_missing_values_and_unseen_categories_do_not_crash_or_grow_the_scorer():
+    model = trained()
+    dim = model.learner.dim
+    p = model.predict_proba_one({"tenure": None, "contract": "never seen", "plan": ""})[True]
+    assert 0.0 < p < 1.0
+    assert model.learner.dim == dim  # scoring never adds features
+    model.learn_one({"tenure": "", "contract": "lifetime"}, True)  # learning does
+    assert "contract=lifetime" in model.features.index
+    assert "tenure=<missing>" in model.features.index
+
+
+def test_categories_beyond_the_limit_are_pooled():
+    model = ChurnModel(Schema(categorical=("city",)), max_categories=3)
+    for i in range(10):
+        model.learn_one({"city": f"c{i}"}, i % 2 == 0)
+    cities = [n for n in model.features.names if n.startswith("city=")]
+    assert cities == ["city=c0", "city=c1", "city=c2", "city=<other>"]
+
+
+def test_batch_scores_equal_one_at_a_time_scores():
+    model = trained()
+    rows, _ = synthetic(50, seed=9)
+    rows.append({"tenure": None, "contract": "unknown"})
+    batch = model.predict_proba_many(rows)
+    single = np.array([model.predict_proba_one(r)[True] for r in rows])
+    np.testing.assert_allclose(batch, single, rtol=1e-9)
+
+
+def test_explanations_are_signed_and_follow_the_cause():
+    model = trained()
+    risky = {"tenure": 1, "charge": 70, "contract": "monthly", "plan": "a"}
+    loyal = {"tenure": 70, "charge": 70, "contract": "2y", "plan": "a"}
+    (risky_why, loyal_why) = model.explain_many([risky, loyal], top=2)
+    assert {c.column for c in risky_why} == {"tenure", "contract"}
+    assert all(c.contribution > 0 for c in risky_why)  # both push the risk up
+    assert all(c.contribution < 0 for c in loyal_why)  # both pull it down
+    assert risky_why[0].as_dict()["value"] in (1, "monthly")
+    p_risky, p_loyal = model.predict_proba_many([risky, loyal])
+    assert p_risky > 0.6 > 0.2 > p_loyal
+
+
+def test_checkpoint_round_trip_and_refusal_of_another_format():
+    model = trained(300)
+    data = model.to_bytes({"roc_auc": 0.8})
+    restored, stored = ChurnModel.from_bytes(data)
+    rows, _ = synthetic(20, seed=5)
+    np.testing.assert_allclose(restored.predict_proba_many(rows), model.predict_proba_many(rows))
+    assert stored == {"roc_auc": 0.8}
+    with pytest.raises(IncompatibleCheckpoint, match=r"format 0, this cxstream reads format 1"):
+        ChurnModel.from_bytes(data.replace(b"cxstream-churn:1", b"cxstream-churn:0", 1))
+    with pytest.raises(IncompatibleCheckpoint, match="not a cxstream churn-model checkpoint"):
+        ChurnModel.from_bytes(b"something else entirely")
+
+
+def test_learner_tracks_rolling_quality_and_flags_a_change():
+    learner = ChurnLearner(ChurnModel(SCHEMA), QualityMonitor(window=300))
+    rows, labels = synthetic(1500)
+    for row, y in zip(rows, labels, strict=True):
+        learner.learn_one(row, y)
+    before = learner.quality.report()
+    assert before["roc_auc"] > 0.7
+    assert before["outcomes"] == 1500
+    # the world flips: long-tenure customers now leave, short ones stay
+    flipped = 0
+    for row, y in zip(rows, labels, strict=True):
+        _, drifted = learner.learn_one(row, not y)
+        flipped += drifted
+    assert flipped >= 1
+    assert learner.quality.report()["log_loss"] > before["log_loss"]
+    data = learner.checkpoint()
+    assert learner.revision == 1
+    assert ChurnModel.from_bytes(data)[1]["revision"] == 1.0

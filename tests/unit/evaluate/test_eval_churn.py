@@ -1,0 +1,125 @@
+"""``cxstream eval churn`` on files of different shapes, and the metrics it reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+from cxstream.cli import main
+from cxstream.evaluate import churn as ev
+
+TELCO = "../shared/data/telco_churn_ibm/Telco-Customer-Churn.csv"
+
+
+def write_bank_file(path, n=1200, seed=11):
+    """A churn table unlike the Telco one: other names, a 0/1 label, a date-like id, blanks,
+    a free-text column, categories that only appear late."""
+    rng = random.Random(seed)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            ["AccountNo", "Age", "Balance", "Region", "Products", "Active", "Note", "Exited"]
+        )
+        for i in range(n):
+            age = rng.randint(18, 90)
+            active = rng.random() < 0.5
+            region = rng.choice(["North", "South", "East"] + (["Islands"] if i > n // 2 else []))
+            risk = (
+                -2.0
+                + 0.04 * (age - 40)
+                + (0.0 if active else 1.2)
+                + (0.8 if region == "East" else 0)
+            )
+            exited = rng.random() < 1 / (1 + 2.718281828**-risk)
+            balance = "" if rng.random() < 0.05 else f"{rng.uniform(0, 2e5):.2f}"
+            w.writerow(
+                [
+                    f"ACC-{i:06d}",
+                    age,
+                    balance,
+                    region,
+                    rng.randint(1, 4),
+                    int(active),
+                    rng.choice(["", "called twice", "n/a"]),
+                    int(exited),
+                ]
+            )
+
+
+def test_metrics_agree_with_scikit_learn():
+    rng = random.Random(2)
+    y = [rng.random() < 0.3 for _ in range(500)]
+    p = [min(max(rng.gauss(0.6 if t else 0.4, 0.2), 0.0), 1.0) for t in y]
+    p[:50] = [0.5] * 50  # ties
+    assert ev.roc_auc(y, p) == pytest.approx(roc_auc_score(y, p))
+    assert ev.average_precision(y, p) == pytest.approx(average_precision_score(y, p))
+    assert ev.log_loss(y, p) == pytest.approx(log_loss(y, p))
+
+
+def test_a_file_with_another_schema_runs_unchanged(tmp_path):
+    data = tmp_path / "bank.csv"
+    write_bank_file(data)
+    out = tmp_path / "pred.csv"
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "churn",
+            "--csv",
+            str(data),
+            "--label",
+            "Exited",
+            "--predictions",
+            str(out),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["rows"] == 1200
+    assert {"rows", "roc_auc", "pr_auc", "log_loss", "accuracy", "rows_per_s"} <= set(summary)
+    assert summary["numeric"] == ["Age", "Balance", "Products"]
+    assert summary["categorical"] == ["Region", "Active"]
+    assert "identifier" in summary["skipped"]["AccountNo"]  # found without --id
+    assert summary["skipped"]["Note"] == "a single value"  # blanks and "n/a" are missing
+    assert summary["roc_auc"] > 0.65  # learns the planted signal
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 1200
+    assert {r["label"] for r in rows} == {"0", "1"}
+    assert all(0.0 <= float(r["probability"]) <= 1.0 for r in rows)
+
+
+def test_positive_value_and_id_column_are_honoured(tmp_path):
+    data = tmp_path / "t.csv"
+    data.write_text(
+        "cust,plan,months,status\n"
+        + "".join(
+            f"u{i},{'basic' if i % 3 else 'pro'},{i % 40},{'gone' if i % 3 else 'stayed'}\n"
+            for i in range(300)
+        )
+    )
+    args = ["eval", "churn", "--csv", str(data), "--label", "status", "--id", "cust", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert "cannot tell which value of 'status' means churn" in result.output
+    result = CliRunner().invoke(main, [*args, "--positive", "gone"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["skipped"] == {} and "cust" not in summary["categorical"]
+    assert summary["roc_auc"] > 0.95
+    bad = CliRunner().invoke(main, [*args, "--positive", "left"])
+    assert "--positive 'left' never occurs in column 'status'" in bad.output
+    missing = CliRunner().invoke(main, ["eval", "churn", "--csv", str(data), "--label", "Churn"])
+    assert "--label 'Churn' is not a column" in missing.output
+
+
+@pytest.mark.slow
+def test_telco_reaches_the_acceptance_auc_in_one_pass():
+    report = ev.run_churn(ev.Path(TELCO), "Churn", id_column="customerID")
+    assert report.rows == 7043
+    assert report.roc_auc >= 0.84
