@@ -378,6 +378,108 @@ def load_customers(
         sys.exit(1)
 
 
+class _Bar:
+    """A progress bar on stderr: ``stage [#####.....] done/total``, redrawn in place on a
+    terminal, a plain line every few seconds otherwise."""
+
+    def __init__(self, width: int = 30) -> None:
+        self._tty = sys.stderr.isatty()
+        self._width = width
+        self._last = 0.0
+        self._stage = ""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if stage == self._stage and now - self._last < (0.2 if self._tty else 5.0):
+            return
+        self._stage, self._last = stage, now
+        filled = int(self._width * min(done / total, 1.0)) if total else 0
+        bar = "#" * filled + "." * (self._width - filled)
+        text = f"{stage:<24s} [{bar}] {done:,}/{total:,}"
+        if self._tty:
+            click.echo(f"\r{text}", nl=False, err=True)
+        else:
+            click.echo(text, err=True)
+
+    def done(self) -> None:
+        if self._tty:
+            click.echo("", err=True)
+
+
+@main.command()
+@config_option
+@click.option("--events", type=click.IntRange(min=1000), default=200_000, show_default=True)
+@click.option("--subscribers", type=click.IntRange(min=10), default=10_000, show_default=True)
+@click.option("--cells", type=click.IntRange(min=3), default=500, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Dataflow processes (a Bytewax cluster on this machine, one worker each).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Pace the producer at this many events/s (latency at a fixed load); default: saturate.",
+)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on the last line of stdout.")
+def bench(
+    config: Path | None,
+    events: int,
+    subscribers: int,
+    cells: int,
+    workers: int,
+    rate: float | None,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Measure the full production dataflow against this machine's limit in the same run:
+    end-to-end throughput, a parse-only Kafka consumer's ceiling, their ratio, event-time-to-action
+    latency percentiles and peak memory. Uses the embedded broker and Redis unless configured."""
+    from cxstream.bench import BenchOptions, run_bench
+
+    settings = _settings(config)
+    bar = _Bar()
+    options = BenchOptions(
+        events=events,
+        subscribers=subscribers,
+        cells=cells,
+        workers=workers,
+        rate=rate,
+        seed=seed,
+    )
+    try:
+        report = run_bench(settings, options, progress=bar)
+    except CxStreamError as exc:
+        raise click.ClickException(str(exc)) from exc
+    bar.done()
+    s = report.summary()
+    mode = f"paced at {rate:,.0f} events/s" if rate else "saturated"
+    click.echo(
+        f"{s['events']:,} events, {s['workers']} process(es), {mode}: {s['seconds']} s, "
+        f"{s['events_per_s']:,} events/s"
+    )
+    click.echo(
+        f"ceiling (plain consumer + orjson, one core): {s['ceiling_events_per_s']:,} events/s; "
+        f"ratio {s['ratio']:.3f}"
+    )
+    if s["latency_p50_ms"] is not None:
+        click.echo(
+            f"event time -> action: p50 {s['latency_p50_ms']} ms, p99 {s['latency_p99_ms']} ms "
+            f"({s['actions']} actions)"
+        )
+    else:
+        click.echo("no actions were taken: no latency to report")
+    click.echo(
+        f"peak RSS {s['peak_rss_mb']} MB; {s['alerts']} alerts, {s['dead_letters']} dead letters"
+    )
+    if as_json:
+        click.echo(json.dumps(s))
+
+
 @main.command("check-config")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def check_config(config: Path) -> None:

@@ -107,9 +107,16 @@ class FlowProcess:
     """The dataflow child process and its metrics endpoint."""
 
     def __init__(
-        self, settings: Settings, workdir: Path, secret: str, dashboard_port: int | None = None
+        self,
+        settings: Settings,
+        workdir: Path,
+        secret: str,
+        dashboard_port: int | None = None,
+        *,
+        cluster: tuple[int, str] | None = None,
     ) -> None:
         self.port = free_port()
+        process_id = cluster[0] if cluster is not None else 0
         self.hold_s = settings.cells.hold_s
         config = workdir / "cxstream.yaml"
         _flow_config(settings, config)
@@ -117,7 +124,8 @@ class FlowProcess:
         env = {
             **os.environ,
             "CXSTREAM_WEBHOOK__SECRET": secret,
-            "CXSTREAM_FLOW__METRICS_PORT": str(self.port),
+            # `run` serves metrics on flow.metrics_port + process id
+            "CXSTREAM_FLOW__METRICS_PORT": str(self.port - process_id),
             "CXSTREAM_DASHBOARD__PORT": str(self.dashboard_port),
             "CXSTREAM_DASHBOARD__AUTH": "false",  # a local, throw-away demo
         }
@@ -127,7 +135,8 @@ class FlowProcess:
         self._log = self.log_path.open("wb")
         # Own session: Ctrl-C in the terminal reaches the demo, which then drains the flow.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cxstream", "run", "--config", str(config)],
+            [sys.executable, "-m", "cxstream", "run", "--config", str(config)]
+            + (["-i", str(cluster[0]), "-a", cluster[1]] if cluster is not None else []),
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,404 @@
+"""``cxstream bench``: the full production dataflow against the limit of this machine, same run.
+
+1. Start the embedded broker and Redis (or use the configured ones), create fresh topics, load the
+   simulator's customer profiles, plan incidents (so that alerts, incidents and actions happen).
+2. Generate N simulator events. At saturation (no ``--rate``) they are all produced before the
+   flow starts, then the **ceiling** is measured: a plain confluent-kafka consumer that only
+   parses them (orjson), one core.
+3. Run the production dataflow (``cxstream run``: parse, validate, enrich from Redis, experience
+   score, per-subscriber and per-cell detection, churn scoring, policy, actions to Kafka and to a
+   local webhook receiver) as W processes of a Bytewax cluster, until every event is processed or
+   dead-lettered. Throughput is events over the time from the first to the last processed event.
+   With ``--rate`` the events are produced paced, with their event time set when they are sent,
+   and the ceiling is measured afterwards on the same topic.
+4. Latency is event time to action: each action on the actions topic carries the event time of
+   the event that caused it, and Kafka stamps the moment the flow produced it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from cxstream.actions.receiver import WebhookReceiver
+from cxstream.context import ContextStore
+from cxstream.demo import FlowProcess
+from cxstream.errors import ServiceError
+from cxstream.events import Channel, ConsentStatus, utcnow
+from cxstream.services import embedded_services, ensure_topics, free_port, redis_client
+from cxstream.settings import Settings, TopicSettings
+from cxstream.simulate import Simulator, plan_incidents
+
+__all__ = ["BenchOptions", "BenchReport", "measure_ceiling", "run_bench"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+"""``(stage, done, total)``."""
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What to run."""
+
+    events: int = 200_000
+    subscribers: int = 10_000
+    cells: int = 500
+    workers: int = 1
+    rate: float | None = None  # events/s to pace the producer at; None = saturate
+    seed: int = 7
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """Measured figures (the JSON keys of ``cxstream bench --json``)."""
+
+    events: int
+    seconds: float
+    events_per_s: float
+    ceiling_events_per_s: float
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    workers: int
+    peak_rss_mb: float
+    actions: int
+    alerts: int
+    dead_letters: int
+    rate: float | None
+
+    @property
+    def ratio(self) -> float:
+        """Throughput as a share of the parse-only ceiling."""
+        return self.events_per_s / self.ceiling_events_per_s if self.ceiling_events_per_s else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """One JSON-ready dict."""
+        return {
+            "events": self.events,
+            "seconds": round(self.seconds, 2),
+            "events_per_s": round(self.events_per_s),
+            "ceiling_events_per_s": round(self.ceiling_events_per_s),
+            "ratio": round(self.ratio, 3),
+            "latency_p50_ms": _round(self.latency_p50_ms),
+            "latency_p99_ms": _round(self.latency_p99_ms),
+            "workers": self.workers,
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "actions": self.actions,
+            "alerts": self.alerts,
+            "dead_letters": self.dead_letters,
+            "rate": self.rate,
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def _consumer(settings: Settings, topic: str) -> tuple[Consumer, int]:
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            **settings.kafka.consumer_config,
+            "group.id": f"cx-bench-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": "false",
+            "enable.partition.eof": "true",
+        }
+    )
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    return consumer, len(partitions)
+
+
+def _read_all(
+    settings: Settings,
+    topic: str,
+    on_message: Callable[[Message], None],
+    enough: Callable[[], bool],
+    timeout_s: float,
+) -> None:
+    """Feed every message of ``topic`` to ``on_message`` until each partition's end (or enough)."""
+    consumer, n_partitions = _consumer(settings, topic)
+    at_end: set[int | None] = set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not (len(at_end) == n_partitions and enough()):
+            for msg in consumer.consume(10_000, 0.5):
+                error = msg.error()
+                if error is None:
+                    on_message(msg)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(msg.partition())
+    finally:
+        consumer.close()
+
+
+def measure_ceiling(settings: Settings, topic: str, expected: int, timeout_s: float = 120) -> float:
+    """Events/s of a plain consumer that reads and parses ``expected`` events, one core."""
+    loads = orjson.loads
+    seen = 0
+    start: float | None = None
+
+    def parse(msg: Message) -> None:
+        nonlocal seen, start
+        if start is None:
+            start = time.perf_counter()
+        try:  # noqa: SIM105 - suppress() would add a call per message to the ceiling loop
+            loads(msg.value() or b"")
+        except orjson.JSONDecodeError:
+            pass
+        seen += 1
+
+    _read_all(settings, topic, parse, lambda: seen >= expected, timeout_s)
+    elapsed = time.perf_counter() - start if start is not None else 0.0
+    return seen / elapsed if elapsed > 0 else 0.0
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (``VmHWM``), in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def _generate(sim: Simulator, start: datetime, n: int, rate: float) -> Iterator[dict[str, Any]]:
+    times = sim.timeline(start, rate)
+    for _ in range(n):
+        yield sim.event(next(times))
+
+
+def _latencies(settings: Settings, topic: str) -> list[float]:
+    """Milliseconds from each action's event time to when the flow produced it."""
+    out: list[float] = []
+
+    def latency(msg: Message) -> None:
+        action = orjson.loads(msg.value() or b"{}")
+        event_ms = datetime.fromisoformat(action["event_time"]).timestamp() * 1000.0
+        out.append(msg.timestamp()[1] - event_ms)
+
+    _read_all(settings, topic, latency, lambda: True, 30)
+    return out
+
+
+def run_bench(
+    settings: Settings, options: BenchOptions, *, progress: Progress | None = None
+) -> BenchReport:
+    """Run the benchmark; see the module docstring."""
+    say = progress or (lambda stage, done, total: None)
+    suffix = uuid.uuid4().hex[:8]
+    names = [n for n in TopicSettings.model_fields if n != "partitions"]
+    topics = settings.kafka.topics.model_copy(
+        update={
+            **{n: f"bench-{n}-{suffix}" for n in names},
+            "partitions": max(settings.kafka.topics.partitions, options.workers),
+        }
+    )
+    with ExitStack() as stack:
+        live = stack.enter_context(embedded_services(settings))
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cxbench-")))
+        live = live.model_copy(
+            update={
+                "kafka": live.kafka.model_copy(update={"topics": topics}),
+                "redis": live.redis.model_copy(update={"key_prefix": f"bench{suffix}"}),
+                "dashboard": live.dashboard.model_copy(update={"enabled": False}),
+            }
+        )
+        ensure_topics(live)
+        sim = Simulator(options.subscribers, options.cells, seed=options.seed, run_id=suffix)
+        granted = {c: ConsentStatus.GRANTED for c in Channel}
+        store = ContextStore(redis_client(live), prefix=live.redis.key_prefix)
+        profiles = [p.model_copy(update={"consent": granted}) for p in sim.profiles()]
+        for i in range(0, len(profiles), 1000):
+            store.put_many(profiles[i : i + 1000])
+            say("loading profiles", i, len(profiles))
+
+        # event time: 20,000 events per second (or the paced rate), like a busy hour
+        evt_rate = options.rate or 20_000.0
+        span = options.events / evt_rate
+        start = utcnow() - (timedelta(seconds=span + 5) if options.rate is None else timedelta())
+        sim.add_incidents(plan_incidents(sim, start, span, sim.rng))
+        records: list[dict[str, Any]] = []
+        for i, record in enumerate(_generate(sim, start, options.events, evt_rate)):
+            records.append(record)
+            if i % 20_000 == 0:
+                say("generating events", i, options.events)
+
+        producer = Producer(
+            {**live.kafka.client_config(), **live.kafka.producer_config, "linger.ms": "5"}
+        )
+        qos = topics.qos
+        ceiling = 0.0
+        if options.rate is None:
+            for i, record in enumerate(records):
+                _produce(producer, qos, record)
+                if i % 20_000 == 0:
+                    say("producing", i, options.events)
+            producer.flush(60)
+            say("measuring the ceiling", 0, 1)
+            ceiling = measure_ceiling(live, qos, options.events)
+
+        secret = "whsec_" + os.urandom(24).hex()
+        receiver = stack.enter_context(WebhookReceiver(secret))
+        live = live.model_copy(
+            update={"webhook": live.webhook.model_copy(update={"url": receiver.url})}
+        )
+        flows = _start_flows(live, tmp, secret, options.workers)
+        for flow in flows:
+            stack.callback(flow.stop)
+        for flow in flows:
+            flow.wait_ready(120)
+        say("running", 0, options.events)
+        if options.rate is not None:
+            first, last, done = _paced(producer, qos, records, options.rate, flows, say)
+        else:
+            first, last, done = _watch(flows, options.events, say)
+        rss = sum(_peak_rss_mb(flow.proc.pid) for flow in flows)
+        counters = _counters(flows)
+        for flow in flows:
+            flow.stop()
+        if options.rate is not None:
+            say("measuring the ceiling", 0, 1)
+            ceiling = measure_ceiling(live, qos, options.events)
+        latencies = _latencies(live, topics.actions)
+    seconds = max(last - first, 1e-9)
+    return BenchReport(
+        events=done,
+        seconds=seconds,
+        events_per_s=done / seconds,
+        ceiling_events_per_s=ceiling,
+        latency_p50_ms=_percentile(latencies, 0.5),
+        latency_p99_ms=_percentile(latencies, 0.99),
+        workers=options.workers,
+        peak_rss_mb=rss,
+        actions=len(latencies),
+        alerts=int(counters.get("cxstream_alerts_total", 0)),
+        dead_letters=int(counters.get("cxstream_events_total{outcome=dead_letter}", 0)),
+        rate=options.rate,
+    )
+
+
+def _produce(producer: Producer, topic: str, record: dict[str, Any]) -> None:
+    while True:
+        try:
+            producer.produce(topic, orjson.dumps(record), record["subscriber_id"].encode())
+            return
+        except BufferError:  # local queue full: let it drain
+            producer.poll(0.05)
+
+
+def _start_flows(settings: Settings, tmp: Path, secret: str, workers: int) -> list[FlowProcess]:
+    if workers == 1:
+        return [FlowProcess(settings, _mkdir(tmp / "p0"), secret)]
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(workers))
+    return [
+        FlowProcess(settings, _mkdir(tmp / f"p{i}"), secret, cluster=(i, addresses))
+        for i in range(workers)
+    ]
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _counters(flows: Sequence[FlowProcess]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for flow in flows:
+        for key, value in flow.counters().items():
+            total[key] = total.get(key, 0.0) + value
+    return total
+
+
+def _ended(flows: Sequence[FlowProcess]) -> int:
+    c = _counters(flows)
+    return int(
+        c.get("cxstream_events_total{outcome=processed}", 0)
+        + c.get("cxstream_events_total{outcome=dead_letter}", 0)
+    )
+
+
+def _watch(
+    flows: Sequence[FlowProcess], expected: int, say: Progress, timeout_s: float = 1_800
+) -> tuple[float, float, int]:
+    """Poll the flows' counters until every event ended; first and last progress times."""
+    first = last = 0.0
+    done = 0
+    deadline = time.monotonic() + timeout_s
+    while done < expected:
+        if time.monotonic() > deadline:
+            msg = f"the flow ended {done} of {expected} events within {timeout_s:.0f}s"
+            raise ServiceError(msg)
+        for flow in flows:
+            if flow.proc.poll() is not None:
+                msg = (
+                    f"a dataflow process exited with {flow.proc.returncode} (log: {flow.log_path})"
+                )
+                raise ServiceError(msg)
+        time.sleep(0.1)
+        now = time.monotonic()
+        ended = _ended(flows)
+        if ended > done:
+            if done == 0:
+                first = now - 0.1  # it started within the last poll interval
+            last = now
+            done = ended
+            say("running", done, expected)
+    return first, last, done
+
+
+def _paced(
+    producer: Producer,
+    topic: str,
+    records: list[dict[str, Any]],
+    rate: float,
+    flows: Sequence[FlowProcess],
+    say: Progress,
+) -> tuple[float, float, int]:
+    """Produce at ``rate`` events/s with event time = send time; then wait for the flow."""
+    start = time.monotonic()
+    next_check = start
+    for i, record in enumerate(records):
+        due = start + i / rate
+        now = time.monotonic()
+        if due > now:
+            time.sleep(due - now)
+        record["event_time"] = utcnow().isoformat()
+        _produce(producer, topic, record)
+        if i % 1000 == 0:
+            producer.poll(0)
+        if now >= next_check:
+            next_check = now + 1.0
+            say("running (paced)", _ended(flows), len(records))
+    producer.flush(60)
+    _, last, done = _watch(flows, len(records), say)
+    return start, last, done
