@@ -21,16 +21,18 @@ import base64
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NotRequired, TypeVar
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
 )
+from typing_extensions import TypedDict
 
 __all__ = [
     "Action",
@@ -150,6 +152,33 @@ class QosEvent(BaseModel):
     stalls: Annotated[int, Field(ge=0, le=10_000)] | None = None
 
     _utc = field_validator("event_time")(_as_utc)
+
+
+class QosRecord(TypedDict):
+    """:class:`QosEvent` as a typed dict: the same fields, constraints and strictness, validated
+    without building a model object (the hot path's parser; a test keeps the two in step)."""
+
+    __pydantic_config__ = ConfigDict(  # type: ignore[misc]
+        extra="ignore", allow_inf_nan=False, str_max_length=256, strict=True
+    )
+
+    event_id: Id
+    event_time: AwareDatetime
+    subscriber_id: Id
+    cell_id: Id
+    service: Service
+    rtt_ms: Annotated[float, Field(ge=0, le=60_000)]
+    jitter_ms: NotRequired[Annotated[float, Field(ge=0, le=10_000)]]
+    loss_pct: NotRequired[Annotated[float, Field(ge=0, le=100)]]
+    throughput_kbps: NotRequired[Annotated[float, Field(ge=0, le=10_000_000)] | None]
+    rsrp_dbm: NotRequired[Annotated[float, Field(ge=-156, le=-31)] | None]
+    rsrq_db: NotRequired[Annotated[float, Field(ge=-43, le=20)] | None]
+    sinr_db: NotRequired[Annotated[float, Field(ge=-23, le=40)] | None]
+    stalls: NotRequired[Annotated[int, Field(ge=0, le=10_000)] | None]
+
+
+QOS_RECORD = TypeAdapter(QosRecord)
+"""Validates one message value into a :class:`QosRecord` (raises ``ValidationError``)."""
 
 
 class CustomerContext(BaseModel):

@@ -4,7 +4,8 @@
 batch method takes and returns lists, so the engine can hand over whole batches (one Redis round
 trip per batch, not per event).
 
-parse -> enrich (customer context) -> detect (per subscriber) -> demarcate (per cell) -> decide\n(policy) -> actions
+ingest (parse, validate, enrich; columnar batches per shard of subscribers) -> detect (arrays per
+shard) -> demarcate (per cell, shards of cells) -> churn risk -> decide (policy) -> actions
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from enum import Enum
 from typing import Any, Literal, Protocol
 
 import redis
+from pydantic import ValidationError
 
 from cxstream import metrics
 from cxstream.actions.ledger import (
@@ -31,6 +33,7 @@ from cxstream.actions.ledger import (
 from cxstream.actions.policy import ContactPolicy, Decision, SignalIn
 from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.actions.store import ClaimStore
+from cxstream.batches import CellBatch, ShardBatch, group_by_shard
 from cxstream.churn_state import ChurnState, MemoryChurnState
 from cxstream.context import ContextStore
 from cxstream.detectors.cells import (
@@ -47,9 +50,10 @@ from cxstream.detectors.churn import (
     QualityMonitor,
     Schema,
 )
-from cxstream.detectors.degradation import ExperienceDropDetector, SubscriberMonitor
+from cxstream.detectors.table import SubscriberTable
 from cxstream.errors import ConfigError
 from cxstream.events import (
+    QOS_RECORD,
     Action,
     AffectedSubscriber,
     Alert,
@@ -58,7 +62,6 @@ from cxstream.events import (
     CustomerContext,
     Outcome,
     OutcomeKind,
-    QosEvent,
     ValueTier,
     parse_customer,
     parse_outcome,
@@ -67,7 +70,7 @@ from cxstream.events import (
 )
 from cxstream.settings import Settings
 
-__all__ = ["Candidate", "CellOutput", "Enriched", "Observation", "Pipeline", "SourceMessage"]
+__all__ = ["Candidate", "CellOutput", "Pipeline", "SourceMessage"]
 
 log = logging.getLogger(__name__)
 
@@ -86,35 +89,11 @@ class SourceMessage(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Enriched:
-    """A valid event joined with its customer's context."""
-
-    event: QosEvent
-    customer: CustomerContext | None
-    stale: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class Candidate:
     """An alert and the context the policy needs to act on it."""
 
     alert: Alert
     customer: CustomerContext | None
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """What the cell demarcation needs to know about one event (and its new alert, if any)."""
-
-    t: float
-    subscriber_id: str
-    cell_id: str
-    event_id: str
-    degraded: bool
-    experience: float
-    tier: str | None
-    candidate: Candidate | None = None
-    sample: bool = False  # record the experience index in the subscriber's history
 
 
 CellOutput = Candidate | CellIncident | CellStats
@@ -199,30 +178,65 @@ class Pipeline:
         self._churn_rev = 0
         self._churn_checked = -math.inf
         self._last_redis_log = 0.0
+        self._processed = metrics.EVENTS.labels("processed")
         self._max_age = timedelta(seconds=settings.flow.max_event_age_s)
         self._max_ahead = timedelta(seconds=settings.flow.max_event_ahead_s)
 
     # -- parse ---------------------------------------------------------------------------------
-    def parse_batch(self, messages: Sequence[Any]) -> list[QosEvent | BadEvent]:
-        """Validate a batch of source messages; errors from the source become dead letters too."""
+    def ingest(self, messages: Sequence[Any]) -> list[BadEvent | tuple[str, ShardBatch]]:
+        """Parse, validate and enrich a batch of source messages; valid events come out as one
+        columnar batch per shard of subscribers, invalid ones as dead letters.
+
+        Each value is validated by pydantic into a typed dict (:data:`QOS_RECORD`, the same rules
+        as :class:`QosEvent`); one that fails goes through :func:`parse_qos` for its exact reason.
+        """
         now = self.clock()
-        out: list[QosEvent | BadEvent] = []
+        now_ts = now.timestamp()
+        oldest = now_ts - self._max_age.total_seconds()
+        newest = now_ts + self._max_ahead.total_seconds()
+        validate = QOS_RECORD.validate_json
+        records: list[dict[str, Any]] = []
+        bad: list[BadEvent] = []
         for msg in messages:
             error = _source_error(msg, "qos")
-            out.append(
-                error
-                if error is not None
-                else parse_qos(
-                    msg.value,
-                    topic=msg.topic,
-                    partition=msg.partition,
-                    offset=msg.offset,
-                    now=now,
-                    max_age=self._max_age,
-                    max_ahead=self._max_ahead,
-                )
+            if error is not None:
+                bad.append(error)
+                continue
+            value = msg.value
+            record: Any = None
+            if value:
+                try:
+                    record = validate(value)
+                except ValidationError:
+                    record = None
+            if record is not None and oldest <= record["event_time"].timestamp() <= newest:
+                records.append(record)
+                continue
+            slow = parse_qos(
+                value,
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                now=now,
+                max_age=self._max_age,
+                max_ahead=self._max_ahead,
             )
-        self.count_dead_letters(item for item in out if isinstance(item, BadEvent))
+            if isinstance(slow, BadEvent):
+                bad.append(slow)
+            else:  # the two validators disagree: trust the model, keep the event
+                records.append(slow.model_dump())
+        self.count_dead_letters(bad)
+        out: list[BadEvent | tuple[str, ShardBatch]] = list(bad)
+        if not records:
+            return out
+        subscribers = [r["subscriber_id"] for r in records]
+        found = self.context.get_many(subscribers)
+        lookups = [found[s] for s in subscribers]
+        batch = ShardBatch.from_records(
+            records, [lk.customer for lk in lookups], [lk.stale for lk in lookups]
+        )
+        for shard, positions in group_by_shard(subscribers, self.settings.flow.shards):
+            out.append((str(shard), batch.take(positions)))
         return out
 
     @staticmethod
@@ -265,136 +279,162 @@ class Pipeline:
             if item.kind == "qos":
                 metrics.EVENTS.labels("dead_letter").inc()
 
-    # -- enrich --------------------------------------------------------------------------------
-    def enrich_batch(self, events: Sequence[QosEvent]) -> list[Enriched]:
-        """Join a batch with customer context: at most one Redis round trip for the batch."""
-        found = self.context.get_many(e.subscriber_id for e in events)
+    def new_table(self) -> SubscriberTable:
+        """Fresh array state for one shard of subscribers, from the detector settings."""
+        d = self.settings.detector
+        return SubscriberTable(
+            grace_events=d.grace_events,
+            fast_alpha=d.fast_alpha,
+            slow_alpha=d.slow_alpha,
+            poor=d.poor_experience,
+            threshold=d.threshold,
+            sample_interval_s=self.settings.history.interval_s,
+        )
+
+    def detect_shard(
+        self, table: SubscriberTable, batches: Sequence[ShardBatch]
+    ) -> list[tuple[str, CellBatch]]:
+        """Score then learn a shard's events at once; return them grouped by shard of cells.
+
+        The same results as :meth:`detect` event by event (tested), in a few array operations.
+        """
+        batch = ShardBatch.concat(batches)
+        n = len(batch)
+        if n == 0:
+            return []
+        result = table.observe(
+            batch.subscribers, batch.t, batch.service, batch.measurements, batch.plan
+        )
+        index = result.index.tolist()
+        degraded = result.in_episode.tolist()
+        sample = result.sample.tolist()
+        t = batch.t.tolist()
+        tiers = [c.value_tier.value if c is not None else None for c in batch.customers]
+        candidates = {
+            j: self._candidate(batch, j, found, index[j], float(result.episodes[j]))
+            for j, found in result.detections.items()
+        }
+        self._processed.inc(n)
         out = []
-        for event in events:
-            lookup = found[event.subscriber_id]
-            out.append(Enriched(event, lookup.customer, lookup.stale))
+        for shard, pos in group_by_shard(batch.cells, self.settings.flow.shards):
+            idx = pos.tolist()
+            out.append(
+                (
+                    str(shard),
+                    CellBatch(
+                        t=[t[i] for i in idx],
+                        subscribers=[batch.subscribers[i] for i in idx],
+                        cells=[batch.cells[i] for i in idx],
+                        event_ids=[batch.event_ids[i] for i in idx],
+                        degraded=[degraded[i] for i in idx],
+                        experience=[index[i] for i in idx],
+                        tiers=[tiers[i] for i in idx],
+                        sample=[sample[i] for i in idx],
+                        candidates={k: candidates[i] for k, i in enumerate(idx) if i in candidates},
+                    ),
+                )
+            )
         return out
 
-    # -- detect --------------------------------------------------------------------------------
-    def new_monitor(self) -> SubscriberMonitor:
-        """Fresh per-subscriber state from the detector settings."""
-        d = self.settings.detector
-        return SubscriberMonitor(
-            ExperienceDropDetector(
-                grace_events=d.grace_events,
-                fast_alpha=d.fast_alpha,
-                slow_alpha=d.slow_alpha,
-                poor=d.poor_experience,
-                threshold=d.threshold,
-            )
+    def _candidate(
+        self,
+        batch: ShardBatch,
+        j: int,
+        found: tuple[float, float, dict[str, Any]],
+        index: float,
+        episodes: float,
+    ) -> Candidate:
+        score, exp, why = found
+        customer = batch.customers[j]
+        alert = Alert(
+            alert_id=f"deg-{batch.subscribers[j]}-{batch.event_ids[j]}",
+            kind="degradation",
+            severity=severity_of(score),
+            subscriber_id=batch.subscribers[j],
+            cell_id=batch.cells[j],
+            score=round(score, 4),
+            experience=round(exp, 1),
+            event_time=batch.times[j],
+            detected_at=self.clock(),
+            why=why,
+            value_tier=customer.value_tier if customer is not None else None,
+            context_stale=batch.stale[j],
+            experience_index=round(index, 1),
+            degradations_7d=round(episodes, 3),
         )
+        metrics.ALERTS.labels(alert.kind, alert.severity).inc()
+        return Candidate(alert, customer)
 
-    def detect(
-        self, monitor: SubscriberMonitor | None, item: Enriched
-    ) -> tuple[SubscriberMonitor, Observation]:
-        """Score then learn one event for its subscriber; a new episode carries a candidate."""
-        if monitor is None:
-            monitor = self.new_monitor()
-        event = item.event
-        customer = item.customer
-        if customer is not None:
-            monitor.plan_mbps = customer.plan_mbps
-        # Without context (unknown, or Redis down and not cached) judge against the last known
-        # plan rather than a default, so an outage does not look like a degradation.
-        plan = monitor.plan_mbps if monitor.plan_mbps is not None else 50.0
-        score, exp, detection = monitor.observe(
-            event.service,
-            {
-                "rtt_ms": event.rtt_ms,
-                "jitter_ms": event.jitter_ms,
-                "loss_pct": event.loss_pct,
-                "throughput_kbps": event.throughput_kbps,
-                "rsrp_dbm": event.rsrp_dbm,
-                "sinr_db": event.sinr_db,
-            },
-            plan,
-        )
-        metrics.EVENTS.labels("processed").inc()
-        tier = customer.value_tier.value if customer is not None else None
-        candidate = None
-        if detection is not None:
-            monitor.count_episode(event.event_time.timestamp())
-            alert = Alert(
-                alert_id=f"deg-{event.subscriber_id}-{event.event_id}",
-                kind="degradation",
-                severity=severity_of(score),
-                subscriber_id=event.subscriber_id,
-                cell_id=event.cell_id,
-                score=round(score, 4),
-                experience=round(exp, 1),
-                event_time=event.event_time,
-                detected_at=self.clock(),
-                why=detection.why,
-                value_tier=customer.value_tier if customer is not None else None,
-                context_stale=item.stale,
-                experience_index=round(monitor.experience_index, 1),
-                degradations_7d=round(monitor.episodes, 3),
-            )
-            metrics.ALERTS.labels(alert.kind, alert.severity).inc()
-            candidate = Candidate(alert, customer)
-        t = event.event_time.timestamp()
-        sample = t - monitor.last_sample_t >= self.settings.history.interval_s
-        if sample:
-            monitor.last_sample_t = t
-        observation = Observation(
-            t=t,
-            subscriber_id=event.subscriber_id,
-            cell_id=event.cell_id,
-            event_id=event.event_id,
-            degraded=monitor.in_episode,
-            experience=monitor.experience_index,
-            tier=tier,
-            candidate=candidate,
-            sample=sample,
-        )
-        return monitor, observation
-
-    def record_history(self, observations: Sequence[Observation]) -> list[Observation]:
-        """Append due experience samples to the subscribers' histories (one Redis round trip)."""
+    def record_cell_batches(
+        self, items: Sequence[tuple[str, CellBatch]]
+    ) -> list[tuple[str, CellBatch]]:
+        """Append due experience samples to histories and audit event ids (one round trip for
+        everything the detectors emitted in this activation), and merge the batches bound for
+        the same shard of cells, so demarcation gets few, large batches."""
         h = self.settings.history
         if h.enabled:
-            samples = [(o.subscriber_id, o.t, o.experience) for o in observations if o.sample]
+            samples = [
+                (b.subscribers[i], b.t[i], b.experience[i])
+                for _, b in items
+                for i, due in enumerate(b.sample)
+                if due
+            ]
             if samples:
                 self.context.append_history(samples, keep=h.keep)
         audit = self.settings.flow.audit_key
-        if audit is not None and observations:
+        if audit is not None and items:
             try:
                 self.context.audit(
-                    [o.event_id for o in observations], audit, self.settings.flow.audit_ttl_s
+                    [e for _, b in items for e in b.event_ids],
+                    audit,
+                    self.settings.flow.audit_ttl_s,
                 )
             except redis.RedisError as exc:
                 self._redis_trouble("processing audit", exc)
-        return list(observations)
+        merged: dict[str, list[CellBatch]] = {}
+        for key, b in items:
+            merged.setdefault(key, []).append(b)
+        return [(key, CellBatch.concat(bs)) for key, bs in merged.items()]
 
     # -- demarcate -----------------------------------------------------------------------------
     def new_cell_monitor(self, cell_id: str) -> CellMonitor[Candidate]:
         """Fresh demarcation state for one cell."""
         return CellMonitor(cell_id, CellSettings(**self.settings.cells.model_dump()))
 
-    def demarcate(self, monitor: CellMonitor[Candidate], obs: Observation) -> list[CellOutput]:
-        """Feed one observation to its cell; returns incident changes and released alerts."""
-        updates, released = monitor.observe(
-            obs.t,
-            obs.subscriber_id,
-            degraded=obs.degraded,
-            experience=obs.experience,
-            tier=obs.tier,
-            alert=obs.candidate,
-        )
-        if obs.candidate is not None:
-            metrics.HELD_ALERTS.inc()
-        if released:
-            metrics.HELD_ALERTS.dec(len(released))
-        out: list[CellOutput] = [self._incident(u) for u in updates]
-        out.extend(self._explain(r) for r in released)
-        stats = monitor.take_stats()
-        if stats is not None:
-            out.append(stats)
+    def demarcate_shard(
+        self, monitors: dict[str, CellMonitor[Candidate]], batches: Sequence[CellBatch]
+    ) -> list[CellOutput]:
+        """Feed a shard's events to their cells, in order; incident changes, released alerts
+        and periodic cell stats come out."""
+        out: list[CellOutput] = []
+        held = 0
+        for b in batches:
+            candidates = b.candidates
+            for i, cell_id in enumerate(b.cells):
+                monitor = monitors.get(cell_id)
+                if monitor is None:
+                    monitor = monitors[cell_id] = self.new_cell_monitor(cell_id)
+                candidate = candidates.get(i) if candidates else None
+                if candidate is not None:
+                    held += 1
+                updates, released = monitor.observe(
+                    b.t[i],
+                    b.subscribers[i],
+                    degraded=b.degraded[i],
+                    experience=b.experience[i],
+                    tier=b.tiers[i],
+                    alert=candidate,
+                )
+                if updates:
+                    out.extend(self._incident(u) for u in updates)
+                if released:
+                    held -= len(released)
+                    out.extend(self._explain(r) for r in released)
+                stats = monitor.take_stats()
+                if stats is not None:
+                    out.append(stats)
+        if held:
+            metrics.HELD_ALERTS.inc(held)
         return out
 
     def release_held(self, monitor: CellMonitor[Candidate]) -> list[CellOutput]:

@@ -283,6 +283,9 @@ class FlowSettings(BaseModel):
     max_event_ahead_s: Annotated[float, Field(gt=0)] = 300
     metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 3030
     workers: Annotated[int, Field(ge=1, le=256)] = 1
+    # state keys: subscribers and cells are grouped into this many shards (per whole cluster);
+    # one call updates a batch of a shard. Keep it a few times the number of workers.
+    shards: Annotated[int, Field(ge=1, le=65_536)] = 64
     # Bytewax recovery: snapshots of all state (Kafka offsets, detectors, cells, pending webhook
     # deliveries) every epoch; a restarted dataflow resumes from the last one. None = off.
     recovery_dir: str | None = None

@@ -21,7 +21,7 @@ from typing_extensions import override
 
 from cxstream.detectors.experience import experience_score
 
-__all__ = ["Detection", "ExperienceDropDetector", "SubscriberMonitor"]
+__all__ = ["INPUTS", "Detection", "ExperienceDropDetector", "SubscriberMonitor", "explain_drop"]
 
 
 def _logistic(z: float) -> float:
@@ -157,7 +157,7 @@ class Detection:
     why: dict[str, Any]
 
 
-_INPUTS = ("rtt_ms", "jitter_ms", "loss_pct", "throughput_kbps", "sinr_db")
+INPUTS = ("rtt_ms", "jitter_ms", "loss_pct", "throughput_kbps", "sinr_db")
 
 
 @dataclass
@@ -221,7 +221,7 @@ class SubscriberMonitor:
             self.in_episode = False
         det.learn_one(x)
         if not self.in_episode:
-            for name in _INPUTS:
+            for name in INPUTS:
                 value = measurements.get(name)
                 if value is not None:
                     old = self.inputs.get(name)
@@ -230,23 +230,29 @@ class SubscriberMonitor:
         return score, exp, detection
 
     def _why(self, exp: float, measurements: dict[str, float | None]) -> dict[str, Any]:
-        """Which inputs moved, from their usual level to now, largest relative move first."""
-        base_exp = self.detector.baseline
-        moved = []
-        for name in _INPUTS:
-            now = measurements.get(name)
-            usual = self.inputs.get(name)
-            if now is None or usual is None:
-                continue
-            change = (now - usual) / max(abs(usual), 1e-3)
-            moved.append(
-                (abs(change), {"input": name, "from": round(usual, 2), "to": round(now, 2)})
-            )
-        moved.sort(key=lambda item: item[0], reverse=True)
-        return {
-            "experience": {
-                "from": round(base_exp, 1) if math.isfinite(base_exp) else None,
-                "to": round(exp, 1),
-            },
-            "inputs": [entry for _, entry in moved[:3]],
-        }
+        return explain_drop(exp, self.detector.baseline, self.inputs, measurements)
+
+
+def explain_drop(
+    exp: float,
+    base_exp: float,
+    inputs: dict[str, float],
+    measurements: dict[str, float | None],
+) -> dict[str, Any]:
+    """Which inputs moved, from their usual level to now, largest relative move first."""
+    moved = []
+    for name in INPUTS:
+        now = measurements.get(name)
+        usual = inputs.get(name)
+        if now is None or usual is None:
+            continue
+        change = (now - usual) / max(abs(usual), 1e-3)
+        moved.append((abs(change), {"input": name, "from": round(usual, 2), "to": round(now, 2)}))
+    moved.sort(key=lambda item: item[0], reverse=True)
+    return {
+        "experience": {
+            "from": round(base_exp, 1) if math.isfinite(base_exp) else None,
+            "to": round(exp, 1),
+        },
+        "inputs": [entry for _, entry in moved[:3]],
+    }

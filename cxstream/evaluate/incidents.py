@@ -20,12 +20,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cxstream.actions.store import MemoryClaimStore
+from cxstream.batches import ShardBatch
 from cxstream.detectors.cells import CellMonitor
-from cxstream.detectors.degradation import SubscriberMonitor
-from cxstream.events import CellIncident, QosEvent, parse_qos
-from cxstream.pipeline import Candidate, Enriched, Pipeline
+from cxstream.events import QOS_RECORD, CellIncident
+from cxstream.pipeline import Candidate, Pipeline
 from cxstream.settings import Settings, load_settings
 from cxstream.simulate import Incident, Simulator, plan_incidents
 
@@ -97,30 +98,36 @@ def _run_scenario(
         claims=MemoryClaimStore(),
         clock=lambda: start,
     )
-    monitors: dict[str, SubscriberMonitor] = {}
+    # the flow's own hot path: columnar batches, array detectors, shard-wise demarcation
+    table = pipeline.new_table()
     cell_monitors: dict[str, CellMonitor[Candidate]] = {}
     opened: list[CellIncident] = []
     released: list[Candidate] = []
     end = start + timedelta(seconds=duration_s)
-    for t in sim.timeline(start, rate):
-        if t >= end:
-            break
-        _, raw = sim.encoded(t)
-        event = parse_qos(raw)
-        assert isinstance(event, QosEvent)  # noqa: S101 - the simulator writes valid events here
-        report.events += 1
-        sub = event.subscriber_id
-        monitor, obs = pipeline.detect(monitors.get(sub), Enriched(event, profiles.get(sub)))
-        monitors[sub] = monitor
-        cell = cell_monitors.get(event.cell_id)
-        if cell is None:
-            cell = cell_monitors[event.cell_id] = pipeline.new_cell_monitor(event.cell_id)
-        for item in pipeline.demarcate(cell, obs):
+    records: list[dict[str, Any]] = []
+
+    def run(records: list[dict[str, Any]]) -> None:
+        customers = [profiles.get(r["subscriber_id"]) for r in records]
+        batch = ShardBatch.from_records(records, customers, [False] * len(records))
+        cell_batches = [b for _, b in pipeline.detect_shard(table, [batch])]
+        for item in pipeline.demarcate_shard(cell_monitors, cell_batches):
             if isinstance(item, CellIncident):
                 if item.state == "open":
                     opened.append(item)
             elif isinstance(item, Candidate):
                 released.append(item)
+
+    for t in sim.timeline(start, rate):
+        if t >= end:
+            break
+        _, raw = sim.encoded(t)
+        records.append(dict(QOS_RECORD.validate_json(raw)))
+        report.events += 1
+        if len(records) == 500:
+            run(records)
+            records = []
+    if records:
+        run(records)
     for cell in cell_monitors.values():
         released.extend(c for c in pipeline.release_held(cell) if isinstance(c, Candidate))
     decisions = pipeline.decide_batch(released)

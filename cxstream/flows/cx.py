@@ -30,7 +30,7 @@ import redis
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import SimplePollingSource, Source
-from bytewax.operators import StatefulLogic
+from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import FixedPartitionedSink, Sink
 from typing_extensions import override
 
@@ -40,13 +40,15 @@ from cxstream.actions.policy import Decision
 from cxstream.actions.store import RedisClaimStore
 from cxstream.actions.tmf import alarm_from_incident
 from cxstream.actions.webhook import CircuitBreaker, WebhookSender
+from cxstream.batches import CellBatch, ShardBatch
 from cxstream.churn_state import RedisChurnState
 from cxstream.context import ContextStore
 from cxstream.detectors.cells import CellMonitor, CellStats
+from cxstream.detectors.table import SubscriberTable
 from cxstream.errors import ConfigError
-from cxstream.events import Action, BadEvent, CellIncident, CustomerContext, Outcome, QosEvent
+from cxstream.events import Action, BadEvent, CellIncident, CustomerContext, Outcome
 from cxstream.flows.sinks import CustomerSink, WebhookSink
-from cxstream.pipeline import Candidate, CellOutput, Observation, Pipeline
+from cxstream.pipeline import Candidate, CellOutput, Pipeline
 from cxstream.services import redis_client
 from cxstream.settings import Settings, config_path_from_env, load_settings
 
@@ -70,8 +72,8 @@ class FlowIO:
     deferred_source: Source[list[Action]] | None = None
 
 
-def _is_event(item: QosEvent | BadEvent) -> TypeGuard[QosEvent]:
-    return isinstance(item, QosEvent)
+def _is_shard_batch(item: BadEvent | tuple[str, ShardBatch]) -> TypeGuard[tuple[str, ShardBatch]]:
+    return isinstance(item, tuple)
 
 
 def _dead(item: object) -> BadEvent:
@@ -90,49 +92,78 @@ def _as_candidate(item: CellOutput) -> Candidate | None:
     return item if isinstance(item, Candidate) else None
 
 
-class _CellLogic(StatefulLogic[Observation, CellOutput, CellMonitor[Candidate]]):
-    """Bytewax glue for one cell's demarcation state.
+class _DetectLogic(StatefulBatchLogic[ShardBatch, tuple[str, CellBatch], SubscriberTable]):
+    """One shard of subscribers: their detector states as arrays, updated a batch at a time."""
 
-    Held alerts are released by the cell's own event-time clock while traffic flows; if the cell
+    def __init__(self, pipeline: Pipeline, resume: SubscriberTable | None) -> None:
+        self._pipeline = pipeline
+        self._table = resume if resume is not None else pipeline.new_table()
+
+    @override
+    def on_batch(self, values: list[ShardBatch]) -> tuple[list[tuple[str, CellBatch]], bool]:
+        return self._pipeline.detect_shard(self._table, values), StatefulBatchLogic.RETAIN
+
+    @override
+    def snapshot(self) -> SubscriberTable:
+        return self._table
+
+
+class _CellLogic(StatefulBatchLogic[CellBatch, CellOutput, dict[str, CellMonitor[Candidate]]]):
+    """One shard of cells: their demarcation states.
+
+    Held alerts are released by each cell's own event-time clock while traffic flows; if a cell
     goes quiet, a wall-clock timer releases them after ``cells.hold_s``, and at end of input
     everything held is released.
     """
 
-    def __init__(self, pipeline: Pipeline, resume: CellMonitor[Candidate] | None) -> None:
+    def __init__(
+        self, pipeline: Pipeline, resume: dict[str, CellMonitor[Candidate]] | None
+    ) -> None:
         self._pipeline = pipeline
-        self._monitor = resume
-        self._due: datetime | None = None
-        if resume is not None and resume.holding:  # alerts held when the snapshot was taken
-            metrics.HELD_ALERTS.inc(resume.held_count)
+        self._cells: dict[str, CellMonitor[Candidate]] = resume if resume is not None else {}
+        self._due: dict[str, datetime] = {}
+        hold = timedelta(seconds=pipeline.settings.cells.hold_s)
+        self._hold = hold
+        for cell_id, monitor in self._cells.items():
+            if monitor.holding:  # alerts held when the snapshot was taken
+                metrics.HELD_ALERTS.inc(monitor.held_count)
+                self._due[cell_id] = datetime.now(UTC) + hold
 
     @override
-    def on_item(self, value: Observation) -> tuple[list[CellOutput], bool]:
-        if self._monitor is None:
-            self._monitor = self._pipeline.new_cell_monitor(value.cell_id)
-        out = self._pipeline.demarcate(self._monitor, value)
-        hold = timedelta(seconds=self._pipeline.settings.cells.hold_s)
-        self._due = datetime.now(UTC) + hold if self._monitor.holding else None
-        return out, StatefulLogic.RETAIN
+    def on_batch(self, values: list[CellBatch]) -> tuple[list[CellOutput], bool]:
+        out = self._pipeline.demarcate_shard(self._cells, values)
+        due = datetime.now(UTC) + self._hold
+        for cell_id in {c for v in values for c in v.cells}:
+            if self._cells[cell_id].holding:
+                self._due[cell_id] = due
+            else:
+                self._due.pop(cell_id, None)
+        return out, StatefulBatchLogic.RETAIN
 
     @override
     def on_notify(self) -> tuple[list[CellOutput], bool]:
-        self._due = None
-        if self._monitor is None:
-            return [], StatefulLogic.RETAIN
-        return self._pipeline.release_held(self._monitor), StatefulLogic.RETAIN
+        now = datetime.now(UTC)
+        out: list[CellOutput] = []
+        for cell_id in [c for c, due in self._due.items() if due <= now]:
+            del self._due[cell_id]
+            out.extend(self._pipeline.release_held(self._cells[cell_id]))
+        return out, StatefulBatchLogic.RETAIN
 
     @override
     def on_eof(self) -> tuple[list[CellOutput], bool]:
-        return self.on_notify()
+        out: list[CellOutput] = []
+        for monitor in self._cells.values():
+            out.extend(self._pipeline.release_held(monitor))
+        self._due.clear()
+        return out, StatefulBatchLogic.RETAIN
 
     @override
     def notify_at(self) -> datetime | None:
-        return self._due
+        return min(self._due.values()) if self._due else None
 
     @override
-    def snapshot(self) -> CellMonitor[Candidate]:
-        assert self._monitor is not None  # noqa: S101 - snapshots follow at least one item
-        return self._monitor
+    def snapshot(self) -> dict[str, CellMonitor[Candidate]]:
+        return self._cells
 
 
 def _is_outcome(item: Outcome | BadEvent) -> TypeGuard[Outcome]:
@@ -164,16 +195,20 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
     flow = Dataflow("cxstream")
 
     raw = op.input("qos_in", flow, io.qos_source)
-    parsed = op.flat_map_batch("parse_event", raw, pipeline.parse_batch)
-    valid = op.branch("split_valid", parsed, _is_event)
-
-    enriched = op.flat_map_batch("enrich", valid.trues, pipeline.enrich_batch)
-    keyed = op.key_on("key_subscriber", enriched, lambda e: e.event.subscriber_id)
-    detected = op.stateful_map("detect_degradation", keyed, pipeline.detect)
-    observed = op.map("observation", detected, lambda kv: kv[1])
-    observed = op.flat_map_batch("record_history", observed, pipeline.record_history)
-    by_cell = op.key_on("key_cell", observed, lambda o: o.cell_id)
-    cell_out = op.stateful("demarcate_cells", by_cell, lambda resume: _CellLogic(pipeline, resume))
+    # parse, validate and enrich a batch; out come dead letters and one columnar batch per shard
+    # of subscribers. State is keyed by shards (flow.shards), not by each subscriber or cell: one
+    # call updates a shard's batch with array maths, and Bytewax routes and snapshots a few
+    # dozen keys per batch, not one per event.
+    ingested = op.flat_map_batch("ingest", raw, pipeline.ingest)
+    split = op.branch("split_valid", ingested, _is_shard_batch)
+    detected = op.stateful_batch(
+        "detect_degradation", split.trues, lambda resume: _DetectLogic(pipeline, resume)
+    )
+    by_cell = op.map("cell_shard", detected, lambda kv: kv[1])
+    by_cell = op.flat_map_batch("record_history", by_cell, pipeline.record_cell_batches)
+    cell_out = op.stateful_batch(
+        "demarcate_cells", by_cell, lambda resume: _CellLogic(pipeline, resume)
+    )
     outputs = op.map("cell_output", cell_out, lambda kv: kv[1])
     split_out = op.branch("split_incidents", outputs, _is_incident)
     candidates = op.filter_map("keep_alerts", split_out.falses, _as_candidate)
@@ -239,7 +274,7 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         op.map("incident_msg", split_out.trues, incident_msg),
         op.map("decision_msg", decisions, decision_msg),
         op.map("action_msg", actions, action_msg),
-        op.map("dead_letter_msg", valid.falses, dead_letter_msg),
+        op.map("dead_letter_msg", split.falses, dead_letter_msg),
     ]
     if isinstance(io.webhook_sink, FixedPartitionedSink):  # the production, recoverable sink
         keyed_actions = op.key_on("key_action", actions, lambda a: a.subscriber_id)

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cxstream.actions.rules import load_policy
+from cxstream.context import ContextStore
 from cxstream.customers import read_customers
 from cxstream.errors import ConfigError
 from cxstream.events import (
@@ -29,6 +30,7 @@ from cxstream.events import (
 )
 from cxstream.pipeline import Pipeline
 from cxstream.settings import load_settings
+from tests.fakes import FakeRedis
 
 REASONS = set(get_args(BadReason)) - {"redis_unavailable"}  # parsers never produce that one
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -131,8 +133,21 @@ def test_duplicate_and_mixed_batches_keep_every_record(raws):
             self.value, self.topic, self.partition, self.offset = value, "q", 0, offset
 
     batch = [Msg(r, i) for i, r in enumerate(raws + raws)]  # every record twice: duplicate ids
-    out = Pipeline(load_settings(), context=None, claims=None, clock=lambda: NOW).parse_batch(batch)  # type: ignore[arg-type]
-    assert len(out) == len(batch)
+    pipeline = Pipeline(
+        load_settings(), context=ContextStore(FakeRedis()), claims=None, clock=lambda: NOW
+    )  # type: ignore[arg-type]
+    out = pipeline.ingest(batch)
+    valid = sum(len(item[1]) for item in out if isinstance(item, tuple))
+    dead = [item for item in out if not isinstance(item, tuple)]
+    assert valid + len(dead) == len(batch)  # every record ends valid or dead-lettered
+    # the fast validator and the model agree on every record
+    from cxstream.events import BadEvent, parse_qos
+
+    slow = [
+        parse_qos(m.value, now=NOW, max_age=pipeline._max_age, max_ahead=pipeline._max_ahead)
+        for m in batch
+    ]
+    assert len(dead) == sum(isinstance(r, BadEvent) for r in slow)
 
 
 @SETTINGS

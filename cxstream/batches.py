@@ -1,0 +1,172 @@
+"""Columnar batches: what flows between the hot-path steps instead of one object per event.
+
+A :class:`ShardBatch` holds the valid, enriched events of one shard of subscribers as columns
+(lists of ids, numpy arrays of times and measurements); the detector step turns it into
+:class:`CellBatch` es, one per shard of cells, for demarcation. Bytewax routes and snapshots a
+few dozen shard keys per batch instead of every event, and the per-subscriber maths runs on
+arrays (:class:`~cxstream.detectors.table.SubscriberTable`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from cxstream.detectors.table import SERVICE_CODES
+from cxstream.events import CustomerContext
+
+__all__ = ["CellBatch", "ShardBatch", "group_by_shard", "shard_of"]
+
+F64 = NDArray[np.float64]
+
+
+def shard_of(key: str, shards: int) -> int:
+    """The shard of a subscriber or cell id: stable across processes and restarts (CRC-32)."""
+    return zlib.crc32(key.encode()) % shards
+
+
+def group_by_shard(keys: Sequence[str], shards: int) -> list[tuple[int, NDArray[np.intp]]]:
+    """``(shard, positions)`` for each shard present, positions in input order."""
+    if not keys:
+        return []
+    crc = zlib.crc32
+    codes = np.fromiter((crc(k.encode()) % shards for k in keys), np.int64, len(keys))
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    cuts = np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1
+    return [(int(codes[g[0]]), g) for g in np.split(order, cuts)]
+
+
+@dataclass(slots=True)
+class ShardBatch:
+    """Valid events of one shard of subscribers, with their customers' context, as columns."""
+
+    subscribers: list[str]
+    cells: list[str]
+    event_ids: list[str]
+    times: list[datetime]
+    t: F64  # event time, epoch seconds
+    service: NDArray[np.int8]
+    measurements: F64  # rtt, jitter, loss, throughput, rsrp, sinr; NaN = not reported
+    plan: F64  # the customer's plan (Mbps); NaN = context unknown
+    customers: list[CustomerContext | None]
+    stale: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.subscribers)
+
+    @staticmethod
+    def from_records(
+        records: Sequence[dict[str, Any]],
+        customers: Sequence[CustomerContext | None],
+        stale: Sequence[bool],
+    ) -> ShardBatch:
+        """Columns from validated QoS records (dicts with :class:`~cxstream.events.QosEvent`'s
+        fields) and each one's context."""
+        n = len(records)
+        times = [r["event_time"] for r in records]
+        nan = np.nan
+        return ShardBatch(
+            subscribers=[r["subscriber_id"] for r in records],
+            cells=[r["cell_id"] for r in records],
+            event_ids=[r["event_id"] for r in records],
+            times=times,
+            t=np.fromiter((d.timestamp() for d in times), np.float64, n),
+            service=np.fromiter((SERVICE_CODES[r["service"]] for r in records), np.int8, n),
+            measurements=np.array(
+                [
+                    (
+                        r["rtt_ms"],
+                        r.get("jitter_ms", 0.0),
+                        r.get("loss_pct", 0.0),
+                        r.get("throughput_kbps"),
+                        r.get("rsrp_dbm"),
+                        r.get("sinr_db"),
+                    )
+                    for r in records
+                ],
+                dtype=np.float64,
+            ).reshape(n, 6),
+            plan=np.fromiter(
+                (c.plan_mbps if c is not None else nan for c in customers), np.float64, n
+            ),
+            customers=list(customers),
+            stale=list(stale),
+        )
+
+    def take(self, positions: NDArray[np.intp]) -> ShardBatch:
+        """The events at ``positions``, in that order."""
+        idx = positions.tolist()
+        return ShardBatch(
+            subscribers=[self.subscribers[i] for i in idx],
+            cells=[self.cells[i] for i in idx],
+            event_ids=[self.event_ids[i] for i in idx],
+            times=[self.times[i] for i in idx],
+            t=self.t[positions],
+            service=self.service[positions],
+            measurements=self.measurements[positions],
+            plan=self.plan[positions],
+            customers=[self.customers[i] for i in idx],
+            stale=[self.stale[i] for i in idx],
+        )
+
+    @staticmethod
+    def concat(batches: Sequence[ShardBatch]) -> ShardBatch:
+        """One batch of all events, in order."""
+        if len(batches) == 1:
+            return batches[0]
+        return ShardBatch(
+            subscribers=[s for b in batches for s in b.subscribers],
+            cells=[c for b in batches for c in b.cells],
+            event_ids=[e for b in batches for e in b.event_ids],
+            times=[d for b in batches for d in b.times],
+            t=np.concatenate([b.t for b in batches]),
+            service=np.concatenate([b.service for b in batches]),
+            measurements=np.concatenate([b.measurements for b in batches]),
+            plan=np.concatenate([b.plan for b in batches]),
+            customers=[c for b in batches for c in b.customers],
+            stale=[s for b in batches for s in b.stale],
+        )
+
+
+@dataclass(slots=True)
+class CellBatch:
+    """What demarcation needs about events of one shard of cells (and their new alerts)."""
+
+    t: list[float]
+    subscribers: list[str]
+    cells: list[str]
+    event_ids: list[str]
+    degraded: list[bool]
+    experience: list[float]  # the subscriber's experience index after the event
+    tiers: list[str | None]
+    sample: list[bool]  # record the index in the subscriber's history
+    candidates: dict[int, Any]  # position -> the new alert's Candidate
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    @staticmethod
+    def concat(batches: Sequence[CellBatch]) -> CellBatch:
+        """One batch of all events, in order (candidate positions shifted)."""
+        if len(batches) == 1:
+            return batches[0]
+        out = CellBatch([], [], [], [], [], [], [], [], {})
+        for b in batches:
+            offset = len(out.t)
+            out.t.extend(b.t)
+            out.subscribers.extend(b.subscribers)
+            out.cells.extend(b.cells)
+            out.event_ids.extend(b.event_ids)
+            out.degraded.extend(b.degraded)
+            out.experience.extend(b.experience)
+            out.tiers.extend(b.tiers)
+            out.sample.extend(b.sample)
+            out.candidates.update({offset + k: c for k, c in b.candidates.items()})
+        return out
