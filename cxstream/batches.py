@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from cxstream.detectors.table import SERVICE_CODES
 from cxstream.events import CustomerContext
 
-__all__ = ["CellBatch", "ShardBatch", "group_by_shard", "shard_of"]
+__all__ = ["CellBatch", "RawBatch", "ShardBatch", "group_by_shard", "shard_of"]
 
 F64 = NDArray[np.float64]
 
@@ -41,6 +41,16 @@ def group_by_shard(keys: Sequence[str], shards: int) -> list[tuple[int, NDArray[
     sorted_codes = codes[order]
     cuts = np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1
     return [(int(codes[g[0]]), g) for g in np.split(order, cuts)]
+
+
+@dataclass(frozen=True, slots=True)
+class RawBatch:
+    """The messages of one poll of one Kafka partition: values and offsets, in order."""
+
+    topic: str
+    partition: int
+    values: list[bytes | None]
+    offsets: list[int]
 
 
 @dataclass(slots=True)
@@ -64,40 +74,49 @@ class ShardBatch:
     @staticmethod
     def from_records(
         records: Sequence[dict[str, Any]],
-        customers: Sequence[CustomerContext | None],
-        stale: Sequence[bool],
+        times: Sequence[float] | None = None,
+        customers: Sequence[CustomerContext | None] | None = None,
+        stale: Sequence[bool] | None = None,
     ) -> ShardBatch:
         """Columns from validated QoS records (dicts with :class:`~cxstream.events.QosEvent`'s
-        fields) and each one's context."""
+        fields), their event times as epoch seconds if known, and each one's context (unknown
+        when not given)."""
         n = len(records)
-        times = [r["event_time"] for r in records]
-        nan = np.nan
+        codes = SERVICE_CODES
+        rows = [
+            (
+                r["subscriber_id"],
+                r["cell_id"],
+                r["event_id"],
+                r["event_time"],
+                codes[r["service"]],
+                r["rtt_ms"],
+                r.get("jitter_ms", 0.0),
+                r.get("loss_pct", 0.0),
+                r.get("throughput_kbps"),
+                r.get("rsrp_dbm"),
+                r.get("sinr_db"),
+            )
+            for r in records
+        ]
+        cols: list[Any] = list(zip(*rows, strict=True)) if rows else [()] * 11
+        if times is None:
+            times = [d.timestamp() for d in cols[3]]
+        if customers is None:
+            customers = [None] * n
         return ShardBatch(
-            subscribers=[r["subscriber_id"] for r in records],
-            cells=[r["cell_id"] for r in records],
-            event_ids=[r["event_id"] for r in records],
-            times=times,
-            t=np.fromiter((d.timestamp() for d in times), np.float64, n),
-            service=np.fromiter((SERVICE_CODES[r["service"]] for r in records), np.int8, n),
-            measurements=np.array(
-                [
-                    (
-                        r["rtt_ms"],
-                        r.get("jitter_ms", 0.0),
-                        r.get("loss_pct", 0.0),
-                        r.get("throughput_kbps"),
-                        r.get("rsrp_dbm"),
-                        r.get("sinr_db"),
-                    )
-                    for r in records
-                ],
-                dtype=np.float64,
-            ).reshape(n, 6),
+            subscribers=list(cols[0]),
+            cells=list(cols[1]),
+            event_ids=list(cols[2]),
+            times=list(cols[3]),
+            t=np.array(times, dtype=np.float64),
+            service=np.array(cols[4], dtype=np.int8),
+            measurements=np.array(cols[5:11], dtype=np.float64).T.reshape(n, 6),
             plan=np.fromiter(
-                (c.plan_mbps if c is not None else nan for c in customers), np.float64, n
+                (c.plan_mbps if c is not None else np.nan for c in customers), np.float64, n
             ),
             customers=list(customers),
-            stale=list(stale),
+            stale=list(stale) if stale is not None else [False] * n,
         )
 
     def take(self, positions: NDArray[np.intp]) -> ShardBatch:

@@ -63,7 +63,7 @@ class ContextStore:
         self._max = max_entries
         self._customer_ttl_s = customer_ttl_s
         self._clock = clock
-        self._cache: dict[str, tuple[float, CustomerContext | None]] = {}
+        self._cache: dict[str, tuple[float, CustomerContext | None, Lookup]] = {}
         self._last_error_log = 0.0
 
     def ping(self) -> None:
@@ -89,7 +89,7 @@ class ContextStore:
                 continue
             cached = self._cache.get(sid)
             if cached is not None and cached[0] > now:
-                out[sid] = Lookup(cached[1])
+                out[sid] = cached[2]
                 hits += 1
             else:
                 out[sid] = Lookup(None)  # placeholder, replaced below
@@ -133,7 +133,7 @@ class ContextStore:
     def _remember(self, sid: str, expires: float, customer: CustomerContext | None) -> None:
         cache = self._cache
         cache.pop(sid, None)
-        cache[sid] = (expires, customer)
+        cache[sid] = (expires, customer, Lookup(customer))
         while len(cache) > self._max:
             del cache[next(iter(cache))]
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, Literal, Protocol
 
+import numpy as np
 import redis
 from pydantic import ValidationError
 
@@ -33,7 +34,7 @@ from cxstream.actions.ledger import (
 from cxstream.actions.policy import ContactPolicy, Decision, SignalIn
 from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.actions.store import ClaimStore
-from cxstream.batches import CellBatch, ShardBatch, group_by_shard
+from cxstream.batches import CellBatch, RawBatch, ShardBatch, group_by_shard
 from cxstream.churn_state import ChurnState, MemoryChurnState
 from cxstream.context import ContextStore
 from cxstream.detectors.cells import (
@@ -95,6 +96,8 @@ class Candidate:
     alert: Alert
     customer: CustomerContext | None
 
+
+_VALIDATE_QOS = QOS_RECORD.validator.validate_json  # pydantic-core directly: no wrapper per call
 
 CellOutput = Candidate | CellIncident | CellStats
 """What demarcation emits: released individual alerts (maybe explained) and incident changes."""
@@ -184,58 +187,74 @@ class Pipeline:
 
     # -- parse ---------------------------------------------------------------------------------
     def ingest(self, messages: Sequence[Any]) -> list[BadEvent | tuple[str, ShardBatch]]:
-        """Parse, validate and enrich a batch of source messages; valid events come out as one
+        """Parse, validate and enrich a batch of source items; valid events come out as one
         columnar batch per shard of subscribers, invalid ones as dead letters.
 
-        Each value is validated by pydantic into a typed dict (:data:`QOS_RECORD`, the same rules
-        as :class:`QosEvent`); one that fails goes through :func:`parse_qos` for its exact reason.
+        Items are whole polls (:class:`~cxstream.flows.source.RawBatch`), consumer errors, or
+        single messages with ``value``/``topic``/``partition``/``offset``. Each value is
+        validated by pydantic into a typed dict (:data:`QOS_RECORD`, the same rules as
+        :class:`QosEvent`); one that fails goes through :func:`parse_qos` for its exact reason.
         """
         now = self.clock()
         now_ts = now.timestamp()
         oldest = now_ts - self._max_age.total_seconds()
         newest = now_ts + self._max_ahead.total_seconds()
-        validate = QOS_RECORD.validate_json
+        validate = _VALIDATE_QOS
         records: list[dict[str, Any]] = []
+        times: list[float] = []
         bad: list[BadEvent] = []
-        for msg in messages:
-            error = _source_error(msg, "qos")
+        chunks: list[tuple[str | None, int | None, list[Any], list[Any]]] = []
+        for item in messages:
+            if isinstance(item, RawBatch):
+                chunks.append((item.topic, item.partition, item.values, item.offsets))
+                continue
+            error = _source_error(item, "qos")
             if error is not None:
                 bad.append(error)
-                continue
-            value = msg.value
-            record: Any = None
-            if value:
-                try:
-                    record = validate(value)
-                except ValidationError:
-                    record = None
-            if record is not None and oldest <= record["event_time"].timestamp() <= newest:
-                records.append(record)
-                continue
-            slow = parse_qos(
-                value,
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
-                now=now,
-                max_age=self._max_age,
-                max_ahead=self._max_ahead,
-            )
-            if isinstance(slow, BadEvent):
-                bad.append(slow)
-            else:  # the two validators disagree: trust the model, keep the event
-                records.append(slow.model_dump())
+            else:
+                chunks.append((item.topic, item.partition, [item.value], [item.offset]))
+        for topic, partition, values, offsets in chunks:
+            for value, offset in zip(values, offsets, strict=True):
+                if value:
+                    try:
+                        record = validate(value)
+                    except ValidationError:
+                        pass
+                    else:
+                        ts = record["event_time"].timestamp()
+                        if oldest <= ts <= newest:
+                            records.append(record)
+                            times.append(ts)
+                            continue
+                slow = parse_qos(
+                    value,
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    now=now,
+                    max_age=self._max_age,
+                    max_ahead=self._max_ahead,
+                )
+                if isinstance(slow, BadEvent):
+                    bad.append(slow)
+                else:  # the two validators disagree: trust the model, keep the event
+                    records.append(slow.model_dump())
+                    times.append(slow.event_time.timestamp())
         self.count_dead_letters(bad)
         out: list[BadEvent | tuple[str, ShardBatch]] = list(bad)
         if not records:
             return out
-        subscribers = [r["subscriber_id"] for r in records]
-        found = self.context.get_many(subscribers)
-        lookups = [found[s] for s in subscribers]
-        batch = ShardBatch.from_records(
-            records, [lk.customer for lk in lookups], [lk.stale for lk in lookups]
+        batch = ShardBatch.from_records(records, times)
+        found = self.context.get_many(batch.subscribers)
+        lookups = [found[sid] for sid in batch.subscribers]
+        batch.customers = [lk.customer for lk in lookups]
+        batch.stale = [lk.stale for lk in lookups]
+        batch.plan = np.fromiter(
+            (c.plan_mbps if c is not None else math.nan for c in batch.customers),
+            np.float64,
+            len(batch),
         )
-        for shard, positions in group_by_shard(subscribers, self.settings.flow.shards):
+        for shard, positions in group_by_shard(batch.subscribers, self.settings.flow.shards):
             out.append((str(shard), batch.take(positions)))
         return out
 
@@ -309,7 +328,8 @@ class Pipeline:
         degraded = result.in_episode.tolist()
         sample = result.sample.tolist()
         t = batch.t.tolist()
-        tiers = [c.value_tier.value if c is not None else None for c in batch.customers]
+        # ValueTier is a StrEnum: the member is the string (``.value`` would cost an enum lookup)
+        tiers: list[str | None] = [c.value_tier if c is not None else None for c in batch.customers]
         candidates = {
             j: self._candidate(batch, j, found, index[j], float(result.episodes[j]))
             for j, found in result.detections.items()

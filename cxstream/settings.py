@@ -93,7 +93,7 @@ class KafkaSettings(BaseModel):
 
     brokers: list[str] | None = None
     topics: TopicSettings = TopicSettings()
-    consumer_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    consumer_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
     # librdkafka settings measured to matter here (see README, performance).
     consumer_config: dict[str, str] = Field(
         default_factory=lambda: {
@@ -285,7 +285,7 @@ class FlowSettings(BaseModel):
     workers: Annotated[int, Field(ge=1, le=256)] = 1
     # state keys: subscribers and cells are grouped into this many shards (per whole cluster);
     # one call updates a batch of a shard. Keep it a few times the number of workers.
-    shards: Annotated[int, Field(ge=1, le=65_536)] = 64
+    shards: Annotated[int, Field(ge=1, le=65_536)] = 16
     # Bytewax recovery: snapshots of all state (Kafka offsets, detectors, cells, pending webhook
     # deliveries) every epoch; a restarted dataflow resumes from the last one. None = off.
     recovery_dir: str | None = None

@@ -82,12 +82,9 @@ class Released(Generic[T]):
     explained_by: str | None
 
 
-@dataclass
-class _Sub:
-    last_seen: float
-    degraded: bool
-    experience: float
-    tier: str | None
+_Sub = tuple[float, bool, float, str | None]
+"""A subscriber's last event in a cell: time, degraded, experience index, value tier (a plain
+tuple: one is stored per event, so it must be cheap)."""
 
 
 @dataclass
@@ -136,7 +133,7 @@ class CellMonitor(Generic[T]):
         """Take one event (epoch seconds ``t``); returns incident changes and released alerts."""
         if t > self.clock:
             self.clock = t
-        self._subs[subscriber_id] = _Sub(t, degraded, experience, tier)
+        self._subs[subscriber_id] = (t, degraded, experience, tier)
         if alert is not None:
             self._held.append((t, subscriber_id, alert))
         updates: list[IncidentUpdate] = []
@@ -159,12 +156,12 @@ class CellMonitor(Generic[T]):
     def _evaluate(self) -> IncidentUpdate | None:
         s = self.settings
         horizon = self.clock - s.window_s
-        for sid in [sid for sid, sub in self._subs.items() if sub.last_seen < horizon]:
+        for sid in [sid for sid, sub in self._subs.items() if sub[0] < horizon]:
             del self._subs[sid]
         active = len(self._subs)
-        affected = {sid: sub.tier for sid, sub in self._subs.items() if sub.degraded}
+        affected = {sid: sub[3] for sid, sub in self._subs.items() if sub[1]}
         share = len(affected) / active if active else 0.0
-        experience = sum(sub.experience for sub in self._subs.values()) / active if active else 0.0
+        experience = sum(sub[2] for sub in self._subs.values()) / active if active else 0.0
         if active:
             self._kpi_score, _ = self.series.observe(experience, self.clock)
         if self.clock >= self._next_stats:
@@ -243,7 +240,7 @@ class CellMonitor(Generic[T]):
         for held_at, sid, item in self._held:
             sub = self._subs.get(sid)
             explained = incident is not None and (
-                sid in incident.affected or (sub is not None and sub.degraded)
+                sid in incident.affected or (sub is not None and sub[1])
             )
             if explained or force or held_at <= due:
                 out.append(

@@ -196,22 +196,51 @@ class SubscriberTable:
         group_start = np.maximum.accumulate(np.where(starts, np.arange(n_events), 0))
         occurrence = np.empty(n_events, dtype=np.intp)
         occurrence[order] = np.arange(n_events) - group_start
+        # The plan each event is judged against: its customer's, else the last one known for the
+        # subscriber (earlier in this batch, else before it), else 50 Mbps. It does not depend on
+        # the detector state, so the experience of the whole batch is computed at once.
+        plan = self._plans(rows, order, sorted_rows, group_start, plan_mbps)
+        m = measurements
+        exp_all = experience_scores(  # rtt, jitter and loss are always present (defaults 0)
+            service, m[:, 0], m[:, 1], m[:, 2], m[:, 3], m[:, 4], m[:, 5], plan
+        )
         for k in range(int(occurrence.max()) + 1 if n_events else 0):
             pos = np.flatnonzero(occurrence == k)
             self._round(
-                pos, rows[pos], t, service, measurements, plan_mbps,
+                pos, rows[pos], t, exp_all, measurements,
                 score, exp, level, in_episode, sample, episodes, detections,
             )  # fmt: skip
         return BatchResult(score, exp, level, in_episode, sample, detections, episodes)
+
+    def _plans(
+        self,
+        rows: NDArray[np.intp],
+        order: NDArray[np.intp],
+        sorted_rows: NDArray[np.intp],
+        group_start: NDArray[np.intp],
+        known: F64,
+    ) -> F64:
+        """Forward-fill known plans per subscriber in event order; store each one's last."""
+        n = len(rows)
+        known_sorted = known[order]
+        ar = np.arange(n)
+        last_known = np.maximum.accumulate(np.where(np.isnan(known_sorted), -1, ar))
+        has = last_known >= group_start  # a known plan earlier in the batch, same subscriber
+        stored = self.plan[sorted_rows]
+        filled = np.where(has, known_sorted[np.maximum(last_known, 0)], stored)
+        ends = np.r_[sorted_rows[1:] != sorted_rows[:-1], True]
+        self.plan[sorted_rows[ends]] = filled[ends]
+        plan = np.empty(n)
+        plan[order] = np.where(np.isnan(filled), 50.0, filled)
+        return plan
 
     def _round(
         self,
         pos: NDArray[np.intp],
         r: NDArray[np.intp],
         t_all: F64,
-        service_all: NDArray[np.int8],
+        exp_all: F64,
         m_all: F64,
-        plan_all: F64,
         score_out: F64,
         exp_out: F64,
         level_out: F64,
@@ -222,20 +251,7 @@ class SubscriberTable:
     ) -> None:
         m = m_all[pos]
         t = t_all[pos]
-        known = plan_all[pos]
-        has_plan = ~np.isnan(known)
-        self.plan[r] = np.where(has_plan, known, self.plan[r])
-        plan = np.where(np.isnan(self.plan[r]), 50.0, self.plan[r])
-        exp = experience_scores(  # rtt, jitter and loss are always present (defaults 0)
-            service_all[pos],
-            m[:, 0],
-            m[:, 1],
-            m[:, 2],
-            m[:, 3],
-            m[:, 4],
-            m[:, 5],
-            plan,
-        )
+        exp = exp_all[pos]
         # score (ExperienceDropDetector._score)
         n = self.n[r]
         first = n == 0
@@ -248,7 +264,7 @@ class SubscriberTable:
         with np.errstate(invalid="ignore"):
             relative = _logistic(2.0 * ((mean - cand) / std - 3.0))
         trusted = n >= self.grace_events
-        score = np.where(trusted, np.maximum(absolute, np.nan_to_num(relative)), absolute)
+        score = np.where(trusted, np.maximum(absolute, relative), absolute)
         # episodes (SubscriberMonitor.observe)
         was = self.in_ep[r]
         new = (score >= self.threshold) & ~was
@@ -261,8 +277,8 @@ class SubscriberTable:
                 for c, name in enumerate(INPUTS)
                 if not math.isnan(self.inputs[row, c])
             }
-            values = {name: _opt(m[j, c]) for c, name in enumerate(_MEASURED)}
-            why = explain_drop(float(exp[j]), float(mean[j]), inputs, values)
+            measured = {name: _opt(m[j, c]) for c, name in enumerate(_MEASURED)}
+            why = explain_drop(float(exp[j]), float(mean[j]), inputs, measured)
             detections[int(pos[j])] = (float(score[j]), float(exp[j]), why)
             decayed = self.episodes[row] * 0.5 ** (
                 max(float(t[j]) - self.episodes_t[row], 0.0) / (7 * 86_400.0)
@@ -282,14 +298,12 @@ class SubscriberTable:
         self.fast[r] = cand
         self.n[r] = n + 1
         # the inputs' usual levels, outside episodes
-        calm = ~now_in
-        for c, col in enumerate(_INPUT_COLUMNS):
-            value = m[:, col]
-            old = self.inputs[r, c]
-            upd = calm & ~np.isnan(value)
-            self.inputs[r, c] = np.where(
-                upd, np.where(np.isnan(old), value, 0.9 * old + 0.1 * value), old
-            )
+        values = m[:, _INPUT_COLUMNS]
+        old = self.inputs[r]
+        update = ~now_in[:, None] & ~np.isnan(values)
+        with np.errstate(invalid="ignore"):
+            moved = np.where(np.isnan(old), values, 0.9 * old + 0.1 * values)
+        self.inputs[r] = np.where(update, moved, old)
         # history samples
         due = t - self.last_sample_t[r] >= self.sample_interval_s
         self.last_sample_t[r] = np.where(due, t, self.last_sample_t[r])
@@ -302,7 +316,7 @@ class SubscriberTable:
 
 
 _MEASURED = ("rtt_ms", "jitter_ms", "loss_pct", "throughput_kbps", "rsrp_dbm", "sinr_db")
-_INPUT_COLUMNS = tuple(_MEASURED.index(name) for name in INPUTS)
+_INPUT_COLUMNS = np.array([_MEASURED.index(name) for name in INPUTS])
 
 
 def _opt(value: float) -> float | None:

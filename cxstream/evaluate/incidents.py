@@ -108,7 +108,7 @@ def _run_scenario(
 
     def run(records: list[dict[str, Any]]) -> None:
         customers = [profiles.get(r["subscriber_id"]) for r in records]
-        batch = ShardBatch.from_records(records, customers, [False] * len(records))
+        batch = ShardBatch.from_records(records, customers=customers)
         cell_batches = [b for _, b in pipeline.detect_shard(table, [batch])]
         for item in pipeline.demarcate_shard(cell_monitors, cell_batches):
             if isinstance(item, CellIncident):

@@ -48,6 +48,7 @@ from cxstream.detectors.table import SubscriberTable
 from cxstream.errors import ConfigError
 from cxstream.events import Action, BadEvent, CellIncident, CustomerContext, Outcome
 from cxstream.flows.sinks import CustomerSink, WebhookSink
+from cxstream.flows.source import BatchKafkaSource
 from cxstream.pipeline import Candidate, CellOutput, Pipeline
 from cxstream.services import redis_client
 from cxstream.settings import Settings, config_path_from_env, load_settings
@@ -399,7 +400,10 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
         )
 
     return FlowIO(
-        qos_source=source(k.topics.qos),
+        # the hot input hands over whole polls (no object per message)
+        qos_source=BatchKafkaSource(
+            brokers, [k.topics.qos], add_config=consumer, batch_size=k.consumer_batch_size
+        ),
         kafka_sink=KafkaSink(brokers, None, add_config=producer),
         customer_source=source(k.topics.customers),
         customer_sink=CustomerSink(
