@@ -9,6 +9,7 @@ arrays (:class:`~cxstream.detectors.table.SubscriberTable`).
 
 from __future__ import annotations
 
+import operator
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +42,21 @@ def group_by_shard(keys: Sequence[str], shards: int) -> list[tuple[int, NDArray[
     sorted_codes = codes[order]
     cuts = np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1
     return [(int(codes[g[0]]), g) for g in np.split(order, cuts)]
+
+
+_REQUIRED = operator.itemgetter("subscriber_id", "cell_id", "event_id", "event_time", "rtt_ms")
+
+
+def _measurements(columns: Sequence[Sequence[float | None]], n: int) -> F64:
+    """An ``n x 6`` float array from six columns; None becomes NaN. Columns without a None
+    (rtt, jitter and loss always have values) take numpy's fast path."""
+    out = np.empty((n, len(columns)))
+    for j, col in enumerate(columns):
+        if None in col:
+            out[:, j] = [np.nan if v is None else v for v in col]
+        else:
+            out[:, j] = col
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +99,11 @@ class ShardBatch:
         when not given)."""
         n = len(records)
         codes = SERVICE_CODES
+        required = _REQUIRED
         rows = [
             (
-                r["subscriber_id"],
-                r["cell_id"],
-                r["event_id"],
-                r["event_time"],
+                *required(r),
                 codes[r["service"]],
-                r["rtt_ms"],
                 r.get("jitter_ms", 0.0),
                 r.get("loss_pct", 0.0),
                 r.get("throughput_kbps"),
@@ -100,6 +113,8 @@ class ShardBatch:
             for r in records
         ]
         cols: list[Any] = list(zip(*rows, strict=True)) if rows else [()] * 11
+        # column order: subscriber, cell, event id, event time, rtt, service, jitter, loss,
+        # throughput, rsrp, sinr
         if times is None:
             times = [d.timestamp() for d in cols[3]]
         if customers is None:
@@ -110,8 +125,8 @@ class ShardBatch:
             event_ids=list(cols[2]),
             times=list(cols[3]),
             t=np.array(times, dtype=np.float64),
-            service=np.array(cols[4], dtype=np.int8),
-            measurements=np.array(cols[5:11], dtype=np.float64).T.reshape(n, 6),
+            service=np.array(cols[5], dtype=np.int8),
+            measurements=_measurements([cols[4], *cols[6:11]], n),
             plan=np.fromiter(
                 (c.plan_mbps if c is not None else np.nan for c in customers), np.float64, n
             ),

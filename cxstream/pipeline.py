@@ -430,11 +430,16 @@ class Pipeline:
         held = 0
         for b in batches:
             candidates = b.candidates
+            t, subs, degraded, exp, tiers = b.t, b.subscribers, b.degraded, b.experience, b.tiers
             for i, cell_id in enumerate(b.cells):
                 monitor = monitors.get(cell_id)
                 if monitor is None:
                     monitor = monitors[cell_id] = self.new_cell_monitor(cell_id)
                 candidate = candidates.get(i) if candidates else None
+                if candidate is None and monitor.observe_quiet(
+                    t[i], subs[i], degraded[i], exp[i], tiers[i]
+                ):
+                    continue
                 if candidate is not None:
                     held += 1
                 updates, released = monitor.observe(

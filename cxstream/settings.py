@@ -286,6 +286,9 @@ class FlowSettings(BaseModel):
     # state keys: subscribers and cells are grouped into this many shards (per whole cluster);
     # one call updates a batch of a shard. Keep it a few times the number of workers.
     shards: Annotated[int, Field(ge=1, le=65_536)] = 16
+    # young-generation threshold of Python's cyclic GC in the dataflow process (0 = Python's
+    # default 700); see cxstream/flows/run.py
+    gc_threshold: Annotated[int, Field(ge=0, le=10_000_000)] = 50_000
     # Bytewax recovery: snapshots of all state (Kafka offsets, detectors, cells, pending webhook
     # deliveries) every epoch; a restarted dataflow resumes from the last one. None = off.
     recovery_dir: str | None = None

@@ -144,6 +144,18 @@ class CellMonitor(Generic[T]):
                 updates.append(update)
         return updates, self._release()
 
+    def observe_quiet(
+        self, t: float, subscriber_id: str, degraded: bool, experience: float, tier: str | None
+    ) -> bool:
+        """:meth:`observe` for the common case, cheaply: an event without an alert, while no
+        evaluation is due and nothing is held. Returns False, having done nothing, otherwise."""
+        clock = t if t > self.clock else self.clock
+        if clock >= self._next_eval or self._held:
+            return False
+        self.clock = clock
+        self._subs[subscriber_id] = (t, degraded, experience, tier)
+        return True
+
     def take_stats(self) -> CellStats | None:
         """The latest summary, once per ``stats_s`` of event time (None in between)."""
         stats, self._stats = self._stats, None
