@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -66,6 +67,7 @@ class BenchOptions:
     workers: int = 1
     rate: float | None = None  # events/s to pace the producer at; None = saturate
     seed: int = 7
+    pin: bool = True  # each dataflow process on a core of its own (taskset)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class BenchReport:
     latency_p99_ms: float | None
     workers: int
     peak_rss_mb: float
+    cpu_s: float  # CPU time the dataflow processes used while running
     actions: int
     alerts: int
     dead_letters: int
@@ -102,6 +105,7 @@ class BenchReport:
             "latency_p99_ms": _round(self.latency_p99_ms),
             "workers": self.workers,
             "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "cpu_cores": round(self.cpu_s / self.seconds, 2) if self.seconds > 0 else None,
             "actions": self.actions,
             "alerts": self.alerts,
             "dead_letters": self.dead_letters,
@@ -159,8 +163,18 @@ def _read_all(
         consumer.close()
 
 
-def measure_ceiling(settings: Settings, topic: str, expected: int, timeout_s: float = 120) -> float:
-    """Events/s of a plain consumer that reads and parses ``expected`` events, one core."""
+def measure_ceiling(
+    settings: Settings, topic: str, expected: int, timeout_s: float = 120, pin: bool = False
+) -> float:
+    """Events/s of a plain consumer that reads and parses ``expected`` events; with ``pin``, it
+    and its librdkafka threads share one core, as one pinned dataflow process does."""
+    if pin:
+        saved = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(saved)})  # this thread, and the threads it starts
+        try:
+            return measure_ceiling(settings, topic, expected, timeout_s)
+        finally:
+            os.sched_setaffinity(0, saved)
     loads = orjson.loads
     seen = 0
     start: float | None = None
@@ -220,7 +234,9 @@ def run_bench(
     topics = settings.kafka.topics.model_copy(
         update={
             **{n: f"bench-{n}-{suffix}" for n in names},
-            "partitions": max(settings.kafka.topics.partitions, options.workers),
+            # several partitions per process: they are the unit of parallelism, and one
+            # consumer per partition keeps fetches flowing
+            "partitions": max(settings.kafka.topics.partitions, 4, 2 * options.workers),
         }
     )
     with ExitStack() as stack:
@@ -265,41 +281,44 @@ def run_bench(
                     say("producing", i, options.events)
             producer.flush(60)
             say("measuring the ceiling", 0, 1)
-            ceiling = measure_ceiling(live, qos, options.events)
+            ceiling = measure_ceiling(live, qos, options.events, pin=options.pin)
 
         secret = "whsec_" + os.urandom(24).hex()
         receiver = stack.enter_context(WebhookReceiver(secret))
         live = live.model_copy(
             update={"webhook": live.webhook.model_copy(update={"url": receiver.url})}
         )
-        flows = _start_flows(live, tmp, secret, options.workers)
+        flows = _start_flows(live, tmp, secret, options.workers, options.pin)
         for flow in flows:
             stack.callback(flow.stop)
         for flow in flows:
             flow.wait_ready(120)
         say("running", 0, options.events)
+        cpu_before = sum(_cpu_s(flow.proc.pid) for flow in flows)
         if options.rate is not None:
-            first, last, done = _paced(producer, qos, records, options.rate, flows, say)
+            run = _paced(producer, qos, records, options.rate, flows, say)
         else:
-            first, last, done = _watch(flows, options.events, say)
+            run = _watch(flows, options.events, say)
         rss = sum(_peak_rss_mb(flow.proc.pid) for flow in flows)
+        cpu = sum(_cpu_s(flow.proc.pid) for flow in flows) - cpu_before
         counters = _counters(flows)
         for flow in flows:
             flow.stop()
         if options.rate is not None:
             say("measuring the ceiling", 0, 1)
-            ceiling = measure_ceiling(live, qos, options.events)
+            ceiling = measure_ceiling(live, qos, options.events, pin=options.pin)
         latencies = _latencies(live, topics.actions)
-    seconds = max(last - first, 1e-9)
+    seconds = max(run.last - run.first, 1e-9)
     return BenchReport(
-        events=done,
+        events=run.done,
         seconds=seconds,
-        events_per_s=done / seconds,
+        events_per_s=run.rate,
         ceiling_events_per_s=ceiling,
         latency_p50_ms=_percentile(latencies, 0.5),
         latency_p99_ms=_percentile(latencies, 0.99),
         workers=options.workers,
         peak_rss_mb=rss,
+        cpu_s=cpu,
         actions=len(latencies),
         alerts=int(counters.get("cxstream_alerts_total", 0)),
         dead_letters=int(counters.get("cxstream_events_total{outcome=dead_letter}", 0)),
@@ -316,14 +335,30 @@ def _produce(producer: Producer, topic: str, record: dict[str, Any]) -> None:
             producer.poll(0.05)
 
 
-def _start_flows(settings: Settings, tmp: Path, secret: str, workers: int) -> list[FlowProcess]:
+def _start_flows(
+    settings: Settings, tmp: Path, secret: str, workers: int, pin: bool
+) -> list[FlowProcess]:
+    cores = sorted(os.sched_getaffinity(0))
+
+    def cpus(i: int) -> set[int] | None:
+        return {cores[i % len(cores)]} if pin and shutil.which("taskset") else None
+
     if workers == 1:
-        return [FlowProcess(settings, _mkdir(tmp / "p0"), secret)]
+        return [FlowProcess(settings, _mkdir(tmp / "p0"), secret, cpus=cpus(0))]
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(workers))
     return [
-        FlowProcess(settings, _mkdir(tmp / f"p{i}"), secret, cluster=(i, addresses))
+        FlowProcess(settings, _mkdir(tmp / f"p{i}"), secret, cluster=(i, addresses), cpus=cpus(i))
         for i in range(workers)
     ]
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and all its threads so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _mkdir(path: Path) -> Path:
@@ -347,15 +382,34 @@ def _ended(flows: Sequence[FlowProcess]) -> int:
     )
 
 
+@dataclass(frozen=True)
+class _Run:
+    """When the flow started and finished, and its steady rate."""
+
+    first: float
+    last: float
+    done: int
+    rate: float
+
+
 def _watch(
-    flows: Sequence[FlowProcess], expected: int, say: Progress, timeout_s: float = 1_800
-) -> tuple[float, float, int]:
-    """Poll the flows' counters until every event ended; first and last progress times."""
-    first = last = 0.0
+    flows: Sequence[FlowProcess],
+    expected: int,
+    say: Progress,
+    timeout_s: float = 1_800,
+    poll_s: float = 0.5,
+) -> _Run:
+    """Poll the flows' counters until every event ended.
+
+    The rate is measured between the first and the last sample taken while the flow was busy
+    (some events ended, not yet all), so start-up and the final poll interval do not blur it;
+    polling is kept slow because every scrape costs the flow CPU.
+    """
+    samples: list[tuple[float, int]] = []
+    start = time.monotonic()
     done = 0
-    deadline = time.monotonic() + timeout_s
     while done < expected:
-        if time.monotonic() > deadline:
+        if time.monotonic() - start > timeout_s:
             msg = f"the flow ended {done} of {expected} events within {timeout_s:.0f}s"
             raise ServiceError(msg)
         for flow in flows:
@@ -364,16 +418,19 @@ def _watch(
                     f"a dataflow process exited with {flow.proc.returncode} (log: {flow.log_path})"
                 )
                 raise ServiceError(msg)
-        time.sleep(0.1)
+        time.sleep(poll_s)
         now = time.monotonic()
-        ended = _ended(flows)
-        if ended > done:
-            if done == 0:
-                first = now - 0.1  # it started within the last poll interval
-            last = now
-            done = ended
-            say("running", done, expected)
-    return first, last, done
+        done = _ended(flows)
+        samples.append((now, done))
+        say("running", done, expected)
+    busy = [(t, n) for t, n in samples if 0 < n < expected]
+    started = next((t - poll_s for t, n in samples if n > 0), start)
+    finished = samples[-1][0] if samples else start
+    if len(busy) >= 2 and busy[-1][0] > busy[0][0]:
+        rate = (busy[-1][1] - busy[0][1]) / (busy[-1][0] - busy[0][0])
+    else:  # too short to sample mid-run: whole-run average (an underestimate)
+        rate = done / max(finished - started, 1e-9)
+    return _Run(started, finished, done, rate)
 
 
 def _paced(
@@ -383,7 +440,7 @@ def _paced(
     rate: float,
     flows: Sequence[FlowProcess],
     say: Progress,
-) -> tuple[float, float, int]:
+) -> _Run:
     """Produce at ``rate`` events/s with event time = send time; then wait for the flow."""
     start = time.monotonic()
     next_check = start
@@ -400,5 +457,5 @@ def _paced(
             next_check = now + 1.0
             say("running (paced)", _ended(flows), len(records))
     producer.flush(60)
-    _, last, done = _watch(flows, len(records), say)
-    return start, last, done
+    run = _watch(flows, len(records), say)
+    return _Run(start, run.last, run.done, run.done / max(run.last - start, 1e-9))

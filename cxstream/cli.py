@@ -425,6 +425,12 @@ class _Bar:
     help="Pace the producer at this many events/s (latency at a fixed load); default: saturate.",
 )
 @click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--pin/--no-pin",
+    default=True,
+    show_default=True,
+    help="Pin each dataflow process (and its librdkafka threads) to a core of its own.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on the last line of stdout.")
 def bench(
     config: Path | None,
@@ -434,6 +440,7 @@ def bench(
     workers: int,
     rate: float | None,
     seed: int,
+    pin: bool,
     as_json: bool,
 ) -> None:
     """Measure the full production dataflow against this machine's limit in the same run:
@@ -450,6 +457,7 @@ def bench(
         workers=workers,
         rate=rate,
         seed=seed,
+        pin=pin,
     )
     try:
         report = run_bench(settings, options, progress=bar)
@@ -474,7 +482,8 @@ def bench(
     else:
         click.echo("no actions were taken: no latency to report")
     click.echo(
-        f"peak RSS {s['peak_rss_mb']} MB; {s['alerts']} alerts, {s['dead_letters']} dead letters"
+        f"dataflow CPU: {s['cpu_cores']} cores busy; peak RSS {s['peak_rss_mb']} MB; "
+        f"{s['alerts']} alerts, {s['dead_letters']} dead letters"
     )
     if as_json:
         click.echo(json.dumps(s))

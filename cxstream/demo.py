@@ -114,6 +114,7 @@ class FlowProcess:
         dashboard_port: int | None = None,
         *,
         cluster: tuple[int, str] | None = None,
+        cpus: set[int] | None = None,
     ) -> None:
         self.port = free_port()
         process_id = cluster[0] if cluster is not None else 0
@@ -134,9 +135,13 @@ class FlowProcess:
         self.log_path = workdir / "flow.log"
         self._log = self.log_path.open("wb")
         # Own session: Ctrl-C in the terminal reaches the demo, which then drains the flow.
+        command = [sys.executable, "-m", "cxstream", "run", "--config", str(config)]
+        if cluster is not None:
+            command += ["-i", str(cluster[0]), "-a", cluster[1]]
+        if cpus is not None:  # pin the process and every thread it starts (benchmarks)
+            command = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *command]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cxstream", "run", "--config", str(config)]
-            + (["-i", str(cluster[0]), "-a", cluster[1]] if cluster is not None else []),
+            command,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -200,8 +200,6 @@ class Pipeline:
         oldest = now_ts - self._max_age.total_seconds()
         newest = now_ts + self._max_ahead.total_seconds()
         validate = _VALIDATE_QOS
-        records: list[dict[str, Any]] = []
-        times: list[float] = []
         bad: list[BadEvent] = []
         chunks: list[tuple[str | None, int | None, list[Any], list[Any]]] = []
         for item in messages:
@@ -213,7 +211,11 @@ class Pipeline:
                 bad.append(error)
             else:
                 chunks.append((item.topic, item.partition, [item.value], [item.offset]))
+        out: list[BadEvent | tuple[str, ShardBatch]] = []
+        loose: list[tuple[list[dict[str, Any]], list[float]]] = []
         for topic, partition, values, offsets in chunks:
+            records: list[dict[str, Any]] = []
+            times: list[float] = []
             for value, offset in zip(values, offsets, strict=True):
                 if value:
                     try:
@@ -240,10 +242,40 @@ class Pipeline:
                 else:  # the two validators disagree: trust the model, keep the event
                     records.append(slow.model_dump())
                     times.append(slow.event_time.timestamp())
+            if not records:
+                continue
+            loose.append((records, times))
+        if loose:
+            records = [r for rs, _ in loose for r in rs]
+            times = [t for _, ts in loose for t in ts]
+            batch = self._enrich(records, times)
+            for shard, positions in group_by_shard(batch.subscribers, self.settings.flow.shards):
+                out.append((str(shard), batch.take(positions)))
         self.count_dead_letters(bad)
-        out: list[BadEvent | tuple[str, ShardBatch]] = list(bad)
-        if not records:
-            return out
+        return [*bad, *out]
+
+    def new_poll_state(self) -> SubscriberTable:
+        """The state kept beside each Kafka partition: its subscribers' detectors."""
+        return self.new_table()
+
+    def process_poll(
+        self, items: list[Any], table: SubscriberTable
+    ) -> list[BadEvent | tuple[str, CellBatch]]:
+        """One poll of one partition: parse, validate, enrich, detect; dead letters and batches
+        for the shards of cells come out (the flow's first steps, run in the source)."""
+        out: list[BadEvent | tuple[str, CellBatch]] = []
+        batches: list[ShardBatch] = []
+        for item in self.ingest(items):
+            if isinstance(item, tuple):
+                batches.append(item[1])
+            else:
+                out.append(item)
+        if batches:
+            out.extend(self.detect_shard(table, batches))
+        return out
+
+    def _enrich(self, records: list[dict[str, Any]], times: list[float]) -> ShardBatch:
+        """Columns of the records, with each customer's context (one MGET for the uncached)."""
         batch = ShardBatch.from_records(records, times)
         found = self.context.get_many(batch.subscribers)
         lookups = [found[sid] for sid in batch.subscribers]
@@ -254,9 +286,7 @@ class Pipeline:
             np.float64,
             len(batch),
         )
-        for shard, positions in group_by_shard(batch.subscribers, self.settings.flow.shards):
-            out.append((str(shard), batch.take(positions)))
-        return out
+        return batch
 
     @staticmethod
     def parse_customer_batch(messages: Sequence[Any]) -> list[CustomerContext | BadEvent]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -286,6 +286,11 @@ class FlowSettings(BaseModel):
     # state keys: subscribers and cells are grouped into this many shards (per whole cluster);
     # one call updates a batch of a shard. Keep it a few times the number of workers.
     shards: Annotated[int, Field(ge=1, le=65_536)] = 16
+    # "partition": the subscribers' detectors run in the Kafka source, one state per partition
+    # (producers must key QoS events by subscriber id), so in a cluster no event or subscriber
+    # state crosses between processes; "subscriber": detectors are a keyed step over shards of
+    # subscriber ids (any input keying, at the cost of shipping events between processes)
+    state_by: Literal["partition", "subscriber"] = "partition"
     # young-generation threshold of Python's cyclic GC in the dataflow process (0 = Python's
     # default 700); see cxstream/flows/run.py
     gc_threshold: Annotated[int, Field(ge=0, le=10_000_000)] = 50_000

@@ -73,6 +73,10 @@ class FlowIO:
     deferred_source: Source[list[Action]] | None = None
 
 
+def _is_cell_batch(item: object) -> TypeGuard[tuple[str, CellBatch]]:
+    return isinstance(item, tuple)
+
+
 def _is_shard_batch(item: BadEvent | tuple[str, ShardBatch]) -> TypeGuard[tuple[str, ShardBatch]]:
     return isinstance(item, tuple)
 
@@ -91,6 +95,19 @@ def _is_incident(item: CellOutput) -> TypeGuard[CellIncident]:
 
 def _as_candidate(item: CellOutput) -> Candidate | None:
     return item if isinstance(item, Candidate) else None
+
+
+class _PollProcessor:
+    """The hot path's first steps, run by each QoS source partition on its own polls."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    def new_state(self) -> SubscriberTable:
+        return self._pipeline.new_poll_state()
+
+    def process(self, items: list[Any], state: Any) -> list[Any]:
+        return list(self._pipeline.process_poll(items, state))
 
 
 class _DetectLogic(StatefulBatchLogic[ShardBatch, tuple[str, CellBatch], SubscriberTable]):
@@ -196,17 +213,24 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
     flow = Dataflow("cxstream")
 
     raw = op.input("qos_in", flow, io.qos_source)
-    # parse, validate and enrich a batch; out come dead letters and one columnar batch per shard
-    # of subscribers. State is keyed by shards (flow.shards), not by each subscriber or cell: one
-    # call updates a shard's batch with array maths, and Bytewax routes and snapshots a few
-    # dozen keys per batch, not one per event.
-    ingested = op.flat_map_batch("ingest", raw, pipeline.ingest)
-    split = op.branch("split_valid", ingested, _is_shard_batch)
-    detected = op.stateful_batch(
-        "detect_degradation", split.trues, lambda resume: _DetectLogic(pipeline, resume)
-    )
-    by_cell = op.map("cell_shard", detected, lambda kv: kv[1])
-    by_cell = op.flat_map_batch("record_history", by_cell, pipeline.record_cell_batches)
+    processor = getattr(io.qos_source, "processor", None)
+    if processor is not None:
+        # parse, validate, enrich and the subscribers' detectors ran in the source partitions
+        # (BatchKafkaSource + Pipeline.process_poll): out come dead letters and cell batches
+        processed: Stream[Any] = raw
+    else:
+        # the same steps as a keyed step over shards of subscribers (any source)
+        ingested = op.flat_map_batch("ingest", raw, pipeline.ingest)
+        split = op.branch("split_shards", ingested, _is_shard_batch)
+        detected = op.stateful_batch(
+            "detect_degradation", split.trues, lambda resume: _DetectLogic(pipeline, resume)
+        )
+        processed = op.merge(
+            "merge_detected", op.map("cell_shard", detected, lambda kv: kv[1]), split.falses
+        )
+    valid = op.branch("split_valid", processed, _is_cell_batch)
+    # state of cells is keyed by shards of cells (flow.shards): one call per shard and batch
+    by_cell = op.flat_map_batch("record_history", valid.trues, pipeline.record_cell_batches)
     cell_out = op.stateful_batch(
         "demarcate_cells", by_cell, lambda resume: _CellLogic(pipeline, resume)
     )
@@ -275,7 +299,7 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         op.map("incident_msg", split_out.trues, incident_msg),
         op.map("decision_msg", decisions, decision_msg),
         op.map("action_msg", actions, action_msg),
-        op.map("dead_letter_msg", split.falses, dead_letter_msg),
+        op.map("dead_letter_msg", valid.falses, dead_letter_msg),
     ]
     if isinstance(io.webhook_sink, FixedPartitionedSink):  # the production, recoverable sink
         keyed_actions = op.key_on("key_action", actions, lambda a: a.subscriber_id)
@@ -402,7 +426,11 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
     return FlowIO(
         # the hot input hands over whole polls (no object per message)
         qos_source=BatchKafkaSource(
-            brokers, [k.topics.qos], add_config=consumer, batch_size=k.consumer_batch_size
+            brokers,
+            [k.topics.qos],
+            add_config=consumer,
+            batch_size=k.consumer_batch_size,
+            processor=_PollProcessor(pipeline) if settings.flow.state_by == "partition" else None,
         ),
         kafka_sink=KafkaSink(brokers, None, add_config=producer),
         customer_source=source(k.topics.customers),

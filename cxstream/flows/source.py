@@ -8,6 +8,13 @@ offset as the recovery state (so it resumes where the last snapshot was), consum
 ``bytewax_kafka_consumer_lag`` — but each poll becomes one :class:`RawBatch` of values and
 offsets. Errors from the consumer are passed on as items of their own (they end in the
 dead-letter topic), never raised.
+
+With a :class:`PollProcessor` the partition also does the first steps of the hot path on each
+poll (parse, enrich, the per-subscriber detectors) and keeps their state next to its offset.
+Producers key QoS events by subscriber, so a subscriber's events and state stay in one Kafka
+partition, on the worker Bytewax assigned it: in a cluster, no subscriber state or event crosses
+between processes before demarcation, and a snapshot holds an offset and exactly the state that
+reflects the events before it.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -25,7 +32,7 @@ from typing_extensions import override
 
 from cxstream.batches import RawBatch
 
-__all__ = ["BatchKafkaSource", "RawBatch", "SourceError"]
+__all__ = ["BatchKafkaSource", "PollProcessor", "RawBatch", "SourceError"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +52,15 @@ class SourceError:
     msg: _ErrorMessage
 
 
-class _Partition(StatefulSourcePartition[RawBatch | SourceError, int]):
+class PollProcessor(Protocol):
+    """Work done on each poll inside the partition that read it, with state kept beside the
+    partition's offset: snapshotted together, restored together, never shipped elsewhere."""
+
+    def new_state(self) -> Any: ...
+    def process(self, items: list[RawBatch | SourceError], state: Any) -> list[Any]: ...
+
+
+class _Partition(StatefulSourcePartition[Any, Any]):
     def __init__(
         self,
         step_id: str,
@@ -54,8 +69,12 @@ class _Partition(StatefulSourcePartition[RawBatch | SourceError, int]):
         partition: int,
         offset: int,
         batch_size: int,
+        processor: PollProcessor | None = None,
+        state: Any = None,
     ) -> None:
         self._offset = offset
+        self._processor = processor
+        self._state = state
         self._topic = topic
         self._partition = partition
         self._batch_size = batch_size
@@ -70,7 +89,13 @@ class _Partition(StatefulSourcePartition[RawBatch | SourceError, int]):
             lag.set(stats["ls_offset"] - self._offset)
 
     @override
-    def next_batch(self) -> list[RawBatch | SourceError]:
+    def next_batch(self) -> list[Any]:
+        polled = self._poll()
+        if self._processor is None or not polled:
+            return polled
+        return self._processor.process(polled, self._state)
+
+    def _poll(self) -> list[RawBatch | SourceError]:
         msgs = self._consumer.consume(self._batch_size, 0.001)
         if not msgs:
             return []
@@ -100,15 +125,17 @@ class _Partition(StatefulSourcePartition[RawBatch | SourceError, int]):
         return out
 
     @override
-    def snapshot(self) -> int:
-        return self._offset
+    def snapshot(self) -> Any:
+        if self._processor is None:
+            return self._offset
+        return (self._offset, self._state)
 
     @override
     def close(self) -> None:
         self._consumer.close()
 
 
-class BatchKafkaSource(FixedPartitionedSource[RawBatch | SourceError, int]):
+class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
     """Kafka topics as input, a poll at a time (see the module docstring).
 
     Parameters
@@ -121,6 +148,9 @@ class BatchKafkaSource(FixedPartitionedSource[RawBatch | SourceError, int]):
         More librdkafka consumer properties (security, fetch tuning).
     batch_size
         Messages per poll at most.
+    processor
+        Optional work to do on each poll in the partition itself, with per-partition state
+        (the QoS hot path: parse, enrich and the subscribers' detectors).
     """
 
     def __init__(
@@ -130,6 +160,7 @@ class BatchKafkaSource(FixedPartitionedSource[RawBatch | SourceError, int]):
         *,
         add_config: dict[str, str] | None = None,
         batch_size: int = 5_000,
+        processor: PollProcessor | None = None,
     ) -> None:
         if isinstance(brokers, str) or isinstance(topics, str):
             msg = "brokers and topics must be lists of strings, not a string"
@@ -138,6 +169,7 @@ class BatchKafkaSource(FixedPartitionedSource[RawBatch | SourceError, int]):
         self._topics = list(topics)
         self._add_config = dict(add_config or {})
         self._batch_size = batch_size
+        self.processor = processor
 
     def _config(self) -> dict[str, Any]:
         return {"bootstrap.servers": ",".join(self._brokers), **self._add_config}
@@ -155,7 +187,7 @@ class BatchKafkaSource(FixedPartitionedSource[RawBatch | SourceError, int]):
         return parts
 
     @override
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _Partition:
         idx, topic = for_part.split("-", 1)
         if topic not in self._topics:
             msg = f"cannot resume partition {for_part!r}: topic {topic!r} is no longer an input"
@@ -167,5 +199,13 @@ class BatchKafkaSource(FixedPartitionedSource[RawBatch | SourceError, int]):
             "statistics.interval.ms": 1000,
             **self._config(),
         }
-        offset = OFFSET_BEGINNING if resume_state is None else resume_state
-        return _Partition(step_id, config, topic, int(idx), offset, self._batch_size)
+        offset, state = OFFSET_BEGINNING, None
+        if isinstance(resume_state, tuple):
+            offset, state = resume_state
+        elif resume_state is not None:
+            offset = resume_state
+        if self.processor is not None and state is None:
+            state = self.processor.new_state()
+        return _Partition(
+            step_id, config, topic, int(idx), offset, self._batch_size, self.processor, state
+        )
