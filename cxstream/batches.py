@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -185,6 +186,25 @@ class CellBatch:
 
     def __len__(self) -> int:
         return len(self.t)
+
+    def sorted_by_time(self) -> CellBatch:
+        """The same events in event-time order (stable; candidate positions follow)."""
+        t = self.t
+        if all(a <= b for a, b in pairwise(t)):
+            return self
+        order = sorted(range(len(t)), key=t.__getitem__)
+        where = {old: new for new, old in enumerate(order)}
+        return CellBatch(
+            t=[t[i] for i in order],
+            subscribers=[self.subscribers[i] for i in order],
+            cells=[self.cells[i] for i in order],
+            event_ids=[self.event_ids[i] for i in order],
+            degraded=[self.degraded[i] for i in order],
+            experience=[self.experience[i] for i in order],
+            tiers=[self.tiers[i] for i in order],
+            sample=[self.sample[i] for i in order],
+            candidates={where[k]: c for k, c in self.candidates.items()},
+        )
 
     @staticmethod
     def concat(batches: Sequence[CellBatch]) -> CellBatch:

@@ -431,6 +431,12 @@ class _Bar:
     show_default=True,
     help="Pin each dataflow process (and its librdkafka threads) to a core of its own.",
 )
+@click.option(
+    "--state-probe",
+    is_flag=True,
+    help="Instead: build the state of --subscribers active subscribers in --cells cells and "
+    "measure its memory (resident growth and snapshot size).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on the last line of stdout.")
 def bench(
     config: Path | None,
@@ -441,15 +447,28 @@ def bench(
     rate: float | None,
     seed: int,
     pin: bool,
+    state_probe: bool,
     as_json: bool,
 ) -> None:
     """Measure the full production dataflow against this machine's limit in the same run:
     end-to-end throughput, a parse-only Kafka consumer's ceiling, their ratio, event-time-to-action
     latency percentiles and peak memory. Uses the embedded broker and Redis unless configured."""
-    from cxstream.bench import BenchOptions, run_bench
+    from cxstream.bench import BenchOptions, probe_state, run_bench
 
     settings = _settings(config)
     bar = _Bar()
+    if state_probe:
+        probe = probe_state(settings, subscribers, cells, progress=bar)
+        bar.done()
+        click.echo(
+            f"state of {probe['subscribers']:,} subscribers in {probe['cells']:,} cells: "
+            f"{probe['state_mb']:,} MB resident ({probe['bytes_per_subscriber']} bytes per "
+            f"subscriber); snapshot {probe['snapshot_mb']} MB (detectors "
+            f"{probe['detector_snapshot_mb']} MB, cells {probe['cells_snapshot_mb']} MB)"
+        )
+        if as_json:
+            click.echo(json.dumps(probe))
+        return
     options = BenchOptions(
         events=events,
         subscribers=subscribers,

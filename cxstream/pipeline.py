@@ -420,7 +420,7 @@ class Pipeline:
     ) -> list[tuple[str, CellBatch]]:
         """Append due experience samples to histories and audit event ids (one round trip for
         everything the detectors emitted in this activation), and merge the batches bound for
-        the same shard of cells, so demarcation gets few, large batches."""
+        the same shard of cells, in event-time order, so demarcation gets few, large batches."""
         h = self.settings.history
         if h.enabled:
             samples = [
@@ -444,7 +444,9 @@ class Pipeline:
         merged: dict[str, list[CellBatch]] = {}
         for key, b in items:
             merged.setdefault(key, []).append(b)
-        return [(key, CellBatch.concat(bs)) for key, bs in merged.items()]
+        # Polls of different partitions cover overlapping stretches of event time (a backlog
+        # is read a poll per partition at a time): cells see them merged in event-time order.
+        return [(key, CellBatch.concat(bs).sorted_by_time()) for key, bs in merged.items()]
 
     # -- demarcate -----------------------------------------------------------------------------
     def new_cell_monitor(self, cell_id: str) -> CellMonitor[Candidate]:

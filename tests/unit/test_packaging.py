@@ -88,3 +88,27 @@ def test_grafana_dashboard_queries_only_metrics_that_exist():
     assert used <= known, used - known
     provisioning = ROOT / "config" / "grafana" / "provisioning" / "dashboards" / "cxstream.yml"
     assert "/var/lib/grafana/dashboards" in provisioning.read_text()
+
+
+def test_kubernetes_manifests_are_consistent_and_their_config_validates(tmp_path):
+    from cxstream.actions.rules import load_policy
+
+    docs = {
+        d["kind"]: d for d in yaml.safe_load_all((ROOT / "deploy/k8s/cxstream.yaml").read_text())
+    }
+    assert set(docs) == {"ConfigMap", "Service", "PersistentVolumeClaim", "StatefulSet"}
+    data = docs["ConfigMap"]["data"]
+    (tmp_path / "cxstream.yaml").write_text(data["cxstream.yaml"])
+    (tmp_path / "policy.yaml").write_text(data["policy.yaml"])
+    settings = load_settings(tmp_path / "cxstream.yaml")
+    load_policy(tmp_path / "policy.yaml")
+    spec = docs["StatefulSet"]["spec"]
+    container = spec["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert int(env["CX_REPLICAS"]["value"]) == spec["replicas"]
+    assert settings.flow.recovery_partitions >= spec["replicas"]
+    assert settings.kafka.topics.partitions >= 2 * spec["replicas"]
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert settings.flow.recovery_dir in mounts
+    assert spec["serviceName"] == docs["Service"]["metadata"]["name"]
+    assert "cxstream run --config /etc/cxstream/cxstream.yaml -i" in container["args"][0]
