@@ -29,10 +29,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -43,6 +45,7 @@ from confluent_kafka import (
 )
 
 from cxstream.actions.receiver import WebhookReceiver
+from cxstream.actions.rules import DEFAULT_POLICY, QuietHours, load_policy
 from cxstream.context import ContextStore
 from cxstream.demo import FlowProcess
 from cxstream.errors import ServiceError
@@ -82,6 +85,9 @@ class BenchReport:
     ceiling_events_per_s: float
     latency_p50_ms: float | None
     latency_p99_ms: float | None
+    pipeline_p50_ms: float | None
+    pipeline_p99_ms: float | None
+    pipeline_samples: int
     workers: int
     peak_rss_mb: float
     cpu_s: float  # CPU time the dataflow processes used while running
@@ -105,6 +111,9 @@ class BenchReport:
             "ratio": round(self.ratio, 3),
             "latency_p50_ms": _round(self.latency_p50_ms),
             "latency_p99_ms": _round(self.latency_p99_ms),
+            "pipeline_p50_ms": _round(self.pipeline_p50_ms),
+            "pipeline_p99_ms": _round(self.pipeline_p99_ms),
+            "pipeline_samples": self.pipeline_samples,
             "workers": self.workers,
             "peak_rss_mb": round(self.peak_rss_mb, 1),
             "cpu_cores": round(self.cpu_s / self.seconds, 2) if self.seconds > 0 else None,
@@ -226,6 +235,20 @@ def _latencies(settings: Settings, topic: str) -> list[float]:
     return out
 
 
+def _output_latencies(settings: Settings, topic: str) -> list[float]:
+    """Milliseconds from the newest event a cell summary covers (its event-time clock) to when
+    the flow produced the summary: the hot path's own delay (parse, enrich, detect, demarcate,
+    Kafka out), sampled per cell every ``cells.stats_s``."""
+    out: list[float] = []
+
+    def latency(msg: Message) -> None:
+        stats = orjson.loads(msg.value() or b"{}")
+        out.append(msg.timestamp()[1] - float(stats["at"]) * 1000.0)
+
+    _read_all(settings, topic, latency, lambda: True, 30)
+    return out
+
+
 def run_bench(
     settings: Settings, options: BenchOptions, *, progress: Progress | None = None
 ) -> BenchReport:
@@ -285,6 +308,20 @@ def run_bench(
             say("measuring the ceiling", 0, 1)
             ceiling = measure_ceiling(live, qos, options.events, pin=options.pin)
 
+        # The configured policy, minus quiet hours: a contact deferred to the morning would make
+        # the event-to-action latency a measure of the clock, not of the system.
+        policy = load_policy(live.policy.file) if live.policy.file is not None else DEFAULT_POLICY
+        policy_file = tmp / "policy.yaml"
+        policy_file.write_text(
+            yaml.safe_dump(
+                policy.model_copy(
+                    update={"quiet_hours": QuietHours(start=dtime(0), end=dtime(0))}
+                ).model_dump(mode="json")
+            )
+        )
+        live = live.model_copy(
+            update={"policy": live.policy.model_copy(update={"file": str(policy_file)})}
+        )
         secret = "whsec_" + os.urandom(24).hex()
         receiver = stack.enter_context(WebhookReceiver(secret))
         live = live.model_copy(
@@ -310,6 +347,7 @@ def run_bench(
             say("measuring the ceiling", 0, 1)
             ceiling = measure_ceiling(live, qos, options.events, pin=options.pin)
         latencies = _latencies(live, topics.actions)
+        pipeline_latencies = _output_latencies(live, topics.cells)
     seconds = max(run.last - run.first, 1e-9)
     return BenchReport(
         events=run.done,
@@ -318,6 +356,9 @@ def run_bench(
         ceiling_events_per_s=ceiling,
         latency_p50_ms=_percentile(latencies, 0.5),
         latency_p99_ms=_percentile(latencies, 0.99),
+        pipeline_p50_ms=_percentile(pipeline_latencies, 0.5),
+        pipeline_p99_ms=_percentile(pipeline_latencies, 0.99),
+        pipeline_samples=len(pipeline_latencies),
         workers=options.workers,
         peak_rss_mb=rss,
         cpu_s=cpu,

@@ -500,6 +500,11 @@ def bench(
         )
     else:
         click.echo("no actions were taken: no latency to report")
+    if s["pipeline_p50_ms"] is not None:
+        click.echo(
+            f"event time -> cell summary out (the hot path): p50 {s['pipeline_p50_ms']} ms, "
+            f"p99 {s['pipeline_p99_ms']} ms ({s['pipeline_samples']} samples)"
+        )
     click.echo(
         f"dataflow CPU: {s['cpu_cores']} cores busy; peak RSS {s['peak_rss_mb']} MB; "
         f"{s['alerts']} alerts, {s['dead_letters']} dead letters"

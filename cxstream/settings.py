@@ -99,7 +99,7 @@ class KafkaSettings(BaseModel):
         default_factory=lambda: {
             "queued.min.messages": "1000000",
             "fetch.queue.backoff.ms": "0",
-            "fetch.wait.max.ms": "100",
+            "fetch.wait.max.ms": "10",
         }
     )
     producer_config: dict[str, str] = Field(
@@ -291,6 +291,9 @@ class FlowSettings(BaseModel):
     # state crosses between processes; "subscriber": detectors are a keyed step over shards of
     # subscriber ids (any input keying, at the cost of shipping events between processes)
     state_by: Literal["partition", "subscriber"] = "partition"
+    # after a QoS poll that was not full, wait this long before the next (batches build up at low
+    # rates instead of costing a core in tiny polls; adds at most this to latency)
+    poll_linger_s: Annotated[float, Field(ge=0, le=1)] = 0.02
     # young-generation threshold of Python's cyclic GC in the dataflow process (0 = Python's
     # default 700); see cxstream/flows/run.py
     gc_threshold: Annotated[int, Field(ge=0, le=10_000_000)] = 50_000

@@ -431,6 +431,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             add_config=consumer,
             batch_size=k.consumer_batch_size,
             processor=_PollProcessor(pipeline) if settings.flow.state_by == "partition" else None,
+            linger_s=settings.flow.poll_linger_s,
         ),
         kafka_sink=KafkaSink(brokers, None, add_config=producer),
         customer_source=source(k.topics.customers),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
@@ -71,8 +72,11 @@ class _Partition(StatefulSourcePartition[Any, Any]):
         batch_size: int,
         processor: PollProcessor | None = None,
         state: Any = None,
+        linger_s: float = 0.0,
     ) -> None:
         self._offset = offset
+        self._linger = timedelta(seconds=linger_s)
+        self._awake: datetime | None = None
         self._processor = processor
         self._state = state
         self._topic = topic
@@ -89,6 +93,10 @@ class _Partition(StatefulSourcePartition[Any, Any]):
             lag.set(stats["ls_offset"] - self._offset)
 
     @override
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    @override
     def next_batch(self) -> list[Any]:
         polled = self._poll()
         if self._processor is None or not polled:
@@ -97,6 +105,11 @@ class _Partition(StatefulSourcePartition[Any, Any]):
 
     def _poll(self) -> list[RawBatch | SourceError]:
         msgs = self._consumer.consume(self._batch_size, 0.001)
+        # Less than a full poll: the partition has caught up. Let the next batch build up for
+        # `linger` rather than polling a few messages at a time: every batch has a fixed cost
+        # (array set-up, Redis round trips), so tiny batches would waste the core at low rates.
+        full = len(msgs) >= self._batch_size
+        self._awake = None if full or not self._linger else datetime.now(UTC) + self._linger
         if not msgs:
             return []
         values: list[bytes | None] = []
@@ -151,6 +164,9 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
     processor
         Optional work to do on each poll in the partition itself, with per-partition state
         (the QoS hot path: parse, enrich and the subscribers' detectors).
+    linger_s
+        After a poll that was not full, wait this long before the next one, so that batches
+        build up at low rates (adds at most this much latency).
     """
 
     def __init__(
@@ -161,6 +177,7 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         add_config: dict[str, str] | None = None,
         batch_size: int = 5_000,
         processor: PollProcessor | None = None,
+        linger_s: float = 0.0,
     ) -> None:
         if isinstance(brokers, str) or isinstance(topics, str):
             msg = "brokers and topics must be lists of strings, not a string"
@@ -170,6 +187,7 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         self._add_config = dict(add_config or {})
         self._batch_size = batch_size
         self.processor = processor
+        self._linger_s = linger_s
 
     def _config(self) -> dict[str, Any]:
         return {"bootstrap.servers": ",".join(self._brokers), **self._add_config}
@@ -207,5 +225,13 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         if self.processor is not None and state is None:
             state = self.processor.new_state()
         return _Partition(
-            step_id, config, topic, int(idx), offset, self._batch_size, self.processor, state
+            step_id,
+            config,
+            topic,
+            int(idx),
+            offset,
+            self._batch_size,
+            self.processor,
+            state,
+            self._linger_s,
         )
