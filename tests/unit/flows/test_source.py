@@ -1,0 +1,56 @@
+"""BatchKafkaSource's partitions: recovery state and the poll processor (no broker needed:
+a consumer connects lazily, and these tests never poll)."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING
+
+from cxstream.flows.source import BatchKafkaSource
+
+NOWHERE = ["127.0.0.1:9"]  # never contacted: building a partition does not connect
+
+
+class Processor:
+    def __init__(self):
+        self.made = 0
+
+    def new_state(self):
+        self.made += 1
+        return {"table": self.made}
+
+    def process(self, items, state):
+        return [(len(items), state)]
+
+
+def test_a_partition_resumes_offset_and_state_together():
+    processor = Processor()
+    source = BatchKafkaSource(NOWHERE, ["qos"], processor=processor)
+    fresh = source.build_part("qos_in", "3-qos", None)
+    assert fresh.snapshot() == (OFFSET_BEGINNING, {"table": 1})
+    resumed = source.build_part("qos_in", "3-qos", (42, {"table": "restored"}))
+    assert resumed.snapshot() == (42, {"table": "restored"})
+    assert processor.made == 1  # restored state is used, not replaced
+    # a snapshot from a source without a processor (an offset alone) still resumes
+    upgraded = source.build_part("qos_in", "3-qos", 17)
+    assert upgraded.snapshot() == (17, {"table": 2})
+    for part in (fresh, resumed, upgraded):
+        part.close()
+
+
+def test_without_a_processor_the_state_is_the_offset():
+    source = BatchKafkaSource(NOWHERE, ["qos"])
+    part = source.build_part("qos_in", "0-qos", 99)
+    assert part.snapshot() == 99
+    part.close()
+
+
+def test_a_partition_of_a_topic_no_longer_read_is_refused_clearly():
+    source = BatchKafkaSource(NOWHERE, ["qos"])
+    with pytest.raises(ValueError, match="topic 'old' is no longer an input"):
+        source.build_part("qos_in", "0-old", 5)
+
+
+def test_brokers_or_topics_as_a_plain_string_are_refused():
+    with pytest.raises(TypeError, match="lists of strings"):
+        BatchKafkaSource("127.0.0.1:9092", ["qos"])  # type: ignore[arg-type]
