@@ -118,9 +118,7 @@ class ShardBatch:
         # throughput, rsrp, sinr
         if times is None:
             times = [d.timestamp() for d in cols[3]]
-        if customers is None:
-            customers = [None] * n
-        return ShardBatch(
+        batch = ShardBatch(
             subscribers=list(cols[0]),
             cells=list(cols[1]),
             event_ids=list(cols[2]),
@@ -128,11 +126,25 @@ class ShardBatch:
             t=np.array(times, dtype=np.float64),
             service=np.array(cols[5], dtype=np.int8),
             measurements=_measurements([cols[4], *cols[6:11]], n),
-            plan=np.fromiter(
-                (c.plan_mbps if c is not None else np.nan for c in customers), np.float64, n
-            ),
-            customers=list(customers),
-            stale=list(stale) if stale is not None else [False] * n,
+            plan=np.full(n, np.nan),
+            customers=[None] * n,
+            stale=[False] * n,
+        )
+        if customers is not None:
+            batch.set_context(customers, stale if stale is not None else [False] * n)
+        return batch
+
+    def set_context(
+        self, customers: Sequence[CustomerContext | None], stale: Sequence[bool]
+    ) -> None:
+        """Attach each event's customer context (None = unknown), whether it may be out of date,
+        and the plan each is judged against (NaN where unknown)."""
+        self.customers = list(customers)
+        self.stale = list(stale)
+        self.plan = np.fromiter(
+            (c.plan_mbps if c is not None else np.nan for c in customers),
+            np.float64,
+            len(self.customers),
         )
 
     def take(self, positions: NDArray[np.intp]) -> ShardBatch:

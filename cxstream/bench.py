@@ -222,31 +222,30 @@ def _generate(sim: Simulator, start: datetime, n: int, rate: float) -> Iterator[
         yield sim.event(next(times))
 
 
-def _latencies(settings: Settings, topic: str) -> list[float]:
-    """Milliseconds from each action's event time to when the flow produced it."""
+def _latencies(
+    settings: Settings, topic: str, event_time_s: Callable[[dict[str, Any]], float]
+) -> list[float]:
+    """Milliseconds from each record's event time (``event_time_s`` of the decoded record) to
+    when the flow produced it (the Kafka timestamp)."""
     out: list[float] = []
 
     def latency(msg: Message) -> None:
-        action = orjson.loads(msg.value() or b"{}")
-        event_ms = datetime.fromisoformat(action["event_time"]).timestamp() * 1000.0
-        out.append(msg.timestamp()[1] - event_ms)
+        record = orjson.loads(msg.value() or b"{}")
+        out.append(msg.timestamp()[1] - event_time_s(record) * 1000.0)
 
     _read_all(settings, topic, latency, lambda: True, 30)
     return out
 
 
-def _output_latencies(settings: Settings, topic: str) -> list[float]:
-    """Milliseconds from the newest event a cell summary covers (its event-time clock) to when
-    the flow produced the summary: the hot path's own delay (parse, enrich, detect, demarcate,
-    Kafka out), sampled per cell every ``cells.stats_s``."""
-    out: list[float] = []
+def _action_time(action: dict[str, Any]) -> float:
+    """An action's event time: that of the event that caused it."""
+    return datetime.fromisoformat(action["event_time"]).timestamp()
 
-    def latency(msg: Message) -> None:
-        stats = orjson.loads(msg.value() or b"{}")
-        out.append(msg.timestamp()[1] - float(stats["at"]) * 1000.0)
 
-    _read_all(settings, topic, latency, lambda: True, 30)
-    return out
+def _summary_time(stats: dict[str, Any]) -> float:
+    """A cell summary's event time: the newest event it covers (its cell's clock), so its
+    latency is the hot path's own delay (parse, enrich, detect, demarcate, Kafka out)."""
+    return float(stats["at"])
 
 
 def run_bench(
@@ -346,8 +345,8 @@ def run_bench(
         if options.rate is not None:
             say("measuring the ceiling", 0, 1)
             ceiling = measure_ceiling(live, qos, options.events, pin=options.pin)
-        latencies = _latencies(live, topics.actions)
-        pipeline_latencies = _output_latencies(live, topics.cells)
+        latencies = _latencies(live, topics.actions, _action_time)
+        pipeline_latencies = _latencies(live, topics.cells, _summary_time)
     seconds = max(run.last - run.first, 1e-9)
     return BenchReport(
         events=run.done,

@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, Literal, Protocol
 
-import numpy as np
 import redis
 from pydantic import ValidationError
 
@@ -279,13 +278,7 @@ class Pipeline:
         batch = ShardBatch.from_records(records, times)
         found = self.context.get_many(batch.subscribers)
         lookups = [found[sid] for sid in batch.subscribers]
-        batch.customers = [lk.customer for lk in lookups]
-        batch.stale = [lk.stale for lk in lookups]
-        batch.plan = np.fromiter(
-            (c.plan_mbps if c is not None else math.nan for c in batch.customers),
-            np.float64,
-            len(batch),
-        )
+        batch.set_context([lk.customer for lk in lookups], [lk.stale for lk in lookups])
         return batch
 
     @staticmethod

@@ -21,7 +21,15 @@ from typing_extensions import override
 
 from cxstream.detectors.experience import experience_score
 
-__all__ = ["INPUTS", "Detection", "ExperienceDropDetector", "SubscriberMonitor", "explain_drop"]
+__all__ = [
+    "EPISODE_HALF_LIFE_S",
+    "INPUTS",
+    "Detection",
+    "ExperienceDropDetector",
+    "SubscriberMonitor",
+    "decay_episodes",
+    "explain_drop",
+]
 
 
 def _logistic(z: float) -> float:
@@ -174,9 +182,9 @@ class SubscriberMonitor:
     episodes: float = 0.0  # degradation episodes, decayed with a 7-day half-life (churn feature)
     episodes_t: float = 0.0  # event time of the last decay
 
-    def recent_episodes(self, t: float, half_life_s: float = 7 * 86_400.0) -> float:
+    def recent_episodes(self, t: float) -> float:
         """Degradation episodes up to event time ``t``, each weighing half after a half-life."""
-        return float(self.episodes * 0.5 ** (max(t - self.episodes_t, 0.0) / half_life_s))
+        return decay_episodes(self.episodes, self.episodes_t, t)
 
     def count_episode(self, t: float) -> None:
         """Add one episode at event time ``t``."""
@@ -231,6 +239,15 @@ class SubscriberMonitor:
 
     def _why(self, exp: float, measurements: dict[str, float | None]) -> dict[str, Any]:
         return explain_drop(exp, self.detector.baseline, self.inputs, measurements)
+
+
+EPISODE_HALF_LIFE_S = 7 * 86_400.0
+"""Degradation episodes count half after a week (the churn model's ``degradations_7d``)."""
+
+
+def decay_episodes(count: float, since: float, t: float) -> float:
+    """An episode count kept since event time ``since``, decayed to event time ``t``."""
+    return float(count * 0.5 ** (max(t - since, 0.0) / EPISODE_HALF_LIFE_S))
 
 
 def explain_drop(

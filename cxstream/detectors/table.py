@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from cxstream.detectors.degradation import INPUTS, explain_drop
+from cxstream.detectors.degradation import INPUTS, decay_episodes, explain_drop
 from cxstream.detectors.experience import _RSRP, _SINR, VIDEO_TARGET_KBPS
 
 __all__ = ["BatchResult", "SubscriberTable", "experience_scores"]
@@ -280,9 +280,7 @@ class SubscriberTable:
             measured = {name: _opt(m[j, c]) for c, name in enumerate(_MEASURED)}
             why = explain_drop(float(exp[j]), float(mean[j]), inputs, measured)
             detections[int(pos[j])] = (float(score[j]), float(exp[j]), why)
-            decayed = self.episodes[row] * 0.5 ** (
-                max(float(t[j]) - self.episodes_t[row], 0.0) / (7 * 86_400.0)
-            )
+            decayed = decay_episodes(self.episodes[row], self.episodes_t[row], float(t[j]))
             self.episodes[row] = decayed + 1.0
             self.episodes_t[row] = max(float(t[j]), self.episodes_t[row])
         self.in_ep[r] = now_in
