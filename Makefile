@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip "setuptools>=78.1.1"  # the venv's own is vulnerable
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
@@ -21,8 +21,11 @@ check: $(VENV)/.installed
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy -p cxstream
 
+audit: $(VENV)/.installed
+	$(PY) .ci/audit_deps.py
+
 format: $(VENV)/.installed
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-.PHONY: install demo test check format
+.PHONY: install demo test check audit format

@@ -180,7 +180,7 @@ for _outcome in ("applied", "rejected"):
     POLICY_RELOADS.labels(_outcome)
 for _state in ("open", "updated", "resolved"):
     CELL_INCIDENTS.labels(_state)
-for _outcome in ("delivered", "retried", "failed", "dead_lettered"):
+for _outcome in ("delivered", "retried", "failed", "unknown", "dead_lettered"):
     WEBHOOK_DELIVERIES.labels(_outcome)
 for _outcome in ("applied", "dead_letter"):
     CUSTOMER_UPDATES.labels(_outcome)

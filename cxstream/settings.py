@@ -157,6 +157,9 @@ class WebhookSettings(BaseModel):
     breaker_failures: Annotated[int, Field(ge=1, le=1_000)] = 5
     breaker_reset_s: Annotated[float, Field(gt=0, le=3_600)] = 30.0
     partitions: Annotated[int, Field(ge=1, le=1_024)] = 2  # recoverable delivery partitions
+    # A POST in flight when the process died: false = dead-letter it as "outcome unknown" (no
+    # receiver ever sees an action twice); true = send it again (receivers dedupe on webhook-id).
+    resend_unknown: bool = False
 
 
 class DetectorSettings(BaseModel):

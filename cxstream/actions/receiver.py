@@ -55,6 +55,7 @@ class WebhookReceiver:
         self.delivered: dict[str, dict[str, Any]] = {}
         self.duplicates = 0
         self.rejected = 0
+        self.incomplete = 0  # bodies shorter than announced: the sender died mid-request
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -72,13 +73,15 @@ class WebhookReceiver:
             return len(self.delivered)
 
     def stats(self) -> dict[str, int]:
-        """Counts for summaries: unique deliveries, duplicates, rejected signatures, attempts."""
+        """Counts for summaries: unique deliveries, duplicates, rejected signatures, attempts,
+        and requests cut off mid-body."""
         with self._lock:
             return {
                 "deliveries": len(self.delivered),
                 "duplicates": self.duplicates,
                 "rejected": self.rejected,
                 "attempts": sum(self.attempts.values()),
+                "incomplete": self.incomplete,
             }
 
     def _receive(self, headers: Any, body: bytes) -> int:
@@ -111,6 +114,11 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
+                if len(body) < length:  # cut off: not a delivery, and nobody to answer
+                    with receiver._lock:
+                        receiver.incomplete += 1
+                    self.close_connection = True
+                    return
                 status = receiver._receive(self.headers, body)
                 self.send_response(status)
                 self.send_header("content-length", "0")

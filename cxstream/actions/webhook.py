@@ -5,6 +5,13 @@ whose ``id`` is the action's idempotency key, signed per Standard Webhooks (``we
 key, so a receiver deduplicates on it). Timeouts, connection errors and 5xx are retried with
 exponential backoff and jitter; ``429`` honours ``Retry-After``; other 4xx are final. A key marked in
 the delivery ledger is never sent again, so a replay after a restart does not contact anyone twice.
+
+Just before its first POST, a delivery also marks the key as *being sent* by this process. If the
+process dies with the POST in flight, nobody can know whether the receiver got it; the resumed run
+finds the mark left by a run that is gone and, by default, does not send it again: the action goes
+to the dead-letter topic as ``outcome unknown`` (at most one contact; an operator can check and
+replay it). ``resend_unknown=True`` sends it again instead, for receivers that deduplicate on
+``webhook-id``.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import queue
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Literal, NamedTuple
 
@@ -36,7 +44,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DeliveryOutcome = Literal["delivered", "already_delivered", "failed"]
+DeliveryOutcome = Literal["delivered", "already_delivered", "failed", "unknown"]
+"""``unknown``: a run that stopped was sending it, and it is not sent again (see the module doc)."""
+
+RUN_ID = uuid.uuid4().hex
+"""This process's mark on the deliveries it is sending."""
 
 
 class Delivery(NamedTuple):
@@ -82,8 +94,13 @@ class WebhookSender:
         Endpoint and Standard Webhooks secret.
     ledger
         Where delivered idempotency keys are recorded (``None``: no cross-restart protection).
+    resend_unknown
+        Send again an action whose POST was in flight when an earlier run died (default: dead-letter
+        it as ``unknown``, so no receiver ever sees it twice).
     client
         An ``httpx.Client`` to use (the test seam); one is created otherwise.
+    run_id
+        The mark this sender leaves on deliveries in progress (default: one per process).
     """
 
     def __init__(
@@ -98,8 +115,10 @@ class WebhookSender:
         ledger: ClaimStore | None = None,
         ledger_prefix: str = "cx",
         ledger_ttl_s: int = 7 * 86_400,
+        resend_unknown: bool = False,
         client: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        run_id: str = RUN_ID,
     ) -> None:
         self.url = url
         self._secret = secret
@@ -108,12 +127,31 @@ class WebhookSender:
         self._ledger = ledger
         self._ledger_prefix = ledger_prefix
         self._ledger_ttl_s = ledger_ttl_s
+        self.resend_unknown = resend_unknown
+        self._run_id = run_id
         self._client = client or httpx.Client(timeout=timeout_s)
         self._sleep = sleep
         self.breaker = breaker
 
     def _delivered_key(self, action: Action) -> str:
         return f"{self._ledger_prefix}:delivered:{action.action_id}"
+
+    def _mark_sending(self, action: Action) -> Delivery | None:
+        """Mark the action as being sent by this run; a :class:`Delivery` if it must not be sent."""
+        if self._ledger is None:
+            return None
+        key = f"{self._ledger_prefix}:sending:{action.action_id}"
+        holder = self._ledger.claim_many([(key, self._run_id)], self._ledger_ttl_s)[0]
+        if holder is None or self.resend_unknown:
+            return None
+        if holder == self._run_id:  # the same action queued twice in this run (resume + replay)
+            return Delivery("already_delivered", 0)
+        return Delivery(
+            "unknown",
+            0,
+            "outcome unknown: a run that stopped was sending it; not sent again so the customer "
+            "is not contacted twice (webhook.resend_unknown)",
+        )
 
     def deliver(self, action: Action) -> Delivery:
         """POST one action with bounded retries (safe to call from several threads)."""
@@ -126,6 +164,8 @@ class WebhookSender:
                 return Delivery(
                     "failed", attempt - 1, "circuit open: the endpoint failed repeatedly"
                 )
+            if attempt == 1 and (refused := self._mark_sending(action)) is not None:
+                return refused
             headers = sign_headers(self._secret, action.action_id, body)
             headers["content-type"] = "application/cloudevents+json"
             retry_after: float | None = None

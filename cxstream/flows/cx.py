@@ -400,6 +400,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
                 ledger=claims,
                 ledger_prefix=settings.redis.key_prefix,
                 ledger_ttl_s=settings.policy.idempotency_ttl_s,
+                resend_unknown=w.resend_unknown,
             )
 
         webhook_sink = WebhookSink(

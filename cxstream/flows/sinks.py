@@ -87,7 +87,9 @@ class _WebhookPartition(StatefulSinkPartition[Action, PendingState]):
 
     def _report(self, action: Action, outcome: str, attempts: int, error: str | None) -> None:
         if self._dlq is not None and self._status_topic is not None:
-            status = "delivered" if outcome != "failed" else "dead_lettered"
+            status = {"failed": "dead_lettered", "unknown": "outcome_unknown"}.get(
+                outcome, "delivered"
+            )
             record = {
                 "action_id": action.action_id,
                 "subscriber_id": action.subscriber_id,
@@ -104,8 +106,8 @@ class _WebhookPartition(StatefulSinkPartition[Action, PendingState]):
             metrics.WEBHOOK_DELIVERIES.labels("retried").inc(attempts - 1)
         if outcome == "delivered":
             metrics.WEBHOOK_DELIVERIES.labels("delivered").inc()
-        elif outcome == "failed":
-            metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
+        elif outcome in ("failed", "unknown"):
+            metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
             self._dead_letter(action, error)
         self._finish(action)
 

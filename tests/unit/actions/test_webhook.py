@@ -166,3 +166,44 @@ def test_delivery_pool_does_not_block_the_caller_and_reports_every_action():
     assert done.wait(5)
     pool.close()
     assert sorted(reports) == [(action(i).action_id, "delivered") for i in (1, 2, 3)]
+
+
+def test_a_post_in_flight_when_the_previous_run_died_is_not_sent_again():
+    ledger = MemoryClaimStore()
+    endpoint = Endpoint("timeout")  # the first run's POST may or may not have arrived
+    dying, _ = sender(endpoint, ledger=ledger, max_attempts=1, run_id="run-1")
+    assert dying.deliver(action())[0] == "failed"  # the run "dies" before recording anything
+    resumed, _ = sender(endpoint, ledger=ledger, run_id="run-2")
+    outcome, attempts, error = resumed.deliver(action())
+    assert (outcome, attempts) == ("unknown", 0)
+    assert "outcome unknown" in error
+    assert len(endpoint.requests) == 1  # the receiver never sees the id twice
+
+
+def test_resend_unknown_sends_it_again_for_receivers_that_deduplicate():
+    ledger = MemoryClaimStore()
+    endpoint = Endpoint("timeout", 200)
+    dying, _ = sender(endpoint, ledger=ledger, max_attempts=1, run_id="run-1")
+    dying.deliver(action())
+    resumed, _ = sender(endpoint, ledger=ledger, run_id="run-2", resend_unknown=True)
+    assert resumed.deliver(action())[0] == "delivered"
+    assert [r.headers["webhook-id"] for r in endpoint.requests] == [action().action_id] * 2
+
+
+def test_the_same_action_queued_twice_in_one_run_is_posted_once():
+    ledger = MemoryClaimStore()
+    endpoint = Endpoint()
+    s, _ = sender(endpoint, ledger=ledger, run_id="run-1")
+    ledger.claim_many([(f"cx:sending:{action().action_id}", "run-1")], 60)  # another thread has it
+    assert s.deliver(action()) == ("already_delivered", 0, None)
+    assert endpoint.requests == []
+
+
+def test_no_mark_is_left_when_the_breaker_refuses_before_any_post():
+    ledger = MemoryClaimStore()
+    t = [0.0]
+    breaker = CircuitBreaker(failures=1, reset_s=30, clock=lambda: t[0])
+    breaker.record(False)
+    s, _ = sender(Endpoint(), ledger=ledger, breaker=breaker, run_id="run-1")
+    assert s.deliver(action())[0] == "failed"
+    assert ledger.exists_many([f"cx:sending:{action().action_id}"]) == [False]
