@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from cxstream.detectors.table import SERVICE_CODES
 from cxstream.events import CustomerContext
 
-__all__ = ["CellBatch", "RawBatch", "ShardBatch", "group_by_shard", "shard_of"]
+__all__ = ["CellBatch", "RawBatch", "ShardBatch", "SourceMessage", "group_by_shard", "shard_of"]
 
 F64 = NDArray[np.float64]
 
@@ -68,6 +68,23 @@ class RawBatch:
     partition: int
     values: list[bytes | None]
     offsets: list[int]
+
+    def messages(self) -> list[SourceMessage]:
+        """One item per message, for the low-volume inputs that take them one at a time."""
+        topic, partition = self.topic, self.partition
+        return [
+            SourceMessage(value, topic, partition, offset)
+            for value, offset in zip(self.values, self.offsets, strict=True)
+        ]
+
+
+class SourceMessage(NamedTuple):
+    """One Kafka message: what the parse steps read of it."""
+
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
 
 
 @dataclass(slots=True)

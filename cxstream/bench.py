@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 import yaml
@@ -53,6 +54,9 @@ from cxstream.events import Channel, ConsentStatus, utcnow
 from cxstream.services import embedded_services, ensure_topics, free_port, redis_client
 from cxstream.settings import Settings, TopicSettings
 from cxstream.simulate import Simulator, plan_incidents
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 __all__ = ["BenchOptions", "BenchReport", "measure_ceiling", "run_bench"]
 
@@ -95,6 +99,8 @@ class BenchReport:
     alerts: int
     dead_letters: int
     rate: float | None
+    floor_p50_ms: float | None = None  # paced runs: a plain consumer at the same rate
+    floor_p99_ms: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -121,6 +127,8 @@ class BenchReport:
             "alerts": self.alerts,
             "dead_letters": self.dead_letters,
             "rate": self.rate,
+            "floor_p50_ms": _round(self.floor_p50_ms),
+            "floor_p99_ms": _round(self.floor_p99_ms),
         }
 
 
@@ -175,13 +183,13 @@ def _read_all(
 
 
 def measure_ceiling(
-    settings: Settings, topic: str, expected: int, timeout_s: float = 120, pin: bool = False
+    settings: Settings, topic: str, expected: int, timeout_s: float = 120, cpu: int | None = None
 ) -> float:
-    """Events/s of a plain consumer that reads and parses ``expected`` events; with ``pin``, it
-    and its librdkafka threads share one core, as one pinned dataflow process does."""
-    if pin:
+    """Events/s of a plain consumer that reads and parses ``expected`` events; with ``cpu``, it
+    and its librdkafka threads share that one core, as one pinned dataflow process does."""
+    if cpu is not None:
         saved = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {min(saved)})  # this thread, and the threads it starts
+        os.sched_setaffinity(0, {cpu})  # this thread, and the threads it starts
         try:
             return measure_ceiling(settings, topic, expected, timeout_s)
         finally:
@@ -253,6 +261,34 @@ def run_bench(
 ) -> BenchReport:
     """Run the benchmark; see the module docstring."""
     say = progress or (lambda stage, done, total: None)
+    cores = _plan_cores(options)
+    saved_affinity = os.sched_getaffinity(0)
+    if cores.rest:  # the broker, Redis and the load generator keep off the flows' cores
+        os.sched_setaffinity(0, cores.rest)
+    try:
+        return _run_bench(settings, options, say, cores)
+    finally:
+        os.sched_setaffinity(0, saved_affinity)
+
+
+class _Cores(NamedTuple):
+    flows: list[int | None]  # the core of each dataflow process (None: not pinned)
+    rest: set[int]  # everything else (empty: not separated)
+
+
+def _plan_cores(options: BenchOptions) -> _Cores:
+    """With ``pin``: one core per dataflow process; when cores are left over, the benchmark's
+    own process and the services it starts (which inherit its affinity) run on those."""
+    cores = sorted(os.sched_getaffinity(0))
+    if not options.pin or shutil.which("taskset") is None:
+        return _Cores([None] * options.workers, set())
+    flows = [cores[i % len(cores)] for i in range(options.workers)]
+    return _Cores(list(flows), set(cores) - set(flows))
+
+
+def _run_bench(
+    settings: Settings, options: BenchOptions, say: Progress, cores: _Cores
+) -> BenchReport:
     suffix = uuid.uuid4().hex[:8]
     names = [n for n in TopicSettings.model_fields if n != "partitions"]
     topics = settings.kafka.topics.model_copy(
@@ -305,7 +341,7 @@ def run_bench(
                     say("producing", i, options.events)
             producer.flush(60)
             say("measuring the ceiling", 0, 1)
-            ceiling = measure_ceiling(live, qos, options.events, pin=options.pin)
+            ceiling = measure_ceiling(live, qos, options.events, cpu=cores.flows[0])
 
         # The configured policy, minus quiet hours: a contact deferred to the morning would make
         # the event-to-action latency a measure of the clock, not of the system.
@@ -326,7 +362,7 @@ def run_bench(
         live = live.model_copy(
             update={"webhook": live.webhook.model_copy(update={"url": receiver.url})}
         )
-        flows = _start_flows(live, tmp, secret, options.workers, options.pin)
+        flows = _start_flows(live, tmp, secret, cores.flows)
         for flow in flows:
             stack.callback(flow.stop)
         for flow in flows:
@@ -342,9 +378,15 @@ def run_bench(
         counters = _counters(flows)
         for flow in flows:
             flow.stop()
+        floor: list[float] = []
         if options.rate is not None:
             say("measuring the ceiling", 0, 1)
-            ceiling = measure_ceiling(live, qos, options.events, pin=options.pin)
+            ceiling = measure_ceiling(live, qos, options.events, cpu=cores.flows[0])
+            say("measuring the latency floor", 0, 1)
+            floor_topic = f"bench-floor-{suffix}"
+            ensure_topics(live, [floor_topic])
+            sample = records[: max(1, int(options.rate * FLOOR_SECONDS))]
+            floor = measure_latency_floor(live, floor_topic, sample, options.rate, cores.flows[0])
         latencies = _latencies(live, topics.actions, _action_time)
         pipeline_latencies = _latencies(live, topics.cells, _summary_time)
     seconds = max(run.last - run.first, 1e-9)
@@ -365,6 +407,8 @@ def run_bench(
         alerts=int(counters.get("cxstream_alerts_total", 0)),
         dead_letters=int(counters.get("cxstream_events_total{outcome=dead_letter}", 0)),
         rate=options.rate,
+        floor_p50_ms=_percentile(floor, 0.5),
+        floor_p99_ms=_percentile(floor, 0.99),
     )
 
 
@@ -378,12 +422,13 @@ def _produce(producer: Producer, topic: str, record: dict[str, Any]) -> None:
 
 
 def _start_flows(
-    settings: Settings, tmp: Path, secret: str, workers: int, pin: bool
+    settings: Settings, tmp: Path, secret: str, cores: list[int | None]
 ) -> list[FlowProcess]:
-    cores = sorted(os.sched_getaffinity(0))
+    workers = len(cores)
 
     def cpus(i: int) -> set[int] | None:
-        return {cores[i % len(cores)]} if pin and shutil.which("taskset") else None
+        core = cores[i]
+        return None if core is None else {core}
 
     if workers == 1:
         return [FlowProcess(settings, _mkdir(tmp / "p0"), secret, cpus=cpus(0))]
@@ -476,6 +521,7 @@ def _watch(
 
 
 _PLACEHOLDER = "1970-01-01T00:00:00.000000+00:00"
+FLOOR_SECONDS = 10.0  # how long the latency floor is measured at the paced rate
 
 
 def _paced(
@@ -492,12 +538,34 @@ def _paced(
     1 ms ticks: the load generator shares this machine's cores with the flow and the broker,
     so it must cost as little as it can (a JSON encoding and a sleep per event did not).
     """
+    encoded = _encode_paced(records)
+    start = time.monotonic()
+    _send_paced(
+        producer, topic, encoded, rate, lambda: say("running (paced)", _ended(flows), len(encoded))
+    )
+    run = _watch(flows, len(encoded), say)
+    return _Run(start, run.last, run.done, run.done / max(run.last - start, 1e-9))
+
+
+_Encoded = list[tuple[bytes, bytes, bytes]]
+
+
+def _encode_paced(records: list[dict[str, Any]]) -> _Encoded:
+    """Each record as key, and its JSON cut around the event time (filled in when sent)."""
     marker = _PLACEHOLDER.encode()
     encoded = []
     for record in records:
         value = orjson.dumps({**record, "event_time": _PLACEHOLDER})
         cut = value.index(marker)
         encoded.append((record["subscriber_id"].encode(), value[:cut], value[cut + len(marker) :]))
+    return encoded
+
+
+def _send_paced(
+    producer: Producer, topic: str, encoded: _Encoded, rate: float, tick: Callable[[], None]
+) -> None:
+    """Send at ``rate`` events/s in 1 ms ticks, each event stamped with its send time;
+    ``tick`` is called about once a second."""
     start = time.monotonic()
     next_check = start
     sent = 0
@@ -517,11 +585,80 @@ def _paced(
         producer.poll(0)
         if now >= next_check:
             next_check = now + 1.0
-            say("running (paced)", _ended(flows), total)
+            tick()
         time.sleep(0.001)
     producer.flush(60)
-    run = _watch(flows, total, say)
-    return _Run(start, run.last, run.done, run.done / max(run.last - start, 1e-9))
+
+
+def measure_latency_floor(
+    settings: Settings,
+    topic: str,
+    records: list[dict[str, Any]],
+    rate: float,
+    cpu: int | None = None,
+    timeout_s: float = 120,
+) -> list[float]:
+    """The broker's share of the latency at ``rate``: milliseconds from each event's time to
+    its arrival, parsed, at a plain consumer (in a process of its own, on ``cpu`` if given,
+    configured as the dataflow's consumers are), while this process sends ``records`` to the
+    empty ``topic`` at ``rate``, as the paced benchmark does."""
+    ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    config = {
+        **settings.kafka.client_config(),
+        **settings.kafka.consumer_config,
+        "group.id": f"cx-bench-{uuid.uuid4().hex[:6]}",
+        "enable.auto.commit": "false",
+    }
+    consumer = ctx.Process(
+        target=_floor_consumer, args=(config, topic, len(records), cpu, timeout_s, sender)
+    )
+    consumer.start()
+    try:
+        if not receiver.poll(60):
+            msg = "the latency-floor consumer did not start"
+            raise RuntimeError(msg)
+        receiver.recv()  # assigned and polling
+        producer = Producer(
+            {**settings.kafka.client_config(), **settings.kafka.producer_config, "linger.ms": "5"}
+        )
+        _send_paced(producer, topic, _encode_paced(records), rate, lambda: None)
+        latencies: list[float] = receiver.recv() if receiver.poll(timeout_s) else []
+    finally:
+        consumer.join(10)
+        if consumer.is_alive():
+            consumer.kill()
+    return latencies
+
+
+def _floor_consumer(
+    config: dict[str, Any],
+    topic: str,
+    expected: int,
+    cpu: int | None,
+    timeout_s: float,
+    out: Connection,
+) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    consumer = Consumer(config)
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    consumer.consume(1, 0.1)
+    out.send("ready")
+    loads, parse_time = orjson.loads, datetime.fromisoformat
+    latencies: list[float] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(latencies) < expected and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, 0.001):  # returns what has arrived
+                if msg.error() is None:
+                    arrived = time.time()
+                    event_time = parse_time(loads(msg.value() or b"{}")["event_time"])
+                    latencies.append((arrived - event_time.timestamp()) * 1000.0)
+    finally:
+        consumer.close()
+        out.send(latencies)
 
 
 def _rss_mb() -> float:

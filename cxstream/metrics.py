@@ -34,6 +34,7 @@ __all__ = [
     "EXPERIMENT_SUBJECTS",
     "EXPERIMENT_UPLIFT",
     "HELD_ALERTS",
+    "KAFKA_DELIVERY_ERRORS",
     "POLICY_RELOADS",
     "WEBHOOK_DELIVERIES",
 ]
@@ -106,6 +107,12 @@ HELD_ALERTS = Gauge(
     "held_alerts",
     "Individual degradation alerts held while the cell demarcation decides whether a cell "
     "incident explains them.",
+    namespace=_NS,
+)
+KAFKA_DELIVERY_ERRORS = Counter(
+    "kafka_delivery_errors",
+    "Output records the broker did not accept after the producer's own retries, by topic.",
+    ["topic"],
     namespace=_NS,
 )
 WEBHOOK_DELIVERIES = Counter(

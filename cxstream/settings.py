@@ -94,6 +94,9 @@ class KafkaSettings(BaseModel):
     brokers: list[str] | None = None
     topics: TopicSettings = TopicSettings()
     consumer_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    # output partitions of the flow's Kafka producer (spread over the workers; each waits for
+    # the broker once per epoch, not per batch)
+    sink_partitions: Annotated[int, Field(ge=1, le=1_024)] = 2
     # librdkafka settings measured to matter here (see README, performance).
     consumer_config: dict[str, str] = Field(
         default_factory=lambda: {
@@ -294,8 +297,10 @@ class FlowSettings(BaseModel):
     # state crosses between processes; "subscriber": detectors are a keyed step over shards of
     # subscriber ids (any input keying, at the cost of shipping events between processes)
     state_by: Literal["partition", "subscriber"] = "partition"
-    # after a QoS poll that was not full, wait this long before the next (batches build up at low
-    # rates instead of costing a core in tiny polls; adds at most this to latency)
+    # after a poll that was not full, every input waits this long before the next (batches build
+    # up at low rates instead of costing a core in tiny polls). Keep it short: it adds to latency,
+    # and at each epoch boundary no input goes on until every input has passed it, so the
+    # longest pause of any input is a stall of the whole flow once per epoch.
     poll_linger_s: Annotated[float, Field(ge=0, le=1)] = 0.02
     # young-generation threshold of Python's cyclic GC in the dataflow process (0 = Python's
     # default 700); see cxstream/flows/run.py
@@ -332,16 +337,6 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = PrivacySettings()
     dashboard: DashboardSettings = DashboardSettings()
     churn: ChurnSettings = ChurnSettings()
-
-    @model_validator(mode="after")
-    def _polls_inside_an_epoch(self) -> Settings:
-        if self.policy.deferred_poll_s >= self.flow.snapshot_interval_s:
-            msg = (
-                "policy.deferred_poll_s must be below flow.snapshot_interval_s: an epoch cannot "
-                "close while that input sleeps, which stalls the dataflow"
-            )
-            raise ValueError(msg)
-        return self
 
     @classmethod
     def settings_customise_sources(

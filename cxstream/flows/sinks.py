@@ -9,13 +9,14 @@ from typing import Any
 
 import orjson
 import redis
+from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.outputs import (
     DynamicSink,
     FixedPartitionedSink,
     StatefulSinkPartition,
     StatelessSinkPartition,
 )
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 from typing_extensions import override
 
 from cxstream import metrics
@@ -24,7 +25,7 @@ from cxstream.context import ContextStore
 from cxstream.events import Action, BadEvent, CustomerContext, utcnow
 from cxstream.privacy import pseudonym
 
-__all__ = ["CustomerSink", "WebhookSink"]
+__all__ = ["CustomerSink", "KafkaOutSink", "WebhookSink"]
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,66 @@ class WebhookSink(FixedPartitionedSink[Action, PendingState]):
             self._status_topic,
             resume_state,
         )
+
+
+class _KafkaOutPartition(StatefulSinkPartition[KafkaSinkMessage[bytes | None, bytes | None], None]):
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+
+    @override
+    def write_batch(self, values: list[KafkaSinkMessage[bytes | None, bytes | None]]) -> None:
+        produce = self._producer.produce
+        for msg in values:
+            if msg.topic is None:
+                err = f"no topic to produce to for {msg}"
+                raise RuntimeError(err)
+            while True:
+                try:
+                    produce(msg.topic, msg.value, msg.key, on_delivery=_delivered)
+                    break
+                except BufferError:  # the local queue is full: wait for the broker a little
+                    self._producer.poll(0.05)
+        self._producer.poll(0)  # serve delivery reports; never wait
+
+    @override
+    def snapshot(self) -> None:
+        # Called as an epoch closes (with recovery on): everything of the epoch is acknowledged
+        # before its snapshot is written, so a resume never skips an output that was lost.
+        self._producer.flush()
+
+    @override
+    def close(self) -> None:
+        self._producer.flush(30)
+
+
+def _delivered(err: KafkaError | None, msg: Message) -> None:
+    if err is not None:
+        metrics.KAFKA_DELIVERY_ERRORS.labels(msg.topic() or "").inc()
+        log.error("Kafka delivery to %s failed: %s", msg.topic(), err)
+
+
+class KafkaOutSink(FixedPartitionedSink[KafkaSinkMessage[bytes | None, bytes | None], None]):
+    """Produce the flow's outputs (alerts, decisions, actions, dead letters, cell summaries) to
+    their topics without waiting for the broker.
+
+    Bytewax's ``KafkaSink`` flushes after every batch: each batch of outputs costs the worker a
+    round trip to the broker, during which no event is processed. Here a batch is only handed to
+    the producer, and the wait happens once per epoch, in :meth:`_KafkaOutPartition.snapshot`
+    (only with recovery on), which keeps outputs at-least-once across a crash. Items are
+    ``(key, message)``; ``partitions`` spread the output over the workers.
+    """
+
+    def __init__(self, producer_config: dict[str, str], *, partitions: int = 2) -> None:
+        self._config = producer_config
+        self._partitions = partitions
+
+    @override
+    def list_parts(self) -> list[str]:
+        return [f"kafka-out-{i}" for i in range(self._partitions)]
+
+    @override
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _KafkaOutPartition:
+        return _KafkaOutPartition(Producer(self._config))
 
 
 class _CustomerPartition(StatelessSinkPartition[CustomerContext]):
