@@ -51,7 +51,7 @@ from cxstream.context import ContextStore
 from cxstream.demo import FlowProcess
 from cxstream.errors import ServiceError
 from cxstream.events import Channel, ConsentStatus, utcnow
-from cxstream.services import embedded_services, ensure_topics, free_port, redis_client
+from cxstream.services import context_client, embedded_services, ensure_topics, free_port
 from cxstream.settings import Settings, TopicSettings
 from cxstream.simulate import Simulator, plan_incidents
 
@@ -77,6 +77,9 @@ class BenchOptions:
     rate: float | None = None  # events/s to pace the producer at; None = saturate
     seed: int = 7
     pin: bool = True  # each dataflow process on a core of its own (taskset)
+    # cells.hold_s during the run: individual outreach deliberately waits this long for a cell
+    # incident that would explain it; 0 (the default) measures the system, not that wait
+    hold_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class BenchReport:
     rate: float | None
     floor_p50_ms: float | None = None  # paced runs: a plain consumer at the same rate
     floor_p99_ms: float | None = None
+    hold_s: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -129,6 +133,7 @@ class BenchReport:
             "rate": self.rate,
             "floor_p50_ms": _round(self.floor_p50_ms),
             "floor_p99_ms": _round(self.floor_p99_ms),
+            "hold_s": self.hold_s,
         }
 
 
@@ -312,7 +317,7 @@ def _run_bench(
         ensure_topics(live)
         sim = Simulator(options.subscribers, options.cells, seed=options.seed, run_id=suffix)
         granted = {c: ConsentStatus.GRANTED for c in Channel}
-        store = ContextStore(redis_client(live), prefix=live.redis.key_prefix)
+        store = ContextStore(context_client(live), prefix=live.redis.key_prefix)
         profiles = [p.model_copy(update={"consent": granted}) for p in sim.profiles()]
         for i in range(0, len(profiles), 1000):
             store.put_many(profiles[i : i + 1000])
@@ -344,7 +349,8 @@ def _run_bench(
             ceiling = measure_ceiling(live, qos, options.events, cpu=cores.flows[0])
 
         # The configured policy, minus quiet hours: a contact deferred to the morning would make
-        # the event-to-action latency a measure of the clock, not of the system.
+        # the event-to-action latency a measure of the clock, not of the system. The same goes
+        # for the demarcation hold (--hold-s, 0 unless asked for).
         policy = load_policy(live.policy.file) if live.policy.file is not None else DEFAULT_POLICY
         policy_file = tmp / "policy.yaml"
         policy_file.write_text(
@@ -355,7 +361,10 @@ def _run_bench(
             )
         )
         live = live.model_copy(
-            update={"policy": live.policy.model_copy(update={"file": str(policy_file)})}
+            update={
+                "policy": live.policy.model_copy(update={"file": str(policy_file)}),
+                "cells": live.cells.model_copy(update={"hold_s": options.hold_s}),
+            }
         )
         secret = "whsec_" + os.urandom(24).hex()
         receiver = stack.enter_context(WebhookReceiver(secret))
@@ -409,6 +418,7 @@ def _run_bench(
         rate=options.rate,
         floor_p50_ms=_percentile(floor, 0.5),
         floor_p99_ms=_percentile(floor, 0.99),
+        hold_s=options.hold_s,
     )
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import redis
 from pydantic import ValidationError
+from redis.cluster import RedisCluster
 
 from cxstream import metrics
 from cxstream.errors import ServiceError
@@ -40,7 +41,8 @@ class ContextStore:
     Parameters
     ----------
     client
-        A ``redis.Redis`` (or cluster) client.
+        A ``redis.Redis``, or a ``RedisCluster``: lookups are then split by hash slot (one
+        pipelined ``MGET`` per slot); writes are pipelined either way.
     ttl_s
         How long a cached answer (including "absent") is trusted.
     max_entries
@@ -49,7 +51,7 @@ class ContextStore:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         *,
         prefix: str = "cx",
         ttl_s: float = 30.0,
@@ -58,6 +60,7 @@ class ContextStore:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
+        self._mget = client.mget_nonatomic if isinstance(client, RedisCluster) else client.mget
         self._prefix = prefix
         self._ttl_s = ttl_s
         self._max = max_entries
@@ -102,7 +105,7 @@ class ContextStore:
 
     def _fetch(self, missing: list[str], out: dict[str, Lookup], now: float) -> None:
         try:
-            raws = self._client.mget([self.key(sid) for sid in missing])
+            raws = self._mget([self.key(sid) for sid in missing])
         except redis.RedisError as exc:
             self._log_outage(exc)
             for sid in missing:

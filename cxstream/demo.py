@@ -38,7 +38,12 @@ from cxstream.context import ContextStore
 from cxstream.errors import ServiceError
 from cxstream.events import Channel, ConsentStatus, utcnow
 from cxstream.producer import produce_events
-from cxstream.services import embedded_services, ensure_topics, free_port, redis_client
+from cxstream.services import (
+    context_client,
+    embedded_services,
+    ensure_topics,
+    free_port,
+)
 from cxstream.settings import Settings
 from cxstream.simulate import Simulator, plan_incidents
 
@@ -99,6 +104,7 @@ def _flow_config(settings: Settings, path: Path) -> None:
     """Write the resolved settings for the child process (secrets go through its env)."""
     data = settings.model_dump(mode="json", exclude={"webhook": {"secret"}})
     data["redis"]["url"] = None  # passed via env: it may hold a password
+    data["redis"]["context_url"] = None
     data["kafka"].pop("sasl_password", None)
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
 
@@ -132,6 +138,8 @@ class FlowProcess:
         }
         if settings.redis.url is not None:
             env["CXSTREAM_REDIS__URL"] = settings.redis.url.get_secret_value()
+        if settings.redis.context_url is not None:
+            env["CXSTREAM_REDIS__CONTEXT_URL"] = settings.redis.context_url.get_secret_value()
         self.log_path = workdir / "flow.log"
         self._log = self.log_path.open("wb")
         # Own session: Ctrl-C in the terminal reaches the demo, which then drains the flow.
@@ -255,7 +263,7 @@ def run_demo(
             bad_ratio=options.bad_ratio,
             run_id=f"demo{int(time.time())}",
         )
-        store = ContextStore(redis_client(live), prefix=live.redis.key_prefix)
+        store = ContextStore(context_client(live), prefix=live.redis.key_prefix)
         profiles = list(sim.profiles())
         for i in range(0, len(profiles), 1000):
             store.put_many(profiles[i : i + 1000])

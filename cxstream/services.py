@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import redis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from cxstream.errors import ServiceError
 from cxstream.settings import Settings
@@ -118,6 +120,7 @@ class EmbeddedRedis:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     persist: bool = False  # append-only file, so halt() + start() keeps the data (fault tests)
+    args: tuple[str, ...] = ()  # more redis-server options (e.g. --cluster-enabled yes)
     _dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
@@ -146,6 +149,7 @@ class EmbeddedRedis:
                 "yes" if self.persist else "no",
                 "--dir",
                 self._dir.name,
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -186,6 +190,24 @@ def embedded_services(settings: Settings) -> Iterator[Settings]:
             redis_settings = redis_settings.model_copy(update={"url": SecretStr(server.url)})
             log.info("embedded redis-server on %s", server.url)
         yield settings.model_copy(update={"kafka": kafka, "redis": redis_settings})
+
+
+def context_client(settings: Settings) -> redis.Redis | RedisCluster:
+    """The client of the customer-context store: ``redis.context_url`` (else ``redis.url``), a
+    Redis Cluster client when ``redis.context_cluster`` is set."""
+    r = settings.redis
+    url = r.context_url if r.context_url is not None else r.url
+    if url is None:
+        msg = "redis.url is not set (set it, or use `cxstream demo` for an embedded Redis)"
+        raise ServiceError(msg)
+    timeouts = {"socket_timeout": r.socket_timeout_s, "socket_connect_timeout": r.socket_timeout_s}
+    if r.context_cluster:
+        try:
+            return RedisCluster.from_url(url.get_secret_value(), **timeouts)
+        except (redis.RedisError, RedisClusterException) as exc:
+            msg = f"cannot reach the Redis Cluster of redis.context_url: {exc}"
+            raise ServiceError(msg) from exc
+    return redis.Redis.from_url(url.get_secret_value(), **timeouts)
 
 
 def redis_client(settings: Settings) -> redis.Redis:

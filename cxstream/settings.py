@@ -142,6 +142,12 @@ class RedisSettings(BaseModel):
     cache_ttl_s: Annotated[float, Field(ge=0, le=3_600)] = 30.0
     cache_max_entries: Annotated[int, Field(ge=0, le=50_000_000)] = 200_000
     socket_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    # The customer context (profiles, experience history, processing audit) on a Redis of its
+    # own, e.g. a Redis Cluster that grows with the customer base (null = url). The rest
+    # (claims, cooldowns, budgets, deferred actions, churn model) needs multi-key atomic
+    # scripts and stays on url: one Redis, or a primary with replicas.
+    context_url: SecretStr | None = None
+    context_cluster: bool = False  # context_url (else url) is a Redis Cluster
 
 
 class WebhookSettings(BaseModel):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
 
-from cxstream.services import EmbeddedBroker, EmbeddedRedis, ensure_topics
+from cxstream.services import EmbeddedBroker, EmbeddedRedis, ensure_topics, free_port
 from cxstream.settings import Settings, TopicSettings, load_settings
 
 
@@ -35,6 +37,45 @@ def redis_conn(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[str]:
+    """A three-node Redis Cluster (no replicas) from redis-server and redis-cli on PATH; its URL."""
+    nodes = [
+        EmbeddedRedis(
+            args=(
+                *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                *("--cluster-port", str(free_port())),  # not port + 10000: that may not exist
+            )
+        ).start()
+        for _ in range(3)
+    ]
+    try:
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        probe = redis.Redis(port=nodes[0].port)
+        deadline = time.monotonic() + 30
+        while probe.cluster("info").get("cluster_state") != "ok":
+            if time.monotonic() > deadline:
+                pytest.fail("the test Redis Cluster did not become ready")
+            time.sleep(0.1)
+        yield nodes[0].url.removesuffix("/0")
+    finally:
+        for node in nodes:
+            node.stop()
 
 
 @pytest.fixture(scope="session")

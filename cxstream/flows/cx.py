@@ -51,7 +51,7 @@ from cxstream.events import Action, BadEvent, CellIncident, CustomerContext, Out
 from cxstream.flows.sinks import CustomerSink, KafkaOutSink, WebhookSink
 from cxstream.flows.source import BatchKafkaSource
 from cxstream.pipeline import Candidate, CellOutput, Pipeline
-from cxstream.services import redis_client
+from cxstream.services import context_client, redis_client
 from cxstream.settings import Settings, config_path_from_env, load_settings
 
 log = logging.getLogger(__name__)
@@ -390,7 +390,7 @@ def pipeline_from_settings(settings: Settings) -> Pipeline:
     client = redis_client(settings)
     r = settings.redis
     context = ContextStore(
-        client,
+        context_client(settings),
         prefix=r.key_prefix,
         ttl_s=r.cache_ttl_s,
         max_entries=r.cache_max_entries,

@@ -161,3 +161,32 @@ def test_demo_without_redis_server_says_how_to_install_it(tmp_path):
     assert result.returncode == 1
     assert "redis-server was not found on PATH" in result.stderr
     assert "apt-get install redis-server" in result.stderr
+
+
+@pytest.mark.slow
+def test_bench_paced_reports_every_figure_it_promises():
+    # Runs the real benchmark small: what is checked is that it measures and reports, not how
+    # fast this machine is (benchmarks are commands, not timed tests).
+    result = cxstream("bench", "--events", "4000", "--rate", "2000", "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in (
+        "events",
+        "seconds",
+        "events_per_s",
+        "ceiling_events_per_s",
+        "ratio",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "workers",
+        "peak_rss_mb",
+        "floor_p50_ms",
+        "floor_p99_ms",
+        "hold_s",
+    ):
+        assert key in report, key
+    assert report["events"] == 4000  # every event processed or dead-lettered
+    assert report["rate"] == 2000 and report["hold_s"] == 0 and report["workers"] == 1
+    assert report["ceiling_events_per_s"] > 0 and report["peak_rss_mb"] > 0
+    assert report["pipeline_samples"] > 0 and report["floor_p99_ms"] >= report["floor_p50_ms"]
+    assert "event time -> plain consumer at the same rate" in result.stdout

@@ -1,0 +1,110 @@
+"""Customer context on a real Redis Cluster: lookups spread over hash slots, writes pipelined."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from pydantic import SecretStr
+from redis.cluster import RedisCluster
+
+from cxstream.context import ContextStore
+from cxstream.events import CustomerContext
+from cxstream.services import context_client
+from cxstream.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(redis_cluster):
+    settings = load_settings(
+        overrides={
+            "redis": {
+                "url": "redis://127.0.0.1:1/0",  # the rest of the state: not used here
+                "context_url": redis_cluster,
+                "context_cluster": True,
+            }
+        }
+    )
+    client = context_client(settings)
+    assert isinstance(client, RedisCluster)
+    yield ContextStore(client, prefix="cxtest", max_entries=0)
+    client.close()
+
+
+def test_profiles_written_and_read_back_across_slots(store):
+    customers = [
+        CustomerContext(subscriber_id=f"sub-{i:05d}", monthly_charge=float(i)) for i in range(500)
+    ]
+    store.put_many(customers)
+    slots = {RedisCluster.keyslot(store._client, store.key(c.subscriber_id)) for c in customers}
+    nodes = {store._client.get_node_from_key(store.key(c.subscriber_id)).name for c in customers}
+    assert len(slots) > 100 and len(nodes) == 3  # the batch really spans the cluster
+    ids = [c.subscriber_id for c in customers] + ["sub-absent"]
+    found = store.get_many(ids)
+    assert [found[c.subscriber_id].customer.monthly_charge for c in customers] == [
+        float(i) for i in range(500)
+    ]
+    assert found["sub-absent"].customer is None and not found["sub-absent"].stale
+
+
+def test_history_and_audit_on_the_cluster(store):
+    store.append_history(
+        [("sub-a", 1_700_000_000.0, 81.5), ("sub-b", 1_700_000_001.0, 40.0)], keep=10
+    )
+    store.append_history([("sub-a", 1_700_000_002.0, 79.0)], keep=10)
+    assert store.history("sub-a") == [(1_700_000_000.0, 81.5), (1_700_000_002.0, 79.0)]
+    store.audit(["e1", "e2", "e2"], "cxtest:audit", 60)
+    assert store._client.scard("cxtest:audit") == 2
+
+
+def test_a_cluster_that_cannot_be_reached_is_a_clear_error():
+    from cxstream.errors import ServiceError
+
+    settings = load_settings(
+        overrides={"redis": {"url": "redis://127.0.0.1:1/0", "context_cluster": True}}
+    )
+    with pytest.raises(ServiceError, match="Redis Cluster"):
+        context_client(settings)
+
+
+@pytest.mark.slow
+def test_the_dataflow_enriches_from_a_cluster(live_settings, redis_cluster, tmp_path):
+    from datetime import timedelta
+
+    from cxstream.demo import FlowProcess
+    from cxstream.events import utcnow
+    from cxstream.simulate import Simulator
+    from tests.integration.kafka_helpers import produce
+
+    settings = live_settings.model_copy(
+        update={
+            "redis": live_settings.redis.model_copy(
+                update={"context_url": SecretStr(redis_cluster), "context_cluster": True}
+            )
+        }
+    )
+    sim = Simulator(300, 12, seed=5)
+    client = context_client(settings)
+    ContextStore(client, prefix=settings.redis.key_prefix).put_many(list(sim.profiles()))
+    times = sim.timeline(utcnow() - timedelta(seconds=30), 200)
+    records = [sim.encoded(next(times)) for _ in range(3000)]
+    produce(settings, settings.kafka.topics.qos, records)
+    flow = FlowProcess(settings, tmp_path, "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQ=")
+    try:
+        flow.wait_ready()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            counters = flow.counters()
+            if counters.get("cxstream_events_total", 0) >= len(records):
+                break
+            time.sleep(0.5)
+    finally:
+        flow.stop()
+    assert counters.get("cxstream_events_total{outcome=processed}", 0) == len(records)
+    # every subscriber's profile was found on the cluster (fetched once, then cached)
+    assert counters.get("cxstream_enrichment_lookups_total{result=miss}", 0) >= 250
+    assert counters.get("cxstream_enrichment_lookups_total{result=absent}", 0) == 0
+    assert counters.get("cxstream_enrichment_lookups_total{result=stale}", 0) == 0
+    client.close()
