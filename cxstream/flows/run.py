@@ -22,12 +22,18 @@ __all__ = ["run_flow", "wait_for_kafka"]
 log = logging.getLogger(__name__)
 
 
-def wait_for_kafka(settings: Settings, *, attempts: int = 5, first_delay_s: float = 1.0) -> None:
+def wait_for_kafka(
+    settings: Settings,
+    *,
+    attempts: int = 5,
+    first_delay_s: float = 1.0,
+    timeout_s: float = 10.0,
+) -> None:
     """Create missing topics, retrying an unreachable broker with backoff, then fail clearly."""
     delay = first_delay_s
     for attempt in range(1, attempts + 1):
         try:
-            ensure_topics(settings, timeout_s=10)
+            ensure_topics(settings, timeout_s=timeout_s)
             return
         except ServiceError as exc:
             if attempt == attempts:
