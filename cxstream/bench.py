@@ -34,6 +34,7 @@ from datetime import time as dtime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import httpx
 import orjson
 import yaml
 from confluent_kafka import (
@@ -463,10 +464,20 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
+_LAST_SEEN: dict[int, dict[str, float]] = {}
+
+
 def _counters(flows: Sequence[FlowProcess]) -> dict[str, float]:
+    """The flows' counters summed; a flow whose metrics endpoint is slow to answer (its process
+    busy, or paused by a profiler) counts with what it reported last."""
     total: dict[str, float] = {}
     for flow in flows:
-        for key, value in flow.counters().items():
+        try:
+            counters = _LAST_SEEN[flow.proc.pid] = flow.counters()
+        except httpx.HTTPError as exc:
+            log.warning("metrics of the dataflow process %d not read: %s", flow.proc.pid, exc)
+            counters = _LAST_SEEN.get(flow.proc.pid, {})
+        for key, value in counters.items():
             total[key] = total.get(key, 0.0) + value
     return total
 
