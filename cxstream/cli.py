@@ -508,6 +508,7 @@ def bench(
         click.echo(
             f"event time -> action: p50 {s['latency_p50_ms']} ms, p99 {s['latency_p99_ms']} ms "
             f"({s['actions']} actions; demarcation hold {s['hold_s']} s)"
+            + ("" if rate else "; saturated: event times are simulated, use --rate for latency")
         )
     else:
         click.echo("no actions were taken: no latency to report")
