@@ -9,6 +9,7 @@ or none, and the answer is marked *stale* so the policy does not contact anyone 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -44,7 +45,9 @@ class ContextStore:
         A ``redis.Redis``, or a ``RedisCluster``: lookups are then split by hash slot (one
         pipelined ``MGET`` per slot); writes are pipelined either way.
     ttl_s
-        How long a cached answer (including "absent") is trusted.
+        How long a cached answer (including "absent") is trusted at most: each entry expires at
+        random between ``1 - jitter`` and 1 times ``ttl_s``, so profiles fetched together (all
+        of them, when a process starts) are not all fetched again in the same instant.
     max_entries
         Cache bound; the oldest entries are evicted first.
     """
@@ -57,12 +60,16 @@ class ContextStore:
         ttl_s: float = 30.0,
         max_entries: int = 200_000,
         customer_ttl_s: int = 0,
+        jitter: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         self._client = client
         self._mget = client.mget_nonatomic if isinstance(client, RedisCluster) else client.mget
         self._prefix = prefix
         self._ttl_s = ttl_s
+        self._jitter = jitter
+        self._random = (rng or random.Random()).random
         self._max = max_entries
         self._customer_ttl_s = customer_ttl_s
         self._clock = clock
@@ -114,7 +121,6 @@ class ContextStore:
             metrics.ENRICHMENT.labels("stale").inc(len(missing))
             return
         absent = 0
-        expires = now + self._ttl_s
         for sid, raw in zip(missing, raws, strict=True):
             customer = None
             if raw is not None:
@@ -128,10 +134,13 @@ class ContextStore:
             if customer is None:
                 absent += 1
             out[sid] = Lookup(customer)
-            self._remember(sid, expires, customer)
+            self._remember(sid, self._expiry(now), customer)
         metrics.ENRICHMENT.labels("miss").inc(len(missing) - absent)
         if absent:
             metrics.ENRICHMENT.labels("absent").inc(absent)
+
+    def _expiry(self, now: float) -> float:
+        return now + self._ttl_s * (1.0 - self._jitter * self._random())
 
     def _remember(self, sid: str, expires: float, customer: CustomerContext | None) -> None:
         cache = self._cache
@@ -188,6 +197,6 @@ class ContextStore:
         for customer in customers:
             pipe.set(self.key(customer.subscriber_id), customer.model_dump_json(), ex=ttl)
         pipe.execute()
-        expires = self._clock() + self._ttl_s
+        now = self._clock()
         for customer in customers:
-            self._remember(customer.subscriber_id, expires, customer)
+            self._remember(customer.subscriber_id, self._expiry(now), customer)

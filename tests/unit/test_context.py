@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from cxstream import metrics
@@ -94,3 +96,18 @@ def test_log_lines_carry_a_pseudonym_never_the_subscriber_id(setup, caplog):
     store.get_many(["sub-4155550123"])
     assert "sub#" in caplog.text
     assert "4155550123" not in caplog.text
+
+
+def test_entries_fetched_together_expire_spread_over_the_last_quarter_of_the_ttl():
+    client, clock = FakeRedis(), Clock()
+    ids = [f"s{i}" for i in range(200)]
+    store = ContextStore(client, ttl_s=40, max_entries=1000, clock=clock, rng=random.Random(3))
+    store.get_many(ids)
+    expiries = sorted(entry[0] for entry in store._cache.values())
+    assert expiries[0] >= 30 and expiries[-1] <= 40  # between 0.75 and 1.0 of the TTL
+    assert expiries[-1] - expiries[0] > 8  # spread, not one instant
+    clock.t = 35  # about half of them are due again: one MGET for those only
+    client.mget_calls = 0
+    store.get_many(ids)
+    assert client.mget_calls == 1
+    assert 50 < sum(1 for e in store._cache.values() if e[0] > 60) < 150
