@@ -52,6 +52,7 @@ from cxstream.context import ContextStore
 from cxstream.demo import FlowProcess
 from cxstream.errors import ServiceError
 from cxstream.events import Channel, ConsentStatus, utcnow
+from cxstream.producer import produce_waiting
 from cxstream.services import context_client, embedded_services, ensure_topics, free_port
 from cxstream.settings import Settings, TopicSettings
 from cxstream.simulate import Simulator, plan_incidents
@@ -342,7 +343,9 @@ def _run_bench(
         ceiling = 0.0
         if options.rate is None:
             for i, record in enumerate(records):
-                _produce(producer, qos, record)
+                produce_waiting(
+                    producer, qos, orjson.dumps(record), record["subscriber_id"].encode()
+                )
                 if i % 20_000 == 0:
                     say("producing", i, options.events)
             producer.flush(60)
@@ -421,15 +424,6 @@ def _run_bench(
         floor_p99_ms=_percentile(floor, 0.99),
         hold_s=options.hold_s,
     )
-
-
-def _produce(producer: Producer, topic: str, record: dict[str, Any]) -> None:
-    while True:
-        try:
-            producer.produce(topic, orjson.dumps(record), record["subscriber_id"].encode())
-            return
-        except BufferError:  # local queue full: let it drain
-            producer.poll(0.05)
 
 
 def _start_flows(
@@ -597,11 +591,7 @@ def _send_paced(
         stamp = utcnow().strftime("%Y-%m-%dT%H:%M:%S.%f+00:00").encode()
         while sent < due:
             key, head, tail = encoded[sent]
-            try:
-                producer.produce(topic, head + stamp + tail, key)
-            except BufferError:  # local queue full: let it drain
-                producer.poll(0.05)
-                continue
+            produce_waiting(producer, topic, head + stamp + tail, key)
             sent += 1
         producer.poll(0)
         if now >= next_check:

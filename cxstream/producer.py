@@ -6,22 +6,26 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from confluent_kafka import Producer
 
 from cxstream.events import utcnow
 from cxstream.simulate import Simulator
 
-__all__ = ["produce_events"]
+__all__ = ["produce_events", "produce_waiting"]
 
 
-def _produce(producer: Producer, topic: str, key: bytes | None, value: bytes) -> None:
+def produce_waiting(
+    producer: Producer, topic: str, value: bytes | None, key: bytes | None, **kwargs: Any
+) -> None:
+    """``producer.produce``, waiting for deliveries to drain while its local queue is full."""
     while True:
         try:
-            producer.produce(topic, value=value, key=key)
+            producer.produce(topic, value, key, **kwargs)
             return
         except BufferError:
-            producer.poll(0.05)  # local queue full: let deliveries drain, then retry
+            producer.poll(0.05)
 
 
 def produce_events(
@@ -62,7 +66,7 @@ def produce_events(
                 producer.poll(0)
                 time.sleep(ahead)
         key, value = sim.encoded(t)
-        _produce(producer, topic, key, value)
+        produce_waiting(producer, topic, value, key)
         produced += 1
         if produced % 1000 == 0:
             producer.poll(0)

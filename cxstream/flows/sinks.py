@@ -24,6 +24,7 @@ from cxstream.actions.webhook import DeliveryPool, WebhookSender
 from cxstream.context import ContextStore
 from cxstream.events import Action, BadEvent, CustomerContext, utcnow
 from cxstream.privacy import pseudonym
+from cxstream.producer import produce_waiting
 
 __all__ = ["CustomerSink", "KafkaOutSink", "WebhookSink"]
 
@@ -192,17 +193,11 @@ class _KafkaOutPartition(StatefulSinkPartition[KafkaSinkMessage[bytes | None, by
 
     @override
     def write_batch(self, values: list[KafkaSinkMessage[bytes | None, bytes | None]]) -> None:
-        produce = self._producer.produce
         for msg in values:
             if msg.topic is None:
                 err = f"no topic to produce to for {msg}"
                 raise RuntimeError(err)
-            while True:
-                try:
-                    produce(msg.topic, msg.value, msg.key, on_delivery=_delivered)
-                    break
-                except BufferError:  # the local queue is full: wait for the broker a little
-                    self._producer.poll(0.05)
+            produce_waiting(self._producer, msg.topic, msg.value, msg.key, on_delivery=_delivered)
         self._producer.poll(0)  # serve delivery reports; never wait
 
     @override
