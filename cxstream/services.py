@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import redis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from pydantic import SecretStr
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
@@ -185,8 +186,6 @@ def embedded_services(settings: Settings) -> Iterator[Settings]:
         if redis_settings.url is None:
             server = EmbeddedRedis().start()
             stack.callback(server.stop)
-            from pydantic import SecretStr
-
             redis_settings = redis_settings.model_copy(update={"url": SecretStr(server.url)})
             log.info("embedded redis-server on %s", server.url)
         yield settings.model_copy(update={"kafka": kafka, "redis": redis_settings})
@@ -196,30 +195,31 @@ def context_client(settings: Settings) -> redis.Redis | RedisCluster:
     """The client of the customer-context store: ``redis.context_url`` (else ``redis.url``), a
     Redis Cluster client when ``redis.context_cluster`` is set."""
     r = settings.redis
-    url = r.context_url if r.context_url is not None else r.url
-    if url is None:
-        msg = "redis.url is not set (set it, or use `cxstream demo` for an embedded Redis)"
-        raise ServiceError(msg)
-    timeouts = {"socket_timeout": r.socket_timeout_s, "socket_connect_timeout": r.socket_timeout_s}
-    if r.context_cluster:
-        try:
-            return RedisCluster.from_url(url.get_secret_value(), **timeouts)
-        except (redis.RedisError, RedisClusterException) as exc:
-            msg = f"cannot reach the Redis Cluster of redis.context_url: {exc}"
-            raise ServiceError(msg) from exc
-    return redis.Redis.from_url(url.get_secret_value(), **timeouts)
+    if not r.context_cluster:
+        return redis_client(settings, r.context_url)
+    url, timeouts = _connection(settings, r.context_url)
+    try:
+        return RedisCluster.from_url(url, **timeouts)
+    except (redis.RedisError, RedisClusterException) as exc:
+        msg = f"cannot reach the Redis Cluster of redis.context_url: {exc}"
+        raise ServiceError(msg) from exc
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    """A Redis client from the settings (TLS with ``rediss://``, password in the URL)."""
-    if settings.redis.url is None:
+def redis_client(settings: Settings, url: SecretStr | None = None) -> redis.Redis:
+    """A Redis client from the settings (TLS with ``rediss://``, password in the URL): ``url``
+    if given, else ``redis.url``."""
+    address, timeouts = _connection(settings, url)
+    return redis.Redis.from_url(address, **timeouts)
+
+
+def _connection(settings: Settings, url: SecretStr | None) -> tuple[str, dict[str, float]]:
+    r = settings.redis
+    chosen = url if url is not None else r.url
+    if chosen is None:
         msg = "redis.url is not set (set it, or use `cxstream demo` for an embedded Redis)"
         raise ServiceError(msg)
-    return redis.Redis.from_url(
-        settings.redis.url.get_secret_value(),
-        socket_timeout=settings.redis.socket_timeout_s,
-        socket_connect_timeout=settings.redis.socket_timeout_s,
-    )
+    timeout = r.socket_timeout_s
+    return chosen.get_secret_value(), {"socket_timeout": timeout, "socket_connect_timeout": timeout}
 
 
 def ensure_topics(
