@@ -73,7 +73,7 @@ class ContextStore:
         self._max = max_entries
         self._customer_ttl_s = customer_ttl_s
         self._clock = clock
-        self._cache: dict[str, tuple[float, CustomerContext | None, Lookup]] = {}
+        self._cache: dict[str, tuple[float, Lookup]] = {}  # id -> (expires, fresh lookup)
         self._last_error_log = 0.0
 
     def ping(self) -> None:
@@ -99,7 +99,7 @@ class ContextStore:
                 continue
             cached = self._cache.get(sid)
             if cached is not None and cached[0] > now:
-                out[sid] = cached[2]
+                out[sid] = cached[1]
                 hits += 1
             else:
                 out[sid] = Lookup(None)  # placeholder, replaced below
@@ -117,7 +117,7 @@ class ContextStore:
             self._log_outage(exc)
             for sid in missing:
                 cached = self._cache.get(sid)
-                out[sid] = Lookup(cached[1] if cached else None, stale=True)
+                out[sid] = Lookup(cached[1].customer if cached else None, stale=True)
             metrics.ENRICHMENT.labels("stale").inc(len(missing))
             return
         absent = 0
@@ -145,7 +145,7 @@ class ContextStore:
     def _remember(self, sid: str, expires: float, customer: CustomerContext | None) -> None:
         cache = self._cache
         cache.pop(sid, None)
-        cache[sid] = (expires, customer, Lookup(customer))
+        cache[sid] = (expires, Lookup(customer))
         while len(cache) > self._max:
             del cache[next(iter(cache))]
 
