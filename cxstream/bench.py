@@ -232,7 +232,9 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def _generate(sim: Simulator, start: datetime, n: int, rate: float) -> Iterator[dict[str, Any]]:
-    times = sim.timeline(start, rate)
+    # the busy hour at every hour: the event-time span (and so every event-time window of the
+    # flow) must not depend on the time of day the bench runs
+    times = sim.timeline(start, rate, diurnal=False)
     for _ in range(n):
         yield sim.event(next(times))
 

@@ -244,13 +244,15 @@ class Simulator:
         record = self.event(t)
         return record["subscriber_id"].encode(), orjson.dumps(record)
 
-    def timeline(self, start: datetime, rate: float) -> Iterator[datetime]:
+    def timeline(self, start: datetime, rate: float, *, diurnal: bool = True) -> Iterator[datetime]:
         """Event times from ``start``: ``rate`` events per second at the busiest hour, fewer at
-        quieter hours (:func:`diurnal_factor`)."""
+        quieter hours (:func:`diurnal_factor`), or ``rate`` at every hour with
+        ``diurnal=False``."""
         t = start
         while True:
             yield t
-            t += timedelta(seconds=self.rng.expovariate(rate * diurnal_factor(t)))
+            busy = diurnal_factor(t) if diurnal else 1.0
+            t += timedelta(seconds=self.rng.expovariate(rate * busy))
 
     def profiles(self) -> Iterator[CustomerContext]:
         """A customer profile for every simulated subscriber (seeded; households share accounts)."""

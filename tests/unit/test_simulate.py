@@ -67,3 +67,11 @@ def test_plan_incidents_has_one_of_each_kind_with_baseline_first():
     assert all(i.start >= T0 + timedelta(seconds=25) for i in incidents)
     truth = incidents[0].to_json()
     assert b'"kind"' in truth and b'"start"' in truth
+
+
+def test_flat_timeline_keeps_the_busy_hour_rate_at_night():
+    sim = Simulator(10, 2, seed=5)
+    times = sim.timeline(T0.replace(hour=4), 1000, diurnal=False)
+    ts = [next(times) for _ in range(5001)]
+    rate = 5000 / (ts[-1] - ts[0]).total_seconds()
+    assert 900 < rate < 1100
