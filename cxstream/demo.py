@@ -82,11 +82,18 @@ class DemoSummary:
     )
 
 
-def scrape_counters(url: str, timeout_s: float = 2.0) -> dict[str, float]:
+def scrape_counters(
+    url: str, timeout_s: float = 2.0, client: httpx.Client | None = None
+) -> dict[str, float]:
     """Sum each ``cxstream_*`` counter and gauge sample by name and labels, e.g.
     ``{'cxstream_events_total{outcome=processed}': 12.0, 'cxstream_alerts_total': 3.0}``.
-    Plain names hold the sum over all label sets."""
-    text = httpx.get(url, timeout=timeout_s).text
+    Plain names hold the sum over all label sets.
+
+    Pass a ``client`` to scrape repeatedly: a bare ``httpx.get`` builds a client, and with it
+    an SSL context from the CA bundle, on every call (measured: most of a benchmark's own CPU).
+    """
+    get = client.get if client is not None else httpx.get
+    text = get(url, timeout=timeout_s).text
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         if not family.name.startswith("cxstream"):
@@ -156,10 +163,11 @@ class FlowProcess:
             start_new_session=True,
         )
         self.metrics_url = f"http://127.0.0.1:{self.port}/metrics"
+        self._http = httpx.Client()
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}/"
 
     def counters(self) -> dict[str, float]:
-        return scrape_counters(self.metrics_url)
+        return scrape_counters(self.metrics_url, client=self._http)
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -185,6 +193,7 @@ class FlowProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self._log.close()
+        self._http.close()
 
 
 def _summary(flow: FlowProcess, produced: int, receiver: WebhookReceiver) -> DemoSummary:
