@@ -460,26 +460,30 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-_LAST_SEEN: dict[int, dict[str, float]] = {}
+_LAST_SEEN: dict[tuple[int, tuple[str, ...] | None], dict[str, float]] = {}
 
 
-def _counters(flows: Sequence[FlowProcess]) -> dict[str, float]:
-    """The flows' counters summed; a flow whose metrics endpoint is slow to answer (its process
-    busy, or paused by a profiler) counts with what it reported last."""
+def _counters(
+    flows: Sequence[FlowProcess], only: tuple[str, ...] | None = None
+) -> dict[str, float]:
+    """The flows' counters summed (just the ``only`` samples, if given); a flow whose metrics
+    endpoint is slow to answer (its process busy, or paused by a profiler) counts with what it
+    reported last."""
     total: dict[str, float] = {}
     for flow in flows:
+        seen = (flow.proc.pid, only)
         try:
-            counters = _LAST_SEEN[flow.proc.pid] = flow.counters()
+            counters = _LAST_SEEN[seen] = flow.counters(only)
         except httpx.HTTPError as exc:
             log.warning("metrics of the dataflow process %d not read: %s", flow.proc.pid, exc)
-            counters = _LAST_SEEN.get(flow.proc.pid, {})
+            counters = _LAST_SEEN.get(seen, {})
         for key, value in counters.items():
             total[key] = total.get(key, 0.0) + value
     return total
 
 
 def _ended(flows: Sequence[FlowProcess]) -> int:
-    c = _counters(flows)
+    c = _counters(flows, only=("cxstream_events_total",))
     return int(
         c.get("cxstream_events_total{outcome=processed}", 0)
         + c.get("cxstream_events_total{outcome=dead_letter}", 0)
