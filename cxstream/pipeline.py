@@ -579,7 +579,9 @@ class Pipeline:
                             customer=lookup.customer,
                             score=1.0,
                             source_id=item.incident_id,
-                            event_time=item.opened_at,
+                            # when this update caught them (the incident may have opened long
+                            # before they were affected; opened_at is in the incident itself)
+                            event_time=item.updated_at,
                             stale=lookup.stale,
                             details={
                                 "cell_id": item.cell_id,

@@ -304,3 +304,35 @@ def test_a_risky_customers_degradation_escalates_to_a_retention_offer_with_its_r
     assert records[0]["revision"] == 5  # the restored revision 4, plus one
     assert state.revision() == 5
     assert victim not in state.snapshots  # learned once
+
+
+def test_an_area_notice_counts_from_the_update_that_caught_the_customer():
+    """A customer caught by an incident's later update: their notice's event time is that
+    update's, not the incident's opening (which may be long before they were affected)."""
+    from cxstream.events import CellIncident
+
+    sim = Simulator(20, 2, seed=3)
+    context = ContextStore(FakeRedis(), prefix="t")
+    profiles = daytime_profiles(sim)
+    context.put_many(profiles)
+    pipeline = make_pipeline(load_settings(), context)
+    sid = profiles[0].subscriber_id
+    opened, caught = NOON - timedelta(seconds=40), NOON - timedelta(seconds=1)
+    update = CellIncident(
+        incident_id="inc-c1-1",
+        cell_id="c1",
+        state="updated",
+        severity="major",
+        opened_at=opened,
+        updated_at=caught,
+        affected=[],
+        new_affected=[sid],
+        active_subscribers=10,
+        share=0.5,
+        experience=30.0,
+    )
+    decisions = pipeline.decide_batch([update])
+    sent = [d.action for d in decisions if d.action is not None]
+    assert len(sent) == 1
+    assert sent[0].kind == "area_notice"
+    assert sent[0].event_time == caught
