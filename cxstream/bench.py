@@ -151,19 +151,32 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[k]
 
 
-def _consumer(settings: Settings, topic: str) -> tuple[Consumer, int]:
-    consumer = Consumer(
-        {
-            **settings.kafka.client_config(),
-            **settings.kafka.consumer_config,
-            "group.id": f"cx-bench-{uuid.uuid4().hex[:6]}",
-            "enable.auto.commit": "false",
-            "enable.partition.eof": "true",
-        }
-    )
+def _consumer_config(settings: Settings) -> dict[str, str]:
+    """A plain consumer configured as the dataflow's are, in a throw-away group."""
+    return {
+        **settings.kafka.client_config(),
+        **settings.kafka.consumer_config,
+        "group.id": f"cx-bench-{uuid.uuid4().hex[:6]}",
+        "enable.auto.commit": "false",
+    }
+
+
+def _assign_all(consumer: Consumer, topic: str) -> int:
+    """Assign every partition of ``topic`` from its beginning (no group join); their number."""
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    return consumer, len(partitions)
+    return len(partitions)
+
+
+def _producer(settings: Settings) -> Producer:
+    return Producer(
+        {**settings.kafka.client_config(), **settings.kafka.producer_config, "linger.ms": "5"}
+    )
+
+
+def _consumer(settings: Settings, topic: str) -> tuple[Consumer, int]:
+    consumer = Consumer({**_consumer_config(settings), "enable.partition.eof": "true"})
+    return consumer, _assign_all(consumer, topic)
 
 
 def _read_all(
@@ -338,9 +351,7 @@ def _run_bench(
             if i % 20_000 == 0:
                 say("generating events", i, options.events)
 
-        producer = Producer(
-            {**live.kafka.client_config(), **live.kafka.producer_config, "linger.ms": "5"}
-        )
+        producer = _producer(live)
         qos = topics.qos
         ceiling = 0.0
         if options.rate is None:
@@ -621,14 +632,9 @@ def measure_latency_floor(
     empty ``topic`` at ``rate``, as the paced benchmark does."""
     ctx = multiprocessing.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
-    config = {
-        **settings.kafka.client_config(),
-        **settings.kafka.consumer_config,
-        "group.id": f"cx-bench-{uuid.uuid4().hex[:6]}",
-        "enable.auto.commit": "false",
-    }
     consumer = ctx.Process(
-        target=_floor_consumer, args=(config, topic, len(records), cpu, timeout_s, sender)
+        target=_floor_consumer,
+        args=(_consumer_config(settings), topic, len(records), cpu, timeout_s, sender),
     )
     consumer.start()
     try:
@@ -636,10 +642,7 @@ def measure_latency_floor(
             msg = "the latency-floor consumer did not start"
             raise RuntimeError(msg)
         receiver.recv()  # assigned and polling
-        producer = Producer(
-            {**settings.kafka.client_config(), **settings.kafka.producer_config, "linger.ms": "5"}
-        )
-        _send_paced(producer, topic, _encode_paced(records), rate, lambda: None)
+        _send_paced(_producer(settings), topic, _encode_paced(records), rate, lambda: None)
         latencies: list[float] = receiver.recv() if receiver.poll(timeout_s) else []
     finally:
         consumer.join(10)
@@ -659,8 +662,7 @@ def _floor_consumer(
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     consumer = Consumer(config)
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    _assign_all(consumer, topic)
     consumer.consume(1, 0.1)
     out.send("ready")
     loads, parse_time = orjson.loads, datetime.fromisoformat

@@ -16,7 +16,7 @@ from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.actions.store import MemoryClaimStore
 from cxstream.churn_state import MemoryChurnState
 from cxstream.context import ContextStore
-from cxstream.events import Channel, ConsentStatus
+from cxstream.events import CellIncident, Channel, ConsentStatus
 from cxstream.flows.cx import FlowIO, build_flow
 from cxstream.pipeline import Pipeline
 from cxstream.settings import load_settings
@@ -309,8 +309,6 @@ def test_a_risky_customers_degradation_escalates_to_a_retention_offer_with_its_r
 def test_an_area_notice_counts_from_the_update_that_caught_the_customer():
     """A customer caught by an incident's later update: their notice's event time is that
     update's, not the incident's opening (which may be long before they were affected)."""
-    from cxstream.events import CellIncident
-
     sim = Simulator(20, 2, seed=3)
     context = ContextStore(FakeRedis(), prefix="t")
     profiles = daytime_profiles(sim)
