@@ -8,7 +8,8 @@
 3. Run the production dataflow (``cxstream run``: parse, validate, enrich from Redis, experience
    score, per-subscriber and per-cell detection, churn scoring, policy, actions to Kafka and to a
    local webhook receiver) as W processes of a Bytewax cluster (each pinned to a core of its own
-   unless ``--no-pin``), until every event is processed or dead-lettered. Throughput is the
+   when a core is left for the services, unless ``--no-pin``), until every event is processed
+   or dead-lettered. Throughput is the
    rate between the first and the last progress sample taken while the flow was busy (counters
    polled every 0.5 s); ``cpu_cores`` is the CPU time the flow processes used over the run.
    With ``--rate`` the events are produced paced, with their event time set when they are sent,
@@ -296,16 +297,23 @@ def run_bench(
 class _Cores(NamedTuple):
     flows: list[int | None]  # the core of each dataflow process (None: not pinned)
     rest: set[int]  # everything else (empty: not separated)
+    ceiling: int | None  # the one core of the ceiling consumer (None: not pinned)
 
 
-def _plan_cores(options: BenchOptions) -> _Cores:
-    """With ``pin``: one core per dataflow process; when cores are left over, the benchmark's
-    own process and the services it starts (which inherit its affinity) run on those."""
-    cores = sorted(os.sched_getaffinity(0))
+def _plan_cores(options: BenchOptions, cores: Sequence[int] | None = None) -> _Cores:
+    """With ``pin``, and a core left over for the broker, Redis and the benchmark itself (which
+    inherit its affinity): one core per dataflow process, the services on the rest. Without a
+    core to spare (as many processes as cores) nothing is pinned: pinning would only make the
+    broker take its share out of one process's core, and that process would fall behind the
+    others (measured: two pinned processes on two cores finished their partitions 4 s apart in
+    a 30 s run, unpinned 1 s). The ceiling consumer always gets one core (it measures one)."""
+    cores = sorted(os.sched_getaffinity(0)) if cores is None else sorted(cores)
     if not options.pin or shutil.which("taskset") is None:
-        return _Cores([None] * options.workers, set())
-    flows = [cores[i % len(cores)] for i in range(options.workers)]
-    return _Cores(list(flows), set(cores) - set(flows))
+        return _Cores([None] * options.workers, set(), None)
+    if options.workers >= len(cores):
+        return _Cores([None] * options.workers, set(), cores[0])
+    flows = cores[: options.workers]
+    return _Cores(list(flows), set(cores) - set(flows), cores[0])
 
 
 def _run_bench(
@@ -363,7 +371,7 @@ def _run_bench(
                     say("producing", i, options.events)
             producer.flush(60)
             say("measuring the ceiling", 0, 1)
-            ceiling = measure_ceiling(live, qos, options.events, cpu=cores.flows[0])
+            ceiling = measure_ceiling(live, qos, options.events, cpu=cores.ceiling)
 
         # The configured policy, minus quiet hours: a contact deferred to the morning would make
         # the event-to-action latency a measure of the clock, not of the system. The same goes
@@ -407,12 +415,12 @@ def _run_bench(
         floor: list[float] = []
         if options.rate is not None:
             say("measuring the ceiling", 0, 1)
-            ceiling = measure_ceiling(live, qos, options.events, cpu=cores.flows[0])
+            ceiling = measure_ceiling(live, qos, options.events, cpu=cores.ceiling)
             say("measuring the latency floor", 0, 1)
             floor_topic = f"bench-floor-{suffix}"
             ensure_topics(live, [floor_topic])
             sample = records[: max(1, int(options.rate * FLOOR_SECONDS))]
-            floor = measure_latency_floor(live, floor_topic, sample, options.rate, cores.flows[0])
+            floor = measure_latency_floor(live, floor_topic, sample, options.rate, cores.ceiling)
         latencies = _latencies(live, topics.actions, _action_time)
         pipeline_latencies = _latencies(live, topics.cells, _summary_time)
     seconds = max(run.last - run.first, 1e-9)
