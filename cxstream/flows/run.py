@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -76,6 +77,20 @@ def _tune_gc(threshold: int) -> None:
         gc.set_threshold(threshold, 20, 100)
 
 
+def _tune_gil(switch_interval_s: float) -> None:
+    """Hand the GIL to other threads less often than Python's 5 ms.
+
+    In a cluster (``-i``/``-a``), Bytewax runs the worker on a thread of its own while the main
+    thread wakes every millisecond to take the GIL and check for signals; with Python's
+    default, the worker is made to hand the GIL over every 5 ms. Measured in one two-process
+    ``cxstream bench`` run with 50 ms in one process and 5 ms in the other (then swapped): the
+    50 ms process read its partitions 20 % faster both times (57,700 vs 46,800 and 56,900 vs
+    47,500 events/s). Other threads (webhook deliveries, metrics) wait at most this long for
+    the GIL while the hot path is saturated, and not at all while it is idle.
+    """
+    sys.setswitchinterval(switch_interval_s)
+
+
 def run_flow(
     settings: Settings,
     *,
@@ -105,6 +120,7 @@ def run_flow(
     if settings.flow.recovery_dir is not None:
         recovery = _recovery(Path(settings.flow.recovery_dir), settings.flow.recovery_partitions)
     _tune_gc(settings.flow.gc_threshold)
+    _tune_gil(settings.flow.gil_switch_interval_s)
     cli_main(  # type: ignore[no-untyped-call]
         flow,
         workers_per_process=workers or settings.flow.workers,

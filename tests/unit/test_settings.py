@@ -65,3 +65,11 @@ def test_check_config_accepts_the_shipped_example():
     result = CliRunner().invoke(main, ["check-config", "config/cxstream.yaml"])
     assert result.exit_code == 0, result.output
     assert '"qos": "cx.qos"' in result.output
+
+
+def test_a_gil_switch_interval_of_zero_is_an_error_naming_the_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("flow:\n  gil_switch_interval_s: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "flow.gil_switch_interval_s" in str(info.value)
