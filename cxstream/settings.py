@@ -313,7 +313,7 @@ class FlowSettings(BaseModel):
     # young-generation threshold of Python's cyclic GC in the dataflow process (0 = Python's
     # default 700); see cxstream/flows/run.py
     gc_threshold: Annotated[int, Field(ge=0, le=10_000_000)] = 50_000
-    # how long the hot path may keep the GIL before another thread of the dataflow process gets
+    # in a cluster: how long a worker may keep the GIL before another thread of its process gets
     # it (Python's sys.setswitchinterval, 0.005 by default); see cxstream/flows/run.py
     gil_switch_interval_s: Annotated[float, Field(gt=0, le=1)] = 0.05
     # Bytewax recovery: snapshots of all state (Kafka offsets, detectors, cells, pending webhook

@@ -77,18 +77,20 @@ def _tune_gc(threshold: int) -> None:
         gc.set_threshold(threshold, 20, 100)
 
 
-def _tune_gil(switch_interval_s: float) -> None:
-    """Hand the GIL to other threads less often than Python's 5 ms.
+def _tune_gil(switch_interval_s: float, *, cluster: bool) -> None:
+    """In a cluster, hand the GIL to other threads less often than Python's 5 ms.
 
-    In a cluster (``-i``/``-a``), Bytewax runs the worker on a thread of its own while the main
-    thread wakes every millisecond to take the GIL and check for signals; with Python's
-    default, the worker is made to hand the GIL over every 5 ms. Measured in one two-process
-    ``cxstream bench`` run with 50 ms in one process and 5 ms in the other (then swapped): the
-    50 ms process read its partitions 20 % faster both times (57,700 vs 46,800 and 56,900 vs
-    47,500 events/s). Other threads (webhook deliveries, metrics) wait at most this long for
-    the GIL while the hot path is saturated, and not at all while it is idle.
+    In a cluster (``-i``/``-a``, or ``-w`` above 1), Bytewax runs each worker on a thread of its
+    own while the main thread wakes every millisecond to take the GIL and check for signals;
+    with Python's default, a worker is made to hand the GIL over every 5 ms. Measured in one
+    two-process ``cxstream bench`` run with 50 ms in one process and 5 ms in the other (then
+    swapped): the 50 ms process read its partitions 20 % faster both times (57,700 vs 46,800
+    and 56,900 vs 47,500 events/s). Other threads (webhook deliveries, metrics) wait at most
+    this long for the GIL while the hot path is saturated, and not at all while it is idle. A
+    single worker runs on the main thread, with no such poller: Python's default is kept.
     """
-    sys.setswitchinterval(switch_interval_s)
+    if cluster:
+        sys.setswitchinterval(switch_interval_s)
 
 
 def run_flow(
@@ -120,7 +122,8 @@ def run_flow(
     if settings.flow.recovery_dir is not None:
         recovery = _recovery(Path(settings.flow.recovery_dir), settings.flow.recovery_partitions)
     _tune_gc(settings.flow.gc_threshold)
-    _tune_gil(settings.flow.gil_switch_interval_s)
+    cluster = (workers or settings.flow.workers) > 1 or process_id is not None
+    _tune_gil(settings.flow.gil_switch_interval_s, cluster=cluster)
     cli_main(  # type: ignore[no-untyped-call]
         flow,
         workers_per_process=workers or settings.flow.workers,
