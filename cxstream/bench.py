@@ -9,9 +9,9 @@
    score, per-subscriber and per-cell detection, churn scoring, policy, actions to Kafka and to a
    local webhook receiver) as W processes of a Bytewax cluster (each pinned to a core of its own
    when a core is left for the services, unless ``--no-pin``), until every event is processed
-   or dead-lettered. Throughput is the
-   rate between the first and the last progress sample taken while the flow was busy (counters
-   polled every 0.5 s); ``cpu_cores`` is the CPU time the flow processes used over the run.
+   or dead-lettered. Throughput is the rate between the first and the last progress sample
+   taken while the flow was busy (counters polled every 0.5 s); ``cpu_cores`` is the CPU time
+   the flow processes used over the run.
    With ``--rate`` the events are produced paced, with their event time set when they are sent,
    and the ceiling is measured afterwards on the same topic.
 4. Latency is event time to action: each action on the actions topic carries the event time of

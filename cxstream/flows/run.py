@@ -122,11 +122,13 @@ def run_flow(
     if settings.flow.recovery_dir is not None:
         recovery = _recovery(Path(settings.flow.recovery_dir), settings.flow.recovery_partitions)
     _tune_gc(settings.flow.gc_threshold)
-    cluster = (workers or settings.flow.workers) > 1 or process_id is not None
-    _tune_gil(settings.flow.gil_switch_interval_s, cluster=cluster)
+    per_process = workers or settings.flow.workers
+    _tune_gil(
+        settings.flow.gil_switch_interval_s, cluster=per_process > 1 or process_id is not None
+    )
     cli_main(  # type: ignore[no-untyped-call]
         flow,
-        workers_per_process=workers or settings.flow.workers,
+        workers_per_process=per_process,
         process_id=process_id,
         addresses=addresses,
         epoch_interval=timedelta(seconds=settings.flow.snapshot_interval_s),

@@ -24,15 +24,24 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 EVENTS = 100_000
 
 
+def _emitted(settings) -> set[str]:
+    """The ids of the actions on the actions topic."""
+    return {
+        orjson.loads(v)["action_id"] for v in read_topic(settings, settings.kafka.topics.actions)
+    }
+
+
+def _parked(settings) -> list[dict]:
+    """The records of the actions dead-letter topic."""
+    return [
+        orjson.loads(v) for v in read_topic(settings, settings.kafka.topics.actions_dead_letters)
+    ]
+
+
 def _actions_settled(settings, receiver: WebhookReceiver) -> bool:
     """Every action on the actions topic was delivered or is in the actions dead-letter topic."""
-    topics = settings.kafka.topics
-    emitted = {orjson.loads(v)["action_id"] for v in read_topic(settings, topics.actions)}
-    parked = {
-        orjson.loads(v)["action"]["action_id"]
-        for v in read_topic(settings, topics.actions_dead_letters)
-    }
-    return emitted <= set(receiver.delivered) | parked
+    parked = {d["action"]["action_id"] for d in _parked(settings)}
+    return _emitted(settings) <= set(receiver.delivered) | parked
 
 
 @pytest.mark.parametrize("kill_at", [0.15, 0.3, 0.5, 0.7, 0.85])
@@ -118,12 +127,8 @@ def test_kill_9_mid_stream_then_resume(live_settings, tmp_path, kill_at):
     assert stats["duplicates"] == 0
     assert stats["rejected"] == 0  # (a POST cut off by the kill is counted as incomplete)
     # Every action ends somewhere: delivered, or in the actions dead-letter topic with the reason.
-    emitted = {
-        orjson.loads(v)["action_id"] for v in read_topic(settings, settings.kafka.topics.actions)
-    }
-    parked = [
-        orjson.loads(v) for v in read_topic(settings, settings.kafka.topics.actions_dead_letters)
-    ]
+    emitted = _emitted(settings)
+    parked = _parked(settings)
     unknown = {d["action"]["action_id"] for d in parked if "outcome unknown" in (d["error"] or "")}
     print(
         f"actions {len(emitted)}, delivered {len(receiver.delivered)}, outcome unknown {len(unknown)}"
