@@ -45,7 +45,19 @@ def group_by_shard(keys: Sequence[str], shards: int) -> list[tuple[int, NDArray[
     return [(int(codes[g[0]]), g) for g in np.split(order, cuts)]
 
 
-_REQUIRED = operator.itemgetter("subscriber_id", "cell_id", "event_id", "event_time", "rtt_ms")
+_COLUMNS = operator.attrgetter(
+    "subscriber_id",
+    "cell_id",
+    "event_id",
+    "event_time",
+    "rtt_ms",
+    "service",
+    "jitter_ms",
+    "loss_pct",
+    "throughput_kbps",
+    "rsrp_dbm",
+    "sinr_db",
+)
 
 
 def _measurements(columns: Sequence[Sequence[float | None]], n: int) -> F64:
@@ -107,30 +119,18 @@ class ShardBatch:
 
     @staticmethod
     def from_records(
-        records: Sequence[dict[str, Any]],
+        records: Sequence[Any],
         times: Sequence[float] | None = None,
         customers: Sequence[CustomerContext | None] | None = None,
         stale: Sequence[bool] | None = None,
     ) -> ShardBatch:
-        """Columns from validated QoS records (dicts with :class:`~cxstream.events.QosEvent`'s
-        fields), their event times as epoch seconds if known, and each one's context (unknown
-        when not given)."""
+        """Columns from validated QoS records (:class:`~cxstream.events.QosRecord` or
+        :class:`~cxstream.events.QosEvent`: the same attributes), their event times as epoch
+        seconds if known, and each one's context (unknown when not given)."""
         n = len(records)
         codes = SERVICE_CODES
-        required = _REQUIRED
-        rows = [
-            (
-                *required(r),
-                codes[r["service"]],
-                r.get("jitter_ms", 0.0),
-                r.get("loss_pct", 0.0),
-                r.get("throughput_kbps"),
-                r.get("rsrp_dbm"),
-                r.get("sinr_db"),
-            )
-            for r in records
-        ]
-        cols: list[Any] = list(zip(*rows, strict=True)) if rows else [()] * 11
+        columns = _COLUMNS
+        cols: list[Any] = list(zip(*map(columns, records), strict=True)) if records else [()] * 11
         # column order: subscriber, cell, event id, event time, rtt, service, jitter, loss,
         # throughput, rsrp, sinr
         if times is None:
@@ -141,7 +141,7 @@ class ShardBatch:
             event_ids=list(cols[2]),
             times=list(cols[3]),
             t=np.array(times, dtype=np.float64),
-            service=np.array(cols[5], dtype=np.int8),
+            service=np.fromiter((codes[s] for s in cols[5]), np.int8, n),
             measurements=_measurements([cols[4], *cols[6:11]], n),
             plan=np.full(n, np.nan),
             customers=[None] * n,

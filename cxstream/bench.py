@@ -52,7 +52,7 @@ from cxstream.actions.rules import DEFAULT_POLICY, QuietHours, load_policy
 from cxstream.context import ContextStore
 from cxstream.demo import FlowProcess
 from cxstream.errors import ServiceError
-from cxstream.events import Channel, ConsentStatus, utcnow
+from cxstream.events import Channel, ConsentStatus, QosRecord, Service, utcnow
 from cxstream.producer import produce_waiting
 from cxstream.services import context_client, embedded_services, ensure_topics, free_port
 from cxstream.settings import Settings, TopicSettings
@@ -729,17 +729,17 @@ def probe_state(
             n = min(batch, subscribers - start)
             ids = [f"sub-{i:08d}" for i in range(start, start + n)]
             records = [
-                {
-                    "subscriber_id": sid,
-                    "cell_id": f"cell-{(start + j) % cells:06d}",
-                    "event_id": f"e{rnd}-{start + j}",
-                    "event_time": datetime.fromtimestamp(t0 + rnd * 10 + j * 1e-4).astimezone(),
-                    "service": "data",
-                    "rtt_ms": float(rng.uniform(20, 60)),
-                    "throughput_kbps": float(rng.uniform(5e3, 5e4)),
-                    "rsrp_dbm": -90.0,
-                    "sinr_db": 15.0,
-                }
+                QosRecord(
+                    subscriber_id=sid,
+                    cell_id=f"cell-{(start + j) % cells:06d}",
+                    event_id=f"e{rnd}-{start + j}",
+                    event_time=datetime.fromtimestamp(t0 + rnd * 10 + j * 1e-4).astimezone(),
+                    service=Service.DATA,
+                    rtt_ms=float(rng.uniform(20, 60)),
+                    throughput_kbps=float(rng.uniform(5e3, 5e4)),
+                    rsrp_dbm=-90.0,
+                    sinr_db=15.0,
+                )
                 for j, sid in enumerate(ids)
             ]
             shard = ShardBatch.from_records(records)

@@ -21,18 +21,17 @@ import base64
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal, NotRequired, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
+import msgspec
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
-    TypeAdapter,
     ValidationError,
     field_validator,
 )
-from typing_extensions import TypedDict
 
 __all__ = [
     "Action",
@@ -47,8 +46,10 @@ __all__ = [
     "Outcome",
     "OutcomeKind",
     "QosEvent",
+    "QosRecord",
     "Service",
     "ValueTier",
+    "decode_qos",
     "parse_customer",
     "parse_outcome",
     "parse_qos",
@@ -154,31 +155,35 @@ class QosEvent(BaseModel):
     _utc = field_validator("event_time")(_as_utc)
 
 
-class QosRecord(TypedDict):
-    """:class:`QosEvent` as a typed dict: the same fields, constraints and strictness, validated
-    without building a model object (the hot path's parser; a test keeps the two in step)."""
+class QosRecord(msgspec.Struct, gc=False):
+    """:class:`QosEvent` as a msgspec struct: the hot path's decoder (:func:`decode_qos`).
 
-    __pydantic_config__ = ConfigDict(  # type: ignore[misc]
-        extra="ignore", allow_inf_nan=False, str_max_length=256, strict=True
-    )
+    The same fields, ranges and strictness (a boolean or a numeric string is not a number; no
+    NaN or infinity; an aware time), checked while the JSON is parsed, in one C call and without
+    pydantic's per-field work: 1.2-1.4 us per event against 5.4-5.8 us (measured on the
+    simulator's events). A property test keeps the two in step; what this rejects goes through
+    :func:`parse_qos` for the exact reason. ``event_time`` keeps the offset it was sent with
+    (its ``timestamp()`` is exact); :class:`QosEvent` converts it to UTC. One known difference:
+    beyond microseconds this rounds the fraction of a second and pydantic truncates it.
+    """
 
-    event_id: Id
-    event_time: AwareDatetime
-    subscriber_id: Id
-    cell_id: Id
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    event_time: Annotated[datetime, msgspec.Meta(tz=True)]
+    subscriber_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    cell_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     service: Service
-    rtt_ms: Annotated[float, Field(ge=0, le=60_000)]
-    jitter_ms: NotRequired[Annotated[float, Field(ge=0, le=10_000)]]
-    loss_pct: NotRequired[Annotated[float, Field(ge=0, le=100)]]
-    throughput_kbps: NotRequired[Annotated[float, Field(ge=0, le=10_000_000)] | None]
-    rsrp_dbm: NotRequired[Annotated[float, Field(ge=-156, le=-31)] | None]
-    rsrq_db: NotRequired[Annotated[float, Field(ge=-43, le=20)] | None]
-    sinr_db: NotRequired[Annotated[float, Field(ge=-23, le=40)] | None]
-    stalls: NotRequired[Annotated[int, Field(ge=0, le=10_000)] | None]
+    rtt_ms: Annotated[float, msgspec.Meta(ge=0, le=60_000)]
+    jitter_ms: Annotated[float, msgspec.Meta(ge=0, le=10_000)] = 0.0
+    loss_pct: Annotated[float, msgspec.Meta(ge=0, le=100)] = 0.0
+    throughput_kbps: Annotated[float, msgspec.Meta(ge=0, le=10_000_000)] | None = None
+    rsrp_dbm: Annotated[float, msgspec.Meta(ge=-156, le=-31)] | None = None
+    rsrq_db: Annotated[float, msgspec.Meta(ge=-43, le=20)] | None = None
+    sinr_db: Annotated[float, msgspec.Meta(ge=-23, le=40)] | None = None
+    stalls: Annotated[int, msgspec.Meta(ge=0, le=10_000)] | None = None
 
 
-QOS_RECORD = TypeAdapter(QosRecord)
-"""Validates one message value into a :class:`QosRecord` (raises ``ValidationError``)."""
+decode_qos = msgspec.json.Decoder(QosRecord).decode
+"""One message value to a :class:`QosRecord` (raises ``msgspec.DecodeError`` if it is not one)."""
 
 
 class CustomerContext(BaseModel):

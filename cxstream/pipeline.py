@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, Literal, Protocol
 
+import msgspec
 import redis
-from pydantic import ValidationError
 
 from cxstream import metrics
 from cxstream.actions.ledger import (
@@ -53,7 +53,6 @@ from cxstream.detectors.churn import (
 from cxstream.detectors.table import SubscriberTable
 from cxstream.errors import ConfigError
 from cxstream.events import (
-    QOS_RECORD,
     Action,
     AffectedSubscriber,
     Alert,
@@ -62,7 +61,10 @@ from cxstream.events import (
     CustomerContext,
     Outcome,
     OutcomeKind,
+    QosEvent,
+    QosRecord,
     ValueTier,
+    decode_qos,
     parse_customer,
     parse_outcome,
     parse_qos,
@@ -95,8 +97,6 @@ class Candidate:
     alert: Alert
     customer: CustomerContext | None
 
-
-_VALIDATE_QOS = QOS_RECORD.validator.validate_json  # pydantic-core directly: no wrapper per call
 
 CellOutput = Candidate | CellIncident | CellStats
 """What demarcation emits: released individual alerts (maybe explained) and incident changes."""
@@ -191,14 +191,15 @@ class Pipeline:
 
         Items are whole polls (:class:`~cxstream.flows.source.RawBatch`), consumer errors, or
         single messages with ``value``/``topic``/``partition``/``offset``. Each value is
-        validated by pydantic into a typed dict (:data:`QOS_RECORD`, the same rules as
-        :class:`QosEvent`); one that fails goes through :func:`parse_qos` for its exact reason.
+        decoded and validated in one step (:func:`~cxstream.events.decode_qos`, the same rules
+        as :class:`QosEvent`); one that fails goes through :func:`parse_qos` for its exact
+        reason.
         """
         now = self.clock()
         now_ts = now.timestamp()
         oldest = now_ts - self._max_age.total_seconds()
         newest = now_ts + self._max_ahead.total_seconds()
-        validate = _VALIDATE_QOS
+        decode = decode_qos
         bad: list[BadEvent] = []
         chunks: list[tuple[str | None, int | None, list[Any], list[Any]]] = []
         for item in messages:
@@ -211,18 +212,18 @@ class Pipeline:
             else:
                 chunks.append((item.topic, item.partition, [item.value], [item.offset]))
         out: list[BadEvent | tuple[str, ShardBatch]] = []
-        loose: list[tuple[list[dict[str, Any]], list[float]]] = []
+        loose: list[tuple[list[QosRecord | QosEvent], list[float]]] = []
         for topic, partition, values, offsets in chunks:
-            records: list[dict[str, Any]] = []
+            records: list[QosRecord | QosEvent] = []
             times: list[float] = []
             for value, offset in zip(values, offsets, strict=True):
                 if value:
                     try:
-                        record = validate(value)
-                    except ValidationError:
+                        record = decode(value)
+                    except msgspec.DecodeError:
                         pass
                     else:
-                        ts = record["event_time"].timestamp()
+                        ts = record.event_time.timestamp()
                         if oldest <= ts <= newest:
                             records.append(record)
                             times.append(ts)
@@ -239,7 +240,7 @@ class Pipeline:
                 if isinstance(slow, BadEvent):
                     bad.append(slow)
                 else:  # the two validators disagree: trust the model, keep the event
-                    records.append(slow.model_dump())
+                    records.append(slow)
                     times.append(slow.event_time.timestamp())
             if not records:
                 continue
@@ -273,7 +274,7 @@ class Pipeline:
             out.extend(self.detect_shard(table, batches))
         return out
 
-    def _enrich(self, records: list[dict[str, Any]], times: list[float]) -> ShardBatch:
+    def _enrich(self, records: list[QosRecord | QosEvent], times: list[float]) -> ShardBatch:
         """Columns of the records, with each customer's context (one MGET for the uncached)."""
         batch = ShardBatch.from_records(records, times)
         found = self.context.get_many(batch.subscribers)
@@ -397,7 +398,7 @@ class Pipeline:
             cell_id=batch.cells[j],
             score=round(score, 4),
             experience=round(exp, 1),
-            event_time=batch.times[j],
+            event_time=batch.times[j].astimezone(UTC),
             detected_at=self.clock(),
             why=why,
             value_tier=customer.value_tier if customer is not None else None,

@@ -20,12 +20,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from cxstream.actions.store import MemoryClaimStore
 from cxstream.batches import ShardBatch
 from cxstream.detectors.cells import CellMonitor
-from cxstream.events import QOS_RECORD, CellIncident
+from cxstream.events import CellIncident, QosRecord, decode_qos
 from cxstream.pipeline import Candidate, Pipeline
 from cxstream.settings import Settings, load_settings
 from cxstream.simulate import Incident, Simulator, plan_incidents
@@ -104,10 +103,10 @@ def _run_scenario(
     opened: list[CellIncident] = []
     released: list[Candidate] = []
     end = start + timedelta(seconds=duration_s)
-    records: list[dict[str, Any]] = []
+    records: list[QosRecord] = []
 
-    def run(records: list[dict[str, Any]]) -> None:
-        customers = [profiles.get(r["subscriber_id"]) for r in records]
+    def run(records: list[QosRecord]) -> None:
+        customers = [profiles.get(r.subscriber_id) for r in records]
         batch = ShardBatch.from_records(records, customers=customers)
         cell_batches = [b for _, b in pipeline.detect_shard(table, [batch])]
         for item in pipeline.demarcate_shard(cell_monitors, cell_batches):
@@ -121,7 +120,7 @@ def _run_scenario(
         if t >= end:
             break
         _, raw = sim.encoded(t)
-        records.append(dict(QOS_RECORD.validate_json(raw)))
+        records.append(decode_qos(raw))
         report.events += 1
         if len(records) == 500:
             run(records)

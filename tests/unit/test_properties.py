@@ -7,9 +7,11 @@ import base64
 import io
 import json
 import math
+from types import SimpleNamespace
 from datetime import UTC, datetime, timedelta
 from typing import get_args
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,6 +26,8 @@ from cxstream.events import (
     CustomerContext,
     Outcome,
     QosEvent,
+    QosRecord,
+    decode_qos,
     parse_customer,
     parse_outcome,
     parse_qos,
@@ -190,3 +194,140 @@ def _tmp_file(content: bytes):
 )
 def test_known_nasty_inputs(raw):
     check(parse_qos(raw), QosEvent)
+
+
+def _agree(raw: bytes) -> None:
+    """What the hot path's decoder accepts, the model accepts with the same values.
+
+    The decoder may reject more (pydantic also takes a time without seconds, or epoch seconds as
+    a string): such an event takes the slow path and is kept (see the batch test above)."""
+    try:
+        model: QosEvent | None = QosEvent.model_validate_json(raw)
+    except ValueError:  # pydantic's ValidationError
+        model = None
+    try:
+        fast: QosRecord | None = decode_qos(raw)
+    except msgspec.DecodeError:
+        fast = None
+    if fast is None:
+        return
+    assert model is not None, (raw, fast)
+    for name in QosRecord.__struct_fields__:
+        a, b = getattr(fast, name), getattr(model, name)
+        if name == "event_time":
+            # beyond microseconds msgspec rounds the fraction and pydantic truncates it
+            assert abs(a.timestamp() - b.timestamp()) <= 1e-6, raw
+            assert a.tzinfo is not None
+        else:
+            assert a == b, (name, raw, a, b)
+            assert type(a) is type(b), (name, raw, a, b)
+
+
+BASE = {
+    "event_id": "e",
+    "event_time": "2026-01-01T00:00:00Z",
+    "subscriber_id": "s",
+    "cell_id": "c",
+    "service": "video",
+    "rtt_ms": 1.0,
+}
+time_strings = st.one_of(
+    st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.timezones()
+    ).map(lambda d: d.isoformat()),
+    st.from_regex(
+        r"\A\d{4}-\d{2}-\d{2}[T t_]\d{2}:\d{2}(:\d{2}(\.\d{1,12})?)?(Z|z|[+-]\d{2}(:?\d{2})?)?\Z"
+    ),
+    timestamps,
+)
+
+
+@SETTINGS
+@given(qos_like, time_strings)
+def test_the_fast_decoder_and_the_model_accept_the_same_records(record, when):
+    _agree(json.dumps(record).encode())
+    _agree(json.dumps({**BASE, **record}).encode())
+    _agree(json.dumps({**BASE, "event_time": when}).encode())
+
+
+@SETTINGS
+@given(st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_the_fast_decoder_and_the_model_agree_on_anything(raw):
+    _agree(raw)
+
+
+_B = json.dumps(BASE)[1:-1]
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        '"rtt_ms":1e999',
+        '"rtt_ms":NaN',
+        '"rtt_ms":Infinity',
+        '"rtt_ms":-0.0',
+        '"rtt_ms":true',
+        '"rtt_ms":"1"',
+        '"rtt_ms":01',
+        '"rtt_ms":1,"rtt_ms":-1',
+        '"rtt_ms":10000000000000000000000',
+        '"stalls":1.0',
+        '"stalls":1e2',
+        '"stalls":true',
+        '"stalls":10000000000000000000000',
+        '"jitter_ms":null',
+        '"service":null',
+        '"service":"VIDEO"',
+        '"cell_id":""',
+        '"event_id":"\\ud800"',
+        '"event_id":"a\\u0000b"',
+        '"event_id":"' + "\U0001f600" * 128 + '"',
+        '"event_id":"' + "\U0001f600" * 129 + '"',
+        '"event_time":"2026-06-30T23:59:60Z"',
+        '"event_time":"2026-01-01T24:00:00Z"',
+        '"event_time":"2026-01-01T00:00:00+24:00"',
+        '"event_time":"2026-01-01T00:00:00-00:00"',
+        '"event_time":"2026-01-01T00:00:00+0100"',
+        '"event_time":"2026-01-01T00:00:00+01"',
+        '"event_time":"2026-01-01 00:00:00+01:00"',
+        '"event_time":"2026-01-01T00:00Z"',
+        '"event_time":"2026-01-01"',
+        '"event_time":"2026-01-01T00:00:00"',
+        '"event_time":1767225600',
+        '"event_time":"1767225600"',
+        '"event_time":"2026-01-01T00:00:00.999999999Z"',
+    ],
+)
+def test_the_fast_decoder_and_the_model_agree_on_edge_cases(tail):
+    raw = ("{" + _B + "," + tail + "}").encode("utf-8", "surrogatepass")
+    _agree(raw)
+    # whichever validator decides, the flow keeps the event exactly when the model does
+    settings = load_settings()
+    wide = settings.flow.model_copy(update={"max_event_age_s": 1e10, "max_event_ahead_s": 1e10})
+    pipeline = Pipeline(
+        settings.model_copy(update={"flow": wide}),
+        context=ContextStore(FakeRedis()),
+        claims=None,  # type: ignore[arg-type]
+        clock=lambda: NOW,
+    )
+    msg = SimpleNamespace(value=raw, topic="q", partition=0, offset=0)
+    kept = sum(len(item[1]) for item in pipeline.ingest([msg]) if isinstance(item, tuple))
+    model = parse_qos(raw)
+    assert kept == (0 if isinstance(model, BadEvent) else 1), model
+
+
+def test_the_fast_decoder_reads_simulator_events_as_the_model_does():
+    from cxstream.simulate import Simulator
+
+    sim = Simulator()
+    for _ in range(200):
+        _, raw = sim.encoded(NOW)
+        _agree(raw)
+        assert decode_qos(raw).event_time == QosEvent.model_validate_json(raw).event_time
+
+
+@pytest.mark.parametrize(
+    "raw", [b"\xef\xbb\xbf{" + _B.encode() + b"}", b"{" + _B.encode() + b"} x"]
+)
+def test_the_fast_decoder_and_the_model_agree_on_framing(raw):
+    _agree(raw)
