@@ -7,8 +7,8 @@ import base64
 import io
 import json
 import math
-from types import SimpleNamespace
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import get_args
 
 import msgspec
