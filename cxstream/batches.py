@@ -45,30 +45,23 @@ def group_by_shard(keys: Sequence[str], shards: int) -> list[tuple[int, NDArray[
     return [(int(codes[g[0]]), g) for g in np.split(order, cuts)]
 
 
-_COLUMNS = operator.attrgetter(
-    "subscriber_id",
-    "cell_id",
-    "event_id",
-    "event_time",
-    "rtt_ms",
-    "service",
-    "jitter_ms",
-    "loss_pct",
-    "throughput_kbps",
-    "rsrp_dbm",
-    "sinr_db",
-)
+_SUBSCRIBER = operator.attrgetter("subscriber_id")
+_CELL = operator.attrgetter("cell_id")
+_EVENT_ID = operator.attrgetter("event_id")
+_EVENT_TIME = operator.attrgetter("event_time")
+_SERVICE = operator.attrgetter("service")
+_MEASURED = [
+    operator.attrgetter(name)
+    for name in ("rtt_ms", "jitter_ms", "loss_pct", "throughput_kbps", "rsrp_dbm", "sinr_db")
+]
 
 
-def _measurements(columns: Sequence[Sequence[float | None]], n: int) -> F64:
-    """An ``n x 6`` float array from six columns; None becomes NaN. Columns without a None
-    (rtt, jitter and loss always have values) take numpy's fast path."""
-    out = np.empty((n, len(columns)))
-    for j, col in enumerate(columns):
-        if None in col:
-            out[:, j] = [np.nan if v is None else v for v in col]
-        else:
-            out[:, j] = col
+def _measurements(records: Sequence[Any]) -> F64:
+    """The records' six measurements as an ``n x 6`` float array; None becomes NaN."""
+    out = np.empty((len(records), len(_MEASURED)))
+    for j, get in enumerate(_MEASURED):
+        # a list with None in it converts to float64 with NaN there, in C
+        out[:, j] = np.array(list(map(get, records)), dtype=np.float64)
     return out
 
 
@@ -128,21 +121,20 @@ class ShardBatch:
         :class:`~cxstream.events.QosEvent`: the same attributes), their event times as epoch
         seconds if known, and each one's context (unknown when not given)."""
         n = len(records)
-        codes = SERVICE_CODES
-        columns = _COLUMNS
-        cols: list[Any] = list(zip(*map(columns, records), strict=True)) if records else [()] * 11
-        # column order: subscriber, cell, event id, event time, rtt, service, jitter, loss,
-        # throughput, rsrp, sinr
+        # a column at a time: one C-level map per attribute, no tuple per record
+        event_times = list(map(_EVENT_TIME, records))
         if times is None:
-            times = [d.timestamp() for d in cols[3]]
+            times = [d.timestamp() for d in event_times]
         batch = ShardBatch(
-            subscribers=list(cols[0]),
-            cells=list(cols[1]),
-            event_ids=list(cols[2]),
-            times=list(cols[3]),
+            subscribers=list(map(_SUBSCRIBER, records)),
+            cells=list(map(_CELL, records)),
+            event_ids=list(map(_EVENT_ID, records)),
+            times=event_times,
             t=np.array(times, dtype=np.float64),
-            service=np.fromiter((codes[s] for s in cols[5]), np.int8, n),
-            measurements=_measurements([cols[4], *cols[6:11]], n),
+            service=np.array(
+                list(map(SERVICE_CODES.__getitem__, map(_SERVICE, records))), dtype=np.int8
+            ),
+            measurements=_measurements(records),
             plan=np.full(n, np.nan),
             customers=[None] * n,
             stale=[False] * n,

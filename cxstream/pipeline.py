@@ -187,7 +187,16 @@ class Pipeline:
     # -- parse ---------------------------------------------------------------------------------
     def ingest(self, messages: Sequence[Any]) -> list[BadEvent | tuple[str, ShardBatch]]:
         """Parse, validate and enrich a batch of source items; valid events come out as one
-        columnar batch per shard of subscribers, invalid ones as dead letters.
+        columnar batch per shard of subscribers, invalid ones as dead letters."""
+        bad, batch = self._parse(messages)
+        out: list[BadEvent | tuple[str, ShardBatch]] = list(bad)
+        if batch is not None:
+            for shard, positions in group_by_shard(batch.subscribers, self.settings.flow.shards):
+                out.append((str(shard), batch.take(positions)))
+        return out
+
+    def _parse(self, messages: Sequence[Any]) -> tuple[list[BadEvent], ShardBatch | None]:
+        """Dead letters (counted), and the valid events as one enriched columnar batch.
 
         Items are whole polls (:class:`~cxstream.flows.source.RawBatch`), consumer errors, or
         single messages with ``value``/``topic``/``partition``/``offset``. Each value is
@@ -211,7 +220,6 @@ class Pipeline:
                 bad.append(error)
             else:
                 chunks.append((item.topic, item.partition, [item.value], [item.offset]))
-        out: list[BadEvent | tuple[str, ShardBatch]] = []
         loose: list[tuple[list[QosRecord | QosEvent], list[float]]] = []
         for topic, partition, values, offsets in chunks:
             records: list[QosRecord | QosEvent] = []
@@ -245,14 +253,15 @@ class Pipeline:
             if not records:
                 continue
             loose.append((records, times))
-        if loose:
+        self.count_dead_letters(bad)
+        if not loose:
+            return bad, None
+        if len(loose) == 1:
+            records, times = loose[0]
+        else:
             records = [r for rs, _ in loose for r in rs]
             times = [t for _, ts in loose for t in ts]
-            batch = self._enrich(records, times)
-            for shard, positions in group_by_shard(batch.subscribers, self.settings.flow.shards):
-                out.append((str(shard), batch.take(positions)))
-        self.count_dead_letters(bad)
-        return [*bad, *out]
+        return bad, self._enrich(records, times)
 
     def new_poll_state(self) -> SubscriberTable:
         """The state kept beside each Kafka partition: its subscribers' detectors."""
@@ -262,16 +271,14 @@ class Pipeline:
         self, items: list[Any], table: SubscriberTable
     ) -> list[BadEvent | tuple[str, CellBatch]]:
         """One poll of one partition: parse, validate, enrich, detect; dead letters and batches
-        for the shards of cells come out (the flow's first steps, run in the source)."""
-        out: list[BadEvent | tuple[str, CellBatch]] = []
-        batches: list[ShardBatch] = []
-        for item in self.ingest(items):
-            if isinstance(item, tuple):
-                batches.append(item[1])
-            else:
-                out.append(item)
-        if batches:
-            out.extend(self.detect_shard(table, batches))
+        for the shards of cells come out (the flow's first steps, run in the source).
+
+        The partition's table holds all its subscribers: the poll's events go to it as one
+        batch, without being grouped by shard of subscribers first."""
+        bad, batch = self._parse(items)
+        out: list[BadEvent | tuple[str, CellBatch]] = list(bad)
+        if batch is not None:
+            out.extend(self.detect_shard(table, [batch]))
         return out
 
     def _enrich(self, records: list[QosRecord | QosEvent], times: list[float]) -> ShardBatch:
