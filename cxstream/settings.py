@@ -107,6 +107,12 @@ class KafkaSettings(BaseModel):
             "fetch.wait.max.ms": "10",
         }
     )
+    # Merged over consumer_config for the low-volume inputs (customers, outcomes): an idle
+    # consumer asks the broker again every fetch.wait.max.ms, and each request wakes the broker
+    # and the fetch thread, which take the core from the hot path for a moment.
+    side_consumer_config: dict[str, str] = Field(
+        default_factory=lambda: {"fetch.wait.max.ms": "250"}
+    )
     producer_config: dict[str, str] = Field(
         default_factory=lambda: {"linger.ms": "5", "enable.idempotence": "false"}
     )

@@ -453,12 +453,15 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             partitions=w.partitions,
         )
 
+    side = {**consumer, **k.side_consumer_config}
+
     def source(topic: str) -> BatchKafkaSource:
-        # partitions are assigned, not joined as a group; errors become dead letters
+        # the low-volume inputs: partitions are assigned, not joined as a group; errors become
+        # dead letters
         return BatchKafkaSource(
             brokers,
             [topic],
-            add_config=consumer,
+            add_config=side,
             batch_size=k.consumer_batch_size,
             linger_s=settings.flow.poll_linger_s,
         )
