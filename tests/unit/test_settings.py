@@ -11,7 +11,7 @@ from cxstream.settings import load_settings
 def test_defaults_are_valid():
     settings = load_settings()
     assert settings.kafka.brokers is None
-    assert settings.kafka.consumer_config["fetch.queue.backoff.ms"] == "1"
+    assert settings.kafka.consumer_config["fetch.queue.backoff.ms"] == "20"
 
 
 def test_typo_in_a_nested_key_is_an_error_naming_the_key(tmp_path):
