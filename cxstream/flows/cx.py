@@ -462,6 +462,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             brokers,
             [topic],
             add_config=side,
+            admin_config=client,
             batch_size=k.consumer_batch_size,
             linger_s=settings.flow.poll_linger_s,
         )
@@ -472,6 +473,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             brokers,
             [k.topics.qos],
             add_config=consumer,
+            admin_config=client,
             batch_size=k.consumer_batch_size,
             processor=_PollProcessor(pipeline) if settings.flow.state_by == "partition" else None,
             linger_s=settings.flow.poll_linger_s,

@@ -159,6 +159,9 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         Topics to read; every partition is an input partition.
     add_config
         More librdkafka consumer properties (security, fetch tuning).
+    admin_config
+        The properties for listing the topics' partitions (security; None: ``add_config``).
+        Consumer-only properties given to the admin client are ignored with a warning each.
     batch_size
         Messages per poll at most.
     processor
@@ -175,6 +178,7 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         topics: Iterable[str],
         *,
         add_config: dict[str, str] | None = None,
+        admin_config: dict[str, str] | None = None,
         batch_size: int = 5_000,
         processor: PollProcessor | None = None,
         linger_s: float = 0.0,
@@ -185,6 +189,7 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         self._brokers = list(brokers)
         self._topics = list(topics)
         self._add_config = dict(add_config or {})
+        self._admin_config = dict(admin_config) if admin_config is not None else None
         self._batch_size = batch_size
         self.processor = processor
         self._linger_s = linger_s
@@ -194,7 +199,8 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
 
     @override
     def list_parts(self) -> list[str]:
-        client = AdminClient(self._config())
+        admin = self._add_config if self._admin_config is None else self._admin_config
+        client = AdminClient({"bootstrap.servers": ",".join(self._brokers), **admin})
         parts: list[str] = []
         for topic in self._topics:
             meta = client.list_topics(topic).topics[topic]

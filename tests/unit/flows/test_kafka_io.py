@@ -22,3 +22,38 @@ def test_low_volume_inputs_ask_the_broker_less_often_than_the_hot_input():
     # the rest of the consumer settings still apply to them
     assert all(c["queued.min.messages"] == "1000000" for c in side)
     assert all(c["bootstrap.servers"] == "127.0.0.1:1" for c in side)
+
+
+def test_partitions_are_listed_without_consumer_only_properties(monkeypatch):
+    # librdkafka's admin client warns about every consumer property it is given, at every start
+    settings = load_settings()
+    settings = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={"brokers": ["127.0.0.1:1"], "extra_config": {"security.protocol": "ssl"}}
+            )
+        }
+    )
+    pipeline = Pipeline(settings, context=ContextStore(FakeRedis()), claims=None)  # type: ignore[arg-type]
+    io = kafka_io(settings, pipeline)
+    seen: list[dict[str, str]] = []
+
+    class Topic:
+        error = None
+        partitions = {0: None, 1: None}
+
+    class Admin:
+        def __init__(self, config: dict[str, str]) -> None:
+            seen.append(config)
+
+        def list_topics(self, topic: str) -> object:
+            return type("Meta", (), {"topics": {topic: Topic()}})()
+
+    monkeypatch.setattr("cxstream.flows.source.AdminClient", Admin)
+    for source in (io.qos_source, io.customer_source, io.outcome_source):
+        assert len(source.list_parts()) == 2  # type: ignore[union-attr]
+    assert len(seen) == 3
+    for config in seen:
+        assert config["bootstrap.servers"] == "127.0.0.1:1"
+        assert config["security.protocol"] == "ssl"  # what the client needs to connect is kept
+        assert not set(config) & set(settings.kafka.consumer_config)
