@@ -189,18 +189,20 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         self._brokers = list(brokers)
         self._topics = list(topics)
         self._add_config = dict(add_config or {})
-        self._admin_config = dict(admin_config) if admin_config is not None else None
+        self._admin_config = dict(admin_config) if admin_config is not None else self._add_config
         self._batch_size = batch_size
         self.processor = processor
         self._linger_s = linger_s
 
+    def _with_brokers(self, config: dict[str, str]) -> dict[str, Any]:
+        return {"bootstrap.servers": ",".join(self._brokers), **config}
+
     def _config(self) -> dict[str, Any]:
-        return {"bootstrap.servers": ",".join(self._brokers), **self._add_config}
+        return self._with_brokers(self._add_config)
 
     @override
     def list_parts(self) -> list[str]:
-        admin = self._add_config if self._admin_config is None else self._admin_config
-        client = AdminClient({"bootstrap.servers": ",".join(self._brokers), **admin})
+        client = AdminClient(self._with_brokers(self._admin_config))
         parts: list[str] = []
         for topic in self._topics:
             meta = client.list_topics(topic).topics[topic]
