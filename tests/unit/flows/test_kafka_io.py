@@ -1,19 +1,27 @@
 from __future__ import annotations
 
+from typing import Any
+
 from cxstream.context import ContextStore
-from cxstream.flows.cx import kafka_io
+from cxstream.flows.cx import FlowIO, kafka_io
 from cxstream.pipeline import Pipeline
-from cxstream.settings import load_settings
+from cxstream.settings import Settings, load_settings
 from tests.fakes import FakeRedis
 
 
-def test_low_volume_inputs_ask_the_broker_less_often_than_the_hot_input():
+def _kafka_io(**kafka: Any) -> tuple[Settings, FlowIO]:
+    """The production inputs and outputs for a broker that is never reached (nothing connects
+    until the sources run), with ``kafka`` settings changed."""
     settings = load_settings()
     settings = settings.model_copy(
-        update={"kafka": settings.kafka.model_copy(update={"brokers": ["127.0.0.1:1"]})}
+        update={"kafka": settings.kafka.model_copy(update={"brokers": ["127.0.0.1:1"], **kafka})}
     )
     pipeline = Pipeline(settings, context=ContextStore(FakeRedis()), claims=None)  # type: ignore[arg-type]
-    io = kafka_io(settings, pipeline)  # builds the sources; nothing connects until they run
+    return settings, kafka_io(settings, pipeline)
+
+
+def test_low_volume_inputs_ask_the_broker_less_often_than_the_hot_input():
+    _, io = _kafka_io()
 
     hot = io.qos_source._config()  # type: ignore[attr-defined]
     side = [io.customer_source._config(), io.outcome_source._config()]  # type: ignore[union-attr]
@@ -26,16 +34,7 @@ def test_low_volume_inputs_ask_the_broker_less_often_than_the_hot_input():
 
 def test_partitions_are_listed_without_consumer_only_properties(monkeypatch):
     # librdkafka's admin client warns about every consumer property it is given, at every start
-    settings = load_settings()
-    settings = settings.model_copy(
-        update={
-            "kafka": settings.kafka.model_copy(
-                update={"brokers": ["127.0.0.1:1"], "extra_config": {"security.protocol": "ssl"}}
-            )
-        }
-    )
-    pipeline = Pipeline(settings, context=ContextStore(FakeRedis()), claims=None)  # type: ignore[arg-type]
-    io = kafka_io(settings, pipeline)
+    settings, io = _kafka_io(extra_config={"security.protocol": "ssl"})
     seen: list[dict[str, str]] = []
 
     class Topic:
