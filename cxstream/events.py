@@ -47,9 +47,11 @@ __all__ = [
     "OutcomeKind",
     "QosEvent",
     "QosRecord",
+    "RecordKind",
     "Service",
     "ValueTier",
     "decode_qos",
+    "parse_action",
     "parse_customer",
     "parse_outcome",
     "parse_qos",
@@ -317,6 +319,10 @@ class Action(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+RecordKind = Literal["qos", "customer", "outcome", "action"]
+"""Which input a record came from (the actions topic is the webhook deliveries' input)."""
+
+
 class BadEvent(BaseModel):
     """A record that could not be processed, as written to the dead-letter topic."""
 
@@ -328,7 +334,7 @@ class BadEvent(BaseModel):
     topic: str | None = None
     partition: int | None = None
     offset: int | None = None
-    kind: Literal["qos", "customer", "outcome"] = "qos"
+    kind: RecordKind = "qos"
 
     @classmethod
     def of(
@@ -340,7 +346,7 @@ class BadEvent(BaseModel):
         topic: str | None = None,
         partition: int | None = None,
         offset: int | None = None,
-        kind: Literal["qos", "customer", "outcome"] = "qos",
+        kind: RecordKind = "qos",
     ) -> BadEvent:
         """Build a dead letter, keeping the raw bytes (base64) so nothing is lost."""
         return cls(
@@ -378,7 +384,7 @@ def classify_error(exc: ValidationError) -> tuple[BadReason, str]:
 
 def _parse_record(
     model: type[_M],
-    kind: Literal["qos", "customer", "outcome"],
+    kind: RecordKind,
     raw: bytes | None,
     topic: str | None,
     partition: int | None,
@@ -445,3 +451,14 @@ def parse_outcome(
 ) -> Outcome | BadEvent:
     """Turn one outcome message into an :class:`Outcome` or a :class:`BadEvent`."""
     return _parse_record(Outcome, "outcome", raw, topic, partition, offset)
+
+
+def parse_action(
+    raw: bytes | None,
+    *,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> Action | BadEvent:
+    """Turn one record of the actions topic into an :class:`Action` or a :class:`BadEvent`."""
+    return _parse_record(Action, "action", raw, topic, partition, offset)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import msgspec
 import redis
@@ -63,8 +63,10 @@ from cxstream.events import (
     OutcomeKind,
     QosEvent,
     QosRecord,
+    RecordKind,
     ValueTier,
     decode_qos,
+    parse_action,
     parse_customer,
     parse_outcome,
     parse_qos,
@@ -75,6 +77,8 @@ from cxstream.settings import Settings
 __all__ = ["Candidate", "CellOutput", "Pipeline", "SourceMessage"]
 
 log = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
 
 
 class SourceMessage(Protocol):
@@ -102,7 +106,7 @@ CellOutput = Candidate | CellIncident | CellStats
 """What demarcation emits: released individual alerts (maybe explained) and incident changes."""
 
 
-def _source_error(msg: Any, kind: Literal["qos", "customer", "outcome"]) -> BadEvent | None:
+def _source_error(msg: Any, kind: RecordKind) -> BadEvent | None:
     """A dead letter for an error item from the Kafka source (it has ``err`` and ``msg``)."""
     inner = getattr(msg, "msg", None)
     if inner is None or not hasattr(msg, "err"):
@@ -116,6 +120,23 @@ def _source_error(msg: Any, kind: Literal["qos", "customer", "outcome"]) -> BadE
         offset=inner.offset,
         kind=kind,
     )
+
+
+def _parse_batch(
+    messages: Sequence[Any], parse: Callable[..., _R | BadEvent], kind: RecordKind
+) -> list[_R | BadEvent]:
+    """Validate a batch of side-input messages; consumer errors and bad records become dead
+    letters of ``kind`` (counted here)."""
+    out: list[_R | BadEvent] = []
+    for msg in messages:
+        error = _source_error(msg, kind)
+        out.append(
+            error
+            if error is not None
+            else parse(msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset)
+        )
+    Pipeline.count_dead_letters(item for item in out if isinstance(item, BadEvent))
+    return out
 
 
 _SEVERITY: tuple[tuple[float, Literal["minor", "major", "critical"]], ...] = (
@@ -292,34 +313,17 @@ class Pipeline:
     @staticmethod
     def parse_customer_batch(messages: Sequence[Any]) -> list[CustomerContext | BadEvent]:
         """Validate a batch of customer-update messages."""
-        out: list[CustomerContext | BadEvent] = []
-        for msg in messages:
-            error = _source_error(msg, "customer")
-            out.append(
-                error
-                if error is not None
-                else parse_customer(
-                    msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset
-                )
-            )
-        Pipeline.count_dead_letters(item for item in out if isinstance(item, BadEvent))
-        return out
+        return _parse_batch(messages, parse_customer, "customer")
 
     @staticmethod
     def parse_outcome_batch(messages: Sequence[Any]) -> list[Outcome | BadEvent]:
         """Validate a batch of outcome messages."""
-        out: list[Outcome | BadEvent] = []
-        for msg in messages:
-            error = _source_error(msg, "outcome")
-            out.append(
-                error
-                if error is not None
-                else parse_outcome(
-                    msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset
-                )
-            )
-        Pipeline.count_dead_letters(item for item in out if isinstance(item, BadEvent))
-        return out
+        return _parse_batch(messages, parse_outcome, "outcome")
+
+    @staticmethod
+    def parse_action_batch(messages: Sequence[Any]) -> list[Action | BadEvent]:
+        """Validate a batch of records read back from the actions topic (webhook deliveries)."""
+        return _parse_batch(messages, parse_action, "action")
 
     @staticmethod
     def count_dead_letters(bad: Iterable[BadEvent]) -> None:

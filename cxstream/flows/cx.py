@@ -6,10 +6,11 @@
                                         └─ (bad) ─────────────────────────────────────────┐
     ... ─ key_cell ─ demarcate_cells ─ split_incidents ─┬─ incident_msg ───────────────┐  │
                                                         └─ keep_alerts ─ ...           │  │
-    ... ─ keep_alerts ─┬─ decide_actions ─ keep_emitted ─┬─ webhook_out                │  │
-                       │                                 └─ action_msg ───────────────┤  │
+    ... ─ keep_alerts ─┬─ decide_actions ─ keep_sent ─ action_msg ────────────────────┤  │
                        └─ alert_msg ──────────────────────────────────────────────────┴──┴─ kafka_out
     customers_in ─ parse_customer ─ split_customers ─┬─ customers_to_redis   (bad → kafka_out)
+    actions_in ─ parse_action ─ split_actions ─ webhook_out   (the actions topic read back;
+                                                               bad records → kafka_out)
 
 Production runs ``cxstream run --config FILE`` (or ``python -m bytewax.run
 "cxstream.flows.cx:get_flow()"`` with ``CXSTREAM_CONFIG``); tests call :func:`build_flow` with
@@ -70,6 +71,9 @@ class FlowIO:
     customer_source: Source[Any] | None = None
     customer_sink: Sink[CustomerContext] | None = None
     webhook_sink: Sink[Action] | Sink[tuple[str, Action]] | None = None
+    # where the webhook reads the actions from: the actions topic (production), so that nothing
+    # is delivered that the topic does not record; None: straight from the decisions (tests)
+    action_source: Source[Any] | None = None
     outcome_source: Source[Any] | None = None
     deferred_source: Source[list[Action]] | None = None
 
@@ -239,6 +243,10 @@ def _is_customer(item: CustomerContext | BadEvent) -> TypeGuard[CustomerContext]
     return isinstance(item, CustomerContext)
 
 
+def _is_action(item: Action | BadEvent) -> TypeGuard[Action]:
+    return isinstance(item, Action)
+
+
 def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
     """Wire the pipeline's steps into a Bytewax dataflow; does no I/O itself."""
     topics = settings.kafka.topics
@@ -333,11 +341,23 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         op.map("action_msg", actions, action_msg),
         op.map("dead_letter_msg", valid.falses, dead_letter_msg),
     ]
+    to_deliver = actions
+    if io.webhook_sink is not None and io.action_source is not None:
+        # The outbox: deliveries read the actions back from their topic, so a customer is only
+        # contacted for an action the topic records, and every action it records is delivered
+        # (or dead-lettered) even if a crash makes the replay decide differently.
+        araw = op.flat_map(
+            "action_messages", op.input("actions_in", flow, io.action_source), _messages
+        )
+        aparsed = op.flat_map_batch("parse_action", araw, pipeline.parse_action_batch)
+        asplit = op.branch("split_actions", aparsed, _is_action)
+        to_deliver = asplit.trues
+        outs.append(op.map("bad_action_msg", asplit.falses, dead_letter_msg))
     if isinstance(io.webhook_sink, FixedPartitionedSink):  # the production, recoverable sink
-        keyed_actions = op.key_on("key_action", actions, lambda a: a.subscriber_id)
+        keyed_actions = op.key_on("key_action", to_deliver, lambda a: a.subscriber_id)
         op.output("webhook_out", keyed_actions, io.webhook_sink)
     elif io.webhook_sink is not None:  # a plain sink of actions (tests)
-        op.output("webhook_out", actions, cast("Sink[Action]", io.webhook_sink))
+        op.output("webhook_out", to_deliver, cast("Sink[Action]", io.webhook_sink))
 
     if io.customer_source is not None and io.customer_sink is not None:
         craw = op.flat_map(
@@ -455,7 +475,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
 
     side = {**consumer, **k.side_consumer_config}
 
-    def source(topic: str) -> BatchKafkaSource:
+    def source(topic: str, *, from_end: bool = False) -> BatchKafkaSource:
         # the low-volume inputs: partitions are assigned, not joined as a group; errors become
         # dead letters
         return BatchKafkaSource(
@@ -465,6 +485,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             admin_config=client,
             batch_size=k.consumer_batch_size,
             linger_s=settings.flow.poll_linger_s,
+            from_end=from_end,
         )
 
     return FlowIO(
@@ -486,6 +507,8 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             pipeline.context, producer_config=producer, dlq_topic=k.topics.dead_letters
         ),
         webhook_sink=webhook_sink,
+        # a fresh start (no snapshot) delivers what is produced from then on, not the history
+        action_source=source(k.topics.actions, from_end=True) if webhook_sink is not None else None,
         outcome_source=source(k.topics.outcomes),
         deferred_source=DeferredSource(
             pipeline.release_deferred,

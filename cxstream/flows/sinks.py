@@ -70,6 +70,8 @@ class _WebhookPartition(StatefulSinkPartition[Action, PendingState]):
     def write_batch(self, values: list[Action]) -> None:
         for action in values:
             with self._lock:
+                if action.action_id in self._pending:
+                    continue  # queued already (read again after a resume): one delivery
                 self._pending[action.action_id] = action
             if not self._pool.submit(action):
                 metrics.WEBHOOK_DELIVERIES.labels("failed").inc()

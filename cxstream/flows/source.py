@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 from typing_extensions import override
 
@@ -84,6 +84,16 @@ class _Partition(StatefulSourcePartition[Any, Any]):
         self._batch_size = batch_size
         self._labels = {"step_id": step_id, "topic": topic, "partition": partition}
         self._consumer = Consumer({**config, "stats_cb": self._stats})
+        if offset == OFFSET_END:
+            # resolved now, not by the fetcher later: a message produced after this point
+            # (and before the fetcher's own lookup) must not be skipped
+            marks = self._consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=30, cached=False
+            )
+            if marks is None:
+                msg = f"could not read the end offset of {topic}[{partition}] within 30 s"
+                raise RuntimeError(msg)
+            offset = self._offset = marks[1]
         self._consumer.assign([TopicPartition(topic, partition, offset)])
 
     def _stats(self, raw: str) -> None:
@@ -170,6 +180,11 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
     linger_s
         After a poll that was not full, wait this long before the next one, so that batches
         build up at low rates (adds at most this much latency).
+    from_end
+        Without a recovery snapshot, start at each partition's end as it is when the partition
+        is built (its high watermark, read from the broker then) instead of its beginning: for an
+        input that must only see what was produced from this start on (the actions topic, read
+        back for webhook deliveries, must not re-send the history).
     """
 
     def __init__(
@@ -182,6 +197,7 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         batch_size: int = 5_000,
         processor: PollProcessor | None = None,
         linger_s: float = 0.0,
+        from_end: bool = False,
     ) -> None:
         if isinstance(brokers, str) or isinstance(topics, str):
             msg = "brokers and topics must be lists of strings, not a string"
@@ -193,6 +209,7 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         self._batch_size = batch_size
         self.processor = processor
         self._linger_s = linger_s
+        self._from_end = from_end
 
     def _with_brokers(self, config: dict[str, str]) -> dict[str, Any]:
         return {"bootstrap.servers": ",".join(self._brokers), **config}
@@ -225,7 +242,7 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
             "statistics.interval.ms": 1000,
             **self._config(),
         }
-        offset, state = OFFSET_BEGINNING, None
+        offset, state = (OFFSET_END if self._from_end else OFFSET_BEGINNING), None
         if isinstance(resume_state, tuple):
             offset, state = resume_state
         elif resume_state is not None:

@@ -16,7 +16,7 @@ from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.actions.store import MemoryClaimStore
 from cxstream.churn_state import MemoryChurnState
 from cxstream.context import ContextStore
-from cxstream.events import CellIncident, Channel, ConsentStatus
+from cxstream.events import Action, CellIncident, Channel, ConsentStatus
 from cxstream.flows.cx import FlowIO, build_flow
 from cxstream.pipeline import Pipeline
 from cxstream.settings import load_settings
@@ -141,6 +141,43 @@ def test_customer_updates_reach_the_store_and_bad_ones_are_dead_lettered():
     assert [c.subscriber_id for c in customer_out] == ["s1"]
     [dead] = [orjson.loads(m.value) for m in kafka_out]
     assert (dead["kind"], dead["reason"], dead["offset"]) == ("customer", "bad_type", 1)
+
+
+def test_with_an_action_source_the_webhook_delivers_what_the_actions_topic_records():
+    """The outbox: deliveries come from the actions topic read back, never straight from the
+    decisions, and a record there that is not an action is dead-lettered, not dropped."""
+    settings = load_settings()
+    pipeline = make_pipeline(settings, ContextStore(FakeRedis()))
+    action = Action(
+        action_id="inc-c1-1:s1:area_notice",
+        subscriber_id="s1",
+        kind="area_notice",
+        channel=Channel.SMS,
+        reason="cell_incident",
+        alert_id="inc-c1-1",
+        event_time=NOON,
+        created_at=NOON,
+    )
+    recorded = [
+        KafkaSourceMessage(b"s1", action.model_dump_json().encode(), topic="a", offset=0),
+        KafkaSourceMessage(b"s2", b'{"subscriber_id": "s2"}', topic="a", offset=1),
+    ]
+    decided = [action.model_copy(update={"action_id": "decided-not-recorded"})]
+    kafka_out: list = []
+    webhooks: list = []
+    io = FlowIO(
+        qos_source=TestingSource([]),
+        kafka_sink=TestingSink(kafka_out),
+        webhook_sink=TestingSink(webhooks),
+        action_source=TestingSource(recorded),
+        deferred_source=TestingSource([decided]),
+    )
+    run_main(build_flow(settings, pipeline, io))
+    assert [a.action_id for a in webhooks] == [action.action_id]
+    by_topic = Counter(m.topic for m in kafka_out)
+    assert by_topic[settings.kafka.topics.actions] == 1  # the decided one, recorded
+    [dead] = on_topic(kafka_out, settings.kafka.topics.dead_letters)
+    assert (dead["kind"], dead["reason"], dead["offset"]) == ("action", "missing_field", 1)
 
 
 def test_a_cell_outage_is_one_incident_with_area_notices_and_no_individual_outreach():
