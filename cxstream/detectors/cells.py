@@ -2,7 +2,7 @@
 
 A :class:`CellMonitor` (one per cell, keyed by cell in the flow) sees every event of its cell with
 the subscriber's current state (degraded or not). On an event-time clock driven by that traffic it
-evaluates, every ``step_s``, how many of the subscribers active in the last ``window_s`` are
+evaluates, once per ``step_s`` slot of event time (slots aligned to the epoch), how many of the subscribers active in the last ``window_s`` are
 degraded. When at least ``min_affected`` of them and at least ``open_share`` of the active ones are,
 a **cell incident** opens; it is *updated* as the set of affected subscribers changes (at most every
 ``update_s``) and *resolved* once the degraded share stayed below ``resolve_share`` for a whole
@@ -17,6 +17,7 @@ its anomaly score is part of the incident's evidence.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
@@ -82,6 +83,12 @@ class Released(Generic[T]):
     explained_by: str | None
 
 
+def _next_slot(t: float, step: float) -> float:
+    """The start of the next ``step``-long slot of event time after ``t`` (slots start at
+    multiples of ``step`` since the epoch, the same on every worker and every replay)."""
+    return (math.floor(t / step) + 1) * step
+
+
 _Sub = tuple[float, bool, float, str | None]
 """A subscriber's last event in a cell: time, degraded, experience index, value tier (a plain
 tuple: one is stored per event, so it must be cheap)."""
@@ -138,7 +145,7 @@ class CellMonitor(Generic[T]):
             self._held.append((t, subscriber_id, alert))
         updates: list[IncidentUpdate] = []
         if self.clock >= self._next_eval:
-            self._next_eval = self.clock + self.settings.step_s
+            self._next_eval = _next_slot(self.clock, self.settings.step_s)
             update = self._evaluate()
             if update is not None:
                 updates.append(update)
@@ -177,7 +184,7 @@ class CellMonitor(Generic[T]):
         if active:
             self._kpi_score, _ = self.series.observe(experience, self.clock)
         if self.clock >= self._next_stats:
-            self._next_stats = self.clock + s.stats_s
+            self._next_stats = _next_slot(self.clock, s.stats_s)
             self._stats = CellStats(
                 self.cell_id,
                 self.clock,
@@ -192,8 +199,18 @@ class CellMonitor(Generic[T]):
             if len(affected) >= s.min_affected and share >= s.open_share:
                 self._quiet_since = None
                 self._last_update = self.clock
+                # named by the evaluation slot, not by the event that happened to cross it, so
+                # that a replay, whose partitions interleave differently, mostly names it alike
+                slot = _next_slot(self.clock, s.step_s) - s.step_s
                 self._incident = self._update(
-                    "open", self.clock, affected, active, share, experience, tuple(affected)
+                    f"inc-{self.cell_id}-{round(slot * 1000)}",
+                    "open",
+                    self.clock,
+                    affected,
+                    active,
+                    share,
+                    experience,
+                    tuple(affected),
                 )
                 return self._incident
             return None
@@ -202,7 +219,14 @@ class CellMonitor(Generic[T]):
                 self._quiet_since = self.clock
             elif self.clock - self._quiet_since >= s.window_s:
                 resolved = self._update(
-                    "resolved", current.opened_at, current.affected, active, share, experience, ()
+                    current.incident_id,
+                    "resolved",
+                    current.opened_at,
+                    current.affected,
+                    active,
+                    share,
+                    experience,
+                    (),
                 )
                 self._incident = None
                 return resolved
@@ -213,13 +237,21 @@ class CellMonitor(Generic[T]):
             self._last_update = self.clock
             new = tuple(sid for sid in grown if sid not in current.affected)
             self._incident = self._update(
-                "updated", current.opened_at, grown, active, share, experience, new
+                current.incident_id,
+                "updated",
+                current.opened_at,
+                grown,
+                active,
+                share,
+                experience,
+                new,
             )
             return self._incident
         return None
 
     def _update(
         self,
+        incident_id: str,
         state: IncidentState,
         opened_at: float,
         affected: dict[str, str | None],
@@ -229,7 +261,7 @@ class CellMonitor(Generic[T]):
         new_affected: tuple[str, ...],
     ) -> IncidentUpdate:
         return IncidentUpdate(
-            incident_id=f"inc-{self.cell_id}-{int(opened_at * 1000)}",
+            incident_id=incident_id,
             cell_id=self.cell_id,
             state=state,
             opened_at=opened_at,

@@ -108,3 +108,29 @@ def test_flush_releases_everything_held():
     assert cell.holding
     assert [r.item for r in cell.flush()] == ["a"]
     assert not cell.holding
+
+
+def test_an_incident_is_named_alike_whichever_partition_crosses_the_evaluation_first():
+    """A replay interleaves the partitions' events differently; the incident opened in the same
+    evaluation slot must get the same id (its actions' idempotency keys are built from it)."""
+    # two "partitions" of a cell, each in event-time order, interleaved 20 ms apart
+    first = [(t + 0.05 * k, f"a{k}") for t in range(8) for k in range(5)]
+    second = [(t + 0.02 + 0.05 * k, f"b{k}") for t in range(8) for k in range(5)]
+
+    def run(events):
+        cell = CellMonitor("c1", SETTINGS)
+        opened = []
+        for t, sid in events:
+            degraded = t >= 4.0 and sid[1] in "0123"
+            updates, _ = cell.observe(t, sid, degraded=degraded, experience=50.0)
+            opened += [u for u in updates if u.state == "open"]
+        return opened
+
+    in_order = run(sorted(first + second))
+    # a replay: each second, the second partition's poll comes before the first's
+    replayed = run(
+        [e for t in range(8) for e in [*second[t * 5 : t * 5 + 5], *first[t * 5 : t * 5 + 5]]]
+    )
+    assert len(in_order) == len(replayed) == 1
+    assert in_order[0].opened_at != replayed[0].opened_at  # different events crossed the slot
+    assert in_order[0].incident_id == replayed[0].incident_id == "inc-c1-5000"
