@@ -114,7 +114,10 @@ class _Partition(StatefulSourcePartition[Any, Any]):
         return self._processor.process(polled, self._state)
 
     def _poll(self) -> list[RawBatch | SourceError]:
-        msgs = self._consumer.consume(self._batch_size, 0.001)
+        # Never block while lingering: an empty partition (the side inputs are empty most of the
+        # time) would hold the whole worker for the timeout at every poll, 1 ms in 20 per
+        # partition. Without a linger, a short wait keeps an idle input from spinning.
+        msgs = self._consumer.consume(self._batch_size, 0 if self._linger else 0.001)
         # Less than a full poll: the partition has caught up. Let the next batch build up for
         # `linger` rather than polling a few messages at a time: every batch has a fixed cost
         # (array set-up, Redis round trips), so tiny batches would waste the core at low rates.
