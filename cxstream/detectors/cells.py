@@ -2,11 +2,12 @@
 
 A :class:`CellMonitor` (one per cell, keyed by cell in the flow) sees every event of its cell with
 the subscriber's current state (degraded or not). On an event-time clock driven by that traffic it
-evaluates, once per ``step_s`` slot of event time (slots aligned to the epoch), how many of the subscribers active in the last ``window_s`` are
-degraded. When at least ``min_affected`` of them and at least ``open_share`` of the active ones are,
-a **cell incident** opens; it is *updated* as the set of affected subscribers changes (at most every
-``update_s``) and *resolved* once the degraded share stayed below ``resolve_share`` for a whole
-window, so a flapping cell stays one incident.
+evaluates, once per ``step_s`` slot of event time (slots aligned to the epoch), how many of the
+subscribers active in the last ``window_s`` are degraded. When at least ``min_affected`` of them
+and at least ``open_share`` of the active ones are, a **cell incident** opens; it is *updated* as
+the set of affected subscribers changes (at most every ``update_s``) and *resolved* once the
+degraded share stayed below ``resolve_share`` for a whole window, so a flapping cell stays one
+incident.
 
 Individual degradation alerts are **held** for ``hold_s`` before release: if an incident opens in the
 meantime (or is already open), they come out *explained* by it, and the policy sends no individual
