@@ -50,7 +50,7 @@ from confluent_kafka import (
 from cxstream.actions.receiver import WebhookReceiver
 from cxstream.actions.rules import DEFAULT_POLICY, QuietHours, load_policy
 from cxstream.context import ContextStore
-from cxstream.demo import FlowProcess
+from cxstream.demo import FlowProcess, stop_all
 from cxstream.errors import ServiceError
 from cxstream.events import Channel, ConsentStatus, QosRecord, Service, utcnow
 from cxstream.producer import produce_waiting
@@ -409,8 +409,7 @@ def _run_bench(
             update={"webhook": live.webhook.model_copy(update={"url": receiver.url})}
         )
         flows = _start_flows(live, tmp, secret, cores.flows)
-        for flow in flows:
-            stack.callback(flow.stop)
+        stack.callback(stop_all, flows)
         for flow in flows:
             flow.wait_ready(120)
         say("running", 0, options.events)
@@ -422,8 +421,7 @@ def _run_bench(
         rss = sum(_peak_rss_mb(flow.proc.pid) for flow in flows)
         cpu = sum(_cpu_s(flow.proc.pid) for flow in flows) - cpu_before
         counters = _counters(flows)
-        for flow in flows:
-            flow.stop()
+        stop_all(flows)
         floor: list[float] = []
         if options.rate is not None:
             say("measuring the ceiling", 0, 1)

@@ -47,7 +47,7 @@ from cxstream.services import (
 from cxstream.settings import Settings
 from cxstream.simulate import Simulator, plan_incidents
 
-__all__ = ["DemoOptions", "DemoSummary", "FlowProcess", "run_demo", "scrape_counters"]
+__all__ = ["DemoOptions", "DemoSummary", "FlowProcess", "run_demo", "scrape_counters", "stop_all"]
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +192,14 @@ class FlowProcess:
         msg = f"the dataflow did not serve metrics within {timeout_s:.0f}s (log: {self.log_path})"
         raise ServiceError(msg)
 
-    def stop(self) -> None:
+    def interrupt(self) -> None:
+        """Ask the process to stop (SIGINT) without waiting; see :func:`stop_all`."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.interrupt()
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
@@ -202,6 +207,16 @@ class FlowProcess:
                 self.proc.wait(5)
         self._log.close()
         self._http.close()
+
+
+def stop_all(flows: Sequence[FlowProcess]) -> None:
+    """Stop the processes of one cluster together: all are interrupted before any is waited
+    for. Stopped one after another, the first to exit left its peer's worker spinning a core
+    (its connection gone) until it was killed 20 s later."""
+    for flow in flows:
+        flow.interrupt()
+    for flow in flows:
+        flow.stop()
 
 
 def _summary(flow: FlowProcess, produced: int, receiver: WebhookReceiver) -> DemoSummary:
