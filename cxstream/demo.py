@@ -198,13 +198,12 @@ class FlowProcess:
             self.proc.send_signal(signal.SIGINT)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.interrupt()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        self.interrupt()  # nothing if it has exited; then the wait returns at once
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
         self._log.close()
         self._http.close()
 
