@@ -208,22 +208,42 @@ class CellBatch:
     def __len__(self) -> int:
         return len(self.t)
 
+    def for_demarcation(self) -> CellBatch:
+        """The same events without the columns only needed before demarcation (``event_ids``
+        and ``sample`` are empty): less to pickle when the batch crosses to another process."""
+        return CellBatch(
+            self.t,
+            self.subscribers,
+            self.cells,
+            [],
+            self.degraded,
+            self.experience,
+            self.tiers,
+            [],
+            self.candidates,
+        )
+
     def sorted_by_time(self) -> CellBatch:
-        """The same events in event-time order (stable; candidate positions follow)."""
+        """The same events in event-time order (stable; candidate positions follow; empty
+        columns stay empty)."""
         t = self.t
         if all(a <= b for a, b in pairwise(t)):
             return self
         order = sorted(range(len(t)), key=t.__getitem__)
         where = {old: new for new, old in enumerate(order)}
+
+        def pick(column: list[Any]) -> list[Any]:
+            return [column[i] for i in order] if column else []
+
         return CellBatch(
             t=[t[i] for i in order],
-            subscribers=[self.subscribers[i] for i in order],
-            cells=[self.cells[i] for i in order],
-            event_ids=[self.event_ids[i] for i in order],
-            degraded=[self.degraded[i] for i in order],
-            experience=[self.experience[i] for i in order],
-            tiers=[self.tiers[i] for i in order],
-            sample=[self.sample[i] for i in order],
+            subscribers=pick(self.subscribers),
+            cells=pick(self.cells),
+            event_ids=pick(self.event_ids),
+            degraded=pick(self.degraded),
+            experience=pick(self.experience),
+            tiers=pick(self.tiers),
+            sample=pick(self.sample),
             candidates={where[k]: c for k, c in self.candidates.items()},
         )
 

@@ -178,8 +178,19 @@ class Pipeline:
         policy: PolicySource | None = None,
         churn: ChurnState | None = None,
         clock: Callable[[], datetime] = utcnow,
+        shard_keys: Sequence[str] | None = None,
     ) -> None:
         self.settings = settings
+        # the state key of each shard of subscribers and of cells (the engine's routing may want
+        # particular names; see cxstream.flows.routing)
+        self.shard_keys = (
+            tuple(shard_keys)
+            if shard_keys is not None
+            else tuple(str(i) for i in range(settings.flow.shards))
+        )
+        if len(self.shard_keys) != settings.flow.shards:
+            msg = f"{len(self.shard_keys)} shard keys for flow.shards={settings.flow.shards}"
+            raise ValueError(msg)
         self.context = context
         self.claims = claims
         self.deferred = deferred if deferred is not None else DeferredQueue()
@@ -213,7 +224,7 @@ class Pipeline:
         out: list[BadEvent | tuple[str, ShardBatch]] = list(bad)
         if batch is not None:
             for shard, positions in group_by_shard(batch.subscribers, self.settings.flow.shards):
-                out.append((str(shard), batch.take(positions)))
+                out.append((self.shard_keys[shard], batch.take(positions)))
         return out
 
     def _parse(self, messages: Sequence[Any]) -> tuple[list[BadEvent], ShardBatch | None]:
@@ -375,7 +386,7 @@ class Pipeline:
             idx = pos.tolist()
             out.append(
                 (
-                    str(shard),
+                    self.shard_keys[shard],
                     CellBatch(
                         t=[t[i] for i in idx],
                         subscribers=[batch.subscribers[i] for i in idx],
@@ -425,7 +436,8 @@ class Pipeline:
     ) -> list[tuple[str, CellBatch]]:
         """Append due experience samples to histories and audit event ids (one round trip for
         everything the detectors emitted in this activation), and merge the batches bound for
-        the same shard of cells, in event-time order, so demarcation gets few, large batches."""
+        the same shard of cells, in event-time order, so demarcation gets few, large batches
+        (without the event ids and samples, which demarcation does not use)."""
         h = self.settings.history
         if h.enabled:
             samples = [
@@ -448,7 +460,7 @@ class Pipeline:
                 self._redis_trouble("processing audit", exc)
         merged: dict[str, list[CellBatch]] = {}
         for key, b in items:
-            merged.setdefault(key, []).append(b)
+            merged.setdefault(key, []).append(b.for_demarcation())
         # Polls of different partitions cover overlapping stretches of event time (a backlog
         # is read a poll per partition at a time): cells see them merged in event-time order.
         return [(key, CellBatch.concat(bs).sorted_by_time()) for key, bs in merged.items()]

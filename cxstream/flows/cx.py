@@ -49,6 +49,7 @@ from cxstream.detectors.cells import CellMonitor, CellStats
 from cxstream.detectors.table import SubscriberTable
 from cxstream.errors import ConfigError
 from cxstream.events import Action, BadEvent, CellIncident, CustomerContext, Outcome
+from cxstream.flows.routing import shard_keys
 from cxstream.flows.sinks import CustomerSink, KafkaOutSink, WebhookSink
 from cxstream.flows.source import BatchKafkaSource
 from cxstream.pipeline import Candidate, CellOutput, Pipeline
@@ -425,6 +426,7 @@ def pipeline_from_settings(settings: Settings) -> Pipeline:
         deferred=DeferredQueue(client, key=f"{prefix}:deferred"),
         experiment=ExperimentLedger(client, prefix=prefix),
         churn=RedisChurnState(client, prefix=prefix, ttl_s=settings.churn.snapshot_ttl_s),
+        shard_keys=shard_keys(settings.flow.shards),
     )
     try:
         pipeline.check_churn_checkpoint()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import zlib
 from datetime import timedelta
 
+import pytest
+
 from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.actions.store import MemoryClaimStore
 from cxstream.batches import RawBatch
 from cxstream.context import ContextStore
 from cxstream.events import BadEvent, CellIncident, utcnow
+from cxstream.flows.routing import shard_keys
 from cxstream.pipeline import Pipeline
 from cxstream.settings import load_settings
 from cxstream.simulate import Incident, Simulator
@@ -36,11 +39,13 @@ def test_a_backlog_read_a_poll_per_partition_still_opens_the_cell_incident():
         partitions[zlib.crc32(key or b"") % 2].append(value)
     context = ContextStore(FakeRedis())
     context.put_many(list(sim.profiles()))
+    keys = shard_keys(settings.flow.shards)
     pipeline = Pipeline(
         settings,
         context=context,
         claims=MemoryClaimStore(),
         policy=PolicySource(None, default=DEFAULT_POLICY),
+        shard_keys=keys,
     )
     tables = {p: pipeline.new_poll_state() for p in partitions}
     cells: dict = {}
@@ -55,6 +60,9 @@ def test_a_backlog_read_a_poll_per_partition_still_opens_the_cell_incident():
                 )
         dead += sum(isinstance(i, BadEvent) for i in items)
         merged = pipeline.record_cell_batches([i for i in items if isinstance(i, tuple)])
+        # what crosses to demarcation leaves the columns it does not use behind
+        assert all(not b.event_ids and not b.sample and len(b) for _, b in merged)
+        assert {key for key, _ in merged} <= set(keys)  # the flow's routing names
         outputs += pipeline.demarcate_shard(cells, [b for _, b in merged])
     incidents = [o for o in outputs if isinstance(o, CellIncident)]
     assert incidents
@@ -62,3 +70,14 @@ def test_a_backlog_read_a_poll_per_partition_still_opens_the_cell_incident():
     assert {i.cell_id for i in incidents} == {cell}
     assert sum(len(t) for t in tables.values()) == 200  # every subscriber has detector state
     assert dead > 0  # malformed records were dead-lettered on the way
+
+
+def test_a_pipeline_needs_one_state_key_per_shard():
+    settings = load_settings()
+    with pytest.raises(ValueError, match=r"2 shard keys for flow\.shards=16"):
+        Pipeline(
+            settings,
+            context=ContextStore(FakeRedis()),
+            claims=MemoryClaimStore(),
+            shard_keys=["0", "1"],
+        )
