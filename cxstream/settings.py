@@ -305,7 +305,8 @@ class FlowSettings(BaseModel):
     metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 3030
     workers: Annotated[int, Field(ge=1, le=256)] = 1
     # state keys: subscribers and cells are grouped into this many shards (per whole cluster);
-    # one call updates a batch of a shard. Keep it a few times the number of workers.
+    # one call updates a batch of a shard. Keep it a few times the number of workers and a
+    # multiple of it (up to 64 shards are named to spread evenly: cxstream/flows/routing.py).
     shards: Annotated[int, Field(ge=1, le=65_536)] = 16
     # "partition": the subscribers' detectors run in the Kafka source, one state per partition
     # (producers must key QoS events by subscriber id), so in a cluster no event or subscriber

@@ -3,13 +3,14 @@
 Bytewax 0.21 sends the items of a keyed step to worker ``h % workers``, where ``h`` is Rust's
 ``DefaultHasher`` (SipHash-1-3, zero keys) over the key's UTF-8 bytes and a 0xFF terminator.
 With a few dozen keys that is uneven: the default 16 shards named ``"0"`` to ``"15"`` go 10 and
-6 to two workers, so one process demarcates 5/8 of the events and the other runs out of work
-before it (measured: 2-6 s of a 30 s run with one process alone).
+6 to two workers (one process demarcates 5/8 of the events) and 2, 4, 4 and 6 to four. On two
+processes the effect on throughput was within this VM's run-to-run noise (README, performance
+step 21); with four workers one of them would get three times the cell shards of another.
 
 :func:`shard_keys` names shard ``i`` so that it lands on worker ``i % workers`` for every
 cluster size that divides :data:`SPREAD` (1 to 8, 10, 12, 14, 15, 16, 20, 24 ... workers). The
 names do not depend on the cluster size, so a cluster scaled in or out finds each shard's
-snapshot under the same name. ``tests/unit/test_routing.py`` checks the prediction against
+snapshot under the same name. ``tests/unit/flows/test_routing.py`` checks the prediction against
 Bytewax itself; if a later Bytewax hashed differently, only the balance would suffer, never the
 results.
 """
