@@ -12,7 +12,7 @@ from __future__ import annotations
 import operator
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import pairwise
 from typing import Any, NamedTuple
@@ -211,17 +211,7 @@ class CellBatch:
     def for_demarcation(self) -> CellBatch:
         """The same events without the columns only needed before demarcation (``event_ids``
         and ``sample`` are empty): less to pickle when the batch crosses to another process."""
-        return CellBatch(
-            self.t,
-            self.subscribers,
-            self.cells,
-            [],
-            self.degraded,
-            self.experience,
-            self.tiers,
-            [],
-            self.candidates,
-        )
+        return replace(self, event_ids=[], sample=[])
 
     def sorted_by_time(self) -> CellBatch:
         """The same events in event-time order (stable; candidate positions follow; empty

@@ -86,7 +86,7 @@ def shard_keys(shards: int) -> tuple[str, ...]:
     keys = []
     for i in range(shards):
         key, j = str(i), 0
-        while _siphash13(key.encode() + b"\xff") % SPREAD != i % SPREAD:
+        while worker_of(key, SPREAD) != i % SPREAD:
             j += 1
             key = f"{i}.{j}"
         keys.append(key)
