@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeGuard, cast
 
 import bytewax.operators as op
@@ -477,7 +478,9 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
 
     side = {**consumer, **k.side_consumer_config}
 
-    def source(topic: str, *, from_end: bool = False) -> BatchKafkaSource:
+    def source(
+        topic: str, *, from_end: bool = False, start_dir: Path | None = None
+    ) -> BatchKafkaSource:
         # the low-volume inputs: partitions are assigned, not joined as a group; errors become
         # dead letters
         return BatchKafkaSource(
@@ -488,6 +491,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             batch_size=k.consumer_batch_size,
             linger_s=settings.flow.poll_linger_s,
             from_end=from_end,
+            start_dir=start_dir,
         )
 
     return FlowIO(
@@ -510,7 +514,13 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
         ),
         webhook_sink=webhook_sink,
         # a fresh start (no snapshot) delivers what is produced from then on, not the history
-        action_source=source(k.topics.actions, from_end=True) if webhook_sink is not None else None,
+        # (recorded with the snapshots, so that a restart before the first snapshot does not skip
+        # what the first start put on the topic)
+        action_source=(
+            source(k.topics.actions, from_end=True, start_dir=_actions_start_dir(settings))
+            if webhook_sink is not None
+            else None
+        ),
         outcome_source=source(k.topics.outcomes),
         deferred_source=DeferredSource(
             pipeline.release_deferred,
@@ -518,6 +528,13 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             wake_s=settings.flow.poll_linger_s,
         ),
     )
+
+
+def _actions_start_dir(settings: Settings) -> Path | None:
+    """Where the actions input records where its first start began (with recovery on)."""
+    if settings.flow.recovery_dir is None:
+        return None
+    return Path(settings.flow.recovery_dir) / "actions-start"
 
 
 def get_flow(config: str | None = None) -> Dataflow:

@@ -20,9 +20,11 @@ reflects the events before it.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
@@ -73,6 +75,7 @@ class _Partition(StatefulSourcePartition[Any, Any]):
         processor: PollProcessor | None = None,
         state: Any = None,
         linger_s: float = 0.0,
+        start_file: Path | None = None,
     ) -> None:
         self._offset = offset
         self._linger = timedelta(seconds=linger_s)
@@ -85,16 +88,31 @@ class _Partition(StatefulSourcePartition[Any, Any]):
         self._labels = {"step_id": step_id, "topic": topic, "partition": partition}
         self._consumer = Consumer({**config, "stats_cb": self._stats})
         if offset == OFFSET_END:
-            # resolved now, not by the fetcher later: a message produced after this point
-            # (and before the fetcher's own lookup) must not be skipped
-            marks = self._consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=30, cached=False
-            )
-            if marks is None:
-                msg = f"could not read the end offset of {topic}[{partition}] within 30 s"
-                raise RuntimeError(msg)
-            offset = self._offset = marks[1]
+            offset = self._offset = self._first_offset(start_file)
         self._consumer.assign([TopicPartition(topic, partition, offset)])
+
+    def _first_offset(self, start_file: Path | None) -> int:
+        """Where a start without a snapshot begins: the offset recorded by the first such start,
+        if ``start_file`` holds one, else the partition's end now (then recorded there)."""
+        if start_file is not None and start_file.exists():
+            return int(start_file.read_text())
+        # resolved now, not by the fetcher later: a message produced after this point (and
+        # before the fetcher's own lookup) must not be skipped
+        marks = self._consumer.get_watermark_offsets(
+            TopicPartition(self._topic, self._partition), timeout=30, cached=False
+        )
+        if marks is None:
+            msg = f"could not read the end offset of {self._topic}[{self._partition}] within 30 s"
+            raise RuntimeError(msg)
+        if start_file is not None:
+            start_file.parent.mkdir(parents=True, exist_ok=True)
+            scratch = start_file.with_name(f".{start_file.name}.tmp")
+            with scratch.open("w") as f:
+                f.write(str(marks[1]))
+                f.flush()
+                os.fsync(f.fileno())
+            scratch.replace(start_file)  # atomic: a crash leaves the old file or the new one
+        return int(marks[1])
 
     def _stats(self, raw: str) -> None:
         stats = json.loads(raw)["topics"][self._topic]["partitions"][str(self._partition)]
@@ -188,6 +206,12 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         is built (its high watermark, read from the broker then) instead of its beginning: for an
         input that must only see what was produced from this start on (the actions topic, read
         back for webhook deliveries, must not re-send the history).
+    start_dir
+        With ``from_end``: a directory kept with the recovery snapshots, where the first start
+        records each partition's end offset (a file per partition). A later start that still
+        has no snapshot to resume from (the process died before its first snapshot) begins at
+        the recorded offset, not at the end as it is by then: what the dead run's epoch put on
+        the topic is read, not skipped.
     """
 
     def __init__(
@@ -201,6 +225,7 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         processor: PollProcessor | None = None,
         linger_s: float = 0.0,
         from_end: bool = False,
+        start_dir: Path | None = None,
     ) -> None:
         if isinstance(brokers, str) or isinstance(topics, str):
             msg = "brokers and topics must be lists of strings, not a string"
@@ -213,6 +238,7 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         self.processor = processor
         self._linger_s = linger_s
         self._from_end = from_end
+        self._start_dir = start_dir
 
     def _with_brokers(self, config: dict[str, str]) -> dict[str, Any]:
         return {"bootstrap.servers": ",".join(self._brokers), **config}
@@ -252,6 +278,9 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
             offset = resume_state
         if self.processor is not None and state is None:
             state = self.processor.new_state()
+        start_file = None
+        if self._from_end and self._start_dir is not None:
+            start_file = self._start_dir / f"{topic}-{idx}"
         return _Partition(
             step_id,
             config,
@@ -262,4 +291,5 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
             self.processor,
             state,
             self._linger_s,
+            start_file,
         )

@@ -54,3 +54,15 @@ def test_a_partition_of_a_topic_no_longer_read_is_refused_clearly():
 def test_brokers_or_topics_as_a_plain_string_are_refused():
     with pytest.raises(TypeError, match="lists of strings"):
         BatchKafkaSource("127.0.0.1:9092", ["qos"])  # type: ignore[arg-type]
+
+
+def test_a_start_without_a_snapshot_begins_where_the_first_start_began(tmp_path):
+    # the first start recorded the end of actions[2] as 120; the topic has grown since
+    (tmp_path / "actions-2").write_text("120")
+    source = BatchKafkaSource(NOWHERE, ["actions"], from_end=True, start_dir=tmp_path)
+    again = source.build_part("actions_in", "2-actions", None)
+    assert again.snapshot() == 120  # not the end as it is now (no broker is asked)
+    resumed = source.build_part("actions_in", "2-actions", 130)
+    assert resumed.snapshot() == 130  # a snapshot wins over the record
+    for part in (again, resumed):
+        part.close()
