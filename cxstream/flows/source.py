@@ -95,7 +95,15 @@ class _Partition(StatefulSourcePartition[Any, Any]):
         """Where a start without a snapshot begins: the offset recorded by the first such start,
         if ``start_file`` holds one, else the partition's end now (then recorded there)."""
         if start_file is not None and start_file.exists():
-            return int(start_file.read_text())
+            text = start_file.read_text().strip()
+            if not text.isdigit():
+                msg = (
+                    f"{start_file} should hold the offset {self._topic}[{self._partition}] was "
+                    f"first read from, not {text[:40]!r}; delete the recovery directory as a "
+                    "whole to start afresh"
+                )
+                raise RuntimeError(msg)
+            return int(text)
         # resolved now, not by the fetcher later: a message produced after this point (and
         # before the fetcher's own lookup) must not be skipped
         marks = self._consumer.get_watermark_offsets(

@@ -66,3 +66,10 @@ def test_a_start_without_a_snapshot_begins_where_the_first_start_began(tmp_path)
     assert resumed.snapshot() == 130  # a snapshot wins over the record
     for part in (again, resumed):
         part.close()
+
+
+def test_a_damaged_start_record_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "actions-0").write_text("garbage")
+    source = BatchKafkaSource(NOWHERE, ["actions"], from_end=True, start_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="actions-0 should hold the offset"):
+        source.build_part("actions_in", "0-actions", None)
