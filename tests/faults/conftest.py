@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import base64
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import redis
+
+from cxstream.context import ContextStore
+from cxstream.events import Channel, ConsentStatus, utcnow
+from cxstream.settings import Settings
+from cxstream.simulate import Incident, Simulator
 
 SECRET = "whsec_" + base64.b64encode(b"fault-suite-secret-00000").decode()
 
@@ -23,6 +30,26 @@ def daytime_policy(tmp_path: Path) -> Path:
     path = tmp_path / "policy.yaml"
     path.write_text(text.replace("holdout: {share: 0.05", "holdout: {share: 0.0"))
     return path
+
+
+def outage_stream(
+    settings: Settings, seed: int, events: int, *, outage_s: tuple[float, float]
+) -> tuple[Simulator, ContextStore, list[tuple[bytes | None, bytes]]]:
+    """400 subscribers in 8 cells, every one consenting to every channel (profiles written to
+    the test's Redis), and ``events`` encoded events from a minute ago on, 500 per second of
+    event time, with cell-0003 out from ``outage_s[0]`` to ``outage_s[1]`` seconds in."""
+    sim = Simulator(400, 8, seed=seed)
+    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    store = ContextStore(client, prefix=settings.redis.key_prefix)
+    granted = {c: ConsentStatus.GRANTED for c in Channel}
+    store.put_many(
+        [p.model_copy(update={"consent": granted, "timezone": "UTC"}) for p in sim.profiles()]
+    )
+    start = utcnow() - timedelta(seconds=60)
+    began, ended_s = (start + timedelta(seconds=s) for s in outage_s)
+    sim.add_incidents([Incident("cell_outage", "cell-0003", began, ended_s)])
+    times = sim.timeline(start, 500)
+    return sim, store, [sim.encoded(next(times)) for _ in range(events)]
 
 
 def wait_until(predicate, timeout_s: float, what: str, every: float = 0.25):

@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 import pytest
-import redis
 
-from cxstream.context import ContextStore
 from cxstream.demo import FlowProcess
-from cxstream.events import Channel, ConsentStatus, utcnow
-from cxstream.simulate import Incident, Simulator
-from tests.faults.conftest import SECRET, daytime_policy, ended, wait_until
+from tests.faults.conftest import SECRET, daytime_policy, ended, outage_stream, wait_until
 from tests.integration.kafka_helpers import produce, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -57,25 +52,7 @@ def test_a_hanging_webhook_endpoint_does_not_stall_the_dataflow(live_settings, t
                 ),
             }
         )
-        sim = Simulator(400, 8, seed=61)
-        granted = {c: ConsentStatus.GRANTED for c in Channel}
-        client = redis.Redis.from_url(settings.redis.url.get_secret_value())
-        ContextStore(client, prefix=settings.redis.key_prefix).put_many(
-            [p.model_copy(update={"consent": granted, "timezone": "UTC"}) for p in sim.profiles()]
-        )
-        start = utcnow() - timedelta(seconds=60)
-        sim.add_incidents(
-            [
-                Incident(
-                    "cell_outage",
-                    "cell-0003",
-                    start + timedelta(seconds=15),
-                    start + timedelta(seconds=40),
-                )
-            ]
-        )
-        times = sim.timeline(start, 500)
-        records = [sim.encoded(next(times)) for _ in range(30_000)]
+        _, _, records = outage_stream(settings, 61, 30_000, outage_s=(15, 40))
         flow = FlowProcess(settings, tmp_path, SECRET)
         try:
             flow.wait_ready()

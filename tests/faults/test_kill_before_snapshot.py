@@ -7,19 +7,15 @@ from __future__ import annotations
 
 import signal
 import threading
-from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 import pytest
-import redis
 
 from cxstream.actions.receiver import WebhookReceiver
-from cxstream.context import ContextStore
 from cxstream.demo import FlowProcess
-from cxstream.events import Channel, ConsentStatus, utcnow
-from cxstream.simulate import Incident, Simulator
-from tests.faults.conftest import SECRET, daytime_policy, wait_until
+from cxstream.events import Channel, ConsentStatus
+from tests.faults.conftest import SECRET, daytime_policy, outage_stream, wait_until
 from tests.integration.kafka_helpers import produce, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -65,26 +61,8 @@ def test_a_restart_before_the_first_snapshot_still_settles_the_dead_runs_actions
             ),
         }
     )
-    sim = Simulator(400, 8, seed=73)
-    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
-    store = ContextStore(client, prefix=settings.redis.key_prefix)
-    granted = {c: ConsentStatus.GRANTED for c in Channel}
-    store.put_many(
-        [p.model_copy(update={"consent": granted, "timezone": "UTC"}) for p in sim.profiles()]
-    )
-    start = utcnow() - timedelta(seconds=60)
-    sim.add_incidents(
-        [
-            Incident(
-                "cell_outage",
-                "cell-0003",
-                start + timedelta(seconds=5),
-                start + timedelta(seconds=40),
-            )
-        ]
-    )
-    times = sim.timeline(start, 500)
-    produce(settings, settings.kafka.topics.qos, [sim.encoded(next(times)) for _ in range(20_000)])
+    sim, store, records = outage_stream(settings, 73, 20_000, outage_s=(5, 40))
+    produce(settings, settings.kafka.topics.qos, records)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Stuck)
     server.daemon_threads = True
