@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 
@@ -14,6 +15,7 @@ from cxstream.context import ContextStore
 from cxstream.events import Channel, ConsentStatus, utcnow
 from cxstream.settings import Settings
 from cxstream.simulate import Incident, Simulator
+from tests.integration.kafka_helpers import read_topic
 
 SECRET = "whsec_" + base64.b64encode(b"fault-suite-secret-00000").decode()
 
@@ -50,6 +52,18 @@ def outage_stream(
     sim.add_incidents([Incident("cell_outage", "cell-0003", began, ended_s)])
     times = sim.timeline(start, 500)
     return sim, store, [sim.encoded(next(times)) for _ in range(events)]
+
+
+def actions_on_topic(settings: Settings) -> dict[str, dict]:
+    """The actions on the actions topic, by id."""
+    records = read_topic(settings, settings.kafka.topics.actions)
+    return {a["action_id"]: a for a in map(orjson.loads, records)}
+
+
+def parked_actions(settings: Settings) -> dict[str, str]:
+    """The actions in the actions dead-letter topic: id -> the error each was parked with."""
+    records = read_topic(settings, settings.kafka.topics.actions_dead_letters)
+    return {d["action"]["action_id"]: d["error"] or "" for d in map(orjson.loads, records)}
 
 
 def wait_until(predicate, timeout_s: float, what: str, every: float = 0.25):

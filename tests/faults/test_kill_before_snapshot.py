@@ -9,14 +9,20 @@ import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import orjson
 import pytest
 
 from cxstream.actions.receiver import WebhookReceiver
 from cxstream.demo import FlowProcess
 from cxstream.events import Channel, ConsentStatus
-from tests.faults.conftest import SECRET, daytime_policy, outage_stream, wait_until
-from tests.integration.kafka_helpers import produce, read_topic
+from tests.faults.conftest import (
+    SECRET,
+    actions_on_topic,
+    daytime_policy,
+    outage_stream,
+    parked_actions,
+    wait_until,
+)
+from tests.integration.kafka_helpers import produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -33,18 +39,6 @@ class Stuck(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         return
-
-
-def _actions(settings) -> dict[str, dict]:
-    return {
-        a["action_id"]: a
-        for a in map(orjson.loads, read_topic(settings, settings.kafka.topics.actions))
-    }
-
-
-def _parked(settings) -> dict[str, str]:
-    records = read_topic(settings, settings.kafka.topics.actions_dead_letters)
-    return {d["action"]["action_id"]: d["error"] or "" for d in map(orjson.loads, records)}
 
 
 def test_a_restart_before_the_first_snapshot_still_settles_the_dead_runs_actions(
@@ -82,13 +76,13 @@ def test_a_restart_before_the_first_snapshot_still_settles_the_dead_runs_actions
     try:
         first.wait_ready()
         wait_until(lambda: len(Stuck.ids) >= 2, 60, "deliveries in flight")
-        wait_until(lambda: len(_actions(settings)) >= 8, 60, "actions on the topic")
+        wait_until(lambda: len(actions_on_topic(settings)) >= 8, 60, "actions on the topic")
     finally:
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait(10)
         Stuck.release.set()
         server.shutdown()
-    before = _actions(settings)
+    before = actions_on_topic(settings)
     in_flight = set(Stuck.ids)
     assert (tmp_path / "recovery" / "actions-start").is_dir()
 
@@ -105,7 +99,7 @@ def test_a_restart_before_the_first_snapshot_still_settles_the_dead_runs_actions
         try:
             second.wait_ready()
             wait_until(
-                lambda: set(before) <= set(receiver.delivered) | set(_parked(settings)),
+                lambda: set(before) <= set(receiver.delivered) | set(parked_actions(settings)),
                 60,
                 "the killed run's actions delivered or dead-lettered",
                 every=1.0,
@@ -114,9 +108,9 @@ def test_a_restart_before_the_first_snapshot_still_settles_the_dead_runs_actions
             second.stop()
         stats = receiver.stats()
 
-    parked = _parked(settings)
+    parked = parked_actions(settings)
     print(f"{len(before)} actions before the kill, {len(in_flight)} in flight; receiver {stats}")
-    assert set(_actions(settings)) == set(before)  # the replay decided none of them again
+    assert set(actions_on_topic(settings)) == set(before)  # the replay decided none of them again
     # the POSTs cut off by the kill are not sent again (outcome unknown), the rest are delivered
     assert in_flight <= set(parked)
     assert all("outcome unknown" in parked[i] for i in in_flight)

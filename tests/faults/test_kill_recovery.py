@@ -16,7 +16,13 @@ from cxstream.context import ContextStore
 from cxstream.demo import FlowProcess
 from cxstream.events import Channel, ConsentStatus, utcnow
 from cxstream.simulate import Simulator, plan_incidents
-from tests.faults.conftest import SECRET, daytime_policy, wait_until
+from tests.faults.conftest import (
+    SECRET,
+    actions_on_topic,
+    daytime_policy,
+    parked_actions,
+    wait_until,
+)
 from tests.integration.kafka_helpers import produce, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
@@ -24,24 +30,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 EVENTS = 100_000
 
 
-def _emitted(settings) -> set[str]:
-    """The ids of the actions on the actions topic."""
-    return {
-        orjson.loads(v)["action_id"] for v in read_topic(settings, settings.kafka.topics.actions)
-    }
-
-
-def _parked(settings) -> list[dict]:
-    """The records of the actions dead-letter topic."""
-    return [
-        orjson.loads(v) for v in read_topic(settings, settings.kafka.topics.actions_dead_letters)
-    ]
-
-
 def _actions_settled(settings, receiver: WebhookReceiver) -> bool:
     """Every action on the actions topic was delivered or is in the actions dead-letter topic."""
-    parked = {d["action"]["action_id"] for d in _parked(settings)}
-    return _emitted(settings) <= set(receiver.delivered) | parked
+    ended = set(receiver.delivered) | set(parked_actions(settings))
+    return set(actions_on_topic(settings)) <= ended
 
 
 @pytest.mark.parametrize("kill_at", [0.15, 0.3, 0.5, 0.7, 0.85])
@@ -127,10 +119,10 @@ def test_kill_9_mid_stream_then_resume(live_settings, tmp_path, kill_at):
     assert stats["duplicates"] == 0
     assert stats["rejected"] == 0  # (a POST cut off by the kill is counted as incomplete)
     # Every action ends somewhere: delivered, or in the actions dead-letter topic with the reason.
-    emitted = _emitted(settings)
-    parked = _parked(settings)
-    unknown = {d["action"]["action_id"] for d in parked if "outcome unknown" in (d["error"] or "")}
+    emitted = set(actions_on_topic(settings))
+    parked = parked_actions(settings)
+    unknown = {i for i, error in parked.items() if "outcome unknown" in error}
     print(
         f"actions {len(emitted)}, delivered {len(receiver.delivered)}, outcome unknown {len(unknown)}"
     )
-    assert emitted == set(receiver.delivered) | {d["action"]["action_id"] for d in parked}
+    assert emitted == set(receiver.delivered) | set(parked)
