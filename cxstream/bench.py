@@ -178,13 +178,7 @@ GENERATOR_LINGER_MS = 20
 
 
 def _producer(settings: Settings) -> Producer:
-    return Producer(
-        {
-            **settings.kafka.client_config(),
-            **settings.kafka.producer_config,
-            "linger.ms": str(GENERATOR_LINGER_MS),
-        }
-    )
+    return Producer({**settings.kafka.producer_settings(), "linger.ms": str(GENERATOR_LINGER_MS)})
 
 
 def _consumer(settings: Settings, topic: str) -> tuple[Consumer, int]:

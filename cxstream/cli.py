@@ -299,7 +299,7 @@ def simulate(
         ensure_topics(settings, [settings.kafka.topics.qos])
     except CxStreamError as exc:
         raise click.ClickException(str(exc)) from exc
-    producer = Producer({**settings.kafka.client_config(), **settings.kafka.producer_config})
+    producer = Producer(settings.kafka.producer_settings())
     progress = _Progress()
     produced = produce_events(
         producer,

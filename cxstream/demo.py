@@ -345,7 +345,7 @@ def _stream(
                 truth.writelines(inc.to_json() + b"\n" for inc in incidents)
 
     plan(start)
-    producer = Producer({**settings.kafka.client_config(), **settings.kafka.producer_config})
+    producer = Producer(settings.kafka.producer_settings())
     topic = settings.kafka.topics.qos
     _publish_customer_updates(producer, settings, sim)
 

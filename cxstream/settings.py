@@ -145,6 +145,10 @@ class KafkaSettings(BaseModel):
             conf["sasl.password"] = self.sasl_password.get_secret_value()
         return conf
 
+    def producer_settings(self) -> dict[str, str]:
+        """Everything a producer is configured with: the shared settings and ``producer_config``."""
+        return {**self.client_config(), **self.producer_config}
+
 
 class RedisSettings(BaseModel):
     """Customer context, cooldowns and idempotency keys live in Redis."""

@@ -43,7 +43,7 @@ def start_dashboard(settings: Settings, context: ContextStore | None) -> Dashboa
     token: str | None = None
     if d.auth:
         token = d.token.get_secret_value() if d.token is not None else secrets.token_urlsafe(18)
-    producer = Producer({**settings.kafka.client_config(), **settings.kafka.producer_config})
+    producer = Producer(settings.kafka.producer_settings())
 
     def publish(topic: str, key: bytes, value: bytes) -> None:
         producer.produce(topic, key=key, value=value)

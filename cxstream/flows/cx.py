@@ -441,7 +441,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
     k = settings.kafka
     client = k.client_config()
     consumer = {**client, **k.consumer_config}
-    producer = {**client, **k.producer_config}
+    producer = k.producer_settings()
     brokers = k.brokers or []
     webhook_sink = None
     w = settings.webhook
