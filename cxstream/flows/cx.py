@@ -506,7 +506,9 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             linger_s=settings.flow.poll_linger_s,
         ),
         kafka_sink=KafkaOutSink(
-            {"bootstrap.servers": ",".join(brokers), **producer}, partitions=k.sink_partitions
+            {"bootstrap.servers": ",".join(brokers), **producer},
+            partitions=k.sink_partitions,
+            recovery=settings.flow.recovery_dir is not None,
         ),
         customer_source=source(k.topics.customers),
         customer_sink=CustomerSink(

@@ -56,3 +56,43 @@ def test_partitions_are_listed_without_consumer_only_properties(monkeypatch):
         assert config["bootstrap.servers"] == "127.0.0.1:1"
         assert config["security.protocol"] == "ssl"  # what the client needs to connect is kept
         assert not set(config) & set(settings.kafka.consumer_config)
+
+
+class _Producer:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def flush(self, *_: object) -> int:
+        self.calls.append("flush")
+        return 0
+
+    def poll(self, *_: object) -> int:
+        self.calls.append("poll")
+        return 0
+
+
+def test_outputs_are_waited_for_at_each_epoch_only_with_recovery():
+    from cxstream.flows.sinks import _KafkaOutPartition
+
+    with_recovery, without = _Producer(), _Producer()
+    _KafkaOutPartition(with_recovery, flush_on_snapshot=True).snapshot()  # type: ignore[arg-type]
+    _KafkaOutPartition(without, flush_on_snapshot=False).snapshot()  # type: ignore[arg-type]
+    assert with_recovery.calls == ["flush"]  # acknowledged before the snapshot is written
+    assert without.calls == ["poll"]  # delivery reports served, the worker does not wait
+
+
+def test_the_output_sink_waits_at_epochs_when_the_flow_keeps_snapshots(monkeypatch, tmp_path):
+    monkeypatch.setattr("cxstream.flows.sinks.Producer", lambda config: _Producer())
+    settings, io = _kafka_io()
+    assert settings.flow.recovery_dir is None
+    part = io.kafka_sink.build_part("kafka_out", "kafka-out-0", None)  # type: ignore[union-attr]
+    part.snapshot()
+    assert part._producer.calls == ["poll"]  # type: ignore[attr-defined]
+
+    settings = settings.model_copy(
+        update={"flow": settings.flow.model_copy(update={"recovery_dir": str(tmp_path)})}
+    )
+    pipeline = Pipeline(settings, context=ContextStore(FakeRedis()), claims=None)  # type: ignore[arg-type]
+    part = kafka_io(settings, pipeline).kafka_sink.build_part("kafka_out", "kafka-out-0", None)  # type: ignore[union-attr]
+    part.snapshot()
+    assert part._producer.calls == ["flush"]  # type: ignore[attr-defined]
