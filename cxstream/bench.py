@@ -9,8 +9,11 @@
    score, per-subscriber and per-cell detection, churn scoring, policy, actions to Kafka and to a
    local webhook receiver) as W processes of a Bytewax cluster (each pinned to a core of its own
    when a core is left for the services, unless ``--no-pin``), until every event is processed
-   or dead-lettered. Throughput is the rate between the first and the last progress sample
-   taken while the flow was busy (counters polled every 0.5 s); ``cpu_cores`` is the CPU time
+   or dead-lettered. Throughput is the steady rate: between the first and the last progress
+   sample (counters polled every 0.5 s, per process) taken while every process still had events
+   to read. A backlog runs out on one process before the other; the rest of the run, one
+   process busy and one idle, is not a rate the cluster sustains on an endless stream, and is
+   reported apart (``busy_events_per_s``, ``finish_skew_s``). ``cpu_cores`` is the CPU time
    the flow processes used over the run.
    With ``--rate`` the events are produced paced, with their event time set when they are sent,
    and the ceiling is measured afterwards on the same topic.
@@ -91,7 +94,7 @@ class BenchReport:
 
     events: int
     seconds: float
-    events_per_s: float
+    events_per_s: float  # while every process had events left
     ceiling_events_per_s: float
     latency_p50_ms: float | None
     latency_p99_ms: float | None
@@ -108,6 +111,8 @@ class BenchReport:
     floor_p50_ms: float | None = None  # paced runs: a plain consumer at the same rate
     floor_p99_ms: float | None = None
     hold_s: float = 0.0
+    busy_events_per_s: float | None = None  # from the first event to the last one
+    finish_skew_s: float | None = None  # first process done -> last process done
 
     @property
     def ratio(self) -> float:
@@ -137,11 +142,17 @@ class BenchReport:
             "floor_p50_ms": _round(self.floor_p50_ms),
             "floor_p99_ms": _round(self.floor_p99_ms),
             "hold_s": self.hold_s,
+            "busy_events_per_s": _round0(self.busy_events_per_s),
+            "finish_skew_s": _round(self.finish_skew_s),
         }
 
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+def _round0(value: float | None) -> int | None:
+    return round(value) if value is not None else None
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -432,6 +443,8 @@ def _run_bench(
         events=run.done,
         seconds=seconds,
         events_per_s=run.rate,
+        busy_events_per_s=run.busy_rate,
+        finish_skew_s=run.finish_skew_s,
         ceiling_events_per_s=ceiling,
         latency_p50_ms=_percentile(latencies, 0.5),
         latency_p99_ms=_percentile(latencies, 0.99),
@@ -505,22 +518,70 @@ def _counters(
     return total
 
 
+def _ended_each(flows: Sequence[FlowProcess]) -> tuple[int, ...]:
+    """Events each process has processed or dead-lettered."""
+    ended = []
+    for flow in flows:
+        c = _counters([flow], only=("cxstream_events_total",))
+        ended.append(
+            int(
+                c.get("cxstream_events_total{outcome=processed}", 0)
+                + c.get("cxstream_events_total{outcome=dead_letter}", 0)
+            )
+        )
+    return tuple(ended)
+
+
 def _ended(flows: Sequence[FlowProcess]) -> int:
-    c = _counters(flows, only=("cxstream_events_total",))
-    return int(
-        c.get("cxstream_events_total{outcome=processed}", 0)
-        + c.get("cxstream_events_total{outcome=dead_letter}", 0)
-    )
+    return sum(_ended_each(flows))
 
 
 @dataclass(frozen=True)
 class _Run:
-    """When the flow started and finished, and its steady rate."""
+    """When the flow started and finished, and its rates."""
 
     first: float
     last: float
     done: int
-    rate: float
+    rate: float  # while every process had events left
+    busy_rate: float | None = None  # from the first event ended to the last
+    finish_skew_s: float | None = None
+
+
+def _slope(samples: Sequence[tuple[float, int]]) -> float | None:
+    """Events per second between the first and the last of ``(time, ended)`` samples."""
+    if len(samples) >= 2 and samples[-1][0] > samples[0][0]:
+        return (samples[-1][1] - samples[0][1]) / (samples[-1][0] - samples[0][0])
+    return None
+
+
+def steady_rates(
+    samples: Sequence[tuple[float, Sequence[int]]],
+) -> tuple[float | None, float | None, float | None]:
+    """``(steady, busy, skew)`` from progress samples ``(time, events ended per process)``.
+
+    *busy*: the rate between the first and the last sample at which some events had ended and
+    some had not. *steady*: the same, over the samples at which every process had events left
+    (none had yet ended all it would end), the rate the cluster sustains on an endless stream.
+    With one process the two are the same. *skew*: seconds between the samples at which the
+    first and the last process had ended all theirs. None where too few samples fall in a
+    window.
+    """
+    if not samples:
+        return None, None, None
+    finals = samples[-1][1]
+    totals = [(t, sum(ns)) for t, ns in samples]
+    expected = totals[-1][1]
+    busy = _slope([(t, n) for t, n in totals if 0 < n < expected])
+    # the index of the first sample at which each process had ended all it would end
+    done_at = [
+        next(k for k, (_, ns) in enumerate(samples) if ns[i] == final)
+        for i, final in enumerate(finals)
+    ]
+    first = next((k for k, (_, ns) in enumerate(samples) if all(ns)), None)
+    steady = _slope(totals[first : min(done_at)]) if first is not None else None
+    skew = samples[max(done_at)][0] - samples[min(done_at)][0] if all(finals) else None
+    return (steady if steady is not None else busy), busy, skew
 
 
 def _watch(
@@ -532,11 +593,11 @@ def _watch(
 ) -> _Run:
     """Poll the flows' counters until every event ended.
 
-    The rate is measured between the first and the last sample taken while the flow was busy
-    (some events ended, not yet all), so start-up and the final poll interval do not blur it;
-    polling is kept slow because every scrape costs the flow CPU.
+    The rates are measured between samples taken while the flow was busy (see
+    :func:`steady_rates`), so start-up and the final poll interval do not blur them; polling is
+    kept slow because every scrape costs the flow CPU.
     """
-    samples: list[tuple[float, int]] = []
+    samples: list[tuple[float, tuple[int, ...]]] = []
     start = time.monotonic()
     done = 0
     while done < expected:
@@ -551,17 +612,16 @@ def _watch(
                 raise ServiceError(msg)
         time.sleep(poll_s)
         now = time.monotonic()
-        done = _ended(flows)
-        samples.append((now, done))
+        each = _ended_each(flows)
+        done = sum(each)
+        samples.append((now, each))
         say("running", done, expected)
-    busy = [(t, n) for t, n in samples if 0 < n < expected]
-    started = next((t - poll_s for t, n in samples if n > 0), start)
+    started = next((t - poll_s for t, ns in samples if sum(ns) > 0), start)
     finished = samples[-1][0] if samples else start
-    if len(busy) >= 2 and busy[-1][0] > busy[0][0]:
-        rate = (busy[-1][1] - busy[0][1]) / (busy[-1][0] - busy[0][0])
-    else:  # too short to sample mid-run: whole-run average (an underestimate)
-        rate = done / max(finished - started, 1e-9)
-    return _Run(started, finished, done, rate)
+    steady, busy, skew = steady_rates(samples)
+    if steady is None:  # too short to sample mid-run: whole-run average (an underestimate)
+        steady = done / max(finished - started, 1e-9)
+    return _Run(started, finished, done, steady, busy, skew)
 
 
 _PLACEHOLDER = "1970-01-01T00:00:00.000000+00:00"

@@ -500,6 +500,12 @@ def bench(
         f"{s['events']:,} events, {s['workers']} process(es), {mode}: {s['seconds']} s, "
         f"{s['events_per_s']:,} events/s"
     )
+    if s["finish_skew_s"] and s["busy_events_per_s"] is not None:
+        click.echo(
+            f"  (while every process had events left; from the first event to the last "
+            f"{s['busy_events_per_s']:,} events/s: one process ran out {s['finish_skew_s']} s "
+            f"before the last)"
+        )
     click.echo(
         f"ceiling (plain consumer + orjson, one core): {s['ceiling_events_per_s']:,} events/s; "
         f"ratio {s['ratio']:.3f}"

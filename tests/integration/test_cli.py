@@ -183,6 +183,8 @@ def test_bench_paced_reports_every_figure_it_promises():
         "floor_p50_ms",
         "floor_p99_ms",
         "hold_s",
+        "busy_events_per_s",
+        "finish_skew_s",
     ):
         assert key in report, key
     assert report["events"] == 4000  # every event processed or dead-lettered
