@@ -14,7 +14,6 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from itertools import pairwise
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -191,18 +190,27 @@ class ShardBatch:
         )
 
 
+B1 = NDArray[np.bool_]
+_NONE: B1 = np.zeros(0, dtype=bool)
+
+
 @dataclass(slots=True)
 class CellBatch:
-    """What demarcation needs about events of one shard of cells (and their new alerts)."""
+    """What demarcation needs about events of one shard of cells (and their new alerts).
 
-    t: list[float]
+    The numeric columns stay numpy arrays until demarcation reads them: half the batches cross
+    to another process in a two-process cluster, and Bytewax pickles each crossing item twice
+    (once for its length); an array is one buffer to copy, a list one object per value.
+    """
+
+    t: F64
     subscribers: list[str]
     cells: list[str]
     event_ids: list[str]
-    degraded: list[bool]
-    experience: list[float]  # the subscriber's experience index after the event
+    degraded: B1
+    experience: F64  # the subscriber's experience index after the event
     tiers: list[str | None]
-    sample: list[bool]  # record the index in the subscriber's history
+    sample: B1  # record the index in the subscriber's history
     candidates: dict[int, Any]  # position -> the new alert's Candidate
 
     def __len__(self) -> int:
@@ -211,47 +219,60 @@ class CellBatch:
     def for_demarcation(self) -> CellBatch:
         """The same events without the columns only needed before demarcation (``event_ids``
         and ``sample`` are empty): less to pickle when the batch crosses to another process."""
-        return replace(self, event_ids=[], sample=[])
+        return replace(self, event_ids=[], sample=_NONE)
 
     def sorted_by_time(self) -> CellBatch:
         """The same events in event-time order (stable; candidate positions follow; empty
         columns stay empty)."""
         t = self.t
-        if all(a <= b for a, b in pairwise(t)):
+        if len(t) < 2 or bool(np.all(t[1:] >= t[:-1])):
             return self
-        order = sorted(range(len(t)), key=t.__getitem__)
-        where = {old: new for new, old in enumerate(order)}
+        order = np.argsort(t, kind="stable")
+        idx = order.tolist()
+        where = np.empty_like(order)
+        where[order] = np.arange(len(order))
 
         def pick(column: list[Any]) -> list[Any]:
-            return [column[i] for i in order] if column else []
+            return [column[i] for i in idx] if column else []
 
         return CellBatch(
-            t=[t[i] for i in order],
+            t=t[order],
             subscribers=pick(self.subscribers),
             cells=pick(self.cells),
             event_ids=pick(self.event_ids),
-            degraded=pick(self.degraded),
-            experience=pick(self.experience),
+            degraded=self.degraded[order],
+            experience=self.experience[order],
             tiers=pick(self.tiers),
-            sample=pick(self.sample),
-            candidates={where[k]: c for k, c in self.candidates.items()},
+            sample=self.sample[order] if len(self.sample) else _NONE,
+            candidates={int(where[k]): c for k, c in self.candidates.items()},
         )
 
     @staticmethod
     def concat(batches: Sequence[CellBatch]) -> CellBatch:
-        """One batch of all events, in order (candidate positions shifted)."""
+        """One batch of all events, in order (candidate positions shifted; a column empty in
+        any of them is empty in the result)."""
         if len(batches) == 1:
             return batches[0]
-        out = CellBatch([], [], [], [], [], [], [], [], {})
+        candidates: dict[int, Any] = {}
+        offset = 0
         for b in batches:
-            offset = len(out.t)
-            out.t.extend(b.t)
-            out.subscribers.extend(b.subscribers)
-            out.cells.extend(b.cells)
-            out.event_ids.extend(b.event_ids)
-            out.degraded.extend(b.degraded)
-            out.experience.extend(b.experience)
-            out.tiers.extend(b.tiers)
-            out.sample.extend(b.sample)
-            out.candidates.update({offset + k: c for k, c in b.candidates.items()})
-        return out
+            candidates.update({offset + k: c for k, c in b.candidates.items()})
+            offset += len(b)
+
+        def full(column: str) -> bool:
+            return all(len(getattr(b, column)) == len(b) for b in batches)
+
+        def join(column: str) -> list[Any]:
+            return [x for b in batches for x in getattr(b, column)] if full(column) else []
+
+        return CellBatch(
+            t=np.concatenate([b.t for b in batches]),
+            subscribers=join("subscribers"),
+            cells=join("cells"),
+            event_ids=join("event_ids"),
+            degraded=np.concatenate([b.degraded for b in batches]),
+            experience=np.concatenate([b.experience for b in batches]),
+            tiers=join("tiers"),
+            sample=np.concatenate([b.sample for b in batches]) if full("sample") else _NONE,
+            candidates=candidates,
+        )

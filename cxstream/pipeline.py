@@ -21,6 +21,7 @@ from enum import Enum
 from typing import Any, Literal, Protocol, TypeVar
 
 import msgspec
+import numpy as np
 import redis
 
 from cxstream import metrics
@@ -370,14 +371,11 @@ class Pipeline:
         result = table.observe(
             batch.subscribers, batch.t, batch.service, batch.measurements, batch.plan
         )
-        index = result.index.tolist()
-        degraded = result.in_episode.tolist()
-        sample = result.sample.tolist()
-        t = batch.t.tolist()
+        index = result.index
         # ValueTier is a StrEnum: the member is the string (``.value`` would cost an enum lookup)
         tiers: list[str | None] = [c.value_tier if c is not None else None for c in batch.customers]
         candidates = {
-            j: self._candidate(batch, j, found, index[j], float(result.episodes[j]))
+            j: self._candidate(batch, j, found, float(index[j]), float(result.episodes[j]))
             for j, found in result.detections.items()
         }
         self._processed.inc(n)
@@ -388,14 +386,14 @@ class Pipeline:
                 (
                     self.shard_keys[shard],
                     CellBatch(
-                        t=[t[i] for i in idx],
+                        t=batch.t[pos],
                         subscribers=[batch.subscribers[i] for i in idx],
                         cells=[batch.cells[i] for i in idx],
                         event_ids=[batch.event_ids[i] for i in idx],
-                        degraded=[degraded[i] for i in idx],
-                        experience=[index[i] for i in idx],
+                        degraded=result.in_episode[pos],
+                        experience=index[pos],
                         tiers=[tiers[i] for i in idx],
-                        sample=[sample[i] for i in idx],
+                        sample=result.sample[pos],
                         candidates={k: candidates[i] for k, i in enumerate(idx) if i in candidates},
                     ),
                 )
@@ -440,12 +438,19 @@ class Pipeline:
         (without the event ids and samples, which demarcation does not use)."""
         h = self.settings.history
         if h.enabled:
-            samples = [
-                (b.subscribers[i], b.t[i], b.experience[i])
-                for _, b in items
-                for i, due in enumerate(b.sample)
-                if due
-            ]
+            samples: list[tuple[str, float, float]] = []
+            for _, b in items:
+                due = np.flatnonzero(b.sample)
+                if len(due):
+                    subs = b.subscribers
+                    samples.extend(
+                        zip(
+                            [subs[i] for i in due.tolist()],
+                            b.t[due].tolist(),
+                            b.experience[due].tolist(),
+                            strict=True,
+                        )
+                    )
             if samples:
                 self.context.append_history(samples, keep=h.keep)
         audit = self.settings.flow.audit_key
@@ -479,7 +484,9 @@ class Pipeline:
         held = 0
         for b in batches:
             candidates = b.candidates
-            t, subs, degraded, exp, tiers = b.t, b.subscribers, b.degraded, b.experience, b.tiers
+            # lists: indexing one costs less than a numpy scalar, and the monitors keep floats
+            t, subs, tiers = b.t.tolist(), b.subscribers, b.tiers
+            degraded, exp = b.degraded.tolist(), b.experience.tolist()
             for i, cell_id in enumerate(b.cells):
                 monitor = monitors.get(cell_id)
                 if monitor is None:
@@ -492,11 +499,11 @@ class Pipeline:
                 if candidate is not None:
                     held += 1
                 updates, released = monitor.observe(
-                    b.t[i],
-                    b.subscribers[i],
-                    degraded=b.degraded[i],
-                    experience=b.experience[i],
-                    tier=b.tiers[i],
+                    t[i],
+                    subs[i],
+                    degraded=degraded[i],
+                    experience=exp[i],
+                    tier=tiers[i],
                     alert=candidate,
                 )
                 if updates:

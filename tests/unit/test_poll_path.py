@@ -61,7 +61,7 @@ def test_a_backlog_read_a_poll_per_partition_still_opens_the_cell_incident():
         dead += sum(isinstance(i, BadEvent) for i in items)
         merged = pipeline.record_cell_batches([i for i in items if isinstance(i, tuple)])
         # what crosses to demarcation leaves the columns it does not use behind
-        assert all(not b.event_ids and not b.sample and len(b) for _, b in merged)
+        assert all(not b.event_ids and not len(b.sample) and len(b) for _, b in merged)
         assert {key for key, _ in merged} <= set(keys)  # the flow's routing names
         outputs += pipeline.demarcate_shard(cells, [b for _, b in merged])
     incidents = [o for o in outputs if isinstance(o, CellIncident)]
