@@ -506,7 +506,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             linger_s=settings.flow.poll_linger_s,
         ),
         kafka_sink=KafkaOutSink(
-            {"bootstrap.servers": ",".join(brokers), **producer},
+            producer,
             partitions=k.sink_partitions,
             recovery=settings.flow.recovery_dir is not None,
         ),
