@@ -425,6 +425,8 @@ def _run_bench(
             run = _watch(flows, options.events, say)
         rss = sum(_peak_rss_mb(flow.proc.pid) for flow in flows)
         cpu = sum(_cpu_s(flow.proc.pid) for flow in flows) - cpu_before
+        say("draining", 0, 1)
+        _drain(flows)
         counters = _counters(flows)
         stop_all(flows)
         floor: list[float] = []
@@ -622,6 +624,35 @@ def _watch(
     if steady is None:  # too short to sample mid-run: whole-run average (an underestimate)
         steady = done / max(finished - started, 1e-9)
     return _Run(started, finished, done, steady, busy, skew)
+
+
+_DRAINED = ("cxstream_events_total", "cxstream_cell_events_total", "cxstream_kafka_out_queued")
+
+
+def drained(counters: dict[str, float]) -> bool:
+    """Whether a cluster's metrics (summed over its processes: events cross between them on
+    their way to the cells) say that every event processed reached the cells' demarcation, and
+    that every output produced was acknowledged by the broker."""
+    processed = counters.get("cxstream_events_total{outcome=processed}", 0.0)
+    return (
+        counters.get("cxstream_cell_events_total", 0.0) >= processed
+        and counters.get("cxstream_kafka_out_queued", 0.0) == 0.0
+    )
+
+
+def _drain(flows: Sequence[FlowProcess], timeout_s: float = 30.0, poll_s: float = 0.1) -> None:
+    """Wait until the flows' last outputs are out (see :func:`drained`) before they are stopped:
+    every event has been counted at the poll when :func:`_watch` returns, but what the cells
+    emit for the last of them may still be on its way, and a stopped flow does not send it.
+    Drained twice in a row: between the cells and the producer, outputs are in neither count."""
+    deadline = time.monotonic() + timeout_s
+    streak = 0
+    while streak < 2:
+        if time.monotonic() > deadline:
+            log.warning("the flows' last outputs were not out within %.0f s", timeout_s)
+            return
+        time.sleep(poll_s)
+        streak = streak + 1 if drained(_counters(flows, only=_DRAINED)) else 0
 
 
 _PLACEHOLDER = "1970-01-01T00:00:00.000000+00:00"

@@ -100,7 +100,10 @@ def scrape_counters(
     get = client.get if client is not None else httpx.get
     text = get(url, timeout=timeout_s).text
     if only is not None:
-        starts = tuple(f"{name}{sep}" for name in only for sep in "{ ")
+        # the samples, and the type lines (without them a gauge would read as "unknown")
+        starts = tuple(f"{name}{sep}" for name in only for sep in "{ ") + tuple(
+            f"# TYPE {name} " for name in only
+        )
         text = "\n".join(line for line in text.splitlines() if line.startswith(starts))
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
@@ -202,6 +205,11 @@ class FlowProcess:
         try:
             self.proc.wait(20)
         except subprocess.TimeoutExpired:
+            log.warning(
+                "the dataflow process %d did not stop within 20 s of SIGINT; killed (log: %s)",
+                self.proc.pid,
+                self.log_path,
+            )
             self.proc.kill()
             self.proc.wait(5)
         self._log.close()

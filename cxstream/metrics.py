@@ -16,6 +16,7 @@ from cxstream.events import BadReason
 
 __all__ = [
     "ALERTS",
+    "CELL_EVENTS",
     "CELL_INCIDENTS",
     "CHURN_DRIFTS",
     "CHURN_LOG_LOSS",
@@ -35,6 +36,7 @@ __all__ = [
     "EXPERIMENT_UPLIFT",
     "HELD_ALERTS",
     "KAFKA_DELIVERY_ERRORS",
+    "KAFKA_OUT_QUEUED",
     "POLICY_RELOADS",
     "WEBHOOK_DELIVERIES",
 ]
@@ -107,6 +109,17 @@ HELD_ALERTS = Gauge(
     "held_alerts",
     "Individual degradation alerts held while the cell demarcation decides whether a cell "
     "incident explains them.",
+    namespace=_NS,
+)
+CELL_EVENTS = Counter(
+    "cell_events",
+    "Events fed to the cells' demarcation: behind events_total{outcome=processed} by what is "
+    "on its way between the two steps (the cells' input lag, in events).",
+    namespace=_NS,
+)
+KAFKA_OUT_QUEUED = Gauge(
+    "kafka_out_queued",
+    "Output records handed to the Kafka producer and not yet acknowledged by the broker.",
     namespace=_NS,
 )
 KAFKA_DELIVERY_ERRORS = Counter(

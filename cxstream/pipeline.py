@@ -482,6 +482,7 @@ class Pipeline:
         and periodic cell stats come out."""
         out: list[CellOutput] = []
         held = 0
+        metrics.CELL_EVENTS.inc(sum(map(len, batches)))
         for b in batches:
             candidates = b.candidates
             # lists: indexing one costs less than a numpy scalar, and the monitors keep floats

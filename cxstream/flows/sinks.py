@@ -189,10 +189,17 @@ class WebhookSink(FixedPartitionedSink[Action, PendingState]):
         )
 
 
+# The output producers of this process, read by the queued-outputs gauge at each scrape (a
+# count kept on the hot path would cost a call per record).
+_OUT_PRODUCERS: set[Producer] = set()
+metrics.KAFKA_OUT_QUEUED.set_function(lambda: float(sum(map(len, list(_OUT_PRODUCERS)))))
+
+
 class _KafkaOutPartition(StatefulSinkPartition[KafkaSinkMessage[bytes | None, bytes | None], None]):
     def __init__(self, producer: Producer, *, flush_on_snapshot: bool = True) -> None:
         self._producer = producer
         self._flush_on_snapshot = flush_on_snapshot
+        _OUT_PRODUCERS.add(producer)
 
     @override
     def write_batch(self, values: list[KafkaSinkMessage[bytes | None, bytes | None]]) -> None:
@@ -218,6 +225,7 @@ class _KafkaOutPartition(StatefulSinkPartition[KafkaSinkMessage[bytes | None, by
     @override
     def close(self) -> None:
         self._producer.flush(30)
+        _OUT_PRODUCERS.discard(self._producer)
 
 
 def _delivered(err: KafkaError | None, msg: Message) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from cxstream.bench import steady_rates
+from cxstream.bench import drained, steady_rates
 
 
 def test_one_process_steady_is_the_busy_rate():
@@ -35,3 +35,12 @@ def test_a_process_with_nothing_to_read_falls_back_to_the_busy_rate():
 def test_too_few_samples_give_no_rate():
     assert steady_rates([]) == (None, None, None)
     assert steady_rates([(0.5, (1000, 1000))]) == (None, None, 0.0)
+
+
+def test_a_flow_is_drained_when_the_cells_took_every_event_and_the_broker_every_output():
+    processed = "cxstream_events_total{outcome=processed}"
+    out = {processed: 900, "cxstream_cell_events_total": 900, "cxstream_kafka_out_queued": 0}
+    assert drained(out)
+    assert not drained({**out, "cxstream_cell_events_total": 899})  # on its way to the cells
+    assert not drained({**out, "cxstream_kafka_out_queued": 2})  # not yet acknowledged
+    assert drained({})  # a flow that processed nothing has nothing to wait for

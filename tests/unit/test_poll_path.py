@@ -6,6 +6,7 @@ import zlib
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.actions.store import MemoryClaimStore
@@ -48,6 +49,7 @@ def test_a_backlog_read_a_poll_per_partition_still_opens_the_cell_incident():
         shard_keys=keys,
     )
     tables = {p: pipeline.new_poll_state() for p in partitions}
+    before = {name: _sample(name) for name in _COUNTS}
     cells: dict = {}
     outputs, dead = [], 0
     for at in range(0, 12_000, 5_000):
@@ -70,6 +72,17 @@ def test_a_backlog_read_a_poll_per_partition_still_opens_the_cell_incident():
     assert {i.cell_id for i in incidents} == {cell}
     assert sum(len(t) for t in tables.values()) == 200  # every subscriber has detector state
     assert dead > 0  # malformed records were dead-lettered on the way
+    # every event processed reached the cells (what the bench waits for before it stops a flow)
+    processed, demarcated = (_sample(name) - before[name] for name in _COUNTS)
+    assert processed == demarcated == 12_000 - dead
+
+
+_COUNTS = ("cxstream_events_total", "cxstream_cell_events_total")
+
+
+def _sample(name: str) -> float:
+    labels = {"outcome": "processed"} if name == "cxstream_events_total" else {}
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def test_a_pipeline_needs_one_state_key_per_shard():

@@ -38,3 +38,9 @@ def test_only_parses_the_named_samples():
         "cxstream_events_total{outcome=dead_letter}": 2,
         "cxstream_events_total": 9,
     }
+
+
+def test_only_reads_a_named_gauge_as_a_gauge():
+    with _client() as client:
+        c = scrape_counters("http://flow/metrics", client=client, only=["cxstream_held_alerts"])
+    assert c == {"cxstream_held_alerts{}": 4, "cxstream_held_alerts": 4}

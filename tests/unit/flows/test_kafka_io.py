@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from cxstream.context import ContextStore
 from cxstream.flows.cx import FlowIO, kafka_io
 from cxstream.pipeline import Pipeline
@@ -69,6 +71,28 @@ class _Producer:
     def poll(self, *_: object) -> int:
         self.calls.append("poll")
         return 0
+
+    def __len__(self) -> int:  # records not yet acknowledged
+        return self.queued
+
+    queued = 0
+
+
+def test_records_not_yet_acknowledged_are_a_gauge_until_the_output_closes():
+    from cxstream.flows.sinks import _KafkaOutPartition
+
+    def queued() -> float:
+        return REGISTRY.get_sample_value("cxstream_kafka_out_queued") or 0.0
+
+    before = queued()  # producers of other tests' partitions may still be registered
+    producer = _Producer()
+    producer.queued = 3
+    part = _KafkaOutPartition(producer, flush_on_snapshot=False)  # type: ignore[arg-type]
+    assert queued() == before + 3  # read from the producer at scrape time
+    producer.queued = 1
+    assert queued() == before + 1
+    part.close()
+    assert queued() == before
 
 
 def test_outputs_are_waited_for_at_each_epoch_only_with_recovery():
