@@ -626,7 +626,12 @@ def _watch(
     return _Run(started, finished, done, steady, busy, skew)
 
 
-_DRAINED = ("cxstream_events_total", "cxstream_cell_events_total", "cxstream_kafka_out_queued")
+_DRAINED = (
+    "cxstream_events_total",
+    "cxstream_cell_events_total",
+    "cxstream_kafka_out_records_total",
+    "cxstream_kafka_out_queued",
+)
 
 
 def drained(counters: dict[str, float]) -> bool:
@@ -640,19 +645,25 @@ def drained(counters: dict[str, float]) -> bool:
     )
 
 
-def _drain(flows: Sequence[FlowProcess], timeout_s: float = 30.0, poll_s: float = 0.1) -> None:
+def _drain(
+    flows: Sequence[FlowProcess], timeout_s: float = 30.0, poll_s: float = 0.1, quiet: int = 5
+) -> None:
     """Wait until the flows' last outputs are out (see :func:`drained`) before they are stopped:
     every event has been counted at the poll when :func:`_watch` returns, but what the cells
     emit for the last of them may still be on its way, and a stopped flow does not send it.
-    Drained twice in a row: between the cells and the producer, outputs are in neither count."""
+    Drained, with no output record added, ``quiet`` polls in a row: between the cells and the
+    producer (across processes, in a cluster) outputs are in none of the counts."""
     deadline = time.monotonic() + timeout_s
-    streak = 0
-    while streak < 2:
+    streak, last = 0, -1.0
+    while streak < quiet:
         if time.monotonic() > deadline:
             log.warning("the flows' last outputs were not out within %.0f s", timeout_s)
             return
         time.sleep(poll_s)
-        streak = streak + 1 if drained(_counters(flows, only=_DRAINED)) else 0
+        counters = _counters(flows, only=_DRAINED)
+        records = counters.get("cxstream_kafka_out_records_total", 0.0)
+        streak = streak + 1 if drained(counters) and records == last else 0
+        last = records
 
 
 _PLACEHOLDER = "1970-01-01T00:00:00.000000+00:00"

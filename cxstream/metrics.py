@@ -37,6 +37,7 @@ __all__ = [
     "HELD_ALERTS",
     "KAFKA_DELIVERY_ERRORS",
     "KAFKA_OUT_QUEUED",
+    "KAFKA_OUT_RECORDS",
     "POLICY_RELOADS",
     "WEBHOOK_DELIVERIES",
 ]
@@ -115,6 +116,12 @@ CELL_EVENTS = Counter(
     "cell_events",
     "Events fed to the cells' demarcation: behind events_total{outcome=processed} by what is "
     "on its way between the two steps (the cells' input lag, in events).",
+    namespace=_NS,
+)
+KAFKA_OUT_RECORDS = Counter(
+    "kafka_out_records",
+    "Output records handed to the Kafka producer (alerts, decisions, actions, cell summaries, "
+    "dead letters).",
     namespace=_NS,
 )
 KAFKA_OUT_QUEUED = Gauge(

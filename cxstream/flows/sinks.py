@@ -208,6 +208,7 @@ class _KafkaOutPartition(StatefulSinkPartition[KafkaSinkMessage[bytes | None, by
                 err = f"no topic to produce to for {msg}"
                 raise RuntimeError(err)
             produce_waiting(self._producer, msg.topic, msg.value, msg.key, on_delivery=_delivered)
+        metrics.KAFKA_OUT_RECORDS.inc(len(values))
         self._producer.poll(0)  # serve delivery reports; never wait
 
     @override

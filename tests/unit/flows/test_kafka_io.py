@@ -75,6 +75,9 @@ class _Producer:
     def __len__(self) -> int:  # records not yet acknowledged
         return self.queued
 
+    def produce(self, topic: str, value: bytes | None, key: bytes | None, **_: object) -> None:
+        self.calls.append(f"produce {topic}")
+
     queued = 0
 
 
@@ -120,3 +123,20 @@ def test_the_output_sink_waits_at_epochs_when_the_flow_keeps_snapshots(monkeypat
     part = kafka_io(settings, pipeline).kafka_sink.build_part("kafka_out", "kafka-out-0", None)  # type: ignore[union-attr]
     part.snapshot()
     assert part._producer.calls == ["flush"]  # type: ignore[attr-defined]
+
+
+def test_output_records_are_counted_as_they_are_handed_to_the_producer():
+    from bytewax.connectors.kafka import KafkaSinkMessage
+
+    from cxstream.flows.sinks import _KafkaOutPartition
+
+    def handed() -> float:
+        return REGISTRY.get_sample_value("cxstream_kafka_out_records_total") or 0.0
+
+    before = handed()
+    producer = _Producer()
+    part = _KafkaOutPartition(producer, flush_on_snapshot=False)  # type: ignore[arg-type]
+    part.write_batch([KafkaSinkMessage(b"k", b"v", topic=t) for t in ("a", "b", "a")])
+    assert producer.calls == ["produce a", "produce b", "produce a", "poll"]
+    assert handed() == before + 3
+    part.close()
