@@ -655,9 +655,14 @@ def _drain(
     producer (across processes, in a cluster) outputs are in none of the counts."""
     deadline = time.monotonic() + timeout_s
     streak, last = 0, -1.0
+    counters: dict[str, float] = {}
     while streak < quiet:
         if time.monotonic() > deadline:
-            log.warning("the flows' last outputs were not out within %.0f s", timeout_s)
+            log.warning(
+                "the flows' last outputs were not out within %.0f s: %s",
+                timeout_s,
+                {k: v for k, v in counters.items() if "{" not in k or "processed" in k},
+            )
             return
         time.sleep(poll_s)
         counters = _counters(flows, only=_DRAINED)
