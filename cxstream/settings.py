@@ -106,6 +106,11 @@ class KafkaSettings(BaseModel):
             # not 1: a full queue (64 MB, seconds of work) was re-checked 850 times a second
             "fetch.queue.backoff.ms": "20",
             "fetch.wait.max.ms": "10",
+            # 4 MB prefetched per partition, not librdkafka's 64 MB: a backlog read ahead into a
+            # large queue keeps faulting in fresh memory (README, step 25; 3,000,000 events: one
+            # worker 206,000-221,000 events/s against 202,000, two processes 362,000-370,000
+            # against 319,000-322,000, peak RSS 348 against 934 MB)
+            "queued.max.messages.kbytes": "4096",
         }
     )
     # Merged over consumer_config for the low-volume inputs (customers, outcomes): an idle
