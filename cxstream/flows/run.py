@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import signal
 import sys
 import time
 from datetime import timedelta
@@ -93,6 +94,21 @@ def _tune_gil(switch_interval_s: float, *, cluster: bool) -> None:
         sys.setswitchinterval(switch_interval_s)
 
 
+def _interruptible() -> None:
+    """Let SIGINT stop the dataflow even when this process was started with it ignored.
+
+    A program started in the background by a non-interactive shell (``cxstream bench &`` in a
+    script), or by any launcher that ignores SIGINT, passes that on to its children, and Python
+    keeps an inherited ``SIG_IGN``: Bytewax then never sees the interrupt, and ``demo`` and
+    ``bench``, which stop their flows with SIGINT, had to kill them 20 s later (every run of a
+    bench started that way). The default handler raises ``KeyboardInterrupt``, which Bytewax
+    turns into a shutdown.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        log.info("SIGINT was ignored when this process started; it stops the dataflow now")
+
+
 def run_flow(
     settings: Settings,
     *,
@@ -122,6 +138,7 @@ def run_flow(
     if settings.flow.recovery_dir is not None:
         recovery = _recovery(Path(settings.flow.recovery_dir), settings.flow.recovery_partitions)
     _tune_gc(settings.flow.gc_threshold)
+    _interruptible()
     per_process = workers or settings.flow.workers
     _tune_gil(
         settings.flow.gil_switch_interval_s, cluster=per_process > 1 or process_id is not None

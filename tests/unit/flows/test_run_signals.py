@@ -1,0 +1,50 @@
+"""A flow process started with SIGINT ignored (a background job of a script) still stops on it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+_CHILD = """
+import sys, time
+if sys.argv[1] == "restore":
+    from cxstream.flows.run import _interruptible
+    _interruptible()
+print("ready", flush=True)
+try:
+    time.sleep(30)
+except KeyboardInterrupt:
+    sys.exit(7)
+"""
+
+
+def _start(mode: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        # what a non-interactive shell does to a command started with `&`
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "ready\n"
+    return proc
+
+
+@pytest.mark.parametrize(("mode", "stops"), [("restore", True), ("inherit", False)])
+def test_sigint_stops_a_process_that_inherited_it_ignored_only_once_restored(mode, stops):
+    proc = _start(mode)
+    try:
+        proc.send_signal(signal.SIGINT)
+        if stops:
+            assert proc.wait(10) == 7  # KeyboardInterrupt: what Bytewax turns into a shutdown
+        else:
+            time.sleep(0.5)
+            assert proc.poll() is None  # the premise: without it, SIGINT does nothing
+    finally:
+        proc.kill()
+        proc.wait(5)
