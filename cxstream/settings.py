@@ -103,7 +103,7 @@ class KafkaSettings(BaseModel):
             "queued.min.messages": "1000000",
             # not 0: with 0 a partition whose local queue is full re-checks it without pause,
             # and a backlog larger than the queue spins the fetch threads (measured: 3x slower);
-            # not 1: a full queue (64 MB, seconds of work) was re-checked 850 times a second
+            # not 1: a full queue (64 MB then, seconds of work) was re-checked 850 times a second
             "fetch.queue.backoff.ms": "20",
             "fetch.wait.max.ms": "10",
             # 4 MB prefetched per partition, not librdkafka's 64 MB: a backlog read ahead into a
