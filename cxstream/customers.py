@@ -3,7 +3,9 @@
 Without a mapping the CSV must use our field names (what ``cxstream simulate`` writes), with consent
 as ``consent_<channel>`` columns. With a mapping (YAML, see ``config/mappings/telco_ibm.yaml``) any
 file can be loaded: columns are renamed, vocabularies translated, missing fields derived or defaulted.
-Rows that do not validate are reported with their line number and reason, never dropped silently.
+A row is loaded whole or rejected whole: rows that do not validate are reported with their line
+number, the columns at fault and why, never dropped silently or half-loaded. Consent is granted
+only by an explicit value in the file; a missing value means not granted.
 
 >>> import io
 >>> rows = read_customers(io.StringIO("subscriber_id,monthly_charge,consent_sms\\ns1,80,granted\\n"))
@@ -51,7 +53,11 @@ class TierRule(BaseModel):
 
 
 class CsvMapping(BaseModel):
-    """How one CSV layout maps onto :class:`~cxstream.events.CustomerContext`."""
+    """How one CSV layout maps onto :class:`~cxstream.events.CustomerContext`.
+
+    Consent comes only from the file: ``consent`` names, per channel, the column that holds it
+    (its values translated through ``values.consent`` if given). A default never grants it.
+    """
 
     model_config = _STRICT
 
@@ -59,10 +65,12 @@ class CsvMapping(BaseModel):
     values: dict[str, dict[str, Any]] = Field(default_factory=dict)
     derived: dict[str, Derived] = Field(default_factory=dict)
     value_tier: TierRule | None = None
+    consent: dict[Channel, str] = Field(default_factory=dict)
     defaults: dict[str, Any] = Field(default_factory=dict)
 
     def check_fields(self, source: str) -> None:
-        """Reject target fields that :class:`CustomerContext` does not have."""
+        """Reject target fields that :class:`CustomerContext` does not have, and consent from
+        anywhere but the file's own columns."""
         known = set(CustomerContext.model_fields)
         for section in ("columns", "values", "derived", "defaults"):
             for name in getattr(self, section):
@@ -71,6 +79,23 @@ class CsvMapping(BaseModel):
                         f"{source}: {section}.{name}: not a customer field (known: {sorted(known)})"
                     )
                     raise ConfigError(msg)
+        for section in ("columns", "derived", "defaults"):
+            for name in _CONSENT_FIELDS & set(getattr(self, section)):
+                msg = (
+                    f"{source}: {section}.{name}: consent is read only from the file's own "
+                    "columns (the mapping's consent section), never granted by a mapping"
+                )
+                raise ConfigError(msg)
+
+    def column_of(self, name: str) -> str:
+        """The CSV column a customer field is read from (for error messages)."""
+        if name in self.columns:
+            return self.columns[name]
+        if name in self.derived:
+            return self.derived[name].source
+        if name == "value_tier" and self.value_tier is not None:
+            return self.column_of(self.value_tier.field)
+        return name
 
     def apply(self, row: dict[str, str]) -> dict[str, Any]:
         """One CSV row as CustomerContext input (blank cells are missing)."""
@@ -85,13 +110,26 @@ class CsvMapping(BaseModel):
                 record[ours] = rule.map.get(value, None) if rule.map is not None else value
                 if record[ours] is None:
                     del record[ours]
+        consent: dict[str, Any] = {}
+        for channel, column in self.consent.items():
+            value = (row.get(column) or "").strip()
+            if value:
+                consent[channel.value] = self.values.get("consent", {}).get(value, value)
+        if consent:
+            record["consent"] = consent
         if self.value_tier is not None and self.value_tier.field in record:
-            amount = float(record[self.value_tier.field])
+            try:
+                amount = float(record[self.value_tier.field])
+            except (TypeError, ValueError):
+                return record  # the field's own validation names the column
             for tier, bound in sorted(self.value_tier.bounds.items(), key=lambda kv: -kv[1]):
                 if amount >= bound:
                     record["value_tier"] = tier
                     break
         return record
+
+
+_CONSENT_FIELDS = {"consent", "consent_updated"}
 
 
 def load_mapping(path: str | Path) -> CsvMapping:
@@ -136,32 +174,62 @@ class ReadResult:
 def iter_customers(
     stream: TextIO, mapping: CsvMapping | None = None
 ) -> Iterator[CustomerContext | tuple[int, str]]:
-    """Yield a profile per valid row, or ``(line_number, reason)`` per invalid one."""
-    reader = csv.DictReader(stream)
+    """Yield a profile per valid row, or ``(line_number, reason)`` per invalid one.
+
+    A row is loaded whole or not at all: a row with fewer or more fields than the header, an
+    unterminated quote, or any field that does not validate rejects the row, with every error
+    of the row and the CSV column each comes from.
+    """
+    reader = csv.reader(stream, strict=True)
+    try:
+        header = [name.strip() for name in next(reader)]
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        yield 1, f"malformed CSV header: {exc}"
+        return
+    end = reader.line_num
     while True:
+        line = end + 1  # where this row starts (a quoted field may span lines)
         try:
             row = next(reader)
         except StopIteration:
             return
-        except csv.Error as exc:  # a malformed line: report it and go on with the next
-            yield reader.line_num, f"malformed CSV: {exc}"
+        except csv.Error as exc:  # e.g. an unterminated quote: nothing of it is loaded
+            yield line, f"malformed CSV: {exc}"
+            return  # the reader cannot find the next row's start after this
+        end = reader.line_num
+        if not row:
+            continue  # a blank line
+        if len(row) != len(header):
+            yield line, f"row has {len(row)} fields, the header {len(header)}"
             continue
-        line = reader.line_num
-        if None in row:  # DictReader files surplus fields under None
-            yield (
-                line,
-                f"row has {len(reader.fieldnames or []) + len(row[None])} fields, the header {len(reader.fieldnames or [])}",
-            )
-            continue
+        cells = dict(zip(header, row, strict=True))
         try:
-            record = mapping.apply(row) if mapping is not None else _canonical(row)
+            record = mapping.apply(cells) if mapping is not None else _canonical(cells)
             yield CustomerContext.model_validate(record)
         except ValidationError as exc:
-            err = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in err["loc"])
-            yield line, f"{where}: {err['msg']}"
-        except (ValueError, TypeError) as exc:
-            yield line, str(exc)
+            yield line, _reasons(exc, mapping)
+
+
+def _reasons(exc: ValidationError, mapping: CsvMapping | None) -> str:
+    """Every error of a row, each with the CSV column it comes from."""
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        if not loc:
+            out.append(err["msg"])
+            continue
+        ours = loc[0]
+        if ours == "consent" and len(loc) > 1:
+            column = f"consent_{loc[1]}"
+            if mapping is not None:
+                column = next((c for ch, c in mapping.consent.items() if ch == loc[1]), column)
+        else:
+            column = mapping.column_of(ours) if mapping is not None else ours
+        shown = f"column {column!r}" + (f" ({ours})" if column != ours else "")
+        out.append(f"{shown}: {err['msg']}")
+    return "; ".join(out)
 
 
 def read_customers(stream: TextIO, mapping: CsvMapping | None = None) -> ReadResult:

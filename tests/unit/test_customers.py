@@ -25,7 +25,7 @@ def test_ibm_telco_file_loads_through_the_shipped_mapping():
     assert first.subscriber_id == "7590-VHVEG"
     assert (first.contract, first.plan, first.plan_mbps) == ("month_to_month", "DSL", 25)
     assert first.value_tier is ValueTier.BRONZE  # 29.85 a month
-    assert first.consent[Channel.SMS] is ConsentStatus.GRANTED
+    assert first.consent == {}  # the file carries no consent: nobody may be contacted
     tiers = {c.value_tier for c in result.customers}
     assert tiers == set(ValueTier)
 
@@ -61,3 +61,68 @@ def test_mapping_naming_an_unknown_field_is_a_config_error(tmp_path):
     typo.write_text("colums: {}\n")
     with pytest.raises(ConfigError, match="colums"):
         load_mapping(typo)
+
+
+def test_a_mapping_cannot_grant_consent_by_default(tmp_path):
+    bad = tmp_path / "m.yaml"
+    bad.write_text("columns:\n  subscriber_id: id\ndefaults:\n  consent: {sms: granted}\n")
+    with pytest.raises(ConfigError, match=r"defaults\.consent: consent is read only from the file"):
+        load_mapping(bad)
+
+
+def test_consent_comes_from_the_mapped_columns_only(tmp_path):
+    spec = tmp_path / "m.yaml"
+    spec.write_text(
+        "columns: {subscriber_id: id}\n"
+        "consent: {sms: SmsOk, email: MailOk}\n"
+        "values: {consent: {'Yes': granted, 'No': denied}}\n"
+    )
+    text = "id,SmsOk,MailOk\na,Yes,No\nb,,Yes\nc,Maybe,\n"
+    result = read_customers(io.StringIO(text), load_mapping(spec))
+    consent = {c.subscriber_id: c.consent for c in result.customers}
+    assert consent == {
+        "a": {Channel.SMS: ConsentStatus.GRANTED, Channel.EMAIL: ConsentStatus.DENIED},
+        "b": {Channel.EMAIL: ConsentStatus.GRANTED},  # blank: unknown, not granted
+    }
+    ((line, reason),) = result.rejected
+    assert line == 4
+    assert "column 'SmsOk' (consent)" in reason
+
+
+def test_short_and_long_rows_are_rejected_whole():
+    text = (
+        "subscriber_id,monthly_charge,tenure_months,consent_sms\n"
+        "1234-BROKEN,0,Yes\n"  # a field short: nothing of it is loaded
+        "s2,10,3,granted,extra\n"
+        "s3,10,3,granted\n"
+    )
+    result = read_customers(io.StringIO(text))
+    assert [c.subscriber_id for c in result.customers] == ["s3"]
+    assert result.rejected == [
+        (2, "row has 3 fields, the header 4"),
+        (3, "row has 5 fields, the header 4"),
+    ]
+
+
+def test_every_error_of_a_row_is_reported_with_its_column(tmp_path):
+    text = "subscriber_id,monthly_charge,tenure_months\ns1,lots,-2\n"
+    ((line, reason),) = read_customers(io.StringIO(text)).rejected
+    assert line == 2
+    assert "column 'monthly_charge'" in reason
+    assert "column 'tenure_months'" in reason
+    # through a mapping, the file's own column names
+    with TELCO.open(newline="") as fh:
+        header = fh.readline()
+    row = "7590-VHVEG,Female,0,Yes,No,one,No,No phone service,DSL,No,Yes,No,No,No,No,Month-to-month,Yes,Electronic check,cheap,29.85,No\n"
+    ((_, reason),) = read_customers(io.StringIO(header + row), load_mapping(MAPPING)).rejected
+    assert "column 'tenure' (tenure_months)" in reason
+    assert "column 'MonthlyCharges' (monthly_charge)" in reason
+
+
+def test_an_unterminated_quote_loads_nothing_of_the_rest():
+    text = 'subscriber_id,monthly_charge\ns1,10\n"s2,20\ns3,30\n'
+    result = read_customers(io.StringIO(text))
+    assert [c.subscriber_id for c in result.customers] == ["s1"]
+    ((line, reason),) = result.rejected
+    assert line == 3
+    assert "malformed CSV" in reason
