@@ -233,6 +233,8 @@ def ensure_topics(
     except KafkaException as exc:
         msg = f"cannot reach Kafka at {settings.kafka.brokers}: {exc}"
         raise ServiceError(msg) from exc
+    finally:
+        admin.poll(0)  # librdkafka's log lines, through the rate-limited logger
     new = [
         NewTopic(t, num_partitions=settings.kafka.topics.partitions, replication_factor=1)
         for t in wanted

@@ -34,6 +34,7 @@ from pydantic_settings import (
 )
 
 from cxstream.errors import ConfigError
+from cxstream.kafkalog import KAFKA_LOGGER
 
 __all__ = [
     "CellSettingsModel",
@@ -140,17 +141,22 @@ class KafkaSettings(BaseModel):
             raise ValueError(msg)
         return value
 
-    def client_config(self) -> dict[str, str]:
-        """The librdkafka settings shared by consumers, producers and the admin client."""
+    def client_config(self) -> dict[str, Any]:
+        """The librdkafka settings shared by consumers, producers and the admin client; their
+        log lines go to the rate-limited ``cxstream.kafka`` logger (:mod:`cxstream.kafkalog`)."""
         if self.brokers is None:
             msg = "kafka.brokers is not set (null means an embedded broker, started by `demo`)"
             raise ConfigError(msg)
-        conf = {"bootstrap.servers": ",".join(self.brokers), **self.extra_config}
+        conf: dict[str, Any] = {
+            "bootstrap.servers": ",".join(self.brokers),
+            "logger": KAFKA_LOGGER,
+            **self.extra_config,
+        }
         if self.sasl_password is not None:
             conf["sasl.password"] = self.sasl_password.get_secret_value()
         return conf
 
-    def producer_settings(self) -> dict[str, str]:
+    def producer_settings(self) -> dict[str, Any]:
         """Everything a producer is configured with: the shared settings and ``producer_config``."""
         return {**self.client_config(), **self.producer_config}
 
@@ -319,6 +325,11 @@ class FlowSettings(BaseModel):
     max_event_ahead_s: Annotated[float, Field(gt=0)] = 300
     metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 3030
     workers: Annotated[int, Field(ge=1, le=256)] = 1
+    # falling behind: the input lag grew for this long while events arrived (lagging), or
+    # events waited and none was processed for this long (stalled); a lag under
+    # lag_alert_events is never reported. Logged, on the dashboard, cxstream_flow_health.
+    lag_alert_s: Annotated[float, Field(ge=5, le=86_400)] = 60.0
+    lag_alert_events: Annotated[int, Field(ge=0)] = 1000
     # state keys: subscribers and cells are grouped into this many shards (per whole cluster);
     # one call updates a batch of a shard. Keep it a few times the number of workers and a
     # multiple of it (up to 64 shards are named to spread evenly: cxstream/flows/routing.py).
@@ -350,11 +361,14 @@ class FlowSettings(BaseModel):
     audit_ttl_s: Annotated[int, Field(ge=1)] = 86_400
 
 
+ENV_PREFIX = "CXSTREAM_"  # CXSTREAM_<SECTION>__<KEY> overrides the file
+
+
 class Settings(BaseSettings):
     """Everything cxstream needs to run; see ``config/cxstream.yaml`` for a documented example."""
 
     model_config = SettingsConfigDict(
-        env_prefix="CXSTREAM_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
@@ -412,13 +426,30 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem, each naming the dotted key, e.g. ``kafka.brokerz: extra ...``."""
+def format_validation_error(
+    exc: ValidationError, source: str, *, env_prefix: str | None = None
+) -> str:
+    """One line per problem, each naming the dotted key, e.g. ``kafka.brokerz: extra ...``; with
+    ``env_prefix``, a value that came from an environment variable is named by that variable."""
     lines = [f"invalid configuration in {source}:"]
     for err in exc.errors(include_url=False):
-        key = ".".join(str(p) for p in err["loc"]) or "<top>"
-        lines.append(f"  {key}: {err['msg']}")
+        loc = [str(p) for p in err["loc"]]
+        variable = _env_variable(env_prefix, loc) if env_prefix is not None else None
+        if variable is not None:
+            lines.append(f"  {variable} (environment variable): {err['msg']}")
+        else:
+            lines.append(f"  {'.'.join(loc) or '<top>'}: {err['msg']}")
     return "\n".join(lines)
+
+
+def _env_variable(prefix: str, loc: list[str]) -> str | None:
+    """The environment variable that set the value at ``loc`` (or one of its parents), if any."""
+    present = {name.upper(): name for name in os.environ}
+    for n in range(len(loc), 0, -1):
+        name = (prefix + "__".join(loc[:n])).upper()
+        if name in present:
+            return present[name]
+    return None
 
 
 def load_settings(
@@ -433,7 +464,8 @@ def load_settings(
     try:
         return Settings(**(overrides or {}))
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path or "settings"))) from exc
+        source = str(path or "settings")
+        raise ConfigError(format_validation_error(exc, source, env_prefix=ENV_PREFIX)) from exc
     finally:
         _YAML_VALUES.pop("values", None)
 

@@ -73,3 +73,23 @@ def test_a_gil_switch_interval_of_zero_is_an_error_naming_the_key(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert "flow.gil_switch_interval_s" in str(info.value)
+
+
+def test_a_bad_environment_variable_is_reported_under_its_name(tmp_path, monkeypatch):
+    config = tmp_path / "c.yaml"
+    config.write_text("flow:\n  workers: 2\n")
+    monkeypatch.setenv("CXSTREAM_KAFKA__BROKERS", "kafka:9092")  # not a list
+    monkeypatch.setenv("CXSTREAM_FLOW__SHARDS", "0")
+    with pytest.raises(ConfigError) as err:
+        load_settings(config)
+    text = str(err.value)
+    assert "CXSTREAM_KAFKA__BROKERS (environment variable): Input should be a valid list" in text
+    assert "CXSTREAM_FLOW__SHARDS (environment variable)" in text
+    assert "kafka.brokers" not in text
+
+
+def test_a_bad_file_value_is_still_reported_under_its_key(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("flow:\n  workers: 0\n")
+    with pytest.raises(ConfigError, match=r"flow\.workers: Input should be greater"):
+        load_settings(config)
