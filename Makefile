@@ -13,8 +13,15 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) -m cxstream demo $(ARGS)
 
+soak: $(VENV)/.installed  # not part of the tests: 30 minutes of the demo, lag and memory reported
+	$(PY) -m cxstream soak $(ARGS)
+
 test: $(VENV)/.installed
+	bash .ci/prereqs
 	$(PY) -m pytest $(ARGS)
+
+screenshots: $(VENV)/.installed  # the README's dashboard screenshots, from the browser test
+	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest -p no:cacheprovider tests/e2e
 
 check: $(VENV)/.installed
 	$(PY) -m ruff check .
@@ -28,4 +35,4 @@ format: $(VENV)/.installed
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-.PHONY: install demo test check audit format
+.PHONY: install demo soak test screenshots check audit format

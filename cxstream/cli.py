@@ -112,6 +112,14 @@ def main(verbose: bool) -> None:
     help="Append the injected incidents (ground truth, JSON lines) to this file.",
 )
 @click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait at the end for every event to be processed or dead-lettered; if "
+    "they are not, the summary says so (drained: false) and the exit code is 1.",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -126,10 +134,17 @@ def demo(
     bad_ratio: float,
     seed: int,
     truth: Path | None,
+    drain_timeout: float,
     as_json: bool,
 ) -> None:
     """Run the whole system on embedded services (Kafka-protocol broker, Redis) with a simulated
-    network, injected incidents and a webhook receiver; print a summary at the end."""
+    network, injected incidents and a webhook receiver; print a summary at the end.
+
+    While it runs, a flow that falls behind (its backlog growing for flow.lag_alert_s while
+    events arrive, or nothing processed) is reported with a warning. Exit code 1 if the events
+    were not all processed or dead-lettered within --drain-timeout at the end.
+
+    Example: cxstream demo --duration 300 --json"""
     from cxstream.demo import DemoOptions, run_demo, summary_json, summary_lines
 
     settings = _settings(config)
@@ -152,6 +167,9 @@ def demo(
         bad_ratio=bad_ratio,
         seed=seed,
         truth_path=truth,
+        drain_timeout_s=drain_timeout,
+        lag_alert_s=settings.flow.lag_alert_s,
+        lag_alert_events=settings.flow.lag_alert_events,
     )
     try:
         summary = run_demo(settings, options, say=say, progress=progress, stop=stop)
@@ -166,6 +184,78 @@ def demo(
         click.echo(line)
     if as_json:
         click.echo(summary_json(summary))
+    if not summary.drained:
+        sys.exit(1)
+
+
+@main.command()
+@config_option
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=10),
+    default=1800.0,
+    show_default=True,
+    help="Seconds to stream.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=1),
+    default=1000.0,
+    show_default=True,
+    help="Events per second at the busiest hour, as in `demo`.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.FloatRange(min=10),
+    default=600.0,
+    show_default=True,
+    help="Report every process's memory this often (seconds); growth is measured after the first.",
+)
+@click.option(
+    "--lag-limit",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Report how long the lag stayed above this many seconds of input at the longest.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON line too.")
+def soak(
+    config: Path | None,
+    duration: float,
+    rate: float,
+    checkpoint: float,
+    lag_limit: float,
+    as_json: bool,
+) -> None:
+    """Run the demo for a long time and report the lag and every process's memory: events
+    produced, processed and dead-lettered, the largest lag, and the peak and growth of the RSS
+    of the demo, the dataflow, the embedded broker and Redis (Linux /proc). Exit code 1 if the
+    events were not all processed or dead-lettered at the end.
+
+    Example: cxstream soak --duration 1800 --json"""
+    from cxstream.demo import DemoOptions, run_demo
+    from cxstream.soak import SoakWatch, report_lines
+
+    settings = _settings(config)
+    watch = SoakWatch(checkpoint_s=checkpoint, lag_limit_s=lag_limit)
+    options = DemoOptions(
+        duration_s=duration,
+        rate=rate,
+        lag_alert_s=settings.flow.lag_alert_s,
+        lag_alert_events=settings.flow.lag_alert_events,
+    )
+    say = lambda text: click.echo(text, err=True)
+    try:
+        summary = run_demo(settings, options, say=say, progress=_Progress(), observe=watch)
+    except CxStreamError as exc:
+        raise click.ClickException(str(exc)) from exc
+    report = watch.report(summary)
+    for line in report_lines(report):
+        click.echo(line)
+    if as_json:
+        click.echo(json.dumps(report))
+    if not summary.drained:
+        sys.exit(1)
 
 
 @main.command()

@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -37,6 +39,7 @@ from cxstream.actions.receiver import WebhookReceiver
 from cxstream.context import ContextStore
 from cxstream.errors import ServiceError
 from cxstream.events import Channel, ConsentStatus, utcnow
+from cxstream.health import FlowHealth, LagWatch
 from cxstream.producer import produce_events
 from cxstream.services import (
     context_client,
@@ -51,6 +54,13 @@ __all__ = ["DemoOptions", "DemoSummary", "FlowProcess", "run_demo", "scrape_coun
 
 log = logging.getLogger(__name__)
 
+# The simulated probes export their measurements a quarter of a second at a time, as network
+# collectors do, instead of one small batch every few milliseconds. The embedded broker (Tansu's
+# memory engine) keeps every batch for ever and lists all of a partition's batches on every fetch
+# that returns data, so its cost per fetch grows with the number of batches stored: see
+# docs/operations.md, "The embedded broker".
+STREAM_PRODUCER = {"linger.ms": "250", "batch.num.messages": "100000"}
+
 
 @dataclass(frozen=True)
 class DemoOptions:
@@ -63,6 +73,9 @@ class DemoOptions:
     bad_ratio: float = 0.002
     seed: int = 7
     truth_path: Path | None = None
+    drain_timeout_s: float = 120.0
+    lag_alert_s: float = 60.0  # the demo's own watch on the flow (see cxstream/health.py)
+    lag_alert_events: int = 1000
 
 
 @dataclass
@@ -75,7 +88,9 @@ class DemoSummary:
     alerts: int = 0
     actions: int = 0
     webhook_deliveries: int = 0
+    drained: bool = True  # every produced event was processed or dead-lettered in time
     # not in the JSON line: details for the human summary
+    max_lag: int = field(default=0, repr=False, metadata={"json": False})
     incidents_opened: int = field(default=0, repr=False, metadata={"json": False})
     decisions: dict[tuple[str, str], int] = field(
         default_factory=dict, repr=False, metadata={"json": False}
@@ -257,29 +272,42 @@ def _decisions(counters: dict[str, float]) -> dict[tuple[str, str], int]:
 
 
 def _drain(
-    flow: FlowProcess, produced: int, receiver: WebhookReceiver, timeout_s: float
+    flow: FlowProcess,
+    produced: int,
+    receiver: WebhookReceiver,
+    timeout_s: float,
+    last: DemoSummary | None = None,
 ) -> DemoSummary:
-    """Wait until every produced event ended somewhere and deliveries stopped changing."""
+    """Wait until every produced event ended somewhere and deliveries stopped changing; the
+    summary's ``drained`` says whether the events did within ``timeout_s``. A flow that does
+    not answer its metrics endpoint counts as making no progress."""
     deadline = time.monotonic() + timeout_s
-    summary = _summary(flow, produced, receiver)
-    while time.monotonic() < deadline:
+    summary = dataclasses.replace(last or DemoSummary(), events_produced=produced)
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            summary = _summary(flow, produced, receiver)
         if summary.events_processed + summary.dead_letters >= produced:
             break
+        if time.monotonic() >= deadline or flow.proc.poll() is not None:
+            summary.drained = False
+            return summary
         time.sleep(0.25)
-        summary = _summary(flow, produced, receiver)
-    settle = time.monotonic() + 10.0 + flow.hold_s
+    settle = min(deadline, time.monotonic() + 10.0 + flow.hold_s)
     while time.monotonic() < settle:
-        c = flow.counters()
+        try:
+            c = flow.counters()
+            summary = _summary(flow, produced, receiver)
+        except httpx.HTTPError:
+            break  # the events are all accounted for; deliveries are the flow's to report
         if c.get("cxstream_held_alerts", 0) > 0:  # demarcation still deciding some alerts
             time.sleep(0.25)
             continue
         delivered = c.get("cxstream_webhook_deliveries_total{outcome=delivered}", 0)
         failed = c.get("cxstream_webhook_deliveries_total{outcome=failed}", 0)
-        summary = _summary(flow, produced, receiver)
         if delivered + failed >= summary.actions:
             break
         time.sleep(0.25)
-    return _summary(flow, produced, receiver)
+    return summary
 
 
 def run_demo(
@@ -289,8 +317,12 @@ def run_demo(
     say: Callable[[str], None] = print,
     progress: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
+    observe: Callable[[FlowProcess, int, DemoSummary], None] | None = None,
 ) -> DemoSummary:
-    """Run the demo; returns the summary (also when interrupted with Ctrl-C)."""
+    """Run the demo; returns the summary (also when interrupted with Ctrl-C).
+
+    ``observe(flow, produced, summary)`` is called about twice a second while events stream
+    (``cxstream soak`` samples the processes there)."""
     stop = stop or threading.Event()
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     with embedded_services(settings) as live, tempfile.TemporaryDirectory(prefix="cxdemo-") as tmp:
@@ -318,11 +350,69 @@ def run_demo(
                 say(f"dataflow running; metrics at {flow.metrics_url}")
                 say(f"dashboard: {flow.dashboard_url}")
                 say(f"webhook receiver (stands in for marketing) at {receiver.url}")
-                produced = _stream(live, sim, options, flow, receiver, say, progress, stop)
+                watch = LagWatch(options.lag_alert_s, options.lag_alert_events)
+                tick = _Report(say, progress, watch, observe)
+                produced = _stream(live, sim, options, flow, receiver, tick, stop)
                 say("draining: waiting until every event is processed or dead-lettered ...")
-                return _drain(flow, produced, receiver, timeout_s=120)
+                summary = _drain(flow, produced, receiver, options.drain_timeout_s, tick.last)
+                summary.max_lag = int(watch.max_lag)
+                if not summary.drained:
+                    waiting = produced - summary.events_processed - summary.dead_letters
+                    say(
+                        f"drain timed out after {options.drain_timeout_s:.0f} s: {waiting} "
+                        f"events were neither processed nor dead-lettered (flow log: "
+                        f"{flow.log_path})"
+                    )
+                return summary
             finally:
                 flow.stop()
+
+
+class _Report:
+    """What the demo does with each progress tick: the status line, the watch on the flow
+    (a warning when it falls behind, see :mod:`cxstream.health`), and the observer."""
+
+    def __init__(
+        self,
+        say: Callable[[str], None],
+        progress: Callable[[str], None] | None,
+        watch: LagWatch,
+        observe: Callable[[FlowProcess, int, DemoSummary], None] | None,
+    ) -> None:
+        self.say, self.progress, self.watch, self.observe = say, progress, watch, observe
+        self.last = DemoSummary()
+
+    def __call__(self, flow: FlowProcess, receiver: WebhookReceiver, produced: int) -> None:
+        try:
+            s = self.last = _summary(flow, produced, receiver)
+        except httpx.HTTPError:  # a flow that does not answer is not seen to make progress
+            s = dataclasses.replace(self.last, events_produced=produced)
+        lag = produced - s.events_processed - s.dead_letters
+        before = self.watch.state
+        state = self.watch.update(time.monotonic(), lag, s.events_processed + s.dead_letters)
+        if state is not before:
+            if state is FlowHealth.OK:
+                self.say(f"the flow keeps up again ({lag} events waiting)")
+            else:
+                self.say(
+                    f"warning: the flow is {state.value}: {lag} events wait "
+                    f"(over {self.watch.after_s:.0f} s: "
+                    + (
+                        "none was processed)"
+                        if state is FlowHealth.STALLED
+                        else "the backlog grew while events arrived)"
+                    )
+                    + f"; flow log: {flow.log_path}"
+                )
+        if self.observe is not None:
+            self.observe(flow, produced, s)
+        if self.progress is not None:
+            flag = "" if state is FlowHealth.OK else f" | {state.value.upper()}"
+            self.progress(
+                f"produced {s.events_produced:>8} | processed {s.events_processed:>8} | "
+                f"dead letters {s.dead_letters:>5} | alerts {s.alerts:>4} | actions {s.actions:>4} | "
+                f"webhooks {s.webhook_deliveries:>4}{flag}"
+            )
 
 
 def _stream(
@@ -331,12 +421,12 @@ def _stream(
     options: DemoOptions,
     flow: FlowProcess,
     receiver: WebhookReceiver,
-    say: Callable[[str], None],
-    progress: Callable[[str], None] | None,
+    tick: _Report,
     stop: threading.Event,
 ) -> int:
     start = utcnow()
     span = options.duration_s or 120.0
+    say = tick.say
 
     def plan(cycle_start: datetime) -> None:
         incidents = plan_incidents(sim, cycle_start, span, sim.rng)
@@ -353,22 +443,12 @@ def _stream(
                 truth.writelines(inc.to_json() + b"\n" for inc in incidents)
 
     plan(start)
-    producer = Producer(settings.kafka.producer_settings())
+    producer = Producer({**settings.kafka.producer_settings(), **STREAM_PRODUCER})
     topic = settings.kafka.topics.qos
     _publish_customer_updates(producer, settings, sim)
 
     def report(produced: int) -> None:
-        if progress is None:
-            return
-        try:
-            s = _summary(flow, produced, receiver)
-        except httpx.HTTPError:
-            return
-        progress(
-            f"produced {s.events_produced:>8} | processed {s.events_processed:>8} | "
-            f"dead letters {s.dead_letters:>5} | alerts {s.alerts:>4} | actions {s.actions:>4} | "
-            f"webhooks {s.webhook_deliveries:>4}"
-        )
+        tick(flow, receiver, produced)
 
     if options.duration_s is not None:
         return produce_events(
@@ -398,8 +478,9 @@ def _stream(
             stop=stop,
             on_progress=cycle_report,
         )
-        start = utcnow()
-        plan(start)
+        if not stop.is_set():
+            start = utcnow()
+            plan(start)
     return produced
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import get_args
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Enum, Gauge, Histogram
 
 from cxstream.events import BadReason
 
@@ -34,6 +34,7 @@ __all__ = [
     "EXPERIMENT_RATE",
     "EXPERIMENT_SUBJECTS",
     "EXPERIMENT_UPLIFT",
+    "FLOW_HEALTH",
     "HELD_ALERTS",
     "KAFKA_DELIVERY_ERRORS",
     "KAFKA_OUT_QUEUED",
@@ -104,6 +105,14 @@ EXPERIMENT_UPLIFT = Gauge(
     "experiment_uplift",
     "Control rate minus treated rate of an outcome (positive churn uplift: fewer churned).",
     ["outcome"],
+    namespace=_NS,
+)
+FLOW_HEALTH = Enum(
+    "flow_health",
+    "Whether this process keeps up with its input: lagging (the input lag grew over "
+    "flow.lag_alert_s while events arrived) or stalled (events waited and none was processed "
+    "over flow.lag_alert_s); see cxstream/health.py.",
+    states=["ok", "lagging", "stalled"],
     namespace=_NS,
 )
 HELD_ALERTS = Gauge(

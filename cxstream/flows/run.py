@@ -15,6 +15,8 @@ from bytewax.run import cli_main
 
 from cxstream.errors import ServiceError
 from cxstream.flows.cx import build_flow, kafka_io, pipeline_from_settings
+from cxstream.health import FlowHealth, HealthMonitor, LagWatch
+from cxstream.metrics import FLOW_HEALTH
 from cxstream.privacy import configure as configure_pseudonyms
 from cxstream.services import ensure_topics
 from cxstream.settings import Settings, apply_env, bytewax_api_env
@@ -137,6 +139,12 @@ def run_flow(
     recovery = None
     if settings.flow.recovery_dir is not None:
         recovery = _recovery(Path(settings.flow.recovery_dir), settings.flow.recovery_partitions)
+    monitor = HealthMonitor(
+        LagWatch(settings.flow.lag_alert_s, settings.flow.lag_alert_events),
+        on_state=_export_health,
+        interval_s=min(5.0, settings.flow.lag_alert_s / 6),
+    )
+    monitor.start()
     _tune_gc(settings.flow.gc_threshold)
     _interruptible()
     per_process = workers or settings.flow.workers
@@ -151,5 +159,10 @@ def run_flow(
         epoch_interval=timedelta(seconds=settings.flow.snapshot_interval_s),
         recovery_config=recovery,
     )
+    monitor.stop()
     if dashboard is not None:
         dashboard.stop()
+
+
+def _export_health(state: FlowHealth) -> None:
+    FLOW_HEALTH.state(state.value)

@@ -1,10 +1,14 @@
-"""The CLI as a user runs it: demo (the acceptance run), simulate, load-customers."""
+"""The CLI as a user runs it: demo, simulate, load-customers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -59,7 +63,9 @@ def test_demo_runs_the_whole_loop_on_embedded_services(tmp_path):
         "alerts",
         "actions",
         "webhook_deliveries",
+        "drained",
     }
+    assert summary["drained"] is True
     # 25 s at a peak rate of 400/s, scaled by the time of day (fewer events at night)
     expected = 25 * 400 * diurnal_factor(utcnow())
     assert summary["events_produced"] > 0.5 * expected
@@ -150,6 +156,70 @@ def test_load_customers_with_redis_down_is_a_clear_error(tmp_path):
     result = cxstream("load-customers", str(csv), env=env)
     assert result.returncode == 1
     assert "cannot reach Redis" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_stalled_flow_is_reported_and_the_demo_fails(tmp_path):
+    # The flow is frozen (SIGSTOP) while events stream: the demo warns that it stalled, the
+    # drain times out, the summary says drained: false, and the exit code is 1.
+    env = {**os.environ, "CXSTREAM_FLOW__LAG_ALERT_S": "5", "CXSTREAM_FLOW__LAG_ALERT_EVENTS": "50"}
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cxstream",
+            "demo",
+            "--duration",
+            "30",
+            "--rate",
+            "400",
+            "--subscribers",
+            "200",
+            "--cells",
+            "8",
+            "--drain-timeout",
+            "5",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    try:
+        flow = _wait_for_child(demo.pid, "cxstream run", timeout_s=60)
+        time.sleep(8)  # let it process for a while first
+        os.kill(flow, signal.SIGSTOP)
+        out, err = demo.communicate(timeout=240)
+    finally:
+        with contextlib.suppress(ProcessLookupError, UnboundLocalError):
+            os.kill(flow, signal.SIGCONT)
+        demo.kill()
+    assert demo.returncode == 1, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["drained"] is False
+    assert summary["events_processed"] + summary["dead_letters"] < summary["events_produced"]
+    assert "warning: the flow is stalled" in err
+    assert "drain timed out after 5 s" in err
+
+
+def _wait_for_child(parent: int, command: str, timeout_s: float) -> int:
+    """The pid of ``parent``'s child process whose command line contains ``command``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                stat = (proc / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if ppid == parent and command in cmdline:
+                    return int(proc.name)
+        time.sleep(0.2)
+    msg = f"no child {command!r} of {parent} within {timeout_s} s"
+    raise AssertionError(msg)
 
 
 def test_demo_without_redis_server_says_how_to_install_it(tmp_path):

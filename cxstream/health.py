@@ -1,0 +1,134 @@
+"""Whether a flow keeps up with its input: ``ok``, ``lagging`` or ``stalled``.
+
+A flow that reads a backlog has a large lag that shrinks; a flow that cannot keep up has a lag that
+grows while input keeps arriving; a stalled flow processes nothing while events wait. Only the
+last two are worth waking someone for. :class:`LagWatch` tells them apart from two running
+figures, the lag (events waiting) and the count of events done (processed or dead-lettered),
+sampled now and then; ``cxstream run`` and ``cxstream demo`` feed it, log each change of state,
+and export it as the ``cxstream_flow_health`` metric and on the dashboard.
+
+>>> watch = LagWatch(after_s=60, min_lag=100)
+>>> [watch.update(t, lag=500 + 10 * t, done=1000 * t).value for t in (0, 30, 60, 90)]
+['ok', 'ok', 'lagging', 'lagging']
+>>> watch.update(120, lag=0, done=121_000).value  # caught up
+'ok'
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from enum import StrEnum
+
+from prometheus_client import REGISTRY
+
+__all__ = ["FlowHealth", "HealthMonitor", "LagWatch", "registry_progress"]
+
+log = logging.getLogger(__name__)
+
+
+class FlowHealth(StrEnum):
+    """How a flow is doing with its input."""
+
+    OK = "ok"
+    LAGGING = "lagging"  # the lag grew over the whole window while input arrived
+    STALLED = "stalled"  # events waited and none was done over the whole window
+
+
+class LagWatch:
+    """Judges a flow from samples of its lag and of the events it has done.
+
+    ``after_s``: how long the lag must grow (or nothing be done) before the state changes;
+    ``min_lag``: a lag below this many events is never a problem (a poll's worth of jitter).
+    Memory is bounded by the samples in one window.
+    """
+
+    def __init__(self, after_s: float = 60.0, min_lag: float = 1000.0) -> None:
+        self.after_s = after_s
+        self.min_lag = min_lag
+        self.state = FlowHealth.OK
+        self.max_lag = 0.0
+        self._samples: deque[tuple[float, float, float]] = deque()
+
+    def update(self, now: float, lag: float, done: float) -> FlowHealth:
+        """Add a sample (seconds, events waiting, events done so far); return the state."""
+        lag = max(lag, 0.0)
+        self.max_lag = max(self.max_lag, lag)
+        self._samples.append((now, lag, done))
+        # keep exactly one sample at or before the window's start: the reference
+        while len(self._samples) > 1 and self._samples[1][0] <= now - self.after_s:
+            self._samples.popleft()
+        ref_t, ref_lag, ref_done = self._samples[0]
+        if now - ref_t < self.after_s:
+            return self.state  # not a whole window seen yet
+        if lag < self.min_lag:
+            self.state = FlowHealth.OK
+        elif done <= ref_done:
+            self.state = FlowHealth.STALLED
+        elif lag > ref_lag and done + lag > ref_done + ref_lag:  # growing, input arriving
+            self.state = FlowHealth.LAGGING
+        else:
+            self.state = FlowHealth.OK
+        return self.state
+
+
+def registry_progress() -> tuple[float, float]:
+    """This process's input lag (``bytewax_kafka_consumer_lag``, summed over its partitions) and
+    the events it has done (``cxstream_events_total``: processed and dead-lettered)."""
+    lag = done = 0.0
+    for family in REGISTRY.collect():
+        for sample in family.samples:
+            if sample.name == "bytewax_kafka_consumer_lag":
+                lag += sample.value
+            elif sample.name == "cxstream_events_total":
+                done += sample.value
+    return lag, done
+
+
+class HealthMonitor(threading.Thread):
+    """Samples ``read()`` every ``interval_s``, keeps a :class:`LagWatch`, logs each change of
+    state, and calls ``on_state`` with it (e.g. to set a metric)."""
+
+    def __init__(
+        self,
+        watch: LagWatch,
+        read: Callable[[], tuple[float, float]] = registry_progress,
+        on_state: Callable[[FlowHealth], None] | None = None,
+        interval_s: float = 5.0,
+    ) -> None:
+        super().__init__(name="cxstream-health", daemon=True)
+        self.watch = watch
+        self._read = read
+        self._on_state = on_state
+        self._interval_s = interval_s
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self._interval_s):
+            before = self.watch.state
+            lag, done = self._read()
+            state = self.watch.update(time.monotonic(), lag, done)
+            if self._on_state is not None:
+                self._on_state(state)
+            if state is not before:
+                say = log.info if state is FlowHealth.OK else log.warning
+                say(
+                    "the flow is %s: %.0f events wait in its input (over the last %.0f s: %s)",
+                    state.value,
+                    lag,
+                    self.watch.after_s,
+                    _WHY[state],
+                )
+
+    def stop(self) -> None:
+        self._halt.set()
+
+
+_WHY = {
+    FlowHealth.OK: "keeping up again",
+    FlowHealth.LAGGING: "the lag grew while events arrived; it processes less than arrives",
+    FlowHealth.STALLED: "no event was processed while events waited",
+}

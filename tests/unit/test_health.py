@@ -1,0 +1,69 @@
+"""Telling a flow that falls behind from one that catches up (cxstream/health.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from cxstream.health import FlowHealth, HealthMonitor, LagWatch
+
+
+def feed(watch, samples):
+    return [watch.update(t, lag=lag, done=done).value for t, lag, done in samples]
+
+
+def test_a_growing_backlog_while_input_arrives_is_lagging_after_the_window():
+    watch = LagWatch(after_s=30, min_lag=100)
+    # 1,000 events/s arrive, 800 are done: the lag grows 200 a second
+    states = feed(watch, [(t, 200 * t, 800 * t) for t in range(0, 61, 5)])
+    assert states[:6] == ["ok"] * 6  # less than a whole window seen
+    assert states[-1] == "lagging"
+    assert watch.max_lag == 12_000
+
+
+def test_a_shrinking_backlog_is_not_a_problem():
+    watch = LagWatch(after_s=30, min_lag=100)
+    # replaying a backlog of 100,000: the lag shrinks though it is large
+    states = feed(watch, [(t, 100_000 - 1_000 * t, 2_000 * t) for t in range(0, 91, 5)])
+    assert set(states) == {"ok"}
+
+
+def test_nothing_done_while_events_wait_is_stalled_and_recovery_is_ok():
+    watch = LagWatch(after_s=20, min_lag=100)
+    states = feed(watch, [(t, 500 + 10 * t, 5_000) for t in range(0, 41, 5)])
+    assert states[-1] == "stalled"
+    assert feed(watch, [(45, 0, 9_000)]) == ["ok"]
+
+
+def test_a_small_lag_is_never_reported():
+    watch = LagWatch(after_s=10, min_lag=1_000)
+    assert set(feed(watch, [(t, 10 * t, 0) for t in range(0, 60, 2)])) == {"ok"}
+
+
+def test_memory_is_one_window_of_samples():
+    watch = LagWatch(after_s=10, min_lag=1)
+    for t in range(10_000):
+        watch.update(t, lag=1, done=t)
+    assert len(watch._samples) <= 12
+
+
+def test_the_monitor_logs_each_change_of_state_once(caplog):
+    readings = iter([(500 + 100 * i, 1_000) for i in range(10)])
+    seen = []
+    monitor = HealthMonitor(
+        LagWatch(after_s=0.02, min_lag=100),
+        read=lambda: next(readings, (0, 2_000)),
+        on_state=seen.append,
+        interval_s=0.005,
+    )
+    with caplog.at_level(logging.INFO, logger="cxstream.health"):
+        monitor.start()
+        while len(seen) < 15:
+            time.sleep(0.005)
+        monitor.stop()
+        monitor.join(1)
+    assert FlowHealth.STALLED in seen
+    assert seen[-1] is FlowHealth.OK
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("the flow is stalled" in m for m in messages) == 1
+    assert sum("the flow is ok" in m for m in messages) == 1
