@@ -17,6 +17,7 @@ import asyncio
 import hmac
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -72,15 +73,18 @@ class _TokenAuth(BaseHTTPMiddleware):
 
 
 class _Health:
-    """Events per second, lag, dead letters and webhook failures, from this process's registry."""
+    """Events per second (over the last ``window_s``), lag, dead letters, webhook failures and
+    whether the flow keeps up (``cxstream_flow_health``), from this process's registry."""
 
-    def __init__(self) -> None:
-        self._last: tuple[float, float] | None = None
-        self._rate = 0.0
+    def __init__(self, window_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._window_s = window_s
+        self._clock = clock
+        self._done: deque[tuple[float, float]] = deque()
 
-    def read(self) -> dict[str, float]:
+    def read(self) -> dict[str, Any]:
         values: dict[str, float] = {}
         lag = 0.0
+        state = "ok"
         for family in REGISTRY.collect():
             for sample in family.samples:
                 if sample.name == "cxstream_events_total":
@@ -89,21 +93,26 @@ class _Health:
                     values[f"webhook_{sample.labels['outcome']}"] = sample.value
                 elif sample.name == "bytewax_kafka_consumer_lag":
                     lag += sample.value
-        now = time.monotonic()
-        total = values.get("processed", 0.0) + values.get("dead_letter", 0.0)
-        if self._last is not None and now - self._last[0] >= 0.5:
-            self._rate = (total - self._last[1]) / (now - self._last[0])
-            self._last = (now, total)
-        elif self._last is None:
-            self._last = (now, total)
+                elif sample.name == "cxstream_flow_health" and sample.value == 1:
+                    state = sample.labels["cxstream_flow_health"]
         return {
-            "events_per_s": round(self._rate, 1),
+            "events_per_s": round(self._rate(values), 1),
             "processed": values.get("processed", 0.0),
             "dead_letters": values.get("dead_letter", 0.0),
             "webhook_delivered": values.get("webhook_delivered", 0.0),
             "webhook_failed": values.get("webhook_failed", 0.0),
             "lag": lag,
+            "state": state,
         }
+
+    def _rate(self, values: dict[str, float]) -> float:
+        """Events done per second over the last window: a rolling rate, steady between polls."""
+        now = self._clock()
+        self._done.append((now, values.get("processed", 0.0) + values.get("dead_letter", 0.0)))
+        while len(self._done) > 2 and now - self._done[1][0] >= self._window_s:
+            self._done.popleft()
+        (t0, first), (t1, last) = self._done[0], self._done[-1]
+        return (last - first) / (t1 - t0) if t1 > t0 else 0.0
 
 
 def create_app(

@@ -243,8 +243,9 @@ def _apply_status(action: dict[str, Any], record: dict[str, Any]) -> None:
 
 
 def _count_tiers(affected: list[dict[str, Any]]) -> dict[str, int]:
+    """Affected customers per value tier, highest tier first (JSON keeps the order)."""
     counts: dict[str, int] = {}
     for a in affected:
         tier = a.get("valueTier") or "unknown"
         counts[tier] = counts.get(tier, 0) + 1
-    return counts
+    return dict(sorted(counts.items(), key=lambda kv: -_TIER_VALUE.get(kv[0], 0)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.testclient import TestClient
 
-from cxstream.dashboard.app import create_app
+from cxstream.dashboard.app import _Health, create_app
 from cxstream.dashboard.state import DashboardState
 
 ALARM = {
@@ -15,7 +15,12 @@ ALARM = {
     "perceivedSeverity": "major",
     "alarmRaisedTime": "2026-01-01T00:00:00+00:00",
     "alarmChangedTime": "2026-01-01T00:00:00+00:00",
-    "affectedService": [{"id": "s1", "valueTier": "gold"}, {"id": "s2", "valueTier": "bronze"}],
+    "affectedService": [
+        {"id": "s2", "valueTier": "bronze"},
+        {"id": "s1", "valueTier": "gold"},
+        {"id": "s3", "valueTier": "platinum"},
+        {"id": "s4", "valueTier": "bronze"},
+    ],
     "x-cxstream": {"share": 0.5},
 }
 
@@ -78,11 +83,25 @@ def test_overview_shapes_and_value_at_risk():
     client, _ = make()
     data = client.get("/api/overview").json()
     [incident] = data["incidents"]
-    assert (incident["cell_id"], incident["affected"], incident["value_at_risk"]) == ("c1", 2, 4)
-    assert incident["tiers"] == {"gold": 1, "bronze": 1}
+    assert (incident["cell_id"], incident["affected"], incident["value_at_risk"]) == ("c1", 4, 9)
+    assert list(incident["tiers"].items()) == [("platinum", 1), ("gold", 1), ("bronze", 2)]
     assert data["customers"][0]["subscriber_id"] == "s1"
     assert data["actions"][0]["status"] == "delivered"
-    assert set(data["health"]) >= {"events_per_s", "lag", "dead_letters", "webhook_failed"}
+    assert set(data["health"]) >= {"events_per_s", "lag", "dead_letters", "webhook_failed", "state"}
+
+
+def test_events_per_second_is_a_rolling_rate_not_a_flicker():
+    now = [0.0]
+    done = [0.0]
+    health = _Health(window_s=10.0, clock=lambda: now[0])
+    health._rate({"processed": 0.0})
+    rates = []
+    for step in range(1, 41):  # polls every 0.25 s; 1,000 events arrive once a second
+        now[0] = step * 0.25
+        if step % 4 == 0:
+            done[0] += 1000
+        rates.append(health._rate({"processed": done[0]}))
+    assert all(850 <= r <= 1100 for r in rates[-20:]), rates[-20:]  # never 0 between batches
 
 
 def test_acknowledgement_is_recorded_and_published_as_a_tmf642_update():

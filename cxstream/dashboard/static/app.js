@@ -16,8 +16,8 @@ function renderIncidents(incidents) {
     <tr data-incident="${esc(i.id)}">
       <td class="sev-${esc(i.severity)}">${esc(i.severity)}</td>
       <td>${esc(i.cell_id)}</td>
-      <td>${i.affected} <small>${Object.entries(i.tiers).map(([t, n]) => `${esc(t)} ${n}`).join(", ")}</small></td>
-      <td>${i.value_at_risk}</td>
+      <td>${i.affected} customers <small>${Object.entries(i.tiers).map(([t, n]) => `${esc(t)} ${n}`).join(", ")}</small></td>
+      <td>${i.value_at_risk} tier points</td>
       <td>${time(i.since)}</td>
       <td class="state">${esc(i.state)}</td>
       <td class="ack">${i.ack ? `${esc(i.ack.by)} ${time(i.ack.at)}` : ""}</td>
@@ -33,20 +33,21 @@ function renderCells(cells) {
 function renderCustomers(customers) {
   $("#customers tbody").innerHTML = customers.map((c) => `
     <tr><td><a href="#/customer/${encodeURIComponent(c.subscriber_id)}">${esc(c.subscriber_id)}</a></td>
-      <td>${esc(c.value_tier)}</td><td>${esc(c.experience_index)}</td><td>${esc(c.cell_id)}</td>
-      <td>${c.why && c.why.inputs ? c.why.inputs.map((m) => `${esc(m.input)} ${esc(m.from)}→${esc(m.to)}`).join("; ") : ""}</td>
-      <td>${esc(c.explained_by ? "explained by " + c.explained_by : c.policy || "")}</td></tr>`).join("");
+      <td>${esc(c.value_tier)}</td><td>${c.experience_index == null ? "" : `${esc(c.experience_index)} / 100`}</td><td>${esc(c.cell_id)}</td>
+      <td class="wrap">${c.why && c.why.inputs ? c.why.inputs.map((m) => `${esc(m.input)} ${esc(m.from)}→${esc(m.to)}`).join("; ") : ""}</td>
+      <td class="wrap">${esc(c.explained_by ? "explained by " + c.explained_by : c.policy || "")}</td></tr>`).join("");
 }
 
 function renderActions(actions) {
   $("#actions tbody").innerHTML = actions.map((a) => `
-    <tr><td>${esc(a.action_id)}</td><td>${esc(a.subscriber_id)}</td><td>${esc(a.kind)}</td>
-      <td>${esc(a.status)}${a.error ? ` <small>${esc(a.error)}</small>` : ""}</td><td>${time(a.decided_at)}</td></tr>`).join("");
+    <tr><td class="id" title="${esc(a.action_id)}">${esc(a.action_id)}</td><td>${esc(a.subscriber_id)}</td><td>${esc(a.kind)}</td>
+      <td class="wrap">${esc(a.status)}${a.error ? ` <small>${esc(a.error)}</small>` : ""}</td><td>${time(a.decided_at)}</td></tr>`).join("");
 }
 
 function renderHealth(h) {
-  $("#health").innerHTML = `<span><b>${h.events_per_s}</b> events/s</span><span>lag <b>${h.lag}</b></span>
-    <span>dead letters <b>${h.dead_letters}</b></span><span>webhooks <b>${h.webhook_delivered}</b> ok / <b>${h.webhook_failed}</b> failed</span>`;
+  const state = h.state && h.state !== "ok" ? `<span class="flow-${esc(h.state)}">flow <b>${esc(h.state)}</b></span>` : "";
+  $("#health").innerHTML = `${state}<span><b>${Math.round(h.events_per_s)}</b> events/s <small>(10 s)</small></span><span>lag <b>${h.lag}</b> events</span>
+    <span>dead letters <b>${h.dead_letters}</b> events</span><span>webhooks <b>${h.webhook_delivered}</b> ok / <b>${h.webhook_failed}</b> failed</span>`;
 }
 
 function render(data) {
