@@ -347,7 +347,7 @@ def _run_bench(
         }
     )
     with ExitStack() as stack:
-        live = stack.enter_context(embedded_services(settings))
+        live = stack.enter_context(embedded_services(settings)).settings
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cxbench-")))
         live = live.model_copy(
             update={

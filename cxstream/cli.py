@@ -112,6 +112,14 @@ def main(verbose: bool) -> None:
     help="Append the injected incidents (ground truth, JSON lines) to this file.",
 )
 @click.option(
+    "--broker-rotation",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Replace the embedded broker with an empty one this often (seconds; 0: never): it "
+    "has no retention, and the flow resumes from its recovery snapshot. See docs/operations.md.",
+)
+@click.option(
     "--drain-timeout",
     type=click.FloatRange(min=1),
     default=120.0,
@@ -134,6 +142,7 @@ def demo(
     bad_ratio: float,
     seed: int,
     truth: Path | None,
+    broker_rotation: float,
     drain_timeout: float,
     as_json: bool,
 ) -> None:
@@ -168,6 +177,7 @@ def demo(
         seed=seed,
         truth_path=truth,
         drain_timeout_s=drain_timeout,
+        broker_rotation_s=broker_rotation,
         lag_alert_s=settings.flow.lag_alert_s,
         lag_alert_events=settings.flow.lag_alert_events,
     )
@@ -218,6 +228,14 @@ def demo(
     show_default=True,
     help="Report how long the lag stayed above this many seconds of input at the longest.",
 )
+@click.option(
+    "--broker-rotation",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Replace the embedded broker with an empty one this often (seconds; 0: never): it "
+    "has no retention, and the flow resumes from its recovery snapshot. See docs/operations.md.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON line too.")
 def soak(
     config: Path | None,
@@ -225,6 +243,7 @@ def soak(
     rate: float,
     checkpoint: float,
     lag_limit: float,
+    broker_rotation: float,
     as_json: bool,
 ) -> None:
     """Run the demo for a long time and report the lag and every process's memory: events
@@ -241,6 +260,7 @@ def soak(
     options = DemoOptions(
         duration_s=duration,
         rate=rate,
+        broker_rotation_s=broker_rotation,
         lag_alert_s=settings.flow.lag_alert_s,
         lag_alert_events=settings.flow.lag_alert_events,
     )

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -42,6 +42,7 @@ from cxstream.events import Channel, ConsentStatus, utcnow
 from cxstream.health import FlowHealth, LagWatch
 from cxstream.producer import produce_events
 from cxstream.services import (
+    EmbeddedBroker,
     context_client,
     embedded_services,
     ensure_topics,
@@ -50,7 +51,16 @@ from cxstream.services import (
 from cxstream.settings import Settings
 from cxstream.simulate import Simulator, plan_incidents
 
-__all__ = ["DemoOptions", "DemoSummary", "FlowProcess", "run_demo", "scrape_counters", "stop_all"]
+__all__ = [
+    "DemoOptions",
+    "DemoSummary",
+    "Flow",
+    "FlowProcess",
+    "Generations",
+    "run_demo",
+    "scrape_counters",
+    "stop_all",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +84,7 @@ class DemoOptions:
     seed: int = 7
     truth_path: Path | None = None
     drain_timeout_s: float = 120.0
+    broker_rotation_s: float = 600.0  # replace the embedded broker this often (0: never)
     lag_alert_s: float = 60.0  # the demo's own watch on the flow (see cxstream/health.py)
     lag_alert_events: int = 1000
 
@@ -241,7 +252,19 @@ def stop_all(flows: Sequence[FlowProcess]) -> None:
         flow.stop()
 
 
-def _summary(flow: FlowProcess, produced: int, receiver: WebhookReceiver) -> DemoSummary:
+class Flow(Protocol):
+    """What the demo reads of its dataflow: a :class:`FlowProcess` or :class:`Generations`."""
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]: ...
+    @property
+    def log_path(self) -> Path: ...
+    @property
+    def hold_s(self) -> float: ...
+    def counters(self, only: Sequence[str] | None = None) -> dict[str, float]: ...
+
+
+def _summary(flow: Flow, produced: int, receiver: WebhookReceiver) -> DemoSummary:
     c = flow.counters()
     return DemoSummary(
         events_produced=produced,
@@ -272,7 +295,7 @@ def _decisions(counters: dict[str, float]) -> dict[tuple[str, str], int]:
 
 
 def _drain(
-    flow: FlowProcess,
+    flow: Flow,
     produced: int,
     receiver: WebhookReceiver,
     timeout_s: float,
@@ -317,7 +340,7 @@ def run_demo(
     say: Callable[[str], None] = print,
     progress: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
-    observe: Callable[[FlowProcess, int, DemoSummary], None] | None = None,
+    observe: Callable[[Flow, int, DemoSummary], None] | None = None,
 ) -> DemoSummary:
     """Run the demo; returns the summary (also when interrupted with Ctrl-C).
 
@@ -325,7 +348,11 @@ def run_demo(
     (``cxstream soak`` samples the processes there)."""
     stop = stop or threading.Event()
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-    with embedded_services(settings) as live, tempfile.TemporaryDirectory(prefix="cxdemo-") as tmp:
+    with (
+        embedded_services(settings) as services,
+        tempfile.TemporaryDirectory(prefix="cxdemo-") as tmp,
+    ):
+        live = services.settings
         ensure_topics(live)
         sim = Simulator(
             options.subscribers,
@@ -344,9 +371,9 @@ def run_demo(
             live = live.model_copy(
                 update={"webhook": live.webhook.model_copy(update={"url": receiver.url})}
             )
-            flow = FlowProcess(live, Path(tmp), secret)
+            rotation = options.broker_rotation_s if services.broker is not None else 0.0
+            flow = Generations(live, Path(tmp), secret, services.broker, rotation, say)
             try:
-                flow.wait_ready()
                 say(f"dataflow running; metrics at {flow.metrics_url}")
                 say(f"dashboard: {flow.dashboard_url}")
                 say(f"webhook receiver (stands in for marketing) at {receiver.url}")
@@ -368,6 +395,127 @@ def run_demo(
                 flow.stop()
 
 
+class Generations:
+    """The demo's dataflow process, and the embedded broker replaced every ``rotation_s``.
+
+    The embedded broker (Tansu's memory engine) keeps every record for ever and has no
+    retention, so a demo that runs for hours would grow without bound. With ``rotation_s``,
+    the demo pauses its stream, waits until everything produced is processed and delivered,
+    lets a recovery snapshot be taken, stops the flow, starts an empty broker on the same
+    port, and starts the flow again from the snapshot: every subscriber's baseline, the cells,
+    incidents and held alerts go on; the inputs start at the new topics' beginnings (see
+    ``_within_log`` in :mod:`cxstream.flows.source`). It offers the parts of
+    :class:`FlowProcess` the demo reads; counters are totals over every generation.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        workdir: Path,
+        secret: str,
+        broker: EmbeddedBroker | None,
+        rotation_s: float,
+        say: Callable[[str], None],
+    ) -> None:
+        self.rotation_s = rotation_s if broker is not None else 0.0
+        if self.rotation_s:
+            flow = settings.flow.model_copy(update={"recovery_dir": str(workdir / "recovery")})
+            settings = settings.model_copy(update={"flow": flow})
+        self.settings = settings
+        self._workdir = workdir
+        self._secret = secret
+        self._broker = broker
+        self._say = say
+        self._base: dict[str, float] = {}
+        self._dashboard_port: int | None = None
+        self.generation = 0
+        self.current = self._start()
+
+    def _start(self) -> FlowProcess:
+        self.generation += 1
+        workdir = self._workdir / f"flow-{self.generation}"
+        workdir.mkdir()
+        flow = FlowProcess(self.settings, workdir, self._secret, self._dashboard_port)
+        self._dashboard_port = flow.dashboard_port
+        try:
+            flow.wait_ready()
+        except ServiceError:
+            flow.stop()
+            raise
+        return flow
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.current.proc
+
+    @property
+    def log_path(self) -> Path:
+        return self.current.log_path
+
+    @property
+    def hold_s(self) -> float:
+        return self.current.hold_s
+
+    @property
+    def metrics_url(self) -> str:
+        return self.current.metrics_url
+
+    @property
+    def dashboard_url(self) -> str:
+        return self.current.dashboard_url
+
+    def counters(self, only: Sequence[str] | None = None) -> dict[str, float]:
+        """The current process's counters plus the earlier generations' totals."""
+        now = self.current.counters(only)
+        for key, value in self._base.items():
+            if key in now or only is None:
+                now[key] = now.get(key, 0.0) + value
+        return now
+
+    def stop(self) -> None:
+        self.current.stop()
+
+    def rotate(self, produced: int, receiver: WebhookReceiver, timeout_s: float = 60.0) -> bool:
+        """Replace the broker (see the class's docstring) once everything produced is done;
+        False, and nothing replaced, if it is not done within ``timeout_s``."""
+        assert self._broker is not None  # noqa: S101 - rotation_s is 0 without a broker
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                s = _summary(self, produced, receiver)
+                c = self.current.counters()
+            except httpx.HTTPError:
+                s, c = DemoSummary(), {}
+            settled = (
+                s.events_processed + s.dead_letters >= produced
+                and c.get("cxstream_kafka_out_queued", 1) == 0
+                and c.get("cxstream_webhook_deliveries_total{outcome=delivered}", 0)
+                + c.get("cxstream_webhook_deliveries_total{outcome=failed}", 0)
+                >= s.actions
+            )
+            if settled:
+                break
+            if time.monotonic() >= deadline:
+                self._say("the embedded broker is not replaced now: the flow has work in hand")
+                return False
+            time.sleep(0.25)
+        # two epochs with nothing new: the last recovery snapshot holds everything
+        time.sleep(2 * self.settings.flow.snapshot_interval_s + 0.5)
+        final = self.current.counters()
+        self.current.stop()
+        for key, value in final.items():
+            if key.split("{", 1)[0].endswith("_total"):
+                self._base[key] = self._base.get(key, 0.0) + value
+        self._broker.restart()
+        ensure_topics(self.settings)
+        self.current = self._start()
+        self._say(
+            f"embedded broker replaced with an empty one (generation {self.generation}); "
+            "the flow resumed from its snapshot"
+        )
+        return True
+
+
 class _Report:
     """What the demo does with each progress tick: the status line, the watch on the flow
     (a warning when it falls behind, see :mod:`cxstream.health`), and the observer."""
@@ -377,12 +525,12 @@ class _Report:
         say: Callable[[str], None],
         progress: Callable[[str], None] | None,
         watch: LagWatch,
-        observe: Callable[[FlowProcess, int, DemoSummary], None] | None,
+        observe: Callable[[Flow, int, DemoSummary], None] | None,
     ) -> None:
         self.say, self.progress, self.watch, self.observe = say, progress, watch, observe
         self.last = DemoSummary()
 
-    def __call__(self, flow: FlowProcess, receiver: WebhookReceiver, produced: int) -> None:
+    def __call__(self, flow: Flow, receiver: WebhookReceiver, produced: int) -> None:
         try:
             s = self.last = _summary(flow, produced, receiver)
         except httpx.HTTPError:  # a flow that does not answer is not seen to make progress
@@ -419,12 +567,13 @@ def _stream(
     settings: Settings,
     sim: Simulator,
     options: DemoOptions,
-    flow: FlowProcess,
+    flow: Generations,
     receiver: WebhookReceiver,
     tick: _Report,
     stop: threading.Event,
 ) -> int:
-    start = utcnow()
+    """Stream until ``duration_s`` (else until ``stop``), planning new incidents every cycle
+    and replacing the embedded broker every ``flow.rotation_s``; returns the events produced."""
     span = options.duration_s or 120.0
     say = tick.say
 
@@ -442,45 +591,44 @@ def _stream(
             with options.truth_path.open("ab") as truth:
                 truth.writelines(inc.to_json() + b"\n" for inc in incidents)
 
-    plan(start)
-    producer = Producer({**settings.kafka.producer_settings(), **STREAM_PRODUCER})
-    topic = settings.kafka.topics.qos
-    _publish_customer_updates(producer, settings, sim)
+    def producer() -> Producer:
+        return Producer({**settings.kafka.producer_settings(), **STREAM_PRODUCER})
 
-    def report(produced: int) -> None:
-        tick(flow, receiver, produced)
+    now = time.monotonic()
+    end = now + options.duration_s if options.duration_s is not None else None
+    next_plan = now + span
+    next_rotation = now + flow.rotation_s if flow.rotation_s else None
+    plan(utcnow())
+    out = producer()
+    _publish_customer_updates(out, settings, sim)
+    produced = 0
 
-    if options.duration_s is not None:
-        return produce_events(
-            producer,
-            topic,
+    def report(n: int) -> None:
+        tick(flow, receiver, produced + n)
+
+    while not stop.is_set():
+        now = time.monotonic()
+        if end is not None and now >= end:
+            break
+        if next_rotation is not None and now >= next_rotation:
+            if flow.rotate(produced, receiver):
+                out = producer()
+            next_rotation = time.monotonic() + flow.rotation_s
+        elif now >= next_plan:
+            plan(utcnow())
+            next_plan = now + span
+        marks = [m for m in (end, next_plan, next_rotation) if m is not None]
+        segment = max(0.5, min(marks) - time.monotonic())
+        produced += produce_events(
+            out,
+            settings.kafka.topics.qos,
             sim,
             rate=options.rate,
-            duration_s=options.duration_s,
-            start=start,
+            duration_s=segment,
+            start=utcnow(),
             stop=stop,
             on_progress=report,
         )
-    # Until Ctrl-C: new incidents every cycle.
-    produced = 0
-
-    def cycle_report(n: int) -> None:
-        report(produced + n)
-
-    while not stop.is_set():
-        produced += produce_events(
-            producer,
-            topic,
-            sim,
-            rate=options.rate,
-            duration_s=span,
-            start=start,
-            stop=stop,
-            on_progress=cycle_report,
-        )
-        if not stop.is_set():
-            start = utcnow()
-            plan(start)
     return produced
 
 

@@ -31,6 +31,7 @@ from cxstream.settings import Settings
 __all__ = [
     "EmbeddedBroker",
     "EmbeddedRedis",
+    "Services",
     "embedded_services",
     "ensure_topics",
     "free_port",
@@ -113,6 +114,12 @@ class EmbeddedBroker:
         if self.proc is not None:
             _stop(self.proc)
 
+    def restart(self) -> None:
+        """Stop the broker and start an empty one on the same port (memory storage: every topic
+        and record is gone; create the topics again)."""
+        self.stop()
+        self.start()
+
 
 @dataclass
 class EmbeddedRedis:
@@ -171,10 +178,20 @@ class EmbeddedRedis:
             self._dir = None
 
 
+@dataclass(frozen=True)
+class Services:
+    """What :func:`embedded_services` yields: settings pointing at every service, and the
+    embedded broker if one was started."""
+
+    settings: Settings
+    broker: EmbeddedBroker | None = None
+
+
 @contextlib.contextmanager
-def embedded_services(settings: Settings) -> Iterator[Settings]:
+def embedded_services(settings: Settings) -> Iterator[Services]:
     """Start whatever ``settings`` leaves unconfigured; yield settings pointing at it all."""
     stack = contextlib.ExitStack()
+    broker = None
     with stack:
         kafka = settings.kafka
         redis_settings = settings.redis
@@ -188,7 +205,9 @@ def embedded_services(settings: Settings) -> Iterator[Settings]:
             stack.callback(server.stop)
             redis_settings = redis_settings.model_copy(update={"url": SecretStr(server.url)})
             log.info("embedded redis-server on %s", server.url)
-        yield settings.model_copy(update={"kafka": kafka, "redis": redis_settings})
+        yield Services(
+            settings.model_copy(update={"kafka": kafka, "redis": redis_settings}), broker
+        )
 
 
 def context_client(settings: Settings) -> redis.Redis | RedisCluster:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxstream.demo import DemoSummary, FlowProcess
+from cxstream.demo import DemoSummary, Flow
 
 __all__ = ["SoakWatch", "process_memory_kb"]
 
@@ -90,7 +90,7 @@ class SoakWatch:
         self._over_since: float | None = None
         self.elapsed_s = 0.0
 
-    def __call__(self, flow: FlowProcess, produced: int, summary: DemoSummary) -> None:
+    def __call__(self, flow: Flow, produced: int, summary: DemoSummary) -> None:
         now = self._clock()
         if self._t0 is None:
             self._t0 = now
@@ -117,7 +117,7 @@ class SoakWatch:
         else:
             self._over_since = None
 
-    def _sample_memory(self, flow: FlowProcess) -> None:
+    def _sample_memory(self, flow: Flow) -> None:
         pids = {"demo": os.getpid(), "flow": flow.proc.pid, **_children(os.getpid())}
         for name, pid in pids.items():
             usage = process_memory_kb(pid)
@@ -180,7 +180,7 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         f"{report['events_processed']}, dead letters {report['dead_letters']}, "
         f"drained {report['drained']}",
         f"  largest lag {report['max_lag_events']} events ({report['max_lag_s']} s of input); "
-        f"{limit.replace('_', ' ')}: {report[limit]}",
+        f"longest stretch over the lag limit ({limit.split('_')[3]}): {report[limit]} s",
         f"  memory (RSS, MB; every {report['checkpoint_s']:.0f} s):",
     ]
     for name, p in report["processes"].items():

@@ -20,6 +20,7 @@ reflects the events before it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from typing_extensions import override
 from cxstream.batches import RawBatch
 
 __all__ = ["BatchKafkaSource", "PollProcessor", "RawBatch", "SourceError"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,29 @@ class _Partition(StatefulSourcePartition[Any, Any]):
         self._consumer = Consumer({**config, "stats_cb": self._stats})
         if offset == OFFSET_END:
             offset = self._offset = self._first_offset(start_file)
+        elif offset >= 0:
+            offset = self._offset = self._within_log(offset)
         self._consumer.assign([TopicPartition(topic, partition, offset)])
+
+    def _within_log(self, offset: int) -> int:
+        """A resumed offset, or the log's start if the offset is beyond the log's end: the topic
+        was deleted and created again (or truncated) while the flow was stopped, as Kafka's own
+        out-of-range reset would do. The embedded demo broker is replaced that way."""
+        marks = self._consumer.get_watermark_offsets(
+            TopicPartition(self._topic, self._partition), timeout=30, cached=False
+        )
+        if marks is None or offset <= marks[1]:
+            return offset
+        log.warning(
+            "%s[%d]: resuming at offset %d, beyond the end of the log (%d): the topic was "
+            "created again or truncated while the flow was stopped; reading it from its start (%d)",
+            self._topic,
+            self._partition,
+            offset,
+            marks[1],
+            marks[0],
+        )
+        return int(marks[0])
 
     def _first_offset(self, start_file: Path | None) -> int:
         """Where a start without a snapshot begins: the offset recorded by the first such start,

@@ -159,6 +159,41 @@ def test_load_customers_with_redis_down_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_embedded_broker_is_replaced_and_nothing_is_lost(tmp_path):
+    # The embedded broker has no retention: the demo replaces it with an empty one every
+    # --broker-rotation seconds, and the flow resumes from its snapshot on the new topics.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cxstream",
+            "demo",
+            "--duration",
+            "40",
+            "--rate",
+            "400",
+            "--subscribers",
+            "200",
+            "--cells",
+            "8",
+            "--broker-rotation",
+            "12",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["drained"] is True
+    assert summary["events_produced"] == summary["events_processed"] + summary["dead_letters"]
+    assert result.stderr.count("embedded broker replaced with an empty one") >= 2
+
+
+@pytest.mark.slow
 def test_a_stalled_flow_is_reported_and_the_demo_fails(tmp_path):
     # The flow is frozen (SIGSTOP) while events stream: the demo warns that it stalled, the
     # drain times out, the summary says drained: false, and the exit code is 1.

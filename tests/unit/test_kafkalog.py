@@ -29,10 +29,14 @@ def test_an_unreachable_broker_logs_a_handful_of_lines(caplog):
     # librdkafka tries to connect several times a second; what reaches the log is bounded
     port = free_port()  # nothing listens there
     admin = AdminClient(
-        {"bootstrap.servers": f"127.0.0.1:{port}", "logger": KAFKA_LOGGER, "reconnect.backoff.ms": 1}
+        {
+            "bootstrap.servers": f"127.0.0.1:{port}",
+            "logger": KAFKA_LOGGER,
+            "reconnect.backoff.ms": 1,
+        }
     )
     with caplog.at_level(logging.DEBUG, logger="cxstream.kafka"):
-        with pytest.raises(Exception, match="transport|timed out|Timed out"):
+        with pytest.raises(Exception, match=r"transport|timed out|Timed out"):
             admin.list_topics(timeout=3)
         admin.poll(0)
     lines = [r for r in caplog.records if r.name == "cxstream.kafka"]
