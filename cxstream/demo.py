@@ -403,8 +403,8 @@ class Generations:
     the demo pauses its stream, waits until everything produced is processed and delivered,
     lets a recovery snapshot be taken, stops the flow, starts an empty broker on the same
     port, and starts the flow again from the snapshot: every subscriber's baseline, the cells,
-    incidents and held alerts go on; the inputs start at the new topics' beginnings (see
-    ``_within_log`` in :mod:`cxstream.flows.source`). It offers the parts of
+    incidents and held alerts go on; the inputs start at the new topics' beginnings
+    (``flow.inputs_from_start``). It offers the parts of
     :class:`FlowProcess` the demo reads; counters are totals over every generation.
     """
 
@@ -508,6 +508,9 @@ class Generations:
                 self._base[key] = self._base.get(key, 0.0) + value
         self._broker.restart()
         ensure_topics(self.settings)
+        if not self.settings.flow.inputs_from_start:
+            flow = self.settings.flow.model_copy(update={"inputs_from_start": True})
+            self.settings = self.settings.model_copy(update={"flow": flow})
         self.current = self._start()
         self._say(
             f"embedded broker replaced with an empty one (generation {self.generation}); "

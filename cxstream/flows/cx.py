@@ -492,6 +492,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             linger_s=settings.flow.poll_linger_s,
             from_end=from_end,
             start_dir=start_dir,
+            from_start=settings.flow.inputs_from_start,
         )
 
     return FlowIO(
@@ -504,6 +505,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             batch_size=k.consumer_batch_size,
             processor=_PollProcessor(pipeline) if settings.flow.state_by == "partition" else None,
             linger_s=settings.flow.poll_linger_s,
+            from_start=settings.flow.inputs_from_start,
         ),
         kafka_sink=KafkaOutSink(
             producer,

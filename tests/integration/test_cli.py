@@ -144,7 +144,7 @@ def test_load_customers_reports_rejected_rows(redis_server, redis_conn, tmp_path
     result = cxstream("load-customers", str(csv), "--rejects", str(rejects), env=env)
     assert result.returncode == 0
     assert "loaded 1 customer profiles into Redis; rejected 2 rows" in result.stdout
-    assert "line 3: tenure_months" in result.stderr
+    assert "line 3: column 'tenure_months'" in result.stderr
     assert len(rejects.read_text().splitlines()) == 3
     assert redis.Redis.from_url(redis_server.url).exists("cx:customer:s1")
 
