@@ -20,7 +20,7 @@ test: $(VENV)/.installed
 	bash .ci/prereqs
 	$(PY) -m pytest $(ARGS)
 
-screenshots: $(VENV)/.installed  # the README's dashboard screenshots, from the browser test
+screenshots: $(VENV)/.installed  # the dashboard screenshots in README.md, from the browser test
 	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest -p no:cacheprovider tests/e2e
 
 check: $(VENV)/.installed

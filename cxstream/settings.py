@@ -98,19 +98,19 @@ class KafkaSettings(BaseModel):
     # output partitions of the flow's Kafka producer (spread over the workers; each waits for
     # the broker once per epoch, not per batch)
     sink_partitions: Annotated[int, Field(ge=1, le=1_024)] = 2
-    # librdkafka settings measured to matter here (see README, performance).
+    # librdkafka settings measured to matter here (docs/configuration.md explains each).
     consumer_config: dict[str, str] = Field(
         default_factory=lambda: {
             "queued.min.messages": "1000000",
             # not 0: with 0 a partition whose local queue is full re-checks it without pause,
             # and a backlog larger than the queue spins the fetch threads (measured: 3x slower);
-            # not 1: a full queue (64 MB then, seconds of work) was re-checked 850 times a second
+            # not 1: a full queue (seconds of work) was re-checked 850 times a second
             "fetch.queue.backoff.ms": "20",
             "fetch.wait.max.ms": "10",
             # 4 MB prefetched per partition, not librdkafka's 64 MB: a backlog read ahead into a
-            # large queue keeps faulting in fresh memory (README, step 25; 3,000,000 events: one
-            # worker 206,000-221,000 events/s against 202,000, two processes 362,000-370,000
-            # against 319,000-322,000, peak RSS 348 against 934 MB)
+            # large queue keeps faulting in fresh memory (3,000,000 events: one worker
+            # 206,000-221,000 events/s against 202,000, two processes 362,000-370,000 against
+            # 319,000-322,000, peak RSS 348 against 934 MB)
             "queued.max.messages.kbytes": "4096",
         }
     )

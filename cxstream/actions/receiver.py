@@ -2,7 +2,7 @@
 
 It verifies every request's Standard Webhooks signature, counts deliveries, and remembers idempotency
 keys (``webhook-id``) so a duplicate is visible. The demo and the integration tests both use it; an
-integrator can read it as the reference for their own endpoint (see README, "Receiving actions").
+integrator can read it as the reference for their own endpoint (docs/integration.md).
 
 >>> with WebhookReceiver("whsec_c2VjcmV0") as rx:
 ...     rx.url.startswith("http://127.0.0.1:")

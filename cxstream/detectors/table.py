@@ -10,7 +10,7 @@ of its events is kept. ``tests/unit/detectors/test_table.py`` checks it against 
 monitor on random streams.
 
 Memory: 15 float64/int fields per subscriber (120 bytes) plus its id in the index (about 100
-bytes in a dict); see the README's performance section for the measured total.
+bytes in a dict); docs/performance.md gives the measured total.
 """
 
 from __future__ import annotations

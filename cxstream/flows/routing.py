@@ -4,8 +4,8 @@ Bytewax 0.21 sends the items of a keyed step to worker ``h % workers``, where ``
 ``DefaultHasher`` (SipHash-1-3, zero keys) over the key's UTF-8 bytes and a 0xFF terminator.
 With a few dozen keys that is uneven: the default 16 shards named ``"0"`` to ``"15"`` go 10 and
 6 to two workers (one process demarcates 5/8 of the events) and 2, 4, 4 and 6 to four. On two
-processes the effect on throughput was within this VM's run-to-run noise (README, performance
-step 21); with four workers one of them would get three times the cell shards of another.
+processes the effect on throughput is within a small machine's run-to-run noise
+(docs/performance.md); with four workers one of them would get three times the cell shards of another.
 
 :func:`shard_keys` names shard ``i`` so that it lands on worker ``i % workers`` for every
 cluster size that divides :data:`SPREAD` (1 to 8, 10, 12, 14, 15, 16, 20, 24 ... workers). The
