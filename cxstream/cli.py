@@ -154,7 +154,7 @@ def demo(
     were not all processed or dead-lettered within --drain-timeout at the end.
 
     Example: cxstream demo --duration 300 --json"""
-    from cxstream.demo import DemoOptions, run_demo, summary_json, summary_lines
+    from cxstream.devtools.demo import DemoOptions, run_demo, summary_json, summary_lines
 
     settings = _settings(config)
     stop = threading.Event()
@@ -252,8 +252,8 @@ def soak(
     events were not all processed or dead-lettered at the end.
 
     Example: cxstream soak --duration 1800 --json"""
-    from cxstream.demo import DemoOptions, run_demo
-    from cxstream.soak import SoakWatch, report_lines
+    from cxstream.devtools.demo import DemoOptions, run_demo
+    from cxstream.devtools.soak import SoakWatch, report_lines
 
     settings = _settings(config)
     watch = SoakWatch(checkpoint_s=checkpoint, lag_limit_s=lag_limit)
@@ -381,11 +381,11 @@ def simulate(
     """Produce a realistic QoS stream with injected incidents to the configured Kafka topic."""
     from confluent_kafka import Producer
 
+    from cxstream.clients import ensure_topics
     from cxstream.customers import customers_to_csv
+    from cxstream.devtools.producer import produce_events
+    from cxstream.devtools.simulate import Simulator, plan_incidents
     from cxstream.events import utcnow
-    from cxstream.producer import produce_events
-    from cxstream.services import ensure_topics
-    from cxstream.simulate import Simulator, plan_incidents
 
     if events is None and duration is None:
         raise click.UsageError("give --events or --duration")
@@ -445,10 +445,10 @@ def load_customers(
     csv_file: Path, config: Path | None, mapping: Path | None, rejects: Path | None
 ) -> None:
     """Bulk-load customer context from a CSV file into Redis (1,000 profiles per round trip)."""
+    from cxstream.clients import context_client
     from cxstream.context import ContextStore
     from cxstream.customers import iter_customers, load_mapping
     from cxstream.events import CustomerContext
-    from cxstream.services import context_client
 
     settings = _settings(config)
     try:
@@ -573,7 +573,7 @@ def bench(
     """Measure the full production dataflow against this machine's limit in the same run:
     end-to-end throughput, a parse-only Kafka consumer's ceiling, their ratio, event-time-to-action
     latency percentiles and peak memory. Uses the embedded broker and Redis unless configured."""
-    from cxstream.bench import BenchOptions, probe_state, run_bench
+    from cxstream.devtools.bench import BenchOptions, probe_state, run_bench
 
     settings = _settings(config)
     bar = _Bar()

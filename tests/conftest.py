@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from cxstream.services import EmbeddedBroker, EmbeddedRedis, ensure_topics, free_port
+from cxstream.clients import ensure_topics
+from cxstream.devtools.services import EmbeddedBroker, EmbeddedRedis, free_port
 from cxstream.settings import Settings, TopicSettings, load_settings
 
 

@@ -24,10 +24,10 @@ from datetime import UTC, datetime, timedelta
 from cxstream.actions.store import MemoryClaimStore
 from cxstream.batches import ShardBatch
 from cxstream.detectors.cells import CellMonitor
+from cxstream.devtools.simulate import Incident, Simulator, plan_incidents
 from cxstream.events import CellIncident, QosRecord, decode_qos
 from cxstream.pipeline import Candidate, Pipeline
 from cxstream.settings import Settings, load_settings
-from cxstream.simulate import Incident, Simulator, plan_incidents
 
 __all__ = ["IncidentReport", "run_incidents"]
 

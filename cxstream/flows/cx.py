@@ -45,6 +45,7 @@ from cxstream.actions.tmf import alarm_from_incident
 from cxstream.actions.webhook import CircuitBreaker, WebhookSender
 from cxstream.batches import CellBatch, RawBatch, ShardBatch
 from cxstream.churn_state import RedisChurnState
+from cxstream.clients import context_client, redis_client
 from cxstream.context import ContextStore
 from cxstream.detectors.cells import CellMonitor, CellStats
 from cxstream.detectors.table import SubscriberTable
@@ -54,7 +55,6 @@ from cxstream.flows.routing import shard_keys
 from cxstream.flows.sinks import CustomerSink, KafkaOutSink, WebhookSink
 from cxstream.flows.source import BatchKafkaSource
 from cxstream.pipeline import Candidate, CellOutput, Pipeline
-from cxstream.services import context_client, redis_client
 from cxstream.settings import Settings, config_path_from_env, load_settings
 
 log = logging.getLogger(__name__)

@@ -13,12 +13,12 @@ from pathlib import Path
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
+from cxstream.clients import ensure_topics
 from cxstream.errors import ServiceError
 from cxstream.flows.cx import build_flow, kafka_io, pipeline_from_settings
 from cxstream.health import FlowHealth, HealthMonitor, LagWatch
 from cxstream.metrics import FLOW_HEALTH
 from cxstream.privacy import configure as configure_pseudonyms
-from cxstream.services import ensure_topics
 from cxstream.settings import Settings, apply_env, bytewax_api_env
 
 __all__ = ["run_flow", "wait_for_kafka"]

@@ -21,10 +21,10 @@ from typing_extensions import override
 
 from cxstream import metrics
 from cxstream.actions.webhook import DeliveryPool, WebhookSender
+from cxstream.clients import produce_waiting
 from cxstream.context import ContextStore
 from cxstream.events import Action, BadEvent, CustomerContext, utcnow
 from cxstream.privacy import pseudonym
-from cxstream.producer import produce_waiting
 
 __all__ = ["CustomerSink", "KafkaOutSink", "WebhookSink"]
 

@@ -14,9 +14,9 @@ import redis
 
 from cxstream.actions.receiver import WebhookReceiver
 from cxstream.context import ContextStore
-from cxstream.demo import FlowProcess
+from cxstream.devtools.demo import FlowProcess
+from cxstream.devtools.simulate import Incident, Simulator
 from cxstream.events import utcnow
-from cxstream.simulate import Incident, Simulator
 from tests.integration.kafka_helpers import produce, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]

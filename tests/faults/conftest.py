@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from cxstream.context import ContextStore
+from cxstream.devtools.simulate import Incident, Simulator
 from cxstream.events import Channel, ConsentStatus, utcnow
 from cxstream.settings import Settings
-from cxstream.simulate import Incident, Simulator
 from tests.integration.kafka_helpers import read_topic
 
 SECRET = "whsec_" + base64.b64encode(b"fault-suite-secret-00000").decode()

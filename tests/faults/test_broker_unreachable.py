@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
+from cxstream.devtools.services import EmbeddedBroker, free_port
 from cxstream.errors import ServiceError
 from cxstream.flows.run import wait_for_kafka
-from cxstream.services import EmbeddedBroker, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -13,9 +13,9 @@ import redis
 
 from cxstream.actions.receiver import WebhookReceiver
 from cxstream.context import ContextStore
-from cxstream.demo import FlowProcess
+from cxstream.devtools.demo import FlowProcess
+from cxstream.devtools.simulate import Simulator, plan_incidents
 from cxstream.events import Channel, ConsentStatus, utcnow
-from cxstream.simulate import Simulator, plan_incidents
 from tests.faults.conftest import (
     SECRET,
     actions_on_topic,

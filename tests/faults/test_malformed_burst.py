@@ -11,9 +11,9 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from cxstream.demo import FlowProcess
+from cxstream.devtools.demo import FlowProcess
+from cxstream.devtools.simulate import Simulator
 from cxstream.events import utcnow
-from cxstream.simulate import Simulator
 from tests.faults.conftest import SECRET, ended, wait_until
 from tests.integration.kafka_helpers import read_topic
 

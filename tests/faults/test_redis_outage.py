@@ -12,11 +12,12 @@ import redis
 from confluent_kafka import Producer
 from pydantic import SecretStr
 
+from cxstream.clients import ensure_topics
 from cxstream.context import ContextStore
-from cxstream.demo import FlowProcess
+from cxstream.devtools.demo import FlowProcess
+from cxstream.devtools.services import EmbeddedRedis
+from cxstream.devtools.simulate import Incident, Simulator
 from cxstream.events import Channel, ConsentStatus, utcnow
-from cxstream.services import EmbeddedRedis, ensure_topics
-from cxstream.simulate import Incident, Simulator
 from tests.faults.conftest import SECRET, daytime_policy, ended, wait_until
 from tests.integration.kafka_helpers import read_topic
 

@@ -15,10 +15,10 @@ import redis
 from cxstream.actions.receiver import WebhookReceiver
 from cxstream.churn_state import RedisChurnState
 from cxstream.context import ContextStore
-from cxstream.demo import FlowProcess
 from cxstream.detectors.churn import ChurnModel, Schema
+from cxstream.devtools.demo import FlowProcess
+from cxstream.devtools.simulate import Incident, Simulator
 from cxstream.events import Channel, ConsentStatus, utcnow
-from cxstream.simulate import Incident, Simulator
 from tests.integration.kafka_helpers import produce, read_topic
 from tests.integration.test_pipeline_live import wait_for
 

@@ -15,8 +15,8 @@ import orjson
 import pytest
 import redis
 
+from cxstream.devtools.simulate import diurnal_factor
 from cxstream.events import utcnow
-from cxstream.simulate import diurnal_factor
 from tests.integration.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration

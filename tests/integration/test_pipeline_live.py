@@ -13,9 +13,9 @@ import redis
 
 from cxstream.actions.receiver import WebhookReceiver
 from cxstream.context import ContextStore
-from cxstream.demo import FlowProcess
+from cxstream.devtools.demo import FlowProcess
+from cxstream.devtools.simulate import Incident, Simulator
 from cxstream.events import Channel, ConsentStatus, CustomerContext, utcnow
-from cxstream.simulate import Incident, Simulator
 from tests.integration.kafka_helpers import produce, read_topic
 
 pytestmark = pytest.mark.integration

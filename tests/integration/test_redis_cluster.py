@@ -8,9 +8,9 @@ import pytest
 from pydantic import SecretStr
 from redis.cluster import RedisCluster
 
+from cxstream.clients import context_client
 from cxstream.context import ContextStore
 from cxstream.events import CustomerContext
-from cxstream.services import context_client
 from cxstream.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -73,9 +73,9 @@ def test_a_cluster_that_cannot_be_reached_is_a_clear_error():
 def test_the_dataflow_enriches_from_a_cluster(live_settings, redis_cluster, tmp_path):
     from datetime import timedelta
 
-    from cxstream.demo import FlowProcess
+    from cxstream.devtools.demo import FlowProcess
+    from cxstream.devtools.simulate import Simulator
     from cxstream.events import utcnow
-    from cxstream.simulate import Simulator
     from tests.integration.kafka_helpers import produce
 
     settings = live_settings.model_copy(

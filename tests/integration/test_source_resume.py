@@ -6,8 +6,8 @@ import time
 
 import pytest
 
+from cxstream.clients import ensure_topics
 from cxstream.flows.source import BatchKafkaSource
-from cxstream.services import ensure_topics
 from tests.integration.kafka_helpers import produce
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from cxstream.bench import BenchOptions, _plan_cores
+from cxstream.devtools.bench import BenchOptions, _plan_cores
 
 pytestmark = pytest.mark.skipif(shutil.which("taskset") is None, reason="pinning needs taskset")
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from cxstream.customers import customers_to_csv, load_mapping, read_customers
+from cxstream.devtools.simulate import Simulator
 from cxstream.errors import ConfigError
 from cxstream.events import Channel, ConsentStatus, ValueTier
-from cxstream.simulate import Simulator
 
 TELCO = (
     Path(__file__).parents[3] / "shared" / "data" / "telco_churn_ibm" / "Telco-Customer-Churn.csv"

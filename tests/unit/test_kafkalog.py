@@ -7,8 +7,8 @@ import logging
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from cxstream.devtools.services import free_port
 from cxstream.kafkalog import KAFKA_LOGGER, RateLimit
-from cxstream.services import free_port
 
 
 def record(fac: str, level: int = logging.ERROR) -> logging.LogRecord:

@@ -12,11 +12,11 @@ from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.actions.store import MemoryClaimStore
 from cxstream.batches import RawBatch
 from cxstream.context import ContextStore
+from cxstream.devtools.simulate import Incident, Simulator
 from cxstream.events import BadEvent, CellIncident, utcnow
 from cxstream.flows.routing import shard_keys
 from cxstream.pipeline import Pipeline
 from cxstream.settings import load_settings
-from cxstream.simulate import Incident, Simulator
 from tests.fakes import FakeRedis
 
 

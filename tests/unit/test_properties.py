@@ -318,7 +318,7 @@ def test_the_fast_decoder_and_the_model_agree_on_edge_cases(tail):
 
 
 def test_the_fast_decoder_reads_simulator_events_as_the_model_does():
-    from cxstream.simulate import Simulator
+    from cxstream.devtools.simulate import Simulator
 
     sim = Simulator()
     for _ in range(200):

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from cxstream.devtools.simulate import Incident, Simulator, diurnal_factor, plan_incidents
 from cxstream.events import BadEvent, QosEvent, parse_qos
-from cxstream.simulate import Incident, Simulator, diurnal_factor, plan_incidents
 
 T0 = datetime(2026, 6, 1, 18, tzinfo=UTC)
 

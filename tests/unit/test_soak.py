@@ -1,12 +1,12 @@
-"""The soak report: lag in seconds of input, memory per checkpoint (cxstream/soak.py)."""
+"""The soak report: lag in seconds of input, memory per checkpoint (cxstream/devtools/soak.py)."""
 
 from __future__ import annotations
 
 import os
 from types import SimpleNamespace
 
-from cxstream.demo import DemoSummary
-from cxstream.soak import SoakWatch, process_memory_kb, report_lines
+from cxstream.devtools.demo import DemoSummary
+from cxstream.devtools.soak import SoakWatch, process_memory_kb, report_lines
 
 
 def test_lag_in_seconds_of_input_and_the_longest_stretch_over_the_limit():

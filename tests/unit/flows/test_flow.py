@@ -16,11 +16,11 @@ from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.actions.store import MemoryClaimStore
 from cxstream.churn_state import MemoryChurnState
 from cxstream.context import ContextStore
+from cxstream.devtools.simulate import Incident, Simulator
 from cxstream.events import Action, CellIncident, Channel, ConsentStatus
 from cxstream.flows.cx import FlowIO, build_flow
 from cxstream.pipeline import Pipeline
 from cxstream.settings import load_settings
-from cxstream.simulate import Incident, Simulator
 from tests.fakes import FakeRedis
 
 NOON = datetime(2026, 5, 4, 12, tzinfo=UTC)

@@ -6,26 +6,14 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from confluent_kafka import Producer
 
+from cxstream.clients import produce_waiting
+from cxstream.devtools.simulate import Simulator
 from cxstream.events import utcnow
-from cxstream.simulate import Simulator
 
-__all__ = ["produce_events", "produce_waiting"]
-
-
-def produce_waiting(
-    producer: Producer, topic: str, value: bytes | None, key: bytes | None, **kwargs: Any
-) -> None:
-    """``producer.produce``, waiting for deliveries to drain while its local queue is full."""
-    while True:
-        try:
-            producer.produce(topic, value, key, **kwargs)
-            return
-        except BufferError:
-            producer.poll(0.05)
+__all__ = ["produce_events"]
 
 
 def produce_events(

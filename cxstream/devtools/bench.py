@@ -52,14 +52,14 @@ from confluent_kafka import (
 
 from cxstream.actions.receiver import WebhookReceiver
 from cxstream.actions.rules import DEFAULT_POLICY, QuietHours, load_policy
+from cxstream.clients import context_client, ensure_topics, produce_waiting
 from cxstream.context import ContextStore
-from cxstream.demo import FlowProcess, stop_all
+from cxstream.devtools.demo import FlowProcess, stop_all
+from cxstream.devtools.services import embedded_services, free_port
+from cxstream.devtools.simulate import Simulator, plan_incidents
 from cxstream.errors import ServiceError
 from cxstream.events import Channel, ConsentStatus, QosRecord, Service, utcnow
-from cxstream.producer import produce_waiting
-from cxstream.services import context_client, embedded_services, ensure_topics, free_port
 from cxstream.settings import Settings, TopicSettings
-from cxstream.simulate import Simulator, plan_incidents
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection

