@@ -61,3 +61,26 @@ def test_no_development_history_in_the_docs(pattern):
     for page in DOCS:
         found = re.findall(pattern, page.read_text(encoding="utf-8"))
         assert not found, f"{page.name}: {found}"
+
+
+def _commands(group, prefix=""):
+    import click
+
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{prefix}{name} ")
+        else:
+            yield f"{prefix}{name}", command
+
+
+def test_every_option_has_help_and_every_command_an_example():
+    import click
+
+    commands = dict(_commands(main))
+    assert len(commands) >= 10
+    for name, command in commands.items():
+        undocumented = [
+            p.name for p in command.params if isinstance(p, click.Option) and not p.help
+        ]
+        assert not undocumented, f"{name}: {undocumented}"
+        assert f"Example: cxstream {name}" in (command.help or ""), name

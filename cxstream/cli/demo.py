@@ -1,0 +1,221 @@
+"""``cxstream demo`` and ``cxstream soak``: the whole system on embedded services."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from cxstream.cli.app import (
+    Progress,
+    cells_option,
+    config_option,
+    main,
+    seed_option,
+    settings_from,
+    subscribers_option,
+)
+from cxstream.errors import CxStreamError
+
+
+@main.command()
+@config_option
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Seconds to stream, then stop and print the summary (default: until Ctrl-C).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=1),
+    default=1000.0,
+    show_default=True,
+    help="Events per second at the busiest hour (fewer at quiet hours of the day).",
+)
+@subscribers_option(1000, minimum=1)
+@cells_option(50, minimum=1)
+@click.option(
+    "--bad-ratio",
+    type=click.FloatRange(0, 1),
+    default=0.002,
+    show_default=True,
+    help="Share of deliberately malformed records.",
+)
+@seed_option(7)
+@click.option(
+    "--truth",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append the injected incidents (ground truth, JSON lines) to this file.",
+)
+@click.option(
+    "--broker-rotation",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Replace the embedded broker with an empty one this often (seconds; 0: never): it "
+    "has no retention, and the flow resumes from its recovery snapshot. See docs/operations.md.",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait at the end for every event to be processed or dead-lettered; if "
+    "they are not, the summary says so (drained: false) and the exit code is 1.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the summary as one JSON object on the last line of stdout.",
+)
+def demo(
+    config: Path | None,
+    duration: float | None,
+    rate: float,
+    subscribers: int,
+    cells: int,
+    bad_ratio: float,
+    seed: int,
+    truth: Path | None,
+    broker_rotation: float,
+    drain_timeout: float,
+    as_json: bool,
+) -> None:
+    """Run the whole system on embedded services (Kafka-protocol broker, Redis) with a simulated
+    network, injected incidents and a webhook receiver; print a summary at the end.
+
+    While it runs, a flow that falls behind (its backlog growing for flow.lag_alert_s while
+    events arrive, or nothing processed) is reported with a warning. Exit code 1 if the events
+    were not all processed or dead-lettered within --drain-timeout at the end.
+
+    Example: cxstream demo --duration 300 --json"""
+    from cxstream.devtools.demo import DemoOptions, run_demo, summary_json, summary_lines
+
+    settings = settings_from(config)
+    stop = threading.Event()
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        click.echo("\nstopping: draining the pipeline (Ctrl-C again to abort) ...", err=True)
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    progress = Progress()
+    say = lambda text: click.echo(text, err=True)
+    options = DemoOptions(
+        duration_s=duration,
+        rate=rate,
+        subscribers=subscribers,
+        cells=cells,
+        bad_ratio=bad_ratio,
+        seed=seed,
+        truth_path=truth,
+        drain_timeout_s=drain_timeout,
+        broker_rotation_s=broker_rotation,
+        lag_alert_s=settings.flow.lag_alert_s,
+        lag_alert_events=settings.flow.lag_alert_events,
+    )
+    try:
+        summary = run_demo(settings, options, say=say, progress=progress, stop=stop)
+    except CxStreamError as exc:
+        progress.done()
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    progress.done()
+    click.echo("summary:")
+    for line in summary_lines(summary):
+        click.echo(line)
+    if as_json:
+        click.echo(summary_json(summary))
+    if not summary.drained:
+        sys.exit(1)
+
+
+@main.command()
+@config_option
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=10),
+    default=1800.0,
+    show_default=True,
+    help="Seconds to stream.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=1),
+    default=1000.0,
+    show_default=True,
+    help="Events per second at the busiest hour, as in `demo`.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.FloatRange(min=10),
+    default=600.0,
+    show_default=True,
+    help="Report every process's memory this often (seconds); growth is measured after the first.",
+)
+@click.option(
+    "--lag-limit",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Report how long the lag stayed above this many seconds of input at the longest.",
+)
+@click.option(
+    "--broker-rotation",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Replace the embedded broker with an empty one this often (seconds; 0: never): it "
+    "has no retention, and the flow resumes from its recovery snapshot. See docs/operations.md.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON line too.")
+def soak(
+    config: Path | None,
+    duration: float,
+    rate: float,
+    checkpoint: float,
+    lag_limit: float,
+    broker_rotation: float,
+    as_json: bool,
+) -> None:
+    """Run the demo for a long time and report the lag and every process's memory: events
+    produced, processed and dead-lettered, the largest lag, and the peak and growth of the RSS
+    of the demo, the dataflow, the embedded broker and Redis (Linux /proc). Exit code 1 if the
+    events were not all processed or dead-lettered at the end.
+
+    Example: cxstream soak --duration 1800 --json"""
+    from cxstream.devtools.demo import DemoOptions, run_demo
+    from cxstream.devtools.soak import SoakWatch, report_lines
+
+    settings = settings_from(config)
+    watch = SoakWatch(checkpoint_s=checkpoint, lag_limit_s=lag_limit)
+    options = DemoOptions(
+        duration_s=duration,
+        rate=rate,
+        broker_rotation_s=broker_rotation,
+        lag_alert_s=settings.flow.lag_alert_s,
+        lag_alert_events=settings.flow.lag_alert_events,
+    )
+    say = lambda text: click.echo(text, err=True)
+    try:
+        summary = run_demo(settings, options, say=say, progress=Progress(), observe=watch)
+    except CxStreamError as exc:
+        raise click.ClickException(str(exc)) from exc
+    report = watch.report(summary)
+    for line in report_lines(report):
+        click.echo(line)
+    if as_json:
+        click.echo(json.dumps(report))
+    if not summary.drained:
+        sys.exit(1)
