@@ -54,7 +54,7 @@ from cxstream.actions.receiver import WebhookReceiver
 from cxstream.actions.rules import DEFAULT_POLICY, QuietHours, load_policy
 from cxstream.clients import context_client, ensure_topics, produce_waiting
 from cxstream.context import ContextStore
-from cxstream.devtools.demo import FlowProcess, stop_all
+from cxstream.devtools.flowprocess import FlowProcess, stop_all
 from cxstream.devtools.services import embedded_services, free_port
 from cxstream.devtools.simulate import Simulator, plan_incidents
 from cxstream.errors import ServiceError

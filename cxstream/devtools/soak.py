@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxstream.devtools.demo import DemoSummary, Flow
+from cxstream.devtools.flowprocess import DemoSummary, Flow
 
 __all__ = ["SoakWatch", "process_memory_kb"]
 

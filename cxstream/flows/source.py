@@ -241,7 +241,8 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
     from_start
         Resume each partition's state from the snapshot but read the partition from its start,
         not from the snapshot's offset: the topics are new ones of the same names (the demo
-        replaces its embedded broker with an empty one, see :class:`cxstream.devtools.demo.Generations`).
+        replaces its embedded broker with an empty one: see
+        :class:`cxstream.devtools.generations.Generations`).
         Kafka itself needs no such option for a topic created again: an offset beyond a
         partition's end is reset by ``auto.offset.reset``; the embedded broker neither answers
         such a fetch with an error nor reports an exact end (its high watermark is the first

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import orjson
 import pytest
 
-from cxstream.devtools.demo import FlowProcess
+from cxstream.devtools.flowprocess import FlowProcess
 from tests.faults.conftest import SECRET, daytime_policy, ended, outage_stream, wait_until
 from tests.integration.kafka_helpers import produce, read_topic
 

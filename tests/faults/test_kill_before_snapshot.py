@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from cxstream.actions.receiver import WebhookReceiver
-from cxstream.devtools.demo import FlowProcess
+from cxstream.devtools.flowprocess import FlowProcess
 from cxstream.events import Channel, ConsentStatus
 from tests.faults.conftest import (
     SECRET,

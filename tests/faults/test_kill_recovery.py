@@ -13,7 +13,7 @@ import redis
 
 from cxstream.actions.receiver import WebhookReceiver
 from cxstream.context import ContextStore
-from cxstream.devtools.demo import FlowProcess
+from cxstream.devtools.flowprocess import FlowProcess
 from cxstream.devtools.simulate import Simulator, plan_incidents
 from cxstream.events import Channel, ConsentStatus, utcnow
 from tests.faults.conftest import (

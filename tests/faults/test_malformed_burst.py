@@ -11,7 +11,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from cxstream.devtools.demo import FlowProcess
+from cxstream.devtools.flowprocess import FlowProcess
 from cxstream.devtools.simulate import Simulator
 from cxstream.events import utcnow
 from tests.faults.conftest import SECRET, ended, wait_until

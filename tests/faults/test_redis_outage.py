@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from cxstream.clients import ensure_topics
 from cxstream.context import ContextStore
-from cxstream.devtools.demo import FlowProcess
+from cxstream.devtools.flowprocess import FlowProcess
 from cxstream.devtools.services import EmbeddedRedis
 from cxstream.devtools.simulate import Incident, Simulator
 from cxstream.events import Channel, ConsentStatus, utcnow

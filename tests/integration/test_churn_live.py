@@ -16,7 +16,7 @@ from cxstream.actions.receiver import WebhookReceiver
 from cxstream.churn_state import RedisChurnState
 from cxstream.context import ContextStore
 from cxstream.detectors.churn import ChurnModel, Schema
-from cxstream.devtools.demo import FlowProcess
+from cxstream.devtools.flowprocess import FlowProcess
 from cxstream.devtools.simulate import Incident, Simulator
 from cxstream.events import Channel, ConsentStatus, utcnow
 from tests.integration.kafka_helpers import produce, read_topic

@@ -13,7 +13,7 @@ import redis
 
 from cxstream.actions.receiver import WebhookReceiver
 from cxstream.context import ContextStore
-from cxstream.devtools.demo import FlowProcess
+from cxstream.devtools.flowprocess import FlowProcess
 from cxstream.devtools.simulate import Incident, Simulator
 from cxstream.events import Channel, ConsentStatus, CustomerContext, utcnow
 from tests.integration.kafka_helpers import produce, read_topic

@@ -73,7 +73,7 @@ def test_a_cluster_that_cannot_be_reached_is_a_clear_error():
 def test_the_dataflow_enriches_from_a_cluster(live_settings, redis_cluster, tmp_path):
     from datetime import timedelta
 
-    from cxstream.devtools.demo import FlowProcess
+    from cxstream.devtools.flowprocess import FlowProcess
     from cxstream.devtools.simulate import Simulator
     from cxstream.events import utcnow
     from tests.integration.kafka_helpers import produce

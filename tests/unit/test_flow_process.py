@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from cxstream.devtools.demo import FlowProcess, stop_all
+from cxstream.devtools.flowprocess import FlowProcess, stop_all
 
 # A stand-in for one process of a cluster: on SIGINT it notes when, then takes a while to exit
 # (as a dataflow does while it drains).

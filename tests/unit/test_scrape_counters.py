@@ -3,7 +3,7 @@ from __future__ import annotations
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from cxstream.devtools.demo import scrape_counters
+from cxstream.devtools.flowprocess import scrape_counters
 
 
 def _client() -> httpx.Client:

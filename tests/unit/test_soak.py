@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from types import SimpleNamespace
 
-from cxstream.devtools.demo import DemoSummary
+from cxstream.devtools.flowprocess import DemoSummary
 from cxstream.devtools.soak import SoakWatch, process_memory_kb, report_lines
 
 

@@ -1,0 +1,143 @@
+"""Broker generations: the embedded broker replaced with an empty one while the demo runs."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import httpx
+
+from cxstream.actions.receiver import WebhookReceiver
+from cxstream.clients import ensure_topics
+from cxstream.devtools.flowprocess import DemoSummary, FlowProcess, summarize
+from cxstream.devtools.services import EmbeddedBroker
+from cxstream.errors import ServiceError
+from cxstream.settings import Settings
+
+__all__ = ["Generations"]
+
+
+class Generations:
+    """The demo's dataflow process, and the embedded broker replaced every ``rotation_s``.
+
+    The embedded broker (Tansu's memory engine) keeps every record for ever and has no
+    retention, so a demo that runs for hours would grow without bound. With ``rotation_s``,
+    the demo pauses its stream, waits until everything produced is processed and delivered,
+    lets a recovery snapshot be taken, stops the flow, starts an empty broker on the same
+    port, and starts the flow again from the snapshot: every subscriber's baseline, the cells,
+    incidents and held alerts go on; the inputs start at the new topics' beginnings
+    (``flow.inputs_from_start``). It offers the parts of
+    :class:`FlowProcess` the demo reads; counters are totals over every generation.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        workdir: Path,
+        secret: str,
+        broker: EmbeddedBroker | None,
+        rotation_s: float,
+        say: Callable[[str], None],
+    ) -> None:
+        self.rotation_s = rotation_s if broker is not None else 0.0
+        if self.rotation_s:
+            flow = settings.flow.model_copy(update={"recovery_dir": str(workdir / "recovery")})
+            settings = settings.model_copy(update={"flow": flow})
+        self.settings = settings
+        self._workdir = workdir
+        self._secret = secret
+        self._broker = broker
+        self._say = say
+        self._base: dict[str, float] = {}
+        self._dashboard_port: int | None = None
+        self.generation = 0
+        self.current = self._start()
+
+    def _start(self) -> FlowProcess:
+        self.generation += 1
+        workdir = self._workdir / f"flow-{self.generation}"
+        workdir.mkdir()
+        flow = FlowProcess(self.settings, workdir, self._secret, self._dashboard_port)
+        self._dashboard_port = flow.dashboard_port
+        try:
+            flow.wait_ready()
+        except ServiceError:
+            flow.stop()
+            raise
+        return flow
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.current.proc
+
+    @property
+    def log_path(self) -> Path:
+        return self.current.log_path
+
+    @property
+    def hold_s(self) -> float:
+        return self.current.hold_s
+
+    @property
+    def metrics_url(self) -> str:
+        return self.current.metrics_url
+
+    @property
+    def dashboard_url(self) -> str:
+        return self.current.dashboard_url
+
+    def counters(self, only: Sequence[str] | None = None) -> dict[str, float]:
+        """The current process's counters plus the earlier generations' totals."""
+        now = self.current.counters(only)
+        for key, value in self._base.items():
+            if key in now or only is None:
+                now[key] = now.get(key, 0.0) + value
+        return now
+
+    def stop(self) -> None:
+        self.current.stop()
+
+    def rotate(self, produced: int, receiver: WebhookReceiver, timeout_s: float = 60.0) -> bool:
+        """Replace the broker (see the class's docstring) once everything produced is done;
+        False, and nothing replaced, if it is not done within ``timeout_s``."""
+        assert self._broker is not None  # noqa: S101 - rotation_s is 0 without a broker
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                s = summarize(self, produced, receiver)
+                c = self.current.counters()
+            except httpx.HTTPError:
+                s, c = DemoSummary(), {}
+            settled = (
+                s.events_processed + s.dead_letters >= produced
+                and c.get("cxstream_kafka_out_queued", 1) == 0
+                and c.get("cxstream_webhook_deliveries_total{outcome=delivered}", 0)
+                + c.get("cxstream_webhook_deliveries_total{outcome=failed}", 0)
+                >= s.actions
+            )
+            if settled:
+                break
+            if time.monotonic() >= deadline:
+                self._say("the embedded broker is not replaced now: the flow has work in hand")
+                return False
+            time.sleep(0.25)
+        # two epochs with nothing new: the last recovery snapshot holds everything
+        time.sleep(2 * self.settings.flow.snapshot_interval_s + 0.5)
+        final = self.current.counters()
+        self.current.stop()
+        for key, value in final.items():
+            if key.split("{", 1)[0].endswith("_total"):
+                self._base[key] = self._base.get(key, 0.0) + value
+        self._broker.restart()
+        ensure_topics(self.settings)
+        if not self.settings.flow.inputs_from_start:
+            flow = self.settings.flow.model_copy(update={"inputs_from_start": True})
+            self.settings = self.settings.model_copy(update={"flow": flow})
+        self.current = self._start()
+        self._say(
+            f"embedded broker replaced with an empty one (generation {self.generation}); "
+            "the flow resumed from its snapshot"
+        )
+        return True
