@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from cxstream.devtools.bench import drained, steady_rates
+from cxstream.devtools.bench_watch import drained, steady_rates
 
 
 def test_one_process_steady_is_the_busy_rate():

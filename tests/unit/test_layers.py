@@ -35,6 +35,6 @@ def test_only_the_flows_import_bytewax():
 
 
 def test_the_product_never_imports_the_tools():
-    tools = ("devtools/", "cli.py", "evaluate/", "__main__.py")
+    tools = ("devtools/", "cli/", "evaluate/", "__main__.py")
     for path in modules(outside=tools):
         assert not any(n.startswith("cxstream.devtools") for n in imported(path)), path
