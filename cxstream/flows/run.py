@@ -15,7 +15,8 @@ from bytewax.run import cli_main
 
 from cxstream.clients import ensure_topics
 from cxstream.errors import ServiceError
-from cxstream.flows.cx import build_flow, kafka_io, pipeline_from_settings
+from cxstream.flows.connect import kafka_io, pipeline_from_settings
+from cxstream.flows.cx import build_flow
 from cxstream.health import FlowHealth, HealthMonitor, LagWatch
 from cxstream.metrics import FLOW_HEALTH
 from cxstream.privacy import configure as configure_pseudonyms

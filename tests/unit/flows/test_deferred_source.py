@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from bytewax.inputs import SimplePollingSource
 
-from cxstream.flows.cx import DeferredSource
+from cxstream.flows.connect import DeferredSource
 
 
 class Clock:

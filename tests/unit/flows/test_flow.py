@@ -18,7 +18,8 @@ from cxstream.churn_state import MemoryChurnState
 from cxstream.context import ContextStore
 from cxstream.devtools.simulate import Incident, Simulator
 from cxstream.events import Action, CellIncident, Channel, ConsentStatus
-from cxstream.flows.cx import FlowIO, build_flow
+from cxstream.flows.connect import FlowIO
+from cxstream.flows.cx import build_flow
 from cxstream.pipeline import Pipeline
 from cxstream.settings import load_settings
 from tests.fakes import FakeRedis

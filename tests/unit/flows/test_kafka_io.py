@@ -5,7 +5,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from cxstream.context import ContextStore
-from cxstream.flows.cx import FlowIO, kafka_io
+from cxstream.flows.connect import FlowIO, kafka_io
 from cxstream.pipeline import Pipeline
 from cxstream.settings import Settings, load_settings
 from tests.fakes import FakeRedis
