@@ -1,0 +1,119 @@
+"""Demarcate: is it one customer or the whole cell? Each cell's monitor sees its subscribers'
+events in event-time order; incident changes, released alerts (explained by an incident or
+not) and periodic cell stats come out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Literal
+
+from cxstream import metrics
+from cxstream.batches import CellBatch
+from cxstream.detectors.cells import CellMonitor, CellSettings, IncidentUpdate, Released
+from cxstream.events import AffectedSubscriber, CellIncident, ValueTier
+from cxstream.settings import Settings
+from cxstream.steps.common import Candidate, CellOutput
+
+__all__ = ["Demarcate"]
+
+
+class Demarcate:
+    """The cells' demarcation state is the caller's (one dict of monitors per shard of cells)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def new_cell_monitor(self, cell_id: str) -> CellMonitor[Candidate]:
+        """Fresh demarcation state for one cell."""
+        return CellMonitor(cell_id, CellSettings(**self.settings.cells.model_dump()))
+
+    def demarcate_shard(
+        self, monitors: dict[str, CellMonitor[Candidate]], batches: Sequence[CellBatch]
+    ) -> list[CellOutput]:
+        """Feed a shard's events to their cells, in order; incident changes, released alerts
+        and periodic cell stats come out."""
+        out: list[CellOutput] = []
+        held = 0
+        metrics.CELL_EVENTS.inc(sum(map(len, batches)))
+        for b in batches:
+            candidates = b.candidates
+            # lists: indexing one costs less than a numpy scalar, and the monitors keep floats
+            t, subs, tiers = b.t.tolist(), b.subscribers, b.tiers
+            degraded, exp = b.degraded.tolist(), b.experience.tolist()
+            for i, cell_id in enumerate(b.cells):
+                monitor = monitors.get(cell_id)
+                if monitor is None:
+                    monitor = monitors[cell_id] = self.new_cell_monitor(cell_id)
+                candidate = candidates.get(i) if candidates else None
+                if candidate is None and monitor.observe_quiet(
+                    t[i], subs[i], degraded[i], exp[i], tiers[i]
+                ):
+                    continue
+                if candidate is not None:
+                    held += 1
+                updates, released = monitor.observe(
+                    t[i],
+                    subs[i],
+                    degraded=degraded[i],
+                    experience=exp[i],
+                    tier=tiers[i],
+                    alert=candidate,
+                )
+                if updates:
+                    out.extend(self._incident(u) for u in updates)
+                if released:
+                    held -= len(released)
+                    out.extend(self._explain(r) for r in released)
+                stats = monitor.take_stats()
+                if stats is not None:
+                    out.append(stats)
+        if held:
+            metrics.HELD_ALERTS.inc(held)
+        return out
+
+    def release_held(self, monitor: CellMonitor[Candidate]) -> list[CellOutput]:
+        """Release every held alert of a cell (its traffic stopped, or end of input)."""
+        released = monitor.flush()
+        if released:
+            metrics.HELD_ALERTS.dec(len(released))
+        return [self._explain(r) for r in released]
+
+    @staticmethod
+    def _explain(released: Released[Candidate]) -> Candidate:
+        candidate = released.item
+        if released.explained_by is None:
+            return candidate
+        alert = candidate.alert.model_copy(update={"explained_by": released.explained_by})
+        return Candidate(alert, candidate.customer)
+
+    def _incident(self, update: IncidentUpdate) -> CellIncident:
+        metrics.CELL_INCIDENTS.labels(update.state).inc()
+        severity: Literal["minor", "major", "critical"] = (
+            "critical" if update.share >= 0.6 else "major" if update.share >= 0.4 else "minor"
+        )
+        if update.state == "open":
+            metrics.ALERTS.labels("cell_incident", severity).inc()
+        return CellIncident(
+            incident_id=update.incident_id,
+            cell_id=update.cell_id,
+            state=update.state,
+            severity=severity,
+            opened_at=datetime.fromtimestamp(update.opened_at, UTC),
+            updated_at=datetime.fromtimestamp(update.at, UTC),
+            affected=[
+                AffectedSubscriber(subscriber_id=sid, value_tier=ValueTier(tier) if tier else None)
+                for sid, tier in sorted(update.affected.items())
+            ],
+            new_affected=list(update.new_affected),
+            active_subscribers=update.active,
+            share=update.share,
+            experience=update.experience,
+            why={
+                "degraded_share": update.share,
+                "affected": len(update.affected),
+                "active": update.active,
+                "cell_experience": update.experience,
+                "cell_kpi_anomaly_score": update.kpi_score,
+            },
+        )

@@ -1,0 +1,164 @@
+"""Ingest: Kafka messages in; dead letters, and the valid QoS events as enriched columnar batches,
+out. Each value is decoded and validated in one C call (msgspec); one that fails goes through the
+pydantic model for its exact reason. The customer's context comes from Redis, one ``MGET`` per
+batch for what the cache does not hold."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from cxstream.batches import RawBatch, ShardBatch, group_by_shard
+from cxstream.context import ContextStore
+from cxstream.events import (
+    Action,
+    BadEvent,
+    CustomerContext,
+    Outcome,
+    QosEvent,
+    QosRecord,
+    decode_qos,
+    parse_action,
+    parse_customer,
+    parse_outcome,
+    parse_qos,
+)
+from cxstream.settings import Settings
+from cxstream.steps.common import count_dead_letters, parse_batch, source_error
+
+__all__ = ["Ingest", "parse_action_batch", "parse_customer_batch", "parse_outcome_batch"]
+
+
+class Ingest:
+    """Parse, validate and enrich QoS events.
+
+    Parameters
+    ----------
+    settings
+        Validated settings (``flow.max_event_age_s``, ``flow.max_event_ahead_s``, shards).
+    context
+        The customer-context store.
+    clock
+        Returns the current UTC time (events too old or too far ahead are dead-lettered).
+    shard_keys
+        The state key of each shard of subscribers.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        context: ContextStore,
+        *,
+        clock: Callable[[], datetime],
+        shard_keys: Sequence[str],
+    ) -> None:
+        self.settings = settings
+        self.context = context
+        self.clock = clock
+        self.shard_keys = tuple(shard_keys)
+        self.max_age = timedelta(seconds=settings.flow.max_event_age_s)
+        self.max_ahead = timedelta(seconds=settings.flow.max_event_ahead_s)
+
+    def ingest(self, messages: Sequence[Any]) -> list[BadEvent | tuple[str, ShardBatch]]:
+        """Parse, validate and enrich a batch of source items; valid events come out as one
+        columnar batch per shard of subscribers, invalid ones as dead letters."""
+        bad, batch = self.parse(messages)
+        out: list[BadEvent | tuple[str, ShardBatch]] = list(bad)
+        if batch is not None:
+            for shard, positions in group_by_shard(batch.subscribers, self.settings.flow.shards):
+                out.append((self.shard_keys[shard], batch.take(positions)))
+        return out
+
+    def parse(self, messages: Sequence[Any]) -> tuple[list[BadEvent], ShardBatch | None]:
+        """Dead letters (counted), and the valid events as one enriched columnar batch.
+
+        Items are whole polls (:class:`~cxstream.flows.source.RawBatch`), consumer errors, or
+        single messages with ``value``/``topic``/``partition``/``offset``. Each value is
+        decoded and validated in one step (:func:`~cxstream.events.decode_qos`, the same rules
+        as :class:`QosEvent`); one that fails goes through :func:`parse_qos` for its exact
+        reason.
+        """
+        now = self.clock()
+        now_ts = now.timestamp()
+        oldest = now_ts - self.max_age.total_seconds()
+        newest = now_ts + self.max_ahead.total_seconds()
+        decode = decode_qos
+        bad: list[BadEvent] = []
+        chunks: list[tuple[str | None, int | None, list[Any], list[Any]]] = []
+        for item in messages:
+            if isinstance(item, RawBatch):
+                chunks.append((item.topic, item.partition, item.values, item.offsets))
+                continue
+            error = source_error(item, "qos")
+            if error is not None:
+                bad.append(error)
+            else:
+                chunks.append((item.topic, item.partition, [item.value], [item.offset]))
+        loose: list[tuple[list[QosRecord | QosEvent], list[float]]] = []
+        for topic, partition, values, offsets in chunks:
+            records: list[QosRecord | QosEvent] = []
+            times: list[float] = []
+            for value, offset in zip(values, offsets, strict=True):
+                if value:
+                    try:
+                        record = decode(value)
+                    except msgspec.DecodeError:
+                        pass
+                    else:
+                        ts = record.event_time.timestamp()
+                        if oldest <= ts <= newest:
+                            records.append(record)
+                            times.append(ts)
+                            continue
+                slow = parse_qos(
+                    value,
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    now=now,
+                    max_age=self.max_age,
+                    max_ahead=self.max_ahead,
+                )
+                if isinstance(slow, BadEvent):
+                    bad.append(slow)
+                else:  # the two validators disagree: trust the model, keep the event
+                    records.append(slow)
+                    times.append(slow.event_time.timestamp())
+            if not records:
+                continue
+            loose.append((records, times))
+        count_dead_letters(bad)
+        if not loose:
+            return bad, None
+        if len(loose) == 1:
+            records, times = loose[0]
+        else:
+            records = [r for rs, _ in loose for r in rs]
+            times = [t for _, ts in loose for t in ts]
+        return bad, self.enrich(records, times)
+
+    def enrich(self, records: list[QosRecord | QosEvent], times: list[float]) -> ShardBatch:
+        """Columns of the records, with each customer's context (one MGET for the uncached)."""
+        batch = ShardBatch.from_records(records, times)
+        found = self.context.get_many(batch.subscribers)
+        lookups = [found[sid] for sid in batch.subscribers]
+        batch.set_context([lk.customer for lk in lookups], [lk.stale for lk in lookups])
+        return batch
+
+
+def parse_customer_batch(messages: Sequence[Any]) -> list[CustomerContext | BadEvent]:
+    """Validate a batch of customer-update messages."""
+    return parse_batch(messages, parse_customer, "customer")
+
+
+def parse_outcome_batch(messages: Sequence[Any]) -> list[Outcome | BadEvent]:
+    """Validate a batch of outcome messages."""
+    return parse_batch(messages, parse_outcome, "outcome")
+
+
+def parse_action_batch(messages: Sequence[Any]) -> list[Action | BadEvent]:
+    """Validate a batch of records read back from the actions topic (webhook deliveries)."""
+    return parse_batch(messages, parse_action, "action")

@@ -1,0 +1,220 @@
+"""Each step on its own: built from its own dependencies, driven with small batches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from cxstream.actions.ledger import DeferredQueue, ExperimentLedger, MemoryLedger
+from cxstream.actions.policy import ContactPolicy, SignalIn
+from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
+from cxstream.batches import RawBatch
+from cxstream.churn_state import MemoryChurnState
+from cxstream.context import ContextStore
+from cxstream.events import (
+    Alert,
+    Channel,
+    ConsentStatus,
+    CustomerContext,
+    Outcome,
+    OutcomeKind,
+    ValueTier,
+)
+from cxstream.settings import Settings
+from cxstream.steps import (
+    Candidate,
+    ChurnRisk,
+    Decide,
+    Demarcate,
+    Detect,
+    Ingest,
+    Outcomes,
+    RedisTrouble,
+)
+from tests.fakes import FakeRedis
+
+NOON = datetime(2026, 5, 4, 12, tzinfo=UTC)
+SETTINGS = Settings()
+KEYS = tuple(str(i) for i in range(SETTINGS.flow.shards))
+NO_HOLDOUT = DEFAULT_POLICY.model_copy(
+    update={"holdout": DEFAULT_POLICY.holdout.model_copy(update={"share": 0.0})}
+)
+
+
+def customer(sub: str, **consent: str) -> CustomerContext:
+    return CustomerContext(
+        subscriber_id=sub,
+        timezone="UTC",
+        value_tier=ValueTier.GOLD,
+        monthly_charge=90,
+        tenure_months=2,
+        consent={Channel(k): ConsentStatus(v) for k, v in consent.items()},
+    )
+
+
+def event(sub: str, seconds: float, **qos: float) -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": f"{sub}-{seconds}",
+            "event_time": (NOON + timedelta(seconds=seconds)).isoformat(),
+            "subscriber_id": sub,
+            "cell_id": "cell-1",
+            "service": "voice",
+            "rtt_ms": qos.get("rtt_ms", 40.0),
+            "jitter_ms": 2.0,
+            "loss_pct": qos.get("loss_pct", 0.1),
+        }
+    )
+
+
+def ingest_step(context: ContextStore | None = None) -> Ingest:
+    store = context if context is not None else ContextStore(FakeRedis())
+    return Ingest(SETTINGS, store, clock=lambda: NOON, shard_keys=KEYS)
+
+
+def test_ingest_dead_letters_what_does_not_validate_and_enriches_the_rest():
+    store = ContextStore(FakeRedis())
+    store.put_many([customer("s1", sms="granted")])
+    values = [event("s1", 0), b"{not json", event("s2", -30 * 86_400)]
+    bad, batch = ingest_step(store).parse([RawBatch("cx.qos", 0, values, [0, 1, 2])])
+    assert sorted(b.reason for b in bad) == ["not_json", "stale"]
+    assert {b.offset for b in bad} == {1, 2}
+    assert batch is not None and batch.subscribers == ["s1"]
+    assert batch.customers[0] is not None and batch.customers[0].value_tier == ValueTier.GOLD
+
+
+def degrading_subscriber():
+    """The cell batches the detectors emit while one subscriber's voice calls go bad."""
+    ingest = ingest_step()
+    detect = Detect(
+        SETTINGS,
+        ingest.context,
+        clock=lambda: NOON,
+        shard_keys=KEYS,
+        trouble=RedisTrouble(),
+    )
+    table = detect.new_table()
+    good = [event("s1", i) for i in range(60)]
+    bad = [event("s1", 60 + i, rtt_ms=900.0, loss_pct=25.0) for i in range(20)]
+    out = []
+    for values in (good, bad):
+        _, batch = ingest.parse([RawBatch("cx.qos", 0, values, list(range(len(values))))])
+        out.extend(cell_batch for _, cell_batch in detect.detect_shard(table, [batch]))
+    return out
+
+
+def test_detect_raises_one_alert_when_a_subscriber_degrades():
+    candidates = [c for b in degrading_subscriber() for c in b.candidates.values()]
+    assert len(candidates) == 1
+    assert candidates[0].alert.subscriber_id == "s1"
+    assert candidates[0].alert.experience < 60
+
+
+def test_demarcate_releases_a_lone_alert_unexplained_after_the_hold():
+    demarcate = Demarcate(SETTINGS)
+    monitors: dict = {}
+    out = demarcate.demarcate_shard(monitors, [b.for_demarcation() for b in degrading_subscriber()])
+    # the bad calls go on for 20 s of event time, longer than cells.hold_s (10 s)
+    (released,) = [o for o in out if isinstance(o, Candidate)]
+    assert released.alert.subscriber_id == "s1"
+    assert released.alert.explained_by is None  # one subscriber is not a cell incident
+    assert demarcate.release_held(monitors["cell-1"]) == []
+
+
+def churn_step() -> ChurnRisk:
+    return ChurnRisk(SETTINGS, MemoryChurnState(), trouble=RedisTrouble())
+
+
+def signal(c: CustomerContext) -> SignalIn:
+    return SignalIn("degradation", c.subscriber_id, c, 0.97, f"deg-{c.subscriber_id}", NOON)
+
+
+def test_churn_risk_scores_explains_and_keeps_a_snapshot_for_the_outcome():
+    churn = churn_step()
+    (scored,) = churn.score([signal(customer("s1"))], NOON)
+    assert scored.risk == 0.5  # a fresh model is unsure of everybody
+    assert scored.signal == "degradation"  # so it does not escalate
+    assert scored.details["churn"]["model_revision"] == 0
+    (snapshot,) = churn.state.get_snapshots(["s1"])
+    assert snapshot is not None and snapshot["source_id"] == "deg-s1"
+
+
+def test_churn_outcomes_are_learned_once_from_the_snapshot():
+    churn = churn_step()
+    churn.score([signal(customer("s1"))], NOON)
+    churned = Outcome(subscriber_id="s1", kind=OutcomeKind.CHURNED, time=NOON)
+    learner, record = churn.learn_outcome(None, churned)
+    assert record["churn_outcome"]["result"] == "learned"
+    assert learner.revision == 1
+    _, again = churn.learn_outcome(learner, churned)
+    assert again["churn_outcome"]["result"] == "no_snapshot"  # the snapshot was used up
+    took = Outcome(subscriber_id="s1", kind=OutcomeKind.OFFER_ACCEPTED, time=NOON)
+    assert churn.learn_outcome(learner, took)[1]["churn_outcome"]["result"] == "not_a_label"
+
+
+def decide_step() -> Decide:
+    experiment = ExperimentLedger()
+    policy = ContactPolicy(
+        PolicySource(None, default=NO_HOLDOUT), MemoryLedger(), experiment=experiment
+    )
+    return Decide(
+        ContextStore(FakeRedis()),
+        policy,
+        DeferredQueue(),
+        churn_step(),
+        clock=lambda: NOON,
+        trouble=RedisTrouble(),
+    )
+
+
+def candidate(c: CustomerContext) -> Candidate:
+    alert = Alert(
+        alert_id=f"deg-{c.subscriber_id}-1",
+        kind="degradation",
+        severity="critical",
+        subscriber_id=c.subscriber_id,
+        cell_id="cell-1",
+        score=0.999,
+        experience=20.0,
+        event_time=NOON,
+        detected_at=NOON,
+        value_tier=c.value_tier,
+    )
+    return Candidate(alert, c)
+
+
+def test_decide_records_why_and_never_assumes_consent():
+    decide = decide_step()
+    unknown, revoked = customer("s1"), customer("s2", sms="revoked", email="revoked")
+    decisions = decide.decide_batch([candidate(unknown), candidate(revoked)])
+    assert [d.result for d in decisions] == ["suppressed:no_consent"] * 2
+    assert decide.release_deferred() == []
+
+
+def test_decide_sends_to_a_customer_who_consented():
+    (decision,) = decide_step().decide_batch([candidate(customer("s3", sms="granted"))])
+    assert decision.result == "sent"
+    assert decision.action is not None and decision.action.subscriber_id == "s3"
+
+
+def test_outcomes_join_the_customers_group_or_say_it_has_none():
+    experiment = ExperimentLedger()
+    experiment.assign("s1", "control", None)
+    outcomes = Outcomes(experiment, trouble=RedisTrouble())
+    joined = outcomes.record_outcomes(
+        [
+            Outcome(subscriber_id="s1", kind=OutcomeKind.CHURNED, time=NOON),
+            Outcome(subscriber_id="s9", kind=OutcomeKind.RETAINED, time=NOON),
+        ]
+    )
+    assert [r["group"] for r in joined] == ["control", None]
+
+
+def test_redis_trouble_is_logged_now_and_then(caplog):
+    now = [0.0]
+    trouble = RedisTrouble(every_s=10.0, clock=lambda: now[0])
+    for t in (0.0, 1.0, 5.0, 11.0):
+        now[0] = t
+        trouble("contact state", ConnectionError("down"))
+    assert sum("Redis unavailable" in r.getMessage() for r in caplog.records) == 2
