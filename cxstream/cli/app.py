@@ -22,6 +22,7 @@ from cxstream.settings import Settings, load_settings
 __all__ = [
     "Bar",
     "Progress",
+    "broker_rotation_option",
     "cells_option",
     "config_option",
     "json_option",
@@ -82,6 +83,15 @@ config_option = click.option(
     help="Settings file (YAML); see config/cxstream.yaml.",
 )
 
+
+broker_rotation_option = click.option(
+    "--broker-rotation",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Replace the embedded broker with an empty one this often (seconds; 0: never): it "
+    "has no retention, and the flow resumes from its recovery snapshot. See docs/operations.md.",
+)
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="One JSON object on the last line of stdout."

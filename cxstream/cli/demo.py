@@ -13,6 +13,7 @@ import click
 
 from cxstream.cli.app import (
     Progress,
+    broker_rotation_option,
     cells_option,
     config_option,
     main,
@@ -54,14 +55,7 @@ from cxstream.errors import CxStreamError
     default=None,
     help="Append the injected incidents (ground truth, JSON lines) to this file.",
 )
-@click.option(
-    "--broker-rotation",
-    type=click.FloatRange(min=0),
-    default=600.0,
-    show_default=True,
-    help="Replace the embedded broker with an empty one this often (seconds; 0: never): it "
-    "has no retention, and the flow resumes from its recovery snapshot. See docs/operations.md.",
-)
+@broker_rotation_option
 @click.option(
     "--drain-timeout",
     type=click.FloatRange(min=1),
@@ -171,14 +165,7 @@ def demo(
     show_default=True,
     help="Report how long the lag stayed above this many seconds of input at the longest.",
 )
-@click.option(
-    "--broker-rotation",
-    type=click.FloatRange(min=0),
-    default=600.0,
-    show_default=True,
-    help="Replace the embedded broker with an empty one this often (seconds; 0: never): it "
-    "has no retention, and the flow resumes from its recovery snapshot. See docs/operations.md.",
-)
+@broker_rotation_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON line too.")
 def soak(
     config: Path | None,
