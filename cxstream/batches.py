@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from cxstream.detectors.table import SERVICE_CODES
 from cxstream.events import CustomerContext
+from cxstream.qos import QOS, SERVICE_CODES, QosTable
 
 __all__ = ["CellBatch", "RawBatch", "ShardBatch", "SourceMessage", "group_by_shard", "shard_of"]
 
@@ -49,19 +49,6 @@ _CELL = operator.attrgetter("cell_id")
 _EVENT_ID = operator.attrgetter("event_id")
 _EVENT_TIME = operator.attrgetter("event_time")
 _SERVICE = operator.attrgetter("service")
-_MEASURED = [
-    operator.attrgetter(name)
-    for name in ("rtt_ms", "jitter_ms", "loss_pct", "throughput_kbps", "rsrp_dbm", "sinr_db")
-]
-
-
-def _measurements(records: Sequence[Any]) -> F64:
-    """The records' six measurements as an ``n x 6`` float array; None becomes NaN."""
-    out = np.empty((len(records), len(_MEASURED)))
-    for j, get in enumerate(_MEASURED):
-        # a list with None in it converts to float64 with NaN there, in C
-        out[:, j] = np.array(list(map(get, records)), dtype=np.float64)
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +88,7 @@ class ShardBatch:
     times: list[datetime]
     t: F64  # event time, epoch seconds
     service: NDArray[np.int8]
-    measurements: F64  # rtt, jitter, loss, throughput, rsrp, sinr; NaN = not reported
+    measurements: F64  # one column per measure of cxstream.qos.QOS; NaN = not reported
     plan: F64  # the customer's plan (Mbps); NaN = context unknown
     customers: list[CustomerContext | None]
     stale: list[bool]
@@ -115,10 +102,12 @@ class ShardBatch:
         times: Sequence[float] | None = None,
         customers: Sequence[CustomerContext | None] | None = None,
         stale: Sequence[bool] | None = None,
+        table: QosTable = QOS,
     ) -> ShardBatch:
         """Columns from validated QoS records (:class:`~cxstream.events.QosRecord` or
         :class:`~cxstream.events.QosEvent`: the same attributes), their event times as epoch
-        seconds if known, and each one's context (unknown when not given)."""
+        seconds if known, and each one's context (unknown when not given). The measurement
+        columns are those of ``table``."""
         n = len(records)
         # a column at a time: one C-level map per attribute, no tuple per record
         event_times = list(map(_EVENT_TIME, records))
@@ -133,7 +122,7 @@ class ShardBatch:
             service=np.array(
                 list(map(SERVICE_CODES.__getitem__, map(_SERVICE, records))), dtype=np.int8
             ),
-            measurements=_measurements(records),
+            measurements=table.matrix(records),
             plan=np.full(n, np.nan),
             customers=[None] * n,
             stale=[False] * n,

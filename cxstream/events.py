@@ -30,8 +30,11 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
 )
+
+from cxstream.qos import QOS, Measure, QosTable
 
 __all__ = [
     "Action",
@@ -55,6 +58,7 @@ __all__ = [
     "parse_customer",
     "parse_outcome",
     "parse_qos",
+    "qos_types",
     "utcnow",
 ]
 
@@ -128,14 +132,27 @@ def _as_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-class QosEvent(BaseModel):
-    """One network quality-of-service measurement for one subscriber session.
+def _pydantic_measure(measure: Measure) -> tuple[Any, Any]:
+    kind = measure.kind
+    ranged: Any = Annotated[kind, Field(ge=measure.ge, le=measure.le)]
+    if measure.required:
+        return ranged, ...
+    if measure.default is None:
+        return ranged | None, None
+    return ranged, measure.kind(measure.default)
 
-    Radio fields follow 3GPP TS 36.133 / 38.133 reporting ranges and are optional: not every probe
-    sees the radio layer. Validation is strict: a boolean or a numeric string where a number is
-    expected is a ``bad_type``, not a number (probes that send them send garbage).
-    """
 
+def _msgspec_measure(measure: Measure) -> tuple[str, Any] | tuple[str, Any, Any]:
+    kind = measure.kind
+    ranged: Any = Annotated[kind, msgspec.Meta(ge=measure.ge, le=measure.le)]
+    if measure.required:
+        return measure.name, ranged
+    if measure.default is None:
+        return measure.name, ranged | None, None
+    return measure.name, ranged, measure.kind(measure.default)
+
+
+class _QosIdentity(BaseModel):
     model_config = ConfigDict(
         frozen=True, extra="ignore", allow_inf_nan=False, str_max_length=256, strict=True
     )
@@ -145,19 +162,49 @@ class QosEvent(BaseModel):
     subscriber_id: Id
     cell_id: Id
     service: Service
-    rtt_ms: Annotated[float, Field(ge=0, le=60_000)]
-    jitter_ms: Annotated[float, Field(ge=0, le=10_000)] = 0.0
-    loss_pct: Annotated[float, Field(ge=0, le=100)] = 0.0
-    throughput_kbps: Annotated[float, Field(ge=0, le=10_000_000)] | None = None
-    rsrp_dbm: Annotated[float, Field(ge=-156, le=-31)] | None = None
-    rsrq_db: Annotated[float, Field(ge=-43, le=20)] | None = None
-    sinr_db: Annotated[float, Field(ge=-23, le=40)] | None = None
-    stalls: Annotated[int, Field(ge=0, le=10_000)] | None = None
 
     _utc = field_validator("event_time")(_as_utc)
 
 
-class QosRecord(msgspec.Struct, gc=False):
+_StructId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_STRUCT_IDENTITY: list[tuple[str, Any]] = [
+    ("event_id", _StructId),
+    ("event_time", Annotated[datetime, msgspec.Meta(tz=True)]),
+    ("subscriber_id", _StructId),
+    ("cell_id", _StructId),
+    ("service", Service),
+]
+
+
+def qos_types(table: QosTable) -> tuple[type[BaseModel], type[msgspec.Struct]]:
+    """The validated model and the fast decoder's struct for a table of measures.
+
+    The identity fields (event and subscriber ids, time, cell, service) are the same for every
+    table; the measured fields, their ranges and defaults come from ``table``.
+    """
+    fields: dict[str, Any] = {m.name: _pydantic_measure(m) for m in table.measures}
+    model = create_model("QosMeasurement", __base__=_QosIdentity, **fields)
+    record = msgspec.defstruct(
+        "QosMeasurementRecord",
+        [*_STRUCT_IDENTITY, *(_msgspec_measure(m) for m in table.measures)],
+        gc=False,
+    )
+    return model, record
+
+
+_QOS_MODEL, _QOS_STRUCT = qos_types(QOS)
+
+
+class QosEvent(_QOS_MODEL):  # type: ignore[misc,valid-type]
+    """One network quality-of-service measurement for one subscriber session.
+
+    The measured fields are those of :data:`cxstream.qos.MEASURES`; radio fields are optional: not
+    every probe sees the radio layer. Validation is strict: a boolean or a numeric string where a
+    number is expected is a ``bad_type``, not a number (probes that send them send garbage).
+    """
+
+
+class QosRecord(_QOS_STRUCT, gc=False):  # type: ignore[misc,valid-type,call-arg]
     """:class:`QosEvent` as a msgspec struct: the hot path's decoder (:func:`decode_qos`).
 
     The same fields, ranges and strictness (a boolean or a numeric string is not a number; no
@@ -168,20 +215,6 @@ class QosRecord(msgspec.Struct, gc=False):
     (its ``timestamp()`` is exact); :class:`QosEvent` converts it to UTC. One known difference:
     beyond microseconds this rounds the fraction of a second and pydantic truncates it.
     """
-
-    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-    event_time: Annotated[datetime, msgspec.Meta(tz=True)]
-    subscriber_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-    cell_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-    service: Service
-    rtt_ms: Annotated[float, msgspec.Meta(ge=0, le=60_000)]
-    jitter_ms: Annotated[float, msgspec.Meta(ge=0, le=10_000)] = 0.0
-    loss_pct: Annotated[float, msgspec.Meta(ge=0, le=100)] = 0.0
-    throughput_kbps: Annotated[float, msgspec.Meta(ge=0, le=10_000_000)] | None = None
-    rsrp_dbm: Annotated[float, msgspec.Meta(ge=-156, le=-31)] | None = None
-    rsrq_db: Annotated[float, msgspec.Meta(ge=-43, le=20)] | None = None
-    sinr_db: Annotated[float, msgspec.Meta(ge=-23, le=40)] | None = None
-    stalls: Annotated[int, msgspec.Meta(ge=0, le=10_000)] | None = None
 
 
 decode_qos = msgspec.json.Decoder(QosRecord).decode

@@ -20,6 +20,7 @@ from river import base
 from typing_extensions import override
 
 from cxstream.detectors.experience import experience_score
+from cxstream.qos import QOS
 
 __all__ = [
     "EPISODE_HALF_LIFE_S",
@@ -165,7 +166,8 @@ class Detection:
     why: dict[str, Any]
 
 
-INPUTS = ("rtt_ms", "jitter_ms", "loss_pct", "throughput_kbps", "sinr_db")
+INPUTS = QOS.inputs
+"""The measures whose usual level each subscriber's monitor tracks (see :mod:`cxstream.qos`)."""
 
 
 @dataclass
@@ -215,7 +217,7 @@ class SubscriberMonitor:
             measurements.get("throughput_kbps"),
             measurements.get("rsrp_dbm"),
             measurements.get("sinr_db"),
-            None,
+            measurements.get("stalls"),
             plan_mbps,
         )
         x: dict[base.typing.FeatureName, Any] = {"experience": exp}

@@ -73,7 +73,7 @@ def experience_score(
     throughput_kbps: float | None,
     rsrp_dbm: float | None = None,
     sinr_db: float | None = None,
-    stalls: int | None = None,
+    stalls: float | None = None,
     plan_mbps: float = 50.0,
 ) -> float:
     """Experience of one measurement, 0 (unusable) to 100 (perfect).

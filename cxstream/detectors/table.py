@@ -25,12 +25,12 @@ from numpy.typing import NDArray
 
 from cxstream.detectors.degradation import INPUTS, decay_episodes, explain_drop
 from cxstream.detectors.experience import _RSRP, _SINR, VIDEO_TARGET_KBPS
+from cxstream.qos import QOS, SERVICE_CODES, QosTable
 
-__all__ = ["BatchResult", "SubscriberTable", "experience_scores"]
+__all__ = ["SERVICE_CODES", "BatchResult", "SubscriberTable", "experience_scores"]
 
 F64 = NDArray[np.float64]
 
-SERVICE_CODES = {"voice": 0, "video": 1, "data": 2}
 _RSRP_X = np.array([p[0] for p in _RSRP])
 _RSRP_Y = np.array([p[1] for p in _RSRP])
 _SINR_X = np.array([p[0] for p in _SINR])
@@ -39,15 +39,22 @@ _SINR_Y = np.array([p[1] for p in _SINR])
 
 def experience_scores(
     service: NDArray[np.int8],
-    rtt: F64,
-    jitter: F64,
-    loss: F64,
-    throughput: F64,
-    rsrp: F64,
-    sinr: F64,
+    measurements: F64,
     plan_mbps: F64,
+    table: QosTable = QOS,
 ) -> F64:
-    """:func:`~cxstream.detectors.experience.experience_score` for arrays (NaN = not reported)."""
+    """:func:`~cxstream.detectors.experience.experience_score` for arrays.
+
+    ``measurements`` has one column per measure of ``table`` (NaN = not reported); each measure's
+    penalty, if it has one, is subtracted from the core score.
+    """
+    col = table.column
+    rtt = measurements[:, col("rtt_ms")]
+    jitter = measurements[:, col("jitter_ms")]
+    loss = measurements[:, col("loss_pct")]
+    throughput = measurements[:, col("throughput_kbps")]
+    rsrp = measurements[:, col("rsrp_dbm")]
+    sinr = measurements[:, col("sinr_db")]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         # voice: simplified E-model
         delay = rtt / 2.0 + 2.0 * jitter + 10.0
@@ -68,6 +75,8 @@ def experience_scores(
         latency_penalty = np.maximum(0.0, (rtt - 80.0) / 10.0)
         other = tp_score - latency_penalty - 8.0 * loss
         score = np.where(service == 0, voice, other)
+        for j, penalty in table.penalties:
+            score = score - penalty(service, measurements[:, j])
         # radio: mean of the RSRP and SINR bands that are present
         has_rsrp = ~np.isnan(rsrp)
         has_sinr = ~np.isnan(sinr)
@@ -176,7 +185,7 @@ class SubscriberTable:
         subscribers: Sequence[str],
         t: F64,
         service: NDArray[np.int8],
-        measurements: F64,  # columns: rtt, jitter, loss, throughput, rsrp, sinr (NaN = absent)
+        measurements: F64,  # one column per measure of cxstream.qos.QOS (NaN = absent)
         plan_mbps: F64,  # from the customer's context; NaN = unknown
     ) -> BatchResult:
         """Score, then learn, every event of the batch in order."""
@@ -201,9 +210,7 @@ class SubscriberTable:
         # the detector state, so the experience of the whole batch is computed at once.
         plan = self._plans(rows, order, sorted_rows, group_start, plan_mbps)
         m = measurements
-        exp_all = experience_scores(  # rtt, jitter and loss are always present (defaults 0)
-            service, m[:, 0], m[:, 1], m[:, 2], m[:, 3], m[:, 4], m[:, 5], plan
-        )
+        exp_all = experience_scores(service, m, plan)
         for k in range(int(occurrence.max()) + 1 if n_events else 0):
             pos = np.flatnonzero(occurrence == k)
             self._round(
@@ -277,7 +284,7 @@ class SubscriberTable:
                 for c, name in enumerate(INPUTS)
                 if not math.isnan(self.inputs[row, c])
             }
-            measured = {name: _opt(m[j, c]) for c, name in enumerate(_MEASURED)}
+            measured = {name: _opt(m[j, c]) for name, c in zip(INPUTS, _INPUT_COLUMNS, strict=True)}
             why = explain_drop(float(exp[j]), float(mean[j]), inputs, measured)
             detections[int(pos[j])] = (float(score[j]), float(exp[j]), why)
             decayed = decay_episodes(self.episodes[row], self.episodes_t[row], float(t[j]))
@@ -313,8 +320,7 @@ class SubscriberTable:
         episodes_out[pos] = self.episodes[r]
 
 
-_MEASURED = ("rtt_ms", "jitter_ms", "loss_pct", "throughput_kbps", "rsrp_dbm", "sinr_db")
-_INPUT_COLUMNS = np.array([_MEASURED.index(name) for name in INPUTS])
+_INPUT_COLUMNS = np.array([QOS.column(name) for name in INPUTS])
 
 
 def _opt(value: float) -> float | None:

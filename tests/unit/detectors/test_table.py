@@ -11,6 +11,7 @@ import pytest
 from cxstream.detectors.degradation import ExperienceDropDetector, SubscriberMonitor
 from cxstream.detectors.experience import experience_score
 from cxstream.detectors.table import SERVICE_CODES, SubscriberTable, experience_scores
+from cxstream.qos import QOS
 
 NAN = math.nan
 
@@ -27,26 +28,13 @@ def random_event(rng, bad):
         else rng.uniform(50, 9e4),
         "rsrp_dbm": None if rng.random() < 0.2 else rng.uniform(-130, -60),
         "sinr_db": None if rng.random() < 0.2 else rng.uniform(-10, 30),
+        "rsrq_db": None if rng.random() < 0.5 else rng.uniform(-20, -3),
+        "stalls": None if rng.random() < 0.7 else rng.randrange(0, 4),
     }
 
 
 def columns(events):
-    m = np.array(
-        [
-            [
-                NAN if e[k] is None else e[k]
-                for k in (
-                    "rtt_ms",
-                    "jitter_ms",
-                    "loss_pct",
-                    "throughput_kbps",
-                    "rsrp_dbm",
-                    "sinr_db",
-                )
-            ]
-            for e in events
-        ]
-    )
+    m = np.array([[NAN if e[k] is None else e[k] for k in QOS.columns] for e in events])
     service = np.array([SERVICE_CODES[e["service"]] for e in events], dtype=np.int8)
     return service, m
 
@@ -56,7 +44,7 @@ def test_vector_experience_equals_the_scalar_one():
     events = [random_event(rng, rng.random() < 0.3) for _ in range(3000)]
     plans = np.array([rng.choice([10.0, 25.0, 100.0, 500.0]) for _ in events])
     service, m = columns(events)
-    got = experience_scores(service, m[:, 0], m[:, 1], m[:, 2], m[:, 3], m[:, 4], m[:, 5], plans)
+    got = experience_scores(service, m, plans)
     want = [
         experience_score(
             e["service"],
@@ -66,7 +54,7 @@ def test_vector_experience_equals_the_scalar_one():
             e["throughput_kbps"],
             e["rsrp_dbm"],
             e["sinr_db"],
-            None,
+            e["stalls"],
             p,
         )
         for e, p in zip(events, plans, strict=True)
