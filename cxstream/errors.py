@@ -5,8 +5,13 @@ dead-letter topic. Exceptions are for misconfiguration and for services that can
 
     CxStreamError
     ├── ConfigError          a settings, policy or mapping file is invalid
+    ├── DataError            an input file (a table to load or evaluate on) cannot be used
     ├── ServiceError         a broker, Redis or binary needed at start-up is missing or unreachable
-    └── ActionError          an action could not be delivered and could not be dead-lettered
+    ├── RecoveryError        the recovery directory does not fit this flow (its inputs or offsets)
+    ├── ActionError          an action could not be delivered and could not be dead-lettered
+    ├── SignatureError       a webhook's signature is missing, malformed, wrong or out of date
+    └── IncompatibleCheckpoint   a stored model checkpoint is of another format or schema
+        └── UntrustedCheckpoint  ... or is not authenticated by this deployment's key
 """
 
 from __future__ import annotations
@@ -26,3 +31,23 @@ class ServiceError(CxStreamError, RuntimeError):
 
 class ActionError(CxStreamError):
     """An action could not be delivered nor dead-lettered."""
+
+
+class DataError(CxStreamError, ValueError):
+    """An input file (a table to load or to evaluate on) cannot be used; the message says why."""
+
+
+class SignatureError(CxStreamError, ValueError):
+    """A webhook's signature is missing, malformed, wrong, or too old/new."""
+
+
+class IncompatibleCheckpoint(CxStreamError, ValueError):
+    """A stored model checkpoint of another format or feature schema, or a malformed one."""
+
+
+class UntrustedCheckpoint(IncompatibleCheckpoint):
+    """A stored model checkpoint whose authentication code does not match this deployment's key."""
+
+
+class RecoveryError(CxStreamError, RuntimeError):
+    """The recovery directory does not fit this flow: another flow's inputs, or unreadable offsets."""

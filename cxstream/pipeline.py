@@ -27,6 +27,7 @@ from cxstream.context import ContextStore
 from cxstream.detectors.cells import CellMonitor
 from cxstream.detectors.churn import ChurnLearner, ChurnModel
 from cxstream.detectors.table import SubscriberTable
+from cxstream.errors import ConfigError
 from cxstream.events import Action, BadEvent, Outcome, utcnow
 from cxstream.settings import Settings
 from cxstream.steps.churn_risk import ChurnRisk
@@ -97,7 +98,7 @@ class Pipeline:
         )
         if len(self.shard_keys) != settings.flow.shards:
             msg = f"{len(self.shard_keys)} shard keys for flow.shards={settings.flow.shards}"
-            raise ValueError(msg)
+            raise ConfigError(msg)
         self.context = context
         self.claims = claims
         self.clock = clock

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from cxstream.errors import ConfigError
+
 __all__ = ["MEASURES", "QOS", "SERVICE_CODES", "Measure", "QosTable"]
 
 F64 = NDArray[np.float64]
@@ -86,7 +88,7 @@ class QosTable:
         names = [m.name for m in measures]
         if len(set(names)) != len(names):
             msg = f"QoS measures named twice: {sorted(n for n in names if names.count(n) > 1)}"
-            raise ValueError(msg)
+            raise ConfigError(msg)
         self.measures = tuple(measures)
         self.columns = tuple(names)
         self.inputs = tuple(m.name for m in measures if m.detector_input)

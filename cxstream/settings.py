@@ -270,6 +270,10 @@ class ChurnSettings(BaseModel):
     snapshot_ttl_s: Annotated[int, Field(ge=60)] = 90 * 86_400  # how late an outcome may come
     refresh_s: Annotated[float, Field(gt=0, le=3_600)] = 5.0  # scorers reload a newer model
     quality_window: Annotated[int, Field(ge=10, le=1_000_000)] = 1_000  # rolling AUC/log loss
+    # HMAC key authenticating the model checkpoints kept in Redis (env CXSTREAM_CHURN__CHECKPOINT_KEY):
+    # a checkpoint it does not authenticate is refused. Without one, checkpoints are data-only
+    # but unauthenticated, and the flow says so at start.
+    checkpoint_key: SecretStr | None = None
 
     @model_validator(mode="after")
     def _distinct(self) -> ChurnSettings:

@@ -23,13 +23,11 @@ import hmac
 import time
 from collections.abc import Mapping
 
+from cxstream.errors import SignatureError
+
 __all__ = ["SignatureError", "sign", "sign_headers", "verify"]
 
 DEFAULT_TOLERANCE_S = 300
-
-
-class SignatureError(ValueError):
-    """A webhook's signature is missing, malformed, wrong, or too old/new."""
 
 
 def _key(secret: str) -> bytes:

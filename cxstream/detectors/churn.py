@@ -30,15 +30,27 @@ True
 
 from __future__ import annotations
 
-import io
+import hashlib
+import hmac
 import math
-import pickle
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Final
 
+import msgspec
 import numpy as np
 from numpy.typing import NDArray
+
+from cxstream.detectors.churn_features import (
+    Featurizer,
+    InferredSchema,
+    Row,
+    Running,
+    Schema,
+    infer_schema,
+    parse_number,
+)
+from cxstream.errors import IncompatibleCheckpoint, UntrustedCheckpoint
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -48,287 +60,21 @@ __all__ = [
     "Contribution",
     "Featurizer",
     "IncompatibleCheckpoint",
+    "InferredSchema",
     "QualityMonitor",
     "Schema",
+    "UntrustedCheckpoint",
     "infer_schema",
     "parse_number",
 ]
 
-CHECKPOINT_FORMAT: Final = 1
-"""Version of the checkpoint layout; bump it when the pickled state changes shape."""
+CHECKPOINT_FORMAT: Final = 2
+"""Version of the checkpoint layout; bump it when the stored state changes shape."""
+
+_MAX_DIM: Final = 20_000  # features a checkpoint may hold (its covariance is dim x dim)
 
 _MAGIC: Final = b"cxstream-churn"
-MISSING: Final = "<missing>"
-OTHER: Final = "<other>"
-_MISSING_TOKENS: Final = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
-
-Row = Mapping[str, Any]
 FloatArray = NDArray[np.float64]
-
-
-class IncompatibleCheckpoint(ValueError):
-    """A checkpoint written by a different (incompatible) version of the model."""
-
-
-def parse_number(value: Any) -> float | None:
-    """A finite float from a cell, or None for blanks, missing markers and non-numbers."""
-    if value is None or isinstance(value, bool):
-        return None if value is None else float(value)
-    if isinstance(value, int | float):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    text = str(value).strip()
-    if text.lower() in _MISSING_TOKENS:
-        return None
-    try:
-        f = float(text)
-    except ValueError:
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _category(value: Any) -> str:
-    if value is None:
-        return MISSING
-    text = str(value).strip()
-    return MISSING if text.lower() in _MISSING_TOKENS else text
-
-
-@dataclass(frozen=True)
-class Schema:
-    """Which columns are numbers and which are categories (all others are ignored)."""
-
-    numeric: tuple[str, ...] = ()
-    categorical: tuple[str, ...] = ()
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        """Every column the model reads."""
-        return self.numeric + self.categorical
-
-
-@dataclass(frozen=True)
-class InferredSchema:
-    """A schema read off a table, and the columns left out with the reason."""
-
-    schema: Schema
-    skipped: dict[str, str]
-
-
-def infer_schema(
-    rows: Iterable[Row],
-    *,
-    exclude: Iterable[str] = (),
-    max_categories: int = 64,
-    id_share: float = 0.5,
-) -> InferredSchema:
-    """Infer column types from the values (never from the label).
-
-    A column is numeric when every non-blank value parses as a number and it has more than two
-    distinct values (0/1 flags are categories); otherwise categorical. A non-numeric column
-    whose distinct values exceed both ``max_categories`` and ``id_share`` of the rows looks like
-    an identifier and is skipped, as is a column with a single value.
-    """
-    excluded = set(exclude)
-    distinct: dict[str, set[str]] = {}
-    numeric_ok: dict[str, bool] = {}
-    n = 0
-    order: list[str] = []
-    for row in rows:
-        n += 1
-        for col, value in row.items():
-            if col in excluded:
-                continue
-            if col not in distinct:
-                distinct[col] = set()
-                numeric_ok[col] = True
-                order.append(col)
-            cat = _category(value)
-            if cat == MISSING:
-                continue
-            seen = distinct[col]
-            if len(seen) <= max(max_categories, int(id_share * n)) + 1:
-                seen.add(cat)
-            if numeric_ok[col] and parse_number(cat) is None:
-                numeric_ok[col] = False
-    numeric: list[str] = []
-    categorical: list[str] = []
-    skipped: dict[str, str] = {}
-    for col in order:
-        k = len(distinct[col])
-        if k <= 1:
-            skipped[col] = "a single value" if k == 1 else "always blank"
-        elif numeric_ok[col] and k > 2:
-            numeric.append(col)
-        elif not numeric_ok[col] and k > max_categories and k > id_share * n:
-            skipped[col] = f"looks like an identifier ({k} distinct values)"
-        else:
-            categorical.append(col)
-    return InferredSchema(Schema(tuple(numeric), tuple(categorical)), skipped)
-
-
-@dataclass
-class _Running:
-    """Welford mean and variance."""
-
-    n: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
-
-    def update(self, x: float) -> None:
-        self.n += 1
-        delta = x - self.mean
-        self.mean += delta / self.n
-        self.m2 += delta * (x - self.mean)
-
-    def scale(self, x: float) -> float:
-        if self.n < 2:
-            return 0.0
-        std = math.sqrt(self.m2 / (self.n - 1))
-        return (x - self.mean) / std if std > 1e-12 else 0.0
-
-
-def _slog(x: float) -> float:
-    return math.copysign(math.log1p(abs(x)), x)
-
-
-@dataclass
-class Featurizer:
-    """Turns a row into ``(feature indices, values)``, growing the feature space online.
-
-    Feature ``i`` belongs to column ``self.owner[i]``; index 0 is the intercept.
-    """
-
-    schema: Schema
-    max_categories: int = 64
-    names: list[str] = field(default_factory=lambda: ["<intercept>"])
-    owner: list[str] = field(default_factory=lambda: ["<intercept>"])
-    index: dict[str, int] = field(default_factory=dict)
-    stats: dict[str, _Running] = field(default_factory=dict)
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    n: int = 0
-
-    def _slot(self, name: str, column: str) -> int:
-        i = self.index.get(name)
-        if i is None:
-            i = self.index[name] = len(self.names)
-            self.names.append(name)
-            self.owner.append(column)
-        return i
-
-    def transform_one(self, x: Row, *, grow: bool = True) -> tuple[list[int], list[float]]:
-        """Indices and values of the row's features (unknown ones dropped unless ``grow``)."""
-        idx = [0]
-        val = [1.0]
-        for col in self.schema.numeric:
-            num = parse_number(x.get(col))
-            if num is None:
-                key = f"{col}={MISSING}"
-                i = self._slot(key, col) if grow else self.index.get(key)
-                if i is not None:
-                    idx.append(i)
-                    val.append(1.0)
-                continue
-            for key, v in ((col, num), (f"log({col})", _slog(num))):
-                i = self._slot(key, col) if grow else self.index.get(key)
-                if i is not None:
-                    run = self.stats.get(key)
-                    idx.append(i)
-                    val.append(run.scale(v) if run is not None else 0.0)
-        for col in self.schema.categorical:
-            cat = _category(x.get(col))
-            seen = self.counts.get(col)
-            if seen is not None and cat not in seen and len(seen) >= self.max_categories:
-                cat = OTHER
-            key = f"{col}={cat}"
-            i = self._slot(key, col) if grow else self.index.get(key)
-            if i is not None:
-                idx.append(i)
-                val.append(1.0)
-        return idx, val
-
-    def transform_many(self, rows: Sequence[Row], dim: int) -> FloatArray:
-        """The rows' features as a dense ``len(rows) x dim`` matrix, column by column.
-
-        The same values as :meth:`transform_one` with ``grow=False`` (features past ``dim`` are
-        dropped); working a column at a time keeps the per-row Python cost to a few lookups.
-        """
-        n = len(rows)
-        x = np.zeros((n, dim))
-        x[:, 0] = 1.0
-        index = self.index
-        for col in self.schema.numeric:
-            nums = [parse_number(row.get(col)) for row in rows]
-            present = np.fromiter((v is not None for v in nums), dtype=bool, count=n)
-            i_missing = index.get(f"{col}={MISSING}")
-            if i_missing is not None and i_missing < dim:
-                x[~present, i_missing] = 1.0
-            if not present.any():
-                continue
-            raw = np.fromiter((0.0 if v is None else v for v in nums), dtype=np.float64, count=n)
-            logged = np.copysign(np.log1p(np.abs(raw)), raw)
-            for key, values in ((col, raw), (f"log({col})", logged)):
-                i = index.get(key)
-                run = self.stats.get(key)
-                if i is None or i >= dim or run is None or run.n < 2:
-                    continue
-                std = math.sqrt(run.m2 / (run.n - 1))
-                if std > 1e-12:
-                    x[present, i] = (values[present] - run.mean) / std
-        for col in self.schema.categorical:
-            seen = self.counts.get(col, {})
-            full = len(seen) >= self.max_categories
-            prefix = f"{col}="
-            other = index.get(prefix + OTHER, -1) if full else -1
-            slots: dict[str, int] = {}
-            cols = np.empty(n, dtype=np.intp)
-            for r, row in enumerate(rows):
-                cat = _category(row.get(col))
-                i = slots.get(cat)
-                if i is None:
-                    found = index.get(prefix + cat)
-                    i = slots[cat] = (
-                        found if found is not None else (other if cat not in seen else -1)
-                    )
-                cols[r] = i
-            ok = (cols >= 0) & (cols < dim)
-            x[np.flatnonzero(ok), cols[ok]] = 1.0
-        return x
-
-    def learn_one(self, x: Row) -> None:
-        """Update running means/variances and category counts with one row."""
-        self.n += 1
-        for col in self.schema.numeric:
-            num = parse_number(x.get(col))
-            if num is None:
-                continue
-            for key, v in ((col, num), (f"log({col})", _slog(num))):
-                self.stats.setdefault(key, _Running()).update(v)
-        for col in self.schema.categorical:
-            cat = _category(x.get(col))
-            seen = self.counts.setdefault(col, {})
-            if cat not in seen and len(seen) >= self.max_categories:
-                cat = OTHER
-            seen[cat] = seen.get(cat, 0) + 1
-
-    def baseline(self, dim: int) -> FloatArray:
-        """The average customer's feature vector so far (categories at their frequencies)."""
-        base = np.zeros(dim)
-        base[0] = 1.0
-        if self.n == 0:
-            return base
-        for col in self.schema.numeric:
-            seen = self.stats[col].n if col in self.stats else 0
-            key = f"{col}={MISSING}"
-            i = self.index.get(key)
-            if i is not None and i < dim:
-                base[i] = (self.n - seen) / self.n
-        for col, seen_counts in self.counts.items():
-            for cat, count in seen_counts.items():
-                i = self.index.get(f"{col}={cat}")
-                if i is not None and i < dim:
-                    base[i] = count / self.n
-        return base
 
 
 class BayesianLogisticRegression:
@@ -517,35 +263,133 @@ class ChurnModel:
         return self.explain_many([x], top)[0]
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def to_bytes(self, metrics: Mapping[str, float] | None = None) -> bytes:
-        """A versioned checkpoint: magic, format version, then the pickled state and metrics."""
-        buf = io.BytesIO()
-        buf.write(_MAGIC + b":" + str(CHECKPOINT_FORMAT).encode() + b"\n")
-        pickle.dump({"model": self, "metrics": dict(metrics or {})}, buf, protocol=5)
-        return buf.getvalue()
+    def to_bytes(
+        self, metrics: Mapping[str, float] | None = None, *, key: bytes | None = None
+    ) -> bytes:
+        """A versioned, data-only checkpoint (JSON, arrays as base64 float64), authenticated with
+        HMAC-SHA256 under ``key`` when one is given (see :func:`read_checkpoint`)."""
+        f = self.features
+        d = self.learner.dim
+        state = _ModelState(
+            numeric=list(self.schema.numeric),
+            categorical=list(self.schema.categorical),
+            prior_variance=self.prior_variance,
+            max_categories=self.max_categories,
+            n_learned=self.n_learned,
+            features=_FeatureState(
+                names=list(f.names),
+                owner=list(f.owner),
+                stats={k: (r.n, r.mean, r.m2) for k, r in f.stats.items()},
+                counts={c: dict(v) for c, v in f.counts.items()},
+                n=f.n,
+            ),
+            dim=d,
+            mean=np.ascontiguousarray(self.learner.mean[:d], "<f8").tobytes(),
+            cov=np.ascontiguousarray(self.learner.cov[:d, :d], "<f8").tobytes(),
+            metrics={k: (v if math.isfinite(v) else None) for k, v in (metrics or {}).items()},
+        )
+        head = _MAGIC + b":" + str(CHECKPOINT_FORMAT).encode()
+        body = msgspec.json.encode(state)
+        return head + b"\n" + _mac(key, head, body) + b"\n" + body
 
     @staticmethod
-    def from_bytes(data: bytes) -> tuple[ChurnModel, dict[str, float]]:
-        """Restore a checkpoint; one of another format version raises
-        :class:`IncompatibleCheckpoint` naming both versions."""
-        head, sep, body = data.partition(b"\n")
+    def from_bytes(data: bytes, *, key: bytes | None = None) -> tuple[ChurnModel, dict[str, float]]:
+        """Restore a checkpoint written by :meth:`to_bytes`.
+
+        Nothing in it is executed: it is parsed as JSON against a fixed schema and checked for
+        consistency. With a ``key``, its authentication code must match
+        (:class:`~cxstream.errors.UntrustedCheckpoint` otherwise); another format version, a
+        malformed or inconsistent body raise :class:`~cxstream.errors.IncompatibleCheckpoint`.
+        """
+        head, sep, rest = data.partition(b"\n")
         magic, _, version = head.partition(b":")
         if not sep or magic != _MAGIC:
             msg = "not a cxstream churn-model checkpoint"
             raise IncompatibleCheckpoint(msg)
         if version != str(CHECKPOINT_FORMAT).encode():
             msg = (
-                f"churn-model checkpoint has format {version.decode(errors='replace')}, this "
+                f"churn-model checkpoint has format {version.decode(errors='replace')[:20]}, this "
                 f"cxstream reads format {CHECKPOINT_FORMAT}: delete the checkpoint to start a "
                 "fresh model, or run the version that wrote it"
             )
             raise IncompatibleCheckpoint(msg)
-        state = pickle.loads(body)  # noqa: S301 - our own checkpoint, from our own Redis/file
-        model = state["model"]
-        if not isinstance(model, ChurnModel):
-            msg = "checkpoint does not hold a ChurnModel"
+        mac, sep, body = rest.partition(b"\n")
+        if not sep:
+            msg = "churn-model checkpoint is truncated"
             raise IncompatibleCheckpoint(msg)
-        return model, dict(state["metrics"])
+        if key is not None and not hmac.compare_digest(mac, _mac(key, head, body)):
+            msg = (
+                "churn-model checkpoint is not authenticated by churn.checkpoint_key (written "
+                "with another key, without one, or altered)"
+            )
+            raise UntrustedCheckpoint(msg)
+        try:
+            state = msgspec.json.decode(body, type=_ModelState)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            msg = f"churn-model checkpoint is malformed: {str(exc)[:200]}"
+            raise IncompatibleCheckpoint(msg) from exc
+        return _restore(state), {k: math.nan if v is None else v for k, v in state.metrics.items()}
+
+
+def _mac(key: bytes | None, head: bytes, body: bytes) -> bytes:
+    if key is None:
+        return b"unsigned"
+    return hmac.new(key, head + b"\n" + body, hashlib.sha256).hexdigest().encode()
+
+
+class _FeatureState(msgspec.Struct, forbid_unknown_fields=True):
+    names: list[str]
+    owner: list[str]
+    stats: dict[str, tuple[int, float, float]]
+    counts: dict[str, dict[str, int]]
+    n: int
+
+
+class _ModelState(msgspec.Struct, forbid_unknown_fields=True):
+    numeric: list[str]
+    categorical: list[str]
+    prior_variance: Annotated[float, msgspec.Meta(gt=0)]
+    max_categories: Annotated[int, msgspec.Meta(ge=1)]
+    n_learned: Annotated[int, msgspec.Meta(ge=0)]
+    features: _FeatureState
+    dim: Annotated[int, msgspec.Meta(ge=0, le=_MAX_DIM)]
+    mean: bytes  # float64, little-endian, dim values
+    cov: bytes  # float64, little-endian, dim x dim, row-major
+    metrics: dict[str, float | None]
+
+
+def _restore(state: _ModelState) -> ChurnModel:
+    f, d = state.features, state.dim
+    problems = []
+    if len(f.names) != len(f.owner) or not f.names or f.names[0] != "<intercept>":
+        problems.append("feature names and owners do not match")
+    if d > len(f.names):
+        problems.append("more weights than features")
+    if len(state.mean) != 8 * d or len(state.cov) != 8 * d * d:
+        problems.append("weight arrays of the wrong size")
+    if len(set(f.names)) != len(f.names):
+        problems.append("a feature named twice")
+    if problems:
+        msg = f"churn-model checkpoint is inconsistent: {'; '.join(problems)}"
+        raise IncompatibleCheckpoint(msg)
+    schema = Schema(tuple(state.numeric), tuple(state.categorical))
+    model = ChurnModel(schema, state.prior_variance, state.max_categories)
+    model.n_learned = state.n_learned
+    features = model.features
+    features.names = list(f.names)
+    features.owner = list(f.owner)
+    features.index = {name: i for i, name in enumerate(f.names) if i > 0}
+    features.stats = {k: Running(n, mean, m2) for k, (n, mean, m2) in f.stats.items()}
+    features.counts = {c: dict(v) for c, v in f.counts.items()}
+    features.n = f.n
+    learner = model.learner
+    learner._grow(d)
+    learner.mean[:d] = np.frombuffer(state.mean, "<f8")
+    learner.cov[:d, :d] = np.frombuffer(state.cov, "<f8").reshape(d, d)
+    if not (np.isfinite(learner.mean[:d]).all() and np.isfinite(learner.cov[:d, :d]).all()):
+        msg = "churn-model checkpoint is inconsistent: weights that are not finite"
+        raise IncompatibleCheckpoint(msg)
+    return model
 
 
 class QualityMonitor:
@@ -595,6 +439,7 @@ class ChurnLearner:
     model: ChurnModel
     quality: QualityMonitor
     revision: int = 0
+    key: bytes | None = None  # authenticates the checkpoints (ChurnModel.to_bytes)
 
     def learn_one(self, x: Row, y: bool) -> tuple[float, bool]:
         """Score (for the quality metrics), then learn; returns the probability and drift flag."""
@@ -606,4 +451,5 @@ class ChurnLearner:
     def checkpoint(self) -> bytes:
         """A new revision of the model as a versioned checkpoint, with its quality metrics."""
         self.revision += 1
-        return self.model.to_bytes({**self.quality.report(), "revision": float(self.revision)})
+        metrics = {**self.quality.report(), "revision": float(self.revision)}
+        return self.model.to_bytes(metrics, key=self.key)

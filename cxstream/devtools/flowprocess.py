@@ -3,6 +3,7 @@ figures read from its metrics endpoint."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -114,6 +115,10 @@ class FlowProcess:
         env = {
             **os.environ,
             "CXSTREAM_WEBHOOK__SECRET": secret,
+            # the same for every generation of the demo's flow: it reads the checkpoints before
+            "CXSTREAM_CHURN__CHECKPOINT_KEY": hashlib.sha256(
+                b"churn:" + secret.encode()
+            ).hexdigest(),
             # `run` serves metrics on flow.metrics_port + process id
             "CXSTREAM_FLOW__METRICS_PORT": str(self.port - process_id),
             "CXSTREAM_DASHBOARD__PORT": str(self.dashboard_port),

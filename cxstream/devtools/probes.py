@@ -23,6 +23,7 @@ from confluent_kafka import (
 )
 
 from cxstream.clients import produce_waiting
+from cxstream.errors import ServiceError
 from cxstream.events import utcnow
 from cxstream.settings import Settings
 
@@ -225,7 +226,7 @@ def measure_latency_floor(
     try:
         if not receiver.poll(60):
             msg = "the latency-floor consumer did not start"
-            raise RuntimeError(msg)
+            raise ServiceError(msg)
         receiver.recv()  # assigned and polling
         send_paced(generator_producer(settings), topic, encode_paced(records), rate, lambda: None)
         latencies: list[float] = receiver.recv() if receiver.poll(timeout_s) else []

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import orjson
 
+from cxstream.errors import ConfigError
 from cxstream.events import Channel, ConsentStatus, CustomerContext, ValueTier, utcnow
 
 __all__ = ["Incident", "Simulator", "diurnal_factor", "plan_incidents", "utcnow"]
@@ -153,7 +154,7 @@ class Simulator:
     ) -> None:
         if subscribers < 1 or cells < 1:
             msg = "subscribers and cells must be at least 1"
-            raise ValueError(msg)
+            raise ConfigError(msg)
         self.rng = random.Random(seed)
         self.bad_ratio = bad_ratio
         self.run_id = run_id

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cxstream.detectors.churn import ChurnModel, Schema, infer_schema, parse_number
+from cxstream.errors import DataError
 
 __all__ = [
     "MODELS",
@@ -221,7 +222,7 @@ def _positive_value(values: set[str], positive: str | None, label: str) -> str:
         if positive not in values:
             shown = ", ".join(sorted(values)[:10])
             msg = f"--positive {positive!r} never occurs in column {label!r} (values: {shown})"
-            raise ValueError(msg)
+            raise DataError(msg)
         return positive
     if len(values) != 2:
         shown = ", ".join(sorted(values)[:10])
@@ -229,13 +230,13 @@ def _positive_value(values: set[str], positive: str | None, label: str) -> str:
             f"label column {label!r} has {len(values)} distinct values ({shown}); "
             "a binary label is needed (use --positive to name the churn value)"
         )
-        raise ValueError(msg)
+        raise DataError(msg)
     for guess in _POSITIVE_GUESSES:
         for v in values:
             if v.lower() == guess:
                 return v
     msg = f"cannot tell which value of {label!r} means churn ({', '.join(sorted(values))}): use --positive"
-    raise ValueError(msg)
+    raise DataError(msg)
 
 
 def read_labelled(
@@ -248,7 +249,7 @@ def read_labelled(
         for name, flag in ((label, "--label"), (id_column, "--id")):
             if name is not None and name not in header:
                 msg = f"{flag} {name!r} is not a column of {path} (columns: {', '.join(header)})"
-                raise ValueError(msg)
+                raise DataError(msg)
         raw = list(reader)
     kept: list[dict[str, str]] = []
     values: list[str] = []
@@ -262,7 +263,7 @@ def read_labelled(
         kept.append({k: v for k, v in row.items() if k not in (label, id_column) and k is not None})
     if not kept:
         msg = f"no labelled rows in {path}"
-        raise ValueError(msg)
+        raise DataError(msg)
     pos = _positive_value(set(values), positive, label)
     if blank:
         import logging
@@ -286,7 +287,7 @@ def run_churn(
     inferred = infer_schema(rows)
     if not inferred.schema.columns:
         msg = f"no usable feature columns in {path} (skipped: {inferred.skipped})"
-        raise ValueError(msg)
+        raise DataError(msg)
     clf = MODELS[model](inferred.schema)
     probs = np.empty(len(rows))
     start = time.perf_counter()

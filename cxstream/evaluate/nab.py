@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cxstream.detectors.series import SeriesMonitor
+from cxstream.errors import DataError
 
 __all__ = [
     "PROFILES",
@@ -117,7 +118,7 @@ def score_file(
     for start, end in windows:
         if start not in index or end not in index:
             msg = f"window {start} .. {end} does not match timestamps in the file"
-            raise ValueError(msg)
+            raise DataError(msg)
         bounds.append((index[start], index[end]))
     bounds.sort()
     probation = probation_length(len(timestamps))
@@ -191,14 +192,14 @@ def read_nab_file(path: Path, name: str) -> NabFile:
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:2]] != ["timestamp", "value"]:
             msg = f"{path}: expected the header 'timestamp,value', got {header}"
-            raise ValueError(msg)
+            raise DataError(msg)
         for line, row in enumerate(reader, start=2):
             try:
                 timestamps.append(datetime.fromisoformat(row[0]))
                 values.append(float(row[1]))
             except (ValueError, IndexError) as exc:
                 msg = f"{path}:{line}: {exc}"
-                raise ValueError(msg) from exc
+                raise DataError(msg) from exc
     return NabFile(name, timestamps, values)
 
 

@@ -23,6 +23,7 @@ from cxstream import metrics
 from cxstream.actions.webhook import DeliveryPool, WebhookSender
 from cxstream.clients import produce_waiting
 from cxstream.context import ContextStore
+from cxstream.errors import ConfigError
 from cxstream.events import Action, BadEvent, CustomerContext, utcnow
 from cxstream.privacy import pseudonym
 
@@ -206,7 +207,7 @@ class _KafkaOutPartition(StatefulSinkPartition[KafkaSinkMessage[bytes | None, by
         for msg in values:
             if msg.topic is None:
                 err = f"no topic to produce to for {msg}"
-                raise RuntimeError(err)
+                raise ConfigError(err)
             produce_waiting(self._producer, msg.topic, msg.value, msg.key, on_delivery=_delivered)
         metrics.KAFKA_OUT_RECORDS.inc(len(values))
         self._producer.poll(0)  # serve delivery reports; never wait

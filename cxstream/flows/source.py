@@ -41,6 +41,7 @@ from confluent_kafka.admin import AdminClient
 from typing_extensions import override
 
 from cxstream.batches import RawBatch
+from cxstream.errors import RecoveryError, ServiceError
 
 __all__ = ["BatchKafkaSource", "PollProcessor", "RawBatch", "SourceError"]
 
@@ -120,7 +121,7 @@ class _Partition(StatefulSourcePartition[Any, Any]):
                     f"first read from, not {text[:40]!r}; delete the recovery directory as a "
                     "whole to start afresh"
                 )
-                raise RuntimeError(msg)
+                raise RecoveryError(msg)
             return int(text)
         # resolved now, not by the fetcher later: a message produced after this point (and
         # before the fetcher's own lookup) must not be skipped
@@ -129,7 +130,7 @@ class _Partition(StatefulSourcePartition[Any, Any]):
         )
         if marks is None:
             msg = f"could not read the end offset of {self._topic}[{self._partition}] within 30 s"
-            raise RuntimeError(msg)
+            raise ServiceError(msg)
         if start_file is not None:
             start_file.parent.mkdir(parents=True, exist_ok=True)
             scratch = start_file.with_name(f".{start_file.name}.tmp")
@@ -291,7 +292,7 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
             meta = client.list_topics(topic).topics[topic]
             if meta.error is not None:
                 msg = f"cannot list the partitions of Kafka topic {topic!r}: {meta.error.str()}"
-                raise RuntimeError(msg)
+                raise ServiceError(msg)
             parts.extend(f"{i}-{topic}" for i in meta.partitions)
         return parts
 
@@ -300,7 +301,7 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         idx, topic = for_part.split("-", 1)
         if topic not in self._topics:
             msg = f"cannot resume partition {for_part!r}: topic {topic!r} is no longer an input"
-            raise ValueError(msg)
+            raise RecoveryError(msg)
         config = {
             "group.id": "cxstream-assigned",  # partitions are assigned: no group join
             "enable.auto.commit": "false",

@@ -19,14 +19,8 @@ import redis
 from cxstream import metrics
 from cxstream.actions.policy import SignalIn
 from cxstream.churn_state import ChurnState
-from cxstream.detectors.churn import (
-    ChurnLearner,
-    ChurnModel,
-    IncompatibleCheckpoint,
-    QualityMonitor,
-    Schema,
-)
-from cxstream.errors import ConfigError
+from cxstream.detectors.churn import ChurnLearner, ChurnModel, QualityMonitor, Schema
+from cxstream.errors import ConfigError, IncompatibleCheckpoint, UntrustedCheckpoint
 from cxstream.events import Outcome, OutcomeKind
 from cxstream.settings import Settings
 from cxstream.steps.common import RedisTrouble
@@ -58,6 +52,9 @@ class ChurnRisk:
         self._model = self.fresh_model()
         self._revision = 0
         self._checked = -math.inf
+        self._refused: int | None = None
+        key = c.checkpoint_key
+        self.key = key.get_secret_value().encode() if key is not None else None
 
     def fresh_model(self) -> ChurnModel:
         c = self.settings.churn
@@ -66,8 +63,9 @@ class ChurnRisk:
         )
 
     def load_checkpoint(self, data: bytes) -> tuple[ChurnModel, dict[str, float]]:
-        """Restore a checkpoint; refuse one of another format or another feature schema."""
-        model, stored = ChurnModel.from_bytes(data)
+        """Restore a checkpoint; refuse one not authenticated by the key, of another format or
+        of another feature schema."""
+        model, stored = ChurnModel.from_bytes(data, key=self.key)
         if model.schema != self.schema:
             msg = (
                 f"the stored churn model reads columns {list(model.schema.columns)}, the "
@@ -78,15 +76,23 @@ class ChurnRisk:
         return model, stored
 
     def check_checkpoint(self) -> None:
-        """At start-up: a stored checkpoint this version cannot use is a clear error, not a crash
-        later in the flow."""
+        """At start-up: a stored checkpoint of another format or schema is a clear error, not a
+        crash later in the flow; one the key does not authenticate is refused with an error in
+        the log, and the flow starts with a fresh model."""
         if not self.settings.churn.enabled:
             return
+        if self.key is None:
+            log.warning(
+                "churn model checkpoints are not authenticated: set churn.checkpoint_key "
+                "(CXSTREAM_CHURN__CHECKPOINT_KEY) so that one written by anyone else is refused"
+            )
         data = self.state.load_checkpoint()
         if data is None:
             return
         try:
             self.load_checkpoint(data)
+        except UntrustedCheckpoint as exc:
+            log.error("churn model checkpoint refused, starting from a fresh model: %s", exc)
         except IncompatibleCheckpoint as exc:
             msg = f"churn model checkpoint refused: {exc}"
             raise ConfigError(msg) from exc
@@ -100,10 +106,15 @@ class ChurnRisk:
             self.trouble("churn checkpoint (starting from a fresh model)", exc)
             data = None
         if data is not None:
-            model, stored = self.load_checkpoint(data)
-            log.info("churn model restored at revision %d", int(stored.get("revision", 0)))
-            return ChurnLearner(model, QualityMonitor(window), revision=int(stored["revision"]))
-        return ChurnLearner(self.fresh_model(), QualityMonitor(window))
+            try:
+                model, stored = self.load_checkpoint(data)
+            except IncompatibleCheckpoint as exc:
+                log.error("churn model checkpoint refused, starting from a fresh model: %s", exc)
+            else:
+                revision = int(stored.get("revision", 0))
+                log.info("churn model restored at revision %d", revision)
+                return ChurnLearner(model, QualityMonitor(window), revision, self.key)
+        return ChurnLearner(self.fresh_model(), QualityMonitor(window), key=self.key)
 
     def scorer(self) -> ChurnModel:
         """The model scorers use: reloaded when the learner has stored a newer revision."""
@@ -111,9 +122,10 @@ class ChurnRisk:
         if now - self._checked < self.settings.churn.refresh_s:
             return self._model
         self._checked = now
+        revision = None
         try:
             revision = self.state.revision()
-            if revision is not None and revision != self._revision:
+            if revision is not None and revision not in (self._revision, self._refused):
                 data = self.state.load_checkpoint()
                 if data is not None:
                     self._model, _ = self.load_checkpoint(data)
@@ -122,6 +134,7 @@ class ChurnRisk:
         except redis.RedisError as exc:
             self.trouble("churn model refresh", exc)
         except IncompatibleCheckpoint as exc:
+            self._refused = revision  # said once per revision
             log.error("newer churn model not loaded, keeping revision %d: %s", self._revision, exc)
         return self._model
 

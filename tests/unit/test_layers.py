@@ -38,3 +38,37 @@ def test_the_product_never_imports_the_tools():
     tools = ("devtools/", "cli/", "evaluate/", "__main__.py")
     for path in modules(outside=tools):
         assert not any(n.startswith("cxstream.devtools") for n in imported(path)), path
+
+
+def test_nothing_is_unpickled_by_the_product():
+    """Nothing executable is read from Redis, Kafka or a file: no module unpickles anything
+    (Bytewax's own recovery store is the operator's directory; the state probe only measures the
+    size of a pickled snapshot)."""
+    unsafe = {"pickle", "cPickle", "dill", "cloudpickle", "shelve", "marshal"}
+    for path in modules(outside=()):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                call = (node.value.id, node.attr)
+                assert not (call[0] in unsafe and call[1] in {"load", "loads", "Unpickler"}), (
+                    path,
+                    call,
+                )
+            if isinstance(node, ast.ImportFrom) and node.module in unsafe:
+                assert not {a.name for a in node.names} & {"load", "loads", "Unpickler"}, path
+
+
+def test_every_exception_is_under_the_packages_base_error():
+    import importlib
+    import inspect
+
+    from cxstream.errors import CxStreamError
+
+    found = []
+    for path in modules(outside=("__main__.py",)):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        module = importlib.import_module(name.removesuffix(".__init__"))
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and issubclass(cls, BaseException):
+                found.append(cls)
+                assert issubclass(cls, CxStreamError), cls
+    assert len(found) >= 6

@@ -13,6 +13,7 @@ from cxstream.actions.store import MemoryClaimStore
 from cxstream.batches import RawBatch
 from cxstream.context import ContextStore
 from cxstream.devtools.simulate import Incident, Simulator
+from cxstream.errors import ConfigError
 from cxstream.events import BadEvent, CellIncident, utcnow
 from cxstream.flows.routing import shard_keys
 from cxstream.pipeline import Pipeline
@@ -87,7 +88,7 @@ def _sample(name: str) -> float:
 
 def test_a_pipeline_needs_one_state_key_per_shard():
     settings = load_settings()
-    with pytest.raises(ValueError, match=r"2 shard keys for flow\.shards=16"):
+    with pytest.raises(ConfigError, match=r"2 shard keys for flow\.shards=16"):
         Pipeline(
             settings,
             context=ContextStore(FakeRedis()),

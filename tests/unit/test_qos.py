@@ -15,6 +15,7 @@ from cxstream.detectors.degradation import INPUTS
 from cxstream.detectors.experience import experience_score
 from cxstream.detectors.table import SubscriberTable, experience_scores
 from cxstream.devtools.simulate import Simulator
+from cxstream.errors import ConfigError
 from cxstream.events import BadEvent, QosEvent, QosRecord, decode_qos, parse_qos, qos_types
 from cxstream.qos import MEASURES, QOS, SERVICE_CODES, Measure, QosTable
 
@@ -154,7 +155,7 @@ def test_a_new_field_in_a_table_flows_through_parsing_batching_and_scoring():
 
 
 def test_a_table_refuses_a_name_twice():
-    with pytest.raises(ValueError, match="rtt_ms"):
+    with pytest.raises(ConfigError, match="rtt_ms"):
         QosTable([*MEASURES, MEASURES[0]])
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import math
+import pickle
 import random
+import struct
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from cxstream.detectors.churn import (
     IncompatibleCheckpoint,
     QualityMonitor,
     Schema,
+    UntrustedCheckpoint,
     infer_schema,
 )
 
@@ -121,12 +126,81 @@ def test_checkpoint_round_trip_and_refusal_of_another_format():
     data = model.to_bytes({"roc_auc": 0.8})
     restored, stored = ChurnModel.from_bytes(data)
     rows, _ = synthetic(20, seed=5)
-    np.testing.assert_allclose(restored.predict_proba_many(rows), model.predict_proba_many(rows))
+    np.testing.assert_array_equal(restored.predict_proba_many(rows), model.predict_proba_many(rows))
+    assert [c.as_dict() for c in restored.explain_one(rows[0])] == [
+        c.as_dict() for c in model.explain_one(rows[0])
+    ]
     assert stored == {"roc_auc": 0.8}
-    with pytest.raises(IncompatibleCheckpoint, match=r"format 0, this cxstream reads format 1"):
-        ChurnModel.from_bytes(data.replace(b"cxstream-churn:1", b"cxstream-churn:0", 1))
+    # it goes on learning exactly as the original would
+    for row, y in zip(*synthetic(50, seed=6), strict=True):
+        model.learn_one(row, y)
+        restored.learn_one(row, y)
+    np.testing.assert_allclose(restored.predict_proba_many(rows), model.predict_proba_many(rows))
+    with pytest.raises(IncompatibleCheckpoint, match=r"format 0, this cxstream reads format 2"):
+        ChurnModel.from_bytes(data.replace(b"cxstream-churn:2", b"cxstream-churn:0", 1))
     with pytest.raises(IncompatibleCheckpoint, match="not a cxstream churn-model checkpoint"):
         ChurnModel.from_bytes(b"something else entirely")
+
+
+class _Boom:
+    ran = False
+
+    def __reduce__(self):
+        return (_Boom.mark, ())
+
+    @staticmethod
+    def mark():
+        _Boom.ran = True
+
+
+def test_a_checkpoint_is_data_never_code():
+    payload = pickle.dumps({"model": _Boom(), "metrics": {}})
+    for head in (b"cxstream-churn:1\n", b"cxstream-churn:2\n", b"cxstream-churn:2\nunsigned\n"):
+        with pytest.raises(IncompatibleCheckpoint):
+            ChurnModel.from_bytes(head + payload)
+    assert not _Boom.ran
+    body = trained(50).to_bytes().split(b"\n", 2)[2]
+    assert json.loads(body)["dim"] > 0  # plain JSON
+
+
+def test_a_checkpoint_is_authenticated_by_the_key():
+    model = trained(100)
+    data = model.to_bytes({"revision": 3.0}, key=b"k" * 32)
+    _, stored = ChurnModel.from_bytes(data, key=b"k" * 32)
+    assert stored["revision"] == 3.0
+    with pytest.raises(UntrustedCheckpoint, match="not authenticated"):
+        ChurnModel.from_bytes(data, key=b"x" * 32)
+    with pytest.raises(UntrustedCheckpoint):
+        ChurnModel.from_bytes(model.to_bytes(), key=b"k" * 32)  # unsigned
+    tampered = data.replace(b'"n_learned":100', b'"n_learned":101')
+    assert tampered != data
+    with pytest.raises(UntrustedCheckpoint):
+        ChurnModel.from_bytes(tampered, key=b"k" * 32)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: {**s, "dim": s["dim"] + 1},
+        lambda s: {**s, "mean": s["mean"][:-4]},
+        lambda s: {**s, "features": {**s["features"], "owner": s["features"]["owner"][:-1]}},
+        lambda s: {**s, "prior_variance": -1},
+        lambda s: {**s, "extra": 1},
+        lambda s: {**s, "metrics": {"deep": [[[[1]]]]}},
+        lambda s: {**s, "mean": base64.b64encode(struct.pack("<d", math.inf) * s["dim"]).decode()},
+    ],
+)
+def test_a_malformed_checkpoint_is_refused_with_a_reason(change):
+    data = trained(60).to_bytes()
+    head, mac, body = data.split(b"\n", 2)
+    bad = json.dumps(change(json.loads(body))).encode()
+    with pytest.raises(IncompatibleCheckpoint, match=r"checkpoint is (malformed|inconsistent)"):
+        ChurnModel.from_bytes(head + b"\n" + mac + b"\n" + bad)
+
+
+def test_deeply_nested_checkpoint_is_refused_not_a_crash():
+    with pytest.raises(IncompatibleCheckpoint):
+        ChurnModel.from_bytes(b"cxstream-churn:2\nunsigned\n" + b"[" * 100_000)
 
 
 def test_learner_tracks_rolling_quality_and_flags_a_change():

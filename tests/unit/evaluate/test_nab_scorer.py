@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from cxstream.errors import DataError
 from cxstream.evaluate.nab import PROFILES, normalised, probation_length, score_file
 
 TS = [datetime(2026, 1, 1) + timedelta(minutes=i) for i in range(1000)]
@@ -93,5 +94,5 @@ def test_normalisation_null_is_0_perfect_is_100():
 
 
 def test_windows_must_match_timestamps():
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(DataError, match="does not match"):
         score_file(TS, alerts_at(), [(datetime(1999, 1, 1), TS[10])], STANDARD)

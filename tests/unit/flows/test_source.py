@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import OFFSET_BEGINNING
 
+from cxstream.errors import RecoveryError
 from cxstream.flows.source import BatchKafkaSource
 
 NOWHERE = ["127.0.0.1:9"]  # never contacted: building a partition does not connect
@@ -47,7 +48,7 @@ def test_without_a_processor_the_state_is_the_offset():
 
 def test_a_partition_of_a_topic_no_longer_read_is_refused_clearly():
     source = BatchKafkaSource(NOWHERE, ["qos"])
-    with pytest.raises(ValueError, match="topic 'old' is no longer an input"):
+    with pytest.raises(RecoveryError, match="topic 'old' is no longer an input"):
         source.build_part("qos_in", "0-old", 5)
 
 
@@ -71,5 +72,5 @@ def test_a_start_without_a_snapshot_begins_where_the_first_start_began(tmp_path)
 def test_a_damaged_start_record_is_refused_naming_the_file(tmp_path):
     (tmp_path / "actions-0").write_text("garbage")
     source = BatchKafkaSource(NOWHERE, ["actions"], from_end=True, start_dir=tmp_path)
-    with pytest.raises(RuntimeError, match="actions-0 should hold the offset"):
+    with pytest.raises(RecoveryError, match="actions-0 should hold the offset"):
         source.build_part("actions_in", "0-actions", None)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from datetime import UTC, datetime, timedelta
 
 import orjson
+from pydantic import SecretStr
 
 from cxstream.actions.ledger import DeferredQueue, ExperimentLedger, MemoryLedger
 from cxstream.actions.policy import ContactPolicy, SignalIn
@@ -12,6 +15,7 @@ from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.batches import RawBatch
 from cxstream.churn_state import MemoryChurnState
 from cxstream.context import ContextStore
+from cxstream.detectors.churn import ChurnModel
 from cxstream.events import (
     Alert,
     Channel,
@@ -151,6 +155,31 @@ def test_churn_outcomes_are_learned_once_from_the_snapshot():
     assert again["churn_outcome"]["result"] == "no_snapshot"  # the snapshot was used up
     took = Outcome(subscriber_id="s1", kind=OutcomeKind.OFFER_ACCEPTED, time=NOON)
     assert churn.learn_outcome(learner, took)[1]["churn_outcome"]["result"] == "not_a_label"
+
+
+def test_churn_scorers_refuse_a_checkpoint_the_key_does_not_authenticate(caplog):
+    keyed = SETTINGS.model_copy(
+        update={"churn": SETTINGS.churn.model_copy(update={"checkpoint_key": SecretStr("k" * 32)})}
+    )
+    state = MemoryChurnState()
+    churn = ChurnRisk(keyed, state, trouble=RedisTrouble())
+    churn.score([signal(customer("s1"))], NOON)
+    churn.learn_outcome(None, Outcome(subscriber_id="s1", kind=OutcomeKind.CHURNED, time=NOON))
+    churn._checked = -math.inf  # past churn.refresh_s
+    assert churn.scorer().n_learned == 1  # its own checkpoint, authenticated, is loaded
+    # someone with write access to Redis stores a model of their own, unsigned or with another key
+    forged = ChurnModel(churn.schema)
+    for _ in range(3):
+        forged.learn_one({"tenure_months": 1}, True)
+    for data in (forged.to_bytes({"revision": 9.0}), forged.to_bytes(key=b"x" * 32)):
+        state.save_checkpoint(state.revision() + 1, data)
+        churn._checked = -math.inf
+        with caplog.at_level(logging.ERROR):
+            assert churn.scorer().n_learned == 1  # kept the model it had
+        assert "not authenticated" in caplog.text
+        caplog.clear()
+    # and a learner starting now starts fresh rather than from the forged model
+    assert churn.new_learner().model.n_learned == 0
 
 
 def decide_step() -> Decide:

@@ -1,0 +1,305 @@
+"""Churn features from a customer's row: column types and the online featuriser.
+
+* :func:`infer_schema` reads which columns are numbers and which are categories off a table.
+* :class:`Featurizer` turns a row into ``(feature indices, values)``: each numeric column gives a
+  standardised value and a standardised signed ``log1p`` of it (running mean and variance, so
+  nothing is fitted in advance), a missing numeric gives 0 and a ``<column>=<missing>``
+  indicator; each categorical column is one-hot encoded, with ``<missing>`` for blanks, unseen
+  categories growing the feature space, and rare ones beyond ``max_categories`` pooled as
+  ``<other>``.
+
+>>> f = Featurizer(Schema(numeric=("tenure",), categorical=("contract",)))
+>>> f.learn_one({"tenure": 3, "contract": "monthly"})
+>>> f.transform_one({"tenure": 3, "contract": "monthly"})[0]
+[1, 2, 3, 0]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "MISSING",
+    "OTHER",
+    "Featurizer",
+    "InferredSchema",
+    "Row",
+    "Running",
+    "Schema",
+    "infer_schema",
+    "parse_number",
+]
+
+MISSING: Final = "<missing>"
+OTHER: Final = "<other>"
+_MISSING_TOKENS: Final = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
+
+Row = Mapping[str, Any]
+FloatArray = NDArray[np.float64]
+
+
+def parse_number(value: Any) -> float | None:
+    """A finite float from a cell, or None for blanks, missing markers and non-numbers."""
+    if value is None or isinstance(value, bool):
+        return None if value is None else float(value)
+    if isinstance(value, int | float):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    text = str(value).strip()
+    if text.lower() in _MISSING_TOKENS:
+        return None
+    try:
+        f = float(text)
+    except ValueError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _category(value: Any) -> str:
+    if value is None:
+        return MISSING
+    text = str(value).strip()
+    return MISSING if text.lower() in _MISSING_TOKENS else text
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Which columns are numbers and which are categories (all others are ignored)."""
+
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column the model reads."""
+        return self.numeric + self.categorical
+
+
+@dataclass(frozen=True)
+class InferredSchema:
+    """A schema read off a table, and the columns left out with the reason."""
+
+    schema: Schema
+    skipped: dict[str, str]
+
+
+def infer_schema(
+    rows: Iterable[Row],
+    *,
+    exclude: Iterable[str] = (),
+    max_categories: int = 64,
+    id_share: float = 0.5,
+) -> InferredSchema:
+    """Infer column types from the values (never from the label).
+
+    A column is numeric when every non-blank value parses as a number and it has more than two
+    distinct values (0/1 flags are categories); otherwise categorical. A non-numeric column
+    whose distinct values exceed both ``max_categories`` and ``id_share`` of the rows looks like
+    an identifier and is skipped, as is a column with a single value.
+    """
+    excluded = set(exclude)
+    distinct: dict[str, set[str]] = {}
+    numeric_ok: dict[str, bool] = {}
+    n = 0
+    order: list[str] = []
+    for row in rows:
+        n += 1
+        for col, value in row.items():
+            if col in excluded:
+                continue
+            if col not in distinct:
+                distinct[col] = set()
+                numeric_ok[col] = True
+                order.append(col)
+            cat = _category(value)
+            if cat == MISSING:
+                continue
+            seen = distinct[col]
+            if len(seen) <= max(max_categories, int(id_share * n)) + 1:
+                seen.add(cat)
+            if numeric_ok[col] and parse_number(cat) is None:
+                numeric_ok[col] = False
+    numeric: list[str] = []
+    categorical: list[str] = []
+    skipped: dict[str, str] = {}
+    for col in order:
+        k = len(distinct[col])
+        if k <= 1:
+            skipped[col] = "a single value" if k == 1 else "always blank"
+        elif numeric_ok[col] and k > 2:
+            numeric.append(col)
+        elif not numeric_ok[col] and k > max_categories and k > id_share * n:
+            skipped[col] = f"looks like an identifier ({k} distinct values)"
+        else:
+            categorical.append(col)
+    return InferredSchema(Schema(tuple(numeric), tuple(categorical)), skipped)
+
+
+@dataclass
+class Running:
+    """Welford mean and variance."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def update(self, x: float) -> None:
+        self.n += 1
+        delta = x - self.mean
+        self.mean += delta / self.n
+        self.m2 += delta * (x - self.mean)
+
+    def scale(self, x: float) -> float:
+        if self.n < 2:
+            return 0.0
+        std = math.sqrt(self.m2 / (self.n - 1))
+        return (x - self.mean) / std if std > 1e-12 else 0.0
+
+
+def _slog(x: float) -> float:
+    return math.copysign(math.log1p(abs(x)), x)
+
+
+@dataclass
+class Featurizer:
+    """Turns a row into ``(feature indices, values)``, growing the feature space online.
+
+    Feature ``i`` belongs to column ``self.owner[i]``; index 0 is the intercept.
+    """
+
+    schema: Schema
+    max_categories: int = 64
+    names: list[str] = field(default_factory=lambda: ["<intercept>"])
+    owner: list[str] = field(default_factory=lambda: ["<intercept>"])
+    index: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, Running] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    n: int = 0
+
+    def _slot(self, name: str, column: str) -> int:
+        i = self.index.get(name)
+        if i is None:
+            i = self.index[name] = len(self.names)
+            self.names.append(name)
+            self.owner.append(column)
+        return i
+
+    def transform_one(self, x: Row, *, grow: bool = True) -> tuple[list[int], list[float]]:
+        """Indices and values of the row's features (unknown ones dropped unless ``grow``)."""
+        idx = [0]
+        val = [1.0]
+        for col in self.schema.numeric:
+            num = parse_number(x.get(col))
+            if num is None:
+                key = f"{col}={MISSING}"
+                i = self._slot(key, col) if grow else self.index.get(key)
+                if i is not None:
+                    idx.append(i)
+                    val.append(1.0)
+                continue
+            for key, v in ((col, num), (f"log({col})", _slog(num))):
+                i = self._slot(key, col) if grow else self.index.get(key)
+                if i is not None:
+                    run = self.stats.get(key)
+                    idx.append(i)
+                    val.append(run.scale(v) if run is not None else 0.0)
+        for col in self.schema.categorical:
+            cat = _category(x.get(col))
+            seen = self.counts.get(col)
+            if seen is not None and cat not in seen and len(seen) >= self.max_categories:
+                cat = OTHER
+            key = f"{col}={cat}"
+            i = self._slot(key, col) if grow else self.index.get(key)
+            if i is not None:
+                idx.append(i)
+                val.append(1.0)
+        return idx, val
+
+    def transform_many(self, rows: Sequence[Row], dim: int) -> FloatArray:
+        """The rows' features as a dense ``len(rows) x dim`` matrix, column by column.
+
+        The same values as :meth:`transform_one` with ``grow=False`` (features past ``dim`` are
+        dropped); working a column at a time keeps the per-row Python cost to a few lookups.
+        """
+        n = len(rows)
+        x = np.zeros((n, dim))
+        x[:, 0] = 1.0
+        index = self.index
+        for col in self.schema.numeric:
+            nums = [parse_number(row.get(col)) for row in rows]
+            present = np.fromiter((v is not None for v in nums), dtype=bool, count=n)
+            i_missing = index.get(f"{col}={MISSING}")
+            if i_missing is not None and i_missing < dim:
+                x[~present, i_missing] = 1.0
+            if not present.any():
+                continue
+            raw = np.fromiter((0.0 if v is None else v for v in nums), dtype=np.float64, count=n)
+            logged = np.copysign(np.log1p(np.abs(raw)), raw)
+            for key, values in ((col, raw), (f"log({col})", logged)):
+                i = index.get(key)
+                run = self.stats.get(key)
+                if i is None or i >= dim or run is None or run.n < 2:
+                    continue
+                std = math.sqrt(run.m2 / (run.n - 1))
+                if std > 1e-12:
+                    x[present, i] = (values[present] - run.mean) / std
+        for col in self.schema.categorical:
+            seen = self.counts.get(col, {})
+            full = len(seen) >= self.max_categories
+            prefix = f"{col}="
+            other = index.get(prefix + OTHER, -1) if full else -1
+            slots: dict[str, int] = {}
+            cols = np.empty(n, dtype=np.intp)
+            for r, row in enumerate(rows):
+                cat = _category(row.get(col))
+                i = slots.get(cat)
+                if i is None:
+                    found = index.get(prefix + cat)
+                    i = slots[cat] = (
+                        found if found is not None else (other if cat not in seen else -1)
+                    )
+                cols[r] = i
+            ok = (cols >= 0) & (cols < dim)
+            x[np.flatnonzero(ok), cols[ok]] = 1.0
+        return x
+
+    def learn_one(self, x: Row) -> None:
+        """Update running means/variances and category counts with one row."""
+        self.n += 1
+        for col in self.schema.numeric:
+            num = parse_number(x.get(col))
+            if num is None:
+                continue
+            for key, v in ((col, num), (f"log({col})", _slog(num))):
+                self.stats.setdefault(key, Running()).update(v)
+        for col in self.schema.categorical:
+            cat = _category(x.get(col))
+            seen = self.counts.setdefault(col, {})
+            if cat not in seen and len(seen) >= self.max_categories:
+                cat = OTHER
+            seen[cat] = seen.get(cat, 0) + 1
+
+    def baseline(self, dim: int) -> FloatArray:
+        """The average customer's feature vector so far (categories at their frequencies)."""
+        base = np.zeros(dim)
+        base[0] = 1.0
+        if self.n == 0:
+            return base
+        for col in self.schema.numeric:
+            seen = self.stats[col].n if col in self.stats else 0
+            key = f"{col}={MISSING}"
+            i = self.index.get(key)
+            if i is not None and i < dim:
+                base[i] = (self.n - seen) / self.n
+        for col, seen_counts in self.counts.items():
+            for cat, count in seen_counts.items():
+                i = self.index.get(f"{col}={cat}")
+                if i is not None and i < dim:
+                    base[i] = count / self.n
+        return base
