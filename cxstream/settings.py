@@ -13,6 +13,7 @@ a typo such as ``kafka: {brokerz: ...}`` is an error naming ``kafka.brokerz``.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,9 +29,9 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
-    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    YamlConfigSettingsSource,
 )
 
 from cxstream.errors import ConfigError
@@ -403,16 +404,15 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The YAML file arrives through init kwargs (see load_settings), below env in precedence.
-        yaml_values = _YAML_VALUES.get("values", {})
-        return (
-            init_settings,
-            env_settings,
-            InitSettingsSource(settings_cls, init_kwargs=yaml_values),
-        )
+        # Precedence: explicit overrides, then the environment, then the YAML file being loaded
+        # (see load_settings), then the defaults declared here.
+        path = _CONFIG_FILE.get()
+        if path is None:
+            return init_settings, env_settings
+        return init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=path)
 
 
-_YAML_VALUES: dict[str, dict[str, Any]] = {}
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("cxstream_config_file", default=None)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -467,15 +467,16 @@ def load_settings(
 
     Raises :class:`~cxstream.errors.ConfigError` naming every bad key.
     """
-    values = _read_yaml(Path(path)) if path is not None else {}
-    _YAML_VALUES["values"] = values
+    if path is not None:
+        _read_yaml(Path(path))  # a clear error for an unreadable file or one that is not a mapping
+    token = _CONFIG_FILE.set(Path(path) if path is not None else None)
     try:
         return Settings(**(overrides or {}))
     except ValidationError as exc:
         source = str(path or "settings")
         raise ConfigError(format_validation_error(exc, source, env_prefix=ENV_PREFIX)) from exc
     finally:
-        _YAML_VALUES.pop("values", None)
+        _CONFIG_FILE.reset(token)
 
 
 def bytewax_api_env(port: int) -> dict[str, str]:

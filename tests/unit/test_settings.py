@@ -93,3 +93,26 @@ def test_a_bad_file_value_is_still_reported_under_its_key(tmp_path):
     config.write_text("flow:\n  workers: 0\n")
     with pytest.raises(ConfigError, match=r"flow\.workers: Input should be greater"):
         load_settings(config)
+
+
+def _keys(tree, prefix=""):
+    out = set()
+    for key, value in tree.items():
+        out.add(prefix + key)
+        if isinstance(value, dict):
+            out |= _keys(value, f"{prefix}{key}.")
+    return out
+
+
+def test_the_documented_config_file_is_exactly_the_defaults_and_names_every_key():
+    import yaml
+
+    from cxstream.settings import Settings
+
+    path = "config/cxstream.yaml"
+    documented = load_settings(path).model_dump(mode="json")
+    assert documented == Settings().model_dump(mode="json")
+    with open(path, encoding="utf-8") as fh:
+        written = yaml.safe_load(fh)
+    missing = _keys(Settings().model_dump(mode="json")) - _keys(written)
+    assert not missing, f"settings not in {path}: {sorted(missing)}"
