@@ -38,6 +38,7 @@ from cxstream.qos import QOS, Measure, QosTable
 
 __all__ = [
     "Action",
+    "ActionKind",
     "AffectedSubscriber",
     "Alert",
     "BadEvent",
@@ -52,6 +53,7 @@ __all__ = [
     "QosRecord",
     "RecordKind",
     "Service",
+    "SignalKind",
     "ValueTier",
     "decode_qos",
     "parse_action",
@@ -104,6 +106,20 @@ class OutcomeKind(StrEnum):
     RETAINED = "retained"
     OFFER_ACCEPTED = "offer_accepted"
     COMPLAINT = "complaint"
+
+
+ActionKind = Literal[
+    "noc_alert",
+    "proactive_apology",
+    "area_notice",
+    "service_credit",
+    "retention_offer",
+    "care_callback",
+]
+"""What an action does (the policy's rules name one; receivers branch on it)."""
+
+SignalKind = Literal["degradation", "cell_incident", "churn_risk"]
+"""What the policy decides on: a subscriber's degradation, a cell incident, a churn risk."""
 
 
 BadReason = Literal[
@@ -328,14 +344,7 @@ class Action(BaseModel):
     model_config = _FROZEN
 
     action_id: Id
-    kind: Literal[
-        "noc_alert",
-        "proactive_apology",
-        "area_notice",
-        "service_credit",
-        "retention_offer",
-        "care_callback",
-    ]
+    kind: ActionKind
     subscriber_id: Id
     channel: Channel
     reason: str

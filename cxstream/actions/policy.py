@@ -25,15 +25,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from cxstream.actions.ledger import CapCheck, Contact, ContactLedger, ExperimentLedger
 from cxstream.actions.rules import Cap, PolicyConfig, PolicySource, Rule
-from cxstream.events import Action, Channel, CustomerContext
+from cxstream.events import Action, Channel, CustomerContext, SignalKind
 
 __all__ = ["ContactPolicy", "Decision", "SignalIn", "pick_channel"]
-
-SignalKind = Literal["degradation", "cell_incident", "churn_risk"]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cxstream import metrics
 from cxstream.errors import ConfigError
-from cxstream.events import Channel, CustomerContext, ValueTier
+from cxstream.events import ActionKind, Channel, CustomerContext, SignalKind, ValueTier
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -44,15 +44,6 @@ log = logging.getLogger(__name__)
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
-ActionKind = Literal[
-    "noc_alert",
-    "proactive_apology",
-    "area_notice",
-    "service_credit",
-    "retention_offer",
-    "care_callback",
-]
-Signal = Literal["degradation", "cell_incident", "churn_risk"]
 _TIERS = list(ValueTier)
 
 
@@ -65,7 +56,7 @@ class When(BaseModel):
 
     model_config = _STRICT
 
-    signal: Signal
+    signal: SignalKind
     min_score: Annotated[float, Field(ge=0, le=1)] | None = None
     min_tier: ValueTier | None = None
     max_tier: ValueTier | None = None

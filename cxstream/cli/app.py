@@ -22,6 +22,7 @@ from cxstream.settings import Settings, load_settings
 __all__ = [
     "Bar",
     "Progress",
+    "bad_ratio_option",
     "broker_rotation_option",
     "cells_option",
     "config_option",
@@ -30,6 +31,7 @@ __all__ = [
     "seed_option",
     "settings_from",
     "subscribers_option",
+    "truth_option",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -107,6 +109,27 @@ def seed_option(default: int) -> Callable[[F], F]:
         show_default=True,
         help="Random seed of the simulated network: the same seed gives the same subscribers, "
         "cells, events and incidents.",
+    )
+
+
+def bad_ratio_option(default: float) -> Callable[[F], F]:
+    """``--bad-ratio``: the share of deliberately malformed records the simulator sends."""
+    return click.option(
+        "--bad-ratio",
+        type=click.FloatRange(0, 1),
+        default=default,
+        show_default=True,
+        help="Share of deliberately malformed records (each must end in the dead-letter topic).",
+    )
+
+
+def truth_option(help_text: str) -> Callable[[F], F]:
+    """``--truth``: where the injected incidents (the ground truth, JSON lines) are written."""
+    return click.option(
+        "--truth",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=help_text,
     )
 
 

@@ -10,12 +10,14 @@ import click
 
 from cxstream.cli.app import (
     Progress,
+    bad_ratio_option,
     cells_option,
     config_option,
     main,
     seed_option,
     settings_from,
     subscribers_option,
+    truth_option,
 )
 from cxstream.errors import CxStreamError
 
@@ -39,20 +41,9 @@ from cxstream.errors import CxStreamError
 )
 @subscribers_option(1000, minimum=1)
 @cells_option(50, minimum=1)
-@click.option(
-    "--bad-ratio",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Share of deliberately malformed records (they must end in the dead-letter topic).",
-)
+@bad_ratio_option(0.0)
 @seed_option(7)
-@click.option(
-    "--truth",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the injected incidents (JSON lines) here.",
-)
+@truth_option("Write the injected incidents (JSON lines) here.")
 @click.option(
     "--profiles",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -13,6 +13,7 @@ import click
 
 from cxstream.cli.app import (
     Progress,
+    bad_ratio_option,
     broker_rotation_option,
     cells_option,
     config_option,
@@ -20,6 +21,7 @@ from cxstream.cli.app import (
     seed_option,
     settings_from,
     subscribers_option,
+    truth_option,
 )
 from cxstream.errors import CxStreamError
 
@@ -41,20 +43,9 @@ from cxstream.errors import CxStreamError
 )
 @subscribers_option(1000, minimum=1)
 @cells_option(50, minimum=1)
-@click.option(
-    "--bad-ratio",
-    type=click.FloatRange(0, 1),
-    default=0.002,
-    show_default=True,
-    help="Share of deliberately malformed records.",
-)
+@bad_ratio_option(0.002)
 @seed_option(7)
-@click.option(
-    "--truth",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Append the injected incidents (ground truth, JSON lines) to this file.",
-)
+@truth_option("Append the injected incidents (ground truth, JSON lines) to this file.")
 @broker_rotation_option
 @click.option(
     "--drain-timeout",

@@ -43,6 +43,8 @@ from cxstream.settings import Settings
 
 __all__ = ["DemoOptions", "run_demo", "summary_json", "summary_lines"]
 
+ROTATION_RETRY_S = 30.0  # after a broker replacement put off because the flow had work in hand
+
 log = logging.getLogger(__name__)
 
 # The simulated probes export their measurements a quarter of a second at a time, as network
@@ -268,7 +270,9 @@ def _stream(
         if next_rotation is not None and now >= next_rotation:
             if flow.rotate(produced, receiver):
                 out = producer()
-            next_rotation = time.monotonic() + flow.rotation_s
+                next_rotation = time.monotonic() + flow.rotation_s
+            else:  # try again soon: the broker must not grow for a whole period more
+                next_rotation = time.monotonic() + min(ROTATION_RETRY_S, flow.rotation_s)
         elif now >= next_plan:
             plan(utcnow())
             next_plan = now + span

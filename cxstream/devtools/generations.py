@@ -110,17 +110,22 @@ class Generations:
                 c = self.current.counters()
             except httpx.HTTPError:
                 s, c = DemoSummary(), {}
-            settled = (
-                s.events_processed + s.dead_letters >= produced
-                and c.get("cxstream_kafka_out_queued", 1) == 0
-                and c.get("cxstream_webhook_deliveries_total{outcome=delivered}", 0)
-                + c.get("cxstream_webhook_deliveries_total{outcome=failed}", 0)
-                >= s.actions
+            delivered = c.get("cxstream_webhook_deliveries_total{outcome=delivered}", 0) + c.get(
+                "cxstream_webhook_deliveries_total{outcome=failed}", 0
             )
-            if settled:
+            pending = {
+                "events": produced - s.events_processed - s.dead_letters,
+                "queued outputs": c.get("cxstream_kafka_out_queued", 1),
+                "webhook deliveries": s.actions - delivered,
+            }
+            if all(n <= 0 for n in pending.values()):
                 break
             if time.monotonic() >= deadline:
-                self._say("the embedded broker is not replaced now: the flow has work in hand")
+                left = ", ".join(f"{n:.0f} {what}" for what, n in pending.items() if n > 0)
+                self._say(
+                    f"the embedded broker is not replaced now: the flow has work in hand ({left});"
+                    " trying again shortly"
+                )
                 return False
             time.sleep(0.25)
         # two epochs with nothing new: the last recovery snapshot holds everything
