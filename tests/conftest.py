@@ -14,6 +14,16 @@ import redis
 from cxstream.clients import ensure_topics
 from cxstream.devtools.services import EmbeddedBroker, EmbeddedRedis, free_port
 from cxstream.settings import Settings, TopicSettings, load_settings
+from tests.shared_data import SHARED_DATA
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("shared_data") is None or SHARED_DATA.is_dir():
+        return
+    reason = f"needs the real data sets in {SHARED_DATA} (the shared folder beside the checkout)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)

@@ -18,11 +18,11 @@ import redis
 from cxstream.devtools.simulate import diurnal_factor
 from cxstream.events import utcnow
 from tests.integration.kafka_helpers import read_topic
+from tests.shared_data import TELCO
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).parents[2]
-TELCO = ROOT.parent / "shared" / "data" / "telco_churn_ibm" / "Telco-Customer-Churn.csv"
 
 
 def cxstream(*args, env=None, timeout=180):
@@ -124,6 +124,7 @@ def test_simulate_without_a_broker_is_a_usage_error():
     assert "kafka.brokers is not set" in result.stderr
 
 
+@pytest.mark.shared_data
 def test_load_customers_with_the_telco_mapping(redis_server, redis_conn):
     env = {"CXSTREAM_REDIS__URL": redis_server.url, "PATH": "/usr/bin:/bin"}
     result = cxstream(

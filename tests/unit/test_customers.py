@@ -9,13 +9,12 @@ from cxstream.customers import customers_to_csv, load_mapping, read_customers
 from cxstream.devtools.simulate import Simulator
 from cxstream.errors import ConfigError
 from cxstream.events import Channel, ConsentStatus, ValueTier
+from tests.shared_data import TELCO
 
-TELCO = (
-    Path(__file__).parents[3] / "shared" / "data" / "telco_churn_ibm" / "Telco-Customer-Churn.csv"
-)
 MAPPING = Path(__file__).parents[2] / "config" / "mappings" / "telco_ibm.yaml"
 
 
+@pytest.mark.shared_data
 def test_ibm_telco_file_loads_through_the_shipped_mapping():
     with TELCO.open(newline="") as fh:
         result = read_customers(fh, load_mapping(MAPPING))
@@ -104,6 +103,7 @@ def test_short_and_long_rows_are_rejected_whole():
     ]
 
 
+@pytest.mark.shared_data
 def test_every_error_of_a_row_is_reported_with_its_column(tmp_path):
     text = "subscriber_id,monthly_charge,tenure_months\ns1,lots,-2\n"
     ((line, reason),) = read_customers(io.StringIO(text)).rejected

@@ -12,8 +12,7 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from cxstream.cli import main
 from cxstream.evaluate import churn as ev
-
-TELCO = "../shared/data/telco_churn_ibm/Telco-Customer-Churn.csv"
+from tests.shared_data import TELCO
 
 
 def write_bank_file(path, n=1200, seed=11):
@@ -119,6 +118,7 @@ def test_positive_value_and_id_column_are_honoured(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.shared_data
 def test_telco_reaches_the_acceptance_auc_in_one_pass():
     report = ev.run_churn(ev.Path(TELCO), "Churn", id_column="customerID")
     assert report.rows == 7043

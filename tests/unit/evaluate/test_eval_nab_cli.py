@@ -7,11 +7,11 @@ import random
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from cxstream.cli import main
-
-NAB = Path(__file__).parents[4] / "shared" / "data" / "nab"
+from tests.shared_data import NAB
 
 
 def make_tree(root: Path) -> None:
@@ -75,6 +75,7 @@ def test_eval_nab_on_an_empty_directory_is_a_clear_error(tmp_path):
     assert "no " in result.output and "data/<group>/<file>.csv" in result.output
 
 
+@pytest.mark.shared_data
 def test_default_detector_on_the_nab_dev_subset_scores_at_least_60():
     """Quality guard for the shipped configuration (measured: 61.5 / 46.4 / 68.9)."""
     result = CliRunner().invoke(main, ["eval", "nab", "--data", str(NAB), "--json"])
