@@ -107,7 +107,7 @@ class Generations:
         while True:
             try:
                 s = summarize(self, produced, receiver)
-                c = self.current.counters()
+                c = self.counters()  # with the earlier generations' totals, as the summary
             except httpx.HTTPError:
                 s, c = DemoSummary(), {}
             delivered = c.get("cxstream_webhook_deliveries_total{outcome=delivered}", 0) + c.get(

@@ -192,6 +192,8 @@ def test_the_embedded_broker_is_replaced_and_nothing_is_lost(tmp_path):
     assert summary["drained"] is True
     assert summary["events_produced"] == summary["events_processed"] + summary["dead_letters"]
     assert result.stderr.count("embedded broker replaced with an empty one") >= 2
+    # a healthy flow settles before each replacement (the pending work counts every generation)
+    assert "not replaced now" not in result.stderr, result.stderr[-3000:]
 
 
 @pytest.mark.slow
