@@ -29,7 +29,7 @@ from typing import Any
 
 from cxstream.actions.ledger import CapCheck, Contact, ContactLedger, ExperimentLedger
 from cxstream.actions.rules import Cap, PolicyConfig, PolicySource, Rule
-from cxstream.events import Action, Channel, CustomerContext, SignalKind
+from cxstream.events import Action, Channel, CustomerContext, SignalKind, bounded_id
 
 __all__ = ["ContactPolicy", "Decision", "SignalIn", "pick_channel"]
 
@@ -203,7 +203,7 @@ class ContactPolicy:
             offer = {"id": chosen.id, "cost": chosen.cost, "expected_value": round(expected, 2)}
         suffix = f":{customer.subscriber_id}" if sig.signal == "cell_incident" else ""
         action = Action(
-            action_id=f"{sig.source_id}{suffix}:{rule.action}",
+            action_id=bounded_id(f"{sig.source_id}{suffix}:{rule.action}"),
             kind=rule.action,
             subscriber_id=customer.subscriber_id,
             channel=channel,

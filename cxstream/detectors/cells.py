@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
 from cxstream.detectors.series import SeriesMonitor
+from cxstream.events import bounded_id
 
 __all__ = ["CellMonitor", "CellSettings", "CellStats", "IncidentUpdate", "Released"]
 
@@ -204,7 +205,7 @@ class CellMonitor(Generic[T]):
                 # that a replay, whose partitions interleave differently, mostly names it alike
                 slot = _next_slot(self.clock, s.step_s) - s.step_s
                 self._incident = self._update(
-                    f"inc-{self.cell_id}-{round(slot * 1000)}",
+                    bounded_id(f"inc-{self.cell_id}-{round(slot * 1000)}"),
                     "open",
                     self.clock,
                     affected,

@@ -41,6 +41,7 @@ from cxstream.events import Action, BadEvent, CellIncident, CustomerContext, Out
 from cxstream.flows.connect import FlowIO, KafkaOut, kafka_io, pipeline_from_settings
 from cxstream.pipeline import Candidate, CellOutput, Pipeline
 from cxstream.settings import Settings, config_path_from_env, load_settings
+from cxstream.steps.common import isolating
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         processed: Stream[Any] = raw
     else:
         # the same steps as a keyed step over shards of subscribers (any source)
-        ingested = op.flat_map_batch("ingest", raw, pipeline.ingest)
+        ingested = op.flat_map_batch("ingest", raw, isolating("ingest", "qos", pipeline.ingest))
         split = op.branch("split_shards", ingested, _is_shard_batch)
         detected = op.stateful_batch(
             "detect_degradation", split.trues, lambda resume: _DetectLogic(pipeline, resume)
@@ -268,7 +269,9 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         araw = op.flat_map(
             "action_messages", op.input("actions_in", flow, io.action_source), _messages
         )
-        aparsed = op.flat_map_batch("parse_action", araw, pipeline.parse_action_batch)
+        aparsed = op.flat_map_batch(
+            "parse_action", araw, isolating("parse_action", "action", pipeline.parse_action_batch)
+        )
         asplit = op.branch("split_actions", aparsed, _is_action)
         to_deliver = asplit.trues
         outs.append(op.map("bad_action_msg", asplit.falses, dead_letter_msg))
@@ -282,7 +285,11 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         craw = op.flat_map(
             "customer_messages", op.input("customers_in", flow, io.customer_source), _messages
         )
-        cparsed = op.flat_map_batch("parse_customer", craw, pipeline.parse_customer_batch)
+        cparsed = op.flat_map_batch(
+            "parse_customer",
+            craw,
+            isolating("parse_customer", "customer", pipeline.parse_customer_batch),
+        )
         csplit = op.branch("split_customers", cparsed, _is_customer)
         op.output("customers_to_redis", csplit.trues, io.customer_sink)
         outs.append(op.map("bad_customer_msg", csplit.falses, dead_letter_msg))
@@ -291,7 +298,11 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         oraw = op.flat_map(
             "outcome_messages", op.input("outcomes_in", flow, io.outcome_source), _messages
         )
-        oparsed = op.flat_map_batch("parse_outcome", oraw, pipeline.parse_outcome_batch)
+        oparsed = op.flat_map_batch(
+            "parse_outcome",
+            oraw,
+            isolating("parse_outcome", "outcome", pipeline.parse_outcome_batch),
+        )
         osplit = op.branch("split_outcomes", oparsed, _is_outcome)
         joined = op.flat_map_batch("join_outcomes", osplit.trues, pipeline.record_outcomes)
         # one learner (a single key: one worker owns the model, Bytewax snapshots it); the

@@ -20,6 +20,7 @@ __all__ = [
     "RedisTrouble",
     "SourceMessage",
     "count_dead_letters",
+    "isolating",
     "parse_batch",
     "severity_of",
     "source_error",
@@ -86,6 +87,46 @@ def parse_batch(
         )
     count_dead_letters(item for item in out if isinstance(item, BadEvent))
     return out
+
+
+def isolating(
+    step: str, kind: RecordKind, run: Callable[[list[Any]], list[_R]]
+) -> Callable[[list[Any]], list[_R | BadEvent]]:
+    """``run`` over a batch of source items, with a per-record fallback.
+
+    Should ``run`` raise on a batch, it is run again one message at a time; a message on which it
+    still raises becomes a ``step_error`` dead letter naming the step and the exception, with the
+    message's bytes. So no record, however malformed, stops the stream or crash-loops a restart.
+    ``run`` must be safe to run again on the messages of a batch it failed on (the parse and
+    ingest steps keep no state).
+    """
+
+    def isolated(items: list[Any]) -> list[_R | BadEvent]:
+        try:
+            return list(run(items))
+        except Exception:
+            log.exception("step %s failed on a batch; running it one message at a time", step)
+        out: list[_R | BadEvent] = []
+        for item in items:
+            for message in item.messages() if hasattr(item, "messages") else [item]:
+                try:
+                    out.extend(run([message]))
+                except Exception as exc:
+                    log.exception("step %s failed on one message: dead-lettered", step)
+                    bad = BadEvent.of(
+                        "step_error",
+                        f"{step}: {type(exc).__name__}: {exc}",
+                        getattr(message, "value", None),
+                        topic=getattr(message, "topic", None),
+                        partition=getattr(message, "partition", None),
+                        offset=getattr(message, "offset", None),
+                        kind=kind,
+                    )
+                    count_dead_letters([bad])
+                    out.append(bad)
+        return out
+
+    return isolated
 
 
 _SEVERITY: tuple[tuple[float, Literal["minor", "major", "critical"]], ...] = (

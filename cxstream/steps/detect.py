@@ -16,7 +16,7 @@ from cxstream import metrics
 from cxstream.batches import CellBatch, ShardBatch, group_by_shard
 from cxstream.context import ContextStore
 from cxstream.detectors.table import SubscriberTable
-from cxstream.events import Alert
+from cxstream.events import Alert, bounded_id
 from cxstream.settings import Settings
 from cxstream.steps.common import Candidate, RedisTrouble, severity_of
 
@@ -108,7 +108,7 @@ class Detect:
         score, exp, why = found
         customer = batch.customers[j]
         alert = Alert(
-            alert_id=f"deg-{batch.subscribers[j]}-{batch.event_ids[j]}",
+            alert_id=bounded_id(f"deg-{batch.subscribers[j]}-{batch.event_ids[j]}"),
             kind="degradation",
             severity=severity_of(score),
             subscriber_id=batch.subscribers[j],

@@ -21,6 +21,7 @@ from cxstream.events import (
     QosEvent,
     QosRecord,
     decode_qos,
+    invalid_id_positions,
     parse_action,
     parse_customer,
     parse_outcome,
@@ -101,18 +102,27 @@ class Ingest:
         for topic, partition, values, offsets in chunks:
             records: list[QosRecord | QosEvent] = []
             times: list[float] = []
-            for value, offset in zip(values, offsets, strict=True):
+            fast: list[int] = []  # where each fast-decoded record came from in ``values``
+            slow_path: list[int] = []
+            for i, value in enumerate(values):
                 if value:
                     try:
                         record = decode(value)
-                    except msgspec.DecodeError:
-                        pass
-                    else:
                         ts = record.event_time.timestamp()
+                    except (msgspec.DecodeError, RecursionError, OverflowError, ValueError):
+                        pass  # the model says why
+                    else:
                         if oldest <= ts <= newest:
                             records.append(record)
                             times.append(ts)
+                            fast.append(i)
                             continue
+                slow_path.append(i)
+            for p in reversed(invalid_id_positions(records)):  # the model names the bad id
+                slow_path.append(fast[p])
+                del records[p], times[p]
+            for i in slow_path:
+                value, offset = values[i], offsets[i]
                 slow = parse_qos(
                     value,
                     topic=topic,
