@@ -96,7 +96,7 @@ class QosTable:
             (i, m.penalty) for i, m in enumerate(measures) if m.penalty is not None
         )
         self._position = {name: i for i, name in enumerate(names)}
-        self._getters = [operator.attrgetter(name) for name in names]
+        self._getter = operator.attrgetter(*names)
 
     def column(self, name: str) -> int:
         """The position of a measure's column in :meth:`matrix`."""
@@ -104,11 +104,10 @@ class QosTable:
 
     def matrix(self, records: Sequence[Any]) -> F64:
         """The records' measurements as an ``n x len(columns)`` float array; None becomes NaN."""
-        out = np.empty((len(records), len(self._getters)))
-        for j, get in enumerate(self._getters):
-            # a list with None in it converts to float64 with NaN there, in C
-            out[:, j] = np.array(list(map(get, records)), dtype=np.float64)
-        return out
+        # one tuple per record, converted in one C call (None becomes NaN): about twice as fast
+        # as a column at a time
+        values = np.array(list(map(self._getter, records)), dtype=np.float64)
+        return values.reshape(len(records), len(self.columns))
 
 
 QOS = QosTable(MEASURES)
