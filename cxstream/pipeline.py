@@ -28,7 +28,7 @@ from cxstream.detectors.cells import CellMonitor
 from cxstream.detectors.churn import ChurnLearner, ChurnModel
 from cxstream.detectors.table import SubscriberTable
 from cxstream.errors import ConfigError
-from cxstream.events import Action, BadEvent, Outcome, utcnow
+from cxstream.events import BadEvent, Outcome, utcnow
 from cxstream.settings import Settings
 from cxstream.steps.churn_risk import ChurnRisk
 from cxstream.steps.common import (
@@ -192,7 +192,7 @@ class Pipeline:
         """See :meth:`Decide.decide_batch`."""
         return self.decide_step.decide_batch(items)
 
-    def release_deferred(self) -> list[Action]:
+    def release_deferred(self) -> list[Decision]:
         """See :meth:`Decide.release_deferred`."""
         return self.decide_step.release_deferred()
 

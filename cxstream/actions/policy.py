@@ -164,6 +164,23 @@ class ContactPolicy:
             decisions[i] = Decision(sig, result_text, action.kind, rule.name, action)
         return [d for d in decisions if d is not None]
 
+    def recheck(self, action: Action, customer: CustomerContext | None) -> str | None:
+        """Why a deferred action may no longer go out when its time comes (None: it may).
+
+        A release is a fresh decision on what can have changed since: the customer's consent
+        for the action's channel, an open ticket, the customer's profile itself.
+        """
+        policy = self.source.policy
+        if customer is None:
+            return "unknown_customer"
+        if policy.suppress_when_ticket_open and customer.open_tickets > 0:
+            rule = next((r for r in policy.rules if r.name == action.rule), None)
+            if rule is None or rule.when.open_ticket is not True:
+                return "ticket_open"
+        if not customer.may_contact(action.channel):
+            return "no_consent"
+        return None
+
     def _prepare(
         self, policy: PolicyConfig, sig: SignalIn, now: datetime
     ) -> Decision | tuple[Action, Rule, CustomerContext, float]:

@@ -19,6 +19,7 @@ from bytewax.outputs import Sink
 from typing_extensions import override
 
 from cxstream.actions.ledger import DeferredQueue, ExperimentLedger, RedisLedger
+from cxstream.actions.policy import Decision
 from cxstream.actions.store import RedisClaimStore
 from cxstream.actions.webhook import CircuitBreaker, WebhookSender
 from cxstream.churn_state import RedisChurnState
@@ -53,7 +54,7 @@ class FlowIO:
     # is delivered that the topic does not record; None: straight from the decisions (tests)
     action_source: Source[Any] | None = None
     outcome_source: Source[Any] | None = None
-    deferred_source: Source[list[Action]] | None = None
+    deferred_source: Source[list[Decision]] | None = None
 
 
 class _PollProcessor:
@@ -69,9 +70,9 @@ class _PollProcessor:
         return list(self._pipeline.process_poll(items, state))
 
 
-class DeferredSource(SimplePollingSource[list[Action]]):
+class DeferredSource(SimplePollingSource[list[Decision]]):
     """Polls the deferred queue every ``interval_s``: actions whose quiet hours are over re-enter
-    the flow.
+    the flow, each decided afresh (released or suppressed, with the reason).
 
     It wakes up every ``wake_s`` in between (doing nothing): Bytewax lets no input go on past an
     epoch boundary until every input has reached it, and an input only moves to the next epoch
@@ -81,7 +82,7 @@ class DeferredSource(SimplePollingSource[list[Action]]):
 
     def __init__(
         self,
-        release: Callable[[], list[Action]],
+        release: Callable[[], list[Decision]],
         interval_s: float,
         *,
         wake_s: float = 0.02,
@@ -95,7 +96,7 @@ class DeferredSource(SimplePollingSource[list[Action]]):
         self._next = clock()
 
     @override
-    def next_item(self) -> list[Action]:
+    def next_item(self) -> list[Decision]:
         now = self._clock()
         if now < self._next:
             raise SimplePollingSource.Retry(self._wake)

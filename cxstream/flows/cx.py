@@ -202,8 +202,12 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
     actions: Stream[Action] = sent
     if io.deferred_source is not None:
         due = op.input("deferred_in", flow, io.deferred_source)
-        released = op.flat_map("release_deferred", due, lambda batch: batch)
+        rechecked = op.flat_map("release_deferred", due, lambda batch: batch)
+        released = op.filter_map(
+            "keep_released", rechecked, lambda d: d.action if d.result == "released" else None
+        )
         actions = op.merge("merge_actions", sent, released)
+        decisions = op.merge("merge_decisions", decisions, rechecked)
 
     def alert_msg(c: Candidate) -> KafkaOut:
         alert = c.alert

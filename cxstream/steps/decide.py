@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import cast
 
 import redis
 
@@ -14,11 +15,14 @@ from cxstream import metrics
 from cxstream.actions.ledger import DeferredQueue
 from cxstream.actions.policy import ContactPolicy, Decision, SignalIn
 from cxstream.context import ContextStore
-from cxstream.events import Action, CellIncident
+from cxstream.events import CellIncident, SignalKind
 from cxstream.steps.churn_risk import ChurnRisk
 from cxstream.steps.common import Candidate, CellOutput, RedisTrouble
 
-__all__ = ["Decide"]
+__all__ = ["RECHECK_RETRY_S", "Decide"]
+
+RECHECK_RETRY_S = 60.0
+"""How long a released action waits when its customer's context cannot be read."""
 
 
 class Decide:
@@ -127,13 +131,48 @@ class Decide:
             out.append(decision)
         return out
 
-    def release_deferred(self) -> list[Action]:
-        """Actions whose quiet hours are over, removed from the deferred queue."""
+    def release_deferred(self) -> list[Decision]:
+        """Actions whose quiet hours are over, each decided afresh against the customer's current
+        context (:meth:`~cxstream.actions.policy.ContactPolicy.recheck`): ``released`` with the
+        action, or ``suppressed:<reason>``. With the context unavailable the action waits (it is
+        deferred again by ``RECHECK_RETRY_S``) rather than go out unchecked."""
+        now = self.clock()
         try:
-            released = self.deferred.pop_due(self.clock().timestamp())
+            due = self.deferred.pop_due(now.timestamp())
         except redis.RedisError as exc:  # they wait in Redis until it is back
             self.trouble("deferred queue", exc)
             return []
-        for action in released:
-            metrics.DECISIONS.labels(action.kind, "released").inc()
-        return released
+        if not due:
+            return []
+        found = self.context.get_many(a.subscriber_id for a in due)
+        out = []
+        for action in due:
+            lookup = found[action.subscriber_id]
+            sig = SignalIn(
+                signal=cast("SignalKind", action.reason),
+                subscriber_id=action.subscriber_id,
+                customer=lookup.customer,
+                score=1.0,
+                source_id=action.alert_id,
+                event_time=action.event_time,
+                stale=lookup.stale,
+            )
+            if lookup.stale:
+                try:
+                    self.deferred.push(now.timestamp() + RECHECK_RETRY_S, action)
+                    decision = Decision(sig, "deferred", action.kind, action.rule, action)
+                except redis.RedisError as exc:
+                    self.trouble("deferred queue", exc)
+                    decision = Decision(
+                        sig, "suppressed:state_unavailable", action.kind, action.rule
+                    )
+            else:
+                why = self.policy.recheck(action, lookup.customer)
+                decision = (
+                    Decision(sig, "released", action.kind, action.rule, action)
+                    if why is None
+                    else Decision(sig, f"suppressed:{why}", action.kind, action.rule)
+                )
+            metrics.DECISIONS.labels(decision.kind, decision.result).inc()
+            out.append(decision)
+        return out

@@ -12,6 +12,7 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from cxstream import metrics
+from cxstream.actions.policy import Decision, SignalIn
 from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.actions.store import MemoryClaimStore
 from cxstream.churn_state import MemoryChurnState
@@ -163,7 +164,9 @@ def test_with_an_action_source_the_webhook_delivers_what_the_actions_topic_recor
         KafkaSourceMessage(b"s1", action.model_dump_json().encode(), topic="a", offset=0),
         KafkaSourceMessage(b"s2", b'{"subscriber_id": "s2"}', topic="a", offset=1),
     ]
-    decided = [action.model_copy(update={"action_id": "decided-not-recorded"})]
+    again = action.model_copy(update={"action_id": "decided-not-recorded"})
+    signal = SignalIn("cell_incident", "s1", None, 1.0, "inc-c1-1", NOON)
+    decided = [Decision(signal, "released", "area_notice", None, again)]
     kafka_out: list = []
     webhooks: list = []
     io = FlowIO(

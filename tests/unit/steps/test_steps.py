@@ -7,6 +7,7 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import redis
 from pydantic import SecretStr
 
 from cxstream.actions.ledger import DeferredQueue, ExperimentLedger, MemoryLedger
@@ -225,6 +226,42 @@ def test_decide_sends_to_a_customer_who_consented():
     (decision,) = decide_step().decide_batch([candidate(customer("s3", sms="granted"))])
     assert decision.result == "sent"
     assert decision.action is not None and decision.action.subscriber_id == "s3"
+
+
+def test_a_deferred_action_is_decided_afresh_at_release():
+    decide = decide_step()
+    (sent,) = decide.decide_batch([candidate(customer("s4", sms="granted"))])
+    action = sent.action
+    assert action is not None
+    # deferred by quiet hours, then the customer revokes, opens a ticket, or is unknown
+    cases = {
+        "s4": customer("s4", sms="granted"),
+        "s5": customer("s5", sms="revoked"),
+        "s6": customer("s6", sms="granted").model_copy(update={"open_tickets": 1}),
+    }
+    decide.context.put_many(list(cases.values()))
+    for sid in [*cases, "s7"]:
+        decide.deferred.push(NOON.timestamp() - 1, action.model_copy(update={"subscriber_id": sid}))
+    results = {d.signal.subscriber_id: d for d in decide.release_deferred()}
+    assert results["s4"].result == "released" and results["s4"].action.subscriber_id == "s4"
+    assert results["s5"].result == "suppressed:no_consent" and results["s5"].action is None
+    assert results["s6"].result == "suppressed:ticket_open"
+    assert results["s7"].result == "suppressed:unknown_customer"
+    assert decide.release_deferred() == []
+
+
+def test_a_release_waits_when_the_context_cannot_be_read():
+    decide = decide_step()
+    (sent,) = decide.decide_batch([candidate(customer("s8", sms="granted"))])
+
+    def down(keys):
+        raise redis.ConnectionError("down")
+
+    decide.context._mget = down
+    decide.deferred.push(NOON.timestamp() - 1, sent.action)
+    (waiting,) = decide.release_deferred()
+    assert waiting.result == "deferred" and waiting.action is not None
+    assert len(decide.deferred) == 1  # back in the queue, a minute later
 
 
 def test_outcomes_join_the_customers_group_or_say_it_has_none():
