@@ -13,17 +13,71 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
+import orjson
 import redis
 from pydantic import ValidationError
 from redis.cluster import RedisCluster
 
 from cxstream import metrics
 from cxstream.errors import ServiceError
-from cxstream.events import CustomerContext
+from cxstream.events import CustomerContext, CustomerUpdate
 from cxstream.privacy import pseudonym
 
 __all__ = ["ContextStore", "Lookup"]
+
+# KEYS[1] the profile; ARGV: the patch (JSON, only the fields the update carries), its time,
+# its consent time, the key's TTL in seconds (0: none), the subscriber id. Each field's time is
+# kept in the profile's "_v" (ignored by readers); a field older than the stored one is skipped.
+_MERGE_LUA = """
+local current = redis.call('GET', KEYS[1])
+local doc = {}
+if current then
+  local ok, decoded = pcall(cjson.decode, current)
+  if ok and type(decoded) == 'table' then doc = decoded end
+end
+local v = doc['_v']
+if type(v) ~= 'table' then v = {} end
+local patch = cjson.decode(ARGV[1])
+local ts = tonumber(ARGV[2])
+local consent_ts = tonumber(ARGV[3])
+for field, value in pairs(patch) do
+  if field == 'consent' then
+    local consent = doc['consent']
+    if type(consent) ~= 'table' then consent = {} end
+    local cv = v['consent']
+    if type(cv) ~= 'table' then cv = {} end
+    for channel, status in pairs(value) do
+      if (tonumber(cv[channel]) or -1) <= consent_ts then
+        consent[channel] = status
+        cv[channel] = consent_ts
+      end
+    end
+    doc['consent'] = consent
+    v['consent'] = cv
+  elseif field == 'consent_updated' then
+    if (tonumber(v[field]) or -1) <= consent_ts then
+      doc[field] = value
+      v[field] = consent_ts
+    end
+  elseif (tonumber(v[field]) or -1) <= ts then
+    doc[field] = value
+    v[field] = ts
+  end
+end
+doc['subscriber_id'] = ARGV[5]
+doc['_v'] = v
+local out = cjson.encode(doc)
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], out, 'EX', ttl)
+else
+  redis.call('SET', KEYS[1], out)
+end
+return out
+"""
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +128,7 @@ class ContextStore:
         self._customer_ttl_s = customer_ttl_s
         self._clock = clock
         self._cache: dict[str, tuple[float, Lookup]] = {}  # id -> (expires, fresh lookup)
+        self._merge: Any = None  # the merge script, registered at first use
         self._last_error_log = 0.0
 
     def ping(self) -> None:
@@ -187,6 +242,43 @@ class ContextStore:
             t, _, value = text.partition(":")
             out.append((float(t), float(value)))
         return out
+
+    def merge_many(self, updates: Sequence[CustomerUpdate], *, now: datetime | None = None) -> None:
+        """Apply customer updates atomically in Redis (one script call each, pipelined).
+
+        Only the fields an update carries change; each field keeps the time of the update that
+        last set it (the update's ``updated_at``, else ``now``), and an older update never
+        overrides a newer one. Consent goes channel by channel, each with its own time (the
+        update's ``consent_updated``, else its time). Raises ``redis.RedisError`` if Redis fails.
+        """
+        if not updates:
+            return
+        default_ts = (now or datetime.now(UTC)).timestamp()
+        if self._merge is None:
+            self._merge = self._client.register_script(_MERGE_LUA)
+        pipe = self._client.pipeline(transaction=False)
+        ttl = str(self._customer_ttl_s or 0)
+        for update in updates:
+            c = update.customer
+            patch = c.model_dump(mode="json", include=set(update.fields))
+            ts = c.updated_at.timestamp() if c.updated_at is not None else default_ts
+            consent_ts = c.consent_updated.timestamp() if c.consent_updated is not None else ts
+            self._merge(
+                keys=[self.key(c.subscriber_id)],
+                args=[orjson.dumps(patch), repr(ts), repr(consent_ts), ttl, c.subscriber_id],
+                client=pipe,
+            )
+        merged = pipe.execute()
+        now_m = self._clock()
+        for update, raw in zip(updates, merged, strict=True):
+            sid = update.customer.subscriber_id
+            try:
+                customer = CustomerContext.model_validate_json(raw)
+            except ValidationError:
+                log.warning("merged profile of %s does not validate", pseudonym(sid))
+                self._cache.pop(sid, None)
+                continue
+            self._remember(sid, self._expiry(now_m), customer)
 
     def put_many(self, customers: Sequence[CustomerContext]) -> None:
         """Write profiles (one pipeline) and refresh the local cache."""

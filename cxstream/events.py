@@ -25,6 +25,7 @@ import re
 import string
 import zoneinfo
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
@@ -54,6 +55,7 @@ __all__ = [
     "Channel",
     "ConsentStatus",
     "CustomerContext",
+    "CustomerUpdate",
     "Outcome",
     "OutcomeKind",
     "QosEvent",
@@ -211,6 +213,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _as_utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else _as_utc(value)
+
+
 def _as_utc(value: datetime) -> datetime:
     try:
         utc: datetime | None = value.astimezone(UTC)
@@ -334,6 +340,9 @@ class CustomerContext(BaseModel):
     timezone: Annotated[str, Field(max_length=64)] = "UTC"
     language: Annotated[str, Field(min_length=2, max_length=16)] = "en"
     open_tickets: Annotated[int, Field(ge=0, le=1_000)] = 0
+    updated_at: AwareDatetime | None = None  # when the operator's system made this update
+
+    _utc_consent = field_validator("consent_updated", "updated_at")(_as_utc_or_none)
 
     @field_validator("timezone")
     @classmethod
@@ -348,6 +357,28 @@ class CustomerContext(BaseModel):
     def may_contact(self, channel: Channel) -> bool:
         """Whether consent for ``channel`` is explicitly granted (unknown means no)."""
         return self.consent.get(channel) is ConsentStatus.GRANTED
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerUpdate:
+    """One message of the customers topic: a full profile or a partial patch.
+
+    ``fields`` are the profile fields the message carried; only those change the stored profile
+    (:meth:`cxstream.context.ContextStore.merge_many`), each only if the update is not older than
+    the one that last set it. ``raw`` keeps the message's bytes for its dead letter."""
+
+    customer: CustomerContext
+    fields: frozenset[str]
+    raw: bytes
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+    @staticmethod
+    def full(customer: CustomerContext) -> CustomerUpdate:
+        """Every field of ``customer`` (a whole profile, e.g. from a CSV load)."""
+        fields = frozenset(CustomerContext.model_fields) - {"subscriber_id"}
+        return CustomerUpdate(customer, fields, customer.model_dump_json().encode())
 
 
 class Outcome(BaseModel):

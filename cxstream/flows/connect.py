@@ -27,7 +27,7 @@ from cxstream.clients import context_client, redis_client
 from cxstream.context import ContextStore
 from cxstream.detectors.table import SubscriberTable
 from cxstream.errors import ConfigError
-from cxstream.events import Action, CustomerContext
+from cxstream.events import Action, CustomerUpdate
 from cxstream.flows.routing import shard_keys
 from cxstream.flows.sinks import CustomerSink, KafkaOutSink, WebhookSink
 from cxstream.flows.source import BatchKafkaSource
@@ -48,7 +48,7 @@ class FlowIO:
     qos_source: Source[Any]
     kafka_sink: Sink[KafkaOut] | Sink[tuple[str, KafkaOut]]
     customer_source: Source[Any] | None = None
-    customer_sink: Sink[CustomerContext] | None = None
+    customer_sink: Sink[CustomerUpdate] | None = None
     webhook_sink: Sink[Action] | Sink[tuple[str, Action]] | None = None
     # where the webhook reads the actions from: the actions topic (production), so that nothing
     # is delivered that the topic does not record; None: straight from the decisions (tests)

@@ -37,7 +37,7 @@ from cxstream.actions.tmf import alarm_from_incident
 from cxstream.batches import CellBatch, RawBatch, ShardBatch
 from cxstream.detectors.cells import CellMonitor, CellStats
 from cxstream.detectors.table import SubscriberTable
-from cxstream.events import Action, BadEvent, CellIncident, CustomerContext, Outcome
+from cxstream.events import Action, BadEvent, CellIncident, CustomerUpdate, Outcome
 from cxstream.flows.connect import FlowIO, KafkaOut, kafka_io, pipeline_from_settings
 from cxstream.pipeline import Candidate, CellOutput, Pipeline
 from cxstream.settings import Settings, config_path_from_env, load_settings
@@ -159,8 +159,8 @@ def _messages(item: Any) -> list[Any]:
     return item.messages() if isinstance(item, RawBatch) else [item]
 
 
-def _is_customer(item: CustomerContext | BadEvent) -> TypeGuard[CustomerContext]:
-    return isinstance(item, CustomerContext)
+def _is_customer(item: CustomerUpdate | BadEvent) -> TypeGuard[CustomerUpdate]:
+    return isinstance(item, CustomerUpdate)
 
 
 def _is_action(item: Action | BadEvent) -> TypeGuard[Action]:

@@ -24,10 +24,12 @@ from cxstream.actions.webhook import DeliveryPool, WebhookSender
 from cxstream.clients import produce_waiting
 from cxstream.context import ContextStore
 from cxstream.errors import ConfigError
-from cxstream.events import Action, BadEvent, CustomerContext, utcnow
+from cxstream.events import Action, BadEvent, CustomerUpdate, utcnow
 from cxstream.privacy import pseudonym
 
-__all__ = ["CustomerSink", "KafkaOutSink", "WebhookSink"]
+__all__ = ["MAX_WAITING_UPDATES", "CustomerSink", "KafkaOutSink", "WebhookSink"]
+
+MAX_WAITING_UPDATES = 100_000
 
 log = logging.getLogger(__name__)
 
@@ -264,34 +266,55 @@ class KafkaOutSink(FixedPartitionedSink[KafkaSinkMessage[bytes | None, bytes | N
         return _KafkaOutPartition(Producer(self._config), flush_on_snapshot=self._recovery)
 
 
-class _CustomerPartition(StatelessSinkPartition[CustomerContext]):
+class _CustomerPartition(StatelessSinkPartition[CustomerUpdate]):
     def __init__(self, store: ContextStore, dead_letters: Producer | None, dlq_topic: str) -> None:
         self._store = store
         self._dlq = dead_letters
         self._dlq_topic = dlq_topic
+        self._waiting: list[CustomerUpdate] = []  # not applied for want of Redis: retried
 
     @override
-    def write_batch(self, items: list[CustomerContext]) -> None:
+    def write_batch(self, items: list[CustomerUpdate]) -> None:
+        batch = [*self._waiting, *items]
         try:
-            self._store.put_many(items)
+            self._store.merge_many(batch)
         except redis.RedisError as exc:
-            # Not lost: each update goes to the dead-letter topic, from where it can be replayed.
-            log.warning("Redis unavailable, %d customer updates dead-lettered: %s", len(items), exc)
+            # Not lost: kept to be applied when Redis is back (updates are versioned, so a late
+            # one never overrides a newer one), and dead-lettered with its own bytes meanwhile.
+            log.warning(
+                "Redis unavailable, %d customer updates wait for it (dead-lettered meanwhile): %s",
+                len(items),
+                exc,
+            )
             metrics.CUSTOMER_UPDATES.labels("dead_letter").inc(len(items))
             if self._dlq is not None:
-                for customer in items:
-                    raw = customer.model_dump_json().encode()
-                    bad = BadEvent.of("redis_unavailable", str(exc), raw, kind="customer")
-                    self._dlq.produce(self._dlq_topic, value=bad.model_dump_json().encode())
+                for update in items:
+                    bad = BadEvent.of(
+                        "redis_unavailable",
+                        str(exc),
+                        update.raw,
+                        topic=update.topic,
+                        partition=update.partition,
+                        offset=update.offset,
+                        kind="customer",
+                    )
+                    produce_waiting(
+                        self._dlq, self._dlq_topic, bad.model_dump_json().encode(), None
+                    )
                     metrics.DEAD_LETTERS.labels("customer", "redis_unavailable").inc()
                 self._dlq.flush(10)
+            self._waiting = batch[-MAX_WAITING_UPDATES:]
             return
-        metrics.CUSTOMER_UPDATES.labels("applied").inc(len(items))
+        if self._waiting:
+            log.info("%d customer updates applied now that Redis is back", len(self._waiting))
+        metrics.CUSTOMER_UPDATES.labels("applied").inc(len(batch))
+        self._waiting = []
 
 
-class CustomerSink(DynamicSink[CustomerContext]):
-    """Write customer-context updates to Redis, one pipeline per batch; with Redis down they go
-    to the dead-letter topic (``producer_config`` given) instead of being lost."""
+class CustomerSink(DynamicSink[CustomerUpdate]):
+    """Merge customer updates into Redis, one pipeline per batch; with Redis down each goes to
+    the dead-letter topic with its own bytes (``producer_config`` given) and is kept (up to
+    ``MAX_WAITING_UPDATES``) to be applied with the next batch once Redis answers."""
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ from cxstream.context import ContextStore
 from cxstream.events import (
     Action,
     BadEvent,
-    CustomerContext,
+    CustomerUpdate,
     Outcome,
     QosEvent,
     QosRecord,
@@ -159,9 +159,21 @@ class Ingest:
         return batch
 
 
-def parse_customer_batch(messages: Sequence[Any]) -> list[CustomerContext | BadEvent]:
-    """Validate a batch of customer-update messages."""
-    return parse_batch(messages, parse_customer, "customer")
+def parse_customer_batch(messages: Sequence[Any]) -> list[CustomerUpdate | BadEvent]:
+    """Validate a batch of customer-update messages: each a full profile or a partial patch
+    (the fields it carries, :class:`~cxstream.events.CustomerUpdate`)."""
+    out: list[CustomerUpdate | BadEvent] = []
+    for msg, parsed in zip(
+        messages, parse_batch(messages, parse_customer, "customer"), strict=True
+    ):
+        if isinstance(parsed, BadEvent):
+            out.append(parsed)
+            continue
+        fields = frozenset(parsed.model_fields_set) - {"subscriber_id"}
+        out.append(
+            CustomerUpdate(parsed, fields, msg.value or b"", msg.topic, msg.partition, msg.offset)
+        )
+    return out
 
 
 def parse_outcome_batch(messages: Sequence[Any]) -> list[Outcome | BadEvent]:
