@@ -12,6 +12,8 @@ a typo such as ``kafka: {brokerz: ...}`` is an error naming ``kafka.brokerz``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from contextvars import ContextVar
 from pathlib import Path
@@ -181,6 +183,10 @@ class RedisSettings(BaseModel):
     context_cluster: bool = False  # context_url (else url) is a Redis Cluster
 
 
+MIN_WEBHOOK_KEY_BYTES = 24
+"""The shortest webhook signing key accepted (Standard Webhooks secrets are 24 to 64 bytes)."""
+
+
 class WebhookSettings(BaseModel):
     """Where signed actions are POSTed for marketing/CRM systems. ``url: null`` disables it."""
 
@@ -200,6 +206,43 @@ class WebhookSettings(BaseModel):
     # A POST in flight when the process died: false = dead-letter it as "outcome unknown" (no
     # receiver ever sees an action twice); true = send it again (receivers dedupe on webhook-id).
     resend_unknown: bool = False
+    # Plain http:// for the URL (a receiver on the same host, a test); otherwise https:// only.
+    allow_http: bool = False
+
+    @field_validator("secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value()
+        if not text.startswith("whsec_"):
+            msg = "must be 'whsec_' followed by the base64 of the key (Standard Webhooks)"
+            raise ValueError(msg)
+        try:
+            key = base64.b64decode(text.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            msg = "the part after 'whsec_' is not valid base64"
+            raise ValueError(msg) from None
+        if len(key) < MIN_WEBHOOK_KEY_BYTES:
+            msg = f"the key is {len(key)} bytes; at least {MIN_WEBHOOK_KEY_BYTES} are needed"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _secure_url(self) -> WebhookSettings:
+        url = self.url
+        if url is None:
+            return self
+        if not url.startswith(("https://", "http://")):
+            msg = "url must start with https:// (or http:// with allow_http: true)"
+            raise ValueError(msg)
+        if url.startswith("http://") and not self.allow_http:
+            msg = (
+                "url is plain http://: signed actions carry customer data; use https://, or set "
+                "webhook.allow_http: true for a receiver on the same host"
+            )
+            raise ValueError(msg)
+        return self
 
 
 class DetectorSettings(BaseModel):

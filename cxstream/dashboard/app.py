@@ -51,6 +51,11 @@ STATIC = Path(__file__).parent / "static"
 Publish = Callable[[str, bytes, bytes], None]  # (topic, key, value)
 
 
+def _same(given: str, token: str) -> bool:
+    """Constant-time comparison of any string (a non-ASCII one is simply not the token)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode())
+
+
 class _TokenAuth(BaseHTTPMiddleware):
     def __init__(self, app: Any, token: str | None) -> None:
         super().__init__(app)
@@ -60,14 +65,14 @@ class _TokenAuth(BaseHTTPMiddleware):
         if self._token is None:
             return await call_next(request)
         given = request.query_params.get("token")
-        if given is not None and hmac.compare_digest(given, self._token):
+        if given is not None and _same(given, self._token):
             response = RedirectResponse(request.url.path or "/", status_code=303)
             response.set_cookie("cx_token", given, httponly=True, samesite="strict")
             return response
         header = request.headers.get("authorization", "")
         candidate = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
         candidate = candidate or request.cookies.get("cx_token")
-        if candidate is None or not hmac.compare_digest(candidate, self._token):
+        if candidate is None or not _same(candidate, self._token):
             return JSONResponse({"error": "authentication required"}, status_code=401)
         return await call_next(request)
 

@@ -68,5 +68,7 @@ def start_dashboard(settings: Settings, context: ContextStore | None) -> Dashboa
     while not server.started and time.monotonic() < deadline and thread.is_alive():
         time.sleep(0.05)
     host = "127.0.0.1" if d.host in ("0.0.0.0", "::") else d.host  # noqa: S104 - display only
-    url = f"http://{host}:{d.port}/" + (f"?token={token}" if token else "")
+    # a configured token is the operator's secret: never shown; a generated one must be, once
+    shown = token if token and d.token is None else None
+    url = f"http://{host}:{d.port}/" + (f"?token={shown}" if shown else "")
     return Dashboard(url, state, server, feed)

@@ -115,6 +115,7 @@ class FlowProcess:
         env = {
             **os.environ,
             "CXSTREAM_WEBHOOK__SECRET": secret,
+            "CXSTREAM_WEBHOOK__ALLOW_HTTP": "true",  # the tools' receivers listen on 127.0.0.1
             # the same for every generation of the demo's flow: it reads the checkpoints before
             "CXSTREAM_CHURN__CHECKPOINT_KEY": hashlib.sha256(
                 b"churn:" + secret.encode()

@@ -135,7 +135,8 @@ def run_flow(
         from cxstream.dashboard.server import start_dashboard
 
         dashboard = start_dashboard(settings, pipeline.context)
-        log.info("dashboard at %s", dashboard.url)
+        # the log never carries the token; a generated one is shown once, on the terminal
+        log.info("dashboard at %s", dashboard.url.split("?", 1)[0])
         print(f"dashboard: {dashboard.url}", flush=True)
     recovery = None
     if settings.flow.recovery_dir is not None:

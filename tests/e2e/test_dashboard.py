@@ -21,7 +21,7 @@ from tests.integration.kafka_helpers import produce, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-SECRET = "whsec_" + base64.b64encode(b"dashboard-e2e-secret-00").decode()
+SECRET = "whsec_" + base64.b64encode(b"dashboard-e2e-secret-0000").decode()
 # `make screenshots` points this at docs/screenshots for the README; tests write to tmp_path
 SHOTS_ENV = "SCREENSHOTS_DIR"  # not CXSTREAM_*: the tests clear those
 CHROMIUM = "/usr/bin/chromium"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 
 import pytest
@@ -91,7 +92,9 @@ def test_the_dataflow_enriches_from_a_cluster(live_settings, redis_cluster, tmp_
     times = sim.timeline(utcnow() - timedelta(seconds=30), 200)
     records = [sim.encoded(next(times)) for _ in range(3000)]
     produce(settings, settings.kafka.topics.qos, records)
-    flow = FlowProcess(settings, tmp_path, "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQ=")
+    flow = FlowProcess(
+        settings, tmp_path, "whsec_" + base64.b64encode(b"redis-cluster-test-secret").decode()
+    )
     try:
         flow.wait_ready()
         deadline = time.monotonic() + 90

@@ -68,6 +68,9 @@ def test_unauthenticated_requests_are_refused_when_auth_is_on():
         assert client.get(path).status_code == 401, path
     assert client.post("/api/incidents/inc-c1-1/ack").status_code == 401
     assert client.get("/api/overview", headers={"authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/?token=s3crét").status_code == 401  # non-ASCII: refused, not a 500
+    latin = {"authorization": "Bearer ünï".encode("latin-1")}
+    assert client.get("/api/overview", headers=latin).status_code == 401
     assert (
         client.get("/api/overview", headers={"authorization": "Bearer s3cret"}).status_code == 200
     )

@@ -36,10 +36,12 @@ def test_env_overrides_yaml_and_yaml_keeps_other_defaults(tmp_path, monkeypatch)
 
 
 def test_secrets_never_print(monkeypatch):
-    monkeypatch.setenv("CXSTREAM_WEBHOOK__SECRET", "whsec_dG9wLXNlY3JldA==")
+    monkeypatch.setenv("CXSTREAM_WEBHOOK__SECRET", "whsec_dG9wLXNlY3JldC10b3Atc2VjcmV0LXRvcA==")
     settings = load_settings()
     assert "dG9wLXNlY3JldA" not in repr(settings)
-    assert settings.webhook.secret.get_secret_value() == "whsec_dG9wLXNlY3JldA=="
+    assert (
+        settings.webhook.secret.get_secret_value() == "whsec_dG9wLXNlY3JldC10b3Atc2VjcmV0LXRvcA=="
+    )
 
 
 def test_not_a_mapping_and_not_yaml_are_clear_errors(tmp_path):
@@ -116,3 +118,32 @@ def test_the_documented_config_file_is_exactly_the_defaults_and_names_every_key(
         written = yaml.safe_load(fh)
     missing = _keys(Settings().model_dump(mode="json")) - _keys(written)
     assert not missing, f"settings not in {path}: {sorted(missing)}"
+
+
+@pytest.mark.parametrize(
+    ("secret", "why"),
+    [
+        ("", "must be 'whsec_'"),
+        ("a", "must be 'whsec_'"),
+        ("whsec_", "the key is 0 bytes"),
+        ("whsec_!!!", "not valid base64"),
+        ("whsec_c2hvcnQ=", "the key is 5 bytes; at least 24"),
+    ],
+)
+def test_a_weak_webhook_secret_refuses_to_start(monkeypatch, secret, why):
+    monkeypatch.setenv("CXSTREAM_WEBHOOK__SECRET", secret)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "CXSTREAM_WEBHOOK__SECRET" in str(err.value) and why in str(err.value)
+    assert "c2hvcnQ" not in str(err.value)  # the value itself is never shown
+
+
+def test_a_plain_http_webhook_url_needs_to_be_allowed(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("webhook:\n  url: http://crm.example.com/hooks\n")
+    with pytest.raises(ConfigError, match="plain http://"):
+        load_settings(path)
+    path.write_text("webhook:\n  url: http://127.0.0.1:9000/\n  allow_http: true\n")
+    assert load_settings(path).webhook.url == "http://127.0.0.1:9000/"
+    path.write_text("webhook:\n  url: https://crm.example.com/hooks\n")
+    assert load_settings(path).webhook.url.startswith("https://")
