@@ -93,6 +93,12 @@ def _flow_config(settings: Settings, path: Path) -> None:
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
 
 
+def checkpoint_key(secret: str) -> bytes:
+    """The churn checkpoints' key of a flow started with webhook ``secret`` (the same for every
+    generation of the demo's flow, which reads the checkpoints of the one before)."""
+    return hashlib.sha256(b"churn:" + secret.encode()).hexdigest().encode()
+
+
 class FlowProcess:
     """The dataflow child process and its metrics endpoint."""
 
@@ -117,9 +123,7 @@ class FlowProcess:
             "CXSTREAM_WEBHOOK__SECRET": secret,
             "CXSTREAM_WEBHOOK__ALLOW_HTTP": "true",  # the tools' receivers listen on 127.0.0.1
             # the same for every generation of the demo's flow: it reads the checkpoints before
-            "CXSTREAM_CHURN__CHECKPOINT_KEY": hashlib.sha256(
-                b"churn:" + secret.encode()
-            ).hexdigest(),
+            "CXSTREAM_CHURN__CHECKPOINT_KEY": checkpoint_key(secret).decode(),
             # `run` serves metrics on flow.metrics_port + process id
             "CXSTREAM_FLOW__METRICS_PORT": str(self.port - process_id),
             "CXSTREAM_DASHBOARD__PORT": str(self.dashboard_port),

@@ -16,7 +16,7 @@ from cxstream.actions.receiver import WebhookReceiver
 from cxstream.churn_state import RedisChurnState
 from cxstream.context import ContextStore
 from cxstream.detectors.churn import ChurnModel, Schema
-from cxstream.devtools.flowprocess import FlowProcess
+from cxstream.devtools.flowprocess import FlowProcess, checkpoint_key
 from cxstream.devtools.simulate import Incident, Simulator
 from cxstream.events import Channel, ConsentStatus, utcnow
 from tests.integration.kafka_helpers import produce, read_topic
@@ -38,7 +38,7 @@ def seed_model(settings, state):
         row = {"tenure_months": tenure, "contract": contract, "signal": "degradation"}
         risky = contract == "month_to_month" and tenure < 12
         model.learn_one(row, rng.random() < (0.9 if risky else 0.05))
-    state.save_checkpoint(7, model.to_bytes({"revision": 7.0}))
+    state.save_checkpoint(7, model.to_bytes({"revision": 7.0}, key=checkpoint_key(SECRET)))
 
 
 def daytime_policy(tmp_path):
