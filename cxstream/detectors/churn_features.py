@@ -10,8 +10,8 @@
 
 >>> f = Featurizer(Schema(numeric=("tenure",), categorical=("contract",)))
 >>> f.learn_one({"tenure": 3, "contract": "monthly"})
->>> f.transform_one({"tenure": 3, "contract": "monthly"})[0]
-[1, 2, 3, 0]
+>>> f.transform_one({"tenure": 3, "contract": "monthly"})
+([0, 1, 2, 3], [1.0, 0.0, 0.0, 1.0])
 """
 
 from __future__ import annotations
