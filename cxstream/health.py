@@ -90,7 +90,7 @@ def registry_progress() -> tuple[float, float]:
 
 class HealthMonitor(threading.Thread):
     """Samples ``read()`` every ``interval_s``, keeps a :class:`LagWatch`, logs each change of
-    state, and calls ``on_state`` with it (e.g. to set a metric)."""
+    state, and calls ``on_state`` with it (for example, to update a gauge)."""
 
     def __init__(
         self,
