@@ -374,12 +374,6 @@ class CustomerUpdate:
     partition: int | None = None
     offset: int | None = None
 
-    @staticmethod
-    def full(customer: CustomerContext) -> CustomerUpdate:
-        """Every field of ``customer`` (a whole profile, e.g. from a CSV load)."""
-        fields = frozenset(CustomerContext.model_fields) - {"subscriber_id"}
-        return CustomerUpdate(customer, fields, customer.model_dump_json().encode())
-
 
 class Outcome(BaseModel):
     """A late-arriving fact about a customer: churned, retained, accepted an offer, complained."""
