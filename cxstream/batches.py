@@ -59,23 +59,26 @@ class RawBatch:
     partition: int
     values: list[bytes | None]
     offsets: list[int]
+    tombstones: dict[int, bytes] | None = None  # offset -> key, for the messages without a value
 
     def messages(self) -> list[SourceMessage]:
         """One item per message, for the low-volume inputs that take them one at a time."""
         topic, partition = self.topic, self.partition
+        keys = self.tombstones or {}
         return [
-            SourceMessage(value, topic, partition, offset)
+            SourceMessage(value, topic, partition, offset, keys.get(offset))
             for value, offset in zip(self.values, self.offsets, strict=True)
         ]
 
 
 class SourceMessage(NamedTuple):
-    """One Kafka message: what the parse steps read of it."""
+    """One Kafka message: what the parse steps read of it (the key only of a tombstone)."""
 
     value: bytes | None
     topic: str
     partition: int
     offset: int
+    key: bytes | None = None
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from redis.cluster import RedisCluster
 
 from cxstream import metrics
+from cxstream.erasure import action_index_key
 from cxstream.errors import ServiceError
 from cxstream.events import CustomerContext, CustomerUpdate
 from cxstream.privacy import pseudonym
@@ -228,7 +229,8 @@ class ContextStore:
             self._log_outage(exc)
 
     def audit(self, event_ids: Sequence[str], key: str, ttl_s: int) -> None:
-        """Add processed event ids to the reconciliation set ``key`` (one round trip)."""
+        """Add processed events (``<subscriber>/<event id>``, so that erasing a customer can find
+        theirs) to the reconciliation set ``key`` (one round trip)."""
         pipe = self._client.pipeline(transaction=False)
         pipe.sadd(key, *event_ids)
         pipe.expire(key, ttl_s)
@@ -279,6 +281,23 @@ class ContextStore:
                 self._cache.pop(sid, None)
                 continue
             self._remember(sid, self._expiry(now_m), customer)
+
+    def index_actions(self, actions: Sequence[tuple[str, str]], ttl_s: int) -> None:
+        """Record ``(subscriber, action id)`` pairs in each customer's action index, which erasure
+        follows to the delivery ledger (:mod:`cxstream.erasure`). Raises ``redis.RedisError``."""
+        if not actions:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for sid, action_id in actions:
+            key = action_index_key(self._prefix, sid)
+            pipe.sadd(key, action_id)
+            pipe.expire(key, ttl_s)
+        pipe.execute()
+
+    def forget(self, subscriber_ids: Iterable[str]) -> None:
+        """Drop these customers from the local cache: the next lookup reads Redis."""
+        for sid in subscriber_ids:
+            self._cache.pop(sid, None)
 
     def put_many(self, customers: Sequence[CustomerContext]) -> None:
         """Write profiles (one pipeline) and refresh the local cache."""

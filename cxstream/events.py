@@ -55,6 +55,7 @@ __all__ = [
     "Channel",
     "ConsentStatus",
     "CustomerContext",
+    "CustomerErasure",
     "CustomerUpdate",
     "Outcome",
     "OutcomeKind",
@@ -191,6 +192,15 @@ def invalid_id_positions(records: Sequence[Any]) -> list[int]:
         return []
     full = _ID_FULL.fullmatch
     return [i for i, ids in enumerate(map(_RECORD_IDS, records)) if not all(full(x) for x in ids)]
+
+
+def is_id(text: str) -> bool:
+    """Whether ``text`` is an identifier (:data:`ID_PATTERN`, at most :data:`ID_MAX` long).
+
+    >>> is_id("sub-1"), is_id("../etc"), is_id("")
+    (True, False, False)
+    """
+    return 0 < len(text) <= ID_MAX and _ID_FULL.fullmatch(text) is not None
 
 
 def bounded_id(text: str) -> str:
@@ -370,6 +380,17 @@ class CustomerUpdate:
     customer: CustomerContext
     fields: frozenset[str]
     raw: bytes
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerErasure:
+    """A tombstone on the customers topic (key: the subscriber id, no value): the customer was
+    erased (``cxstream erase``); whatever the flow holds about them goes."""
+
+    subscriber_id: str
     topic: str | None = None
     partition: int | None = None
     offset: int | None = None

@@ -83,6 +83,17 @@ DECISIONS = Counter(
     ["kind", "result"],
     namespace=_NS,
 )
+DECISIONS_WAITING = Gauge(
+    "decisions_waiting",
+    "Signals suppressed only because Redis could not be read, waiting to be decided again.",
+    namespace=_NS,
+)
+DECISIONS_EXPIRED = Counter(
+    "decisions_expired",
+    "Signals that waited for Redis longer than policy.redecide_window_s and were not decided "
+    "again.",
+    namespace=_NS,
+)
 EXPERIMENT_SUBJECTS = Gauge(
     "experiment_subjects",
     "Customers assigned to the treated or the hold-out control group.",

@@ -27,6 +27,7 @@ from cxstream.context import ContextStore
 from cxstream.detectors.cells import CellMonitor
 from cxstream.detectors.churn import ChurnLearner, ChurnModel
 from cxstream.detectors.table import SubscriberTable
+from cxstream.erasure import Eraser
 from cxstream.errors import ConfigError
 from cxstream.events import BadEvent, Outcome, utcnow
 from cxstream.settings import Settings
@@ -71,6 +72,9 @@ class Pipeline:
         Where the contact policy is read from (default: ``policy.file`` or the built-in one).
     clock
         Returns the current UTC time (injected in tests).
+    eraser
+        Removes an erased customer's data from Redis (:mod:`cxstream.erasure`; None: only the
+        in-memory state is forgotten).
     shard_keys
         The state key of each shard of subscribers and of cells (the engine's routing may want
         particular names; see :mod:`cxstream.flows.routing`).
@@ -89,8 +93,10 @@ class Pipeline:
         churn: ChurnState | None = None,
         clock: Callable[[], datetime] = utcnow,
         shard_keys: Sequence[str] | None = None,
+        eraser: Eraser | None = None,
     ) -> None:
         self.settings = settings
+        self.eraser = eraser
         self.shard_keys = (
             tuple(shard_keys)
             if shard_keys is not None
@@ -122,7 +128,14 @@ class Pipeline:
         self.demarcate_step = Demarcate(settings)
         self.churn_step = ChurnRisk(settings, self.churn, trouble=trouble)
         self.decide_step = Decide(
-            context, self.policy, self.deferred, self.churn_step, clock=clock, trouble=trouble
+            context,
+            self.policy,
+            self.deferred,
+            self.churn_step,
+            clock=clock,
+            trouble=trouble,
+            redecide_window_s=settings.policy.redecide_window_s,
+            action_index_ttl_s=settings.policy.idempotency_ttl_s,
         )
         self.outcomes_step = Outcomes(self.experiment, trouble=trouble)
         self._max_age = self.ingest_step.max_age
@@ -152,6 +165,20 @@ class Pipeline:
         return out
 
     parse_customer_batch = staticmethod(parse_customer_batch)
+
+    def erase_customers(self, subscriber_ids: Sequence[str]) -> None:
+        """Forget erased customers (tombstones on the customers topic): whatever Redis still
+        holds about them (``cxstream erase`` removed it; this catches what was written since),
+        their cached context, their detector state (every table, at its next batch) and their
+        outreach waiting to be decided again. Raises ``redis.RedisError`` if Redis fails."""
+        if self.eraser is not None:
+            for sid in subscriber_ids:
+                self.eraser.erase(sid)
+        self.context.forget(subscriber_ids)
+        self.deferred.forget(subscriber_ids)
+        self.detect_step.erasures.add(subscriber_ids)
+        self.decide_step.forget(subscriber_ids)
+
     parse_outcome_batch = staticmethod(parse_outcome_batch)
     parse_action_batch = staticmethod(parse_action_batch)
     count_dead_letters = staticmethod(count_dead_letters)

@@ -203,9 +203,12 @@ class WebhookSettings(BaseModel):
     breaker_failures: Annotated[int, Field(ge=1, le=1_000)] = 5
     breaker_reset_s: Annotated[float, Field(gt=0, le=3_600)] = 30.0
     partitions: Annotated[int, Field(ge=1, le=1_024)] = 2  # recoverable delivery partitions
-    # A POST in flight when the process died: false = dead-letter it as "outcome unknown" (no
-    # receiver ever sees an action twice); true = send it again (receivers dedupe on webhook-id).
-    resend_unknown: bool = False
+    # A POST in flight when the process died: true = send it again with the same webhook-id
+    # (receivers dedupe on it; at least once); false = dead-letter it as "outcome unknown" (no
+    # receiver ever sees an action twice; at most once).
+    resend_unknown: bool = True
+    # How long a delivery waits for the delivery ledger (Redis) before it is dead-lettered.
+    ledger_wait_s: Annotated[float, Field(ge=0, le=86_400)] = 600.0
     # Plain http:// for the URL (a receiver on the same host, a test); otherwise https:// only.
     allow_http: bool = False
 
@@ -281,6 +284,9 @@ class PolicySettings(BaseModel):
     reload_check_s: Annotated[float, Field(gt=0, le=3_600)] = 2.0
     idempotency_ttl_s: Annotated[int, Field(ge=1)] = 7 * 86_400
     deferred_poll_s: Annotated[float, Field(gt=0, le=3_600)] = 0.5
+    # A signal suppressed only because Redis could not be read is decided again when it can,
+    # if within this long of its first decision (0: never decided again).
+    redecide_window_s: Annotated[float, Field(ge=0, le=86_400)] = 900.0
 
 
 class ChurnSettings(BaseModel):

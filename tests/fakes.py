@@ -6,13 +6,15 @@ import redis
 
 
 class FakeRedis:
-    """The few Redis calls ContextStore makes: mget, pipeline().set/execute, ping; can go down."""
+    """The few Redis calls ContextStore makes: mget, pipeline().set/rpush/ltrim/sadd/execute,
+    ping; can go down."""
 
     def __init__(self):
         self.data: dict[str, bytes] = {}
         self.down = False
         self.mget_calls = 0
         self.lists: dict[str, list[bytes]] = {}
+        self.sets: dict[str, set[bytes]] = {}
 
     def _check(self):
         if self.down:
@@ -50,6 +52,12 @@ class _Pipe:
     def ltrim(self, key, start, end):
         self.ops.append(("ltrim", key, start))
 
+    def sadd(self, key, value):
+        self.ops.append(("sadd", key, value))
+
+    def expire(self, key, seconds):
+        self.ops.append(("expire", key, seconds))
+
     def execute(self):
         self.owner._check()
         for op, key, value in self.ops:
@@ -57,6 +65,10 @@ class _Pipe:
                 self.owner.data[key] = value.encode() if isinstance(value, str) else value
             elif op == "rpush":
                 self.owner.lists.setdefault(key, []).append(value.encode())
+            elif op == "sadd":
+                self.owner.sets.setdefault(key, set()).add(value.encode())
+            elif op == "expire":
+                pass
             else:  # ltrim(key, -keep, -1)
                 self.owner.lists[key] = self.owner.lists.get(key, [])[value:]
         return [True] * len(self.ops)

@@ -173,6 +173,21 @@ class DeferredQueue:
         self._key = key
         self._memory: list[tuple[float, bytes]] = []
 
+    @property
+    def redis_key(self) -> str | None:
+        """The sorted set the actions wait in (None: they wait in memory)."""
+        return None if self._client is None else self._key
+
+    def forget(self, subscriber_ids: Sequence[str]) -> None:
+        """Drop the deferred actions of erased customers kept in memory (the Redis set is
+        :func:`cxstream.erasure.erase_customer`'s)."""
+        gone = set(subscriber_ids)
+        self._memory = [
+            (due, p)
+            for due, p in self._memory
+            if Action.model_validate_json(p).subscriber_id not in gone
+        ]
+
     def push(self, due: float, action: Action) -> None:
         """Keep ``action`` until ``due`` (epoch seconds)."""
         payload = action.model_dump_json().encode()

@@ -8,10 +8,16 @@ the delivery ledger is never sent again, so a replay after a restart does not co
 
 Just before its first POST, a delivery also marks the key as *being sent* by this process. If the
 process dies with the POST in flight, nobody can know whether the receiver got it; the resumed run
-finds the mark left by a run that is gone and, by default, does not send it again: the action goes
-to the dead-letter topic as ``outcome unknown`` (at most one contact; an operator can check and
-replay it). ``resend_unknown=True`` sends it again instead, for receivers that deduplicate on
-``webhook-id``.
+finds the mark left by a run that is gone and, by default (``resend_unknown=True``), sends it
+again with the same ``webhook-id``: a receiver that deduplicates on it, as Standard Webhooks asks,
+contacts the customer once, and no action is left unresolved. ``resend_unknown=False`` is the
+at-most-once choice, for receivers that do not deduplicate: the action is not sent again and goes to
+the dead-letter topic as ``outcome unknown``, its final state (an operator can check and replay it).
+
+The ledger being unavailable (Redis down) is not a failed delivery. Before a POST the delivery
+*waits* for it (:class:`DeliveryPool` retries it, up to ``ledger_wait_s``), because sending without
+the marks could contact a customer twice after a restart; after a POST answered 2xx the delivery
+counts as delivered and its mark is kept in memory and written when Redis is back.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Literal, NamedTuple
 
 import httpx
 import orjson
+import redis
 
 from cxstream.actions.signing import sign_headers
 from cxstream.actions.store import ClaimStore
@@ -34,6 +41,7 @@ from cxstream.actions.tmf import communication_message
 from cxstream.events import Action
 
 __all__ = [
+    "MAX_UNRECORDED",
     "CircuitBreaker",
     "Delivery",
     "DeliveryOutcome",
@@ -44,8 +52,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DeliveryOutcome = Literal["delivered", "already_delivered", "failed", "unknown"]
-"""``unknown``: a run that stopped was sending it, and it is not sent again (see the module doc)."""
+DeliveryOutcome = Literal["delivered", "already_delivered", "failed", "unknown", "waiting"]
+"""``unknown``: a run that stopped was sending it, and it is not sent again (at-most-once, see the
+module doc); ``waiting``: the ledger cannot be read or written, nothing was sent, try again later."""
+
+MAX_UNRECORDED = 100_000
+"""Delivery marks kept in memory while the ledger is unavailable, at most."""
 
 RUN_ID = uuid.uuid4().hex
 """This process's mark on the deliveries it is sending."""
@@ -95,8 +107,9 @@ class WebhookSender:
     ledger
         Where delivered idempotency keys are recorded (``None``: no cross-restart protection).
     resend_unknown
-        Send again an action whose POST was in flight when an earlier run died (default: dead-letter
-        it as ``unknown``, so no receiver ever sees it twice).
+        Send again, with the same ``webhook-id``, an action whose POST was in flight when an earlier
+        run died (the default); ``False`` dead-letters it as ``unknown`` instead, so no receiver
+        ever sees it twice (at most once).
     client
         An ``httpx.Client`` to use (the test seam); one is created otherwise.
     run_id
@@ -115,7 +128,7 @@ class WebhookSender:
         ledger: ClaimStore | None = None,
         ledger_prefix: str = "cx",
         ledger_ttl_s: int = 7 * 86_400,
-        resend_unknown: bool = False,
+        resend_unknown: bool = True,
         client: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
         run_id: str = RUN_ID,
@@ -132,6 +145,32 @@ class WebhookSender:
         self._client = client or httpx.Client(timeout=timeout_s)
         self._sleep = sleep
         self.breaker = breaker
+        # delivered ids whose ledger mark could not be written yet (Redis down), oldest first
+        self._unrecorded: dict[str, None] = {}
+        self._unrecorded_lock = threading.Lock()
+
+    @property
+    def unrecorded(self) -> int:
+        """Deliveries made whose ledger mark waits for Redis."""
+        return len(self._unrecorded)
+
+    def flush_unrecorded(self) -> bool:
+        """Write the ledger marks kept in memory; True when none is left waiting."""
+        if self._ledger is None or not self._unrecorded:
+            return True
+        with self._unrecorded_lock:
+            ids = list(self._unrecorded)
+        try:
+            self._ledger.claim_many(
+                [(f"{self._ledger_prefix}:delivered:{i}", "1") for i in ids], self._ledger_ttl_s
+            )
+        except redis.RedisError:
+            return False
+        with self._unrecorded_lock:
+            for i in ids:
+                self._unrecorded.pop(i, None)
+        log.info("%d delivery marks written now that the ledger is back", len(ids))
+        return not self._unrecorded
 
     def _delivered_key(self, action: Action) -> str:
         return f"{self._ledger_prefix}:delivered:{action.action_id}"
@@ -142,10 +181,12 @@ class WebhookSender:
             return None
         key = f"{self._ledger_prefix}:sending:{action.action_id}"
         holder = self._ledger.claim_many([(key, self._run_id)], self._ledger_ttl_s)[0]
-        if holder is None or self.resend_unknown:
+        if holder is None:
             return None
         if holder == self._run_id:  # the same action queued twice in this run (resume + replay)
             return Delivery("already_delivered", 0)
+        if self.resend_unknown:
+            return None
         return Delivery(
             "unknown",
             0,
@@ -155,8 +196,15 @@ class WebhookSender:
 
     def deliver(self, action: Action) -> Delivery:
         """POST one action with bounded retries (safe to call from several threads)."""
-        if self._ledger is not None and self._ledger.exists_many([self._delivered_key(action)])[0]:
+        if action.action_id in self._unrecorded:
             return Delivery("already_delivered", 0)
+        if self._ledger is not None:
+            self.flush_unrecorded()
+            try:
+                if self._ledger.exists_many([self._delivered_key(action)])[0]:
+                    return Delivery("already_delivered", 0)
+            except redis.RedisError as exc:
+                return Delivery("waiting", 0, f"delivery ledger unavailable: {exc}")
         body = cloudevent(action)
         error: str | None = None
         for attempt in range(1, self.max_attempts + 1):
@@ -164,8 +212,13 @@ class WebhookSender:
                 return Delivery(
                     "failed", attempt - 1, "circuit open: the endpoint failed repeatedly"
                 )
-            if attempt == 1 and (refused := self._mark_sending(action)) is not None:
-                return refused
+            if attempt == 1:
+                try:
+                    refused = self._mark_sending(action)
+                except redis.RedisError as exc:
+                    return Delivery("waiting", 0, f"delivery ledger unavailable: {exc}")
+                if refused is not None:
+                    return refused
             headers = sign_headers(self._secret, action.action_id, body)
             headers["content-type"] = "application/cloudevents+json"
             retry_after: float | None = None
@@ -179,10 +232,7 @@ class WebhookSender:
                 if self.breaker is not None:
                     self.breaker.record(response.status_code < 500 and response.status_code != 429)
                 if response.is_success:
-                    if self._ledger is not None:
-                        self._ledger.claim_many(
-                            [(self._delivered_key(action), "1")], self._ledger_ttl_s
-                        )
+                    self._record_delivered(action)
                     return Delivery("delivered", attempt)
                 error = f"HTTP {response.status_code}"
                 if response.status_code == 429:
@@ -194,8 +244,26 @@ class WebhookSender:
                 self._sleep(retry_after if retry_after is not None else delay)
         return Delivery("failed", self.max_attempts, error)
 
+    def _record_delivered(self, action: Action) -> None:
+        if self._ledger is None:
+            return
+        try:
+            self._ledger.claim_many([(self._delivered_key(action), "1")], self._ledger_ttl_s)
+        except redis.RedisError as exc:
+            with self._unrecorded_lock:
+                self._unrecorded[action.action_id] = None
+                while len(self._unrecorded) > MAX_UNRECORDED:  # bounded: the oldest go first
+                    self._unrecorded.pop(next(iter(self._unrecorded)))
+            log.warning(
+                "delivered, but the delivery ledger is unavailable: the mark is kept in memory "
+                "(%d waiting): %s",
+                len(self._unrecorded),
+                exc,
+            )
+
     def close(self) -> None:
-        """Close the HTTP client."""
+        """Write what marks it can, and close the HTTP client."""
+        self.flush_unrecorded()
         self._client.close()
 
 
@@ -269,7 +337,9 @@ class DeliveryPool:
     """Deliver off the caller's thread: a bounded queue served by ``concurrency`` threads.
 
     :meth:`submit` never blocks: it returns False when the queue is full, and the caller
-    dead-letters the action. Each finished delivery is reported through ``report``.
+    dead-letters the action. Each finished delivery is reported through ``report``. A delivery
+    that must wait for the ledger is tried again every ``retry_s`` for up to ``wait_s``, then
+    reported ``failed`` with the reason; while it waits, the actions behind it wait too.
     """
 
     def __init__(
@@ -279,9 +349,17 @@ class DeliveryPool:
         *,
         concurrency: int = 4,
         queue_size: int = 10_000,
+        wait_s: float = 600.0,
+        retry_s: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sender = sender
         self._report = report
+        self._wait_s = wait_s
+        self._retry_s = retry_s
+        self._sleep = sleep
+        self._clock = clock
         self._queue: queue.Queue[Action | None] = queue.Queue(maxsize=queue_size)
         self._threads = [
             threading.Thread(target=self._work, name=f"webhook-{i}", daemon=True)
@@ -305,15 +383,30 @@ class DeliveryPool:
 
     def _work(self) -> None:
         while True:
-            action = self._queue.get()
+            try:
+                action = self._queue.get(timeout=self._retry_s)
+            except queue.Empty:  # idle: write the marks that waited for the ledger
+                self.sender.flush_unrecorded()
+                continue
             if action is None:
                 return
+            self._report(action, *self._deliver(action))
+
+    def _deliver(self, action: Action) -> Delivery:
+        started = self._clock()
+        while True:
             try:
-                outcome, attempts, error = self.sender.deliver(action)
+                result = self.sender.deliver(action)
             except Exception as exc:  # a bug must not kill the worker; the action is dead-lettered
                 log.exception("webhook delivery crashed")
-                outcome, attempts, error = "failed", 0, f"{type(exc).__name__}: {exc}"
-            self._report(action, outcome, attempts, error)
+                return Delivery("failed", 0, f"{type(exc).__name__}: {exc}")
+            if result.outcome != "waiting":
+                return result
+            if self._clock() - started >= self._wait_s:
+                return Delivery(
+                    "failed", result.attempts, f"{result.error} for {self._wait_s:.0f} s: not sent"
+                )
+            self._sleep(self._retry_s)
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Finish what is queued (up to ``timeout_s``), then stop the workers."""

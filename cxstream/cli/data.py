@@ -1,4 +1,5 @@
-"""``cxstream simulate`` and ``cxstream load-customers``: data into Kafka and Redis."""
+"""``cxstream simulate``, ``cxstream load-customers`` and ``cxstream erase``: data into Kafka and
+Redis, and out of them."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import time
 from pathlib import Path
 
 import click
+import redis
 
 from cxstream.cli.app import (
     Progress,
     bad_ratio_option,
     cells_option,
     config_option,
+    json_option,
     main,
     seed_option,
     settings_from,
@@ -179,3 +182,80 @@ def load_customers(
         rejects.write_text("line,reason\n" + "".join(f'{n},"{r}"\n' for n, r in rejected))
     if rejected and loaded == 0:
         sys.exit(1)
+
+
+@main.command("erase")
+@click.option(
+    "--customer", "subscriber_id", required=True, help="The subscriber id of the customer to erase."
+)
+@config_option
+@json_option
+def erase(subscriber_id: str, config: Path | None, as_json: bool) -> None:
+    """Erase one customer (GDPR art. 17): remove their profile, experience history, churn
+    snapshot, experiment group, cooldowns, caps, delivery-ledger and audit entries from Redis, and
+    publish a tombstone on the customers topic, so that a running flow and dashboard forget them
+    and a compacted customers topic drops their profile. Safe to run again.
+
+    Example: cxstream erase --customer sub-0000042 --json"""
+    import orjson
+    from confluent_kafka import KafkaException, Producer
+
+    from cxstream.clients import context_client, redis_client
+    from cxstream.erasure import erase_customer
+    from cxstream.events import is_id
+
+    if not is_id(subscriber_id):
+        msg = (
+            f"--customer {subscriber_id!r} is not a subscriber id (letters, digits, _:@+#=- and "
+            "single dots, at most 128 characters)"
+        )
+        raise click.BadParameter(msg, param_hint="--customer")
+    settings = settings_from(config)
+    prefix = settings.redis.key_prefix
+    try:
+        report = erase_customer(
+            redis_client(settings),
+            subscriber_id,
+            prefix=prefix,
+            context=context_client(settings),
+            audit_key=settings.flow.audit_key,
+            deferred_key=f"{prefix}:deferred",
+        )
+    except (CxStreamError, redis.RedisError) as exc:
+        msg = f"cannot erase from Redis: {exc}"
+        raise click.ClickException(msg) from exc
+    topic = settings.kafka.topics.customers
+    errors: list[str] = []
+
+    def delivered(err: object, _msg: object) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    try:
+        producer = Producer(settings.kafka.producer_settings())
+        producer.produce(topic, value=None, key=subscriber_id.encode(), on_delivery=delivered)
+        left = producer.flush(30)
+    except KafkaException as exc:
+        errors.append(str(exc))
+        left = 1
+    if left or errors:
+        detail = "; ".join(errors) or "not acknowledged within 30 s"
+        msg = (
+            f"removed {report.redis_keys_deleted} Redis keys and {report.audit_entries_deleted} "
+            f"audit entries, but the tombstone on {topic} was not published ({detail}): a "
+            "running flow still holds the customer in memory; run the command again"
+        )
+        raise click.ClickException(msg)
+    result = {
+        "customer": subscriber_id,
+        "redis_keys_deleted": report.redis_keys_deleted,
+        "audit_entries_deleted": report.audit_entries_deleted,
+        "tombstones": 1,
+    }
+    click.echo(
+        f"erased {subscriber_id}: {report.redis_keys_deleted} Redis keys, "
+        f"{report.audit_entries_deleted} audit entries, {report.members_removed} actions in "
+        f"shared keys; a tombstone on {topic}"
+    )
+    if as_json:
+        click.echo(orjson.dumps(result).decode())

@@ -29,6 +29,8 @@ class KafkaFeed:
             topics.cells: state.on_cell,
             topics.deliveries: state.on_delivery,
         }
+        self._customers = topics.customers  # read for its tombstones (erased customers)
+        self._state = state
         self._config = {
             **settings.kafka.client_config(),
             "group.id": "cxstream-dashboard",  # not joined: partitions are assigned
@@ -48,18 +50,33 @@ class KafkaFeed:
         self._stop.set()
         self._thread.join(5)
 
+    def _customer_record(self, key: bytes | None, value: bytes | None) -> None:
+        """A tombstone erases the customer it is keyed by; a later profile creates them again."""
+        if key is None:
+            return
+        sid = key.decode("utf-8", "replace")
+        if value is None:
+            self._state.forget(sid)
+        elif sid in self._state.erased:
+            self._state.restore(sid)
+
     def _run(self) -> None:
         consumer = Consumer(self._config)
         try:
             parts = []
-            for topic in self._handlers:
+            for topic in [*self._handlers, self._customers]:
                 meta = consumer.list_topics(topic, timeout=10).topics[topic]
                 parts += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
             consumer.assign(parts)
             while not self._stop.is_set():
                 for msg in consumer.consume(500, timeout=0.2):
                     value, name = msg.value(), msg.topic()
-                    if msg.error() or value is None or name is None:
+                    if msg.error() or name is None:
+                        continue
+                    if name == self._customers:
+                        self._customer_record(msg.key(), value)
+                        continue
+                    if value is None:
                         continue
                     try:
                         self._handlers[name](orjson.loads(value))

@@ -1,4 +1,5 @@
-"""What the dashboard knows, built from the alerts, decisions, cells and deliveries topics.
+"""What the dashboard knows, built from the alerts, decisions, cells and deliveries topics, and
+the tombstones of the customers topic (an erased customer is dropped and ignored from then on).
 
 Everything is bounded: the most recent incidents, degradations, decisions and actions are kept (and
 per subscriber only the last few), so memory does not grow with traffic. All methods are
@@ -37,16 +38,48 @@ class DashboardState:
         self.actions: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.decisions_by_sub: dict[str, deque[dict[str, Any]]] = {}
         self._early_status: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.erased: OrderedDict[str, None] = OrderedDict()  # tombstones read, most recent last
 
     def _changed(self) -> None:
         self.version += 1
+
+    # -- erasure ---------------------------------------------------------------------------------
+    def forget(self, subscriber_id: str) -> None:
+        """An erased customer (a tombstone on the customers topic): drop everything about them,
+        and ignore records about them read from now on."""
+        sid = subscriber_id
+        with self._lock:
+            self.erased[sid] = None
+            _trim(self.erased, 100_000)
+            self.customers.pop(sid, None)
+            self.decisions_by_sub.pop(sid, None)
+            for store in (self.actions, self._early_status):
+                for key in [k for k, v in store.items() if v.get("subscriber_id") == sid]:
+                    del store[key]
+            kept = [a for a in self.degradations if a.get("subscriber_id") != sid]
+            self.degradations = deque(kept, maxlen=self.max_items)
+            for alarm in self.incidents.values():
+                _scrub(alarm, self.erased)
+            self._changed()
+
+    def restore(self, subscriber_id: str) -> None:
+        """The customer was created again after an erasure: records about them count again."""
+        with self._lock:
+            self.erased.pop(subscriber_id, None)
+
+    def _is_erased(self, record: dict[str, Any]) -> bool:
+        return bool(self.erased) and record.get("subscriber_id") in self.erased
 
     # -- feeding ---------------------------------------------------------------------------------
     def on_alert(self, record: dict[str, Any]) -> None:
         """A TMF642 alarm (cell incident) or an individual degradation."""
         with self._lock:
             if record.get("@type") == "Alarm":
+                if self.erased:
+                    _scrub(record, self.erased)
                 self._on_alarm(record)
+            elif self._is_erased(record):
+                return
             elif record.get("kind") == "degradation":
                 self._on_degradation(record)
             self._changed()
@@ -93,6 +126,8 @@ class DashboardState:
         if "joined_outcome" in record:
             return
         with self._lock:
+            if self._is_erased(record):
+                return
             sid = record.get("subscriber_id")
             if sid:
                 q = self.decisions_by_sub.setdefault(sid, deque(maxlen=self.per_subscriber))
@@ -122,6 +157,8 @@ class DashboardState:
     def on_delivery(self, record: dict[str, Any]) -> None:
         """A webhook delivery status."""
         with self._lock:
+            if self._is_erased(record):
+                return
             action = self.actions.get(record.get("action_id", ""))
             if action is not None:
                 _apply_status(action, record)
@@ -234,6 +271,13 @@ class DashboardState:
                 s for s in self.decisions_by_sub if s not in self.customers
             ]
             return [s for s in known if q in s.lower()][:limit]
+
+
+def _scrub(alarm: dict[str, Any], erased: OrderedDict[str, None]) -> None:
+    """Replace erased customers' ids in an alarm's affected services (the count stays)."""
+    for entry in alarm.get("affectedService", []):
+        if entry.get("id") in erased:
+            entry["id"] = "(erased)"
 
 
 def _apply_status(action: dict[str, Any], record: dict[str, Any]) -> None:

@@ -145,6 +145,7 @@ class SubscriberTable:
         self.sample_interval_s = sample_interval_s
         self.index: dict[str, int] = {}
         self.size = 0
+        self.erased_seen = 0  # how many erasures this table has applied (steps.detect.Erasures)
         self._alloc(capacity)
 
     def _alloc(self, capacity: int) -> None:
@@ -179,6 +180,32 @@ class SubscriberTable:
         if self.size > self.n.shape[0]:
             self._alloc(max(self.size, 2 * self.n.shape[0]))
         return out
+
+    def forget(self, subscribers: Sequence[str]) -> int:
+        """Drop these subscribers' state (an erased customer); returns how many were held. The
+        last row moves into each freed one, so the arrays stay dense."""
+        dropped = 0
+        for sid in subscribers:
+            row = self.index.pop(sid, None)
+            if row is None:
+                continue
+            dropped += 1
+            last = self.size - 1
+            if row != last:
+                moved = next(s for s, r in self.index.items() if r == last)
+                for name in (*self._FIELDS, "inputs"):
+                    values = getattr(self, name)
+                    values[row] = values[last]
+                self.index[moved] = row
+            self.size = last
+            self.n[last] = 0
+            self.fast[last] = self.mean[last] = self.plan[last] = np.nan
+            self.var[last] = 25.0
+            self.in_ep[last] = False
+            self.last_sample_t[last] = -np.inf
+            self.episodes[last] = self.episodes_t[last] = 0.0
+            self.inputs[last] = np.nan
+        return dropped
 
     def observe(
         self,

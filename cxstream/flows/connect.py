@@ -26,8 +26,9 @@ from cxstream.churn_state import RedisChurnState
 from cxstream.clients import context_client, redis_client
 from cxstream.context import ContextStore
 from cxstream.detectors.table import SubscriberTable
+from cxstream.erasure import Eraser
 from cxstream.errors import ConfigError
-from cxstream.events import Action, CustomerUpdate
+from cxstream.events import Action, CustomerErasure, CustomerUpdate
 from cxstream.flows.routing import shard_keys
 from cxstream.flows.sinks import CustomerSink, KafkaOutSink, WebhookSink
 from cxstream.flows.source import BatchKafkaSource
@@ -48,7 +49,7 @@ class FlowIO:
     qos_source: Source[Any]
     kafka_sink: Sink[KafkaOut] | Sink[tuple[str, KafkaOut]]
     customer_source: Source[Any] | None = None
-    customer_sink: Sink[CustomerUpdate] | None = None
+    customer_sink: Sink[CustomerUpdate | CustomerErasure] | None = None
     webhook_sink: Sink[Action] | Sink[tuple[str, Action]] | None = None
     # where the webhook reads the actions from: the actions topic (production), so that nothing
     # is delivered that the topic does not record; None: straight from the decisions (tests)
@@ -111,8 +112,9 @@ def pipeline_from_settings(settings: Settings) -> Pipeline:
     """The pipeline with its Redis-backed context store and claim store."""
     client = redis_client(settings)
     r = settings.redis
+    ctx_client = context_client(settings)
     context = ContextStore(
-        context_client(settings),
+        ctx_client,
         prefix=r.key_prefix,
         ttl_s=r.cache_ttl_s,
         max_entries=r.cache_max_entries,
@@ -128,6 +130,13 @@ def pipeline_from_settings(settings: Settings) -> Pipeline:
         experiment=ExperimentLedger(client, prefix=prefix),
         churn=RedisChurnState(client, prefix=prefix, ttl_s=settings.churn.snapshot_ttl_s),
         shard_keys=shard_keys(settings.flow.shards),
+        eraser=Eraser(
+            client,
+            ctx_client,
+            prefix=prefix,
+            audit_key=settings.flow.audit_key,
+            deferred_key=f"{prefix}:deferred",
+        ),
     )
     try:
         pipeline.check_churn_checkpoint()
@@ -174,6 +183,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             concurrency=w.concurrency,
             queue_size=w.queue_size,
             partitions=w.partitions,
+            ledger_wait_s=w.ledger_wait_s,
         )
 
     side = {**consumer, **k.side_consumer_config}
@@ -214,7 +224,10 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
         ),
         customer_source=source(k.topics.customers),
         customer_sink=CustomerSink(
-            pipeline.context, producer_config=producer, dlq_topic=k.topics.dead_letters
+            pipeline.context,
+            producer_config=producer,
+            dlq_topic=k.topics.dead_letters,
+            erase=pipeline.erase_customers,
         ),
         webhook_sink=webhook_sink,
         # a fresh start (no snapshot) delivers what is produced from then on, not the history

@@ -37,7 +37,14 @@ from cxstream.actions.tmf import alarm_from_incident
 from cxstream.batches import CellBatch, RawBatch, ShardBatch
 from cxstream.detectors.cells import CellMonitor, CellStats
 from cxstream.detectors.table import SubscriberTable
-from cxstream.events import Action, BadEvent, CellIncident, CustomerUpdate, Outcome
+from cxstream.events import (
+    Action,
+    BadEvent,
+    CellIncident,
+    CustomerErasure,
+    CustomerUpdate,
+    Outcome,
+)
 from cxstream.flows.connect import FlowIO, KafkaOut, kafka_io, pipeline_from_settings
 from cxstream.pipeline import Candidate, CellOutput, Pipeline
 from cxstream.settings import Settings, config_path_from_env, load_settings
@@ -159,8 +166,10 @@ def _messages(item: Any) -> list[Any]:
     return item.messages() if isinstance(item, RawBatch) else [item]
 
 
-def _is_customer(item: CustomerUpdate | BadEvent) -> TypeGuard[CustomerUpdate]:
-    return isinstance(item, CustomerUpdate)
+def _is_customer(
+    item: CustomerUpdate | CustomerErasure | BadEvent,
+) -> TypeGuard[CustomerUpdate | CustomerErasure]:
+    return isinstance(item, CustomerUpdate | CustomerErasure)
 
 
 def _is_action(item: Action | BadEvent) -> TypeGuard[Action]:
@@ -204,7 +213,9 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         due = op.input("deferred_in", flow, io.deferred_source)
         rechecked = op.flat_map("release_deferred", due, lambda batch: batch)
         released = op.filter_map(
-            "keep_released", rechecked, lambda d: d.action if d.result == "released" else None
+            "keep_released",
+            rechecked,
+            lambda d: d.action if d.result in ("released", "sent") else None,
         )
         actions = op.merge("merge_actions", sent, released)
         decisions = op.merge("merge_decisions", decisions, rechecked)

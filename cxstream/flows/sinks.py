@@ -24,7 +24,7 @@ from cxstream.actions.webhook import DeliveryPool, WebhookSender
 from cxstream.clients import produce_waiting
 from cxstream.context import ContextStore
 from cxstream.errors import ConfigError
-from cxstream.events import Action, BadEvent, CustomerUpdate, utcnow
+from cxstream.events import Action, BadEvent, CustomerErasure, CustomerUpdate, utcnow
 from cxstream.privacy import pseudonym
 
 __all__ = ["MAX_WAITING_UPDATES", "CustomerSink", "KafkaOutSink", "WebhookSink"]
@@ -55,6 +55,7 @@ class _WebhookPartition(StatefulSinkPartition[Action, PendingState]):
         queue_size: int,
         status_topic: str | None,
         resume: PendingState | None,
+        ledger_wait_s: float = 600.0,
     ) -> None:
         self._dlq = dead_letters
         self._dlq_topic = dlq_topic
@@ -63,7 +64,11 @@ class _WebhookPartition(StatefulSinkPartition[Action, PendingState]):
         self._lock = threading.Lock()
         self._pending: dict[str, Action] = {}
         self._pool = DeliveryPool(
-            sender, self._report, concurrency=concurrency, queue_size=queue_size
+            sender,
+            self._report,
+            concurrency=concurrency,
+            queue_size=queue_size,
+            wait_s=ledger_wait_s,
         )
         if resume:
             log.info("re-queueing %d webhook deliveries pending at the last snapshot", len(resume))
@@ -146,7 +151,8 @@ class _WebhookPartition(StatefulSinkPartition[Action, PendingState]):
 class WebhookSink(FixedPartitionedSink[Action, PendingState]):
     """POST each action, signed, from a pool of ``concurrency`` threads per partition; after the
     last attempt (or with the queue full or the circuit open) it goes to the actions dead-letter
-    topic with the error. Items are ``(subscriber_id, action)``; ``partitions`` fixed partitions
+    topic with the error; a delivery whose ledger (Redis) is unavailable waits for it up to
+    ``ledger_wait_s``. Items are ``(subscriber_id, action)``; ``partitions`` fixed partitions
     spread the deliveries over the workers and carry the pending actions through recovery.
 
     ``sender_factory`` builds one :class:`WebhookSender` per partition; ``producer_config``
@@ -163,8 +169,10 @@ class WebhookSink(FixedPartitionedSink[Action, PendingState]):
         queue_size: int = 10_000,
         status_topic: str | None = None,
         partitions: int = 2,
+        ledger_wait_s: float = 600.0,
     ) -> None:
         self._factory = sender_factory
+        self._ledger_wait_s = ledger_wait_s
         self._status_topic = status_topic
         self._producer_config = producer_config
         self._dlq_topic = dlq_topic
@@ -189,6 +197,7 @@ class WebhookSink(FixedPartitionedSink[Action, PendingState]):
             self._queue_size,
             self._status_topic,
             resume_state,
+            self._ledger_wait_s,
         )
 
 
@@ -266,16 +275,58 @@ class KafkaOutSink(FixedPartitionedSink[KafkaSinkMessage[bytes | None, bytes | N
         return _KafkaOutPartition(Producer(self._config), flush_on_snapshot=self._recovery)
 
 
-class _CustomerPartition(StatelessSinkPartition[CustomerUpdate]):
-    def __init__(self, store: ContextStore, dead_letters: Producer | None, dlq_topic: str) -> None:
+class _CustomerPartition(StatelessSinkPartition[CustomerUpdate | CustomerErasure]):
+    def __init__(
+        self,
+        store: ContextStore,
+        dead_letters: Producer | None,
+        dlq_topic: str,
+        erase: Callable[[list[str]], None] | None,
+    ) -> None:
         self._store = store
         self._dlq = dead_letters
         self._dlq_topic = dlq_topic
+        self._erase = erase
         self._waiting: list[CustomerUpdate] = []  # not applied for want of Redis: retried
+        self._erasing: list[str] = []  # erasures not done for want of Redis: retried
 
     @override
-    def write_batch(self, items: list[CustomerUpdate]) -> None:
+    def write_batch(self, items: list[CustomerUpdate | CustomerErasure]) -> None:
+        # in order: an update after a tombstone creates the customer again
+        run: list[CustomerUpdate] = []
+        for item in items:
+            if isinstance(item, CustomerErasure):
+                if run:
+                    self._merge(run)
+                    run = []
+                self._erase_ids([item.subscriber_id])
+            else:
+                run.append(item)
+        if run or self._waiting or self._erasing:
+            self._merge(run)
+
+    def _erase_ids(self, subscriber_ids: list[str]) -> None:
+        todo = [*self._erasing, *subscriber_ids]
+        self._waiting = [u for u in self._waiting if u.customer.subscriber_id not in todo]
+        if self._erase is None:
+            self._store.forget(todo)
+            self._erasing = []
+            return
+        try:
+            self._erase(todo)
+        except redis.RedisError as exc:
+            log.warning("Redis unavailable, %d erasures wait for it: %s", len(todo), exc)
+            self._erasing = todo[-MAX_WAITING_UPDATES:]
+            return
+        metrics.CUSTOMER_UPDATES.labels("erased").inc(len(todo))
+        self._erasing = []
+
+    def _merge(self, items: list[CustomerUpdate]) -> None:
+        if self._erasing:
+            self._erase_ids([])
         batch = [*self._waiting, *items]
+        if not batch:
+            return
         try:
             self._store.merge_many(batch)
         except redis.RedisError as exc:
@@ -311,10 +362,12 @@ class _CustomerPartition(StatelessSinkPartition[CustomerUpdate]):
         self._waiting = []
 
 
-class CustomerSink(DynamicSink[CustomerUpdate]):
+class CustomerSink(DynamicSink[CustomerUpdate | CustomerErasure]):
     """Merge customer updates into Redis, one pipeline per batch; with Redis down each goes to
     the dead-letter topic with its own bytes (``producer_config`` given) and is kept (up to
-    ``MAX_WAITING_UPDATES``) to be applied with the next batch once Redis answers."""
+    ``MAX_WAITING_UPDATES``) to be applied with the next batch once Redis answers. A tombstone
+    (:class:`~cxstream.events.CustomerErasure`) calls ``erase`` with the customer's id
+    (:meth:`cxstream.pipeline.Pipeline.erase_customers`), retried likewise while Redis is down."""
 
     def __init__(
         self,
@@ -322,12 +375,14 @@ class CustomerSink(DynamicSink[CustomerUpdate]):
         *,
         producer_config: dict[str, str] | None = None,
         dlq_topic: str = "cx.dead-letters",
+        erase: Callable[[list[str]], None] | None = None,
     ) -> None:
         self._store = store
         self._producer_config = producer_config
         self._dlq_topic = dlq_topic
+        self._erase = erase
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _CustomerPartition:
         producer = Producer(self._producer_config) if self._producer_config is not None else None
-        return _CustomerPartition(self._store, producer, self._dlq_topic)
+        return _CustomerPartition(self._store, producer, self._dlq_topic, self._erase)

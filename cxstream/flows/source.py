@@ -173,6 +173,7 @@ class _Partition(StatefulSourcePartition[Any, Any]):
         values: list[bytes | None] = []
         offsets: list[int] = []
         errors: list[RawBatch | SourceError] = []
+        tombstones: dict[int, bytes | None] = {}
         for msg in msgs:
             error = msg.error()
             if error is not None:
@@ -185,14 +186,18 @@ class _Partition(StatefulSourcePartition[Any, Any]):
                     )
                 )
                 continue
-            values.append(msg.value())
+            value = msg.value()
+            if value is None:  # a tombstone: its key says what it erases
+                tombstones[msg.offset()] = msg.key()  # type: ignore[index]
+            values.append(value)
             offsets.append(msg.offset())  # type: ignore[arg-type]
         last = msgs[-1].offset()
         if last is not None and last >= 0:
             self._offset = last + 1  # resume from the next message, not this one
         out: list[RawBatch | SourceError] = errors
         if values:
-            out.append(RawBatch(self._topic, self._partition, values, offsets))
+            keys = {o: k for o, k in tombstones.items() if k is not None}
+            out.append(RawBatch(self._topic, self._partition, values, offsets, keys or None))
         return out
 
     @override

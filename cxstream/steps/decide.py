@@ -5,7 +5,11 @@ reason. Every decision is counted."""
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import cast
 
@@ -15,11 +19,16 @@ from cxstream import metrics
 from cxstream.actions.ledger import DeferredQueue
 from cxstream.actions.policy import ContactPolicy, Decision, SignalIn
 from cxstream.context import ContextStore
-from cxstream.events import CellIncident, SignalKind
+from cxstream.events import Action, CellIncident, SignalKind
 from cxstream.steps.churn_risk import ChurnRisk
 from cxstream.steps.common import Candidate, CellOutput, RedisTrouble
 
-__all__ = ["RECHECK_RETRY_S", "Decide"]
+__all__ = ["RECHECK_RETRY_S", "UNAVAILABLE", "Decide"]
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = frozenset({"suppressed:stale_context", "suppressed:state_unavailable"})
+"""Results that say only that Redis could not be read: such signals are decided again."""
 
 RECHECK_RETRY_S = 60.0
 """How long a released action waits when its customer's context cannot be read."""
@@ -37,6 +46,9 @@ class Decide:
         *,
         clock: Callable[[], datetime],
         trouble: RedisTrouble,
+        redecide_window_s: float = 900.0,
+        redecide_max: int = 100_000,
+        action_index_ttl_s: int = 7 * 86_400,
     ) -> None:
         self.context = context
         self.policy = policy
@@ -44,6 +56,12 @@ class Decide:
         self.churn = churn
         self.clock = clock
         self.trouble = trouble
+        self.redecide_window_s = redecide_window_s
+        self.action_index_ttl_s = action_index_ttl_s
+        # (first decided at, signal before churn scoring), oldest first; bounded
+        self._waiting: deque[tuple[float, SignalIn]] = deque(maxlen=redecide_max)
+        self._lock = threading.Lock()
+        metrics.DECISIONS_WAITING.set_function(lambda: float(len(self._waiting)))
 
     def decide_batch(self, items: Sequence[CellOutput]) -> list[Decision]:
         """Turn released alerts and incident changes into contact decisions.
@@ -103,13 +121,28 @@ class Decide:
                     )
         if not signals:
             return []
-        signals = self.churn.score(signals, now)
+        return self._decide(signals, now, [now.timestamp()] * len(signals))
+
+    def _decide(self, signals: list[SignalIn], now: datetime, since: list[float]) -> list[Decision]:
+        """Score and decide ``signals``; those suppressed only because Redis could not be read
+        wait to be decided again (:meth:`redecide`), each with the time it was first decided."""
+        scored = self.churn.score(signals, now)
         try:
-            decisions = self.policy.decide_many(signals, now)
+            decisions = self.policy.decide_many(scored, now)
         except redis.RedisError as exc:
             # Caps, cooldowns and consent state cannot be checked: no outreach at all.
             self.trouble("contact state", exc)
-            decisions = [Decision(s, "suppressed:state_unavailable", s.signal) for s in signals]
+            decisions = [Decision(s, "suppressed:state_unavailable", s.signal) for s in scored]
+        if self.redecide_window_s > 0:
+            again = [
+                (first, sig)
+                for sig, first, d in zip(signals, since, decisions, strict=True)
+                if d.result in UNAVAILABLE
+            ]
+            if again:
+                with self._lock:
+                    self._waiting.extend(again)
+        self._index([d.action for d in decisions if d.action is not None])
         out = []
         for decision in decisions:
             action = decision.action
@@ -131,11 +164,71 @@ class Decide:
             out.append(decision)
         return out
 
+    def _index(self, actions: list[Action]) -> None:
+        """Record the actions under their customers, for erasure to find their ledger entries."""
+        if not actions or self.context is None:  # (an evaluation runs without a context store)
+            return
+        try:
+            self.context.index_actions(
+                [(a.subscriber_id, a.action_id) for a in actions], self.action_index_ttl_s
+            )
+        except redis.RedisError as exc:
+            self.trouble("action index", exc)
+
+    def forget(self, subscriber_ids: Sequence[str]) -> None:
+        """Drop the signals of erased customers that wait to be decided again."""
+        gone = set(subscriber_ids)
+        with self._lock:
+            kept = [(t, sig) for t, sig in self._waiting if sig.subscriber_id not in gone]
+            self._waiting.clear()
+            self._waiting.extend(kept)
+
+    @property
+    def waiting(self) -> int:
+        """Signals waiting to be decided again once Redis can be read."""
+        return len(self._waiting)
+
+    def redecide(self) -> list[Decision]:
+        """Decide again the signals suppressed only because Redis could not be read (stale
+        context, contact state unavailable), now that it can: those still inside
+        ``redecide_window_s`` of their first decision, each against the customer's current
+        context. The new decision (sent, deferred or suppressed with a reason) supersedes the
+        first; signals whose context still cannot be read keep waiting."""
+        if not self._waiting:
+            return []
+        now = self.clock()
+        with self._lock:
+            items = list(self._waiting)
+            self._waiting.clear()
+        cutoff = now.timestamp() - self.redecide_window_s
+        live = [(first, sig) for first, sig in items if first >= cutoff]
+        if len(live) < len(items):
+            metrics.DECISIONS_EXPIRED.inc(len(items) - len(live))
+        found = self.context.get_many(sig.subscriber_id for _, sig in live)
+        still = [(first, sig) for first, sig in live if found[sig.subscriber_id].stale]
+        ready = [(first, sig) for first, sig in live if not found[sig.subscriber_id].stale]
+        if still:
+            with self._lock:
+                self._waiting.extendleft(reversed(still))
+        if not ready:
+            return []
+        fresh = [
+            replace(sig, customer=found[sig.subscriber_id].customer, stale=False)
+            for _, sig in ready
+        ]
+        decisions = self._decide(fresh, now, [first for first, _ in ready])
+        log.info("%d signals held back while Redis was unavailable decided again", len(ready))
+        return decisions
+
     def release_deferred(self) -> list[Decision]:
         """Actions whose quiet hours are over, each decided afresh against the customer's current
         context (:meth:`~cxstream.actions.policy.ContactPolicy.recheck`): ``released`` with the
         action, or ``suppressed:<reason>``. With the context unavailable the action waits (it is
-        deferred again by ``RECHECK_RETRY_S``) rather than go out unchecked."""
+        deferred again by ``RECHECK_RETRY_S``) rather than go out unchecked. Signals held back
+        while Redis was unavailable are decided again here too (:meth:`redecide`)."""
+        return self.redecide() + self._release_due()
+
+    def _release_due(self) -> list[Decision]:
         now = self.clock()
         try:
             due = self.deferred.pop_due(now.timestamp())

@@ -5,6 +5,7 @@ samples go to the subscribers' histories and event ids to the processing audit."
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,40 @@ from cxstream.settings import Settings
 from cxstream.steps.common import Candidate, RedisTrouble, severity_of
 
 __all__ = ["Detect"]
+
+
+class Erasures:
+    """Customers erased while this process runs (tombstones on the customers topic): every
+    subscriber table drops their state before its next batch. The most recent ``keep`` are kept;
+    a table that has not looked for longer (or was restored from a snapshot) checks them all."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self._ids: list[str] = []
+        self._base = 0  # how many were dropped from the front of the list
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def add(self, subscriber_ids: Sequence[str]) -> None:
+        """Erase these customers from every table at its next batch."""
+        with self._lock:
+            self._ids.extend(subscriber_ids)
+            extra = len(self._ids) - self._keep
+            if extra > 0:
+                del self._ids[:extra]
+                self._base += extra
+
+    def apply(self, table: SubscriberTable) -> None:
+        """Drop from ``table`` the customers erased since it last looked."""
+        total = self._base + len(self._ids)
+        seen = getattr(table, "erased_seen", 0)
+        if seen == total:
+            return
+        with self._lock:
+            since = seen - self._base
+            new = self._ids[since:] if 0 <= since <= len(self._ids) else list(self._ids)
+            total = self._base + len(self._ids)
+        table.forget(new)
+        table.erased_seen = total
 
 
 class Detect:
@@ -41,6 +76,7 @@ class Detect:
         self.shard_keys = tuple(shard_keys)
         self.trouble = trouble
         self._processed = metrics.EVENTS.labels("processed")
+        self.erasures = Erasures()
 
     def new_table(self) -> SubscriberTable:
         """Fresh array state for one shard of subscribers, from the detector settings."""
@@ -61,6 +97,7 @@ class Detect:
 
         The same results as :meth:`detect` event by event (tested), in a few array operations.
         """
+        self.erasures.apply(table)
         batch = ShardBatch.concat(batches)
         n = len(batch)
         if n == 0:
@@ -154,7 +191,11 @@ class Detect:
         if audit is not None and items:
             try:
                 self.context.audit(
-                    [e for _, b in items for e in b.event_ids],
+                    [
+                        f"{sub}/{event}"
+                        for _, b in items
+                        for sub, event in zip(b.subscribers, b.event_ids, strict=True)
+                    ],
                     audit,
                     self.settings.flow.audit_ttl_s,
                 )

@@ -16,12 +16,14 @@ from cxstream.context import ContextStore
 from cxstream.events import (
     Action,
     BadEvent,
+    CustomerErasure,
     CustomerUpdate,
     Outcome,
     QosEvent,
     QosRecord,
     decode_qos,
     invalid_id_positions,
+    is_id,
     parse_action,
     parse_customer,
     parse_outcome,
@@ -159,13 +161,25 @@ class Ingest:
         return batch
 
 
-def parse_customer_batch(messages: Sequence[Any]) -> list[CustomerUpdate | BadEvent]:
+def parse_customer_batch(
+    messages: Sequence[Any],
+) -> list[CustomerUpdate | CustomerErasure | BadEvent]:
     """Validate a batch of customer-update messages: each a full profile or a partial patch
-    (the fields it carries, :class:`~cxstream.events.CustomerUpdate`)."""
-    out: list[CustomerUpdate | BadEvent] = []
-    for msg, parsed in zip(
-        messages, parse_batch(messages, parse_customer, "customer"), strict=True
-    ):
+    (the fields it carries, :class:`~cxstream.events.CustomerUpdate`), or a tombstone (no value,
+    the subscriber id as key: :class:`~cxstream.events.CustomerErasure`)."""
+    out: list[CustomerUpdate | CustomerErasure | BadEvent] = []
+    erasures: dict[int, CustomerErasure | BadEvent] = {}
+    for i, msg in enumerate(messages):
+        key = getattr(msg, "key", None)
+        if getattr(msg, "value", b"") is None and key is not None:
+            erasures[i] = _erasure(msg, key)
+    rest = [m for i, m in enumerate(messages) if i not in erasures]
+    parsed_rest = iter(zip(rest, parse_batch(rest, parse_customer, "customer"), strict=True))
+    for i in range(len(messages)):
+        if i in erasures:
+            out.append(erasures[i])
+            continue
+        msg, parsed = next(parsed_rest)
         if isinstance(parsed, BadEvent):
             out.append(parsed)
             continue
@@ -174,6 +188,23 @@ def parse_customer_batch(messages: Sequence[Any]) -> list[CustomerUpdate | BadEv
             CustomerUpdate(parsed, fields, msg.value or b"", msg.topic, msg.partition, msg.offset)
         )
     return out
+
+
+def _erasure(msg: Any, key: bytes) -> CustomerErasure | BadEvent:
+    sid = key.decode("utf-8", "replace")
+    if not is_id(sid):
+        bad = BadEvent.of(
+            "bad_id",
+            "tombstone key: not an identifier (letters, digits, _:@+#=- and single dots)",
+            key,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            kind="customer",
+        )
+        count_dead_letters([bad])
+        return bad
+    return CustomerErasure(sid, msg.topic, msg.partition, msg.offset)
 
 
 def parse_outcome_batch(messages: Sequence[Any]) -> list[Outcome | BadEvent]:

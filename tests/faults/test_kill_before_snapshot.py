@@ -53,6 +53,8 @@ def test_a_restart_before_the_first_snapshot_still_settles_the_dead_runs_actions
             "policy": live_settings.policy.model_copy(
                 update={"file": str(daytime_policy(tmp_path))}
             ),
+            # at most once: what was in flight at the kill is resolved as outcome unknown
+            "webhook": live_settings.webhook.model_copy(update={"resend_unknown": False}),
         }
     )
     sim, store, records = outage_stream(settings, 73, 20_000, outage_s=(5, 40))

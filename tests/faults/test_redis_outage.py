@@ -1,5 +1,7 @@
 """Redis stopped for 30 seconds in the middle of a run: events keep flowing with the last known
-context marked stale, nobody is contacted on unknown consent, and enrichment resumes by itself."""
+context marked stale, nobody is contacted on unknown consent, enrichment resumes by itself,
+outreach held back for unknown context is decided again once Redis is back, and no delivery is
+dead-lettered for want of the delivery ledger."""
 
 from __future__ import annotations
 
@@ -12,13 +14,22 @@ import redis
 from confluent_kafka import Producer
 from pydantic import SecretStr
 
+from cxstream.actions.receiver import WebhookReceiver
 from cxstream.clients import ensure_topics
 from cxstream.context import ContextStore
 from cxstream.devtools.flowprocess import FlowProcess
 from cxstream.devtools.services import EmbeddedRedis
 from cxstream.devtools.simulate import Incident, Simulator
 from cxstream.events import Channel, ConsentStatus, utcnow
-from tests.faults.conftest import SECRET, daytime_policy, ended, wait_until
+from cxstream.steps.decide import UNAVAILABLE
+from tests.faults.conftest import (
+    SECRET,
+    actions_on_topic,
+    daytime_policy,
+    ended,
+    parked_actions,
+    wait_until,
+)
 from tests.integration.kafka_helpers import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
@@ -28,6 +39,7 @@ OUTAGE_AT, OUTAGE_S, RUN_S, RATE = 6.0, 30.0, 48.0, 600
 
 def test_redis_outage_of_30_seconds(live_settings, tmp_path):
     server = EmbeddedRedis(persist=True).start()
+    receiver = WebhookReceiver(SECRET).start()
     try:
         settings = live_settings.model_copy(
             update={
@@ -37,6 +49,7 @@ def test_redis_outage_of_30_seconds(live_settings, tmp_path):
                 "policy": live_settings.policy.model_copy(
                     update={"file": str(daytime_policy(tmp_path))}
                 ),
+                "webhook": live_settings.webhook.model_copy(update={"url": receiver.url}),
             }
         )
         ensure_topics(settings)
@@ -102,6 +115,13 @@ def test_redis_outage_of_30_seconds(live_settings, tmp_path):
             wait_until(
                 lambda: flow.counters().get("cxstream_held_alerts", 0) == 0, 30, "held alerts"
             )
+            # every action is delivered: none waits for the ledger any longer
+            wait_until(
+                lambda: set(actions_on_topic(settings)) <= set(receiver.delivered),
+                60,
+                "every action delivered",
+                every=1.0,
+            )
             time.sleep(2)
             end = flow.counters()
             assert flow.proc.poll() is None
@@ -151,7 +171,22 @@ def test_redis_outage_of_30_seconds(live_settings, tmp_path):
             "deferred",
         }
         assert any(d["result"].startswith("suppressed:") for d in caught)
+        # held back only for want of Redis, they were decided again once it was back: each of
+        # them (all consenting) got a notice, after the outage
+        held = {d["subscriber_id"] for d in caught if d["result"] in UNAVAILABLE}
+        notified = {
+            d["subscriber_id"]: datetime.fromisoformat(d["decided_at"])
+            for d in caught
+            if d["result"] == "sent"
+        }
+        assert held, "nobody was held back for unknown context"
+        assert held <= set(notified), sorted(held - set(notified))[:3]
+        assert all(notified[s] >= up_at for s in held)
         # and outreach works again afterwards
         assert any(d["subscriber_id"] == victim and d["result"] == "sent" for d in decisions)
+        # no delivery failed because the ledger was down: nothing in the dead-letter topic
+        assert parked_actions(settings) == {}
+        assert receiver.stats()["duplicates"] == 0
     finally:
+        receiver.stop()
         server.stop()

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import base64
+import threading
 from datetime import UTC, datetime
 
 import httpx
 import orjson
 import pytest
+import redis
 
 from cxstream.actions.signing import verify
 from cxstream.actions.store import MemoryClaimStore
@@ -168,24 +170,24 @@ def test_delivery_pool_does_not_block_the_caller_and_reports_every_action():
     assert sorted(reports) == [(action(i).action_id, "delivered") for i in (1, 2, 3)]
 
 
-def test_a_post_in_flight_when_the_previous_run_died_is_not_sent_again():
+def test_at_most_once_a_post_in_flight_when_the_previous_run_died_is_not_sent_again():
     ledger = MemoryClaimStore()
     endpoint = Endpoint("timeout")  # the first run's POST may or may not have arrived
     dying, _ = sender(endpoint, ledger=ledger, max_attempts=1, run_id="run-1")
     assert dying.deliver(action())[0] == "failed"  # the run "dies" before recording anything
-    resumed, _ = sender(endpoint, ledger=ledger, run_id="run-2")
+    resumed, _ = sender(endpoint, ledger=ledger, run_id="run-2", resend_unknown=False)
     outcome, attempts, error = resumed.deliver(action())
     assert (outcome, attempts) == ("unknown", 0)
     assert "outcome unknown" in error
     assert len(endpoint.requests) == 1  # the receiver never sees the id twice
 
 
-def test_resend_unknown_sends_it_again_for_receivers_that_deduplicate():
+def test_by_default_a_post_in_flight_when_the_run_died_is_sent_again_with_the_same_id():
     ledger = MemoryClaimStore()
     endpoint = Endpoint("timeout", 200)
     dying, _ = sender(endpoint, ledger=ledger, max_attempts=1, run_id="run-1")
     dying.deliver(action())
-    resumed, _ = sender(endpoint, ledger=ledger, run_id="run-2", resend_unknown=True)
+    resumed, _ = sender(endpoint, ledger=ledger, run_id="run-2")
     assert resumed.deliver(action())[0] == "delivered"
     assert [r.headers["webhook-id"] for r in endpoint.requests] == [action().action_id] * 2
 
@@ -207,3 +209,145 @@ def test_no_mark_is_left_when_the_breaker_refuses_before_any_post():
     s, _ = sender(Endpoint(), ledger=ledger, breaker=breaker, run_id="run-1")
     assert s.deliver(action())[0] == "failed"
     assert ledger.exists_many([f"cx:sending:{action().action_id}"]) == [False]
+
+
+class FlakyLedger(MemoryClaimStore):
+    """A claim store that raises like Redis while ``down``; ``down_after`` claims let calls through
+    first (to fail between the sending mark and the delivered mark)."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = False
+        self.down_after: int | None = None
+
+    def _check(self):
+        if self.down_after is not None:
+            if self.down_after == 0:
+                self.down = True
+                self.down_after = None
+            else:
+                self.down_after -= 1
+        if self.down:
+            raise redis.ConnectionError("Connection refused")
+
+    def claim_many(self, claims, ttl_s):
+        self._check()
+        return super().claim_many(claims, ttl_s)
+
+    def exists_many(self, keys):
+        self._check()
+        return super().exists_many(keys)
+
+
+def test_with_the_ledger_down_nothing_is_sent_and_the_delivery_waits():
+    ledger = FlakyLedger()
+    ledger.down = True
+    endpoint = Endpoint()
+    s, _ = sender(endpoint, ledger=ledger)
+    outcome, attempts, error = s.deliver(action())
+    assert (outcome, attempts) == ("waiting", 0)
+    assert "ledger unavailable" in error
+    assert endpoint.requests == []
+
+
+def test_a_2xx_with_the_ledger_down_is_delivered_and_recorded_when_redis_is_back():
+    ledger = FlakyLedger()
+    ledger.down_after = 2  # the delivered check and the sending mark pass, then Redis goes
+    endpoint = Endpoint()
+    s, _ = sender(endpoint, ledger=ledger)
+    assert s.deliver(action())[:2] == ("delivered", 1)  # not "failed": the receiver has it
+    assert s.unrecorded == 1
+    assert s.deliver(action()) == ("already_delivered", 0, None)  # remembered meanwhile
+    assert not s.flush_unrecorded()
+    ledger.down = False
+    assert s.flush_unrecorded()
+    assert s.unrecorded == 0
+    restarted, _ = sender(endpoint, ledger=ledger, run_id="another")
+    assert restarted.deliver(action()) == ("already_delivered", 0, None)
+    assert len(endpoint.requests) == 1
+
+
+def _pool_run(ledger, endpoint, *, wait_s, up_after_sleeps=None):
+    reports = []
+    done = threading.Event()
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        if up_after_sleeps is not None and len(sleeps) >= up_after_sleeps:
+            ledger.down = False
+
+    def report(a, outcome, attempts, error):
+        reports.append((outcome, error))
+        done.set()
+
+    s, _ = sender(endpoint, ledger=ledger)
+    clock = iter(float(i) for i in range(10_000))
+    pool = DeliveryPool(
+        s, report, concurrency=1, wait_s=wait_s, retry_s=1.0, sleep=sleep, clock=lambda: next(clock)
+    )
+    assert pool.submit(action())
+    assert done.wait(5)
+    pool.close()
+    return reports, sleeps
+
+
+def test_a_queued_action_waits_for_the_ledger_and_is_delivered_when_it_returns():
+    ledger = FlakyLedger()
+    ledger.down = True
+    endpoint = Endpoint()
+    reports, sleeps = _pool_run(ledger, endpoint, wait_s=600, up_after_sleeps=5)
+    assert reports == [("delivered", None)]
+    assert len(sleeps) == 5
+    assert len(endpoint.requests) == 1
+
+
+def test_a_delivery_that_waited_too_long_for_the_ledger_is_dead_lettered_with_the_reason():
+    ledger = FlakyLedger()
+    ledger.down = True
+    endpoint = Endpoint()
+    reports, _ = _pool_run(ledger, endpoint, wait_s=10)
+    [(outcome, error)] = reports
+    assert outcome == "failed"
+    assert "ledger unavailable" in error and "not sent" in error
+    assert endpoint.requests == []
+
+
+class Receiver:
+    """A receiver that may deduplicate on webhook-id: which ids it acted on, and how often."""
+
+    def __init__(self):
+        self.posts = []
+
+    def __call__(self, request):
+        self.posts.append(request.headers["webhook-id"])
+        return httpx.Response(200)
+
+
+@pytest.mark.parametrize("crash", ["after_mark", "after_post", "after_record"])
+@pytest.mark.parametrize("resend_unknown", [True, False])
+def test_a_crash_at_each_point_of_a_delivery_resolves_the_action(crash, resend_unknown):
+    """The process dies after the sending mark (before the POST), after the POST (before its
+    mark), or after everything; the next run resolves the action either way."""
+    ledger = MemoryClaimStore()
+    receiver = Receiver()
+    first, _ = sender(receiver, ledger=ledger, run_id="run-1", resend_unknown=resend_unknown)
+    key = action().action_id
+    if crash == "after_mark":
+        ledger.claim_many([(f"cx:sending:{key}", "run-1")], 60)
+    elif crash == "after_post":
+        ledger.claim_many([(f"cx:sending:{key}", "run-1")], 60)
+        receiver(httpx.Request("POST", "http://crm.test/hooks", headers={"webhook-id": key}))
+    else:
+        assert first.deliver(action())[0] == "delivered"
+    resumed, _ = sender(receiver, ledger=ledger, run_id="run-2", resend_unknown=resend_unknown)
+    outcome, _, error = resumed.deliver(action())
+    if crash == "after_record":
+        assert outcome == "already_delivered"
+    elif resend_unknown:  # at least once: the receiver deduplicates on the id
+        assert outcome == "delivered"
+        assert set(receiver.posts) == {key}
+    else:  # at most once: resolved as outcome unknown, never posted twice
+        assert outcome == "unknown" and "outcome unknown" in error
+    assert receiver.posts.count(key) <= (2 if resend_unknown else 1)
+    assert resend_unknown is False or key in receiver.posts  # at least once

@@ -264,6 +264,51 @@ def test_a_release_waits_when_the_context_cannot_be_read():
     assert len(decide.deferred) == 1  # back in the queue, a minute later
 
 
+def stale_candidate(c: CustomerContext) -> Candidate:
+    """An alert raised while Redis could not be read: its context is the last known, or none."""
+    found = candidate(c)
+    return Candidate(found.alert.model_copy(update={"context_stale": True}), None)
+
+
+def test_outreach_held_back_for_unreadable_context_is_decided_again_when_it_returns():
+    decide = decide_step()
+    now = [NOON]
+    decide.clock = lambda: now[0]
+    granted, revoked = customer("s9", sms="granted"), customer("s10", sms="revoked")
+    decide.context.put_many([granted, revoked])
+    first = decide.decide_batch([stale_candidate(granted), stale_candidate(revoked)])
+    assert [d.result for d in first] == ["suppressed:stale_context"] * 2
+    assert decide.waiting == 2
+
+    def down(keys):
+        raise redis.ConnectionError("down")
+
+    readable = decide.context._mget
+    decide.context._mget = down
+    decide.context.forget(["s9", "s10"])  # the cache no longer vouches for them
+    now[0] = NOON + timedelta(seconds=30)
+    assert decide.release_deferred() == []  # still unreadable: they keep waiting
+    assert decide.waiting == 2
+    decide.context._mget = readable
+    again = {d.signal.subscriber_id: d for d in decide.release_deferred()}
+    assert again["s9"].result == "sent" and again["s9"].action.subscriber_id == "s9"
+    assert again["s10"].result == "suppressed:no_consent"  # decided on the consent now known
+    assert decide.waiting == 0
+    assert decide.release_deferred() == []
+
+
+def test_held_back_outreach_is_not_decided_again_after_the_window():
+    decide = decide_step()
+    now = [NOON]
+    decide.clock = lambda: now[0]
+    late = customer("s11", sms="granted")
+    decide.context.put_many([late])
+    decide.decide_batch([stale_candidate(late)])
+    now[0] = NOON + timedelta(seconds=decide.redecide_window_s + 1)
+    assert decide.release_deferred() == []
+    assert decide.waiting == 0
+
+
 def test_outcomes_join_the_customers_group_or_say_it_has_none():
     experiment = ExperimentLedger()
     experiment.assign("s1", "control", None)

@@ -1,0 +1,127 @@
+"""Erasing a customer from what the flow and the dashboard hold in memory (the Redis side is
+tests/integration/test_erasure.py)."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+
+from cxstream.batches import RawBatch
+from cxstream.context import ContextStore
+from cxstream.dashboard.state import DashboardState
+from cxstream.detectors.table import SubscriberTable
+from cxstream.events import BadEvent, CustomerErasure, CustomerUpdate
+from cxstream.flows.sinks import _CustomerPartition
+from cxstream.steps.detect import Erasures
+from cxstream.steps.ingest import parse_customer_batch
+from tests.fakes import FakeRedis
+
+
+def observe(table, subscribers, value):
+    n = len(subscribers)
+    m = np.full((n, 9), math.nan)
+    m[:, 0] = value  # rtt_ms
+    table.observe(
+        list(subscribers),
+        np.arange(n, dtype=float),
+        np.zeros(n, dtype=np.int8),
+        m,
+        np.full(n, math.nan),
+    )
+
+
+def test_a_table_forgets_a_subscriber_and_keeps_the_others_state():
+    table = SubscriberTable()
+    observe(table, ["a", "b", "c"] * 4, 40.0)
+    observe(table, ["c"] * 3, 400.0)  # c's state differs from a's
+    before_c = (table.n[table.index["c"]], table.mean[table.index["c"]])
+    before_b = (table.n[table.index["b"]], table.mean[table.index["b"]])
+    assert table.forget(["a", "zz"]) == 1
+    assert set(table.index) == {"b", "c"} and len(table) == 2
+    assert (table.n[table.index["c"]], table.mean[table.index["c"]]) == before_c
+    assert (table.n[table.index["b"]], table.mean[table.index["b"]]) == before_b
+    observe(table, ["a"], 40.0)  # a comes back as a new subscriber
+    assert table.n[table.index["a"]] == 1
+    pickle.loads(pickle.dumps(table))
+
+
+def test_every_table_applies_the_erasures_it_has_not_seen():
+    erasures = Erasures(keep=2)
+    one, two = SubscriberTable(), SubscriberTable()
+    for t in (one, two):
+        observe(t, ["a", "b", "c"], 40.0)
+    erasures.add(["a"])
+    erasures.apply(one)
+    assert set(one.index) == {"b", "c"}
+    erasures.add(["b", "c"])  # "a" falls out of the kept list
+    erasures.apply(one)
+    erasures.apply(two)  # two never looked: it checks all that are kept
+    assert set(one.index) == set()
+    assert set(two.index) == {"a"}
+    restored = pickle.loads(pickle.dumps(one))
+    erasures.apply(restored)  # nothing new
+    assert len(restored) == 0
+
+
+def test_a_tombstone_on_the_customers_topic_is_an_erasure():
+    batch = RawBatch(
+        "cx.customers",
+        0,
+        [b'{"subscriber_id": "s1", "open_tickets": 1}', None, None, None],
+        [10, 11, 12, 13],
+        {11: b"s1", 12: b"../etc"},
+    )
+    update, erased, bad_key, no_key = parse_customer_batch(batch.messages())
+    assert isinstance(update, CustomerUpdate) and update.fields == {"open_tickets"}
+    assert erased == CustomerErasure("s1", "cx.customers", 0, 11)
+    assert isinstance(bad_key, BadEvent) and bad_key.reason == "bad_id"
+    assert isinstance(no_key, BadEvent) and no_key.offset == 13
+
+
+def test_the_customer_sink_erases_in_order_and_waits_for_redis():
+    redis = FakeRedis()
+    store = ContextStore(redis)
+    erased: list[list[str]] = []
+
+    def erase(ids):
+        redis._check()
+        erased.append(list(ids))
+
+    part = _CustomerPartition(store, None, "dlq", erase)
+    redis.down = True
+    part.write_batch([CustomerErasure("s1")])
+    assert erased == []  # Redis down: it waits
+    redis.down = False
+    part.write_batch([])
+    assert erased == [["s1"]]
+
+
+def test_the_dashboard_drops_an_erased_customer_and_ignores_later_records():
+    state = DashboardState()
+    alarm = {
+        "@type": "Alarm",
+        "id": "inc-1",
+        "alarmedObject": {"id": "c1"},
+        "state": "raised",
+        "perceivedSeverity": "major",
+        "affectedService": [{"id": "s1"}, {"id": "s2"}],
+    }
+    state.on_alert(alarm)
+    state.on_alert({"kind": "degradation", "subscriber_id": "s1", "cell_id": "c1"})
+    decision = {"subscriber_id": "s1", "result": "sent", "kind": "k", "action_id": "a1"}
+    state.on_decision(decision)
+    state.on_delivery({"action_id": "a1", "subscriber_id": "s1", "status": "delivered"})
+    assert state.customer("s1")["summary"] is not None
+    state.forget("s1")
+    state.on_decision({**decision, "action_id": "a2"})  # read after the tombstone
+    page = state.customer("s1")
+    assert page == {"summary": None, "alerts": [], "incidents": [], "decisions": [], "actions": []}
+    assert state.search("s1") == []
+    overview = state.overview()
+    assert "s1" not in str(overview)
+    assert overview["incidents"][0]["affected"] == 2  # the count stays, the id goes
+    state.restore("s1")
+    state.on_decision({**decision, "action_id": "a3"})
+    assert state.customer("s1")["decisions"]
