@@ -1,8 +1,8 @@
 """Prometheus metrics, declared once, on the default registry.
 
-Bytewax serves this registry at ``/metrics`` on its dataflow API port when
-``BYTEWAX_DATAFLOW_API_ENABLED=1`` (``flow.metrics_port`` in the settings), beside its own
-``bytewax_kafka_consumer_lag``. No subscriber or cell id is ever a label: every label comes from a
+``cxstream run`` serves this registry at ``/metrics`` on ``flow.metrics_host``:``flow.metrics_port``
+(:func:`cxstream.flows.run.serve_metrics`); Bytewax's Kafka connector adds its own
+``bytewax_kafka_consumer_lag`` to it. No subscriber or cell id is ever a label: every label comes from a
 closed set, and the known combinations are initialised so they are exported at 0 from the start.
 """
 

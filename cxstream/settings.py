@@ -378,6 +378,9 @@ class FlowSettings(BaseModel):
     max_event_age_s: Annotated[float, Field(gt=0)] = 7 * 86_400
     max_event_ahead_s: Annotated[float, Field(gt=0)] = 300
     metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 3030
+    # The address /metrics listens on: this host only by default; 0.0.0.0 where a Prometheus in
+    # another container or pod scrapes it (docker-compose.yml, deploy/k8s set it).
+    metrics_host: str = "127.0.0.1"
     workers: Annotated[int, Field(ge=1, le=256)] = 1
     # falling behind: the input lag grew for this long while events arrived (lagging), or
     # events waited and none was processed for this long (stalled); a lag under
@@ -528,16 +531,6 @@ def load_settings(
         _CONFIG_FILE.reset(token)
 
 
-def bytewax_api_env(port: int) -> dict[str, str]:
-    """Environment that makes Bytewax serve ``/metrics`` (with our registry) on ``port``."""
-    return {"BYTEWAX_DATAFLOW_API_ENABLED": "1", "BYTEWAX_DATAFLOW_API_PORT": str(port)}
-
-
 def config_path_from_env() -> str | None:
     """The config file named by ``CXSTREAM_CONFIG``, if any (for ``python -m bytewax.run``)."""
     return os.environ.get("CXSTREAM_CONFIG") or None
-
-
-def apply_env(values: dict[str, str]) -> None:
-    """Set process environment variables (the one place that writes ``os.environ``)."""
-    os.environ.update(values)

@@ -9,9 +9,11 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
+from prometheus_client import start_http_server
 
 from cxstream.clients import ensure_topics
 from cxstream.errors import ServiceError
@@ -20,7 +22,7 @@ from cxstream.flows.cx import build_flow
 from cxstream.health import FlowHealth, HealthMonitor, LagWatch
 from cxstream.metrics import FLOW_HEALTH
 from cxstream.privacy import configure as configure_pseudonyms
-from cxstream.settings import Settings, apply_env, bytewax_api_env
+from cxstream.settings import Settings
 
 __all__ = ["run_flow", "wait_for_kafka"]
 
@@ -125,10 +127,7 @@ def run_flow(
     wait_for_kafka(settings)
     pipeline = pipeline_from_settings(settings)
     pipeline.context.ping()
-    if settings.flow.metrics_port:
-        port = settings.flow.metrics_port + (process_id or 0)
-        apply_env(bytewax_api_env(port))
-        log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    metrics_server = serve_metrics(settings, process_id)
     flow = build_flow(settings, pipeline, kafka_io(settings, pipeline))
     dashboard = None
     if settings.dashboard.enabled and (process_id or 0) == 0:
@@ -164,6 +163,21 @@ def run_flow(
     monitor.stop()
     if dashboard is not None:
         dashboard.stop()
+    if metrics_server is not None:
+        metrics_server.shutdown()
+
+
+def serve_metrics(settings: Settings, process_id: int | None = None) -> WSGIServer | None:
+    """Serve ``/metrics`` on ``flow.metrics_host``, port ``flow.metrics_port`` + process id (None
+    when the port is 0). The registry holds Bytewax's own ``bytewax_kafka_consumer_lag`` too;
+    Bytewax's dataflow API is not used, because it listens on every interface."""
+    if not settings.flow.metrics_port:
+        return None
+    port = settings.flow.metrics_port + (process_id or 0)
+    host = settings.flow.metrics_host
+    server, _ = start_http_server(port, addr=host)
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    return server
 
 
 def _export_health(state: FlowHealth) -> None:

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import sys
 
+import httpx
 import pytest
 
-from cxstream.flows.run import _tune_gil
+from cxstream.devtools.services import free_port
+from cxstream.flows.run import _tune_gil, serve_metrics
 from cxstream.settings import load_settings
 
 
@@ -28,3 +30,30 @@ def test_a_single_worker_keeps_pythons_default():
     sys.setswitchinterval(0.005)
     _tune_gil(0.05, cluster=False)
     assert sys.getswitchinterval() == pytest.approx(0.005)
+
+
+def test_metrics_listen_on_this_host_only_by_default():
+    port = free_port()
+    settings = load_settings(overrides={"flow": {"metrics_port": port}})
+    server = serve_metrics(settings)
+    try:
+        assert server is not None
+        assert server.server_address[0] == "127.0.0.1"
+        body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert "cxstream_events_total" in body
+    finally:
+        server.shutdown()
+    assert serve_metrics(load_settings(overrides={"flow": {"metrics_port": 0}})) is None
+
+
+def test_the_metrics_address_is_configurable():
+    port = free_port()
+    settings = load_settings(
+        overrides={"flow": {"metrics_port": port, "metrics_host": "127.0.0.2"}}
+    )
+    server = serve_metrics(settings)
+    try:
+        assert server.server_address[0] == "127.0.0.2"
+        assert httpx.get(f"http://127.0.0.2:{port}/metrics", timeout=5).status_code == 200
+    finally:
+        server.shutdown()
