@@ -137,14 +137,16 @@ def load_customers(
     """Bulk-load customer context from a CSV file into Redis (1,000 profiles per round trip).
 
     A row is loaded whole or rejected whole, with its line, every error and the CSV column;
-    consent comes only from explicit values in the file (unknown: not granted).
+    consent comes only from explicit values in the file (unknown: not granted). Rows merge into
+    stored profiles like updates on the customers topic: the file's columns change, each only if
+    the row (its updated_at, else now) is not older than what set the stored value.
 
     Example: cxstream load-customers Telco-Customer-Churn.csv --mapping
     config/mappings/telco_ibm.yaml --rejects rejects.csv"""
     from cxstream.clients import context_client
     from cxstream.context import ContextStore
     from cxstream.customers import iter_customers, load_mapping
-    from cxstream.events import CustomerContext
+    from cxstream.events import CustomerContext, CustomerUpdate
 
     settings = settings_from(config)
     try:
@@ -160,19 +162,30 @@ def load_customers(
         raise click.ClickException(str(exc)) from exc
     loaded, rejected = 0, []
     batch: list[CustomerContext] = []
+
+    def write(profiles: list[CustomerContext]) -> None:
+        # merged like an update on the customers topic: the columns the file has, each versioned
+        # by the row's updated_at (else now), so a newer update already applied is kept
+        store.merge_many(
+            [
+                CustomerUpdate(c, frozenset(c.model_fields_set) - {"subscriber_id"}, b"")
+                for c in profiles
+            ]
+        )
+
     progress = Progress()
     with csv_file.open(newline="", encoding="utf-8-sig") as fh:
         for item in iter_customers(fh, rules):
             if isinstance(item, CustomerContext):
                 batch.append(item)
                 if len(batch) >= 1000:
-                    store.put_many(batch)
+                    write(batch)
                     loaded += len(batch)
                     batch.clear()
                     progress(f"loaded {loaded} profiles")
             else:
                 rejected.append(item)
-    store.put_many(batch)
+    write(batch)
     loaded += len(batch)
     progress.done()
     click.echo(f"loaded {loaded} customer profiles into Redis; rejected {len(rejected)} rows")

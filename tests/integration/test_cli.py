@@ -150,6 +150,41 @@ def test_load_customers_reports_rejected_rows(redis_server, redis_conn, tmp_path
     assert redis.Redis.from_url(redis_server.url).exists("cx:customer:s1")
 
 
+def test_load_customers_merges_and_never_overrides_a_newer_revoke(
+    redis_server, redis_conn, tmp_path
+):
+    """A file exported before the customer revoked SMS consent does not grant it again, and the
+    fields the file lacks keep their stored values."""
+    from cxstream.context import ContextStore
+    from cxstream.events import CustomerContext, CustomerUpdate
+
+    store = ContextStore(redis_conn, prefix="cx", max_entries=0)
+    revoke = CustomerContext.model_validate(
+        {
+            "subscriber_id": "s9",
+            "timezone": "America/New_York",
+            "consent": {"sms": "revoked"},
+            "consent_updated": "2026-06-02T00:00:00Z",
+        }
+    )
+    store.merge_many(
+        [CustomerUpdate(revoke, frozenset({"timezone", "consent", "consent_updated"}), b"")]
+    )
+    csv = tmp_path / "c.csv"
+    csv.write_text(
+        "subscriber_id,monthly_charge,consent_sms,consent_email,updated_at\n"
+        "s9,80,granted,granted,2026-06-01T00:00:00Z\n"
+    )
+    env = {"CXSTREAM_REDIS__URL": redis_server.url, "PATH": "/usr/bin:/bin"}
+    result = cxstream("load-customers", str(csv), env=env)
+    assert result.returncode == 0, result.stderr
+    stored = orjson.loads(redis_conn.get("cx:customer:s9"))
+    assert stored["consent"]["sms"] == "revoked"  # the newer revoke stands
+    assert stored["consent"]["email"] == "granted"  # a channel nobody set since
+    assert stored["monthly_charge"] == 80
+    assert stored["timezone"] == "America/New_York"  # not in the file: kept
+
+
 def test_load_customers_with_redis_down_is_a_clear_error(tmp_path):
     csv = tmp_path / "c.csv"
     csv.write_text("subscriber_id\ns1\n")
