@@ -294,6 +294,23 @@ class ContextStore:
             pipe.expire(key, ttl_s)
         pipe.execute()
 
+    def mark_resolved(self, incident_ids: Sequence[str], ttl_s: int) -> None:
+        """Record that these cell incidents are over (what a deferred area notice is re-checked
+        against at release). Raises ``redis.RedisError``."""
+        if not incident_ids:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for incident_id in incident_ids:
+            pipe.set(f"{self._prefix}:resolved:{incident_id}", "1", ex=ttl_s)
+        pipe.execute()
+
+    def resolved(self, incident_ids: Sequence[str]) -> list[bool]:
+        """Whether each incident was recorded as over. Raises ``redis.RedisError``."""
+        if not incident_ids:
+            return []
+        raws = self._mget([f"{self._prefix}:resolved:{i}" for i in incident_ids])
+        return [raw is not None for raw in raws]
+
     def forget(self, subscriber_ids: Iterable[str]) -> None:
         """Drop these customers from the local cache: the next lookup reads Redis."""
         for sid in subscriber_ids:

@@ -72,6 +72,14 @@ class Decide:
         """
         now = self.clock()
         signals: list[SignalIn] = []
+        over = [
+            i.incident_id for i in items if isinstance(i, CellIncident) and i.state == "resolved"
+        ]
+        if over and self.context is not None:
+            try:
+                self.context.mark_resolved(over, self.action_index_ttl_s)
+            except redis.RedisError as exc:
+                self.trouble("incident state", exc)
         incidents = [i for i in items if isinstance(i, CellIncident) and i.new_affected]
         found = (
             self.context.get_many(s for i in incidents for s in i.new_affected) if incidents else {}
@@ -223,7 +231,8 @@ class Decide:
     def release_deferred(self) -> list[Decision]:
         """Actions whose quiet hours are over, each decided afresh against the customer's current
         context (:meth:`~cxstream.actions.policy.ContactPolicy.recheck`): ``released`` with the
-        action, or ``suppressed:<reason>``. With the context unavailable the action waits (it is
+        action, or ``suppressed:<reason>`` (an area notice whose incident is over meanwhile:
+        ``suppressed:incident_resolved``). With the context unavailable the action waits (it is
         deferred again by ``RECHECK_RETRY_S``) rather than go out unchecked. Signals held back
         while Redis was unavailable are decided again here too (:meth:`redecide`)."""
         return self.redecide() + self._release_due()
@@ -238,6 +247,18 @@ class Decide:
         if not due:
             return []
         found = self.context.get_many(a.subscriber_id for a in due)
+        notices = [a for a in due if a.reason == "cell_incident"]
+        try:
+            over = dict(
+                zip(
+                    (a.alert_id for a in notices),
+                    self.context.resolved([a.alert_id for a in notices]),
+                    strict=True,
+                )
+            )
+        except redis.RedisError as exc:  # cannot tell: they wait like an unreadable profile
+            self.trouble("incident state", exc)
+            over = None
         out = []
         for action in due:
             lookup = found[action.subscriber_id]
@@ -250,7 +271,7 @@ class Decide:
                 event_time=action.event_time,
                 stale=lookup.stale,
             )
-            if lookup.stale:
+            if lookup.stale or (over is None and action.reason == "cell_incident"):
                 try:
                     self.deferred.push(now.timestamp() + RECHECK_RETRY_S, action)
                     decision = Decision(sig, "deferred", action.kind, action.rule, action)
@@ -259,6 +280,8 @@ class Decide:
                     decision = Decision(
                         sig, "suppressed:state_unavailable", action.kind, action.rule
                     )
+            elif over and over.get(action.alert_id):
+                decision = Decision(sig, "suppressed:incident_resolved", action.kind, action.rule)
             else:
                 why = self.policy.recheck(action, lookup.customer)
                 decision = (

@@ -19,6 +19,7 @@ from cxstream.context import ContextStore
 from cxstream.detectors.churn import ChurnModel
 from cxstream.events import (
     Alert,
+    CellIncident,
     Channel,
     ConsentStatus,
     CustomerContext,
@@ -262,6 +263,43 @@ def test_a_release_waits_when_the_context_cannot_be_read():
     (waiting,) = decide.release_deferred()
     assert waiting.result == "deferred" and waiting.action is not None
     assert len(decide.deferred) == 1  # back in the queue, a minute later
+
+
+def incident(state: str, new_affected: list[str]) -> CellIncident:
+    return CellIncident(
+        incident_id="inc-cell-9-1",
+        cell_id="cell-9",
+        state=state,
+        severity="major",
+        opened_at=NOON,
+        updated_at=NOON,
+        affected=[],
+        new_affected=new_affected,
+        active_subscribers=10,
+        share=0.5,
+        experience=20.0,
+    )
+
+
+def test_a_deferred_area_notice_is_suppressed_at_release_when_its_incident_is_over():
+    decide = decide_step()
+    decide.context.put_many([customer("s12", sms="granted", email="granted")])
+    (notice,) = decide.decide_batch([incident("open", ["s12"])])
+    assert notice.action is not None and notice.signal.signal == "cell_incident"
+    decide.deferred.push(NOON.timestamp() - 1, notice.action)
+    assert decide.decide_batch([incident("resolved", [])]) == []
+    (released,) = decide.release_deferred()
+    assert released.result == "suppressed:incident_resolved"
+    assert released.action is None
+
+
+def test_a_deferred_area_notice_of_an_ongoing_incident_is_released():
+    decide = decide_step()
+    decide.context.put_many([customer("s13", sms="granted", email="granted")])
+    (notice,) = decide.decide_batch([incident("open", ["s13"])])
+    decide.deferred.push(NOON.timestamp() - 1, notice.action)
+    (released,) = decide.release_deferred()
+    assert released.result == "released"
 
 
 def stale_candidate(c: CustomerContext) -> Candidate:
