@@ -72,6 +72,17 @@ def test_detections_inside_the_probationary_period_are_not_scored():
     assert s.fp == 0
 
 
+def test_a_window_wholly_inside_probation_is_a_miss_for_every_detector():
+    """NAB normalises against every labelled window (perfect = tp_weight x windows): one that no
+    detector can see, because it ends before scoring starts, is missed by all, the null one too."""
+    early = [(TS[20], TS[60]), *WINDOW]
+    s = score_file(TS, alerts_at(20, 500), early, STANDARD)
+    assert (s.windows, s.tp, s.fn) == (2, 1, 1)
+    assert s.null == -2.0
+    assert s.score == pytest.approx(0.0)  # the later window found (+1), the early one missed (-1)
+    assert normalised([s], STANDARD) == pytest.approx(50.0)  # 100 * (0 + 2) / (2 + 2)
+
+
 def test_a_file_with_no_windows_scores_only_its_false_positives():
     quiet = score_file(TS, alerts_at(), [], STANDARD)
     noisy = score_file(TS, alerts_at(200, 400), [], STANDARD)
