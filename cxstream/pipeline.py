@@ -29,7 +29,7 @@ from cxstream.detectors.churn import ChurnLearner, ChurnModel
 from cxstream.detectors.table import SubscriberTable
 from cxstream.erasure import Eraser
 from cxstream.errors import ConfigError
-from cxstream.events import BadEvent, Outcome, utcnow
+from cxstream.events import BadEvent, CustomerErasure, CustomerUpdate, Outcome, utcnow
 from cxstream.settings import Settings
 from cxstream.steps.churn_risk import ChurnRisk
 from cxstream.steps.common import (
@@ -48,6 +48,7 @@ from cxstream.steps.ingest import (
     parse_action_batch,
     parse_customer_batch,
     parse_outcome_batch,
+    pseudonymise,
 )
 from cxstream.steps.outcomes import Outcomes
 
@@ -164,7 +165,12 @@ class Pipeline:
             out.extend(self.detect_step.detect_shard(table, [batch]))
         return out
 
-    parse_customer_batch = staticmethod(parse_customer_batch)
+    def parse_customer_batch(
+        self, messages: Sequence[Any]
+    ) -> list[CustomerUpdate | CustomerErasure | BadEvent]:
+        """See :func:`~cxstream.steps.ingest.parse_customer_batch` (ids pseudonymised when the
+        privacy settings say so)."""
+        return pseudonymise(parse_customer_batch(messages), self.ingest_step.pseudonyms)
 
     def erase_customers(self, subscriber_ids: Sequence[str]) -> None:
         """Forget erased customers (tombstones on the customers topic): whatever Redis still
@@ -179,7 +185,11 @@ class Pipeline:
         self.detect_step.erasures.add(subscriber_ids)
         self.decide_step.forget(subscriber_ids)
 
-    parse_outcome_batch = staticmethod(parse_outcome_batch)
+    def parse_outcome_batch(self, messages: Sequence[Any]) -> list[Outcome | BadEvent]:
+        """See :func:`~cxstream.steps.ingest.parse_outcome_batch` (ids pseudonymised when the
+        privacy settings say so)."""
+        return pseudonymise(parse_outcome_batch(messages), self.ingest_step.pseudonyms)
+
     parse_action_batch = staticmethod(parse_action_batch)
     count_dead_letters = staticmethod(count_dead_letters)
 

@@ -38,6 +38,7 @@ from pydantic_settings import (
 
 from cxstream.errors import ConfigError
 from cxstream.kafkalog import KAFKA_LOGGER
+from cxstream.privacy import SubscriberPseudonyms
 
 __all__ = [
     "CellSettingsModel",
@@ -368,6 +369,28 @@ class PrivacySettings(BaseModel):
     log_key: SecretStr | None = (
         None  # from env CXSTREAM_PRIVACY__LOG_KEY; None = random per process
     )
+    # Replace subscriber ids by keyed-hash pseudonyms at every input (QoS events, customer
+    # updates and tombstones, outcomes, load-customers), so that no output carries MSISDNs.
+    pseudonymise_subscribers: bool = False
+    subscriber_key: SecretStr | None = None  # from env CXSTREAM_PRIVACY__SUBSCRIBER_KEY
+
+    @model_validator(mode="after")
+    def _key_when_pseudonymising(self) -> PrivacySettings:
+        if self.pseudonymise_subscribers:
+            key = self.subscriber_key
+            if key is None or len(key.get_secret_value()) < 16:
+                msg = (
+                    "privacy.subscriber_key (CXSTREAM_PRIVACY__SUBSCRIBER_KEY) of at least 16 "
+                    "characters is required with privacy.pseudonymise_subscribers: true"
+                )
+                raise ConfigError(msg)
+        return self
+
+    def pseudonyms(self) -> SubscriberPseudonyms | None:
+        """The pseudonymiser the inputs apply (None: ids are kept as they are)."""
+        if not self.pseudonymise_subscribers or self.subscriber_key is None:
+            return None
+        return SubscriberPseudonyms(self.subscriber_key.get_secret_value().encode())
 
 
 class FlowSettings(BaseModel):

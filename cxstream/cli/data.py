@@ -163,9 +163,16 @@ def load_customers(
     loaded, rejected = 0, []
     batch: list[CustomerContext] = []
 
+    pseudonyms = settings.privacy.pseudonyms()
+
     def write(profiles: list[CustomerContext]) -> None:
         # merged like an update on the customers topic: the columns the file has, each versioned
         # by the row's updated_at (else now), so a newer update already applied is kept
+        if pseudonyms is not None:  # stored under the pseudonym the flow sees (privacy settings)
+            profiles = [
+                c.model_copy(update={"subscriber_id": pseudonyms(c.subscriber_id)})
+                for c in profiles
+            ]
         store.merge_many(
             [
                 CustomerUpdate(c, frozenset(c.model_fields_set) - {"subscriber_id"}, b"")
@@ -225,10 +232,14 @@ def erase(subscriber_id: str, config: Path | None, as_json: bool) -> None:
         raise click.BadParameter(msg, param_hint="--customer")
     settings = settings_from(config)
     prefix = settings.redis.key_prefix
+    pseudonyms = settings.privacy.pseudonyms()
+    # Redis knows the customer by their pseudonym when the inputs are pseudonymised; the
+    # customers topic (an input) by their id, as the flow and the dashboard expect its keys
+    stored_as = pseudonyms(subscriber_id) if pseudonyms is not None else subscriber_id
     try:
         report = erase_customer(
             redis_client(settings),
-            subscriber_id,
+            stored_as,
             prefix=prefix,
             context=context_client(settings),
             audit_key=settings.flow.audit_key,

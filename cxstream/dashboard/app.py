@@ -128,9 +128,14 @@ def create_app(
     alerts_topic: str,
     token: str | None,
     update_s: float = 1.0,
+    pseudonyms: Callable[[str], str] | None = None,
 ) -> Starlette:
-    """Build the app; ``publish`` sends acknowledgements to Kafka."""
+    """Build the app; ``publish`` sends acknowledgements to Kafka; with ``pseudonyms`` (privacy
+    settings) a subscriber id typed by an agent is looked up by its pseudonym."""
     health = _Health()
+
+    def known_as(sid: str) -> str:
+        return pseudonyms(sid) if pseudonyms is not None else sid
 
     def overview() -> dict[str, Any]:
         data = state.overview()
@@ -159,10 +164,15 @@ def create_app(
         )
 
     async def search(request: Request) -> Response:
-        return JSONResponse({"results": state.search(request.query_params.get("q", ""))})
+        query = request.query_params.get("q", "")
+        results = state.search(query)
+        if pseudonyms is not None and query.strip():
+            exact = state.search(known_as(query.strip()))
+            results = exact + [r for r in results if r not in exact]
+        return JSONResponse({"results": results})
 
     async def customer(request: Request) -> Response:
-        sid = request.path_params["subscriber_id"]
+        sid = known_as(request.path_params["subscriber_id"])
         data = state.customer(sid)
         profile = None
         history: list[tuple[float, float]] = []

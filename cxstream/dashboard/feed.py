@@ -21,7 +21,13 @@ log = logging.getLogger(__name__)
 class KafkaFeed:
     """A background thread consuming the topics the dashboard shows."""
 
-    def __init__(self, settings: Settings, state: DashboardState) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        state: DashboardState,
+        *,
+        pseudonyms: Callable[[str], str] | None = None,
+    ) -> None:
         topics = settings.kafka.topics
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             topics.alerts: state.on_alert,
@@ -31,6 +37,7 @@ class KafkaFeed:
         }
         self._customers = topics.customers  # read for its tombstones (erased customers)
         self._state = state
+        self._pseudonyms = pseudonyms  # the customers topic carries real ids; outputs do not
         self._config = {
             **settings.kafka.client_config(),
             "group.id": "cxstream-dashboard",  # not joined: partitions are assigned
@@ -55,6 +62,8 @@ class KafkaFeed:
         if key is None:
             return
         sid = key.decode("utf-8", "replace")
+        if self._pseudonyms is not None:
+            sid = self._pseudonyms(sid)
         if value is None:
             self._state.forget(sid)
         elif sid in self._state.erased:

@@ -50,7 +50,8 @@ def start_dashboard(settings: Settings, context: ContextStore | None) -> Dashboa
         producer.flush(10)
 
     state = DashboardState()
-    feed = KafkaFeed(settings, state).start()
+    pseudonyms = settings.privacy.pseudonyms()
+    feed = KafkaFeed(settings, state, pseudonyms=pseudonyms).start()
     app = create_app(
         state,
         context=context,
@@ -58,6 +59,7 @@ def start_dashboard(settings: Settings, context: ContextStore | None) -> Dashboa
         alerts_topic=settings.kafka.topics.alerts,
         token=token,
         update_s=d.update_s,
+        pseudonyms=pseudonyms,
     )
     server = uvicorn.Server(
         uvicorn.Config(app, host=d.host, port=d.port, log_level="warning", access_log=False)

@@ -90,6 +90,8 @@ def _flow_config(settings: Settings, path: Path) -> None:
     data["redis"]["url"] = None  # passed via env: it may hold a password
     data["redis"]["context_url"] = None
     data["kafka"].pop("sasl_password", None)
+    data["privacy"]["log_key"] = None  # passed via env, as every secret
+    data["privacy"]["subscriber_key"] = None
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
 
 
@@ -133,6 +135,13 @@ class FlowProcess:
             env["CXSTREAM_REDIS__URL"] = settings.redis.url.get_secret_value()
         if settings.redis.context_url is not None:
             env["CXSTREAM_REDIS__CONTEXT_URL"] = settings.redis.context_url.get_secret_value()
+        privacy = settings.privacy
+        for name, key in (
+            ("LOG_KEY", privacy.log_key),
+            ("SUBSCRIBER_KEY", privacy.subscriber_key),
+        ):
+            if key is not None:
+                env[f"CXSTREAM_PRIVACY__{name}"] = key.get_secret_value()
         self.log_path = workdir / "flow.log"
         self._log = self.log_path.open("wb")
         # Own session: Ctrl-C in the terminal reaches the demo, which then drains the flow.

@@ -6,8 +6,9 @@ batch for what the cache does not hold."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -32,7 +33,13 @@ from cxstream.events import (
 from cxstream.settings import Settings
 from cxstream.steps.common import count_dead_letters, parse_batch, source_error
 
-__all__ = ["Ingest", "parse_action_batch", "parse_customer_batch", "parse_outcome_batch"]
+__all__ = [
+    "Ingest",
+    "parse_action_batch",
+    "parse_customer_batch",
+    "parse_outcome_batch",
+    "pseudonymise",
+]
 
 
 class Ingest:
@@ -64,6 +71,7 @@ class Ingest:
         self.shard_keys = tuple(shard_keys)
         self.max_age = timedelta(seconds=settings.flow.max_event_age_s)
         self.max_ahead = timedelta(seconds=settings.flow.max_event_ahead_s)
+        self.pseudonyms = settings.privacy.pseudonyms()
 
     def ingest(self, messages: Sequence[Any]) -> list[BadEvent | tuple[str, ShardBatch]]:
         """Parse, validate and enrich a batch of source items; valid events come out as one
@@ -155,6 +163,8 @@ class Ingest:
     def enrich(self, records: list[QosRecord | QosEvent], times: list[float]) -> ShardBatch:
         """Columns of the records, with each customer's context (one MGET for the uncached)."""
         batch = ShardBatch.from_records(records, times)
+        if self.pseudonyms is not None:  # from here on only pseudonyms (privacy settings)
+            batch.subscribers = self.pseudonyms.many(batch.subscribers)
         found = self.context.get_many(batch.subscribers)
         lookups = [found[sid] for sid in batch.subscribers]
         batch.set_context([lk.customer for lk in lookups], [lk.stale for lk in lookups])
@@ -210,6 +220,29 @@ def _erasure(msg: Any, key: bytes) -> CustomerErasure | BadEvent:
 def parse_outcome_batch(messages: Sequence[Any]) -> list[Outcome | BadEvent]:
     """Validate a batch of outcome messages."""
     return parse_batch(messages, parse_outcome, "outcome")
+
+
+_Side = TypeVar("_Side", bound=CustomerUpdate | CustomerErasure | Outcome | BadEvent)
+
+
+def pseudonymise(items: list[_Side], pseudonyms: Callable[[str], str] | None) -> list[_Side]:
+    """The side inputs' records with their subscriber ids replaced by pseudonyms (privacy
+    settings; ``None``: as they are). Dead letters keep the message as it came."""
+    if pseudonyms is None:
+        return items
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, CustomerUpdate):
+            c = item.customer
+            c = c.model_copy(update={"subscriber_id": pseudonyms(c.subscriber_id)})
+            out.append(replace(item, customer=c))
+        elif isinstance(item, CustomerErasure):
+            out.append(replace(item, subscriber_id=pseudonyms(item.subscriber_id)))
+        elif isinstance(item, Outcome):
+            out.append(item.model_copy(update={"subscriber_id": pseudonyms(item.subscriber_id)}))
+        else:
+            out.append(item)
+    return out
 
 
 def parse_action_batch(messages: Sequence[Any]) -> list[Action | BadEvent]:
