@@ -83,6 +83,55 @@ def eval_nab(data_dir: Path, out_dir: Path | None, as_json: bool) -> None:
         )
 
 
+@eval_group.command("protocol")
+@click.option(
+    "--data",
+    "data_dirs",
+    required=True,
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A labelled NAB tree (repeat for several data sets, e.g. nab and ms_cloud_monitoring).",
+)
+@json_option
+def eval_protocol(data_dirs: tuple[Path, ...], as_json: bool) -> None:
+    """Measure how much the series detector's score owes to choosing its decision settings on
+    the files it is scored on: each group scored with its own best setting (in sample), with the
+    setting best on the other groups (leave one group out), with the setting best on another data
+    set, and with the shipped one. NAB standard profile.
+
+    Example: cxstream eval protocol --data ../shared/data/nab --data
+    ../shared/data/ms_cloud_monitoring"""
+    from cxstream.evaluate.protocol import run_protocol
+
+    progress = Progress()
+    try:
+        report = run_protocol(list(data_dirs), on_stage=progress)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    progress.done()
+    rate = report.points / report.seconds if report.seconds else 0.0
+    click.echo(
+        f"{report.points} points scored once ({rate:,.0f} points/s); settings threshold/hold"
+    )
+    click.echo(
+        f"{'group':40s} {'in sample':>10s} {'(setting)':>10s} {'held out':>9s} {'(setting)':>10s} "
+        f"{'fixed ' + report.fixed.name:>12s}"
+    )
+    for group, e in report.logo.items():
+        held = f"{e['held_out']:9.1f}" if "held_out" in e else f"{'-':>9s}"
+        click.echo(
+            f"{group:40s} {e['in_sample']:10.1f} {e['chosen_in_sample']!s:>10s} {held} "
+            f"{e.get('chosen', '-')!s:>10s} {e['fixed']:12.1f}"
+        )
+    for pair, e in report.across.items():
+        click.echo(
+            f"chosen on {pair}: {e['score']:.1f} with {e['chosen']} "
+            f"(best there in sample: {e['in_sample']:.1f})"
+        )
+    if as_json:
+        click.echo(report.as_json())
+
+
 @eval_group.command("churn")
 @click.option(
     "--csv",

@@ -85,3 +85,31 @@ def test_default_detector_on_the_nab_dev_subset_scores_at_least_60():
     assert report["standard"] >= 60.0
     assert report["reward_low_FP_rate"] >= 45.0
     assert report["reward_low_FN_rate"] >= 65.0
+
+
+def test_eval_protocol_reports_in_sample_held_out_and_fixed_figures(tmp_path):
+    make_tree(tmp_path / "nab")
+    make_tree(tmp_path / "other")
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "protocol",
+            "--data",
+            str(tmp_path / "nab"),
+            "--data",
+            str(tmp_path / "other"),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["fixed"] == "0.5/150"
+    assert set(report["leave_one_group_out"]) == {"nab/g1", "nab/g2", "other/g1", "other/g2"}
+    g1 = report["leave_one_group_out"]["nab/g1"]
+    # chosen on g2 (no anomaly: every setting that stays quiet ties), reported on g1
+    assert {"in_sample", "held_out", "fixed", "chosen", "chosen_in_sample"} <= set(g1)
+    assert g1["in_sample"] >= g1["held_out"]
+    assert g1["in_sample"] >= g1["fixed"]
+    assert set(report["across_benchmarks"]) == {"nab -> other", "other -> nab"}
+    assert len(report["by_setting"]["nab/g1"]) == 9
