@@ -14,8 +14,9 @@ well over 100,000 points per second in pure Python:
    the recent stretch is. The score is ``-log10(tail) / 8`` clipped to [0, 1], so the fixed decision
    threshold 0.5 means "a 1-in-10,000 stretch".
 3. **New extremes.** A value beyond the range seen so far by more than 10 % of that range scores 1.
-4. **One alert per episode.** After an alert, further alerts are held back for ``hold`` points
-   (:class:`AlertGate`), as an operator wants one page per problem.
+4. **One alert per episode.** After an alert, further alerts are held back for half a day of the
+   series' own sampling (12 hourly points, 144 five-minute points, 720 one-minute points; at least
+   10), as an operator wants one page per problem (:class:`AlertGate`).
 
 Memory is bounded: three arrays per context (at most 288 daily and 2,016 weekly buckets at the
 5-minute floor), about 56 kB per series in the worst case — meant for per-cell and per-KPI series;
@@ -240,26 +241,56 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._learn(float(value), t, self._surprise(float(value), t))
 
 
+_INTERVAL_SAMPLE = 50  # timestamps whose median gap is the series' sampling interval
+
+
 @dataclass
 class AlertGate:
-    """Turn scores into alerts: at ``threshold`` or above, then quiet for ``hold`` points.
+    """Turn scores into alerts: at ``threshold`` or above, then quiet for a while.
 
-    >>> gate = AlertGate(threshold=0.5, hold=2)
+    The quiet period is ``hold_days`` of the series' own sampling (its median interval, from the
+    first timestamps given to :meth:`decide`), at least ``min_hold`` points: one page per problem
+    per half day, whether a point is a minute or an hour. Without timestamps, or before the
+    interval is known, it is ``hold`` points; ``hold_days=None`` always uses ``hold``.
+
+    >>> gate = AlertGate(threshold=0.5, hold=2, hold_days=None)
     >>> [gate.decide(s) for s in (0.9, 0.9, 0.9, 0.9, 0.1)]
     [True, False, False, True, False]
+    >>> hourly = AlertGate(hold=5, hold_days=0.5)  # 5 points until 50 gaps are seen, then 12
+    >>> alerts = [hourly.decide(0.9, 3600.0 * i) for i in range(90)]
+    >>> [i for i, a in enumerate(alerts) if a]
+    [0, 6, 12, 18, 24, 30, 36, 42, 48, 54, 67, 80]
     """
 
     threshold: float = 0.5
     hold: int = 150
+    hold_days: float | None = 0.5
+    min_hold: int = 10
     _quiet: int = 0
+    _prev_t: float | None = None
+    _gaps: list[float] | None = None
+    _interval_hold: int | None = None
 
-    def decide(self, score: float) -> bool:
-        """Whether this score raises an alert."""
+    def _learn_interval(self, t: float) -> None:
+        if self._prev_t is not None and t > self._prev_t:
+            gaps = self._gaps if self._gaps is not None else []
+            gaps.append(t - self._prev_t)
+            self._gaps = gaps
+            if len(gaps) >= _INTERVAL_SAMPLE and self.hold_days is not None:
+                interval = sorted(gaps)[len(gaps) // 2]
+                self._interval_hold = max(self.min_hold, round(self.hold_days * _DAY / interval))
+                self._gaps = None
+        self._prev_t = t
+
+    def decide(self, score: float, t: float | None = None) -> bool:
+        """Whether this score (of a point at epoch seconds ``t``) raises an alert."""
+        if t is not None and self._interval_hold is None and self.hold_days is not None:
+            self._learn_interval(t)
         if self._quiet > 0:
             self._quiet -= 1
             return False
         if score >= self.threshold:
-            self._quiet = self.hold
+            self._quiet = self._interval_hold if self._interval_hold is not None else self.hold
             return True
         return False
 
@@ -279,4 +310,4 @@ class SeriesMonitor:
     def observe(self, value: float, t: float | None = None) -> tuple[float, bool]:
         """Score, learn, decide: ``(score, alert)``."""
         score = self.detector.update(value, t)
-        return score, self.gate.decide(score)
+        return score, self.gate.decide(score, t)

@@ -12,8 +12,9 @@ after an alert), so every file is scored once and each setting on the grid only 
 * **fixed**: the shipped setting (``SeriesMonitor.default``), everywhere.
 
 "Best" is the highest NAB standard score, pooled over the files it is chosen on. The grid is small
-and spaced by reasoning (likelihood tails of 1e-3, 1e-4 and 1e-5; holds of 50, 150 and 450 points),
-so that the figures measure the choice, not a search.
+and spaced by reasoning (likelihood tails of 1e-3, 1e-4 and 1e-5; quiet for a quarter of a day to
+two days of the series' own sampling after an alert), so that the figures measure the choice, not a
+search.
 """
 
 from __future__ import annotations
@@ -33,28 +34,29 @@ __all__ = ["GRID", "ProtocolReport", "Setting", "run_protocol"]
 
 @dataclass(frozen=True)
 class Setting:
-    """The series detector's decision settings."""
+    """The series detector's decision settings: alert threshold, quiet days after an alert."""
 
     threshold: float
-    hold: int
+    hold_days: float
 
     @property
     def name(self) -> str:
-        """``threshold/hold``, as tables show it."""
-        return f"{self.threshold:g}/{self.hold}"
+        """``threshold/hold days``, as tables show it."""
+        return f"{self.threshold:g}/{self.hold_days:g}d"
 
 
 GRID: tuple[Setting, ...] = tuple(
-    Setting(threshold, hold) for threshold in (0.375, 0.5, 0.625) for hold in (50, 150, 450)
+    Setting(threshold, days) for threshold in (0.375, 0.5, 0.625) for days in (0.25, 0.5, 1.0, 2.0)
 )
-"""Thresholds: -log10 tail / 8 of 1e-3, 1e-4, 1e-5; holds: a third of, equal to, three times the
-shipped one."""
+"""Thresholds: -log10 tail / 8 of 1e-3, 1e-4, 1e-5; holds: a quarter of a day to two days of
+the series' own sampling."""
 
 
 @dataclass
 class _Scored:
     group: str  # "<data set>/<group>"
     timestamps: list[datetime]
+    epochs: list[float]
     scores: list[float]
     windows: list[tuple[datetime, datetime]]
 
@@ -65,7 +67,7 @@ class ProtocolReport:
 
     points: int = 0
     seconds: float = 0.0
-    fixed: Setting = field(default_factory=lambda: Setting(0.5, 150))
+    fixed: Setting = field(default_factory=lambda: Setting(0.5, 0.5))
     # group -> setting name -> score
     by_setting: dict[str, dict[str, float]] = field(default_factory=dict)
     # group -> {"in_sample", "held_out", "fixed", "chosen", "chosen_in_sample"}
@@ -86,15 +88,15 @@ class ProtocolReport:
         )
 
 
-def _decide(scores: Sequence[float], setting: Setting) -> list[int]:
-    gate = AlertGate(threshold=setting.threshold, hold=setting.hold)
-    return [1 if gate.decide(s) else 0 for s in scores]
+def _decide(f: _Scored, setting: Setting) -> list[int]:
+    gate = AlertGate(threshold=setting.threshold, hold_days=setting.hold_days)
+    return [1 if gate.decide(s, t) else 0 for s, t in zip(f.scores, f.epochs, strict=True)]
 
 
 def _pooled(files: Sequence[_Scored], setting: Setting) -> float:
     profile = PROFILES["standard"]
     scored: list[FileScore] = [
-        score_file(f.timestamps, _decide(f.scores, setting), f.windows, profile) for f in files
+        score_file(f.timestamps, _decide(f, setting), f.windows, profile) for f in files
     ]
     return normalised(scored, profile)
 
@@ -113,16 +115,16 @@ def _load(
         name = f"{path.parent.name}/{path.name}"
         data = read_nab_file(path, name)
         det = detector()
+        epochs = [_epoch(t) for t in data.timestamps]
         start = time.perf_counter()
-        scores = [
-            det.update(v, _epoch(t)) for v, t in zip(data.values, data.timestamps, strict=True)
-        ]
+        scores = [det.update(v, t) for v, t in zip(data.values, epochs, strict=True)]
         report.seconds += time.perf_counter() - start
         report.points += len(scores)
         windows = [
             (datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in labels.get(name, [])
         ]
-        out.append(_Scored(f"{data_dir.name}/{path.parent.name}", data.timestamps, scores, windows))
+        group = f"{data_dir.name}/{path.parent.name}"
+        out.append(_Scored(group, data.timestamps, epochs, scores, windows))
     return out
 
 
@@ -136,7 +138,7 @@ def run_protocol(
     """Score every file of every data set once, then measure the choice of decision settings
     (see the module doc). Each data set is a NAB tree with ``labels/combined_windows.json``."""
     default = SeriesMonitor.default()
-    report = ProtocolReport(fixed=Setting(default.gate.threshold, default.gate.hold))
+    report = ProtocolReport(fixed=Setting(default.gate.threshold, default.gate.hold_days or 0.0))
     make = detector or (lambda: SeriesMonitor.default().detector)
     sets: dict[str, list[_Scored]] = {}
     for data_dir in data_dirs:
