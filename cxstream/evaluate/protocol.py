@@ -1,8 +1,8 @@
 """How much of the series detector's NAB score comes from choosing its settings on the files it is
 scored on: leave-one-group-out and cross-benchmark figures for its decision settings.
 
-The detector's score does not depend on the decision settings (the alert threshold and the hold
-after an alert), so every file is scored once and each setting on the grid only re-decides. Then:
+The detector's score does not depend on the alert threshold and the hold after an alert, so every
+file is scored once per repeat rule and each setting on the grid only re-decides. Then:
 
 * **in sample**: each group scored with the setting that is best on that group itself (what a
   choice made on the test data would report);
@@ -13,8 +13,8 @@ after an alert), so every file is scored once and each setting on the grid only 
 
 "Best" is the highest NAB standard score, pooled over the files it is chosen on. The grid is small
 and spaced by reasoning (likelihood tails of 1e-3, 1e-4 and 1e-5; quiet for a quarter of a day to
-two days of the series' own sampling after an alert), so that the figures measure the choice, not a
-search.
+two days of the series' own sampling after an alert; no repeat rule, or 80 % / 100 % of the largest
+surprise of the last day / week), so that the figures measure the choice, not a search.
 """
 
 from __future__ import annotations
@@ -34,22 +34,31 @@ __all__ = ["GRID", "ProtocolReport", "Setting", "run_protocol"]
 
 @dataclass(frozen=True)
 class Setting:
-    """The series detector's decision settings: alert threshold, quiet days after an alert."""
+    """The series detector's decision settings: alert threshold, quiet days after an alert, and
+    what counts as a repeat (``repeat_share`` of the largest surprise of the last
+    ``repeat_days``; 0: nothing is a repeat)."""
 
     threshold: float
     hold_days: float
+    repeat_share: float = 0.8
+    repeat_days: float = 7.0
 
     @property
     def name(self) -> str:
-        """``threshold/hold days``, as tables show it."""
-        return f"{self.threshold:g}/{self.hold_days:g}d"
+        """``threshold/hold days/repeat``, as tables show it."""
+        repeat = f"{self.repeat_share:g}x{self.repeat_days:g}d" if self.repeat_share else "off"
+        return f"{self.threshold:g}/{self.hold_days:g}d/{repeat}"
 
 
 GRID: tuple[Setting, ...] = tuple(
-    Setting(threshold, days) for threshold in (0.375, 0.5, 0.625) for days in (0.25, 0.5, 1.0, 2.0)
+    Setting(threshold, days, share, span)
+    for threshold in (0.375, 0.5, 0.625)
+    for days in (0.25, 0.5, 1.0, 2.0)
+    for share, span in ((0.0, 7.0), (0.8, 1.0), (0.8, 7.0), (1.0, 7.0))
 )
 """Thresholds: -log10 tail / 8 of 1e-3, 1e-4, 1e-5; holds: a quarter of a day to two days of
-the series' own sampling."""
+the series' own sampling; repeats: none, or below 80 % or 100 % of the largest surprise of the
+last day or week."""
 
 
 @dataclass
@@ -57,7 +66,7 @@ class _Scored:
     group: str  # "<data set>/<group>"
     timestamps: list[datetime]
     epochs: list[float]
-    scores: list[float]
+    scores: dict[tuple[float, float], tuple[list[float], list[bool]]]  # by repeat rule
     windows: list[tuple[datetime, datetime]]
 
 
@@ -90,7 +99,11 @@ class ProtocolReport:
 
 def _decide(f: _Scored, setting: Setting) -> list[int]:
     gate = AlertGate(threshold=setting.threshold, hold_days=setting.hold_days)
-    return [1 if gate.decide(s, t) else 0 for s, t in zip(f.scores, f.epochs, strict=True)]
+    scores, novel = f.scores[(setting.repeat_share, setting.repeat_days)]
+    return [
+        1 if gate.decide(s if n else 0.0, t) else 0
+        for s, n, t in zip(scores, novel, f.epochs, strict=True)
+    ]
 
 
 def _pooled(files: Sequence[_Scored], setting: Setting) -> float:
@@ -107,19 +120,25 @@ def _best(files: Sequence[_Scored], grid: Sequence[Setting]) -> tuple[Setting, f
 
 
 def _load(
-    data_dir: Path, detector: Callable[[], ContextLikelihoodDetector], report: ProtocolReport
+    data_dir: Path,
+    detector: Callable[[float, float], ContextLikelihoodDetector],
+    rules: Sequence[tuple[float, float]],
+    report: ProtocolReport,
 ) -> list[_Scored]:
     labels = json.loads((data_dir / "labels" / "combined_windows.json").read_text("utf-8"))
     out = []
     for path in sorted((data_dir / "data").glob("*/*.csv")):
         name = f"{path.parent.name}/{path.name}"
         data = read_nab_file(path, name)
-        det = detector()
         epochs = [_epoch(t) for t in data.timestamps]
-        start = time.perf_counter()
-        scores = [det.update(v, t) for v, t in zip(data.values, epochs, strict=True)]
-        report.seconds += time.perf_counter() - start
-        report.points += len(scores)
+        scores: dict[tuple[float, float], tuple[list[float], list[bool]]] = {}
+        for share, days in rules:
+            det = detector(share, days)
+            start = time.perf_counter()
+            pairs = [det.update_novel(v, t) for v, t in zip(data.values, epochs, strict=True)]
+            report.seconds += time.perf_counter() - start
+            report.points += len(pairs)
+            scores[(share, days)] = ([p[0] for p in pairs], [p[1] for p in pairs])
         windows = [
             (datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in labels.get(name, [])
         ]
@@ -132,20 +151,30 @@ def run_protocol(
     data_dirs: Sequence[Path],
     *,
     grid: Sequence[Setting] = GRID,
-    detector: Callable[[], ContextLikelihoodDetector] | None = None,
+    detector: Callable[[float, float], ContextLikelihoodDetector] | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> ProtocolReport:
     """Score every file of every data set once, then measure the choice of decision settings
     (see the module doc). Each data set is a NAB tree with ``labels/combined_windows.json``."""
     default = SeriesMonitor.default()
-    report = ProtocolReport(fixed=Setting(default.gate.threshold, default.gate.hold_days or 0.0))
-    make = detector or (lambda: SeriesMonitor.default().detector)
+    report = ProtocolReport(
+        fixed=Setting(
+            default.gate.threshold,
+            default.gate.hold_days or 0.0,
+            default.detector.repeat_share,
+            default.detector.repeat_days,
+        )
+    )
+    make = detector or (
+        lambda share, days: ContextLikelihoodDetector(repeat_share=share, repeat_days=days)
+    )
+    grid = list(grid) if report.fixed in grid else [*grid, report.fixed]
+    rules = sorted({(s.repeat_share, s.repeat_days) for s in grid})
     sets: dict[str, list[_Scored]] = {}
     for data_dir in data_dirs:
         if on_stage is not None:
             on_stage(f"scoring {data_dir}")
-        sets[data_dir.name] = _load(data_dir, make, report)
-    grid = list(grid) if report.fixed in grid else [*grid, report.fixed]
+        sets[data_dir.name] = _load(data_dir, make, rules, report)
     groups: dict[str, list[_Scored]] = {}
     for files in sets.values():
         for f in files:

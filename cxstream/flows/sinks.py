@@ -281,7 +281,7 @@ class _CustomerPartition(StatelessSinkPartition[CustomerUpdate | CustomerErasure
         store: ContextStore,
         dead_letters: Producer | None,
         dlq_topic: str,
-        erase: Callable[[list[str]], None] | None,
+        erase: Callable[[list[str]], None] | None = None,
     ) -> None:
         self._store = store
         self._dlq = dead_letters

@@ -104,7 +104,7 @@ def test_eval_protocol_reports_in_sample_held_out_and_fixed_figures(tmp_path):
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
-    assert report["fixed"] == "0.5/0.5d"
+    assert report["fixed"] == "0.5/0.5d/1x7d"
     assert set(report["leave_one_group_out"]) == {"nab/g1", "nab/g2", "other/g1", "other/g2"}
     g1 = report["leave_one_group_out"]["nab/g1"]
     # chosen on g2 (no anomaly: every setting that stays quiet ties), reported on g1
@@ -112,4 +112,4 @@ def test_eval_protocol_reports_in_sample_held_out_and_fixed_figures(tmp_path):
     assert g1["in_sample"] >= g1["held_out"]
     assert g1["in_sample"] >= g1["fixed"]
     assert set(report["across_benchmarks"]) == {"nab -> other", "other -> nab"}
-    assert len(report["by_setting"]["nab/g1"]) == 12
+    assert len(report["by_setting"]["nab/g1"]) == 48
