@@ -60,10 +60,15 @@ class _Context:
         self.dev = array("d", bytes(8 * size))
         self.n = array("i", bytes(4 * size))
 
-    def error(self, b: int, value: float, floor: float) -> float:
-        """Error of ``value`` in units of this bucket's usual deviation (inf if unknown)."""
-        if self.n[b] < 2:
-            return math.inf
+    def error(self, b: int, value: float, floor: float, spread: float = math.inf) -> float:
+        """Error of ``value`` in units of this bucket's usual deviation (inf if unknown). A bucket
+        seen once predicts its value with ``spread`` (the series' overall deviation) as its scale
+        until it has a deviation of its own."""
+        n = self.n[b]
+        if n < 2:
+            if n == 0 or spread == math.inf:
+                return math.inf
+            return abs(value - self.mean[b]) / (spread if spread > floor else floor)
         dev = self.dev[b]
         return abs(value - self.mean[b]) / (dev if dev > floor else floor)
 
@@ -176,10 +181,11 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         raw = self._level.error(0, value, floor)
         daily, weekly = self._buckets(t)
         if daily >= 0 and self._daily is not None and self._weekly is not None:
+            spread = self._level.dev[0] if self._level.n[0] >= 2 else math.inf
             raw = min(
                 raw,
-                self._daily.error(daily, value, floor),
-                self._weekly.error(weekly, value, floor),
+                self._daily.error(daily, value, floor, spread),
+                self._weekly.error(weekly, value, floor, spread),
             )
         return 0.0 if raw == math.inf else min(raw, 20.0)
 

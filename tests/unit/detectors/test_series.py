@@ -22,8 +22,9 @@ def run(values, monitor=None):
 
 
 def test_false_alarm_rate_on_clean_seasonal_and_white_noise_is_low():
-    """Measured: 8 alerts in 100 series-days (5 seeds x 10 days x 2 kinds), about 0.08 per
-    series per day at a 5-minute interval; the bound pins that rate."""
+    """Measured: 5 alerts in 100 series-days (5 seeds x 10 days x 2 kinds), about 0.05 per
+    series per day at a 5-minute interval; the bound, 0.1 per series-day, is the constraint the
+    decision settings are chosen under (docs/evaluation.md)."""
     alerts = 0
     for seed in range(5):
         rng = random.Random(seed)
@@ -96,3 +97,17 @@ def test_picklable_and_memory_bounded():
 def test_gate_holds_after_an_alert():
     gate = AlertGate(threshold=0.5, hold=3)
     assert [gate.decide(1.0) for _ in range(6)] == [True, False, False, False, True, False]
+
+
+def test_noise_free_periodic_series_raise_no_alert():
+    """A daily pattern without noise is learned, not paged: a context seen once already predicts
+    its value (with the series' overall spread as its scale) on the second day."""
+    n = 288 * 14
+    shapes = {
+        "sine": [50 + 10 * math.sin(2 * math.pi * (i % 288) / 288) for i in range(n)],
+        "square": [80.0 if (i % 288) < 144 else 20.0 for i in range(n)],
+        "sawtooth": [(i % 288) / 288 * 100 for i in range(n)],
+        "flat": [42.0] * n,
+    }
+    for name, values in shapes.items():
+        assert [i for i, (_, a) in enumerate(run(values)) if a] == [], name
