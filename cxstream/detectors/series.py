@@ -147,6 +147,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self.min_resolution_s = min_resolution_s
         self.repeat_share = repeat_share
         self.repeat_days = repeat_days
+        self._early: list[tuple[float, float]] = []  # points before the contexts exist (<= 11)
         self._record = 0.0  # the largest recent short-term surprise, fading
         self._record_decay = 0.5 ** (
             1.0 / 2016.0
@@ -229,7 +230,15 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             self._daily.learn(daily, value)
             self._weekly.learn(weekly, value)
         elif t is not None and self._daily is None:
+            self._early.append((value, t))
             self._learn_time(t)
+            if self._daily is not None:  # the contexts exist now: they learn what came before
+                for v, at in self._early:
+                    d, w = self._buckets(at)
+                    self._daily.learn(d, v)
+                    if self._weekly is not None:
+                        self._weekly.learn(w, v)
+                self._early = []
         if self._last is not None:
             step = value - self._last
             self._step += 0.01 * ((step if step >= 0 else -step) - self._step)
