@@ -14,6 +14,8 @@ well over 100,000 points per second in pure Python:
    the recent stretch is. The score is ``-log10(tail) / 8`` clipped to [0, 1], so the fixed decision
    threshold 0.5 means "a 1-in-10,000 stretch".
 3. **New extremes.** A value beyond the range seen so far by more than 10 % of that range scores 1.
+   Until the likelihood has its distribution (``warmup`` points), the score is the two-sided
+   Gaussian tail of the value against the last ``window`` points, on the same scale.
 4. **Novelty.** A stretch of surprise no larger than the largest one seen recently (``repeat_share``
    of it) is a repeat, not news: it raises no alert (:meth:`ContextLikelihoodDetector.update_novel`).
    "Recently" fades with a half-life of ``repeat_days`` (a week, the longest season the predictors
@@ -110,6 +112,10 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
     repeat_days
         Half-life of "recent" for the largest stretch of surprise, in days of the series'
         sampling (2,016 points when the series has no timestamps).
+    window
+        Points of the recent window whose two-sided Gaussian tail, on the likelihood's scale, is
+        the score until the likelihood's warm-up ends (from the ``window_min``-th point on): a
+        short series is not left unwatched for its first ``warmup`` points.
     min_resolution_s
         Coarsest context bucket floor (bounds memory).
 
@@ -137,6 +143,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         min_resolution_s: float = 300.0,
         repeat_share: float = 1.0,
         repeat_days: float = 7.0,
+        window: int = 200,
+        window_min: int = 30,
     ) -> None:
         self.feature = feature
         self.fast_alpha = fast_alpha
@@ -147,6 +155,12 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self.min_resolution_s = min_resolution_s
         self.repeat_share = repeat_share
         self.repeat_days = repeat_days
+        self.window = window
+        self.window_min = window_min
+        self._win: deque[float] = deque(maxlen=window)
+        self._win_shift: float | None = None  # sums are of value - shift (no cancellation)
+        self._win_sum = 0.0
+        self._win_sq = 0.0
         self._early: list[tuple[float, float]] = []  # points before the contexts exist (<= 11)
         self._record = 0.0  # the largest recent short-term surprise, fading
         self._record_decay = 0.5 ** (
@@ -198,11 +212,30 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
 
     def _score(self, value: float, raw: float) -> float:
         if self._n < self.warmup:
+            return self._window_score(value)
+        return self._likelihood(value, raw)
+
+    def _likelihood(self, value: float, raw: float) -> float:
+        if self._n < self.warmup:
             return 0.0
         if self._extreme(value):
             return 1.0
         z = (self._short(raw) - self._mean) / math.sqrt(self._var + 1e-12)
         tail = 0.5 * math.erfc(z / math.sqrt(2.0))
+        return min(1.0, -math.log10(tail) / 8.0) if tail > 0.0 else 1.0
+
+    def _window_score(self, value: float) -> float:
+        """The two-sided Gaussian tail of ``value`` against the last ``window`` points, on the
+        likelihood's scale (``-log10(tail) / 8``)."""
+        n = len(self._win)
+        if n < self.window_min or self._win_shift is None:
+            return 0.0
+        mean = self._win_sum / n
+        var = self._win_sq / n - mean * mean
+        d = value - self._win_shift - mean
+        floor = 1e-9 * (abs(mean + self._win_shift) + 1.0)
+        z = abs(d) / math.sqrt(var if var > floor * floor else floor * floor)
+        tail = math.erfc(z / math.sqrt(2.0))
         return min(1.0, -math.log10(tail) / 8.0) if tail > 0.0 else 1.0
 
     def _extreme(self, value: float) -> bool:
@@ -243,6 +276,19 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             step = value - self._last
             self._step += 0.01 * ((step if step >= 0 else -step) - self._step)
         self._last = value
+        if self._n < self.warmup:  # the recent window scores only until the likelihood can
+            if self._win_shift is None:
+                self._win_shift = value
+            x = value - self._win_shift
+            if len(self._win) == self.window:
+                old = self._win[0]
+                self._win_sum -= old
+                self._win_sq -= old * old
+            self._win.append(x)
+            self._win_sum += x
+            self._win_sq += x * x
+        elif self._win:
+            self._win.clear()
         self._lo = value if value < self._lo else self._lo
         self._hi = value if value > self._hi else self._hi
         if len(self._recent) == self.average:
