@@ -12,8 +12,6 @@ a typo such as ``kafka: {brokerz: ...}`` is an error naming ``kafka.brokerz``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 from contextvars import ContextVar
 from pathlib import Path
@@ -36,7 +34,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from cxstream.errors import ConfigError
+from cxstream.actions.signing import secret_key
+from cxstream.errors import ConfigError, SignatureError
 from cxstream.kafkalog import KAFKA_LOGGER
 from cxstream.privacy import SubscriberPseudonyms
 
@@ -218,14 +217,12 @@ class WebhookSettings(BaseModel):
     def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
-        text = value.get_secret_value()
-        if not text.startswith("whsec_"):
-            msg = "must be 'whsec_' followed by the base64 of the key (Standard Webhooks)"
-            raise ValueError(msg)
-        try:
-            key = base64.b64decode(text.removeprefix("whsec_"), validate=True)
-        except (binascii.Error, ValueError):
-            msg = "the part after 'whsec_' is not valid base64"
+        try:  # whsec_ optional, padding optional: as the Standard Webhooks libraries read it
+            key = secret_key(value.get_secret_value())
+        except SignatureError:
+            msg = (
+                "must be the base64 of the key, usually written whsec_<base64> (Standard Webhooks)"
+            )
             raise ValueError(msg) from None
         if len(key) < MIN_WEBHOOK_KEY_BYTES:
             msg = f"the key is {len(key)} bytes; at least {MIN_WEBHOOK_KEY_BYTES} are needed"

@@ -2,8 +2,8 @@
 
 A message is signed with HMAC-SHA256 over ``"{webhook-id}.{webhook-timestamp}.{body}"`` using the
 secret; the ``webhook-signature`` header is ``v1,<base64 signature>`` (several may be space-separated
-during a secret rotation). Secrets are written ``whsec_<base64 key>``; any other string is used as the
-key's UTF-8 bytes.
+during a secret rotation). A secret is the base64 of the key, usually written ``whsec_<base64>``; as in
+the reference libraries, the prefix is optional and so is the base64 padding.
 
 >>> secret = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGVzdHM="
 >>> headers = sign_headers(secret, "msg_1", b'{"a":1}', timestamp=1_700_000_000)
@@ -18,6 +18,7 @@ no matching signature
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import time
@@ -25,21 +26,30 @@ from collections.abc import Mapping
 
 from cxstream.errors import SignatureError
 
-__all__ = ["SignatureError", "sign", "sign_headers", "verify"]
+__all__ = ["SignatureError", "secret_key", "sign", "sign_headers", "verify"]
 
 DEFAULT_TOLERANCE_S = 300
 
 
-def _key(secret: str) -> bytes:
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret.removeprefix("whsec_"))
-    return secret.encode("utf-8")
+def secret_key(secret: str) -> bytes:
+    """The key of a Standard Webhooks secret: the base64 after an optional ``whsec_``, padded if
+    its ``=`` were left out.
+
+    >>> secret_key("whsec_a2V5") == secret_key("a2V5") == secret_key("whsec_a2V5==") == b"key"
+    True
+    """
+    text = secret.removeprefix("whsec_").strip()
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        msg = "the webhook secret is not base64 (Standard Webhooks: whsec_<base64 of the key>)"
+        raise SignatureError(msg) from None
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """The ``v1,<base64>`` signature of one message."""
     signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
+    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 

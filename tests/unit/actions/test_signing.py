@@ -53,3 +53,17 @@ def test_any_of_several_signatures_may_match_during_secret_rotation():
     headers = sign_headers(SECRET, "msg_5", b"{}", timestamp=1_000)
     headers["webhook-signature"] = "v1,b2xkLXNpZw== " + headers["webhook-signature"]
     verify(SECRET, headers, b"{}", now=1_000)
+
+
+def test_the_prefix_and_the_padding_are_optional_as_in_the_reference_libraries():
+    key = base64.b64encode(b"0123456789abcdef0123").decode()  # ends in "="
+    unpadded = "whsec_" + key.rstrip("=")
+    assert key.endswith("=")
+    expected = sign(SECRET, "msg_1", 1_700_000_000, b"{}")
+    assert sign(unpadded, "msg_1", 1_700_000_000, b"{}") == expected
+    assert sign(key, "msg_1", 1_700_000_000, b"{}") == expected  # no prefix: still base64
+
+
+def test_a_secret_that_is_not_base64_is_a_signature_error_not_a_crash():
+    with pytest.raises(SignatureError, match="not base64"):
+        sign("whsec_!!!", "msg_1", 1, b"{}")
