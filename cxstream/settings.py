@@ -401,6 +401,9 @@ class FlowSettings(BaseModel):
     # The address /metrics listens on: this host only by default; 0.0.0.0 where a Prometheus in
     # another container or pod scrapes it (docker-compose.yml, deploy/k8s set it).
     metrics_host: str = "127.0.0.1"
+    # Process i of a cluster serves metrics on metrics_port + i, so that processes sharing a
+    # host do not collide; false where every process has its own address (Kubernetes pods).
+    metrics_port_per_process: bool = True
     workers: Annotated[int, Field(ge=1, le=256)] = 1
     # falling behind: the input lag grew for this long while events arrived (lagging), or
     # events waited and none was processed for this long (stalled); a lag under

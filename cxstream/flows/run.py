@@ -168,12 +168,14 @@ def run_flow(
 
 
 def serve_metrics(settings: Settings, process_id: int | None = None) -> WSGIServer | None:
-    """Serve ``/metrics`` on ``flow.metrics_host``, port ``flow.metrics_port`` + process id (None
-    when the port is 0). The registry holds Bytewax's own ``bytewax_kafka_consumer_lag`` too;
-    Bytewax's dataflow API is not used, because it listens on every interface."""
-    if not settings.flow.metrics_port:
+    """Serve ``/metrics`` on ``flow.metrics_host``, port ``flow.metrics_port`` (plus the process
+    id with ``flow.metrics_port_per_process``; None when the port is 0). The registry holds
+    Bytewax's own ``bytewax_kafka_consumer_lag`` too; Bytewax's dataflow API is not used, because
+    it listens on every interface."""
+    f = settings.flow
+    if not f.metrics_port:
         return None
-    port = settings.flow.metrics_port + (process_id or 0)
+    port = f.metrics_port + ((process_id or 0) if f.metrics_port_per_process else 0)
     host = settings.flow.metrics_host
     server, _ = start_http_server(port, addr=host)
     log.info("metrics on http://%s:%d/metrics", host, port)

@@ -112,3 +112,12 @@ def test_kubernetes_manifests_are_consistent_and_their_config_validates(tmp_path
     assert settings.flow.recovery_dir in mounts
     assert spec["serviceName"] == docs["Service"]["metadata"]["name"]
     assert "cxstream run --config /etc/cxstream/cxstream.yaml -i" in container["args"][0]
+    # every pod serves metrics where the probe, the port and the scrape annotation look
+    assert settings.flow.metrics_port_per_process is False
+    assert settings.flow.metrics_host == "0.0.0.0"  # noqa: S104 - scraped from other pods
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    annotations = spec["template"]["metadata"]["annotations"]
+    assert ports["metrics"] == settings.flow.metrics_port == int(annotations["prometheus.io/port"])
+    assert container["readinessProbe"]["httpGet"]["port"] == "metrics"
+    # the cluster's addresses resolve before any pod is Ready (it is Ready once the cluster formed)
+    assert docs["Service"]["spec"]["publishNotReadyAddresses"] is True

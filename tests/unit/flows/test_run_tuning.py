@@ -57,3 +57,21 @@ def test_the_metrics_address_is_configurable():
         assert httpx.get(f"http://127.0.0.2:{port}/metrics", timeout=5).status_code == 200
     finally:
         server.shutdown()
+
+
+def test_process_i_of_a_cluster_serves_on_its_own_port_unless_told_otherwise():
+    base = free_port()
+    shared = load_settings(overrides={"flow": {"metrics_port": base}})
+    server = serve_metrics(shared, process_id=1)
+    try:
+        assert server.server_address[1] == base + 1
+    finally:
+        server.shutdown()
+    own = load_settings(
+        overrides={"flow": {"metrics_port": base, "metrics_port_per_process": False}}
+    )
+    server = serve_metrics(own, process_id=2)
+    try:
+        assert server.server_address[1] == base
+    finally:
+        server.shutdown()
