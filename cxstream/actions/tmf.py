@@ -37,7 +37,7 @@ def alarm_from_incident(incident: CellIncident, open_share: float) -> dict[str, 
     alarm: dict[str, Any] = {
         "@type": "Alarm",
         "id": incident.incident_id,
-        "alarmType": "QualityOfServiceAlarm",
+        "alarmType": "qualityOfServiceAlarm",  # ITU-T X.733 event type, as TMF642 spells it
         "perceivedSeverity": "cleared" if cleared else incident.severity,
         "probableCause": "performanceDegraded",
         "specificProblem": (

@@ -1,0 +1,38 @@
+"""TMF642 alarms carry the mandatory fields, with X.733's event type as TMF642 spells it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from cxstream.actions.tmf import alarm_from_incident
+from cxstream.events import AffectedSubscriber, CellIncident
+
+T = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_a_cell_incident_alarm_has_every_mandatory_tmf642_field():
+    incident = CellIncident(
+        incident_id="inc-c1-1",
+        cell_id="c1",
+        state="open",
+        severity="major",
+        opened_at=T,
+        updated_at=T,
+        affected=[AffectedSubscriber(subscriber_id="s1", value_tier="gold")],
+        active_subscribers=10,
+        share=0.4,
+        experience=30.0,
+    )
+    alarm = alarm_from_incident(incident, 0.3)
+    mandatory = (
+        "alarmType",
+        "perceivedSeverity",
+        "probableCause",
+        "alarmedObject",
+        "sourceSystemId",
+        "state",
+        "alarmRaisedTime",
+    )
+    assert all(alarm.get(name) for name in mandatory)
+    assert alarm["alarmType"] == "qualityOfServiceAlarm"  # X.733 event type, lower camel case
+    assert (alarm["state"], alarm["perceivedSeverity"]) == ("raised", "major")
