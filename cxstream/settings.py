@@ -195,6 +195,9 @@ class WebhookSettings(BaseModel):
     url: str | None = None
     # Standard Webhooks secret ("whsec_" + base64); from env CXSTREAM_WEBHOOK__SECRET in production.
     secret: SecretStr | None = None
+    # During a secret rotation, the secret being retired: every message is signed with both, so a
+    # receiver still on it keeps verifying (CXSTREAM_WEBHOOK__PREVIOUS_SECRET); null otherwise.
+    previous_secret: SecretStr | None = None
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     backoff_s: Annotated[float, Field(ge=0, le=60)] = 0.2
@@ -212,7 +215,7 @@ class WebhookSettings(BaseModel):
     # Plain http:// for the URL (a receiver on the same host, a test); otherwise https:// only.
     allow_http: bool = False
 
-    @field_validator("secret")
+    @field_validator("secret", "previous_secret")
     @classmethod
     def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:

@@ -54,14 +54,30 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 def sign_headers(
-    secret: str, msg_id: str, body: bytes, *, timestamp: int | None = None
+    secret: str,
+    msg_id: str,
+    body: bytes,
+    *,
+    timestamp: int | None = None,
+    previous: str | None = None,
 ) -> dict[str, str]:
-    """The three Standard Webhooks headers for ``body``."""
+    """The three Standard Webhooks headers for ``body``; with ``previous`` (a secret being
+    retired) the signature header carries both signatures, space-separated, so a receiver with
+    either secret verifies the message.
+
+    >>> old, new = "whsec_b2xkLW9sZC1vbGQtb2xkLW9sZC1vbGQ=", "whsec_bmV3LW5ldy1uZXctbmV3LW5ldy1uZXc="
+    >>> h = sign_headers(new, "m1", b"{}", timestamp=100, previous=old)
+    >>> verify(old, h, b"{}", now=100), verify(new, h, b"{}", now=100)
+    (None, None)
+    """
     ts = int(time.time()) if timestamp is None else timestamp
+    signature = sign(secret, msg_id, ts, body)
+    if previous is not None:
+        signature += " " + sign(previous, msg_id, ts, body)
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(ts),
-        "webhook-signature": sign(secret, msg_id, ts, body),
+        "webhook-signature": signature,
     }
 
 

@@ -114,6 +114,8 @@ class WebhookSender:
         An ``httpx.Client`` to use (the test seam); one is created otherwise.
     run_id
         The mark this sender leaves on deliveries in progress (default: one per process).
+    previous_secret
+        During a secret rotation, the secret being retired: every message is signed with both.
     """
 
     def __init__(
@@ -132,9 +134,11 @@ class WebhookSender:
         client: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
         run_id: str = RUN_ID,
+        previous_secret: str | None = None,
     ) -> None:
         self.url = url
         self._secret = secret
+        self._previous_secret = previous_secret
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self._ledger = ledger
@@ -219,7 +223,9 @@ class WebhookSender:
                     return Delivery("waiting", 0, f"delivery ledger unavailable: {exc}")
                 if refused is not None:
                     return refused
-            headers = sign_headers(self._secret, action.action_id, body)
+            headers = sign_headers(
+                self._secret, action.action_id, body, previous=self._previous_secret
+            )
             headers["content-type"] = "application/cloudevents+json"
             retry_after: float | None = None
             try:

@@ -86,7 +86,7 @@ def scrape_counters(
 
 def _flow_config(settings: Settings, path: Path) -> None:
     """Write the resolved settings for the child process (secrets go through its env)."""
-    data = settings.model_dump(mode="json", exclude={"webhook": {"secret"}})
+    data = settings.model_dump(mode="json", exclude={"webhook": {"secret", "previous_secret"}})
     data["redis"]["url"] = None  # passed via env: it may hold a password
     data["redis"]["context_url"] = None
     data["kafka"].pop("sasl_password", None)

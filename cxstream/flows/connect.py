@@ -159,6 +159,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             msg = "webhook.secret is required when webhook.url is set (CXSTREAM_WEBHOOK__SECRET)"
             raise ConfigError(msg)
         url, secret = w.url, w.secret.get_secret_value()
+        previous = w.previous_secret.get_secret_value() if w.previous_secret is not None else None
         claims = pipeline.claims  # the same Redis holds the delivery ledger
 
         def make_sender() -> WebhookSender:
@@ -173,6 +174,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
                 ledger_prefix=settings.redis.key_prefix,
                 ledger_ttl_s=settings.policy.idempotency_ttl_s,
                 resend_unknown=w.resend_unknown,
+                previous_secret=previous,
             )
 
         webhook_sink = WebhookSink(

@@ -152,6 +152,13 @@ def test_a_webhook_secret_is_read_as_the_standard_webhooks_libraries_read_it(mon
     assert load_settings().webhook.secret.get_secret_value() == secret
 
 
+def test_a_weak_previous_webhook_secret_refuses_to_start_too(monkeypatch):
+    monkeypatch.setenv("CXSTREAM_WEBHOOK__PREVIOUS_SECRET", "whsec_c2hvcnQ=")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "CXSTREAM_WEBHOOK__PREVIOUS_SECRET" in str(err.value) and "5 bytes" in str(err.value)
+
+
 def test_a_plain_http_webhook_url_needs_to_be_allowed(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("webhook:\n  url: http://crm.example.com/hooks\n")

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import redis
 
-from cxstream.actions.signing import verify
+from cxstream.actions.signing import SignatureError, verify
 from cxstream.actions.store import MemoryClaimStore
 from cxstream.actions.webhook import CircuitBreaker, DeliveryPool, WebhookSender, cloudevent
 from cxstream.events import Action
@@ -351,3 +351,25 @@ def test_a_crash_at_each_point_of_a_delivery_resolves_the_action(crash, resend_u
         assert outcome == "unknown" and "outcome unknown" in error
     assert receiver.posts.count(key) <= (2 if resend_unknown else 1)
     assert resend_unknown is False or key in receiver.posts  # at least once
+
+
+def test_during_a_secret_rotation_a_receiver_with_either_secret_verifies_every_message():
+    new = "whsec_" + base64.b64encode(b"n" * 32).decode()
+    endpoint = Endpoint()
+    s = WebhookSender(
+        "http://crm.test/hooks",
+        new,
+        previous_secret=SECRET,
+        client=httpx.Client(transport=httpx.MockTransport(endpoint)),
+    )
+    for n in range(3):
+        assert s.deliver(action(n))[0] == "delivered"
+    for request in endpoint.requests:
+        verify(SECRET, request.headers, request.content)  # a receiver not moved yet
+        verify(new, request.headers, request.content)  # a receiver already moved
+    with pytest.raises(SignatureError):
+        verify(
+            "whsec_" + base64.b64encode(b"x" * 32).decode(),
+            endpoint.requests[0].headers,
+            endpoint.requests[0].content,
+        )
