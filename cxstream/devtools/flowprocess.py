@@ -135,6 +135,9 @@ class FlowProcess:
             env["CXSTREAM_REDIS__URL"] = settings.redis.url.get_secret_value()
         if settings.redis.context_url is not None:
             env["CXSTREAM_REDIS__CONTEXT_URL"] = settings.redis.context_url.get_secret_value()
+        if settings.webhook.previous_secret is not None:
+            previous = settings.webhook.previous_secret.get_secret_value()
+            env["CXSTREAM_WEBHOOK__PREVIOUS_SECRET"] = previous
         privacy = settings.privacy
         for name, key in (
             ("LOG_KEY", privacy.log_key),
