@@ -481,6 +481,7 @@ class Action(BaseModel):
     offer: dict[str, Any] | None = None  # the catalogue offer, for credits and retention
     send_at: AwareDatetime | None = None  # set when quiet hours deferred it
     details: dict[str, Any] = Field(default_factory=dict)
+    content: str | None = None  # the message, in the customer's language (policy messages)
 
 
 RecordKind = Literal["qos", "customer", "outcome", "action"]

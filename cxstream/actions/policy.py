@@ -218,6 +218,8 @@ class ContactPolicy:
                 return Decision(sig, "suppressed:no_eligible_offer", rule.action, rule.name)
             chosen, expected = best
             offer = {"id": chosen.id, "cost": chosen.cost, "expected_value": round(expected, 2)}
+            if chosen.text is not None:
+                offer["text"] = chosen.text
         suffix = f":{customer.subscriber_id}" if sig.signal == "cell_incident" else ""
         action = Action(
             action_id=bounded_id(f"{sig.source_id}{suffix}:{rule.action}"),
@@ -235,5 +237,13 @@ class ContactPolicy:
             customer_value=round(value, 2),
             offer=offer,
             details=sig.details,
+            content=policy.message(
+                rule.action,
+                customer.language,
+                {
+                    "cell": str(sig.details.get("cell_id") or ""),
+                    "offer": str(offer.get("text") or offer["id"]) if offer else "",
+                },
+            ),
         )
         return action, rule, customer, value

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import string
 import time
 from datetime import datetime, timedelta
 from datetime import time as dtime
@@ -23,7 +24,14 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cxstream import metrics
 from cxstream.errors import ConfigError
@@ -206,10 +214,37 @@ class Offer(BaseModel):
     cost: Annotated[float, Field(ge=0)]
     acceptance: Annotated[float, Field(gt=0, le=1)]  # expected take-up
     eligible: Eligibility = Eligibility()
+    text: Annotated[str, Field(max_length=200)] | None = None  # as the customer reads it
 
     def expected_value(self, customer_value: float) -> float:
         """Expected value of making this offer to a customer of the given value."""
         return self.acceptance * customer_value - self.cost
+
+
+MESSAGE_FIELDS = ("cell", "offer")
+"""What a message template may name: the cell and the offer (its ``text``, else its id). Nothing
+else: a template is operator text, with no attribute access and no customer data."""
+
+MESSAGES: dict[ActionKind, dict[str, str]] = {
+    "proactive_apology": {
+        "en": "We noticed your connection has not been at its best. We are on it, and sorry "
+        "for the trouble."
+    },
+    "area_notice": {
+        "en": "There is a network problem in your area. Our engineers are working on it; "
+        "no need to call us."
+    },
+    "service_credit": {
+        "en": "Sorry for the poor service you had. We have added {offer} to your account."
+    },
+    "retention_offer": {"en": "Thank you for staying with us. We have an offer for you: {offer}."},
+    "care_callback": {
+        "en": "We would like to call you about your recent service. Reply to choose a time."
+    },
+    "noc_alert": {"en": "Degradation detected for a subscriber in cell {cell}."},
+}
+"""The built-in text of each action kind (English); a policy file's ``messages`` adds or replaces
+languages."""
 
 
 class PolicyConfig(BaseModel):
@@ -238,6 +273,43 @@ class PolicyConfig(BaseModel):
         }
     )
     offers: list[Offer] = Field(default_factory=list)
+    # The text of each action kind per language (TMF681 content): {kind: {language: template}};
+    # placeholders among MESSAGE_FIELDS; a language without a template uses "en".
+    messages: dict[ActionKind, dict[str, str]] = Field(default_factory=lambda: dict(MESSAGES))
+
+    @field_validator("messages")
+    @classmethod
+    def _known_placeholders(
+        cls, value: dict[ActionKind, dict[str, str]]
+    ) -> dict[ActionKind, dict[str, str]]:
+        for kind, by_language in value.items():
+            for language, template in by_language.items():
+                try:
+                    fields = [
+                        f for _, f, _, _ in string.Formatter().parse(template) if f is not None
+                    ]
+                except ValueError as exc:
+                    msg = f"messages.{kind}.{language}: {exc}"
+                    raise ValueError(msg) from None
+                unknown = sorted(set(fields) - set(MESSAGE_FIELDS))
+                if unknown:
+                    msg = (
+                        f"messages.{kind}.{language}: unknown placeholder {unknown[0]!r}; "
+                        f"use {', '.join(sorted(MESSAGE_FIELDS))}"
+                    )
+                    raise ValueError(msg)
+        merged = {kind: dict(by_language) for kind, by_language in MESSAGES.items()}
+        for kind, by_language in value.items():
+            merged.setdefault(kind, {}).update(by_language)
+        return merged
+
+    def message(self, kind: ActionKind, language: str, values: dict[str, str]) -> str:
+        """The text of one action for the customer's language ("en" when it has none)."""
+        by_language = self.messages.get(kind, {})
+        template: str = (
+            by_language.get(language) or by_language.get("en") or MESSAGES[kind].get("en", "")
+        )
+        return template.format_map({f: values.get(f, "") for f in MESSAGE_FIELDS})
 
     @model_validator(mode="after")
     def _unique_names(self) -> PolicyConfig:
@@ -313,6 +385,7 @@ DEFAULT_POLICY = PolicyConfig(
             cost=5,
             acceptance=0.9,
             eligible=Eligibility(min_tier=ValueTier.SILVER),
+            text="a credit of 5 on your next bill",
         ),
         Offer(
             id="credit-10",
@@ -320,6 +393,7 @@ DEFAULT_POLICY = PolicyConfig(
             cost=10,
             acceptance=0.95,
             eligible=Eligibility(min_tier=ValueTier.GOLD),
+            text="a credit of 10 on your next bill",
         ),
         Offer(
             id="retention-discount-20",
@@ -327,6 +401,7 @@ DEFAULT_POLICY = PolicyConfig(
             cost=40,
             acceptance=0.35,
             eligible=Eligibility(contracts=["month_to_month"], min_risk=0.5),
+            text="20 % off for six months",
         ),
         Offer(
             id="retention-upgrade",
@@ -334,8 +409,15 @@ DEFAULT_POLICY = PolicyConfig(
             cost=25,
             acceptance=0.25,
             eligible=Eligibility(min_tenure_months=12),
+            text="a free upgrade to the next plan",
         ),
     ],
+    messages={
+        "area_notice": {
+            "es": "Hay un problema de red en su zona. Nuestros técnicos ya están trabajando "
+            "en ello."
+        }
+    },
 )
 """The policy in force when no ``policy.file`` is configured (``config/policy.yaml`` spells it out)."""
 

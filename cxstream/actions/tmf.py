@@ -4,7 +4,7 @@
   perceivedSeverity, probableCause, alarmedObject, state raised/updated/cleared,
   crossedThresholdInformation).
 * Outreach in webhooks follows **TMF681 Communication Management** (``CommunicationMessage``:
-  messageType, receiver, sender, characteristic, scheduledSendTime).
+  messageType, content, priority, receiver, sender, characteristic, scheduledSendTime).
 
 Only the fields we can fill honestly are set; cxstream's own details travel as characteristics.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from cxstream.events import Action, CellIncident
 
-__all__ = ["alarm_from_incident", "communication_message"]
+__all__ = ["alarm_from_incident", "communication_message", "tmf_priority"]
 
 _ALARM_STATE = {"open": "raised", "updated": "updated", "resolved": "cleared"}
 _MESSAGE_TYPE = {"sms": "SMS", "email": "Email", "push": "PushNotification", "voice_call": "Voice"}
@@ -71,8 +71,24 @@ def alarm_from_incident(incident: CellIncident, open_share: float) -> dict[str, 
     return alarm
 
 
+def tmf_priority(policy_priority: int) -> str:
+    """TMF681 ``priority`` (a smaller number is more urgent, 1..5) from the policy's rule priority
+    (a larger number wins, 0..1000): 90 and above is 1, 70-89 is 2, 50-69 is 3, 30-49 is 4, below
+    30 is 5.
+
+    >>> [tmf_priority(p) for p in (95, 80, 60, 40, 10)]
+    ['1', '2', '3', '4', '5']
+    """
+    for level, floor in enumerate((90, 70, 50, 30), start=1):
+        if policy_priority >= floor:
+            return str(level)
+    return "5"
+
+
 def communication_message(action: Action) -> dict[str, Any]:
-    """A TMF681 ``CommunicationMessage`` for one outreach action."""
+    """A TMF681 ``CommunicationMessage`` for one outreach action: ``content`` is the policy's
+    message for the action kind in the customer's language, ``priority`` in TMF681's meaning
+    (:func:`tmf_priority`; the policy's own priority is the ``priority`` characteristic)."""
     characteristic = [
         {"name": "actionKind", "value": action.kind},
         {"name": "reason", "value": action.reason},
@@ -91,7 +107,8 @@ def communication_message(action: Action) -> dict[str, Any]:
         "id": action.action_id,
         "messageType": _MESSAGE_TYPE[action.channel.value],
         "subject": action.kind.replace("_", " "),
-        "priority": str(action.priority),
+        "content": action.content or action.kind.replace("_", " "),
+        "priority": tmf_priority(action.priority),
         "state": "initial",
         "sender": {"id": "cxstream", "@type": "Sender"},
         "receiver": [{"id": action.subscriber_id, "@type": "Receiver"}],

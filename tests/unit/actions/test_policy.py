@@ -331,3 +331,47 @@ def test_the_shipped_policy_file_is_the_built_in_default():
     from cxstream.actions.rules import load_policy
 
     assert load_policy("config/policy.yaml") == DEFAULT_POLICY
+
+
+def test_every_action_carries_its_message_in_the_customers_language():
+    config = POLICY.model_copy(
+        update={
+            "messages": PolicyConfig.model_validate(
+                {
+                    "rules": [r.model_dump() for r in POLICY.rules],
+                    "messages": {"proactive_apology": {"fr": "Désolés pour {cell} !"}},
+                }
+            ).messages
+        }
+    )
+    policy, _ = make_policy(config)
+    english = customer("s1")
+    french = customer("s2").model_copy(update={"language": "fr"})
+    german = customer("s3").model_copy(update={"language": "de"})  # no German text: English
+    signals = [
+        SignalIn(
+            "degradation",
+            c.subscriber_id,
+            c,
+            0.97,
+            f"deg-{c.subscriber_id}",
+            NOON,
+            details={"cell_id": "cell-7"},
+        )
+        for c in (english, french, german)
+    ]
+    texts = [d.action.content for d in policy.decide_many(signals, NOON)]
+    assert texts[0].startswith("We noticed your connection")
+    assert texts[1] == "Désolés pour cell-7 !"
+    assert texts[2] == texts[0]
+
+
+@pytest.mark.parametrize("template", ["{customer.name}", "{offer[0]}", "{subscriber_id}", "{"])
+def test_a_message_template_may_name_only_the_cell_and_the_offer(template):
+    with pytest.raises(ValueError, match=r"messages\.area_notice\.en"):
+        PolicyConfig.model_validate(
+            {
+                "rules": [r.model_dump() for r in POLICY.rules],
+                "messages": {"area_notice": {"en": template}},
+            }
+        )

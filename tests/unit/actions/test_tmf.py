@@ -36,3 +36,26 @@ def test_a_cell_incident_alarm_has_every_mandatory_tmf642_field():
     assert all(alarm.get(name) for name in mandatory)
     assert alarm["alarmType"] == "qualityOfServiceAlarm"  # X.733 event type, lower camel case
     assert (alarm["state"], alarm["perceivedSeverity"]) == ("raised", "major")
+
+
+def test_a_communication_message_has_content_and_tmf681_priority():
+    from cxstream.actions.tmf import communication_message
+    from cxstream.events import Action
+
+    action = Action(
+        action_id="a1",
+        kind="area_notice",
+        subscriber_id="s1",
+        channel="sms",
+        reason="cell_incident",
+        alert_id="inc-1",
+        event_time=T,
+        created_at=T,
+        priority=60,
+        content="There is a network problem in your area.",
+    )
+    message = communication_message(action)
+    assert message["content"] == "There is a network problem in your area."
+    assert message["priority"] == "3"  # TMF681: smaller is more urgent; the policy's 60 -> 3
+    policy_priority = {c["name"]: c["value"] for c in message["characteristic"]}["priority"]
+    assert policy_priority == 60
