@@ -208,7 +208,9 @@ def create_app(
         )
         if incident is None:
             return JSONResponse({"error": f"unknown incident {incident_id}"}, status_code=404)
-        update = {
+        # TMF642's own fields: who acknowledged (ackUserId, ackSystemId) or cleared (clearUserId,
+        # clearSystemId), and when (alarmChangedTime, alarmClearedTime)
+        update: dict[str, Any] = {
             "@type": "Alarm",
             "id": incident_id,
             "alarmedObject": incident["alarmedObject"],
@@ -217,13 +219,16 @@ def create_app(
             "ackState": "acknowledged"
             if verb == "ack"
             else incident.get("ackState", "unacknowledged"),
-            "ackUserId": user,
-            "ackSystemId": at,
             "comment": [
                 {"comment": f"{verb} by {user}", "systemId": "cxstream-dashboard", "time": at}
             ],
         }
-        if verb == "resolve":
+        if verb == "ack":
+            update["ackUserId"] = user
+            update["ackSystemId"] = "cxstream-dashboard"
+        else:
+            update["clearUserId"] = user
+            update["clearSystemId"] = "cxstream-dashboard"
             update["alarmClearedTime"] = at
             update["perceivedSeverity"] = "cleared"
         if publish is not None:

@@ -90,12 +90,16 @@ class DashboardState:
         if ack == "acknowledged":
             self.acks[incident_id] = {
                 "by": alarm.get("ackUserId", "?"),
-                "at": alarm.get("ackSystemId", alarm.get("alarmChangedTime", "")),
+                "at": alarm.get("alarmChangedTime", ""),
             }
         current = self.incidents.pop(incident_id, None)
         if alarm.get("x-cxstream") is None and current is not None:  # an operator's update
             current.update(
-                {k: v for k, v in alarm.items() if k in ("state", "ackState", "ackUserId")}
+                {
+                    k: v
+                    for k, v in alarm.items()
+                    if k in ("state", "ackState", "ackUserId", "clearUserId", "alarmClearedTime")
+                }
             )
             self.incidents[incident_id] = current
         else:

@@ -121,7 +121,18 @@ def test_acknowledgement_is_recorded_and_published_as_a_tmf642_update():
         "acknowledged",
         "alice",
     )
+    assert alarm["ackSystemId"] == "cxstream-dashboard"  # a system, not a timestamp
+    assert "clearUserId" not in alarm
     assert client.get("/api/overview").json()["incidents"][0]["ack"]["by"] == "alice"
+    assert client.post("/api/incidents/inc-c1-1/resolve", json={"user": "bob"}).status_code == 200
+    cleared = orjson.loads(published[-1][2])
+    assert (cleared["state"], cleared["clearUserId"], cleared["clearSystemId"]) == (
+        "cleared",
+        "bob",
+        "cxstream-dashboard",
+    )
+    assert cleared["alarmClearedTime"] == cleared["alarmChangedTime"]
+    assert "ackUserId" not in cleared  # the resolver did not acknowledge it
     assert client.post("/api/incidents/nope/ack", json={}).status_code == 404
     assert client.post("/api/incidents/inc-c1-1/explode", json={}).status_code == 404
 
