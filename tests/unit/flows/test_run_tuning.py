@@ -59,8 +59,23 @@ def test_the_metrics_address_is_configurable():
         server.shutdown()
 
 
+def _two_free_ports() -> int:
+    """A port p such that p and p + 1 are both free now."""
+    import socket
+
+    for _ in range(50):
+        base = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+        return base
+    pytest.fail("no two consecutive free ports")
+
+
 def test_process_i_of_a_cluster_serves_on_its_own_port_unless_told_otherwise():
-    base = free_port()
+    base = _two_free_ports()
     shared = load_settings(overrides={"flow": {"metrics_port": base}})
     server = serve_metrics(shared, process_id=1)
     try:
