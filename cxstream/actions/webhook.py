@@ -166,7 +166,7 @@ class WebhookSender:
             ids = list(self._unrecorded)
         try:
             self._ledger.claim_many(
-                [(f"{self._ledger_prefix}:delivered:{i}", "1") for i in ids], self._ledger_ttl_s
+                [(self._delivered_key(i), "1") for i in ids], self._ledger_ttl_s
             )
         except redis.RedisError:
             return False
@@ -176,8 +176,8 @@ class WebhookSender:
         log.info("%d delivery marks written now that the ledger is back", len(ids))
         return not self._unrecorded
 
-    def _delivered_key(self, action: Action) -> str:
-        return f"{self._ledger_prefix}:delivered:{action.action_id}"
+    def _delivered_key(self, action_id: str) -> str:
+        return f"{self._ledger_prefix}:delivered:{action_id}"
 
     def _mark_sending(self, action: Action) -> Delivery | None:
         """Mark the action as being sent by this run; a :class:`Delivery` if it must not be sent."""
@@ -205,7 +205,7 @@ class WebhookSender:
         if self._ledger is not None:
             self.flush_unrecorded()
             try:
-                if self._ledger.exists_many([self._delivered_key(action)])[0]:
+                if self._ledger.exists_many([self._delivered_key(action.action_id)])[0]:
                     return Delivery("already_delivered", 0)
             except redis.RedisError as exc:
                 return Delivery("waiting", 0, f"delivery ledger unavailable: {exc}")
@@ -254,7 +254,9 @@ class WebhookSender:
         if self._ledger is None:
             return
         try:
-            self._ledger.claim_many([(self._delivered_key(action), "1")], self._ledger_ttl_s)
+            self._ledger.claim_many(
+                [(self._delivered_key(action.action_id), "1")], self._ledger_ttl_s
+            )
         except redis.RedisError as exc:
             with self._unrecorded_lock:
                 self._unrecorded[action.action_id] = None

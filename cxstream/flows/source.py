@@ -173,7 +173,7 @@ class _Partition(StatefulSourcePartition[Any, Any]):
         values: list[bytes | None] = []
         offsets: list[int] = []
         errors: list[RawBatch | SourceError] = []
-        tombstones: dict[int, bytes | None] = {}
+        tombstones: dict[int, bytes] = {}  # offset -> key of the messages without a value
         for msg in msgs:
             error = msg.error()
             if error is not None:
@@ -187,8 +187,8 @@ class _Partition(StatefulSourcePartition[Any, Any]):
                 )
                 continue
             value = msg.value()
-            if value is None:  # a tombstone: its key says what it erases
-                tombstones[msg.offset()] = msg.key()  # type: ignore[index]
+            if value is None and (key := msg.key()) is not None:  # a tombstone: the key erased
+                tombstones[msg.offset()] = key  # type: ignore[index]
             values.append(value)
             offsets.append(msg.offset())  # type: ignore[arg-type]
         last = msgs[-1].offset()
@@ -196,8 +196,7 @@ class _Partition(StatefulSourcePartition[Any, Any]):
             self._offset = last + 1  # resume from the next message, not this one
         out: list[RawBatch | SourceError] = errors
         if values:
-            keys = {o: k for o, k in tombstones.items() if k is not None}
-            out.append(RawBatch(self._topic, self._partition, values, offsets, keys or None))
+            out.append(RawBatch(self._topic, self._partition, values, offsets, tombstones or None))
         return out
 
     @override
