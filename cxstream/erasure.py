@@ -22,11 +22,14 @@ profile, and the flow and the dashboard drop the customer from their memory when
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-__all__ = ["Eraser", "ErasureReport", "action_index_key", "erase_customer"]
+if TYPE_CHECKING:
+    from cxstream.settings import Settings
+
+__all__ = ["Eraser", "ErasureReport", "action_index_key", "deferred_key", "erase_customer"]
 
 _SCAN = 1_000
 
@@ -39,6 +42,11 @@ class ErasureReport:
     redis_keys_deleted: int
     audit_entries_deleted: int
     members_removed: int  # actions in shared keys (household caps, the deferred queue)
+
+
+def deferred_key(prefix: str) -> str:
+    """The Redis sorted set of the actions deferred by quiet hours."""
+    return f"{prefix}:deferred"
 
 
 def action_index_key(prefix: str, subscriber_id: str) -> str:
@@ -69,6 +77,21 @@ class Eraser:
         self._prefix = prefix
         self._audit_key = audit_key
         self._deferred_key = deferred_key
+
+    @classmethod
+    def for_settings(cls, settings: Settings, *, state: Any = None, context: Any = None) -> Eraser:
+        """The eraser of a deployment: its key prefix, audit set and deferred queue, on the given
+        clients (the configured ones when not given)."""
+        from cxstream.clients import context_client, redis_client
+
+        prefix = settings.redis.key_prefix
+        return cls(
+            state if state is not None else redis_client(settings),
+            context if context is not None else context_client(settings),
+            prefix=prefix,
+            audit_key=settings.flow.audit_key,
+            deferred_key=deferred_key(prefix),
+        )
 
     def erase(self, subscriber_id: str) -> ErasureReport:
         """See :func:`erase_customer`."""

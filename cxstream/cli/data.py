@@ -220,8 +220,7 @@ def erase(subscriber_id: str, config: Path | None, as_json: bool) -> None:
     import orjson
     from confluent_kafka import KafkaException, Producer
 
-    from cxstream.clients import context_client, redis_client
-    from cxstream.erasure import erase_customer
+    from cxstream.erasure import Eraser
     from cxstream.events import is_id
 
     if not is_id(subscriber_id):
@@ -231,20 +230,12 @@ def erase(subscriber_id: str, config: Path | None, as_json: bool) -> None:
         )
         raise click.BadParameter(msg, param_hint="--customer")
     settings = settings_from(config)
-    prefix = settings.redis.key_prefix
     pseudonyms = settings.privacy.pseudonyms()
     # Redis knows the customer by their pseudonym when the inputs are pseudonymised; the
     # customers topic (an input) by their id, as the flow and the dashboard expect its keys
     stored_as = pseudonyms(subscriber_id) if pseudonyms is not None else subscriber_id
     try:
-        report = erase_customer(
-            redis_client(settings),
-            stored_as,
-            prefix=prefix,
-            context=context_client(settings),
-            audit_key=settings.flow.audit_key,
-            deferred_key=f"{prefix}:deferred",
-        )
+        report = Eraser.for_settings(settings).erase(stored_as)
     except (CxStreamError, redis.RedisError) as exc:
         msg = f"cannot erase from Redis: {exc}"
         raise click.ClickException(msg) from exc

@@ -26,7 +26,7 @@ from cxstream.churn_state import RedisChurnState
 from cxstream.clients import context_client, redis_client
 from cxstream.context import ContextStore
 from cxstream.detectors.table import SubscriberTable
-from cxstream.erasure import Eraser
+from cxstream.erasure import Eraser, deferred_key
 from cxstream.errors import ConfigError
 from cxstream.events import Action, CustomerErasure, CustomerUpdate
 from cxstream.flows.routing import shard_keys
@@ -126,17 +126,11 @@ def pipeline_from_settings(settings: Settings) -> Pipeline:
         context=context,
         claims=RedisClaimStore(client),
         ledger=RedisLedger(client),
-        deferred=DeferredQueue(client, key=f"{prefix}:deferred"),
+        deferred=DeferredQueue(client, key=deferred_key(prefix)),
         experiment=ExperimentLedger(client, prefix=prefix),
         churn=RedisChurnState(client, prefix=prefix, ttl_s=settings.churn.snapshot_ttl_s),
         shard_keys=shard_keys(settings.flow.shards),
-        eraser=Eraser(
-            client,
-            ctx_client,
-            prefix=prefix,
-            audit_key=settings.flow.audit_key,
-            deferred_key=f"{prefix}:deferred",
-        ),
+        eraser=Eraser.for_settings(settings, state=client, context=ctx_client),
     )
     try:
         pipeline.check_churn_checkpoint()
