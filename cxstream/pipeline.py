@@ -136,7 +136,7 @@ class Pipeline:
             clock=clock,
             trouble=trouble,
             redecide_window_s=settings.policy.redecide_window_s,
-            action_index_ttl_s=settings.policy.idempotency_ttl_s,
+            record_ttl_s=settings.policy.idempotency_ttl_s,
         )
         self.outcomes_step = Outcomes(self.experiment, trouble=trouble)
         self._max_age = self.ingest_step.max_age

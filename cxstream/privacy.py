@@ -18,6 +18,11 @@ import secrets
 __all__ = ["Pseudonymiser", "SubscriberPseudonyms", "configure", "pseudonym"]
 
 
+def _keyed_hex(key: bytes, subscriber_id: str) -> str:
+    """HMAC-SHA256 of the id under ``key``, in hex: what every pseudonym here is cut from."""
+    return hmac.new(key, subscriber_id.encode(), hashlib.sha256).hexdigest()
+
+
 class Pseudonymiser:
     """Turn a subscriber id into ``sub#<12 hex>`` under a secret key."""
 
@@ -25,8 +30,7 @@ class Pseudonymiser:
         self._key = (key or secrets.token_hex(16)).encode()
 
     def __call__(self, subscriber_id: str) -> str:
-        digest = hmac.new(self._key, subscriber_id.encode(), hashlib.sha256).hexdigest()
-        return f"sub#{digest[:12]}"
+        return f"sub#{_keyed_hex(self._key, subscriber_id)[:12]}"
 
 
 _current = Pseudonymiser()
@@ -72,8 +76,7 @@ class SubscriberPseudonyms:
             return found
         if subscriber_id.startswith(self.PREFIX) and len(subscriber_id) == 35:
             return subscriber_id
-        digest = hmac.new(self._key, subscriber_id.encode(), hashlib.sha256).hexdigest()
-        out = f"{self.PREFIX}{digest[:32]}"
+        out = f"{self.PREFIX}{_keyed_hex(self._key, subscriber_id)[:32]}"
         if len(self._cache) >= self._max:
             self._cache.clear()
         self._cache[subscriber_id] = out

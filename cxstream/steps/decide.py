@@ -48,7 +48,7 @@ class Decide:
         trouble: RedisTrouble,
         redecide_window_s: float = 900.0,
         redecide_max: int = 100_000,
-        action_index_ttl_s: int = 7 * 86_400,
+        record_ttl_s: int = 7 * 86_400,
     ) -> None:
         self.context = context
         self.policy = policy
@@ -57,7 +57,7 @@ class Decide:
         self.clock = clock
         self.trouble = trouble
         self.redecide_window_s = redecide_window_s
-        self.action_index_ttl_s = action_index_ttl_s
+        self.record_ttl_s = record_ttl_s  # how long the action index and incident marks live
         # (first decided at, signal before churn scoring), oldest first; bounded
         self._waiting: deque[tuple[float, SignalIn]] = deque(maxlen=redecide_max)
         self._lock = threading.Lock()
@@ -77,7 +77,7 @@ class Decide:
         ]
         if over and self.context is not None:
             try:
-                self.context.mark_resolved(over, self.action_index_ttl_s)
+                self.context.mark_resolved(over, self.record_ttl_s)
             except redis.RedisError as exc:
                 self.trouble("incident state", exc)
         incidents = [i for i in items if isinstance(i, CellIncident) and i.new_affected]
@@ -178,7 +178,7 @@ class Decide:
             return
         try:
             self.context.index_actions(
-                [(a.subscriber_id, a.action_id) for a in actions], self.action_index_ttl_s
+                [(a.subscriber_id, a.action_id) for a in actions], self.record_ttl_s
             )
         except redis.RedisError as exc:
             self.trouble("action index", exc)
