@@ -40,6 +40,7 @@ __all__ = [
     "FileScore",
     "NabReport",
     "Profile",
+    "file_windows",
     "normalised",
     "probation_length",
     "run_nab",
@@ -209,6 +210,11 @@ def read_nab_file(path: Path, name: str) -> NabFile:
     return NabFile(name, timestamps, values)
 
 
+def file_windows(labels: dict[str, list[list[str]]], name: str) -> list[tuple[datetime, datetime]]:
+    """The labelled windows of one file (``group/file.csv``) from ``combined_windows.json``."""
+    return [(datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in labels.get(name, [])]
+
+
 def _epoch(t: datetime) -> float:
     return (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).timestamp()
 
@@ -269,10 +275,7 @@ def run_nab(
         if out_dir is not None:
             _write_results(out_dir / path.parent.name / path.name, data, scores, alerts)
         if windows is not None:
-            bounds = [
-                (datetime.fromisoformat(a), datetime.fromisoformat(b))
-                for a, b in windows.get(name, [])
-            ]
+            bounds = file_windows(windows, name)
             entry: dict[str, object] = {"file": name, "alerts": sum(alerts)}
             for pname, profile in PROFILES.items():
                 fs = score_file(data.timestamps, alerts, bounds, profile)

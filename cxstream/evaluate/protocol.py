@@ -27,7 +27,15 @@ from datetime import datetime
 from pathlib import Path
 
 from cxstream.detectors.series import AlertGate, ContextLikelihoodDetector, SeriesMonitor
-from cxstream.evaluate.nab import PROFILES, FileScore, _epoch, normalised, read_nab_file, score_file
+from cxstream.evaluate.nab import (
+    PROFILES,
+    FileScore,
+    _epoch,
+    file_windows,
+    normalised,
+    read_nab_file,
+    score_file,
+)
 
 __all__ = ["GRID", "ProtocolReport", "Setting", "run_protocol"]
 
@@ -139,11 +147,8 @@ def _load(
             report.seconds += time.perf_counter() - start
             report.points += len(pairs)
             scores[(share, days)] = ([p[0] for p in pairs], [p[1] for p in pairs])
-        windows = [
-            (datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in labels.get(name, [])
-        ]
         group = f"{data_dir.name}/{path.parent.name}"
-        out.append(_Scored(group, data.timestamps, epochs, scores, windows))
+        out.append(_Scored(group, data.timestamps, epochs, scores, file_windows(labels, name)))
     return out
 
 
@@ -197,10 +202,10 @@ def run_protocol(
                 entry["chosen"] = chosen.name
                 entry["held_out"] = round(_pooled(own, chosen), 2)
             report.logo[group] = entry
+        chosen, _ = _best(files, grid)
         for other_name, other in sets.items():
             if other_name == set_name:
                 continue
-            chosen, _ = _best(files, grid)
             _, best_there = _best(other, grid)
             report.across[f"{set_name} -> {other_name}"] = {
                 "chosen": chosen.name,
