@@ -201,6 +201,8 @@ class CellBatch:
     event_ids: list[str]
     degraded: B1
     experience: F64  # the subscriber's experience index after the event
+    loss: F64  # the event's packet loss (%), 0 if not reported
+    throughput: F64  # the event's throughput (kbit/s), NaN if not reported
     tiers: list[str | None]
     sample: B1  # record the index in the subscriber's history
     candidates: dict[int, Any]  # position -> the new alert's Candidate
@@ -234,6 +236,8 @@ class CellBatch:
             event_ids=pick(self.event_ids),
             degraded=self.degraded[order],
             experience=self.experience[order],
+            loss=self.loss[order],
+            throughput=self.throughput[order],
             tiers=pick(self.tiers),
             sample=self.sample[order] if len(self.sample) else _NONE,
             candidates={int(where[k]): c for k, c in self.candidates.items()},
@@ -264,6 +268,8 @@ class CellBatch:
             event_ids=join("event_ids"),
             degraded=np.concatenate([b.degraded for b in batches]),
             experience=np.concatenate([b.experience for b in batches]),
+            loss=np.concatenate([b.loss for b in batches]),
+            throughput=np.concatenate([b.throughput for b in batches]),
             tiers=join("tiers"),
             sample=np.concatenate([b.sample for b in batches]) if full("sample") else _NONE,
             candidates=candidates,

@@ -448,6 +448,9 @@ class CellIncident(BaseModel):
     incident_id: Id
     kind: Literal["cell_incident"] = "cell_incident"
     cell_id: Id
+    # what opened it: a share of degraded subscribers, a cell KPI out of its normal, or the
+    # cell's traffic collapsing (a silent outage)
+    cause: Literal["degraded_share", "kpi_anomaly", "outage"] = "degraded_share"
     state: Literal["open", "updated", "resolved"]
     severity: Literal["minor", "major", "critical"]
     opened_at: AwareDatetime

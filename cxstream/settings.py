@@ -261,6 +261,23 @@ class DetectorSettings(BaseModel):
     poor_experience: Annotated[float, Field(ge=0, le=100)] = 45.0
 
 
+class KpiSettingsModel(BaseModel):
+    """Cell KPI series (see :mod:`cxstream.detectors.cell_kpis`)."""
+
+    model_config = _STRICT
+
+    interval_s: Annotated[float, Field(gt=0, le=3_600)] = 10.0
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
+    baseline: Annotated[int, Field(ge=5, le=10_000)] = 30
+    persist_z: Annotated[float, Field(ge=0, le=100)] = 3.0
+    confirm: Annotated[int, Field(ge=0, le=100)] = 2
+    drift_window: Annotated[int, Field(ge=2, le=1_000_000)] = 180
+    drift_k: Annotated[float, Field(ge=0, le=100)] = 1.0
+    drift_h: Annotated[float, Field(gt=0, le=10_000)] = 10.0
+    max_anomaly_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 3_600.0
+    max_gap_intervals: Annotated[int, Field(ge=1, le=100_000)] = 360
+
+
 class CellSettingsModel(BaseModel):
     """Demarcation of cell incidents (see :mod:`cxstream.detectors.cells`)."""
 
@@ -274,6 +291,7 @@ class CellSettingsModel(BaseModel):
     hold_s: Annotated[float, Field(ge=0, le=3_600)] = 10.0
     update_s: Annotated[float, Field(ge=0, le=3_600)] = 10.0
     stats_s: Annotated[float, Field(gt=0, le=3_600)] = 5.0
+    kpis: KpiSettingsModel = Field(default_factory=KpiSettingsModel)
 
 
 class PolicySettings(BaseModel):

@@ -226,14 +226,15 @@ def eval_churn(
 @click.option(
     "--duration",
     type=click.FloatRange(min=30),
-    default=180.0,
+    default=2700.0,
     show_default=True,
-    help="Seconds of event time per scenario.",
+    help="Seconds of event time per scenario (the gradual degradation takes 30 minutes; cell "
+    "KPIs need about 5 minutes of baseline).",
 )
 @click.option(
     "--rate",
     type=click.FloatRange(min=10),
-    default=200.0,
+    default=100.0,
     show_default=True,
     help="Events per second of event time (peak hour).",
 )
@@ -249,9 +250,10 @@ def eval_incidents(
     seed: int,
     as_json: bool,
 ) -> None:
-    """Run the simulator's labelled scenarios (a cell outage, a lone degrading subscriber, a
-    flapping cell, each) through detection and cell demarcation; report precision, recall and
-    median detection delay of cell incidents and of individual degradations.
+    """Run the simulator's labelled scenarios (each: a lone degrading subscriber, a cell outage, a
+    flapping cell, a gradual degradation, a mild shift of a whole cell, a cell gone silent)
+    through detection and cell demarcation; report precision, recall and median detection delay
+    of cell incidents (also per kind) and of individual degradations.
 
     Example: cxstream eval incidents --scenarios 10 --json"""
     from cxstream.evaluate.incidents import run_incidents
@@ -283,5 +285,10 @@ def eval_incidents(
         f"alerts explained by a cell incident: {s['explained_alerts']}; individual "
         f"outreach for them: {s['outreach_for_explained']}"
     )
+    for kind, k in s["cell_by_kind"].items():
+        click.echo(
+            f"  {kind:<15} {k['incidents']:>3} incidents  recall {k['recall']:.3f}  "
+            f"median delay {k['median_delay_s']} s"
+        )
     if as_json:
         click.echo(json.dumps(s))

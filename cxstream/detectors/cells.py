@@ -9,20 +9,26 @@ the set of affected subscribers changes (at most every ``update_s``) and *resolv
 degraded share stayed below ``resolve_share`` for a whole window, so a flapping cell stays one
 incident.
 
+The cell's KPIs per interval (median experience, loss and throughput of its subscribers, its
+traffic volume and active subscribers; :mod:`cxstream.detectors.cell_kpis`) are series for the
+series detector ``cxstream eval nab`` measures. A KPI anomalous in the bad direction opens an
+incident too, even when no subscriber crosses its own threshold: cause ``kpi_anomaly``, or
+``outage`` when the cell's volume collapsed (it went silent; :meth:`CellMonitor.tick` closes its
+intervals from the shard's clock when none of its own events come). An incident stays open while
+a KPI is still anomalous. Each incident says its ``cause`` and the KPIs behind it.
+
 Individual degradation alerts are **held** for ``hold_s`` before release: if an incident opens in the
 meantime (or is already open), they come out *explained* by it, and the policy sends no individual
-outreach for them. The cell's mean experience per step also feeds the series detector
-(:class:`~cxstream.detectors.series.SeriesMonitor`, the configuration ``cxstream eval nab`` scores);
-its anomaly score is part of the incident's evidence.
+outreach for them.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
-from cxstream.detectors.series import SeriesMonitor
+from cxstream.detectors.cell_kpis import CellKpis, KpiAnomaly, KpiSettings, median
 from cxstream.events import bounded_id
 
 __all__ = ["CellMonitor", "CellSettings", "CellStats", "IncidentUpdate", "Released"]
@@ -30,6 +36,7 @@ __all__ = ["CellMonitor", "CellSettings", "CellStats", "IncidentUpdate", "Releas
 T = TypeVar("T")
 
 IncidentState = Literal["open", "updated", "resolved"]
+IncidentCause = Literal["degraded_share", "kpi_anomaly", "outage"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,14 @@ class CellSettings:
     hold_s: float = 10.0
     update_s: float = 10.0
     stats_s: float = 5.0
+    kpis: KpiSettings = field(default_factory=KpiSettings)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> CellSettings:
+        """From plain values (the configuration's ``cells`` section, ``kpis`` nested)."""
+        values = dict(values)
+        kpis = KpiSettings(**values.pop("kpis", {}))
+        return cls(**values, kpis=kpis)
 
 
 @dataclass(frozen=True)
@@ -60,7 +75,8 @@ class IncidentUpdate:
     active: int
     share: float
     experience: float
-    kpi_score: float
+    cause: IncidentCause = "degraded_share"
+    kpis: tuple[KpiAnomaly, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,7 +88,7 @@ class CellStats:
     active: int
     degraded: int
     experience: float
-    kpi_score: float
+    anomalous_kpis: tuple[str, ...]
     incident_id: str | None
 
 
@@ -91,9 +107,10 @@ def _next_slot(t: float, step: float) -> float:
     return (math.floor(t / step) + 1) * step
 
 
-_Sub = tuple[float, bool, float, str | None]
-"""A subscriber's last event in a cell: time, degraded, experience index, value tier (a plain
-tuple: one is stored per event, so it must be cheap)."""
+_Sub = tuple[float, bool, float, str | None, float, float]
+"""A subscriber's last event in a cell: time, degraded, experience index, value tier, loss (%),
+throughput (kbit/s, NaN if not measured) (a plain tuple: one is stored per event, so it must be
+cheap)."""
 
 
 @dataclass
@@ -102,7 +119,7 @@ class CellMonitor(Generic[T]):
 
     cell_id: str
     settings: CellSettings = field(default_factory=CellSettings)
-    series: SeriesMonitor = field(default_factory=SeriesMonitor.default)
+    kpis: CellKpis = field(init=False)
     clock: float = float("-inf")
     _subs: dict[str, _Sub] = field(default_factory=dict)
     _held: list[tuple[float, str, T]] = field(default_factory=list)
@@ -110,9 +127,12 @@ class CellMonitor(Generic[T]):
     _incident: IncidentUpdate | None = None
     _quiet_since: float | None = None
     _last_update: float = float("-inf")
-    _kpi_score: float = 0.0
+    _volume: int = 0
     _next_stats: float = float("-inf")
     _stats: CellStats | None = None
+
+    def __post_init__(self) -> None:
+        self.kpis = CellKpis(self.settings.kpis)
 
     @property
     def held_count(self) -> int:
@@ -137,24 +157,30 @@ class CellMonitor(Generic[T]):
         degraded: bool,
         experience: float,
         tier: str | None = None,
+        loss: float = 0.0,
+        throughput: float = math.nan,
         alert: T | None = None,
     ) -> tuple[list[IncidentUpdate], list[Released[T]]]:
         """Take one event (epoch seconds ``t``); returns incident changes and released alerts."""
         if t > self.clock:
             self.clock = t
-        self._subs[subscriber_id] = (t, degraded, experience, tier)
+        if self.kpis.due(self.clock):  # the intervals this event ends, without it
+            self._close_kpis()
+        self._subs[subscriber_id] = (t, degraded, experience, tier, loss, throughput)
+        self._volume += 1
         if alert is not None:
             self._held.append((t, subscriber_id, alert))
-        updates: list[IncidentUpdate] = []
-        if self.clock >= self._next_eval:
-            self._next_eval = _next_slot(self.clock, self.settings.step_s)
-            update = self._evaluate()
-            if update is not None:
-                updates.append(update)
-        return updates, self._release()
+        return self._advance()
 
     def observe_quiet(
-        self, t: float, subscriber_id: str, degraded: bool, experience: float, tier: str | None
+        self,
+        t: float,
+        subscriber_id: str,
+        degraded: bool,
+        experience: float,
+        tier: str | None,
+        loss: float,
+        throughput: float,
     ) -> bool:
         """:meth:`observe` for the common case, cheaply: an event without an alert, while no
         evaluation is due and nothing is held. Returns False, having done nothing, otherwise."""
@@ -162,8 +188,20 @@ class CellMonitor(Generic[T]):
         if clock >= self._next_eval or self._held:
             return False
         self.clock = clock
-        self._subs[subscriber_id] = (t, degraded, experience, tier)
+        self._subs[subscriber_id] = (t, degraded, experience, tier, loss, throughput)
+        self._volume += 1
         return True
+
+    def tick(self, now: float) -> tuple[list[IncidentUpdate], list[Released[T]]]:
+        """Move a cell without events of its own along the shard's clock ``now``, one KPI
+        interval behind it (the grace for its late events): its silent intervals close."""
+        target = now - self.settings.kpis.interval_s
+        if target <= self.clock:
+            return [], []
+        self.clock = target
+        if self.kpis.due(target):
+            self._close_kpis()
+        return self._advance()
 
     def take_stats(self) -> CellStats | None:
         """The latest summary, once per ``stats_s`` of event time (None in between)."""
@@ -174,6 +212,39 @@ class CellMonitor(Generic[T]):
         """Release every held alert now (end of stream)."""
         return self._release(force=True)
 
+    def _advance(self) -> tuple[list[IncidentUpdate], list[Released[T]]]:
+        updates: list[IncidentUpdate] = []
+        if self.clock >= self._next_eval:
+            nxt = _next_slot(self.clock, self.settings.step_s)
+            self._next_eval = min(nxt, self.kpis.next_close)
+            update = self._evaluate()
+            if update is not None:
+                updates.append(update)
+        return updates, self._release()
+
+    def _close_kpis(self) -> None:
+        """Close the KPI intervals that ended: the traffic since the last close belongs to the
+        first of them, the others were silent."""
+        ends = self.kpis.slots_due(self.clock)
+        step = self.settings.kpis.interval_s
+        for k, end in enumerate(ends):
+            if k == 0:
+                seen = [sub for sub in self._subs.values() if end - step <= sub[0] < end]
+                tput = [sub[5] for sub in seen if sub[5] == sub[5]]  # not NaN
+                values = {
+                    "experience": median([sub[2] for sub in seen]),
+                    "loss_pct": median([sub[4] for sub in seen]),
+                    "throughput": median(tput),
+                    "volume": float(self._volume),
+                    "active": float(len(seen)),
+                }
+            else:
+                values = {"volume": 0.0, "active": 0.0}
+            self.kpis.close(end, values)
+        if ends:
+            self._volume = 0
+        self._next_eval = min(self._next_eval, self.kpis.next_close)
+
     def _evaluate(self) -> IncidentUpdate | None:
         s = self.settings
         horizon = self.clock - s.window_s
@@ -183,8 +254,7 @@ class CellMonitor(Generic[T]):
         affected = {sid: sub[3] for sid, sub in self._subs.items() if sub[1]}
         share = len(affected) / active if active else 0.0
         experience = sum(sub[2] for sub in self._subs.values()) / active if active else 0.0
-        if active:
-            self._kpi_score, _ = self.series.observe(experience, self.clock)
+        kpis = tuple(self.kpis.anomalies)
         if self.clock >= self._next_stats:
             self._next_stats = _next_slot(self.clock, s.stats_s)
             self._stats = CellStats(
@@ -193,14 +263,22 @@ class CellMonitor(Generic[T]):
                 active,
                 len(affected),
                 round(experience, 1),
-                round(self._kpi_score, 3),
+                tuple(k.kpi for k in kpis),
                 self._incident.incident_id if self._incident is not None else None,
             )
         current = self._incident
         if current is None:
-            if len(affected) >= s.min_affected and share >= s.open_share:
+            shared = len(affected) >= s.min_affected and share >= s.open_share
+            if shared or kpis:
                 self._quiet_since = None
                 self._last_update = self.clock
+                cause: IncidentCause = (
+                    "outage"
+                    if any(k.collapse for k in kpis)
+                    else "degraded_share"
+                    if shared
+                    else "kpi_anomaly"
+                )
                 # named by the evaluation slot, not by the event that happened to cross it, so
                 # that a replay, whose partitions interleave differently, mostly names it alike
                 slot = _next_slot(self.clock, s.step_s) - s.step_s
@@ -213,10 +291,12 @@ class CellMonitor(Generic[T]):
                     share,
                     experience,
                     tuple(affected),
+                    cause,
+                    kpis,
                 )
                 return self._incident
             return None
-        if share < s.resolve_share:
+        if share < s.resolve_share and not kpis:
             if self._quiet_since is None:
                 self._quiet_since = self.clock
             elif self.clock - self._quiet_since >= s.window_s:
@@ -229,13 +309,18 @@ class CellMonitor(Generic[T]):
                     share,
                     experience,
                     (),
+                    current.cause,
+                    (),
                 )
                 self._incident = None
                 return resolved
             return None
         self._quiet_since = None
         grown = {**current.affected, **affected}  # everyone caught in it stays listed
-        if len(grown) != len(current.affected) and self.clock - self._last_update >= s.update_s:
+        new_kpis = {k.kpi for k in kpis} - {k.kpi for k in current.kpis}
+        if (
+            len(grown) != len(current.affected) or new_kpis
+        ) and self.clock - self._last_update >= s.update_s:
             self._last_update = self.clock
             new = tuple(sid for sid in grown if sid not in current.affected)
             self._incident = self._update(
@@ -247,6 +332,8 @@ class CellMonitor(Generic[T]):
                 share,
                 experience,
                 new,
+                "outage" if any(k.collapse for k in kpis) else current.cause,
+                kpis or current.kpis,
             )
             return self._incident
         return None
@@ -261,6 +348,8 @@ class CellMonitor(Generic[T]):
         share: float,
         experience: float,
         new_affected: tuple[str, ...],
+        cause: IncidentCause,
+        kpis: tuple[KpiAnomaly, ...],
     ) -> IncidentUpdate:
         return IncidentUpdate(
             incident_id=incident_id,
@@ -273,7 +362,8 @@ class CellMonitor(Generic[T]):
             active=active,
             share=round(share, 3),
             experience=round(experience, 1),
-            kpi_score=round(self._kpi_score, 3),
+            cause=cause,
+            kpis=kpis,
         )
 
     def _release(self, force: bool = False) -> list[Released[T]]:

@@ -3,11 +3,15 @@
 ``N`` subscribers live in ``M`` cells (each cell has its own radio quality and load). Traffic follows a
 diurnal curve (quiet at 4 a.m., busiest in the evening) that modulates both the event rate and
 congestion. Each event is one service session (voice, video, data) with service-specific QoS noise.
-Incidents of three kinds are injected, and written as ground truth:
+Incidents of six kinds are injected, and written as ground truth:
 
 * ``cell_outage`` — every subscriber in a cell degrades for a while;
 * ``subscriber_degradation`` — one subscriber degrades (a device or home-coverage problem);
-* ``flapping`` — a cell goes bad and good again every ``period_s``.
+* ``flapping`` — a cell goes bad and good again every ``period_s``;
+* ``gradual`` — a cell degrades slowly, reaching its full severity after ``ramp_s``;
+* ``kpi_shift`` — a whole cell gets mildly worse (every subscriber a little, none much);
+* ``silent_outage`` — a cell goes dark: its subscribers are served by the neighbour ``moved_to``
+  (weaker signal), and the cell itself reports nothing.
 
 A small share of records can be deliberately malformed (``bad_ratio``) so dead-lettering is exercised.
 Everything is seeded and pure: the Kafka producing lives in :mod:`cxstream.devtools.producer`.
@@ -29,7 +33,9 @@ from cxstream.events import Channel, ConsentStatus, CustomerContext, ValueTier, 
 
 __all__ = ["Incident", "Simulator", "diurnal_factor", "plan_incidents", "utcnow"]
 
-IncidentKind = Literal["cell_outage", "subscriber_degradation", "flapping"]
+IncidentKind = Literal[
+    "cell_outage", "subscriber_degradation", "flapping", "gradual", "kpi_shift", "silent_outage"
+]
 
 _ZONES = (
     "Europe/London",
@@ -54,14 +60,18 @@ class Incident:
     subscriber_id: str | None = None
     period_s: float = 0.0
     severity: float = 1.0
+    ramp_s: float = 0.0
+    moved_to: str | None = None
 
     def impairment(self, t: datetime) -> float:
         """How strongly the incident acts at ``t`` (0 = not at all, 1 = fully)."""
-        if not self.start <= t < self.end:
+        if not self.start <= t < self.end or self.kind == "silent_outage":
             return 0.0
         if self.kind == "flapping" and self.period_s > 0:
             phase = ((t - self.start).total_seconds() % self.period_s) / self.period_s
             return self.severity if phase < 0.5 else 0.0
+        if self.ramp_s > 0:
+            return self.severity * min(1.0, (t - self.start).total_seconds() / self.ramp_s)
         return self.severity
 
     def to_json(self) -> bytes:
@@ -99,21 +109,25 @@ def diurnal_factor(t: datetime) -> float:
 def plan_incidents(
     sim: Simulator, start: datetime, span_s: float, rng: random.Random
 ) -> list[Incident]:
-    """One incident of each kind inside ``[start, start + span_s)``, placed so detectors have a
-    baseline first: a subscriber degrades at 25 %, a cell goes down at 35 %, another flaps from 45 %.
-    Each has a random severity from 0.4 (a partial degradation) to 1.0 (an outage)."""
+    """One incident of each kind inside ``[start, start + span_s)``, each in its own cell (as many
+    kinds as there are cells to spare), placed so detectors have a baseline first: a subscriber
+    degrades at 25 %, a cell goes down at 35 %, another flaps from 45 %, a fourth degrades
+    gradually from 20 % (over 30 minutes, or 60 % of a shorter span), a fifth gets mildly worse
+    from 30 %, a sixth goes silent from 40 %. Severities are random: from a partial degradation
+    (0.4) to an outage (1.0); the mild shift is 0.08 to 0.12."""
 
     def at(fraction: float) -> datetime:
         return start + timedelta(seconds=span_s * fraction)
 
-    cells = rng.sample(sim.cell_ids, k=min(2, len(sim.cell_ids)))
-    # The lone victim lives elsewhere, so the truth is unambiguous (one customer vs. a cell).
-    elsewhere = [s for s in sim.subscriber_ids if sim.home_cell[s] not in cells]
-    victim = rng.choice(elsewhere or sim.subscriber_ids)
-
     def severity() -> float:
         return round(rng.uniform(0.4, 1.0), 2)  # from a partial degradation to an outage
 
+    spare = len(sim.cell_ids) - 2  # the lone victim's cell, and a neighbour for the silent one
+    cells = rng.sample(sim.cell_ids, k=max(1, min(5, spare)))
+    others = [c for c in sim.cell_ids if c not in cells]
+    # The lone victim lives elsewhere, so the truth is unambiguous (one customer vs. a cell).
+    elsewhere = [s for s in sim.subscriber_ids if sim.home_cell[s] not in cells]
+    victim = rng.choice(elsewhere or sim.subscriber_ids)
     incidents = [
         Incident(
             "subscriber_degradation",
@@ -126,9 +140,22 @@ def plan_incidents(
         Incident("cell_outage", cells[0], at(0.35), at(0.8), severity=severity()),
     ]
     if len(cells) > 1:
-        period = max(4.0, span_s / 12.0)
+        period = max(4.0, min(30.0, span_s / 12.0))  # seconds to a minute: it flaps
         incidents.append(
             Incident("flapping", cells[1], at(0.45), at(0.9), period_s=period, severity=severity())
+        )
+    if len(cells) > 2:
+        ramp = min(1800.0, 0.6 * span_s)
+        incidents.append(
+            Incident("gradual", cells[2], at(0.2), at(0.95), severity=severity(), ramp_s=ramp)
+        )
+    if len(cells) > 3:
+        mild = round(rng.uniform(0.08, 0.12), 3)
+        incidents.append(Incident("kpi_shift", cells[3], at(0.3), at(0.7), severity=mild))
+    if len(cells) > 4:
+        neighbour = rng.choice([c for c in others if c != sim.home_cell[victim]] or others)
+        incidents.append(
+            Incident("silent_outage", cells[4], at(0.4), at(0.75), moved_to=neighbour)
         )
     return incidents
 
@@ -172,6 +199,7 @@ class Simulator:
         self.incidents: list[Incident] = []
         self._by_cell: dict[str, list[Incident]] = {}
         self._by_sub: dict[str, list[Incident]] = {}
+        self._silent: dict[str, list[Incident]] = {}
 
     def add_incidents(self, incidents: list[Incident]) -> None:
         """Inject incidents (they act on events generated from now on)."""
@@ -179,6 +207,8 @@ class Simulator:
         for inc in incidents:
             if inc.subscriber_id is not None:
                 self._by_sub.setdefault(inc.subscriber_id, []).append(inc)
+            elif inc.kind == "silent_outage":
+                self._silent.setdefault(inc.cell_id, []).append(inc)
             else:
                 self._by_cell.setdefault(inc.cell_id, []).append(inc)
 
@@ -195,13 +225,17 @@ class Simulator:
         rng = self.rng
         sub = subscriber_id or rng.choice(self.subscriber_ids)
         cell = self.home_cell[sub]
+        far = 0.0  # dB lost when served by a neighbour, further away
+        for dark in self._silent.get(cell, ()):
+            if dark.moved_to is not None and dark.start <= t < dark.end:
+                cell, far = dark.moved_to, 8.0
         service = rng.choices(_SERVICES, _SERVICE_WEIGHTS)[0]
         load = diurnal_factor(t)
         bad = self._impairment(sub, cell, t)
         rtt = rng.lognormvariate(math.log(35.0 + 15.0 * load), 0.25) * (1.0 + 6.0 * bad)
         jitter = abs(rng.gauss(2.0 + 2.0 * load, 1.5)) + 30.0 * bad
         loss = abs(rng.gauss(0.1, 0.15)) * (0.5 + load) + 8.0 * bad
-        rsrp = min(-44.0, max(-140.0, rng.gauss(self.cell_rsrp[cell], 4.0) - 12.0 * bad))
+        rsrp = min(-44.0, max(-140.0, rng.gauss(self.cell_rsrp[cell], 4.0) - 12.0 * bad - far))
         sinr = min(35.0, max(-20.0, rng.gauss(self.cell_sinr[cell], 3.0) - 15.0 * bad))
         self.seq += 1
         record: dict[str, Any] = {

@@ -1,12 +1,14 @@
 """``cxstream eval incidents``: detection and demarcation measured on the simulator's labelled scenarios.
 
 Each scenario is a seeded simulated network (subscribers in cells, diurnal noise) with one incident of
-each kind (a cell outage, one subscriber degrading, a flapping cell). The events go through the same
-pipeline code as the dataflow — parse, detect per subscriber, demarcate per cell, decide — and the
-output is compared with the ground truth:
+each kind (:func:`~cxstream.devtools.simulate.plan_incidents`: one subscriber degrading, a cell
+outage, a flapping cell, a gradual degradation over 30 minutes, a mild shift of a whole cell that
+only its KPIs show, a cell gone silent). The events go through the same pipeline code as the
+dataflow — parse, detect per subscriber, demarcate per cell, decide — and the output is compared
+with the ground truth:
 
-* **cell incidents**: an opened incident matches a true cell-level incident (outage or flapping) in
-  the same cell if it opens between the incident's start and one window after its end;
+* **cell incidents**: an opened incident matches a true cell-level incident in the same cell if it
+  opens between the incident's start and one window after its end (recall also per kind);
 * **individual degradations**: an individual alert that no cell incident explained matches a true
   single-subscriber incident for the same subscriber in the same time span;
 * **delay**: event time from the true start to the first matching detection;
@@ -20,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cxstream.actions.store import MemoryClaimStore
 from cxstream.batches import ShardBatch
@@ -51,12 +54,13 @@ class IncidentReport:
     outreach_for_explained: int = 0
     cell_delays_s: list[float] = field(default_factory=list)
     individual_delays_s: list[float] = field(default_factory=list)
+    by_kind: dict[str, tuple[int, int, list[float]]] = field(default_factory=dict)
 
     @staticmethod
     def _ratio(num: int, den: int) -> float:
         return round(num / den, 4) if den else 1.0
 
-    def summary(self) -> dict[str, float | int | None]:
+    def summary(self) -> dict[str, Any]:
         """The figures ``--json`` prints."""
 
         def median(xs: list[float]) -> float | None:
@@ -74,6 +78,14 @@ class IncidentReport:
             "explained_alerts": self.explained_alerts,
             "outreach_for_explained": self.outreach_for_explained,
             "events_per_s": round(self.events / self.seconds) if self.seconds else 0,
+            "cell_by_kind": {
+                kind: {
+                    "incidents": truth,
+                    "recall": self._ratio(found, truth),
+                    "median_delay_s": median(delays),
+                }
+                for kind, (truth, found, delays) in sorted(self.by_kind.items())
+            },
         }
 
 
@@ -169,7 +181,13 @@ def _score(
     slack = timedelta(seconds=window_s)
     cell_truth = [(i.cell_id, i.start, i.end) for i in truth if i.subscriber_id is None]
     lone_truth = [(i.subscriber_id, i.start, i.end) for i in truth if i.subscriber_id is not None]
-    correct, found, delays = _match([(i.cell_id, i.opened_at) for i in opened], cell_truth, slack)
+    predicted = [(i.cell_id, i.opened_at) for i in opened]
+    correct, found, delays = _match(predicted, cell_truth, slack)
+    for kind in {i.kind for i in truth if i.subscriber_id is None}:
+        of_kind = [(i.cell_id, i.start, i.end) for i in truth if i.kind == kind]
+        _, k_found, k_delays = _match(predicted, of_kind, slack)
+        n, f, d = report.by_kind.get(kind, (0, 0, []))
+        report.by_kind[kind] = (n + len(of_kind), f + k_found, d + k_delays)
     report.cell_truth += len(cell_truth)
     report.cell_opened += len(opened)
     report.cell_correct += correct
@@ -192,8 +210,8 @@ def run_incidents(
     scenarios: int = 10,
     subscribers: int = 300,
     cells: int = 15,
-    duration_s: float = 240.0,
-    rate: float = 300.0,
+    duration_s: float = 2700.0,
+    rate: float = 100.0,
     seed: int = 1,
     settings: Settings | None = None,
     on_scenario: Callable[[int], None] | None = None,

@@ -26,7 +26,7 @@ class Demarcate:
 
     def new_cell_monitor(self, cell_id: str) -> CellMonitor[Candidate]:
         """Fresh demarcation state for one cell."""
-        return CellMonitor(cell_id, CellSettings(**self.settings.cells.model_dump()))
+        return CellMonitor(cell_id, CellSettings.from_mapping(self.settings.cells.model_dump()))
 
     def demarcate_shard(
         self, monitors: dict[str, CellMonitor[Candidate]], batches: Sequence[CellBatch]
@@ -41,13 +41,14 @@ class Demarcate:
             # lists: indexing one costs less than a numpy scalar, and the monitors keep floats
             t, subs, tiers = b.t.tolist(), b.subscribers, b.tiers
             degraded, exp = b.degraded.tolist(), b.experience.tolist()
+            loss, tput = b.loss.tolist(), b.throughput.tolist()
             for i, cell_id in enumerate(b.cells):
                 monitor = monitors.get(cell_id)
                 if monitor is None:
                     monitor = monitors[cell_id] = self.new_cell_monitor(cell_id)
                 candidate = candidates.get(i) if candidates else None
                 if candidate is None and monitor.observe_quiet(
-                    t[i], subs[i], degraded[i], exp[i], tiers[i]
+                    t[i], subs[i], degraded[i], exp[i], tiers[i], loss[i], tput[i]
                 ):
                     continue
                 if candidate is not None:
@@ -58,6 +59,8 @@ class Demarcate:
                     degraded=degraded[i],
                     experience=exp[i],
                     tier=tiers[i],
+                    loss=loss[i],
+                    throughput=tput[i],
                     alert=candidate,
                 )
                 if updates:
@@ -70,6 +73,27 @@ class Demarcate:
                     out.append(stats)
         if held:
             metrics.HELD_ALERTS.inc(held)
+        if batches:
+            out.extend(self._tick(monitors, max(float(b.t.max()) for b in batches if len(b))))
+        return out
+
+    def _tick(self, monitors: dict[str, CellMonitor[Candidate]], now: float) -> list[CellOutput]:
+        """Move the cells without recent events of their own along the shard's event-time clock
+        ``now`` (their silent KPI intervals close: an outage that stops a cell's traffic is
+        seen)."""
+        out: list[CellOutput] = []
+        lag = now - self.settings.cells.kpis.interval_s
+        for monitor in monitors.values():
+            if monitor.clock >= lag:
+                continue
+            updates, released = monitor.tick(now)
+            out.extend(self._incident(u) for u in updates)
+            if released:
+                metrics.HELD_ALERTS.dec(len(released))
+                out.extend(self._explain(r) for r in released)
+            stats = monitor.take_stats()
+            if stats is not None:
+                out.append(stats)
         return out
 
     def release_held(self, monitor: CellMonitor[Candidate]) -> list[CellOutput]:
@@ -90,7 +114,11 @@ class Demarcate:
     def _incident(self, update: IncidentUpdate) -> CellIncident:
         metrics.CELL_INCIDENTS.labels(update.state).inc()
         severity: Literal["minor", "major", "critical"] = (
-            "critical" if update.share >= 0.6 else "major" if update.share >= 0.4 else "minor"
+            "critical"
+            if update.share >= 0.6 or update.cause == "outage"
+            else "major"
+            if update.share >= 0.4
+            else "minor"
         )
         if update.state == "open":
             metrics.ALERTS.labels("cell_incident", severity).inc()
@@ -109,11 +137,13 @@ class Demarcate:
             active_subscribers=update.active,
             share=update.share,
             experience=update.experience,
+            cause=update.cause,
             why={
+                "cause": update.cause,
                 "degraded_share": update.share,
                 "affected": len(update.affected),
                 "active": update.active,
                 "cell_experience": update.experience,
-                "cell_kpi_anomaly_score": update.kpi_score,
+                "anomalous_kpis": {k.kpi: k.why() for k in update.kpis},
             },
         )

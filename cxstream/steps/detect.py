@@ -18,11 +18,15 @@ from cxstream.batches import CellBatch, ShardBatch, group_by_shard
 from cxstream.context import ContextStore
 from cxstream.detectors.table import SubscriberTable
 from cxstream.events import Alert, bounded_id
+from cxstream.qos import QOS
 from cxstream.settings import Settings
 from cxstream.steps.common import Candidate, RedisTrouble, severity_of
 
 __all__ = ["Detect"]
 
+
+_LOSS = QOS.column("loss_pct")
+_THROUGHPUT = QOS.column("throughput_kbps")
 
 class Erasures:
     """Customers erased while this process runs (tombstones on the customers topic): every
@@ -113,6 +117,8 @@ class Detect:
             for j, found in result.detections.items()
         }
         self._processed.inc(n)
+        # loss is 0 when not reported (its QoS default); throughput stays NaN
+        loss = np.nan_to_num(batch.measurements[:, _LOSS])
         out = []
         for shard, pos in group_by_shard(batch.cells, self.settings.flow.shards):
             idx = pos.tolist()
@@ -126,6 +132,8 @@ class Detect:
                         event_ids=[batch.event_ids[i] for i in idx],
                         degraded=result.in_episode[pos],
                         experience=index[pos],
+                        loss=loss[pos],
+                        throughput=batch.measurements[pos, _THROUGHPUT],
                         tiers=[tiers[i] for i in idx],
                         sample=result.sample[pos],
                         candidates={k: candidates[i] for k, i in enumerate(idx) if i in candidates},

@@ -17,6 +17,8 @@ def _batch(t: list[float], first: int, candidates: dict[int, str]) -> CellBatch:
         event_ids=[f"e{first + i}" for i in range(n)],
         degraded=np.array([i % 2 == 0 for i in range(n)]),
         experience=np.arange(first, first + n, dtype=float),
+        loss=np.zeros(n),
+        throughput=np.full(n, np.nan),
         tiers=["gold"] * n,
         sample=np.array([i == 0 for i in range(n)]),
         candidates=candidates,

@@ -63,10 +63,42 @@ def test_diurnal_curve_and_rate():
 def test_plan_incidents_has_one_of_each_kind_with_baseline_first():
     sim = Simulator(100, 10, seed=6)
     incidents = plan_incidents(sim, T0, 100, sim.rng)
-    assert {i.kind for i in incidents} == {"cell_outage", "subscriber_degradation", "flapping"}
-    assert all(i.start >= T0 + timedelta(seconds=25) for i in incidents)
+    assert {i.kind for i in incidents} == {
+        "cell_outage",
+        "subscriber_degradation",
+        "flapping",
+        "gradual",
+        "kpi_shift",
+        "silent_outage",
+    }
+    assert all(i.start >= T0 + timedelta(seconds=20) for i in incidents)
+    cells = [i.cell_id for i in incidents]
+    assert len(set(cells)) == len(cells)  # each in its own cell
+    [dark] = [i for i in incidents if i.kind == "silent_outage"]
+    assert dark.moved_to not in cells
     truth = incidents[0].to_json()
     assert b'"kind"' in truth and b'"start"' in truth
+    # with few cells, fewer kinds: never two incidents in one cell
+    small = Simulator(30, 3, seed=6)
+    few = plan_incidents(small, T0, 100, small.rng)
+    assert len({i.cell_id for i in few}) == len(few) == 2
+
+
+def test_a_silent_cell_reports_nothing_and_its_subscribers_appear_next_door():
+    sim = Simulator(200, 8, seed=7)
+    [dark] = [i for i in plan_incidents(sim, T0, 1000, sim.rng) if i.kind == "silent_outage"]
+    during = [sim.event(dark.start + timedelta(seconds=1)) for _ in range(2000)]
+    assert dark.cell_id not in {e["cell_id"] for e in during}
+    after = [sim.event(dark.end + timedelta(seconds=1)) for _ in range(2000)]
+    assert dark.cell_id in {e["cell_id"] for e in after}
+
+
+def test_a_gradual_degradation_ramps_up():
+    sim = Simulator(100, 10, seed=6)
+    [ramp] = [i for i in plan_incidents(sim, T0, 3000, sim.rng) if i.kind == "gradual"]
+    assert ramp.ramp_s == 1800
+    levels = [ramp.impairment(ramp.start + timedelta(seconds=s)) for s in (0, 900, 1800, 2000)]
+    assert levels == [0.0, ramp.severity / 2, ramp.severity, ramp.severity]
 
 
 def test_flat_timeline_keeps_the_busy_hour_rate_at_night():

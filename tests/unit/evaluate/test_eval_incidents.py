@@ -8,6 +8,8 @@ from cxstream.cli import main
 
 
 def test_eval_incidents_meets_the_bar_on_a_few_scenarios():
+    # 25 minutes each: long enough for the cell KPIs' baselines (the mild shift and the silent
+    # cell are only seen there) and for a gradual degradation over 15 minutes
     result = CliRunner().invoke(
         main,
         [
@@ -16,7 +18,9 @@ def test_eval_incidents_meets_the_bar_on_a_few_scenarios():
             "--scenarios",
             "3",
             "--duration",
-            "120",
+            "1500",
+            "--rate",
+            "40",
             "--subscribers",
             "150",
             "--cells",
@@ -34,3 +38,12 @@ def test_eval_incidents_meets_the_bar_on_a_few_scenarios():
     assert s["cell_median_delay_s"] is not None and s["cell_median_delay_s"] < 30
     assert s["explained_alerts"] > 0
     assert s["outreach_for_explained"] == 0
+    kinds = s["cell_by_kind"]
+    assert set(kinds) == {
+        "cell_outage",
+        "flapping",
+        "gradual",
+        "kpi_shift",
+        "silent_outage",
+    }
+    assert all(k["incidents"] == 3 and k["recall"] >= 0.95 for k in kinds.values()), kinds

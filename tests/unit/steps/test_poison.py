@@ -174,7 +174,7 @@ def test_long_ids_give_bounded_derived_ids():
 
 def test_a_cell_incident_of_a_cell_with_a_long_id_has_a_bounded_id():
     monitor: CellMonitor[str] = CellMonitor(
-        "c" * ID_MAX, CellSettings(**SETTINGS.cells.model_dump())
+        "c" * ID_MAX, CellSettings.from_mapping(SETTINGS.cells.model_dump())
     )
     t0 = NOON.timestamp()
     updates = []

@@ -1,0 +1,274 @@
+"""Cell KPI series: what the whole cell looks like per interval, scored by the series detector.
+
+Every ``interval_s`` of event time (slots aligned to the epoch) a cell's traffic is summed up in
+five KPIs, each a series for its own :class:`~cxstream.detectors.series.ContextLikelihoodDetector`
+(the detector ``cxstream eval nab`` measures, with its daily and weekly contexts):
+
+=============  ===============================================================  ===========
+KPI            per interval                                                     bad when
+=============  ===============================================================  ===========
+experience     median of the active subscribers' experience index               it falls
+loss_pct       median of their last packet loss                                 it rises
+throughput     median of their last throughput (data and video samples)         it falls
+volume         events the cell carried                                          it falls
+active         distinct subscribers seen                                        it falls
+=============  ===============================================================  ===========
+
+Medians over subscribers, not means over events, so that one subscriber in trouble (a phone, a
+basement) does not move the cell's KPI; a mild shift shared by all of them does, although none
+crosses its own degradation threshold. An interval without any event is still an interval (volume
+and active 0): a cell that falls silent is seen, which a share of degraded events never shows.
+
+A KPI is **anomalous** when the detector's score reaches ``threshold`` on a move in the bad
+direction beyond ``persist_z`` robust deviations of its baseline (the median of its last
+``baseline`` normal intervals), confirmed by the ``confirm`` intervals that follow (one noisy
+interval is not an incident). It then stays anomalous while the KPI remains that far on the bad
+side, for at most ``max_anomaly_s``: the detector itself learns a new level within minutes, the
+episode must not end with it. After the longest episode the level is taken as the cell's new
+normal.
+
+A slow drift of quality (experience, loss) hides from any detector that adapts: each interval
+looks like the last. So those two KPIs also keep a one-sided CUSUM (Page, 1954)
+of their deviation from a slow reference (an exponential mean of normal intervals over about
+``drift_window`` of them), in units of its exponential standard deviation, with allowance ``drift_k``
+and decision level ``drift_h``: a move of ``drift_k + 1`` deviations is found after about
+``drift_h`` intervals, a move of ``drift_k`` or less never.
+
+Memory per cell: five detectors (at most about 56 kB each at the 5-minute context floor, a few kB
+for a cell younger than a day), five baselines of ``baseline`` floats, a few floats more.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cxstream.detectors.series import AlertGate, ContextLikelihoodDetector
+
+__all__ = ["KPIS", "CellKpis", "KpiAnomaly", "KpiSettings", "median"]
+
+Direction = Literal["down", "up"]
+
+# quality KPIs, watched for slow drift too (not throughput: its median jumps with the mix of
+# plans and services sampled, more than with the cell's quality)
+_DRIFTING = ("experience", "loss_pct")
+
+KPIS: dict[str, Direction] = {
+    "experience": "down",
+    "loss_pct": "up",
+    "throughput": "down",
+    "volume": "down",
+    "active": "down",
+}
+"""Each KPI, and the direction in which it is bad."""
+
+_MAD_TO_SD = 1.4826  # a normal distribution's standard deviation per median absolute deviation
+
+
+@dataclass(frozen=True)
+class KpiSettings:
+    """How cell KPIs are formed and judged (see the module docstring)."""
+
+    interval_s: float = 10.0
+    threshold: float = 0.5
+    baseline: int = 30
+    persist_z: float = 3.0
+    confirm: int = 2
+    drift_window: int = 180
+    drift_k: float = 1.0
+    drift_h: float = 10.0
+    max_anomaly_s: float = 3_600.0
+    max_gap_intervals: int = 360
+
+
+@dataclass(frozen=True)
+class KpiAnomaly:
+    """One KPI of a cell out of its normal, in the bad direction."""
+
+    kpi: str
+    since: float
+    value: float
+    baseline: float
+    score: float
+
+    @property
+    def collapse(self) -> bool:
+        """Whether a volume KPI fell to less than half its baseline (the cell went quiet)."""
+        return self.kpi in ("volume", "active") and self.value < 0.5 * self.baseline
+
+    def why(self) -> dict[str, float | str]:
+        """The evidence, for an incident's ``why``."""
+        return {
+            "value": round(self.value, 3),
+            "baseline": round(self.baseline, 3),
+            "score": round(self.score, 3),
+            "direction": KPIS[self.kpi],
+        }
+
+
+def median(xs: list[float]) -> float:
+    """The median, or NaN for no values."""
+    if not xs:
+        return math.nan
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+
+@dataclass
+class _Kpi:
+    name: str
+    bad: Direction
+    detector: ContextLikelihoodDetector
+    gate: AlertGate
+    recent: deque[float]
+    anomaly: KpiAnomaly | None = None
+    # an alert waiting for confirmation: its interval's end, value, baseline and score, and the
+    # intervals held back meanwhile
+    pending: tuple[float, float, float, float] | None = None
+    held: list[float] = field(default_factory=list)
+    # frozen at the anomaly's start: how far off the bad side it must stay to persist
+    limit: float = 0.0
+    # the slow drift: the reference level, the CUSUM and the interval where it last left 0
+    ref: float = math.nan
+    ref_var: float = 0.0
+    ref_n: int = 0
+    cusum: float = 0.0
+    drift_since: float = 0.0
+
+    def baseline(self) -> tuple[float, float]:
+        """The median of the recent normal intervals, and their robust deviation (at least 5 %
+        of the level: a flat count still needs a scale)."""
+        values = list(self.recent)
+        mid = median(values)
+        mad = median([abs(v - mid) for v in values]) * _MAD_TO_SD
+        return mid, max(mad, 0.05 * abs(mid), 1e-6)
+
+    def worse(self, value: float, than: float) -> bool:
+        return value < than if self.bad == "down" else value > than
+
+
+@dataclass
+class CellKpis:
+    """The KPI series of one cell; :meth:`close` is called once per interval with its figures."""
+
+    settings: KpiSettings = field(default_factory=KpiSettings)
+    _kpis: list[_Kpi] = field(default_factory=list)
+    next_close: float = -math.inf
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        if not self._kpis:
+            self._kpis = [
+                _Kpi(
+                    name,
+                    bad,
+                    ContextLikelihoodDetector(),
+                    # no quiet period: an episode is kept together by the anomaly's own
+                    # persistence (and the incident's life cycle), not by the series' half day
+                    AlertGate(threshold=s.threshold, hold=0, hold_days=None),
+                    deque(maxlen=s.baseline),
+                )
+                for name, bad in KPIS.items()
+            ]
+
+    @property
+    def anomalies(self) -> list[KpiAnomaly]:
+        """The KPIs anomalous now."""
+        return [k.anomaly for k in self._kpis if k.anomaly is not None]
+
+    def due(self, t: float) -> bool:
+        """Whether an interval ended at or before ``t``."""
+        return t >= self.next_close
+
+    def slots_due(self, t: float) -> list[float]:
+        """The end times of the intervals ended by ``t`` (the ones without traffic first, at
+        most ``max_gap_intervals`` of them), and the next one's end becomes pending."""
+        step = self.settings.interval_s
+        if self.next_close == -math.inf:
+            self.next_close = (math.floor(t / step) + 1) * step
+            return []
+        if t < self.next_close:
+            return []
+        last = math.floor(t / step) * step
+        first = max(self.next_close, last - (self.settings.max_gap_intervals - 1) * step)
+        n = round((last - first) / step) + 1
+        self.next_close = last + step
+        return [first + i * step for i in range(n)]
+
+    def close(self, end: float, values: dict[str, float]) -> list[KpiAnomaly]:
+        """Score one interval (ending at ``end``) of KPI values (a missing or NaN KPI had no
+        samples); returns the KPIs that became anomalous with it."""
+        new: list[KpiAnomaly] = []
+        for k in self._kpis:
+            value = values.get(k.name, math.nan)
+            if math.isfinite(value):
+                found = self._close_one(k, end, value)
+                if found is not None:
+                    new.append(found)
+        return new
+
+    def _close_one(self, k: _Kpi, end: float, value: float) -> KpiAnomaly | None:
+        s = self.settings
+        score, novel = k.detector.update_novel(value, end)  # score before learn
+        current = k.anomaly
+        if current is not None:
+            persists = k.worse(value, k.limit)
+            if persists and end - current.since < s.max_anomaly_s:
+                k.anomaly = KpiAnomaly(k.name, current.since, value, current.baseline, score)
+                return None
+            k.anomaly = None
+            if persists:  # the longest episode is over: this level is the new normal
+                k.recent.clear()
+        if k.pending is not None:
+            if k.worse(value, k.limit):
+                k.held.append(value)
+                return self._confirmed(k, score)
+            k.recent.extend(k.held)  # not confirmed: noise, normal after all
+            k.pending, k.held = None, []
+        ready = len(k.recent) >= min(10, s.baseline)
+        base, spread = k.baseline() if ready else (value, 0.0)
+        limit = base - s.persist_z * spread if k.bad == "down" else base + s.persist_z * spread
+        bad = ready and novel and k.worse(value, limit)
+        if k.gate.decide(score if bad else 0.0, end):
+            k.limit = limit
+            k.pending, k.held = (end, value, base, score), [value]
+            return self._confirmed(k, score)
+        if k.name in _DRIFTING and self._drifted(k, end, value):
+            sd = math.sqrt(k.ref_var)
+            k.limit = k.ref - s.persist_z * sd if k.bad == "down" else k.ref + s.persist_z * sd
+            k.anomaly = KpiAnomaly(k.name, k.drift_since, value, k.ref, score)
+            k.cusum = 0.0
+            return k.anomaly
+        k.recent.append(value)
+        return None
+
+    def _drifted(self, k: _Kpi, end: float, value: float) -> bool:
+        """Update the slow reference and the CUSUM with a normal interval; True at a drift."""
+        s = self.settings
+        if k.ref_n == 0:
+            k.ref = value
+        d = value - k.ref
+        k.ref_n += 1
+        drifted = False
+        if k.ref_n > s.baseline and k.ref_var > 0.0:  # the deviation is known: standardise
+            z = (-d if k.bad == "down" else d) / math.sqrt(k.ref_var)
+            if k.cusum == 0.0:
+                k.drift_since = end
+            k.cusum = max(0.0, k.cusum + z - s.drift_k)
+            drifted = k.cusum > s.drift_h
+        a = max(1.0 / k.ref_n, 1.0 / s.drift_window)
+        k.ref += a * d
+        k.ref_var = (1.0 - a) * (k.ref_var + a * d * d)
+        return drifted
+
+    def _confirmed(self, k: _Kpi, score: float) -> KpiAnomaly | None:
+        """The pending alert, once ``confirm`` more intervals stayed beyond the limit."""
+        if k.pending is None or len(k.held) <= self.settings.confirm:
+            return None
+        since, first, base, top = k.pending
+        k.anomaly = KpiAnomaly(k.name, since, first, base, max(top, score))
+        k.pending, k.held = None, []
+        return k.anomaly

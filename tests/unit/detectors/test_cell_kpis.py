@@ -1,0 +1,127 @@
+"""Cell KPI series: a cell whose KPIs leave their normal is seen, even when no subscriber is."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+from cxstream.detectors.cell_kpis import CellKpis, KpiSettings, median
+from cxstream.detectors.cells import CellMonitor, CellSettings
+
+SUBS = [f"s{i}" for i in range(20)]
+T0 = 1_780_000_000.0  # a Tuesday afternoon, on the 10-second grid
+
+
+def run(cell, start, end, *, experience=90.0, loss=0.2, bad=(), silent=False, rng=None, alerts=()):
+    """Every subscriber reports about every 2 s of [start, end); returns (updates, released)."""
+    rng = rng or random.Random(0)
+    updates, released = [], []
+    t = start
+    while t < end:
+        if silent:
+            u, r = cell.tick(t)
+        else:
+            sid = rng.choice(SUBS)
+            worse = sid in bad
+            u, r = cell.observe(
+                t,
+                sid,
+                degraded=worse,
+                experience=(30.0 if worse else experience) + rng.gauss(0, 3),
+                loss=(8.0 if worse else loss) + abs(rng.gauss(0, 0.1)),
+                throughput=20_000.0 + rng.gauss(0, 2_000),
+                alert=f"alert-{sid}-{t:.1f}" if sid in alerts else None,
+            )
+        updates += u
+        released += r
+        t += 0.1
+    return updates, released
+
+
+def opened(updates):
+    return [u for u in updates if u.state == "open"]
+
+
+def test_a_mild_shift_of_the_whole_cell_opens_a_kpi_incident_although_nobody_degrades():
+    cell = CellMonitor("c1")
+    rng = random.Random(1)
+    assert opened(run(cell, T0, T0 + 900, rng=rng)[0]) == []  # 15 minutes of normal
+    # every subscriber 12 points worse: far from anyone's own threshold, clear in the median
+    updates, _ = run(cell, T0 + 900, T0 + 1000, experience=78.0, rng=rng)
+    [incident] = opened(updates)
+    assert incident.cause == "kpi_anomaly"
+    assert incident.affected == {}
+    assert "experience" in {k.kpi for k in incident.kpis}
+    assert T0 + 900 <= incident.at <= T0 + 960  # confirmed within a minute
+
+
+def test_one_subscriber_in_trouble_does_not_move_the_cell_kpis():
+    cell = CellMonitor("c1")
+    rng = random.Random(2)
+    run(cell, T0, T0 + 900, rng=rng)
+    updates, _ = run(cell, T0 + 900, T0 + 1500, bad={"s3"}, rng=rng)
+    assert opened(updates) == []
+    assert cell.kpis.anomalies == []
+
+
+def test_a_cell_gone_silent_opens_an_outage_from_the_shard_clock():
+    cell = CellMonitor("c1")
+    rng = random.Random(3)
+    run(cell, T0, T0 + 900, rng=rng)
+    updates, _ = run(cell, T0 + 900, T0 + 1000, silent=True)
+    [incident] = opened(updates)
+    assert incident.cause == "outage"
+    assert {"volume", "active"} <= {k.kpi for k in incident.kpis}
+    assert incident.at - (T0 + 900) <= 60
+    # it stays open while the cell is silent, and resolves once its traffic is back to normal
+    updates, _ = run(cell, T0 + 1000, T0 + 1500, silent=True)
+    assert [u.state for u in updates if u.state == "resolved"] == []
+    updates, _ = run(cell, T0 + 1500, T0 + 1800, rng=rng)
+    assert [u.state for u in updates][-1] == "resolved"
+
+
+def test_a_slow_ramp_is_found_by_the_drift_statistic():
+    cell = CellMonitor("c1")
+    rng = random.Random(4)
+    run(cell, T0, T0 + 900, rng=rng)
+    found = []
+    for minute in range(30):  # 90 -> 60 over 30 minutes: a point a minute, never a jump
+        at = T0 + 900 + 60 * minute
+        updates, _ = run(cell, at, at + 60, experience=90.0 - minute, rng=rng)
+        found += opened(updates)
+    [incident] = found
+    assert incident.cause == "kpi_anomaly"
+    assert incident.at < T0 + 900 + 20 * 60  # long before the ramp is done
+
+
+def test_an_open_kpi_incident_explains_held_alerts():
+    cell = CellMonitor("c1", CellSettings(hold_s=10))
+    rng = random.Random(5)
+    run(cell, T0, T0 + 900, rng=rng)
+    run(cell, T0 + 900, T0 + 960, experience=75.0, rng=rng)
+    assert cell.incident is not None
+    _, released = run(cell, T0 + 960, T0 + 990, experience=75.0, bad={"s1"}, alerts={"s1"}, rng=rng)
+    assert released and {r.explained_by for r in released} == {cell.incident.incident_id}
+
+
+def test_cell_kpis_pickle_and_keep_bounded_state():
+    kpis = CellKpis(KpiSettings(interval_s=10))
+    rng = random.Random(6)
+    for i in range(3_000):
+        kpis.close(T0 + 10 * i, {"experience": 80 + rng.gauss(0, 2), "volume": 50.0})
+    copy = pickle.loads(pickle.dumps(kpis))
+    values = {"experience": 81.0, "volume": 48.0}
+    assert copy.close(T0 + 30_010, values) == kpis.close(T0 + 30_010, values)
+    assert all(len(k.recent) <= kpis.settings.baseline for k in kpis._kpis)
+
+
+def test_silent_intervals_are_closed_at_most_max_gap_intervals_at_a_time():
+    kpis = CellKpis(KpiSettings(interval_s=10, max_gap_intervals=5))
+    assert kpis.slots_due(T0 + 3) == []  # the first call sets the grid
+    assert kpis.slots_due(T0 + 10_000) == [T0 + 9_960 + 10 * i for i in range(5)]
+
+
+def test_median():
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert median([4.0, 1.0]) == 2.5
+    assert median([]) != median([])  # NaN
