@@ -86,7 +86,9 @@ def test_plan_incidents_has_one_of_each_kind_with_baseline_first():
 
 def test_a_silent_cell_reports_nothing_and_its_subscribers_appear_next_door():
     sim = Simulator(200, 8, seed=7)
-    [dark] = [i for i in plan_incidents(sim, T0, 1000, sim.rng) if i.kind == "silent_outage"]
+    planned = plan_incidents(sim, T0, 1000, sim.rng)
+    sim.add_incidents(planned)
+    [dark] = [i for i in planned if i.kind == "silent_outage"]
     during = [sim.event(dark.start + timedelta(seconds=1)) for _ in range(2000)]
     assert dark.cell_id not in {e["cell_id"] for e in during}
     after = [sim.event(dark.end + timedelta(seconds=1)) for _ in range(2000)]
