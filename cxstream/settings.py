@@ -267,6 +267,7 @@ class KpiSettingsModel(BaseModel):
     model_config = _STRICT
 
     interval_s: Annotated[float, Field(gt=0, le=3_600)] = 10.0
+    context_resolution_s: Annotated[float, Field(ge=60, le=86_400)] = 900.0
     threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
     baseline: Annotated[int, Field(ge=5, le=10_000)] = 30
     persist_z: Annotated[float, Field(ge=0, le=100)] = 3.0

@@ -2,7 +2,7 @@
 
 * Cell incidents on the alerts topic follow **TMF642 Alarm Management** (``Alarm``: alarmType,
   perceivedSeverity, probableCause, alarmedObject, state raised/updated/cleared,
-  crossedThresholdInformation).
+  crossedThresholdInformation: the degraded share, or the KPI that left its normal).
 * Outreach in webhooks follows **TMF681 Communication Management** (``CommunicationMessage``:
   messageType, content, priority, receiver, sender, characteristic, scheduledSendTime).
 
@@ -34,29 +34,23 @@ def alarm_from_incident(incident: CellIncident, open_share: float) -> dict[str, 
     ('cleared', 'cleared', 'c1')
     """
     cleared = incident.state == "resolved"
+    outage = incident.cause == "outage"
     alarm: dict[str, Any] = {
         "@type": "Alarm",
         "id": incident.incident_id,
-        "alarmType": "qualityOfServiceAlarm",  # ITU-T X.733 event type, as TMF642 spells it
+        # ITU-T X.733 event types and probable causes, as TMF642 spells them: a cell gone
+        # silent is a communications alarm (loss of signal), a degraded one a QoS alarm
+        "alarmType": "communicationsAlarm" if outage else "qualityOfServiceAlarm",
         "perceivedSeverity": "cleared" if cleared else incident.severity,
-        "probableCause": "performanceDegraded",
-        "specificProblem": (
-            f"{len(incident.affected)} of {incident.active_subscribers} active subscribers "
-            f"degraded; mean experience {incident.experience:.0f}/100"
-        ),
+        "probableCause": "lossOfSignal" if outage else "performanceDegraded",
+        "specificProblem": _specific_problem(incident),
         "alarmedObjectType": "Cell",
         "alarmedObject": {"id": incident.cell_id, "@referredType": "Cell"},
         "state": _ALARM_STATE[incident.state],
         "alarmRaisedTime": incident.opened_at.isoformat(),
         "alarmChangedTime": incident.updated_at.isoformat(),
         "sourceSystemId": "cxstream",
-        "crossedThresholdInformation": {
-            "thresholdId": "cells.open_share",
-            "indicatorName": "degradedSubscriberShare",
-            "observedValue": str(incident.share),
-            "thresholdValue": str(open_share),
-            "direction": "up",
-        },
+        "crossedThresholdInformation": _crossed(incident, open_share),
         "affectedService": [
             {"id": a.subscriber_id, "@referredType": "Subscriber", "valueTier": a.value_tier}
             for a in incident.affected
@@ -69,6 +63,40 @@ def alarm_from_incident(incident: CellIncident, open_share: float) -> dict[str, 
     if cleared:
         alarm["alarmClearedTime"] = incident.updated_at.isoformat()
     return alarm
+
+
+def _specific_problem(incident: CellIncident) -> str:
+    kpis = incident.why.get("anomalous_kpis") or {}
+    if incident.cause == "degraded_share" or not kpis:
+        return (
+            f"{len(incident.affected)} of {incident.active_subscribers} active subscribers "
+            f"degraded; mean experience {incident.experience:.0f}/100"
+        )
+    moved = ", ".join(f"{k} {v['value']} (normal {v['baseline']})" for k, v in kpis.items())
+    what = "cell traffic collapsed" if incident.cause == "outage" else "cell KPIs out of normal"
+    return f"{what}: {moved}"
+
+
+def _crossed(incident: CellIncident, open_share: float) -> dict[str, str]:
+    """TMF642 ``crossedThresholdInformation``: the degraded share against ``cells.open_share``,
+    or the first anomalous KPI against its baseline."""
+    kpis = incident.why.get("anomalous_kpis") or {}
+    if incident.cause == "degraded_share" or not kpis:
+        return {
+            "thresholdId": "cells.open_share",
+            "indicatorName": "degradedSubscriberShare",
+            "observedValue": str(incident.share),
+            "thresholdValue": str(open_share),
+            "direction": "up",
+        }
+    name, kpi = next(iter(kpis.items()))
+    return {
+        "thresholdId": "cells.kpis",
+        "indicatorName": name,
+        "observedValue": str(kpi["value"]),
+        "thresholdValue": str(kpi["baseline"]),
+        "direction": kpi["direction"],
+    }
 
 
 def tmf_priority(policy_priority: int) -> str:

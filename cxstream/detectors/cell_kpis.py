@@ -72,6 +72,7 @@ class KpiSettings:
     """How cell KPIs are formed and judged (see the module docstring)."""
 
     interval_s: float = 10.0
+    context_resolution_s: float = 900.0
     threshold: float = 0.5
     baseline: int = 30
     persist_z: float = 3.0
@@ -165,7 +166,7 @@ class CellKpis:
                 _Kpi(
                     name,
                     bad,
-                    ContextLikelihoodDetector(),
+                    ContextLikelihoodDetector(min_resolution_s=s.context_resolution_s),
                     # no quiet period: an episode is kept together by the anomaly's own
                     # persistence (and the incident's life cycle), not by the series' half day
                     AlertGate(threshold=s.threshold, hold=0, hold_days=None),

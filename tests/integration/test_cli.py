@@ -75,7 +75,14 @@ def test_demo_runs_the_whole_loop_on_embedded_services(tmp_path):
     assert summary["webhook_deliveries"] > 0
     assert summary["webhook_deliveries"] == summary["actions"]
     kinds = {json.loads(line)["kind"] for line in truth.read_text().splitlines()}
-    assert kinds == {"cell_outage", "subscriber_degradation", "flapping"}
+    assert kinds == {
+        "cell_outage",
+        "subscriber_degradation",
+        "flapping",
+        "gradual",
+        "kpi_shift",
+        "silent_outage",
+    }
     assert "incident planned: cell_outage" in result.stderr
 
 
@@ -114,7 +121,9 @@ def test_simulate_writes_events_truth_and_profiles(live_settings, tmp_path):
     values = read_topic(live_settings, live_settings.kafka.topics.qos)
     assert len(values) == 3000
     assert {orjson.loads(v)["service"] for v in values} == {"voice", "video", "data"}
-    assert len(truth.read_text().splitlines()) == 3
+    # five cells: room for a lone subscriber's cell and three cell-level incidents
+    kinds = [orjson.loads(line)["kind"] for line in truth.read_text().splitlines()]
+    assert sorted(kinds) == ["cell_outage", "flapping", "gradual", "subscriber_degradation"]
     assert len(profiles.read_text().splitlines()) == 51
 
 

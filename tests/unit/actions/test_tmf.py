@@ -38,6 +38,40 @@ def test_a_cell_incident_alarm_has_every_mandatory_tmf642_field():
     assert (alarm["state"], alarm["perceivedSeverity"]) == ("raised", "major")
 
 
+def test_a_silent_cell_is_a_loss_of_signal_and_a_kpi_incident_names_its_kpi():
+    why = {
+        "anomalous_kpis": {
+            "volume": {"value": 0.0, "baseline": 52.0, "score": 1.0, "direction": "down"},
+            "active": {"value": 0.0, "baseline": 18.0, "score": 1.0, "direction": "down"},
+        }
+    }
+    outage = CellIncident(
+        incident_id="inc-c1-2",
+        cell_id="c1",
+        cause="outage",
+        state="open",
+        severity="critical",
+        opened_at=T,
+        updated_at=T,
+        affected=[],
+        active_subscribers=0,
+        share=0.0,
+        experience=0.0,
+        why=why,
+    )
+    alarm = alarm_from_incident(outage, 0.3)
+    assert (alarm["alarmType"], alarm["probableCause"]) == ("communicationsAlarm", "lossOfSignal")
+    assert alarm["crossedThresholdInformation"]["indicatorName"] == "volume"
+    assert alarm["crossedThresholdInformation"]["direction"] == "down"
+    assert "collapsed" in alarm["specificProblem"]
+    mild = outage.model_copy(update={"cause": "kpi_anomaly", "severity": "minor"})
+    alarm = alarm_from_incident(mild, 0.3)
+    assert (alarm["alarmType"], alarm["probableCause"]) == (
+        "qualityOfServiceAlarm",
+        "performanceDegraded",
+    )
+
+
 def test_a_communication_message_has_content_and_tmf681_priority():
     from cxstream.actions.tmf import communication_message
     from cxstream.events import Action
