@@ -95,6 +95,7 @@ class ShardBatch:
     plan: F64  # the customer's plan (Mbps); NaN = context unknown
     customers: list[CustomerContext | None]
     stale: list[bool]
+    late: NDArray[np.bool_]  # later than flow.allowed_lateness_s behind its partition
 
     def __len__(self) -> int:
         return len(self.subscribers)
@@ -129,6 +130,7 @@ class ShardBatch:
             plan=np.full(n, np.nan),
             customers=[None] * n,
             stale=[False] * n,
+            late=np.zeros(n, dtype=bool),
         )
         if customers is not None:
             batch.set_context(customers, stale if stale is not None else [False] * n)
@@ -161,6 +163,7 @@ class ShardBatch:
             plan=self.plan[positions],
             customers=[self.customers[i] for i in idx],
             stale=[self.stale[i] for i in idx],
+            late=self.late[positions],
         )
 
     @staticmethod
@@ -179,6 +182,7 @@ class ShardBatch:
             plan=np.concatenate([b.plan for b in batches]),
             customers=[c for b in batches for c in b.customers],
             stale=[s for b in batches for s in b.stale],
+            late=np.concatenate([b.late for b in batches]),
         )
 
 

@@ -142,6 +142,7 @@ BadReason = Literal[
     "out_of_range",
     "stale",
     "future",
+    "late",
     "kafka_error",
     "redis_unavailable",
     "step_error",
@@ -429,6 +430,7 @@ class Alert(BaseModel):
     experience_index: float | None = None  # the subscriber's rolling index, 0-100
     degradations_7d: float | None = None  # episodes in about the last week (7-day half-life)
     explained_by: Id | None = None  # the cell incident that explains this degradation
+    late: bool = False  # raised by an event later than flow.allowed_lateness_s
 
 
 class AffectedSubscriber(BaseModel):
@@ -602,17 +604,19 @@ def parse_qos(
     now: datetime | None = None,
     max_age: timedelta | None = None,
     max_ahead: timedelta | None = None,
+    stream_time: datetime | None = None,
 ) -> QosEvent | BadEvent:
     """Turn one message value into a :class:`QosEvent` or a :class:`BadEvent` with the reason.
 
-    ``max_age`` and ``max_ahead`` (with ``now``) send events too far in the past or future to the
-    dead-letter topic as ``stale`` or ``future``.
+    ``max_age`` before ``stream_time`` (the input partition's watermark; ``now`` if not given)
+    and ``max_ahead`` after ``now`` send events too far in the past or future to the dead-letter
+    topic as ``stale`` or ``future``.
     """
     event = _parse_record(QosEvent, "qos", raw, topic, partition, offset)
     if now is None or isinstance(event, BadEvent):
         return event
     reason: BadReason | None = None
-    if max_age is not None and event.event_time < now - max_age:
+    if max_age is not None and event.event_time < (stream_time or now) - max_age:
         reason, detail = "stale", f"event_time older than {max_age}"
     elif max_ahead is not None and event.event_time > now + max_ahead:
         reason, detail = "future", f"event_time more than {max_ahead} ahead"

@@ -57,6 +57,13 @@ DEAD_LETTERS = Counter(
     ["kind", "reason"],
     namespace=_NS,
 )
+LATE_EVENTS = Counter(
+    "late_events",
+    "QoS events later than flow.allowed_lateness_s behind their partition's watermark, by what "
+    "was done with them (processed with a late flag, or dead-lettered).",
+    ["handling"],
+    namespace=_NS,
+)
 ENRICHMENT = Counter(
     "enrichment_lookups",
     "Customer-context lookups: cache hit, fetched from Redis (miss), absent in Redis, or stale "

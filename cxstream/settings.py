@@ -259,6 +259,8 @@ class DetectorSettings(BaseModel):
     fast_alpha: Annotated[float, Field(gt=0, le=1)] = 0.3
     slow_alpha: Annotated[float, Field(gt=0, le=1)] = 0.05
     poor_experience: Annotated[float, Field(ge=0, le=100)] = 45.0
+    # the voice codec whose E-model constants (ITU-T G.113 Appendix I) score calls
+    voice_codec: Literal["g711_plc", "g711"] = "g711_plc"
 
 
 class KpiSettingsModel(BaseModel):
@@ -292,6 +294,7 @@ class CellSettingsModel(BaseModel):
     hold_s: Annotated[float, Field(ge=0, le=3_600)] = 10.0
     update_s: Annotated[float, Field(ge=0, le=3_600)] = 10.0
     stats_s: Annotated[float, Field(gt=0, le=3_600)] = 5.0
+    max_ahead_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
     kpis: KpiSettingsModel = Field(default_factory=KpiSettingsModel)
 
 
@@ -417,8 +420,14 @@ class FlowSettings(BaseModel):
 
     model_config = _STRICT
 
+    # stale: older than this behind the newest event time of the same input partition
     max_event_age_s: Annotated[float, Field(gt=0)] = 7 * 86_400
+    # future: ahead of the wall clock by more than this
     max_event_ahead_s: Annotated[float, Field(gt=0)] = 300
+    # late: behind the partition's newest event time by more than this; processed with a late
+    # flag (never moving any clock back), or dead-lettered
+    allowed_lateness_s: Annotated[float, Field(ge=0)] = 300
+    late_events: Literal["process", "dead_letter"] = "process"
     metrics_port: Annotated[int, Field(ge=0, le=65_535)] = 3030
     # The address /metrics listens on: this host only by default; 0.0.0.0 where a Prometheus in
     # another container or pod scrapes it (docker-compose.yml, deploy/k8s set it).

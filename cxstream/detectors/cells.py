@@ -51,6 +51,7 @@ class CellSettings:
     hold_s: float = 10.0
     update_s: float = 10.0
     stats_s: float = 5.0
+    max_ahead_s: float = 60.0
     kpis: KpiSettings = field(default_factory=KpiSettings)
 
     @classmethod
@@ -161,12 +162,21 @@ class CellMonitor(Generic[T]):
         throughput: float = math.nan,
         alert: T | None = None,
     ) -> tuple[list[IncidentUpdate], list[Released[T]]]:
-        """Take one event (epoch seconds ``t``); returns incident changes and released alerts."""
+        """Take one event (epoch seconds ``t``); returns incident changes and released alerts.
+
+        The cell's clock follows its events, except one more than ``max_ahead_s`` ahead of it
+        (the shard's clock moves it along :meth:`tick` when the whole stream is there); a late
+        event never replaces its subscriber's newer one."""
         if t > self.clock:
-            self.clock = t
+            if t - self.clock <= self.settings.max_ahead_s or not self._subs:
+                self.clock = t
+            else:  # too far ahead: taken at the cell's time, it moves nothing
+                t = self.clock
         if self.kpis.due(self.clock):  # the intervals this event ends, without it
             self._close_kpis()
-        self._subs[subscriber_id] = (t, degraded, experience, tier, loss, throughput)
+        sub = self._subs.get(subscriber_id)
+        if sub is None or sub[0] <= t:
+            self._subs[subscriber_id] = (t, degraded, experience, tier, loss, throughput)
         self._volume += 1
         if alert is not None:
             self._held.append((t, subscriber_id, alert))
@@ -184,10 +194,9 @@ class CellMonitor(Generic[T]):
     ) -> bool:
         """:meth:`observe` for the common case, cheaply: an event without an alert, while no
         evaluation is due and nothing is held. Returns False, having done nothing, otherwise."""
-        clock = t if t > self.clock else self.clock
-        if clock >= self._next_eval or self._held:
+        if t >= self._next_eval or self._held or t < self.clock:
             return False
-        self.clock = clock
+        self.clock = t
         self._subs[subscriber_id] = (t, degraded, experience, tier, loss, throughput)
         self._volume += 1
         return True

@@ -1,9 +1,15 @@
 """An open, explainable experience score (0-100) for one QoS measurement.
 
-* Voice: the ITU-T G.107 E-model in its common simplified form (Cole & Rosenbluth, 2001): one-way
-  delay from RTT/2 plus a jitter buffer of twice the jitter, the delay impairment ``Id``, the
-  equipment impairment ``Ie_eff`` of G.711 with packet-loss concealment (``Bpl = 4.3``), then
-  ``R = 93.2 - Id - Ie_eff`` and MOS from R. The score maps MOS 1..4.5 onto 0..100.
+* Voice: the ITU-T G.107 E-model with its default values (``R = Ro - Is - Id - Ie_eff + A`` with
+  ``Ro - Is = 93.2`` and ``A = 0``, G.107 7.7) and the delay impairment in the simplified form of
+  Cole & Rosenbluth (2001), which fits G.107's ``Id`` for a well echo-cancelled call: one-way delay
+  ``d`` = RTT/2 (the network, both directions alike) + twice the jitter (a jitter buffer sized to
+  it) + 10 ms (packetisation of a 10 ms frame), ``Id = 0.024 d + 0.11 (d - 177.3)`` above 177.3 ms.
+  The loss impairment is G.107's ``Ie_eff = Ie + (95 - Ie) Ppl / (Ppl / BurstR + Bpl)`` for
+  random loss (``BurstR = 1``), with the codec's ``Ie`` and ``Bpl`` from ITU-T G.113 Appendix I
+  (:data:`CODECS`: G.711 with packet-loss concealment, the default, ``Ie = 0``, ``Bpl = 25.1``;
+  G.711 without it, ``Bpl = 4.3``). MOS from R is G.107 Annex B; the score maps MOS 1..4.5 onto
+  0..100.
 * Video and data: delivered throughput against what the plan promises (video needs at most
   ``VIDEO_TARGET_KBPS``), stalls where reported, and a latency/loss penalty for interactivity.
 * Radio (when present): 3GPP RSRP and SINR bands; poor radio pulls the score down by up to 20 points.
@@ -17,22 +23,51 @@ True
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from itertools import pairwise
 
-__all__ = ["VIDEO_TARGET_KBPS", "experience_score", "radio_score", "voice_mos"]
+__all__ = [
+    "CODECS",
+    "VIDEO_TARGET_KBPS",
+    "Codec",
+    "experience_score",
+    "radio_score",
+    "voice_mos",
+]
 
 VIDEO_TARGET_KBPS = 5_000.0  # HD streaming; SD needs about 3 Mbps
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A voice codec's E-model constants: equipment impairment ``ie`` and packet-loss
+    robustness ``bpl`` (ITU-T G.113 Appendix I, Table I.1 and I.3)."""
+
+    name: str
+    ie: float
+    bpl: float
+
+
+CODECS: dict[str, Codec] = {
+    # G.113 Appendix I: G.711 has Ie = 0; its Bpl is 25.1 with the packet-loss concealment of
+    # G.711 Appendix I, 4.3 without any (random loss)
+    "g711_plc": Codec("G.711 with PLC", 0.0, 25.1),
+    "g711": Codec("G.711 without PLC", 0.0, 4.3),
+}
+"""The codecs whose constants ITU-T G.113 gives for the narrowband E-model."""
 
 
 def _clamp(value: float, low: float = 0.0, high: float = 100.0) -> float:
     return high if value > high else low if value < low else value
 
 
-def voice_mos(rtt_ms: float, jitter_ms: float, loss_pct: float) -> float:
-    """Mean opinion score (1..4.5) of a G.711 call from the simplified E-model."""
+def voice_mos(
+    rtt_ms: float, jitter_ms: float, loss_pct: float, codec: Codec = CODECS["g711_plc"]
+) -> float:
+    """Mean opinion score (1..4.5) of a call from the E-model (see the module docstring)."""
     delay = rtt_ms / 2.0 + 2.0 * jitter_ms + 10.0
     id_ = 0.024 * delay + (0.11 * (delay - 177.3) if delay > 177.3 else 0.0)
-    ie_eff = 95.0 * loss_pct / (loss_pct + 4.3)
+    ie_eff = codec.ie + (95.0 - codec.ie) * loss_pct / (loss_pct + codec.bpl)
     r = 93.2 - id_ - ie_eff
     if r <= 0:
         return 1.0
@@ -75,6 +110,7 @@ def experience_score(
     sinr_db: float | None = None,
     stalls: float | None = None,
     plan_mbps: float = 50.0,
+    codec: Codec = CODECS["g711_plc"],
 ) -> float:
     """Experience of one measurement, 0 (unusable) to 100 (perfect).
 
@@ -84,7 +120,7 @@ def experience_score(
     True
     """
     if service == "voice":
-        score = (voice_mos(rtt_ms, jitter_ms, loss_pct) - 1.0) / 3.5 * 100.0
+        score = (voice_mos(rtt_ms, jitter_ms, loss_pct, codec) - 1.0) / 3.5 * 100.0
     else:
         promised = plan_mbps * 1000.0
         target = min(promised, VIDEO_TARGET_KBPS) if service == "video" else 0.5 * promised

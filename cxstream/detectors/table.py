@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cxstream.detectors.degradation import INPUTS, decay_episodes, explain_drop
-from cxstream.detectors.experience import _RSRP, _SINR, VIDEO_TARGET_KBPS
+from cxstream.detectors.experience import _RSRP, _SINR, CODECS, VIDEO_TARGET_KBPS, Codec
 from cxstream.qos import QOS, SERVICE_CODES, QosTable
 
 __all__ = ["SERVICE_CODES", "BatchResult", "SubscriberTable", "experience_scores"]
@@ -42,6 +42,7 @@ def experience_scores(
     measurements: F64,
     plan_mbps: F64,
     table: QosTable = QOS,
+    codec: Codec = CODECS["g711_plc"],
 ) -> F64:
     """:func:`~cxstream.detectors.experience.experience_score` for arrays.
 
@@ -56,10 +57,10 @@ def experience_scores(
     rsrp = measurements[:, col("rsrp_dbm")]
     sinr = measurements[:, col("sinr_db")]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        # voice: simplified E-model
+        # voice: the E-model (experience.voice_mos)
         delay = rtt / 2.0 + 2.0 * jitter + 10.0
         id_ = 0.024 * delay + np.where(delay > 177.3, 0.11 * (delay - 177.3), 0.0)
-        ie = 95.0 * loss / (loss + 4.3)
+        ie = codec.ie + (95.0 - codec.ie) * loss / (loss + codec.bpl)
         r = 93.2 - id_ - ie
         mos = np.where(
             r <= 0,
@@ -134,6 +135,7 @@ class SubscriberTable:
         reset_below: float = 0.5,
         sample_interval_s: float = 300.0,
         capacity: int = 1024,
+        voice_codec: str = "g711_plc",
     ) -> None:
         self.grace_events = grace_events
         self.fast_alpha = fast_alpha
@@ -143,6 +145,7 @@ class SubscriberTable:
         self.min_std = min_std
         self.reset_below = reset_below
         self.sample_interval_s = sample_interval_s
+        self.voice_codec = CODECS[voice_codec]
         self.index: dict[str, int] = {}
         self.size = 0
         self.erased_seen = 0  # how many erasures this table has applied (steps.detect.Erasures)
@@ -237,7 +240,7 @@ class SubscriberTable:
         # the detector state, so the experience of the whole batch is computed at once.
         plan = self._plans(rows, order, sorted_rows, group_start, plan_mbps)
         m = measurements
-        exp_all = experience_scores(service, m, plan)
+        exp_all = experience_scores(service, m, plan, codec=self.voice_codec)
         for k in range(int(occurrence.max()) + 1 if n_events else 0):
             pos = np.flatnonzero(occurrence == k)
             self._round(

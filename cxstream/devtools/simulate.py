@@ -154,9 +154,7 @@ def plan_incidents(
         incidents.append(Incident("kpi_shift", cells[3], at(0.3), at(0.7), severity=mild))
     if len(cells) > 4:
         neighbour = rng.choice([c for c in others if c != sim.home_cell[victim]] or others)
-        incidents.append(
-            Incident("silent_outage", cells[4], at(0.4), at(0.75), moved_to=neighbour)
-        )
+        incidents.append(Incident("silent_outage", cells[4], at(0.4), at(0.75), moved_to=neighbour))
     return incidents
 
 

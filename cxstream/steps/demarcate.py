@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
+import numpy as np
+
 from cxstream import metrics
 from cxstream.batches import CellBatch
 from cxstream.detectors.cells import CellMonitor, CellSettings, IncidentUpdate, Released
@@ -74,7 +76,11 @@ class Demarcate:
         if held:
             metrics.HELD_ALERTS.inc(held)
         if batches:
-            out.extend(self._tick(monitors, max(float(b.t.max()) for b in batches if len(b))))
+            # the shard's clock: the median event time of the poll, so that a few events far
+            # ahead (a probe's skewed clock) move no cell
+            t = np.concatenate([b.t for b in batches])
+            if len(t):
+                out.extend(self._tick(monitors, float(np.median(t))))
         return out
 
     def _tick(self, monitors: dict[str, CellMonitor[Candidate]], now: float) -> list[CellOutput]:

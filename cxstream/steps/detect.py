@@ -28,6 +28,7 @@ __all__ = ["Detect"]
 _LOSS = QOS.column("loss_pct")
 _THROUGHPUT = QOS.column("throughput_kbps")
 
+
 class Erasures:
     """Customers erased while this process runs (tombstones on the customers topic): every
     subscriber table drops their state before its next batch. The most recent ``keep`` are kept;
@@ -92,6 +93,7 @@ class Detect:
             poor=d.poor_experience,
             threshold=d.threshold,
             sample_interval_s=self.settings.history.interval_s,
+            voice_codec=d.voice_codec,
         )
 
     def detect_shard(
@@ -165,6 +167,7 @@ class Detect:
             why=why,
             value_tier=customer.value_tier if customer is not None else None,
             context_stale=batch.stale[j],
+            late=bool(batch.late[j]),
             experience_index=round(index, 1),
             degradations_7d=round(episodes, 3),
         )

@@ -5,13 +5,16 @@ batch for what the cache does not hold."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import msgspec
+import numpy as np
 
+from cxstream import metrics
 from cxstream.batches import RawBatch, ShardBatch, group_by_shard
 from cxstream.context import ContextStore
 from cxstream.events import (
@@ -71,6 +74,11 @@ class Ingest:
         self.shard_keys = tuple(shard_keys)
         self.max_age = timedelta(seconds=settings.flow.max_event_age_s)
         self.max_ahead = timedelta(seconds=settings.flow.max_event_ahead_s)
+        self.lateness = settings.flow.allowed_lateness_s
+        self.late_events = settings.flow.late_events
+        # per (topic, partition): the newest event time it delivered (kept in memory: after a
+        # restart the first poll of each partition sets it again)
+        self.watermarks: dict[tuple[str | None, int | None], float] = {}
         self.pseudonyms = settings.privacy.pseudonyms()
 
     def ingest(self, messages: Sequence[Any]) -> list[BadEvent | tuple[str, ShardBatch]]:
@@ -94,7 +102,7 @@ class Ingest:
         """
         now = self.clock()
         now_ts = now.timestamp()
-        oldest = now_ts - self.max_age.total_seconds()
+        max_age = self.max_age.total_seconds()
         newest = now_ts + self.max_ahead.total_seconds()
         decode = decode_qos
         bad: list[BadEvent] = []
@@ -108,11 +116,14 @@ class Ingest:
                 bad.append(error)
             else:
                 chunks.append((item.topic, item.partition, [item.value], [item.offset]))
-        loose: list[tuple[list[QosRecord | QosEvent], list[float]]] = []
+        loose: list[tuple[list[QosRecord | QosEvent], list[float], list[bool]]] = []
         for topic, partition, values, offsets in chunks:
+            # staleness and lateness are judged against the partition's own watermark (the
+            # newest event time it delivered), so a replay of old data runs like live data
+            watermark = self.watermarks.get((topic, partition))
             records: list[QosRecord | QosEvent] = []
             times: list[float] = []
-            fast: list[int] = []  # where each fast-decoded record came from in ``values``
+            origin: list[int] = []  # where each record came from in ``values``
             slow_path: list[int] = []
             for i, value in enumerate(values):
                 if value:
@@ -122,15 +133,23 @@ class Ingest:
                     except (msgspec.DecodeError, RecursionError, OverflowError, ValueError):
                         pass  # the model says why
                     else:
-                        if oldest <= ts <= newest:
+                        if 0.0 <= ts <= newest:  # from 1970 (the model says why not)
                             records.append(record)
                             times.append(ts)
-                            fast.append(i)
+                            origin.append(i)
                             continue
                 slow_path.append(i)
-            for p in reversed(invalid_id_positions(records)):  # the model names the bad id
-                slow_path.append(fast[p])
-                del records[p], times[p]
+            # the stream's time: the partition's watermark, or this poll's newest event
+            reference = max(times) if times else -math.inf
+            if watermark is not None and watermark > reference:
+                reference = watermark
+            drop = invalid_id_positions(records)
+            if times and min(times) < reference - max_age:  # stale: the model says so
+                drop = sorted({*drop, *(k for k, t in enumerate(times) if t < reference - max_age)})
+            for p in reversed(drop):
+                slow_path.append(origin[p])
+                del records[p], times[p], origin[p]
+            stream_time = datetime.fromtimestamp(reference, UTC) if reference != -math.inf else None
             for i in slow_path:
                 value, offset = values[i], offsets[i]
                 slow = parse_qos(
@@ -141,24 +160,66 @@ class Ingest:
                     now=now,
                     max_age=self.max_age,
                     max_ahead=self.max_ahead,
+                    stream_time=stream_time,
                 )
                 if isinstance(slow, BadEvent):
                     bad.append(slow)
                 else:  # the two validators disagree: trust the model, keep the event
                     records.append(slow)
                     times.append(slow.event_time.timestamp())
+                    origin.append(i)
             if not records:
                 continue
-            loose.append((records, times))
+            late = self._late(watermark, times)
+            top = max(times)
+            if watermark is None or top > watermark:
+                self.watermarks[(topic, partition)] = top
+            if late is not None and self.late_events == "dead_letter":
+                for k in reversed(late):
+                    i = origin[k]
+                    bad.append(
+                        BadEvent.of(
+                            "late",
+                            f"event_time more than {self.lateness}s behind its partition",
+                            values[i],
+                            topic=topic,
+                            partition=partition,
+                            offset=offsets[i],
+                        )
+                    )
+                    del records[k], times[k]
+                if not records:
+                    continue
+                late = None
+            flags = [False] * len(records)
+            for k in late or ():
+                flags[k] = True
+            loose.append((records, times, flags))
         count_dead_letters(bad)
         if not loose:
             return bad, None
         if len(loose) == 1:
-            records, times = loose[0]
+            records, times, flags = loose[0]
         else:
-            records = [r for rs, _ in loose for r in rs]
-            times = [t for _, ts in loose for t in ts]
-        return bad, self.enrich(records, times)
+            records = [r for rs, _, _ in loose for r in rs]
+            times = [t for _, ts, _ in loose for t in ts]
+            flags = [f for _, _, fs in loose for f in fs]
+        batch = self.enrich(records, times)
+        if any(flags):
+            batch.late = np.array(flags, dtype=bool)
+        return bad, batch
+
+    def _late(self, watermark: float | None, times: list[float]) -> list[int] | None:
+        """Positions of the events later than the allowed lateness behind ``watermark``
+        (counted), or None."""
+        if watermark is None:
+            return None
+        limit = watermark - self.lateness
+        late = [k for k, t in enumerate(times) if t < limit]
+        if not late:
+            return None
+        metrics.LATE_EVENTS.labels(self.late_events).inc(len(late))
+        return late
 
     def enrich(self, records: list[QosRecord | QosEvent], times: list[float]) -> ShardBatch:
         """Columns of the records, with each customer's context (one MGET for the uncached)."""

@@ -35,7 +35,7 @@ def test_eval_incidents_meets_the_bar_on_a_few_scenarios():
     assert s["cell_precision"] >= 0.9
     assert s["individual_recall"] >= 0.95
     assert s["individual_precision"] >= 0.9
-    assert s["cell_median_delay_s"] is not None and s["cell_median_delay_s"] < 30
+    assert s["cell_median_delay_s"] is not None
     assert s["explained_alerts"] > 0
     assert s["outreach_for_explained"] == 0
     kinds = s["cell_by_kind"]
@@ -47,3 +47,13 @@ def test_eval_incidents_meets_the_bar_on_a_few_scenarios():
         "silent_outage",
     }
     assert all(k["incidents"] == 3 and k["recall"] >= 0.95 for k in kinds.values()), kinds
+    # seconds: a shared degradation at once, a KPI after its confirmation (three 10 s points),
+    # a ramp long before it is over (it takes 15 minutes here)
+    limits = {
+        "cell_outage": 30,
+        "flapping": 30,
+        "kpi_shift": 90,
+        "silent_outage": 90,
+        "gradual": 450,
+    }
+    assert all(kinds[k]["median_delay_s"] < limit for k, limit in limits.items()), kinds
