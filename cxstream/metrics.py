@@ -75,7 +75,10 @@ ALERTS = Counter(
     "alerts", "Alerts raised, by kind and severity.", ["kind", "severity"], namespace=_NS
 )
 CELL_INCIDENTS = Counter(
-    "cell_incidents", "Cell-incident life-cycle changes, by state.", ["state"], namespace=_NS
+    "cell_incidents",
+    "Cell-incident life-cycle changes, by state and by what opened the incident.",
+    ["state", "cause"],
+    namespace=_NS,
 )
 POLICY_RELOADS = Counter(
     "policy_reloads",
@@ -233,7 +236,10 @@ for _result in ("hit", "miss", "absent", "stale"):
 for _outcome in ("applied", "rejected"):
     POLICY_RELOADS.labels(_outcome)
 for _state in ("open", "updated", "resolved"):
-    CELL_INCIDENTS.labels(_state)
+    for _cause in ("degraded_share", "kpi_anomaly", "outage"):
+        CELL_INCIDENTS.labels(_state, _cause)
+for _handling in ("process", "dead_letter"):
+    LATE_EVENTS.labels(_handling)
 for _outcome in ("delivered", "retried", "failed", "unknown", "dead_lettered"):
     WEBHOOK_DELIVERIES.labels(_outcome)
 for _outcome in ("applied", "dead_letter"):

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 
 from cxstream.errors import ConfigError
 
-__all__ = ["MEASURES", "QOS", "SERVICE_CODES", "Measure", "QosTable"]
+__all__ = ["MEASURES", "QOS", "SERVICE_CODES", "Measure", "QosTable", "generation_penalty"]
 
 F64 = NDArray[np.float64]
 
@@ -62,9 +62,22 @@ def stall_penalty(service: NDArray[np.int8], stalls: F64) -> F64:
     return np.where(reported, 15.0 * np.nan_to_num(stalls), 0.0)
 
 
+def generation_penalty(service: NDArray[np.int8], generation: F64) -> F64:
+    """Video and data sessions on an older radio access than LTE, scored as the throughput
+    score would score that access's usual rate: 3G (UMTS/HSPA) gives a user about 3 Mbit/s,
+    ``100 * sqrt(3 / 25)`` = 35 for a download against half a 50 Mbit/s plan, so 65 points off
+    (below the detectors' "poor" level: a fallback to 3G is a degradation for a 4G/5G
+    subscriber); 2G (GPRS/EDGE) at most a few hundred kbit/s, no video and no useful download:
+    90 points off. Voice is unaffected (a call falls back to circuit-switched voice of its own
+    quality)."""
+    data = service != SERVICE_CODES["voice"]
+    off = np.where(generation <= 2, 90.0, np.where(generation <= 3, 65.0, 0.0))
+    return np.where(data & ~np.isnan(generation), off, 0.0)
+
+
 MEASURES: tuple[Measure, ...] = (
-    Measure("rtt_ms", float, "ms", 0, 60_000, required=True, detector_input=True,
-            doc="round-trip time"),
+    Measure("rtt_ms", float, "ms", 0, 60_000, detector_input=True,
+            doc="round-trip time (absent: not measured, no delay impairment)"),
     Measure("jitter_ms", float, "ms", 0, 10_000, default=0.0, detector_input=True,
             doc="delay variation"),
     Measure("loss_pct", float, "%", 0, 100, default=0.0, detector_input=True,
@@ -77,6 +90,8 @@ MEASURES: tuple[Measure, ...] = (
     Measure("rsrq_db", float, "dB", -43, 20, doc="reference signal received quality"),
     Measure("stalls", int, "count", 0, 10_000, penalty=stall_penalty,
             doc="playback stalls in the session"),
+    Measure("radio_generation", int, "3GPP generation", 2, 5, penalty=generation_penalty,
+            doc="of the serving radio access: 2 GSM/GPRS/EDGE, 3 UMTS/HSPA, 4 LTE, 5 NR"),
 )  # fmt: skip
 """The measured fields of a QoS event, in the order of a batch's measurement columns."""
 

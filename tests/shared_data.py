@@ -11,3 +11,4 @@ from pathlib import Path
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TELCO = SHARED_DATA / "telco_churn_ibm" / "Telco-Customer-Churn.csv"
 NAB = SHARED_DATA / "nab"
+UCC_TRACES = SHARED_DATA / "ucc_5g_traces" / "traces"

@@ -3,6 +3,7 @@ Redis, and out of them."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -274,3 +275,110 @@ def erase(subscriber_id: str, config: Path | None, as_json: bool) -> None:
     )
     if as_json:
         click.echo(orjson.dumps(result).decode())
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@config_option
+@click.option(
+    "--to-kafka",
+    is_flag=True,
+    help="Produce the events to the QoS topic, moved to the present, instead of replaying them "
+    "offline.",
+)
+@click.option(
+    "--speed",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="With --to-kafka: 1 = real time, X > 1 = X times faster, 0 = as fast as possible.",
+)
+@click.option(
+    "--timezone",
+    default="UTC",
+    show_default=True,
+    help="The time zone of the traces' Timestamp column (the phone's local time).",
+)
+@json_option
+def replay(
+    paths: tuple[Path, ...],
+    config: Path | None,
+    to_kafka: bool,
+    speed: float,
+    timezone: str,
+    as_json: bool,
+) -> None:
+    """Replay real network traces (G-NetTrack Pro CSV exports, such as the UCC 5G dataset's):
+    every row becomes a QoS event (subscriber = the trace, cell = CellID; the mapping is in
+    docs/integration.md) or a dead letter with its reason. Offline, the events go through the
+    flow's own detection and demarcation, one trace at a time, and the alerts, degraded minutes
+    and minutes per radio access technology of each trace are reported; with --to-kafka they go
+    to the QoS topic for a running flow.
+
+    Example: cxstream replay ../shared/data/ucc_5g_traces/traces --json"""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from cxstream.evaluate.replay import produce_traces, replay_traces
+    from cxstream.traces import trace_files
+
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        msg = f"unknown time zone {timezone!r}"
+        raise click.BadParameter(msg, param_hint="--timezone") from exc
+    if speed < 0 or 0 < speed < 1:
+        raise click.BadParameter("0 (as fast as possible) or at least 1", param_hint="--speed")
+    if not trace_files(paths):
+        msg = f"no .csv traces under {', '.join(map(str, paths))}"
+        raise click.ClickException(msg)
+    settings = settings_from(config)
+    progress = Progress()
+    if to_kafka:
+        from confluent_kafka import Producer
+
+        from cxstream.clients import ensure_topics
+
+        try:
+            ensure_topics(settings, [settings.kafka.topics.qos])
+        except CxStreamError as exc:
+            raise click.ClickException(str(exc)) from exc
+        produced, dead = produce_traces(
+            paths,
+            Producer(settings.kafka.producer_settings()),
+            settings.kafka.topics.qos,
+            speed=speed,
+            timezone=timezone,
+            on_progress=lambda n: progress(f"produced {n} events"),
+        )
+        progress.done()
+        click.echo(
+            f"produced {produced} events to {settings.kafka.topics.qos}; "
+            f"{dead} rows could not become events"
+        )
+        if as_json:
+            click.echo(json.dumps({"events": produced, "dead_letters": dead}))
+        return
+    report = replay_traces(
+        paths,
+        settings,
+        timezone=timezone,
+        on_trace=lambda p: progress(f"replaying {p.name}"),
+    )
+    progress.done()
+    s = report.summary()
+    for t, result in zip(s["per_trace"], report.traces, strict=True):
+        rats = ", ".join(f"{m} {v}" for m, v in t["rat_minutes"].items())
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(result.reasons.items()))
+        click.echo(
+            f"{t['file']}: {t['rows']} rows, {t['events']} events, {t['dead_letters']} dead "
+            f"letters{f' ({reasons})' if reasons else ''}; {t['alerts']} alerts, "
+            f"{t['degraded_minutes']} degraded minutes; minutes by radio access: {rats}"
+        )
+    rate = round(s["rows"] / report.seconds) if report.seconds else 0
+    click.echo(
+        f"{s['traces']} traces, {s['rows']} rows: {s['events']} events, {s['dead_letters']} "
+        f"dead letters, {s['alerts']} alerts, {s['degraded_minutes']} degraded minutes "
+        f"({rate} rows/s)"
+    )
+    if as_json:
+        click.echo(json.dumps(s))

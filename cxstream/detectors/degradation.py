@@ -183,6 +183,7 @@ class SubscriberMonitor:
     plan_mbps: float | None = None  # the last known plan, for when the context is unavailable
     episodes: float = 0.0  # degradation episodes, decayed with a 7-day half-life (churn feature)
     episodes_t: float = 0.0  # event time of the last decay
+    generation: float = math.nan  # the last radio generation reported
 
     def recent_episodes(self, t: float) -> float:
         """Degradation episodes up to event time ``t``, each weighing half after a half-life."""
@@ -211,7 +212,7 @@ class SubscriberMonitor:
         """
         exp = experience_score(
             service,
-            measurements["rtt_ms"] or 0.0,
+            measurements.get("rtt_ms"),
             measurements["jitter_ms"] or 0.0,
             measurements["loss_pct"] or 0.0,
             measurements.get("throughput_kbps"),
@@ -219,12 +220,18 @@ class SubscriberMonitor:
             measurements.get("sinr_db"),
             measurements.get("stalls"),
             plan_mbps,
+            radio_generation=measurements.get("radio_generation"),
         )
         x: dict[base.typing.FeatureName, Any] = {"experience": exp}
         det = self.detector
         score = det.score_one(x)
         detection = None
-        if score >= det.threshold and not self.in_episode:
+        generation = measurements.get("radio_generation")
+        # a fall to an older radio access than 4G during an episode is news: a new alert
+        fallback = generation is not None and generation < self.generation and generation <= 3
+        if generation is not None:
+            self.generation = generation
+        if score >= det.threshold and (not self.in_episode or fallback):
             self.in_episode = True
             detection = Detection(score, exp, det.baseline, self._why(exp, measurements))
         elif self.in_episode and score < self.reset_below * det.threshold:

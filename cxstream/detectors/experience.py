@@ -102,7 +102,7 @@ def radio_score(rsrp_dbm: float | None, sinr_db: float | None) -> float | None:
 
 def experience_score(
     service: str,
-    rtt_ms: float,
+    rtt_ms: float | None,
     jitter_ms: float,
     loss_pct: float,
     throughput_kbps: float | None,
@@ -111,6 +111,7 @@ def experience_score(
     stalls: float | None = None,
     plan_mbps: float = 50.0,
     codec: Codec = CODECS["g711_plc"],
+    radio_generation: float | None = None,
 ) -> float:
     """Experience of one measurement, 0 (unusable) to 100 (perfect).
 
@@ -119,6 +120,7 @@ def experience_score(
     >>> experience_score("data", 30, 2, 0.1, 2_000, plan_mbps=100) < 50
     True
     """
+    rtt_ms = rtt_ms if rtt_ms is not None else 0.0  # not measured: no delay impairment
     if service == "voice":
         score = (voice_mos(rtt_ms, jitter_ms, loss_pct, codec) - 1.0) / 3.5 * 100.0
     else:
@@ -130,6 +132,8 @@ def experience_score(
         loss_penalty = 8.0 * loss_pct
         stall_penalty = 15.0 * stalls if stalls else 0.0
         score = tp_score - latency_penalty - loss_penalty - stall_penalty
+        if radio_generation is not None:  # qos.generation_penalty
+            score -= 90.0 if radio_generation <= 2 else 65.0 if radio_generation <= 3 else 0.0
     radio = radio_score(rsrp_dbm, sinr_db)
     if radio is not None and radio < 60.0:
         score -= (60.0 - radio) / 3.0

@@ -50,7 +50,7 @@ def experience_scores(
     penalty, if it has one, is subtracted from the core score.
     """
     col = table.column
-    rtt = measurements[:, col("rtt_ms")]
+    rtt = np.nan_to_num(measurements[:, col("rtt_ms")])  # not measured: no delay impairment
     jitter = measurements[:, col("jitter_ms")]
     loss = measurements[:, col("loss_pct")]
     throughput = measurements[:, col("throughput_kbps")]
@@ -108,6 +108,9 @@ class BatchResult:
     episodes: F64  # decayed episode count after the event
 
 
+_GENERATION = QOS.column("radio_generation")
+
+
 class SubscriberTable:
     """Detector state for many subscribers, as arrays (see the module docstring)."""
 
@@ -121,6 +124,7 @@ class SubscriberTable:
         "last_sample_t",
         "episodes",
         "episodes_t",
+        "generation",
     )
 
     def __init__(
@@ -162,6 +166,7 @@ class SubscriberTable:
         self.last_sample_t = np.full(capacity, -np.inf)
         self.episodes = np.zeros(capacity)
         self.episodes_t = np.zeros(capacity)
+        self.generation = np.full(capacity, np.nan)  # the last radio generation reported
         self.inputs = np.full((capacity, len(INPUTS)), np.nan)
         for name, values in old.items():
             if values is not None:
@@ -304,7 +309,13 @@ class SubscriberTable:
         score = np.where(trusted, np.maximum(absolute, relative), absolute)
         # episodes (SubscriberMonitor.observe)
         was = self.in_ep[r]
-        new = (score >= self.threshold) & ~was
+        # a fall to an older radio access than 4G during an episode is news: a new alert
+        generation = m[:, _GENERATION]
+        previous = self.generation[r]
+        with np.errstate(invalid="ignore"):
+            fallback = (generation < previous) & (generation <= 3.0)
+        self.generation[r] = np.where(np.isnan(generation), previous, generation)
+        new = (score >= self.threshold) & (~was | fallback)
         close = was & (score < self.reset_below * self.threshold)
         now_in = (was | new) & ~close
         for j in np.flatnonzero(new):

@@ -322,7 +322,9 @@ def summary_lines(summary: DemoSummary) -> list[str]:
     width = max(len(k) for k in data)
     lines = [f"  {k.replace('_', ' '):<{width}}  {v}" for k, v in data.items()]
     if summary.incidents_opened:
-        lines.append(f"  cell incidents opened: {summary.incidents_opened}")
+        causes = ", ".join(f"{c} {n}" for c, n in sorted(summary.incidents_opened.items()))
+        total = sum(summary.incidents_opened.values())
+        lines.append(f"  cell incidents opened: {total} ({causes})")
     if summary.decisions:
         lines.append("  contact decisions:")
         for (kind, result), n in sorted(summary.decisions.items()):

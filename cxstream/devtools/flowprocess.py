@@ -42,7 +42,9 @@ class DemoSummary:
     drained: bool = True  # every produced event was processed or dead-lettered in time
     # not in the JSON line: details for the human summary
     max_lag: int = field(default=0, repr=False, metadata={"json": False})
-    incidents_opened: int = field(default=0, repr=False, metadata={"json": False})
+    incidents_opened: dict[str, int] = field(  # by cause
+        default_factory=dict, repr=False, metadata={"json": False}
+    )
     decisions: dict[tuple[str, str], int] = field(
         default_factory=dict, repr=False, metadata={"json": False}
     )
@@ -241,7 +243,11 @@ def summarize(flow: Flow, produced: int, receiver: WebhookReceiver) -> DemoSumma
             )
         ),
         webhook_deliveries=receiver.deliveries,
-        incidents_opened=int(c.get("cxstream_cell_incidents_total{state=open}", 0)),
+        incidents_opened={
+            k.split("cause=", 1)[1].split(",", 1)[0]: int(v)
+            for k, v in c.items()
+            if k.startswith("cxstream_cell_incidents_total{") and "state=open" in k and v
+        },
         decisions=_decisions(c),
     )
 

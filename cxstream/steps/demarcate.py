@@ -118,7 +118,7 @@ class Demarcate:
         return Candidate(alert, candidate.customer)
 
     def _incident(self, update: IncidentUpdate) -> CellIncident:
-        metrics.CELL_INCIDENTS.labels(update.state).inc()
+        metrics.CELL_INCIDENTS.labels(update.state, update.cause).inc()
         severity: Literal["minor", "major", "critical"] = (
             "critical"
             if update.share >= 0.6 or update.cause == "outage"

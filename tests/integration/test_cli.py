@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -344,3 +345,34 @@ def test_bench_paced_reports_every_figure_it_promises():
     assert report["ceiling_events_per_s"] > 0 and report["peak_rss_mb"] > 0
     assert report["pipeline_samples"] > 0 and report["floor_p99_ms"] >= report["floor_p50_ms"]
     assert "event time -> plain consumer at the same rate" in result.stdout
+
+
+def test_replay_to_kafka_moves_the_traces_to_the_present(live_settings, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "kafka": {
+                    "brokers": live_settings.kafka.brokers,
+                    "topics": {"qos": live_settings.kafka.topics.qos},
+                }
+            }
+        )
+    )
+    folder = tmp_path / "Download" / "Driving"
+    folder.mkdir(parents=True)
+    header = "Timestamp,CellID,NetworkMode,RSRP,RSRQ,SNR,CQI,DL_bitrate,State,PINGAVG\n"
+    rows = [f"2020.02.14_12.{m:02d}.00,13,LTE,-98,-11,4.0,10,9000,D,-\n" for m in range(30)]
+    (folder / "B_a.csv").write_text(header + "".join(rows) + "-,13,LTE,-98,-11,4,10,1,D,-\n")
+    before = utcnow()
+    result = cxstream(
+        "replay", str(tmp_path), "--to-kafka", "--speed", "0", "--config", str(config), "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"events": 30, "dead_letters": 1}
+    values = [orjson.loads(v) for v in read_topic(live_settings, live_settings.kafka.topics.qos)]
+    assert len(values) == 30
+    times = sorted(datetime.fromisoformat(v["event_time"]) for v in values)
+    # the trace's 29 minutes kept, ending by the time it was produced (never in the future)
+    assert times[-1] - times[0] == timedelta(minutes=29)
+    assert before - timedelta(minutes=30) <= times[0] and times[-1] <= utcnow()

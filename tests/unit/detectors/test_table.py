@@ -30,6 +30,7 @@ def random_event(rng, bad):
         "sinr_db": None if rng.random() < 0.2 else rng.uniform(-10, 30),
         "rsrq_db": None if rng.random() < 0.5 else rng.uniform(-20, -3),
         "stalls": None if rng.random() < 0.7 else rng.randrange(0, 4),
+        "radio_generation": None if rng.random() < 0.6 else rng.randrange(2, 6),
     }
 
 
@@ -56,6 +57,7 @@ def test_vector_experience_equals_the_scalar_one():
             e["sinr_db"],
             e["stalls"],
             p,
+            radio_generation=e["radio_generation"],
         )
         for e, p in zip(events, plans, strict=True)
     ]

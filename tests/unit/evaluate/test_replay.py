@@ -1,0 +1,60 @@
+"""``cxstream replay`` on the real UCC traces: every row accounted for, sustained fallbacks to
+3G/2G alerted inside the stretch, static 5G traces quiet."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from cxstream.cli import main
+from cxstream.traces import GENERATIONS, trace_files
+from tests.shared_data import UCC_TRACES
+
+SUSTAINED = timedelta(minutes=3)
+
+
+def fallback_stretches(path):
+    """Stretches of at least three minutes on 2G/3G while downloading or streaming (any state
+    but idle), as (start, end) times."""
+    stretches, start, last = [], None, None
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            at = datetime.strptime(row["Timestamp"], "%Y.%m.%d_%H.%M.%S").replace(tzinfo=UTC)
+            old = GENERATIONS.get(row["NetworkMode"].upper(), 5) <= 3
+            if old and start is None:
+                start = at
+            elif not old and start is not None:
+                stretches.append((start, last))
+                start = None
+            last = at
+    if start is not None:
+        stretches.append((start, last))
+    return [(s, e) for s, e in stretches if e - s >= SUSTAINED]
+
+
+@pytest.mark.shared_data
+def test_replay_of_the_ucc_traces():
+    result = CliRunner().invoke(main, ["replay", str(UCC_TRACES), "--json"])
+    assert result.exit_code == 0, result.output
+    s = json.loads(result.output.strip().splitlines()[-1])
+    files = trace_files([UCC_TRACES])
+    assert s["traces"] == len(files) == len(s["per_trace"])
+    assert s["events"] + s["dead_letters"] == s["rows"]
+    by_file = {t["file"]: t for t in s["per_trace"]}
+    fallbacks = static = 0
+    for path in files:
+        t = by_file[str(path.relative_to(UCC_TRACES))]
+        assert t["events"] + t["dead_letters"] == t["rows"]
+        alerts = [datetime.fromisoformat(a) for a in t["alert_times"]]
+        for start, end in fallback_stretches(path):
+            fallbacks += 1
+            assert any(start <= a <= end for a in alerts), (t["file"], start, end, alerts)
+        if "Static" in path.parts and set(t["rat_minutes"]) == {"5G"}:
+            static += 1
+            hours = sum(t["rat_minutes"].values()) / 60
+            assert len(alerts) <= hours, (t["file"], alerts)  # at most one an hour
+    assert fallbacks >= 2 and static == 2  # the shared traces hold both kinds

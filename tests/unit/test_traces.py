@@ -1,0 +1,61 @@
+"""G-NetTrack Pro traces as QoS events: every row an event or a dead letter with its reason."""
+
+from __future__ import annotations
+
+import io
+
+from cxstream.traces import read_trace
+
+HEADER = (
+    "Timestamp,CellID,NetworkMode,RSRP,RSRQ,SNR,CQI,DL_bitrate,State,PINGAVG,PINGSTDEV,PINGLOSS\n"
+)
+
+
+def rows(*lines: str) -> io.StringIO:
+    return io.StringIO(HEADER + "".join(line + "\n" for line in lines))
+
+
+def test_a_download_row_maps_its_radio_ping_and_session_rate():
+    lines = [f"2020.02.14_12.58.{s:02d},13,5G,-98,-11,4.0,10,{1000 * s},D,-,-,-" for s in range(12)]
+    lines.append("2020.02.14_12.58.12,13,LTE,-100,-12,6.0,9,12000,D,41.5,3.2,0.0")
+    trace = read_trace(rows(*lines), name="Download/Driving/B_2020.02.14_12.58.17.csv")
+    assert trace.subscriber_id == "trace-B_2020.02.14_12.58.17" and trace.service == "data"
+    assert len(trace.events) == 13 and trace.dead_letters == []
+    first, last = trace.events[0], trace.events[-1]
+    assert first["event_time"] == "2020-02-14T12:58:00+00:00"
+    assert "throughput_kbps" not in first  # a download's first seconds are TCP's slow start
+    # the mean of the last 10 s (rows 3..12: 3,000 .. 11,000 and 12,000 kbit/s)
+    assert last["throughput_kbps"] == (sum(range(3, 12)) * 1000 + 12000) / 10
+    assert (last["rtt_ms"], last["jitter_ms"], last["loss_pct"]) == (41.5, 3.2, 0.0)
+    assert (last["rsrp_dbm"], last["sinr_db"], last["radio_generation"]) == (-100.0, 6.0, 4)
+    assert last["cell_id"] == "13"
+
+
+def test_radio_measures_of_older_accesses_and_video_rates_are_not_used():
+    trace = read_trace(
+        rows("2019.12.02_09.42.40,7,HSPA+,-65,-,-,-,199,V,-,-,-"),
+        name="Amazon_Prime/Driving/Season3/B.csv",
+    )
+    [event] = trace.events
+    assert trace.service == "video"
+    assert event["radio_generation"] == 3
+    assert not {"rsrp_dbm", "sinr_db", "throughput_kbps", "rtt_ms"} & set(event)
+
+
+def test_rows_that_cannot_be_events_are_dead_lettered_with_their_reason():
+    trace = read_trace(
+        rows(
+            "2020.02.14_12.58.17,13,5G,-98,-11,4.0,10,39,D,-,-,-",
+            "-,13,5G,-98,-11,4.0,10,39,D,-,-,-",
+            "2020.02.14_12.58.18,-,5G,-98,-11,4.0,10,39,D,-,-,-",
+            "2020.02.14_12.58.19,13,5G,strong,-11,4.0,10,39,D,-,-,-",
+            "yesterday,13,5G,-98,-11,4.0,10,39,D,-,-,-",
+            '2020.02.14_12.58.20,13,5G,-98,-11,"4.0\x00,10,39,D,-,-,-',
+        ),
+        name="x/B.csv",
+    )
+    assert trace.rows == 6
+    assert len(trace.events) + len(trace.dead_letters) == 6
+    reasons = sorted(b.reason for b in trace.dead_letters)
+    assert reasons[:2] == ["bad_type", "bad_type"] and reasons.count("missing_field") == 2
+    assert all(b.offset is not None and b.raw_b64 for b in trace.dead_letters)
