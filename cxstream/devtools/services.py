@@ -98,6 +98,9 @@ class EmbeddedBroker:
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url, "--silent"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # not in the terminal's process group: a Ctrl-C must not stop the broker before the
+            # demo has drained the flow through it (the demo stops it itself)
+            start_new_session=True,
         )
         wait_for_port(self.port, self.proc, "Tansu broker", 15)
         return self
@@ -154,6 +157,7 @@ class EmbeddedRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # as the broker: a Ctrl-C is for the demo, which stops it
         )
         wait_for_port(self.port, self.proc, "redis-server", 10)
         return self

@@ -376,3 +376,27 @@ def test_replay_to_kafka_moves_the_traces_to_the_present(live_settings, tmp_path
     # the trace's 29 minutes kept, ending by the time it was produced (never in the future)
     assert times[-1] - times[0] == timedelta(minutes=29)
     assert before - timedelta(minutes=30) <= times[0] and times[-1] <= utcnow()
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_demo_drains_before_the_embedded_services_stop():
+    """A terminal's Ctrl-C reaches the whole process group: the embedded broker and Redis must
+    outlive it until the demo has drained the flow through them."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cxstream", "demo", "--rate", "400", "--subscribers", "300",
+         "--cells", "12", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own group, as a terminal's foreground job
+    )  # fmt: skip
+    try:
+        time.sleep(25)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["drained"] is True
+    assert summary["events_produced"] == summary["events_processed"] + summary["dead_letters"]
