@@ -251,9 +251,11 @@ def eval_incidents(
     as_json: bool,
 ) -> None:
     """Run the simulator's labelled scenarios (each: a lone degrading subscriber, a cell outage, a
-    flapping cell, a gradual degradation, a mild shift of a whole cell, a cell gone silent)
-    through detection and cell demarcation; report precision, recall and median detection delay
-    of cell incidents (also per kind) and of individual degradations.
+    flapping cell, a gradual degradation, a mild shift of a whole cell, a cell gone silent; and
+    as delivery goes wrong, a probe with a clock two minutes fast in the outage's cell and five
+    probes uploading two minutes of measurements ten minutes late) through parsing, detection and
+    cell demarcation; report precision, recall and median detection delay of cell incidents
+    (also per kind) and of individual degradations.
 
     Example: cxstream eval incidents --scenarios 10 --json"""
     from cxstream.evaluate.incidents import run_incidents
@@ -284,6 +286,9 @@ def eval_incidents(
     click.echo(
         f"alerts explained by a cell incident: {s['explained_alerts']}; individual "
         f"outreach for them: {s['outreach_for_explained']}"
+    )
+    click.echo(
+        f"delivery: {s['late_events']} events late (a backlog), {s['dead_letters']} dead letters"
     )
     for kind, k in s["cell_by_kind"].items():
         click.echo(

@@ -3,9 +3,11 @@
 Each scenario is a seeded simulated network (subscribers in cells, diurnal noise) with one incident of
 each kind (:func:`~cxstream.devtools.simulate.plan_incidents`: one subscriber degrading, a cell
 outage, a flapping cell, a gradual degradation over 30 minutes, a mild shift of a whole cell that
-only its KPIs show, a cell gone silent). The events go through the same pipeline code as the
-dataflow — parse, detect per subscriber, demarcate per cell, decide — and the output is compared
-with the ground truth:
+only its KPIs show, a cell gone silent). Delivery goes wrong as it does in a network: a probe in
+the outage's cell has a clock two minutes fast, and probes in five quiet cells upload two minutes
+of measurements ten minutes late (a backlog). The events, keyed by subscriber over four partitions, go through the
+same pipeline code as the dataflow — parse (with its watermarks), detect per subscriber,
+demarcate per cell, decide — and the output is compared with the ground truth:
 
 * **cell incidents**: an opened incident matches a true cell-level incident in the same cell if it
   opens between the incident's start and one window after its end (recall also per kind);
@@ -19,16 +21,20 @@ from __future__ import annotations
 
 import statistics
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
+from cxstream import metrics
 from cxstream.actions.store import MemoryClaimStore
-from cxstream.batches import ShardBatch
+from cxstream.batches import RawBatch
 from cxstream.detectors.cells import CellMonitor
 from cxstream.devtools.simulate import Incident, Simulator, plan_incidents
-from cxstream.events import CellIncident, QosRecord, decode_qos
+from cxstream.events import CellIncident
 from cxstream.pipeline import Candidate, Pipeline
 from cxstream.settings import Settings, load_settings
 
@@ -52,6 +58,8 @@ class IncidentReport:
     individual_correct: int = 0
     explained_alerts: int = 0
     outreach_for_explained: int = 0
+    dead_letters: int = 0
+    late_events: int = 0
     cell_delays_s: list[float] = field(default_factory=list)
     individual_delays_s: list[float] = field(default_factory=list)
     by_kind: dict[str, tuple[int, int, list[float]]] = field(default_factory=dict)
@@ -78,6 +86,8 @@ class IncidentReport:
             "explained_alerts": self.explained_alerts,
             "outreach_for_explained": self.outreach_for_explained,
             "events_per_s": round(self.events / self.seconds) if self.seconds else 0,
+            "dead_letters": self.dead_letters,
+            "late_events": self.late_events,
             "cell_by_kind": {
                 kind: {
                     "incidents": truth,
@@ -103,24 +113,43 @@ def _run_scenario(
     truth = plan_incidents(sim, start, duration_s, sim.rng)
     sim.add_incidents(truth)
     profiles = {p.subscriber_id: p for p in sim.profiles()}
+    now = start
+
+    def clock() -> datetime:
+        return now
+
     pipeline = Pipeline(
         settings,
         context=None,  # type: ignore[arg-type]  # enrichment is done here from the profiles
         claims=MemoryClaimStore(),
-        clock=lambda: start,
+        clock=clock,
     )
-    # the flow's own hot path: columnar batches, array detectors, shard-wise demarcation
+    # the flow's own hot path: parsing with its watermarks, columnar batches, array detectors,
+    # shard-wise demarcation
     table = pipeline.new_table()
     cell_monitors: dict[str, CellMonitor[Candidate]] = {}
     opened: list[CellIncident] = []
     released: list[Candidate] = []
     end = start + timedelta(seconds=duration_s)
-    records: list[QosRecord] = []
+    late = _LateDelivery(sim, truth, start, duration_s)
+    skewed = _skewed_probe(sim, truth)
+    polled: list[tuple[datetime, int, bytes]] = []  # arrival time, partition, value
 
-    def run(records: list[QosRecord]) -> None:
-        customers = [profiles.get(r.subscriber_id) for r in records]
-        batch = ShardBatch.from_records(records, customers=customers)
-        cell_batches = [b for _, b in pipeline.detect_shard(table, [batch])]
+    def run(polled: list[tuple[datetime, int, bytes]]) -> None:
+        nonlocal now
+        now = max(t for t, _, _ in polled)
+        by_partition: dict[int, list[bytes | None]] = {}
+        for _, partition, raw in polled:
+            by_partition.setdefault(partition, []).append(raw)
+        polls = [RawBatch("qos", p, vs, list(range(len(vs)))) for p, vs in by_partition.items()]
+        bad, batch = pipeline.ingest_step.parse(polls)
+        report.dead_letters += len(bad)
+        if batch is None:
+            return
+        batch.set_context([profiles.get(s) for s in batch.subscribers], [False] * len(batch))
+        # partitions' polls overlap in event time: cells see them merged in time order, as in
+        # the flow (Detect.record_cell_batches)
+        cell_batches = [b.sorted_by_time() for _, b in pipeline.detect_shard(table, [batch])]
         for item in pipeline.demarcate_shard(cell_monitors, cell_batches):
             if isinstance(item, CellIncident):
                 if item.state == "open":
@@ -128,17 +157,31 @@ def _run_scenario(
             elif isinstance(item, Candidate):
                 released.append(item)
 
+    late_before = metrics.LATE_EVENTS.labels(settings.flow.late_events)._value.get()
     for t in sim.timeline(start, rate):
         if t >= end:
             break
-        _, raw = sim.encoded(t)
-        records.append(decode_qos(raw))
+        record = sim.event(t)
+        if record["subscriber_id"] == skewed:  # a probe whose clock runs ahead
+            record["event_time"] = (t + _SKEW).isoformat()
+        item = (zlib.crc32(record["subscriber_id"].encode()) % _PARTITIONS, orjson.dumps(record))
         report.events += 1
-        if len(records) == 500:
-            run(records)
-            records = []
-    if records:
-        run(records)
+        if late.holds(record, t):
+            late.held.append(item)
+        else:
+            polled.append((t, *item))
+        if t >= late.release_at and late.held:  # the backlog arrives at last
+            polled.extend((t, *held) for held in late.held)
+            late.held = []
+        if len(polled) >= 500:
+            run(polled)
+            polled = []
+    polled.extend((end, *held) for held in late.held)  # a backlog still due arrives at the end
+    if polled:
+        run(polled)
+    report.late_events += round(
+        metrics.LATE_EVENTS.labels(settings.flow.late_events)._value.get() - late_before
+    )
     for cell in cell_monitors.values():
         released.extend(c for c in pipeline.release_held(cell) if isinstance(c, Candidate))
     decisions = pipeline.decide_batch(released)
@@ -148,6 +191,42 @@ def _run_scenario(
         if d.action is not None and d.signal.signal == "degradation" and d.signal.explained_by
     )
     _score(report, truth, opened, released, settings.cells.window_s)
+
+
+_PARTITIONS = 4
+_SKEW = timedelta(minutes=2)  # within the wall clock's allowance, beyond a cell's (60 s)
+_LATE_BY = timedelta(minutes=10)  # beyond the allowed lateness (5 minutes)
+
+
+def _skewed_probe(sim: Simulator, truth: Sequence[Incident]) -> str | None:
+    """A subscriber of the outage's cell whose probe's clock runs ahead: were the cell's clock to
+    follow it, the outage's held alerts would be released before its incident opens."""
+    cells = {i.cell_id for i in truth if i.kind == "cell_outage"}
+    victims = {i.subscriber_id for i in truth}
+    mates = [s for s in sim.subscriber_ids if sim.home_cell[s] in cells and s not in victims]
+    return sim.rng.choice(mates) if mates else None
+
+
+class _LateDelivery:
+    """Probes in up to five quiet cells, one each, that lost their connection for two minutes at
+    40 % of the scenario and upload what they measured ten minutes late."""
+
+    def __init__(
+        self, sim: Simulator, truth: Sequence[Incident], start: datetime, span_s: float
+    ) -> None:
+        busy = {i.cell_id for i in truth} | {i.moved_to for i in truth if i.moved_to}
+        calm: dict[str, str] = {}  # cell -> its first subscriber
+        for s in sim.subscriber_ids:
+            if sim.home_cell[s] not in busy:
+                calm.setdefault(sim.home_cell[s], s)
+        self.probes = set(sim.rng.sample(sorted(calm.values()), k=min(5, len(calm))))
+        self.start = start + timedelta(seconds=0.4 * span_s)
+        self.end = self.start + timedelta(minutes=2)
+        self.release_at = self.end + _LATE_BY
+        self.held: list[tuple[int, bytes]] = []  # partition (by subscriber, as Kafka keys), value
+
+    def holds(self, record: dict[str, object], t: datetime) -> bool:
+        return record["subscriber_id"] in self.probes and self.start <= t < self.end
 
 
 def _match(

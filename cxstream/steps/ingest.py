@@ -53,7 +53,7 @@ class Ingest:
     settings
         Validated settings (``flow.max_event_age_s``, ``flow.max_event_ahead_s``, shards).
     context
-        The customer-context store.
+        The customer-context store (None: no enrichment, for offline evaluation).
     clock
         Returns the current UTC time (events too old or too far ahead are dead-lettered).
     shard_keys
@@ -63,7 +63,7 @@ class Ingest:
     def __init__(
         self,
         settings: Settings,
-        context: ContextStore,
+        context: ContextStore | None,
         *,
         clock: Callable[[], datetime],
         shard_keys: Sequence[str],
@@ -226,6 +226,8 @@ class Ingest:
         batch = ShardBatch.from_records(records, times)
         if self.pseudonyms is not None:  # from here on only pseudonyms (privacy settings)
             batch.subscribers = self.pseudonyms.many(batch.subscribers)
+        if self.context is None:  # offline evaluation: the caller attaches the context
+            return batch
         found = self.context.get_many(batch.subscribers)
         lookups = [found[sid] for sid in batch.subscribers]
         batch.set_context([lk.customer for lk in lookups], [lk.stale for lk in lookups])
