@@ -215,6 +215,8 @@ class Ingest:
         if watermark is None:
             return None
         limit = watermark - self.lateness
+        if min(times) >= limit:  # the usual case: nothing late, no pass over the events
+            return None
         late = [k for k, t in enumerate(times) if t < limit]
         if not late:
             return None
