@@ -14,7 +14,7 @@ the present so that a running flow (the demo) takes them as live traffic.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -171,17 +171,22 @@ def replay_traces(
     """Replay every ``.csv`` under ``paths`` (files or folders), one trace at a time."""
     report = ReplayReport()
     began = time.perf_counter()
-    files = trace_files(paths)
-    root = _common_root(files)
-    for path in files:
+    for path, trace in _traces(paths, timezone):
         if on_trace is not None:
             on_trace(path)
-        name = str(path.relative_to(root)) if root is not None else path.name
-        with path.open(encoding="utf-8", errors="replace", newline="") as fh:
-            trace = read_trace(fh, name=name, timezone=timezone)
         report.traces.append(_replay_one(trace, settings, batch))
     report.seconds = time.perf_counter() - began
     return report
+
+
+def _traces(paths: Sequence[Path], timezone: str) -> Iterator[tuple[Path, Trace]]:
+    """Each ``.csv`` under ``paths``, read, named by its path below the folder common to all."""
+    files = trace_files(paths)
+    root = _common_root(files)
+    for path in files:
+        name = str(path.relative_to(root)) if root is not None else path.name
+        with path.open(encoding="utf-8", errors="replace", newline="") as fh:
+            yield path, read_trace(fh, name=name, timezone=timezone)
 
 
 def _common_root(files: Sequence[Path]) -> Path | None:
@@ -217,15 +222,10 @@ def produce_traces(
     X > 1 (or 0, as fast as possible) X times faster, event times keeping the traces' own
     spacing and ending by the time the last is produced (never ahead of the wall clock).
     Returns (events produced, rows dead-lettered by the mapping)."""
-    files = trace_files(paths)
-    root = _common_root(files)
     timed: list[tuple[float, bytes, bytes]] = []  # (offset from the trace's start, key, value)
     dead = 0
     longest = 0.0
-    for path in files:
-        name = str(path.relative_to(root)) if root is not None else path.name
-        with path.open(encoding="utf-8", errors="replace", newline="") as fh:
-            trace = read_trace(fh, name=name, timezone=timezone)
+    for _, trace in _traces(paths, timezone):
         dead += len(trace.dead_letters)
         if not trace.events:
             continue
