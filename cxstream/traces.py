@@ -49,7 +49,14 @@ import orjson
 
 from cxstream.events import BadEvent, BadReason, bounded_id
 
-__all__ = ["GENERATIONS", "STREAMING_FOLDERS", "Trace", "read_trace", "trace_files"]
+__all__ = [
+    "GENERATIONS",
+    "STREAMING_FOLDERS",
+    "Trace",
+    "generation_of",
+    "read_trace",
+    "trace_files",
+]
 
 GENERATIONS: dict[str, int] = {
     "GPRS": 2,
@@ -66,6 +73,25 @@ GENERATIONS: dict[str, int] = {
     "NR": 5,
 }
 """3GPP generation of each ``NetworkMode`` value G-NetTrack writes."""
+
+_FAMILIES = (  # prefixes of other spellings (LTE-A, LTE CA, NR NSA, HSPA+ DC, WCDMA, ...)
+    ("5G", 5), ("NR", 5), ("LTE", 4), ("4G", 4), ("HSPA", 3), ("HSDPA", 3), ("HSUPA", 3),
+    ("UMTS", 3), ("WCDMA", 3), ("3G", 3), ("EDGE", 2), ("GPRS", 2), ("GSM", 2), ("2G", 2),
+)  # fmt: skip
+
+
+def generation_of(mode: str) -> int | None:
+    """The 3GPP generation of a ``NetworkMode`` value, None when it names no known access.
+
+    >>> [generation_of(m) for m in ("HSPA+", "LTE CA", "nr nsa", "EDGE", "WiFi")]
+    [3, 4, 5, 2, None]
+    """
+    mode = mode.strip().upper()
+    known = GENERATIONS.get(mode)
+    if known is not None:
+        return known
+    return next((g for prefix, g in _FAMILIES if mode.startswith(prefix)), None)
+
 
 STREAMING_FOLDERS = frozenset({"netflix", "amazon_prime", "youtube", "disney", "video"})
 """Folder names (lower case) that make a trace a video session."""
@@ -164,7 +190,7 @@ def _event(
         column = "CellID"
         raise KeyError(column)
     mode = _value(row, "NetworkMode")
-    generation = GENERATIONS.get(mode.upper()) if mode is not None else None
+    generation = generation_of(mode) if mode is not None else None
     modern = generation is not None and generation >= 4
     event: dict[str, Any] = {
         "event_id": bounded_id(f"{trace.subscriber_id}-{k}"),

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from cxstream.cli import main
-from cxstream.traces import GENERATIONS, trace_files
+from cxstream.traces import generation_of, trace_files
 from tests.shared_data import UCC_TRACES
 
 SUSTAINED = timedelta(minutes=3)
@@ -24,7 +24,7 @@ def fallback_stretches(path):
     with path.open(newline="") as fh:
         for row in csv.DictReader(fh):
             at = datetime.strptime(row["Timestamp"], "%Y.%m.%d_%H.%M.%S").replace(tzinfo=UTC)
-            old = GENERATIONS.get(row["NetworkMode"].upper(), 5) <= 3
+            old = (generation_of(row["NetworkMode"]) or 5) <= 3
             if old and start is None:
                 start = at
             elif not old and start is not None:
