@@ -88,6 +88,7 @@ MEASURES: tuple[Measure, ...] = (
     Measure("sinr_db", float, "dB", -23, 40, detector_input=True,
             doc="signal to interference and noise"),
     Measure("rsrq_db", float, "dB", -43, 20, doc="reference signal received quality"),
+    Measure("cqi", int, "index", 0, 15, doc="channel quality indicator (3GPP TS 36.213, 38.214)"),
     Measure("stalls", int, "count", 0, 10_000, penalty=stall_penalty,
             doc="playback stalls in the session"),
     Measure("radio_generation", int, "3GPP generation", 2, 5, penalty=generation_penalty,

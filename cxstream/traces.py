@@ -207,6 +207,8 @@ def _event(
         event["rsrp_dbm"] = _number(row, "RSRP")
         event["rsrq_db"] = _number(row, "RSRQ")
         event["sinr_db"] = _number(row, "SNR")
+        cqi = _number(row, "CQI")
+        event["cqi"] = int(cqi) if cqi is not None and cqi.is_integer() else cqi
     if trace.service == "data" and _value(row, "State") == "D":
         kbps = _number(row, "DL_bitrate")
         mean = rate.add(at.timestamp(), kbps) if kbps is not None else None

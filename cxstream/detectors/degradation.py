@@ -221,6 +221,8 @@ class SubscriberMonitor:
             measurements.get("stalls"),
             plan_mbps,
             radio_generation=measurements.get("radio_generation"),
+            rsrq_db=measurements.get("rsrq_db"),
+            cqi=measurements.get("cqi"),
         )
         x: dict[base.typing.FeatureName, Any] = {"experience": exp}
         det = self.detector

@@ -12,7 +12,8 @@
   0..100.
 * Video and data: delivered throughput against what the plan promises (video needs at most
   ``VIDEO_TARGET_KBPS``), stalls where reported, and a latency/loss penalty for interactivity.
-* Radio (when present): 3GPP RSRP and SINR bands; poor radio pulls the score down by up to 20 points.
+* Radio (when present): 3GPP RSRP, SINR, RSRQ and CQI bands; poor radio pulls the score down by up
+  to 20 points.
 
 >>> round(voice_mos(rtt_ms=40, jitter_ms=2, loss_pct=0.0), 2)
 4.4
@@ -88,15 +89,27 @@ def _band(value: float, points: tuple[tuple[float, float], ...]) -> float:
 
 _RSRP = ((-120.0, 0.0), (-110.0, 25.0), (-100.0, 55.0), (-90.0, 80.0), (-80.0, 100.0))
 _SINR = ((-5.0, 0.0), (0.0, 30.0), (13.0, 75.0), (20.0, 100.0))
+# RSRQ (TS 36.133 reports -19.5 to -3 dB): below -15 dB a loaded or interfered cell, from -10 dB
+# on clean
+_RSRQ = ((-20.0, 0.0), (-15.0, 40.0), (-10.0, 80.0), (-6.0, 100.0))
+# CQI (TS 36.213 Table 7.2.3-1, TS 38.214): 1-6 only QPSK fits the channel, 7-9 16QAM, 10-15
+# 64QAM and up; 0 is "out of range"
+_CQI = ((0.0, 0.0), (6.0, 40.0), (9.0, 75.0), (12.0, 100.0))
 
 
-def radio_score(rsrp_dbm: float | None, sinr_db: float | None) -> float | None:
-    """0-100 from 3GPP RSRP/SINR bands, or ``None`` when the probe saw no radio fields."""
-    parts = []
-    if rsrp_dbm is not None:
-        parts.append(_band(rsrp_dbm, _RSRP))
-    if sinr_db is not None:
-        parts.append(_band(sinr_db, _SINR))
+def radio_score(
+    rsrp_dbm: float | None,
+    sinr_db: float | None,
+    rsrq_db: float | None = None,
+    cqi: float | None = None,
+) -> float | None:
+    """0-100: the mean of the 3GPP RSRP, SINR, RSRQ and CQI bands the probe reported, or
+    ``None`` when it reported none."""
+    parts = [
+        _band(value, bands)
+        for value, bands in ((rsrp_dbm, _RSRP), (sinr_db, _SINR), (rsrq_db, _RSRQ), (cqi, _CQI))
+        if value is not None
+    ]
     return sum(parts) / len(parts) if parts else None
 
 
@@ -112,6 +125,8 @@ def experience_score(
     plan_mbps: float = 50.0,
     codec: Codec = CODECS["g711_plc"],
     radio_generation: float | None = None,
+    rsrq_db: float | None = None,
+    cqi: float | None = None,
 ) -> float:
     """Experience of one measurement, 0 (unusable) to 100 (perfect).
 
@@ -134,7 +149,7 @@ def experience_score(
         score = tp_score - latency_penalty - loss_penalty - stall_penalty
         if radio_generation is not None:  # qos.generation_penalty
             score -= 90.0 if radio_generation <= 2 else 65.0 if radio_generation <= 3 else 0.0
-    radio = radio_score(rsrp_dbm, sinr_db)
+    radio = radio_score(rsrp_dbm, sinr_db, rsrq_db, cqi)
     if radio is not None and radio < 60.0:
         score -= (60.0 - radio) / 3.0
     return _clamp(score) if math.isfinite(score) else 0.0

@@ -24,17 +24,25 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cxstream.detectors.degradation import INPUTS, decay_episodes, explain_drop
-from cxstream.detectors.experience import _RSRP, _SINR, CODECS, VIDEO_TARGET_KBPS, Codec
+from cxstream.detectors.experience import (
+    _CQI,
+    _RSRP,
+    _RSRQ,
+    _SINR,
+    CODECS,
+    VIDEO_TARGET_KBPS,
+    Codec,
+)
 from cxstream.qos import QOS, SERVICE_CODES, QosTable
 
 __all__ = ["SERVICE_CODES", "BatchResult", "SubscriberTable", "experience_scores"]
 
 F64 = NDArray[np.float64]
 
-_RSRP_X = np.array([p[0] for p in _RSRP])
-_RSRP_Y = np.array([p[1] for p in _RSRP])
-_SINR_X = np.array([p[0] for p in _SINR])
-_SINR_Y = np.array([p[1] for p in _SINR])
+_RADIO_BANDS = {
+    name: (np.array([p[0] for p in bands]), np.array([p[1] for p in bands]))
+    for name, bands in (("rsrp_dbm", _RSRP), ("sinr_db", _SINR), ("rsrq_db", _RSRQ), ("cqi", _CQI))
+}
 
 
 def experience_scores(
@@ -54,8 +62,6 @@ def experience_scores(
     jitter = measurements[:, col("jitter_ms")]
     loss = measurements[:, col("loss_pct")]
     throughput = measurements[:, col("throughput_kbps")]
-    rsrp = measurements[:, col("rsrp_dbm")]
-    sinr = measurements[:, col("sinr_db")]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         # voice: the E-model (experience.voice_mos)
         delay = rtt / 2.0 + 2.0 * jitter + 10.0
@@ -78,13 +84,14 @@ def experience_scores(
         score = np.where(service == 0, voice, other)
         for j, penalty in table.penalties:
             score = score - penalty(service, measurements[:, j])
-        # radio: mean of the RSRP and SINR bands that are present
-        has_rsrp = ~np.isnan(rsrp)
-        has_sinr = ~np.isnan(sinr)
-        parts = np.where(has_rsrp, np.interp(rsrp, _RSRP_X, _RSRP_Y), 0.0) + np.where(
-            has_sinr, np.interp(sinr, _SINR_X, _SINR_Y), 0.0
-        )
-        count = has_rsrp.astype(np.float64) + has_sinr
+        # radio: mean of the RSRP, SINR, RSRQ and CQI bands that are present
+        parts = np.zeros(len(score))
+        count = np.zeros(len(score))
+        for name, (xs, ys) in _RADIO_BANDS.items():
+            values = measurements[:, col(name)]
+            present = ~np.isnan(values)
+            parts += np.where(present, np.interp(values, xs, ys), 0.0)
+            count += present
         radio = np.where(count > 0, parts / np.maximum(count, 1.0), np.nan)
         score = np.where(radio < 60.0, score - (60.0 - radio) / 3.0, score)
         score = np.where(np.isfinite(score), np.clip(score, 0.0, 100.0), 0.0)

@@ -14,6 +14,7 @@ from cxstream.dashboard.state import DashboardState
 from cxstream.detectors.table import SubscriberTable
 from cxstream.events import BadEvent, CustomerErasure, CustomerUpdate
 from cxstream.flows.sinks import _CustomerPartition
+from cxstream.qos import QOS
 from cxstream.steps.detect import Erasures
 from cxstream.steps.ingest import parse_customer_batch
 from tests.fakes import FakeRedis
@@ -21,8 +22,8 @@ from tests.fakes import FakeRedis
 
 def observe(table, subscribers, value):
     n = len(subscribers)
-    m = np.full((n, 9), math.nan)
-    m[:, 0] = value  # rtt_ms
+    m = np.full((n, len(QOS.columns)), math.nan)
+    m[:, QOS.column("rtt_ms")] = value
     table.observe(
         list(subscribers),
         np.arange(n, dtype=float),

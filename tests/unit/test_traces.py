@@ -28,6 +28,7 @@ def test_a_download_row_maps_its_radio_ping_and_session_rate():
     assert last["throughput_kbps"] == (sum(range(3, 12)) * 1000 + 12000) / 10
     assert (last["rtt_ms"], last["jitter_ms"], last["loss_pct"]) == (41.5, 3.2, 0.0)
     assert (last["rsrp_dbm"], last["sinr_db"], last["radio_generation"]) == (-100.0, 6.0, 4)
+    assert last["cqi"] == 9 and isinstance(last["cqi"], int)
     assert last["cell_id"] == "13"
 
 
@@ -39,7 +40,7 @@ def test_radio_measures_of_older_accesses_and_video_rates_are_not_used():
     [event] = trace.events
     assert trace.service == "video"
     assert event["radio_generation"] == 3
-    assert not {"rsrp_dbm", "sinr_db", "throughput_kbps", "rtt_ms"} & set(event)
+    assert not {"rsrp_dbm", "sinr_db", "cqi", "throughput_kbps", "rtt_ms"} & set(event)
 
 
 def test_rows_that_cannot_be_events_are_dead_lettered_with_their_reason():

@@ -31,6 +31,7 @@ def random_event(rng, bad):
         "rsrq_db": None if rng.random() < 0.5 else rng.uniform(-20, -3),
         "stalls": None if rng.random() < 0.7 else rng.randrange(0, 4),
         "radio_generation": None if rng.random() < 0.6 else rng.randrange(2, 6),
+        "cqi": None if rng.random() < 0.5 else rng.randrange(0, 16),
     }
 
 
@@ -58,6 +59,8 @@ def test_vector_experience_equals_the_scalar_one():
             e["stalls"],
             p,
             radio_generation=e["radio_generation"],
+            rsrq_db=e["rsrq_db"],
+            cqi=e["cqi"],
         )
         for e, p in zip(events, plans, strict=True)
     ]
