@@ -135,6 +135,20 @@ class CellMonitor(Generic[T]):
     def __post_init__(self) -> None:
         self.kpis = CellKpis(self.settings.kpis)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot, also one taken before the cell had KPI series (its settings
+        take today's defaults for what they lacked, its subscribers' last events no loss or
+        throughput)."""
+        state = {k: v for k, v in state.items() if k not in ("series", "_kpi_score")}
+        self.__dict__.update(state)
+        known = {f: getattr(self.settings, f) for f in CellSettings.__dataclass_fields__
+                 if hasattr(self.settings, f)}  # fmt: skip
+        self.settings = CellSettings(**known)
+        if "kpis" not in state:
+            self.kpis = CellKpis(self.settings.kpis)
+            self._volume = 0
+            self._subs = {sid: (*sub[:4], 0.0, math.nan) for sid, sub in self._subs.items()}
+
     @property
     def held_count(self) -> int:
         """How many individual alerts wait for release."""

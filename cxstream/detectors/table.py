@@ -179,6 +179,15 @@ class SubscriberTable:
             if values is not None:
                 getattr(self, name)[: len(values)] = values
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot, also one taken before the table kept radio generations or a
+        voice codec (none known yet; G.711 with concealment)."""
+        self.__dict__.update(state)
+        if "generation" not in state:
+            self.generation = np.full(len(self.n), np.nan)
+        if "voice_codec" not in state:
+            self.voice_codec = CODECS["g711_plc"]
+
     def __len__(self) -> int:
         return self.size
 

@@ -125,3 +125,37 @@ def test_median():
     assert median([3.0, 1.0, 2.0]) == 2.0
     assert median([4.0, 1.0]) == 2.5
     assert median([]) != median([])  # NaN
+
+
+def test_a_cell_snapshot_from_before_the_kpi_series_restores_and_runs():
+    cell = CellMonitor("c1")
+    run(cell, T0, T0 + 60)
+    old = dict(cell.__dict__)
+    del old["kpis"], old["_volume"]
+    old["_subs"] = {sid: sub[:4] for sid, sub in old["_subs"].items()}
+    settings = object.__new__(CellSettings)  # the settings class as it was: no kpis
+    for name in ("window_s", "step_s", "min_affected", "open_share", "resolve_share", "hold_s"):
+        object.__setattr__(settings, name, getattr(cell.settings, name))
+    old["settings"] = settings
+    restored = object.__new__(CellMonitor)
+    restored.__setstate__(old)
+    assert restored.settings.kpis == KpiSettings()
+    run(restored, T0 + 60, T0 + 600)  # no error, and its KPIs run
+    assert restored.kpis.next_close > T0 + 590
+
+
+def test_a_table_snapshot_from_before_radio_generations_restores_and_runs():
+    import numpy as np
+
+    from cxstream.detectors.table import SubscriberTable
+    from cxstream.qos import QOS
+
+    table = SubscriberTable()
+    state = dict(table.__dict__)
+    del state["generation"], state["voice_codec"]
+    restored = object.__new__(SubscriberTable)
+    restored.__setstate__(pickle.loads(pickle.dumps(state)))
+    m = np.full((2, len(QOS.columns)), np.nan)
+    m[:, QOS.column("rtt_ms")] = 40.0
+    restored.observe(["a", "b"], np.array([1.0, 2.0]), np.zeros(2, np.int8), m, np.full(2, np.nan))
+    assert len(restored) == 2
