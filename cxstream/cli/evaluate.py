@@ -202,6 +202,8 @@ def eval_churn(
         f"ROC AUC {s['roc_auc']:.4f}  PR AUC {s['pr_auc']:.4f}  log loss {s['log_loss']:.4f}  "
         f"accuracy {s['accuracy']:.4f}  ({s['rows_per_s']:,} rows/s, score + learn)"
     )
+    last = s["roc_auc_last_fifth"]
+    click.echo(f"ROC AUC over the last fifth of rows: {'n/a' if last is None else f'{last:.4f}'}")
     click.echo(
         f"score path: {s['score_per_s']:,} predictions/s on one core "
         "(the flow's batched scoring, with explanations)"

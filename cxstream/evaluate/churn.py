@@ -198,12 +198,19 @@ class ChurnReport:
     accuracy: float
     rows_per_s: float
     score_per_s: float
+    roc_auc_last_fifth: float = math.nan  # the last 20 % of rows: what the model does once warm
 
     def summary(self) -> dict[str, Any]:
         """The JSON keys of ``cxstream eval churn --json``."""
         return {
             "rows": self.rows,
             "roc_auc": round(self.roc_auc, 4),
+            # null when the last fifth holds one class only
+            "roc_auc_last_fifth": (
+                round(self.roc_auc_last_fifth, 4)
+                if math.isfinite(self.roc_auc_last_fifth)
+                else None
+            ),
             "pr_auc": round(self.pr_auc, 4),
             "log_loss": round(self.log_loss, 4),
             "accuracy": round(self.accuracy, 4),
@@ -312,6 +319,7 @@ def run_churn(
         schema=inferred.schema,
         skipped=inferred.skipped,
         roc_auc=roc_auc(y_arr, probs),
+        roc_auc_last_fifth=roc_auc(y_arr[len(rows) * 4 // 5 :], probs[len(rows) * 4 // 5 :]),
         pr_auc=average_precision(y_arr, probs),
         log_loss=log_loss(y_arr, probs),
         accuracy=float(np.mean((probs >= 0.5) == y_arr)),

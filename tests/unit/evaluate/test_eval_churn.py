@@ -81,7 +81,16 @@ def test_a_file_with_another_schema_runs_unchanged(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["rows"] == 1200
-    assert {"rows", "roc_auc", "pr_auc", "log_loss", "accuracy", "rows_per_s"} <= set(summary)
+    assert {
+        "rows",
+        "roc_auc",
+        "roc_auc_last_fifth",
+        "pr_auc",
+        "log_loss",
+        "accuracy",
+        "rows_per_s",
+    } <= set(summary)
+    assert 0.5 < summary["roc_auc_last_fifth"] <= 1.0  # the last fifth holds both classes
     assert summary["numeric"] == ["Age", "Balance", "Products"]
     assert summary["categorical"] == ["Region", "Active"]
     assert "identifier" in summary["skipped"]["AccountNo"]  # found without --id
