@@ -108,6 +108,11 @@ def _next_slot(t: float, step: float) -> float:
     return (math.floor(t / step) + 1) * step
 
 
+def _cause(kpis: tuple[KpiAnomaly, ...], otherwise: IncidentCause) -> IncidentCause:
+    """``outage`` when a volume KPI collapsed (the cell went quiet), else ``otherwise``."""
+    return "outage" if any(k.collapse for k in kpis) else otherwise
+
+
 _Sub = tuple[float, bool, float, str | None, float, float]
 """A subscriber's last event in a cell: time, degraded, experience index, value tier, loss (%),
 throughput (kbit/s, NaN if not measured) (a plain tuple: one is stored per event, so it must be
@@ -295,13 +300,7 @@ class CellMonitor(Generic[T]):
             if shared or kpis:
                 self._quiet_since = None
                 self._last_update = self.clock
-                cause: IncidentCause = (
-                    "outage"
-                    if any(k.collapse for k in kpis)
-                    else "degraded_share"
-                    if shared
-                    else "kpi_anomaly"
-                )
+                cause = _cause(kpis, "degraded_share" if shared else "kpi_anomaly")
                 # named by the evaluation slot, not by the event that happened to cross it, so
                 # that a replay, whose partitions interleave differently, mostly names it alike
                 slot = _next_slot(self.clock, s.step_s) - s.step_s
@@ -355,7 +354,7 @@ class CellMonitor(Generic[T]):
                 share,
                 experience,
                 new,
-                "outage" if any(k.collapse for k in kpis) else current.cause,
+                _cause(kpis, current.cause),
                 kpis or current.kpis,
             )
             return self._incident

@@ -25,10 +25,11 @@ class Demarcate:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._cell_settings = CellSettings.from_mapping(settings.cells.model_dump())
 
     def new_cell_monitor(self, cell_id: str) -> CellMonitor[Candidate]:
         """Fresh demarcation state for one cell."""
-        return CellMonitor(cell_id, CellSettings.from_mapping(self.settings.cells.model_dump()))
+        return CellMonitor(cell_id, self._cell_settings)
 
     def demarcate_shard(
         self, monitors: dict[str, CellMonitor[Candidate]], batches: Sequence[CellBatch]

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import msgspec
-import numpy as np
 
 from cxstream import metrics
 from cxstream.batches import RawBatch, ShardBatch, group_by_shard
@@ -116,7 +115,8 @@ class Ingest:
                 bad.append(error)
             else:
                 chunks.append((item.topic, item.partition, [item.value], [item.offset]))
-        loose: list[tuple[list[QosRecord | QosEvent], list[float], list[bool]]] = []
+        # each chunk's records, their times, and the positions of the late ones (usually none)
+        loose: list[tuple[list[QosRecord | QosEvent], list[float], list[int]]] = []
         for topic, partition, values, offsets in chunks:
             # staleness and lateness are judged against the partition's own watermark (the
             # newest event time it delivered), so a replay of old data runs like live data
@@ -191,22 +191,21 @@ class Ingest:
                 if not records:
                     continue
                 late = None
-            flags = [False] * len(records)
-            for k in late or ():
-                flags[k] = True
-            loose.append((records, times, flags))
+            loose.append((records, times, late or []))
         count_dead_letters(bad)
         if not loose:
             return bad, None
         if len(loose) == 1:
-            records, times, flags = loose[0]
+            records, times, _ = loose[0]
         else:
             records = [r for rs, _, _ in loose for r in rs]
             times = [t for _, ts, _ in loose for t in ts]
-            flags = [f for _, _, fs in loose for f in fs]
         batch = self.enrich(records, times)
-        if any(flags):
-            batch.late = np.array(flags, dtype=bool)
+        offset = 0
+        for rs, _, late_positions in loose:  # flagged only where a chunk had late events
+            if late_positions:
+                batch.late[[offset + k for k in late_positions]] = True
+            offset += len(rs)
         return bad, batch
 
     def _late(self, watermark: float | None, times: list[float]) -> list[int] | None:

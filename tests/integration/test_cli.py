@@ -87,18 +87,19 @@ def test_demo_runs_the_whole_loop_on_embedded_services(tmp_path):
     assert "incident planned: cell_outage" in result.stderr
 
 
-def test_simulate_writes_events_truth_and_profiles(live_settings, tmp_path):
+def qos_config(live_settings, tmp_path: Path) -> Path:
+    """A config file naming the test broker and its QoS topic."""
     config = tmp_path / "c.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "kafka": {
-                    "brokers": live_settings.kafka.brokers,
-                    "topics": {"qos": live_settings.kafka.topics.qos},
-                }
-            }
-        )
-    )
+    kafka = {
+        "brokers": live_settings.kafka.brokers,
+        "topics": {"qos": live_settings.kafka.topics.qos},
+    }
+    config.write_text(json.dumps({"kafka": kafka}))
+    return config
+
+
+def test_simulate_writes_events_truth_and_profiles(live_settings, tmp_path):
+    config = qos_config(live_settings, tmp_path)
     truth, profiles = tmp_path / "truth.jsonl", tmp_path / "profiles.csv"
     result = cxstream(
         "simulate",
@@ -348,17 +349,7 @@ def test_bench_paced_reports_every_figure_it_promises():
 
 
 def test_replay_to_kafka_moves_the_traces_to_the_present(live_settings, tmp_path):
-    config = tmp_path / "c.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "kafka": {
-                    "brokers": live_settings.kafka.brokers,
-                    "topics": {"qos": live_settings.kafka.topics.qos},
-                }
-            }
-        )
-    )
+    config = qos_config(live_settings, tmp_path)
     folder = tmp_path / "Download" / "Driving"
     folder.mkdir(parents=True)
     header = "Timestamp,CellID,NetworkMode,RSRP,RSRQ,SNR,CQI,DL_bitrate,State,PINGAVG\n"
