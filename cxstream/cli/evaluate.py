@@ -149,10 +149,14 @@ def eval_protocol(data_dirs: tuple[Path, ...], as_json: bool) -> None:
 @click.option("--id", "id_column", default=None, help="An identifier column to leave out.")
 @click.option(
     "--model",
-    type=click.Choice(["bayes", "river-lr", "river-arf", "ensemble"]),
-    default="bayes",
+    type=click.Choice(["blend", "bayes", "trees", "river-lr", "river-arf", "ensemble"]),
+    default="blend",
     show_default=True,
-    help="bayes is the flow's model; the others are River baselines for comparison.",
+    help=(
+        "blend is the flow's model (Bayesian logistic regression and refit gradient-boosted "
+        "trees, blended by an online stacker); bayes and trees are its two parts alone; "
+        "river-lr, river-arf and ensemble (their average with bayes) are River baselines."
+    ),
 )
 @click.option(
     "--predictions",
@@ -208,6 +212,13 @@ def eval_churn(
         f"score path: {s['score_per_s']:,} predictions/s on one core "
         "(the flow's batched scoring, with explanations)"
     )
+    click.echo("reliability (predicted vs observed churn rate per probability bin):")
+    for b in s["reliability"]:
+        observed = "n/a" if b["observed"] is None else f"{b['observed']:.3f}"
+        click.echo(
+            f"  {b['low']:.1f}-{b['high']:.1f}: {b['rows']:>7,} rows, "
+            f"predicted {b['predicted']:.3f}, observed {observed}"
+        )
     if predictions is not None:
         click.echo(f"predictions written to {predictions}")
     if as_json:

@@ -30,10 +30,13 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
@@ -49,6 +52,16 @@ from cxstream.detectors.churn_features import (
     Schema,
     infer_schema,
     parse_number,
+    parse_numbers,
+)
+from cxstream.detectors.churn_trees import (
+    BoostedTrees,
+    LabelledWindow,
+    Refit,
+    Stacker,
+    TreeEncoder,
+    TreeSettings,
+    refit,
 )
 from cxstream.errors import IncompatibleCheckpoint, UntrustedCheckpoint
 
@@ -63,17 +76,22 @@ __all__ = [
     "InferredSchema",
     "QualityMonitor",
     "Schema",
+    "TreeSettings",
     "UntrustedCheckpoint",
     "infer_schema",
     "parse_number",
 ]
 
-CHECKPOINT_FORMAT: Final = 2
+CHECKPOINT_FORMAT: Final = 3
 """Version of the checkpoint layout; bump it when the stored state changes shape."""
 
 _MAX_DIM: Final = 20_000  # features a checkpoint may hold (its covariance is dim x dim)
+_MAX_WINDOW: Final = 1_000_000  # labelled rows a checkpoint's tree window may hold
 
 _MAGIC: Final = b"cxstream-churn"
+_DEFAULT_TREES: Final = TreeSettings()
+_TRIAL: Final = 100  # outcomes a post-drift challenger is judged on
+_FORGET: Final = 2.0  # posterior widening after a drift
 FloatArray = NDArray[np.float64]
 
 
@@ -163,20 +181,33 @@ class Contribution:
 
 
 class ChurnModel:
-    """Features + Bayesian logistic regression, with River's classifier interface.
+    """The churn model: Bayesian logistic regression and gradient-boosted trees, blended by an
+    online stacker, with River's classifier interface.
+
+    The logistic part learns every outcome at once; the trees are refit from the last
+    ``trees.window`` labelled rows every ``refit_every`` rows (and at least ``refit_growth`` of
+    the rows learned so far), in a background thread when :attr:`background` is set; the
+    stacker (:class:`~cxstream.detectors.churn_trees.Stacker`) learns how much each part is
+    worth from their out-of-sample predictions.
 
     Parameters
     ----------
     schema
         Numeric and categorical columns to read.
     prior_variance
-        Prior variance of each weight.
+        Prior variance of each logistic weight.
     max_categories
         Categories kept per column; later new ones are pooled as ``<other>``.
+    trees
+        How the trees are fitted; None for the logistic model alone.
     """
 
     def __init__(
-        self, schema: Schema, prior_variance: float = 1.0, max_categories: int = 64
+        self,
+        schema: Schema,
+        prior_variance: float = 1.0,
+        max_categories: int = 64,
+        trees: TreeSettings | None = _DEFAULT_TREES,
     ) -> None:
         self.schema = schema
         self.prior_variance = prior_variance
@@ -184,22 +215,175 @@ class ChurnModel:
         self.features = Featurizer(schema, max_categories=max_categories)
         self.learner = BayesianLogisticRegression(prior_variance)
         self.n_learned = 0
+        self.tree_settings = trees
+        self.encoder = TreeEncoder(schema, max_categories)
+        width = len(self.encoder.columns)
+        self.window = LabelledWindow(trees.window, width) if trees is not None else None
+        self.trees: BoostedTrees | None = None
+        self.stacker = Stacker()
+        self.last_fit = 0  # rows learned when the last refit was asked for
+        self.background: Executor | None = None  # refits run here when set (the flow's)
+        self._pending: tuple[str, Future[Refit]] | None = None
+        self.challenger: Refit | None = None  # a post-drift refit on trial
+        self._trial = [0.0, 0.0, 0]  # log loss of champion, challenger; outcomes
+        self.events: list[str] = []  # refit / drift events for the learner's metrics and logs
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["background"] = None
+        state["_pending"] = None
+        return state
 
     # -- River interface ---------------------------------------------------------------------
     def predict_proba_one(self, x: Row) -> dict[bool, float]:
         """``{False: 1 - p, True: p}`` for one row (scored before it is learned)."""
-        idx, val = self.features.transform_one(x, grow=False)
-        p = self.learner.predict_one(idx, val)
+        p = float(self.score_many([x], top=0)[0][0])
         return {False: 1.0 - p, True: p}
 
     def learn_one(self, x: Row, y: bool) -> None:
-        """Learn one labelled row (the features' statistics first, then the weights)."""
+        """Learn one labelled row: the stacker from both parts' predictions made before it, then
+        the features' statistics and the logistic weights; the row joins the trees' window."""
+        self._adopt()
+        f = self._blend_inputs([x])
+        if self.challenger is not None:
+            self._judge(x, f[0], bool(y))
+        if self.window is not None:  # without trees the linear part stands alone
+            self.stacker.learn_one(f[0], bool(y))
         self.features.learn_one(x)
         idx, val = self.features.transform_one(x)
         self.learner.learn_one(idx, val, bool(y))
         self.n_learned += 1
+        if self.window is not None:
+            self.encoder.learn_one(x)
+            self.window.add(self.encoder.encode_many([x])[0], bool(y), float(f[0, 1]))
+            self._maybe_refit()
+
+    # -- the trees' refits ---------------------------------------------------------------------
+    def _maybe_refit(self) -> None:
+        t = self.tree_settings
+        if t is None or self.window is None or self._pending is not None:
+            return
+        due = max(t.refit_every, t.refit_growth * self.n_learned)
+        negatives, positives = self.window.class_counts()
+        if self.n_learned - self.last_fit >= due and min(negatives, positives) >= t.min_class:
+            self.refit("refit")
+
+    def refit(self, kind: str = "refit", rows: int | None = None) -> None:
+        """Fit new trees on the last ``rows`` of the window (all by default): ``refit`` replaces
+        the trees when done; ``challenger`` puts them on trial beside the current ones."""
+        t = self.tree_settings
+        if t is None or self.window is None:
+            return
+        self.last_fit = self.n_learned
+        x, y, z = self.window.recent(rows)
+        if min(int(y.sum()), len(y) - int(y.sum())) < t.min_class:
+            return
+        job = (x, y, z, self.encoder.categorical_index, t)
+        if self.background is None:
+            self._install(kind, refit(*job))
+        else:
+            self._pending = (kind, self.background.submit(refit, *job))
+
+    def _adopt(self) -> None:
+        """Install a background refit that has finished (a failed one is reported, not raised)."""
+        if self._pending is None or not self._pending[1].done():
+            return
+        kind, future = self._pending
+        self._pending = None
+        try:
+            done = future.result()
+        except Exception as exc:  # any failure: the previous trees keep serving
+            self.events.append(f"refit_failed: {type(exc).__name__}: {str(exc)[:200]}")
+            return
+        self._install(kind, done)
+
+    def wait_for_refit(self, timeout: float | None = None) -> None:
+        """Block until a background refit has finished and install it (tests, shutdown)."""
+        if self._pending is not None:
+            futures_wait([self._pending[1]], timeout=timeout)
+            self._adopt()
+
+    def _install(self, kind: str, done: Refit) -> None:
+        if kind == "challenger" and self.trees is not None:
+            self.challenger = done
+            self._trial = [0.0, 0.0, 0]
+            self.events.append("challenger")
+        else:
+            self._adopt_refit(done)
+            self.events.append("refit")
+
+    def _adopt_refit(self, done: Refit) -> None:
+        self.trees = done.trees
+        if done.stacker is not None:
+            self.stacker.mean, self.stacker.cov = done.stacker[0].copy(), done.stacker[1].copy()
+
+    def _judge(self, x: Row, f: FloatArray, y: bool) -> None:
+        """Score the challenger beside the champion on one outcome; after ``_TRIAL`` outcomes,
+        keep whichever had the lower log loss."""
+        challenger = self.challenger
+        if challenger is None:
+            return
+        g = f.copy()
+        g[2] = float(challenger.trees.logit(self.encoder.encode_many([x]))[0])
+        p_champion = float(self.stacker.predict(f[None, :])[0])
+        trial = Stacker()
+        if challenger.stacker is not None:
+            trial.mean, trial.cov = challenger.stacker
+        else:
+            trial.mean, trial.cov = self.stacker.mean, self.stacker.cov
+        p_challenger = float(trial.predict(g[None, :])[0])
+        probs = np.array([p_champion, p_challenger])
+        loss = -np.log(np.clip(probs if y else 1.0 - probs, 1e-15, 1.0))
+        self._trial[0] += float(loss[0])
+        self._trial[1] += float(loss[1])
+        self._trial[2] += 1
+        if self._trial[2] >= _TRIAL:
+            if self._trial[1] < self._trial[0]:
+                self._adopt_refit(challenger)
+                self.events.append("challenger_promoted")
+            else:
+                self.events.append("challenger_dropped")
+            self.challenger = None
+
+    def on_drift(self, recent: int) -> None:
+        """The response to a drift in the loss: the logistic and stacker posteriors are widened
+        (recent outcomes weigh twice as much as before), and trees refit on the ``recent`` rows
+        since the change go on trial beside the current ones (promoted only if they do better
+        on the next outcomes)."""
+        d = self.learner.dim
+        self.learner.cov[:d, :d] *= _FORGET
+        self.stacker.forget(_FORGET)
+        self.events.append("drift")
+        if self._pending is None and self.tree_settings is not None:
+            self.refit("challenger", max(recent, 2 * self.tree_settings.min_leaf))
 
     # -- the flow's batch path -----------------------------------------------------------------
+    def _blend_inputs(
+        self,
+        rows: Sequence[Row],
+        x: FloatArray | None = None,
+        *,
+        tree_logit: FloatArray | None = None,
+    ) -> FloatArray:
+        """``[1, logit_linear, logit_trees]`` per row (the stacker's inputs); ``x`` and
+        ``tree_logit`` are the rows' linear features and trees' logit when already computed."""
+        n = len(rows)
+        f = np.zeros((n, 3))
+        f[:, 0] = 1.0
+        d = self.learner.dim
+        if d > 0:
+            if x is None:
+                x = self.features.transform_many(rows, d)
+            mean = self.learner.mean[:d]
+            m = x @ mean
+            s2 = np.einsum("ij,ij->i", x @ self.learner.cov[:d, :d], x)
+            f[:, 1] = m / np.sqrt(1.0 + (math.pi / 8.0) * s2)
+        if tree_logit is not None:
+            f[:, 2] = tree_logit
+        elif self.trees is not None:
+            f[:, 2] = self.trees.logit(self.encoder.encode_many(rows))
+        return f
+
     def predict_proba_many(self, rows: Sequence[Row]) -> FloatArray:
         """P(churn) for many rows: featurise column by column, then one matrix product."""
         return self.score_many(rows, top=0)[0]
@@ -213,46 +397,56 @@ class ChurnModel:
             return np.zeros(0), []
         if d == 0:  # nothing learned yet: the prior says 50/50 and nothing explains it
             return np.full(len(rows), 0.5), [[] for _ in rows]
-        x = self.features.transform_many(rows, d)
-        mean = self.learner.mean[:d]
-        cov = self.learner.cov[:d, :d]
-        m = x @ mean
-        s2 = np.einsum("ij,ij->i", x @ cov, x)
-        probs = np.asarray(self.learner.moderated(m, s2), dtype=np.float64)
+        numbers = parse_numbers(rows, self.schema.numeric)  # parsed once for both parts
+        x = self.features.transform_many(rows, d, numbers)
+        trees = self.trees
+        leaves = None
+        if trees is not None and top > 0:  # the leaves give both the logit and the reasons
+            leaves = trees.leaves(self.encoder.encode_many(rows, numbers))
+            f = self._blend_inputs(rows, x, tree_logit=trees.logit_of(leaves))
+        else:
+            f = self._blend_inputs(rows, x)
+        if self.window is None:  # the linear part alone: its own posterior-averaged probability
+            probs = 1.0 / (1.0 + np.exp(-np.clip(f[:, 1], -35.0, 35.0)))
+        else:
+            probs = np.asarray(self.stacker.predict(f), dtype=np.float64)
         if top <= 0:
             return probs, [[] for _ in rows]
-        return probs, self._explain(rows, x, top)
+        return probs, self._explain(rows, x, leaves, top)
 
-    def _explain(self, rows: Sequence[Row], x: FloatArray, top: int) -> list[list[Contribution]]:
+    def _explain(
+        self, rows: Sequence[Row], x: FloatArray, leaves: NDArray[np.intp] | None, top: int
+    ) -> list[list[Contribution]]:
+        """Per column: the logistic part's ``weight x feature`` against the average customer,
+        plus the trees' TreeSHAP value, each scaled by the stacker's weight for its part."""
         d = x.shape[1]
         owners = self.features.owner[:d]
-        columns = list(dict.fromkeys(o for o in owners if o != "<intercept>"))
-        if not columns:
-            return [[] for _ in rows]
+        columns = list(self.encoder.columns)
         pos = {c: j for j, c in enumerate(columns)}
         group = np.zeros((d, len(columns)))
         for i, owner in enumerate(owners):
             if owner in pos:
                 group[i, pos[owner]] = 1.0
-        # contribution of each column relative to the average customer seen so far
         weighted = self.learner.mean[:d] * group.T  # columns x features
-        per_column = x @ weighted.T - self.features.baseline(d) @ weighted.T
+        per_column = (x @ weighted.T - self.features.baseline(d) @ weighted.T) * self.stacker.mean[
+            1
+        ]
+        if self.trees is not None and leaves is not None:
+            per_column += self.trees.contributions(leaves) * self.stacker.mean[2]
         k = min(top, len(columns))
         best = np.argpartition(-np.abs(per_column), k - 1, axis=1)[:, :k]
-        out = []
-        for r, row in enumerate(rows):
-            values = per_column[r, best[r]]
-            ranked = sorted(
-                zip(best[r].tolist(), values.tolist(), strict=True), key=lambda t: -abs(t[1])
-            )
-            out.append(
-                [
-                    Contribution(columns[j], row.get(columns[j]), round(v, 4))
-                    for j, v in ranked
-                    if v != 0.0
-                ]
-            )
-        return out
+        chosen = np.round(np.take_along_axis(per_column, best, axis=1), 4)
+        order = np.argsort(-np.abs(chosen), axis=1, kind="stable")
+        best = np.take_along_axis(best, order, axis=1).tolist()
+        chosen_rows = np.take_along_axis(chosen, order, axis=1).tolist()
+        return [
+            [
+                Contribution(columns[j], row.get(columns[j]), v)
+                for j, v in zip(js, vs, strict=True)
+                if v != 0.0
+            ]
+            for row, js, vs in zip(rows, best, chosen_rows, strict=True)
+        ]
 
     def explain_many(self, rows: Sequence[Row], top: int = 5) -> list[list[Contribution]]:
         """The ``top`` columns by absolute contribution to each row's logit, signed."""
@@ -263,6 +457,22 @@ class ChurnModel:
         return self.explain_many([x], top)[0]
 
     # -- checkpoints ---------------------------------------------------------------------------
+    def _trees_state(self) -> _TreesState | None:
+        t, w = self.tree_settings, self.window
+        if t is None or w is None:
+            return None
+        return _TreesState(
+            settings=_TreeSettingsState(**dataclasses.asdict(t)),
+            codes={c: list(v) for c, v in self.encoder.codes.items()},
+            model=self.trees.to_text() if self.trees is not None else None,
+            model_rows=self.trees.rows if self.trees is not None else 0,
+            window_x=np.ascontiguousarray(w.x, "<f8").tobytes(),
+            window_y=w.y.tobytes(),
+            window_z=np.ascontiguousarray(w.z, "<f8").tobytes(),
+            window_count=w.count,
+            last_fit=self.last_fit,
+        )
+
     def to_bytes(
         self, metrics: Mapping[str, float] | None = None, *, key: bytes | None = None
     ) -> bytes:
@@ -286,6 +496,9 @@ class ChurnModel:
             dim=d,
             mean=np.ascontiguousarray(self.learner.mean[:d], "<f8").tobytes(),
             cov=np.ascontiguousarray(self.learner.cov[:d, :d], "<f8").tobytes(),
+            stacker_mean=self.stacker.mean.tolist(),
+            stacker_cov=self.stacker.cov.ravel().tolist(),
+            trees=self._trees_state(),
             metrics={k: (v if math.isfinite(v) else None) for k, v in (metrics or {}).items()},
         )
         head = _MAGIC + b":" + str(CHECKPOINT_FORMAT).encode()
@@ -345,6 +558,30 @@ class _FeatureState(msgspec.Struct, forbid_unknown_fields=True):
     n: int
 
 
+class _TreeSettingsState(msgspec.Struct, forbid_unknown_fields=True):
+    rounds: Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+    leaves: Annotated[int, msgspec.Meta(ge=2, le=1_024)]
+    learning_rate: Annotated[float, msgspec.Meta(gt=0, le=1)]
+    min_leaf: Annotated[int, msgspec.Meta(ge=1)]
+    window: Annotated[int, msgspec.Meta(ge=1, le=_MAX_WINDOW)]
+    refit_every: Annotated[int, msgspec.Meta(ge=1)]
+    refit_growth: Annotated[float, msgspec.Meta(ge=0)]
+    min_class: Annotated[int, msgspec.Meta(ge=1)]
+    folds: Annotated[int, msgspec.Meta(ge=0, le=20)]
+
+
+class _TreesState(msgspec.Struct, forbid_unknown_fields=True):
+    settings: _TreeSettingsState
+    codes: dict[str, list[str]]
+    model: str | None  # LightGBM's text model format
+    model_rows: Annotated[int, msgspec.Meta(ge=0)]
+    window_x: bytes  # float64, little-endian, window x columns, row-major
+    window_y: bytes  # uint8 labels
+    window_z: bytes  # float64, little-endian: the linear part's logit before each row was learned
+    window_count: Annotated[int, msgspec.Meta(ge=0)]
+    last_fit: Annotated[int, msgspec.Meta(ge=0)]
+
+
 class _ModelState(msgspec.Struct, forbid_unknown_fields=True):
     numeric: list[str]
     categorical: list[str]
@@ -355,6 +592,9 @@ class _ModelState(msgspec.Struct, forbid_unknown_fields=True):
     dim: Annotated[int, msgspec.Meta(ge=0, le=_MAX_DIM)]
     mean: bytes  # float64, little-endian, dim values
     cov: bytes  # float64, little-endian, dim x dim, row-major
+    stacker_mean: list[float]
+    stacker_cov: list[float]
+    trees: _TreesState | None
     metrics: dict[str, float | None]
 
 
@@ -369,11 +609,44 @@ def _restore(state: _ModelState) -> ChurnModel:
         problems.append("weight arrays of the wrong size")
     if len(set(f.names)) != len(f.names):
         problems.append("a feature named twice")
+    if len(state.stacker_mean) != 3 or len(state.stacker_cov) != 9:
+        problems.append("stacker weights of the wrong size")
+    width = len(state.numeric) + len(state.categorical)
+    t = state.trees
+    if t is not None:
+        size = t.settings.window
+        if (
+            len(t.window_x) != 8 * size * width
+            or len(t.window_y) != size
+            or len(t.window_z) != 8 * size
+        ):
+            problems.append("a tree window of the wrong size")
+        if set(t.codes) != set(state.categorical):
+            problems.append("category codes for other columns")
+        if any(len(set(v)) != len(v) for v in t.codes.values()):
+            problems.append("a category coded twice")
     if problems:
         msg = f"churn-model checkpoint is inconsistent: {'; '.join(problems)}"
         raise IncompatibleCheckpoint(msg)
     schema = Schema(tuple(state.numeric), tuple(state.categorical))
-    model = ChurnModel(schema, state.prior_variance, state.max_categories)
+    settings = TreeSettings(**msgspec.structs.asdict(t.settings)) if t is not None else None
+    model = ChurnModel(schema, state.prior_variance, state.max_categories, settings)
+    model.stacker.mean = np.array(state.stacker_mean, dtype=np.float64)
+    model.stacker.cov = np.array(state.stacker_cov, dtype=np.float64).reshape(3, 3)
+    if t is not None and model.window is not None:
+        window = model.window
+        window.x = np.frombuffer(t.window_x, "<f8").reshape(t.settings.window, width).copy()
+        window.y = np.frombuffer(t.window_y, np.uint8).copy()
+        window.z = np.frombuffer(t.window_z, "<f8").copy()
+        window.count = t.window_count
+        model.last_fit = t.last_fit
+        model.encoder.codes = {c: {v: i for i, v in enumerate(vs)} for c, vs in t.codes.items()}
+        if t.model is not None:
+            try:
+                model.trees = BoostedTrees.from_text(t.model, t.model_rows, width)
+            except ValueError as exc:
+                msg = f"churn-model checkpoint is inconsistent: {exc}"
+                raise IncompatibleCheckpoint(msg) from exc
     model.n_learned = state.n_learned
     features = model.features
     features.names = list(f.names)
@@ -386,7 +659,8 @@ def _restore(state: _ModelState) -> ChurnModel:
     learner._grow(d)
     learner.mean[:d] = np.frombuffer(state.mean, "<f8")
     learner.cov[:d, :d] = np.frombuffer(state.cov, "<f8").reshape(d, d)
-    if not (np.isfinite(learner.mean[:d]).all() and np.isfinite(learner.cov[:d, :d]).all()):
+    finite = (learner.mean[:d], learner.cov[:d, :d], model.stacker.mean, model.stacker.cov)
+    if not all(np.isfinite(a).all() for a in finite):
         msg = "churn-model checkpoint is inconsistent: weights that are not finite"
         raise IncompatibleCheckpoint(msg)
     return model
@@ -442,11 +716,21 @@ class ChurnLearner:
     key: bytes | None = None  # authenticates the checkpoints (ChurnModel.to_bytes)
 
     def learn_one(self, x: Row, y: bool) -> tuple[float, bool]:
-        """Score (for the quality metrics), then learn; returns the probability and drift flag."""
+        """Score (for the quality metrics), then learn; returns the probability and drift flag.
+
+        On a drift the model responds (:meth:`ChurnModel.on_drift`) with the rows since the
+        change as ADWIN measured them."""
         p = self.model.predict_proba_one(x)[True]
         drifted = self.quality.update(y, p)
         self.model.learn_one(x, y)
+        if drifted:
+            self.model.on_drift(int(self.quality.drift.width))
         return p, drifted
+
+    def take_events(self) -> list[str]:
+        """The model's refit and drift events since the last call (for metrics and logs)."""
+        events, self.model.events = self.model.events, []
+        return events
 
     def checkpoint(self) -> bytes:
         """A new revision of the model as a versioned checkpoint, with its quality metrics."""

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ __all__ = [
     "Schema",
     "infer_schema",
     "parse_number",
+    "parse_numbers",
 ]
 
 MISSING: Final = "<missing>"
@@ -59,6 +61,15 @@ def parse_number(value: Any) -> float | None:
     except ValueError:
         return None
     return f if math.isfinite(f) else None
+
+
+def parse_numbers(rows: Sequence[Row], columns: Sequence[str]) -> FloatArray:
+    """:func:`parse_number` of each row's ``columns`` as an ``n x columns`` matrix (NaN where
+    missing)."""
+    out = np.full((len(rows), len(columns)), np.nan)
+    for j, col in enumerate(columns):
+        out[:, j] = [np.nan if (v := parse_number(row.get(col))) is None else v for row in rows]
+    return out
 
 
 def _category(value: Any) -> str:
@@ -221,25 +232,30 @@ class Featurizer:
                 val.append(1.0)
         return idx, val
 
-    def transform_many(self, rows: Sequence[Row], dim: int) -> FloatArray:
+    def transform_many(
+        self, rows: Sequence[Row], dim: int, numbers: FloatArray | None = None
+    ) -> FloatArray:
         """The rows' features as a dense ``len(rows) x dim`` matrix, column by column.
 
         The same values as :meth:`transform_one` with ``grow=False`` (features past ``dim`` are
         dropped); working a column at a time keeps the per-row Python cost to a few lookups.
+        ``numbers`` is :func:`parse_numbers` of the rows when the caller has it already.
         """
         n = len(rows)
         x = np.zeros((n, dim))
         x[:, 0] = 1.0
         index = self.index
-        for col in self.schema.numeric:
-            nums = [parse_number(row.get(col)) for row in rows]
-            present = np.fromiter((v is not None for v in nums), dtype=bool, count=n)
+        if numbers is None:
+            numbers = parse_numbers(rows, self.schema.numeric)
+        for j, col in enumerate(self.schema.numeric):
+            parsed = numbers[:, j]
+            present = ~np.isnan(parsed)
             i_missing = index.get(f"{col}={MISSING}")
             if i_missing is not None and i_missing < dim:
                 x[~present, i_missing] = 1.0
             if not present.any():
                 continue
-            raw = np.fromiter((0.0 if v is None else v for v in nums), dtype=np.float64, count=n)
+            raw = np.where(present, parsed, 0.0)
             logged = np.copysign(np.log1p(np.abs(raw)), raw)
             for key, values in ((col, raw), (f"log({col})", logged)):
                 i = index.get(key)
@@ -256,8 +272,16 @@ class Featurizer:
             other = index.get(prefix + OTHER, -1) if full else -1
             slots: dict[str, int] = {}
             cols = np.empty(n, dtype=np.intp)
+            # (type, raw value) -> slot, so each is read once (1, 1.0 and True read differently)
+            raw_slots: dict[tuple[type, Any], int] = {}
             for r, row in enumerate(rows):
-                cat = _category(row.get(col))
+                cell = row.get(col)
+                try:
+                    cols[r] = raw_slots[cell.__class__, cell]
+                    continue
+                except (KeyError, TypeError):
+                    pass
+                cat = _category(cell)
                 i = slots.get(cat)
                 if i is None:
                     found = index.get(prefix + cat)
@@ -265,6 +289,8 @@ class Featurizer:
                         found if found is not None else (other if cat not in seen else -1)
                     )
                 cols[r] = i
+                with contextlib.suppress(TypeError):  # an unhashable value is not remembered
+                    raw_slots[cell.__class__, cell] = i
             ok = (cols >= 0) & (cols < dim)
             x[np.flatnonzero(ok), cols[ok]] = 1.0
         return x

@@ -2,9 +2,11 @@
 
 Each row is scored, then learned, in file order, in one pass: the test a streaming model faces in
 production. Column types are inferred from the values (:func:`~cxstream.detectors.churn.infer_schema`),
-the id column is skipped, blanks are missing values. Models compared (``--model``): our Bayesian
-logistic regression (``bayes``, the flow's), a River logistic-regression pipeline (``river-lr``), a
-River adaptive random forest (``river-arf``), and the average of the three (``ensemble``).
+the id column is skipped, blanks are missing values. Models compared (``--model``): the flow's
+model (``blend``: Bayesian logistic regression and gradient-boosted trees refit from a window of
+labelled rows, blended by an online stacker), its logistic part alone (``bayes``), its trees
+alone (``trees``), a River logistic-regression pipeline (``river-lr``), a River adaptive random
+forest (``river-arf``), and the average of ``bayes`` and the two River models (``ensemble``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "ChurnReport",
     "average_precision",
     "log_loss",
+    "reliability",
     "roc_auc",
     "run_churn",
 ]
@@ -172,15 +175,32 @@ class _Average:
             m.learn_one(x, y)
 
 
+class _TreesOnly:
+    """The blend's trees alone: the flow's model with the stacker's weights fixed on the trees."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.model = ChurnModel(schema)
+
+    def predict_proba_one(self, x: dict[str, Any]) -> dict[bool, float]:
+        z = float(self.model._blend_inputs([x])[0, 2])
+        p = 1.0 / (1.0 + math.exp(-z)) if self.model.trees is not None else 0.5
+        return {False: 1.0 - p, True: p}
+
+    def learn_one(self, x: dict[str, Any], y: bool) -> None:
+        self.model.learn_one(x, y)
+
+
 MODELS: dict[str, Callable[[Schema], Classifier]] = {
-    "bayes": lambda schema: ChurnModel(schema),
+    "blend": lambda schema: ChurnModel(schema),
+    "bayes": lambda schema: ChurnModel(schema, trees=None),
+    "trees": _TreesOnly,
     "river-lr": _river_lr,
     "river-arf": _river_arf,
     "ensemble": lambda schema: _Average(
-        [ChurnModel(schema), _river_lr(schema), _river_arf(schema)]
+        [ChurnModel(schema, trees=None), _river_lr(schema), _river_arf(schema)]
     ),
 }
-"""Model name -> factory; ``bayes`` is the one the flow uses."""
+"""Model name -> factory; ``blend`` is the one the flow uses."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +219,7 @@ class ChurnReport:
     rows_per_s: float
     score_per_s: float
     roc_auc_last_fifth: float = math.nan  # the last 20 % of rows: what the model does once warm
+    reliability: tuple[dict[str, Any], ...] = ()
 
     def summary(self) -> dict[str, Any]:
         """The JSON keys of ``cxstream eval churn --json``."""
@@ -212,6 +233,7 @@ class ChurnReport:
                 else None
             ),
             "pr_auc": round(self.pr_auc, 4),
+            "reliability": list(self.reliability),
             "log_loss": round(self.log_loss, 4),
             "accuracy": round(self.accuracy, 4),
             "rows_per_s": round(self.rows_per_s),
@@ -285,7 +307,7 @@ def run_churn(
     *,
     positive: str | None = None,
     id_column: str | None = None,
-    model: str = "bayes",
+    model: str = "blend",
     predictions: Path | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ChurnReport:
@@ -325,13 +347,42 @@ def run_churn(
         accuracy=float(np.mean((probs >= 0.5) == y_arr)),
         rows_per_s=len(rows) / elapsed if elapsed > 0 else math.inf,
         score_per_s=score_per_s,
+        reliability=reliability(y_arr, probs),
     )
+
+
+def reliability(
+    labels: Sequence[bool] | NDArray[Any], probs: Sequence[float] | NDArray[Any], bins: int = 10
+) -> tuple[dict[str, Any], ...]:
+    """Mean predicted probability and observed churn rate in each of ``bins`` equal-width bins.
+
+    >>> reliability([True, False, True, False], [0.9, 0.1, 0.8, 0.3], bins=2)[1]
+    {'low': 0.5, 'high': 1.0, 'rows': 2, 'predicted': 0.85, 'observed': 1.0}
+    """
+    y = np.asarray(labels, dtype=bool)
+    p = np.asarray(probs, dtype=np.float64)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    out = []
+    for b in range(bins):
+        mask = which == b
+        n = int(mask.sum())
+        out.append(
+            {
+                "low": round(b / bins, 2),
+                "high": round((b + 1) / bins, 2),
+                "rows": n,
+                "predicted": round(float(p[mask].mean()), 4) if n else round((b + 0.5) / bins, 4),
+                "observed": round(float(y[mask].mean()), 4) if n else None,
+            }
+        )
+    return tuple(out)
 
 
 def _score_speed(clf: Classifier, rows: Sequence[dict[str, Any]], batch: int = 256) -> float:
     """Predictions per second of the scoring path the flow uses, on the trained model.
 
-    For ``bayes`` that is :meth:`ChurnModel.score_many` on batches, with explanations; the River
+    For ``blend`` and ``bayes`` that is :meth:`ChurnModel.score_many` on batches, with
+    explanations; ``trees`` and the River
     models score one row at a time (their ``predict_proba_one``).
     """
     sample = list(rows[:20_000])

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from cxstream.detectors.churn import (
+    CHECKPOINT_FORMAT,
     ChurnLearner,
     ChurnModel,
     IncompatibleCheckpoint,
@@ -22,6 +23,7 @@ from cxstream.detectors.churn import (
     infer_schema,
 )
 
+HEAD = b"cxstream-churn:%d" % CHECKPOINT_FORMAT
 SCHEMA = Schema(numeric=("tenure", "charge"), categorical=("contract", "plan"))
 
 
@@ -136,8 +138,10 @@ def test_checkpoint_round_trip_and_refusal_of_another_format():
         model.learn_one(row, y)
         restored.learn_one(row, y)
     np.testing.assert_allclose(restored.predict_proba_many(rows), model.predict_proba_many(rows))
-    with pytest.raises(IncompatibleCheckpoint, match=r"format 0, this cxstream reads format 2"):
-        ChurnModel.from_bytes(data.replace(b"cxstream-churn:2", b"cxstream-churn:0", 1))
+    with pytest.raises(
+        IncompatibleCheckpoint, match=rf"format 0, this cxstream reads format {CHECKPOINT_FORMAT}"
+    ):
+        ChurnModel.from_bytes(data.replace(HEAD, b"cxstream-churn:0", 1))
     with pytest.raises(IncompatibleCheckpoint, match="not a cxstream churn-model checkpoint"):
         ChurnModel.from_bytes(b"something else entirely")
 
@@ -155,7 +159,7 @@ class _Boom:
 
 def test_a_checkpoint_is_data_never_code():
     payload = pickle.dumps({"model": _Boom(), "metrics": {}})
-    for head in (b"cxstream-churn:1\n", b"cxstream-churn:2\n", b"cxstream-churn:2\nunsigned\n"):
+    for head in (b"cxstream-churn:1\n", HEAD + b"\n", HEAD + b"\nunsigned\n"):
         with pytest.raises(IncompatibleCheckpoint):
             ChurnModel.from_bytes(head + payload)
     assert not _Boom.ran
@@ -200,7 +204,7 @@ def test_a_malformed_checkpoint_is_refused_with_a_reason(change):
 
 def test_deeply_nested_checkpoint_is_refused_not_a_crash():
     with pytest.raises(IncompatibleCheckpoint):
-        ChurnModel.from_bytes(b"cxstream-churn:2\nunsigned\n" + b"[" * 100_000)
+        ChurnModel.from_bytes(HEAD + b"\nunsigned\n" + b"[" * 100_000)
 
 
 def test_learner_tracks_rolling_quality_and_flags_a_change():
@@ -217,7 +221,132 @@ def test_learner_tracks_rolling_quality_and_flags_a_change():
         _, drifted = learner.learn_one(row, not y)
         flipped += drifted
     assert flipped >= 1
-    assert learner.quality.report()["log_loss"] > before["log_loss"]
+    events = learner.take_events()
+    assert "drift" in events
+    assert {"challenger_promoted", "challenger_dropped"} & set(events)
+    assert learner.take_events() == []
     data = learner.checkpoint()
     assert learner.revision == 1
     assert ChurnModel.from_bytes(data)[1]["revision"] == 1.0
+
+
+def test_the_drift_response_recovers_faster_than_learning_alone():
+    def after_flip(respond):
+        learner = ChurnLearner(ChurnModel(SCHEMA), QualityMonitor(window=300))
+        if not respond:
+            learner.model.on_drift = lambda recent: None
+        rows, labels = synthetic(1500)
+        for row, y in zip(rows, labels, strict=True):
+            learner.learn_one(row, y)
+        for row, y in zip(rows, labels, strict=True):
+            learner.learn_one(row, not y)
+        return learner.quality.report()["log_loss"]
+
+    assert after_flip(respond=True) < after_flip(respond=False)
+
+
+def thresholds(n, seed=7):
+    """Churn that a linear model cannot represent: many service calls, or a high charge together
+    with an international plan, or a low charge without one; tenure is noise."""
+    rng = random.Random(seed)
+    rows, labels = [], []
+    for _ in range(n):
+        calls = rng.randint(0, 8)
+        charge = rng.uniform(10, 100)
+        intl = rng.random() < 0.2
+        risky = calls >= 6 or (intl and charge > 70) or (not intl and charge < 25)
+        y = rng.random() < (0.95 if risky else 0.03)
+        rows.append(
+            {
+                "calls": calls,
+                "charge": charge,
+                "intl": "yes" if intl else "no",
+                "tenure": rng.randint(0, 72),
+            }
+        )
+        labels.append(y)
+    return rows, labels
+
+
+THRESHOLD_SCHEMA = Schema(numeric=("calls", "charge", "tenure"), categorical=("intl",))
+
+
+def test_the_blend_captures_thresholds_and_interactions_the_linear_part_misses():
+    from cxstream.evaluate.churn import roc_auc
+
+    rows, labels = thresholds(3000)
+    blend, linear = ChurnModel(THRESHOLD_SCHEMA), ChurnModel(THRESHOLD_SCHEMA, trees=None)
+    for row, y in zip(rows, labels, strict=True):
+        blend.learn_one(row, y)
+        linear.learn_one(row, y)
+    test_rows, test_labels = thresholds(1000, seed=8)
+    auc_blend = roc_auc(test_labels, blend.predict_proba_many(test_rows))
+    auc_linear = roc_auc(test_labels, linear.predict_proba_many(test_rows))
+    assert auc_blend > auc_linear + 0.03
+    assert blend.stacker.mean[2] > 0.3  # the stacker learned to trust the trees
+    # a customer at risk only through the interaction: the reasons name charge and the plan
+    why = blend.explain_one({"calls": 1, "charge": 95.0, "intl": "yes", "tenure": 30}, top=4)
+    assert {c.column for c in why if c.contribution > 0.5} == {"charge", "intl"}
+    # and one at risk through many calls is explained by the calls
+    (first, *_) = blend.explain_one({"calls": 7, "charge": 30.0, "intl": "no", "tenure": 30})
+    assert first.column == "calls" and first.contribution > 0
+
+
+def test_path_contributions_add_up_to_the_trees_logit():
+    model = ChurnModel(THRESHOLD_SCHEMA)
+    for row, y in zip(*thresholds(1000), strict=True):
+        model.learn_one(row, y)
+    assert model.trees is not None
+    x = model.encoder.encode_many(thresholds(50, seed=9)[0])
+    leaves = model.trees.leaves(x)
+    z = model.trees.logit(x)
+    np.testing.assert_allclose(model.trees.logit_of(leaves), z, atol=1e-9)
+    contributions = model.trees.contributions(leaves).sum(axis=1)
+    np.testing.assert_allclose(contributions - contributions.mean(), z - z.mean(), atol=1e-9)
+
+
+def test_refits_run_in_the_background_and_are_installed_when_done():
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = ChurnModel(THRESHOLD_SCHEMA)
+    with ThreadPoolExecutor(1) as pool:
+        model.background = pool
+        for row, y in zip(*thresholds(600), strict=True):
+            model.learn_one(row, y)
+        model.wait_for_refit(timeout=60)
+    assert model.trees is not None
+    assert "refit" in model.events
+    # the executor is the process's, not the model's state: a copy drops it
+    clone = pickle.loads(pickle.dumps(model))
+    assert clone.background is None
+    rows = thresholds(20, seed=10)[0]
+    np.testing.assert_array_equal(clone.predict_proba_many(rows), model.predict_proba_many(rows))
+
+
+def test_a_checkpoint_carries_the_trees_the_stacker_and_the_window():
+    model = ChurnModel(THRESHOLD_SCHEMA)
+    for row, y in zip(*thresholds(800), strict=True):
+        model.learn_one(row, y)
+    restored, _ = ChurnModel.from_bytes(model.to_bytes())
+    assert restored.trees is not None
+    np.testing.assert_array_equal(restored.stacker.mean, model.stacker.mean)
+    assert restored.window.count == model.window.count == 800
+    rows = thresholds(30, seed=11)[0]
+    np.testing.assert_array_equal(restored.predict_proba_many(rows), model.predict_proba_many(rows))
+    # the next refit is the same on both: same window, same schedule
+    for row, y in zip(*thresholds(300, seed=12), strict=True):
+        model.learn_one(row, y)
+        restored.learn_one(row, y)
+    np.testing.assert_allclose(restored.predict_proba_many(rows), model.predict_proba_many(rows))
+
+
+def test_a_checkpoint_with_a_tree_model_that_does_not_parse_is_refused():
+    model = ChurnModel(THRESHOLD_SCHEMA)
+    for row, y in zip(*thresholds(400), strict=True):
+        model.learn_one(row, y)
+    data = model.to_bytes()
+    head, mac, body = data.split(b"\n", 2)
+    state = json.loads(body)
+    state["trees"]["model"] = "tree\nversion=v4\nnum_class=1\nmax_feature_idx=1\n"
+    with pytest.raises(IncompatibleCheckpoint, match="inconsistent"):
+        ChurnModel.from_bytes(head + b"\n" + mac + b"\n" + json.dumps(state).encode())
