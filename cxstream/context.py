@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -210,6 +210,33 @@ class ContextStore:
         if now - self._last_error_log > 10.0:
             self._last_error_log = now
             log.warning("Redis unreachable, using cached/default context: %s", exc)
+
+    def scan_profiles(self, count: int = 500) -> Iterator[list[tuple[str, CustomerContext]]]:
+        """Every stored profile, in chunks of about ``count`` (``SCAN``, so Redis is never
+        blocked, then one ``MGET`` per chunk); profiles that do not validate are skipped."""
+        pattern = f"{self._prefix}:customer:*"
+        strip = len(pattern) - 1
+        keys: list[Any] = []
+        for key in self._client.scan_iter(match=pattern, count=count):
+            keys.append(key)
+            if len(keys) >= count:
+                yield self._profiles(keys, strip)
+                keys = []
+        if keys:
+            yield self._profiles(keys, strip)
+
+    def _profiles(self, keys: list[Any], strip: int) -> list[tuple[str, CustomerContext]]:
+        out = []
+        for key, raw in zip(keys, self._mget(keys), strict=True):
+            if raw is None:  # deleted since the scan saw it
+                continue
+            try:
+                customer = CustomerContext.model_validate_json(raw)
+            except ValidationError:
+                continue
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            out.append((name[strip:], customer))
+        return out
 
     def history_key(self, subscriber_id: str) -> str:
         """The Redis key of one subscriber's experience history."""

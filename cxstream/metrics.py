@@ -18,8 +18,10 @@ __all__ = [
     "ALERTS",
     "CELL_EVENTS",
     "CELL_INCIDENTS",
+    "CHURN_BASE_SCORED",
     "CHURN_DRIFTS",
     "CHURN_LOG_LOSS",
+    "CHURN_MODEL_EVENTS",
     "CHURN_OUTCOMES",
     "CHURN_REVISION",
     "CHURN_ROC_AUC",
@@ -213,6 +215,19 @@ CHURN_DRIFTS = Counter(
     "Changes in the churn model's loss flagged by ADWIN (the model's quality moved).",
     namespace=_NS,
 )
+CHURN_MODEL_EVENTS = Counter(
+    "churn_model_events",
+    "The churn model's refits and drift responses: refit (new trees installed), drift (the "
+    "posteriors widened after a drift), challenger (post-drift trees on trial), "
+    "challenger_promoted, challenger_dropped, refit_failed.",
+    ["event"],
+    namespace=_NS,
+)
+CHURN_BASE_SCORED = Counter(
+    "churn_base_scored",
+    "Customers scored by the scheduled pass over every stored profile (churn.score_base_every_s).",
+    namespace=_NS,
+)
 CHURN_REVISION = Gauge(
     "churn_model_revision",
     "Revision of the churn model in use by this process (scorers) or last written (learner).",
@@ -226,6 +241,15 @@ for _escalated in ("true", "false"):
     CHURN_SCORES.labels(_escalated)
 for _result in ("learned", "no_snapshot", "not_a_label"):
     CHURN_OUTCOMES.labels(_result)
+for _event in (
+    "refit",
+    "drift",
+    "challenger",
+    "challenger_promoted",
+    "challenger_dropped",
+    "refit_failed",
+):
+    CHURN_MODEL_EVENTS.labels(_event)
 for _role in ("scorer", "learner"):
     CHURN_REVISION.labels(_role)
 for _reason in get_args(BadReason):

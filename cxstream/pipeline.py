@@ -31,7 +31,7 @@ from cxstream.erasure import Eraser
 from cxstream.errors import ConfigError
 from cxstream.events import BadEvent, CustomerErasure, CustomerUpdate, Outcome, utcnow
 from cxstream.settings import Settings
-from cxstream.steps.churn_risk import ChurnRisk
+from cxstream.steps.churn_risk import BaseScoring, ChurnRisk
 from cxstream.steps.common import (
     Candidate,
     CellOutput,
@@ -128,6 +128,8 @@ class Pipeline:
         )
         self.demarcate_step = Demarcate(settings)
         self.churn_step = ChurnRisk(settings, self.churn, trouble=trouble)
+        profiles = getattr(context, "scan_profiles", None)  # None: no store (evaluations)
+        self.base_scoring = BaseScoring(self.churn_step, profiles, clock)
         self.decide_step = Decide(
             context,
             self.policy,
@@ -258,6 +260,10 @@ class Pipeline:
     ) -> tuple[ChurnLearner, dict[str, Any]]:
         """See :meth:`ChurnRisk.learn_outcome`."""
         return self.churn_step.learn_outcome(learner, outcome)
+
+    def score_base_step(self) -> dict[str, Any] | None:
+        """See :meth:`BaseScoring.step`."""
+        return self.base_scoring.step()
 
     def record_outcomes(self, outcomes: Sequence[Outcome]) -> list[dict[str, str | None]]:
         """See :meth:`Outcomes.record_outcomes`."""

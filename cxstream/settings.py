@@ -336,6 +336,14 @@ class ChurnSettings(BaseModel):
     )
     prior_variance: Annotated[float, Field(gt=0, le=100)] = 1.0
     max_categories: Annotated[int, Field(ge=2, le=10_000)] = 64
+    # Gradient-boosted trees beside the logistic model (blended by an online stacker), refit in
+    # the background from the last tree_window labelled rows (memory: tree_window x columns).
+    trees: bool = True
+    tree_window: Annotated[int, Field(ge=100, le=1_000_000)] = 5_000
+    # Every customer with a profile is scored this often (a pass over Redis in chunks, starting
+    # at start-up); 0 scores only the customers a signal concerns.
+    score_base_every_s: Annotated[float, Field(ge=0)] = 3_600.0
+    score_base_chunk: Annotated[int, Field(ge=1, le=100_000)] = 500
     # A degradation of a customer whose churn risk reaches this becomes a churn_risk signal
     # (the policy's retention rule decides what to do with it); 1.0 never escalates.
     escalate_risk: Annotated[float, Field(ge=0, le=1)] = 0.6

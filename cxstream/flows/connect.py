@@ -35,7 +35,14 @@ from cxstream.flows.source import BatchKafkaSource
 from cxstream.pipeline import Pipeline
 from cxstream.settings import Settings
 
-__all__ = ["DeferredSource", "FlowIO", "KafkaOut", "kafka_io", "pipeline_from_settings"]
+__all__ = [
+    "BaseScoreSource",
+    "DeferredSource",
+    "FlowIO",
+    "KafkaOut",
+    "kafka_io",
+    "pipeline_from_settings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,8 @@ class FlowIO:
     action_source: Source[Any] | None = None
     outcome_source: Source[Any] | None = None
     deferred_source: Source[list[Decision]] | None = None
+    # the scheduled churn scoring of every profile: emits a summary when a pass ends
+    base_score_source: Source[dict[str, Any]] | None = None
 
 
 class _PollProcessor:
@@ -106,6 +115,24 @@ class DeferredSource(SimplePollingSource[list[Decision]]):
         if not released:
             raise SimplePollingSource.Retry(self._wake)
         return released
+
+
+class BaseScoreSource(SimplePollingSource[dict[str, Any]]):
+    """Runs the scheduled churn scoring (:class:`~cxstream.steps.churn_risk.BaseScoring`): one
+    chunk of profiles per wake-up while a pass is under way, nothing in between. A single
+    partition, so one worker of a cluster runs it."""
+
+    def __init__(self, step: Callable[[], dict[str, Any] | None], *, wake_s: float = 0.02):
+        self._wake = timedelta(seconds=max(wake_s, 0.001))
+        super().__init__(self._wake)
+        self._step = step
+
+    @override
+    def next_item(self) -> dict[str, Any]:
+        summary = self._step()
+        if summary is None:
+            raise SimplePollingSource.Retry(self._wake)
+        return summary
 
 
 def pipeline_from_settings(settings: Settings) -> Pipeline:
@@ -239,6 +266,11 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             pipeline.release_deferred,
             settings.policy.deferred_poll_s,
             wake_s=settings.flow.poll_linger_s,
+        ),
+        base_score_source=(
+            BaseScoreSource(pipeline.score_base_step, wake_s=settings.flow.poll_linger_s)
+            if pipeline.base_scoring.enabled
+            else None
         ),
     )
 

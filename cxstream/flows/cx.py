@@ -342,6 +342,18 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
             )
         )
 
+    if io.base_score_source is not None:
+        passes = op.input("score_base_in", flow, io.base_score_source)
+        outs.append(
+            op.map(
+                "score_base_msg",
+                passes,
+                lambda summary: KafkaSinkMessage(
+                    None, orjson.dumps(summary), topic=topics.decisions
+                ),
+            )
+        )
+
     merged = op.merge("merge_out", *outs)
     if isinstance(io.kafka_sink, FixedPartitionedSink):  # production: keyed over its partitions
         op.output("kafka_out", op.key_on("key_out", merged, _out_key), io.kafka_sink)

@@ -1,8 +1,10 @@
-"""Churn risk: every customer a signal concerns is scored (one batch) by the online Bayesian
-logistic model, with the features that pushed the risk up or down; a degradation of a customer
-at risk becomes a ``churn_risk`` signal. The features used are kept as the customer's snapshot;
-when the outcome arrives, days or weeks later, the learner learns from it and writes a
-versioned checkpoint that every scorer reloads."""
+"""Churn risk: every customer a signal concerns is scored (one batch) by the churn model
+(:class:`~cxstream.detectors.churn.ChurnModel`), with the features that pushed the risk up or
+down; a degradation of a customer at risk becomes a ``churn_risk`` signal. Every customer with a
+profile is also scored on a schedule (:class:`BaseScoring`), so the model learns from the whole
+base, not only from customers who had trouble. The features used are kept as the customer's
+snapshot; when the outcome arrives, days or weeks later, the learner learns from it and writes a
+versioned checkpoint that every scorer reloads. The trees are refit in a background thread."""
 
 from __future__ import annotations
 
@@ -10,22 +12,33 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Final
 
 import redis
 
 from cxstream import metrics
 from cxstream.actions.policy import SignalIn
 from cxstream.churn_state import ChurnState
-from cxstream.detectors.churn import ChurnLearner, ChurnModel, QualityMonitor, Schema
+from cxstream.detectors.churn import (
+    ChurnLearner,
+    ChurnModel,
+    QualityMonitor,
+    Schema,
+    TreeSettings,
+)
 from cxstream.errors import ConfigError, IncompatibleCheckpoint, UntrustedCheckpoint
-from cxstream.events import Outcome, OutcomeKind
+from cxstream.events import CustomerContext, Outcome, OutcomeKind
 from cxstream.settings import Settings
 from cxstream.steps.common import RedisTrouble
 
-__all__ = ["ChurnRisk"]
+__all__ = ["SCHEDULED", "BaseScoring", "ChurnRisk"]
+
+SCHEDULED: Final = "scheduled"
+"""The ``signal`` and ``source_id`` of a snapshot taken by the scheduled pass."""
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +68,15 @@ class ChurnRisk:
         self._refused: int | None = None
         key = c.checkpoint_key
         self.key = key.get_secret_value().encode() if key is not None else None
+        self._refits: ThreadPoolExecutor | None = None  # the learner's background refits
 
     def fresh_model(self) -> ChurnModel:
         c = self.settings.churn
         return ChurnModel(
-            self.schema, prior_variance=c.prior_variance, max_categories=c.max_categories
+            self.schema,
+            prior_variance=c.prior_variance,
+            max_categories=c.max_categories,
+            trees=TreeSettings(window=c.tree_window) if c.trees else None,
         )
 
     def load_checkpoint(self, data: bytes) -> tuple[ChurnModel, dict[str, float]]:
@@ -152,6 +169,55 @@ class ChurnRisk:
             row[col] = value.value if isinstance(value, Enum) else value
         return row
 
+    def profile_row(self, customer: CustomerContext) -> dict[str, Any]:
+        """The model's input for a customer scored by the scheduled pass (no signal, no recent
+        experience: those columns are missing)."""
+        row: dict[str, Any] = {}
+        for col in self.schema.columns:
+            value: Any = SCHEDULED if col == "signal" else getattr(customer, col, None)
+            row[col] = value.value if isinstance(value, Enum) else value
+        return row
+
+    def score_profiles(self, profiles: Sequence[tuple[str, CustomerContext]], now: datetime) -> int:
+        """Score stored profiles (the scheduled pass) and keep their snapshots; returns how many.
+
+        A snapshot taken at a signal is kept: it holds the experience that may explain the
+        outcome to come. The pass writes one where there is none or where the last was its own.
+        """
+        if not profiles or not self.settings.churn.enabled:
+            return 0
+        ids = [sid for sid, _ in profiles]
+        existing = self.state.get_snapshots(ids)
+        todo = [
+            (sid, customer)
+            for (sid, customer), snap in zip(profiles, existing, strict=True)
+            if snap is None or snap.get("source_id") == SCHEDULED
+        ]
+        if not todo:
+            return 0
+        model = self.scorer()
+        rows = [self.profile_row(customer) for _, customer in todo]
+        probs, why = model.score_many(rows, self.settings.churn.explain_top)
+        scored_at = now.isoformat()
+        self.state.save_snapshots(
+            [
+                (
+                    sid,
+                    {
+                        "features": row,
+                        "risk": round(p, 6),
+                        "revision": self._revision,
+                        "scored_at": scored_at,
+                        "source_id": SCHEDULED,
+                        "top_features": [c.as_dict() for c in reasons],
+                    },
+                )
+                for (sid, _), row, p, reasons in zip(todo, rows, probs.tolist(), why, strict=True)
+            ]
+        )
+        metrics.CHURN_BASE_SCORED.inc(len(todo))
+        return len(todo)
+
     def score(self, signals: list[SignalIn], now: datetime) -> list[SignalIn]:
         """Attach churn risk and its explanation to each actionable signal (one batch).
 
@@ -238,13 +304,26 @@ class ChurnRisk:
             metrics.CHURN_OUTCOMES.labels("no_snapshot").inc()
             record["result"] = "no_snapshot"
             return learner, {"churn_outcome": record}
+        if learner.model.background is None:  # refits never block the outcome stream
+            if self._refits is None:
+                self._refits = ThreadPoolExecutor(1, thread_name_prefix="churn-refit")
+            learner.model.background = self._refits
         p, drifted = learner.learn_one(snapshot["features"], label)
         metrics.CHURN_OUTCOMES.labels("learned").inc()
         if drifted:
             metrics.CHURN_DRIFTS.inc()
             log.warning(
-                "churn model quality changed (ADWIN on the loss): %s", learner.quality.report()
+                "churn model quality changed (ADWIN on the loss): %s; posteriors widened, "
+                "trees refit on the recent outcomes go on trial",
+                learner.quality.report(),
             )
+        for event in learner.take_events():
+            name, _, detail = event.partition(": ")
+            metrics.CHURN_MODEL_EVENTS.labels(name).inc()
+            if name == "refit_failed":
+                log.error("churn trees refit failed, the previous trees keep serving: %s", detail)
+            elif name != "refit":
+                log.info("churn model: %s at %d outcomes", name, learner.model.n_learned)
         quality = learner.quality.report()
         metrics.CHURN_ROC_AUC.set(quality["roc_auc"])
         metrics.CHURN_LOG_LOSS.set(quality["log_loss"])
@@ -264,3 +343,86 @@ class ChurnRisk:
             drift=drifted,
         )
         return learner, {"churn_outcome": record}
+
+
+class BaseScoring:
+    """The scheduled pass that scores every customer with a profile.
+
+    A pass starts at start-up and then every ``churn.score_base_every_s``; each call of
+    :meth:`step` scores one chunk of ``churn.score_base_chunk`` profiles (one ``SCAN`` page, one
+    ``MGET``, one batch through the model, one pipelined write), so a pass over millions of
+    profiles is spread over many short steps and never holds up the stream. A Redis failure
+    ends the pass (logged); the next one starts a minute later.
+
+    Parameters
+    ----------
+    churn
+        The churn step (model, snapshots).
+    profiles
+        Opens a scan over the stored profiles, in chunks (``ContextStore.scan_profiles``);
+        None where there is no store (the pass is then off).
+    now
+        The wall clock, for the snapshots' ``scored_at``.
+    clock
+        A monotonic clock, for the schedule.
+    """
+
+    RETRY_S: Final = 60.0
+
+    def __init__(
+        self,
+        churn: ChurnRisk,
+        profiles: Callable[[int], Iterator[list[tuple[str, CustomerContext]]]] | None,
+        now: Callable[[], datetime],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.churn = churn
+        self._profiles = profiles
+        self._now = now
+        self._clock = clock
+        self._next = clock()
+        self._scan: Iterator[list[tuple[str, CustomerContext]]] | None = None
+        self._started = 0.0
+        self._count = 0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a schedule is configured."""
+        c = self.churn.settings.churn
+        return self._profiles is not None and c.enabled and c.score_base_every_s > 0
+
+    def step(self) -> dict[str, Any] | None:
+        """Score the next chunk when a pass is due or under way; the pass's summary when it
+        ends (for the decisions topic), else None."""
+        if not self.enabled:
+            return None
+        c = self.churn.settings.churn
+        if self._scan is None:
+            if self._clock() < self._next or self._profiles is None:
+                return None
+            self._scan = self._profiles(c.score_base_chunk)
+            self._started = self._clock()
+            self._count = 0
+        try:
+            chunk = next(self._scan, None)
+            if chunk is not None:
+                self._count += self.churn.score_profiles(chunk, self._now())
+                return None
+        except redis.RedisError as exc:
+            self.churn.trouble("the scheduled churn scoring pass (retried in a minute)", exc)
+            self._scan = None
+            self._next = self._clock() + self.RETRY_S
+            return None
+        self._scan = None
+        self._next = self._started + c.score_base_every_s
+        seconds = self._clock() - self._started
+        log.info("scheduled churn scoring: %d customers in %.1f s", self._count, seconds)
+        return {
+            "churn_base_scored": {
+                "customers": self._count,
+                "seconds": round(seconds, 3),
+                "revision": self.churn._revision,
+                "finished_at": self._now().isoformat(),
+            }
+        }

@@ -77,6 +77,7 @@ def test_outcomes_learn_from_snapshots_restart_restores_and_payload_explains(
 
     sim = Simulator(40, 3, seed=31)
     victims = sim.subscriber_ids[4], sim.subscriber_ids[9]
+    calm = sim.subscriber_ids[20]  # never degraded
     start = utcnow() - timedelta(seconds=40)
     sim.add_incidents(
         [
@@ -145,6 +146,22 @@ def test_outcomes_learn_from_snapshots_restart_restores_and_payload_explains(
                 ],
             )
             wait_for(lambda: len(churn_records(live)) >= 2, 60, "the outcomes to be learned")
+            # a customer who never had any trouble was scored by the scheduled pass: their
+            # outcome is learned too (the model learns from the whole base)
+            wait_for(lambda: state.get_snapshots([calm])[0] is not None, 30, "the scheduled pass")
+            produce(
+                settings,
+                topics.outcomes,
+                [
+                    (
+                        calm.encode(),
+                        orjson.dumps(
+                            {"subscriber_id": calm, "kind": "retained", "time": outcome_time}
+                        ),
+                    )
+                ],
+            )
+            wait_for(lambda: len(churn_records(live)) >= 3, 60, "the calm customer's outcome")
         finally:
             flow.stop()
 
@@ -164,11 +181,12 @@ def test_outcomes_learn_from_snapshots_restart_restores_and_payload_explains(
     assert records[victims[0]]["result"] == "learned"
     assert records[victims[0]]["revision"] == 8
     assert records["nobody"]["result"] == "no_snapshot"
-    assert state.revision() == 8
+    assert (records[calm]["result"], records[calm]["revision"]) == ("learned", 9)
+    assert state.revision() == 9
     assert state.get_snapshots([victims[0]]) == [None]  # learned once, then forgotten
     assert state.get_snapshots([victims[1]])[0] is not None  # still waiting for its outcome
 
-    # restart: the learner resumes from revision 8, not from a blank model
+    # restart: the learner resumes from revision 9, not from a blank model
     (tmp_path / "second").mkdir()
     flow = FlowProcess(live, tmp_path / "second", SECRET)
     try:
@@ -198,9 +216,10 @@ def test_outcomes_learn_from_snapshots_restart_restores_and_payload_explains(
     finally:
         flow.stop()
     second = next(r for r in churn_records(live) if r["subscriber_id"] == victims[1])
-    assert (second["result"], second["revision"]) == ("learned", 9)
-    assert counters["cxstream_churn_model_revision{role=learner}"] == 9
+    assert (second["result"], second["revision"]) == ("learned", 10)
+    assert counters["cxstream_churn_model_revision{role=learner}"] == 10
     assert counters["cxstream_churn_outcomes_total{result=learned}"] == 1
-    model, stored = ChurnModel.from_bytes(state.load_checkpoint())
-    assert model.n_learned == 1500 + 2
-    assert stored["outcomes"] == 2.0  # Bytewax recovery brought back the quality window too
+    model, stored = ChurnModel.from_bytes(state.load_checkpoint(), key=checkpoint_key(SECRET))
+    assert model.n_learned == 1500 + 3
+    assert model.trees is not None  # the trees came back with the checkpoint
+    assert stored["outcomes"] == 3.0  # Bytewax recovery brought back the quality window too

@@ -1,0 +1,98 @@
+"""The scheduled churn pass: every stored profile is scored in chunks, snapshots taken at a
+signal are kept, and an outcome of a customer who never had trouble is learned."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import redis
+
+from cxstream.churn_state import RedisChurnState
+from cxstream.context import ContextStore
+from cxstream.events import CustomerContext, Outcome, OutcomeKind, ValueTier
+from cxstream.settings import Settings
+from cxstream.steps.churn_risk import SCHEDULED, BaseScoring, ChurnRisk
+from cxstream.steps.common import RedisTrouble
+from tests.unit.steps.test_steps import signal
+
+NOON = datetime(2026, 5, 4, 12, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def setup(redis_conn: redis.Redis, n: int, chunk: int = 7):
+    settings = Settings(churn={"score_base_chunk": chunk, "score_base_every_s": 600.0})
+    store = ContextStore(redis_conn, prefix="t")
+    store.put_many(
+        [
+            CustomerContext(
+                subscriber_id=f"s{i}", value_tier=ValueTier.GOLD, tenure_months=i, monthly_charge=50
+            )
+            for i in range(n)
+        ]
+    )
+    churn = ChurnRisk(settings, RedisChurnState(redis_conn, prefix="t"), trouble=RedisTrouble())
+    clock = Clock()
+    return churn, BaseScoring(churn, store.scan_profiles, lambda: NOON, clock=clock), clock
+
+
+def run_pass(scoring: BaseScoring) -> dict:
+    for _ in range(1000):
+        summary = scoring.step()
+        if summary is not None:
+            return summary
+    raise AssertionError("the pass never ended")
+
+
+def test_every_profile_is_scored_in_chunks_and_again_on_schedule(redis_conn):
+    churn, scoring, clock = setup(redis_conn, 30)
+    summary = run_pass(scoring)["churn_base_scored"]
+    assert summary["customers"] == 30
+    snaps = churn.state.get_snapshots([f"s{i}" for i in range(30)])
+    assert all(s is not None and s["source_id"] == SCHEDULED for s in snaps)
+    assert snaps[3]["features"]["tenure_months"] == 3
+    assert snaps[3]["features"]["signal"] == SCHEDULED
+    assert scoring.step() is None  # the next pass waits for its time
+    clock.t = 599.0
+    assert scoring.step() is None
+    clock.t = 600.0
+    assert run_pass(scoring)["churn_base_scored"]["customers"] == 30
+
+
+def test_a_snapshot_taken_at_a_signal_is_kept_and_outcomes_of_untroubled_customers_are_learned(
+    redis_conn,
+):
+    churn, scoring, _ = setup(redis_conn, 10)
+    (customer,) = [c for _, c in ContextStore(redis_conn, prefix="t").get_many(["s4"]).items()]
+    churn.score([signal(customer.customer)], NOON)  # s4 degraded: its snapshot has the signal
+    assert run_pass(scoring)["churn_base_scored"]["customers"] == 9
+    (kept,) = churn.state.get_snapshots(["s4"])
+    assert kept["source_id"] == "deg-s4"
+    # s7 never had any trouble: its churn is learned from the scheduled snapshot
+    learner, record = churn.learn_outcome(
+        None, Outcome(subscriber_id="s7", kind=OutcomeKind.CHURNED, time=NOON)
+    )
+    assert record["churn_outcome"]["result"] == "learned"
+    assert learner.model.n_learned == 1
+
+
+def test_a_redis_failure_ends_the_pass_and_it_is_retried(redis_conn):
+    _, scoring, clock = setup(redis_conn, 5)
+
+    def broken(count):
+        raise redis.ConnectionError("down")
+        yield  # pragma: no cover
+
+    scoring._profiles = broken
+    assert scoring.step() is None
+    clock.t = BaseScoring.RETRY_S - 1
+    assert scoring.step() is None and scoring._scan is None
+    scoring._profiles = ContextStore(redis_conn, prefix="t").scan_profiles
+    clock.t = BaseScoring.RETRY_S
+    assert run_pass(scoring)["churn_base_scored"]["customers"] == 5
