@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -97,6 +100,7 @@ def test_kubernetes_manifests_are_consistent_and_their_config_validates(tmp_path
         d["kind"]: d for d in yaml.safe_load_all((ROOT / "deploy/k8s/cxstream.yaml").read_text())
     }
     assert set(docs) == {"ConfigMap", "Service", "PersistentVolumeClaim", "StatefulSet"}
+    docs["Service"] = manifests()["Service/cxstream"]
     data = docs["ConfigMap"]["data"]
     (tmp_path / "cxstream.yaml").write_text(data["cxstream.yaml"])
     (tmp_path / "policy.yaml").write_text(data["policy.yaml"])
@@ -121,3 +125,68 @@ def test_kubernetes_manifests_are_consistent_and_their_config_validates(tmp_path
     assert container["readinessProbe"]["httpGet"]["port"] == "metrics"
     # the cluster's addresses resolve before any pod is Ready (it is Ready once the cluster formed)
     assert docs["Service"]["spec"]["publishNotReadyAddresses"] is True
+
+
+def manifests() -> dict[str, dict]:
+    """The Kubernetes manifests by ``kind/name``."""
+    docs = yaml.safe_load_all((ROOT / "deploy/k8s/cxstream.yaml").read_text())
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
+
+
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_kubernetes_cluster_forms_for_any_size_and_every_probe_finds_its_process(
+    replicas, tmp_path
+):
+    import kubernetes_validate
+
+    docs = manifests()
+    stateful = copy.deepcopy(docs["StatefulSet/cxstream"])
+    stateful["spec"]["replicas"] = replicas
+    container = stateful["spec"]["template"]["spec"]["containers"][0]
+    for e in container["env"]:
+        if e["name"] == "CX_REPLICAS":
+            e["value"] = str(replicas)
+    rendered = [*(d for k, d in docs.items() if k != "StatefulSet/cxstream"), stateful]
+    version = kubernetes_validate.latest_version()
+    for doc in rendered:  # the API server's own schemas, unknown fields refused
+        kubernetes_validate.validate(doc, version, strict=True)
+
+    (tmp_path / "cxstream.yaml").write_text(
+        docs["ConfigMap/cxstream-config"]["data"]["cxstream.yaml"]
+    )
+    settings = load_settings(tmp_path / "cxstream.yaml")
+    headless = docs["Service/cxstream"]
+    name, service = stateful["metadata"]["name"], headless["metadata"]["name"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    probe_port = container["readinessProbe"]["httpGet"]["port"]
+    scraped = int(stateful["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"])
+    # what each pod's shell line would run, with `exec cxstream run` replaced by printing argv
+    script = container["args"][0].replace("exec cxstream run", "printf '%s\\n'")
+    for ordinal in range(replicas):
+        out = subprocess.run(
+            ["sh", "-c", script],
+            env={
+                "HOSTNAME": f"{name}-{ordinal}",
+                "CX_REPLICAS": str(replicas),
+                "PATH": "/usr/bin:/bin",
+            },
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+        argv = dict(zip(out[::2], out[1::2], strict=False))
+        process_id = int(argv["-i"])
+        assert process_id == ordinal
+        addresses = argv["-a"].split(";")
+        assert addresses == [f"{name}-{n}.{service}:{ports['cluster']}" for n in range(replicas)]
+        # the port this process serves its metrics on, as `cxstream run -i` computes it
+        f = settings.flow
+        served = f.metrics_port + (process_id if f.metrics_port_per_process else 0)
+        assert ports[probe_port] == served == scraped
+    # the cluster addresses resolve before the pods are Ready (Ready once the cluster formed)
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    # the dashboard is served by process 0 only, and its Service selects that pod only
+    dashboard = docs["Service/cxstream-dashboard"]["spec"]
+    assert dashboard["selector"]["statefulset.kubernetes.io/pod-name"] == f"{name}-0"
+    assert dashboard["ports"][0]["targetPort"] in ports
