@@ -3,6 +3,8 @@
 * Cell incidents on the alerts topic follow **TMF642 Alarm Management** (``Alarm``: alarmType,
   perceivedSeverity, probableCause, alarmedObject, state raised/updated/cleared,
   crossedThresholdInformation: the degraded share, or the KPI that left its normal).
+* So do individual degradations (:func:`alarm_from_alert`): the alarmed object is the
+  subscriber's service, the probable cause follows the measure that moved most.
 * Outreach in webhooks follows **TMF681 Communication Management** (``CommunicationMessage``:
   messageType, content, priority, receiver, sender, characteristic, scheduledSendTime).
 
@@ -13,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cxstream.events import Action, CellIncident
+from cxstream.events import Action, Alert, CellIncident
 
-__all__ = ["alarm_from_incident", "communication_message", "tmf_priority"]
+__all__ = ["alarm_from_alert", "alarm_from_incident", "communication_message", "tmf_priority"]
 
 _ALARM_STATE = {"open": "raised", "updated": "updated", "resolved": "cleared"}
 _MESSAGE_TYPE = {"sms": "SMS", "email": "Email", "push": "PushNotification", "voice_call": "Voice"}
@@ -62,6 +64,55 @@ def alarm_from_incident(incident: CellIncident, open_share: float) -> dict[str, 
     }
     if cleared:
         alarm["alarmClearedTime"] = incident.updated_at.isoformat()
+    return alarm
+
+
+# ITU-T X.733 probable causes, as TMF642 spells them, by the measure that moved most
+_CAUSE_BY_INPUT = {
+    "rtt_ms": "responseTimeExcessive",
+    "jitter_ms": "performanceDegraded",
+    "loss_pct": "performanceDegraded",
+    "throughput_kbps": "performanceDegraded",
+    "sinr_db": "degradedSignal",
+}
+
+
+def alarm_from_alert(alert: Alert) -> dict[str, Any]:
+    """A TMF642 ``Alarm`` (state ``raised``) for one subscriber's degradation.
+
+    >>> from datetime import UTC, datetime
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> alert = Alert(alert_id="deg-s1-e9", kind="degradation", severity="major",
+    ...               subscriber_id="s1", cell_id="c1", score=0.99, experience=41.0,
+    ...               event_time=t, detected_at=t,
+    ...               why={"inputs": [{"input": "rtt_ms", "from": 40.0, "to": 400.0}]})
+    >>> a = alarm_from_alert(alert)
+    >>> a["alarmType"], a["probableCause"], a["alarmedObject"]["id"], a["state"]
+    ('qualityOfServiceAlarm', 'responseTimeExcessive', 's1', 'raised')
+    """
+    inputs = alert.why.get("inputs") or []
+    first = inputs[0].get("input") if inputs and isinstance(inputs[0], dict) else None
+    experience = alert.why.get("experience") or {}
+    moved = ", ".join(f"{i['input']} {i['from']} -> {i['to']}" for i in inputs if "input" in i)
+    problem = f"experience {experience.get('from')} -> {alert.experience:.0f}/100"
+    alarm: dict[str, Any] = {
+        "@type": "Alarm",
+        "id": alert.alert_id,
+        "alarmType": "qualityOfServiceAlarm",
+        "perceivedSeverity": alert.severity,
+        "probableCause": _CAUSE_BY_INPUT.get(str(first), "performanceDegraded"),
+        "specificProblem": f"{problem}; {moved}" if moved else problem,
+        "alarmedObjectType": "Service",
+        "alarmedObject": {"id": alert.subscriber_id or alert.cell_id, "@referredType": "Service"},
+        "state": "raised",
+        "alarmRaisedTime": alert.event_time.isoformat(),
+        "alarmReportingTime": alert.detected_at.isoformat(),
+        "sourceSystemId": "cxstream",
+        "isRootCause": alert.explained_by is None,
+        "x-cxstream": alert.model_dump(mode="json"),
+    }
+    if alert.explained_by is not None:  # the cell incident's alarm is the root cause
+        alarm["parentAlarm"] = [{"id": alert.explained_by, "@referredType": "Alarm"}]
     return alarm
 
 

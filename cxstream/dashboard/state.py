@@ -72,8 +72,15 @@ class DashboardState:
 
     # -- feeding ---------------------------------------------------------------------------------
     def on_alert(self, record: dict[str, Any]) -> None:
-        """A TMF642 alarm (cell incident) or an individual degradation."""
+        """A TMF642 alarm: a cell incident, or an individual degradation (its alarmed object a
+        subscriber's service, cxstream's own record in ``x-cxstream``)."""
         with self._lock:
+            own = record.get("x-cxstream")
+            if isinstance(own, dict) and own.get("kind") == "degradation":
+                if not self._is_erased(own):
+                    self._on_degradation(own)
+                    self._changed()
+                return
             if record.get("@type") == "Alarm":
                 if self.erased:
                     _scrub(record, self.erased)

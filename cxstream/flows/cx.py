@@ -33,7 +33,7 @@ from typing_extensions import override
 
 from cxstream import metrics
 from cxstream.actions.policy import Decision
-from cxstream.actions.tmf import alarm_from_incident
+from cxstream.actions.tmf import alarm_from_alert, alarm_from_incident
 from cxstream.batches import CellBatch, RawBatch, ShardBatch
 from cxstream.detectors.cells import CellMonitor, CellStats
 from cxstream.detectors.table import SubscriberTable
@@ -224,7 +224,7 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         alert = c.alert
         return KafkaSinkMessage(
             (alert.subscriber_id or alert.cell_id).encode(),
-            alert.model_dump_json().encode(),
+            orjson.dumps(alarm_from_alert(alert)),
             topic=topics.alerts,
         )
 

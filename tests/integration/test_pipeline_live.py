@@ -139,7 +139,8 @@ def test_events_end_processed_or_dead_lettered_incident_alerts_and_webhook_is_si
         assert [d["reason"] for d in dead if d["kind"] == "customer"] == ["bad_type"]
 
         alerts = [orjson.loads(v) for v in read_topic(settings, topics.alerts)]
-        assert victim in {a.get("subscriber_id") for a in alerts}
+        assert victim in {(a.get("x-cxstream") or {}).get("subscriber_id") for a in alerts}
+        assert all(a.get("@type") == "Alarm" for a in alerts)  # TMF642, individual ones too
         actions = [orjson.loads(v) for v in read_topic(settings, topics.actions)]
         assert victim in {a["subscriber_id"] for a in actions}
         decisions = [orjson.loads(v) for v in read_topic(settings, topics.decisions)]

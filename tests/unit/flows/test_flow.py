@@ -114,10 +114,18 @@ def test_every_event_ends_processed_or_dead_lettered_and_an_incident_alerts():
     assert len(reasons) >= 2
     assert len({d["offset"] for d in dead_letters}) == dead  # each names its own source offset
 
-    alerts = on_topic(kafka_out, topics.alerts)
+    alarms = on_topic(kafka_out, topics.alerts)
+    # TMF642 alarms on the subscriber's service, cxstream's own record beside
+    assert [(a["@type"], a["alarmedObjectType"], a["state"]) for a in alarms] == [
+        ("Alarm", "Service", "raised")
+    ]
+    for field in ("alarmType", "perceivedSeverity", "probableCause", "sourceSystemId"):
+        assert alarms[0][field]
+    alerts = [a["x-cxstream"] for a in alarms]
     assert [a["subscriber_id"] for a in alerts] == [victim]
+    assert alarms[0]["alarmedObject"]["id"] == victim
     assert alerts[0]["why"]["experience"]["from"] > alerts[0]["why"]["experience"]["to"]
-    assert alerts[0]["explained_by"] is None
+    assert alerts[0]["explained_by"] is None and alarms[0]["isRootCause"] is True
     decisions = on_topic(kafka_out, topics.decisions)
     [decision] = decisions
     assert (decision["subscriber_id"], decision["result"]) == (victim, "sent")
@@ -206,7 +214,8 @@ def test_a_cell_outage_is_one_incident_with_area_notices_and_no_individual_outre
     kafka_out, webhooks, _ = run_flow(settings, pipeline, qos)
 
     alerts = on_topic(kafka_out, topics.alerts)
-    alarms = [a for a in alerts if a.get("@type") == "Alarm"]  # TMF642, one per life-cycle change
+    assert all(a.get("@type") == "Alarm" for a in alerts)  # TMF642, individual ones too
+    alarms = [a for a in alerts if a["alarmedObjectType"] == "Cell"]  # one per life-cycle change
     raised = [a for a in alarms if a["state"] == "raised"]
     assert [a["alarmedObject"]["id"] for a in raised] == [cell]
     assert {a["state"] for a in alarms} <= {"raised", "updated", "cleared"}
@@ -215,8 +224,13 @@ def test_a_cell_outage_is_one_incident_with_area_notices_and_no_individual_outre
     listed = {a["id"] for a in alarms[-1]["affectedService"]}
     assert listed <= in_cell
     assert len(listed) >= 0.3 * len(in_cell)
-    degradations = [a for a in alerts if a.get("kind") == "degradation"]
-    assert degradations
+    individual = [a for a in alerts if a["alarmedObjectType"] == "Service"]
+    assert individual
+    assert all(
+        a["parentAlarm"] == [{"id": raised[0]["id"], "@referredType": "Alarm"}] for a in individual
+    )
+    assert not any(a["isRootCause"] for a in individual)
+    degradations = [a["x-cxstream"] for a in individual]
     assert all(a["explained_by"] == raised[0]["id"] for a in degradations)
     # one area notice decision per affected customer: sent, or held back by the household cap
     # or an open ticket
