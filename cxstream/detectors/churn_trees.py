@@ -315,20 +315,37 @@ def refit(
 
 def _logistic_posterior(
     f: FloatArray, y: FloatArray, prior_variance: float = 1.0
-) -> tuple[FloatArray, FloatArray]:
-    """Laplace approximation: MAP weights by Newton's method, covariance the inverse Hessian."""
+) -> tuple[FloatArray, FloatArray] | None:
+    """Laplace approximation: MAP weights by damped Newton steps (each halved until the
+    penalised loss falls), covariance the inverse Hessian; None if it does not converge."""
     prior = np.array(Stacker.PRIOR_MEAN)
+    precision = np.eye(f.shape[1]) / prior_variance
+
+    def loss(w: FloatArray) -> float:
+        z = np.clip(f @ w, -_LOGIT_CLIP, _LOGIT_CLIP)
+        nll = float(np.sum(np.logaddexp(0.0, z) - y * z))
+        return nll + 0.5 * float((w - prior) @ precision @ (w - prior))
+
     w = prior.copy()
-    eye = np.eye(f.shape[1]) / prior_variance
-    hessian = eye
-    for _ in range(50):
+    current = loss(w)
+    for _ in range(100):
         p = 1.0 / (1.0 + np.exp(-np.clip(f @ w, -_LOGIT_CLIP, _LOGIT_CLIP)))
-        gradient = f.T @ (p - y) + eye @ (w - prior)
-        hessian = (f * (p * (1.0 - p))[:, None]).T @ f + eye
+        gradient = f.T @ (p - y) + precision @ (w - prior)
+        hessian = (f * (p * (1.0 - p))[:, None]).T @ f + precision
         step = np.linalg.solve(hessian, gradient)
-        w -= step
-        if np.abs(step).max() < 1e-8:
+        scale = 1.0
+        while scale > 1e-6 and loss(w - scale * step) > current:
+            scale /= 2.0
+        if scale <= 1e-6:
             break
+        w = w - scale * step
+        current = loss(w)
+        if np.abs(scale * step).max() < 1e-8:
+            break
+    p = 1.0 / (1.0 + np.exp(-np.clip(f @ w, -_LOGIT_CLIP, _LOGIT_CLIP)))
+    hessian = (f * (p * (1.0 - p))[:, None]).T @ f + precision
+    if not (np.isfinite(w).all() and np.isfinite(hessian).all()):
+        return None
     return w, np.asarray(np.linalg.inv(hessian), dtype=np.float64)
 
 

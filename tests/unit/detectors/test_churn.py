@@ -350,3 +350,16 @@ def test_a_checkpoint_with_a_tree_model_that_does_not_parse_is_refused():
     state["trees"]["model"] = "tree\nversion=v4\nnum_class=1\nmax_feature_idx=1\n"
     with pytest.raises(IncompatibleCheckpoint, match="inconsistent"):
         ChurnModel.from_bytes(head + b"\n" + mac + b"\n" + json.dumps(state).encode())
+
+
+def test_the_stacker_refit_stays_bounded_on_collinear_overconfident_inputs():
+    from cxstream.detectors.churn_trees import _logistic_posterior
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 8, 3000)  # two parts that say the same, overconfidently, on a weak signal
+    y = (rng.random(3000) < 1 / (1 + np.exp(-0.05 * z))).astype(float)
+    f = np.column_stack([np.ones(3000), z, z + rng.normal(0, 0.01, 3000)])
+    mean, cov = _logistic_posterior(f, y)
+    assert np.isfinite(mean).all() and np.isfinite(cov).all()
+    assert np.abs(mean).max() < 5
+    assert abs(mean[1] + mean[2] - 0.05) < 0.05  # the blend learns how little the parts know
