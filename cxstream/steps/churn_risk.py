@@ -157,24 +157,24 @@ class ChurnRisk:
 
     def churn_row(self, sig: SignalIn) -> dict[str, Any]:
         """The model's input for one signal: context fields, experience features, signal kind."""
-        row: dict[str, Any] = {}
-        customer = sig.customer
-        for col in self.schema.columns:
-            if col == "signal":
-                value: Any = sig.signal
-            elif col in sig.details:
-                value = sig.details[col]
-            else:
-                value = getattr(customer, col, None) if customer is not None else None
-            row[col] = value.value if isinstance(value, Enum) else value
-        return row
+        return self._row(sig.customer, sig.signal, sig.details)
 
     def profile_row(self, customer: CustomerContext) -> dict[str, Any]:
         """The model's input for a customer scored by the scheduled pass (no signal, no recent
         experience: those columns are missing)."""
+        return self._row(customer, SCHEDULED, {})
+
+    def _row(
+        self, customer: CustomerContext | None, signal: str, details: dict[str, Any]
+    ) -> dict[str, Any]:
         row: dict[str, Any] = {}
         for col in self.schema.columns:
-            value: Any = SCHEDULED if col == "signal" else getattr(customer, col, None)
+            if col == "signal":
+                value: Any = signal
+            elif col in details:
+                value = details[col]
+            else:
+                value = getattr(customer, col, None) if customer is not None else None
             row[col] = value.value if isinstance(value, Enum) else value
         return row
 
