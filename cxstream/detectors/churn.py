@@ -61,7 +61,9 @@ from cxstream.detectors.churn_trees import (
     Stacker,
     TreeEncoder,
     TreeSettings,
+    moderated_logit,
     refit,
+    sigmoid,
 )
 from cxstream.errors import IncompatibleCheckpoint, UntrustedCheckpoint
 
@@ -142,8 +144,7 @@ class BayesianLogisticRegression:
     @staticmethod
     def moderated(m: FloatArray | float, s2: FloatArray | float) -> Any:
         """P(y=1) averaged over the posterior (probit approximation of the logistic integral)."""
-        z = np.asarray(m) / np.sqrt(1.0 + (math.pi / 8.0) * np.asarray(s2))
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -35.0, 35.0)))
+        return sigmoid(moderated_logit(m, s2))
 
     def predict_one(self, idx: Sequence[int], val: Sequence[float]) -> float:
         """P(y=1) for one row."""
@@ -377,7 +378,7 @@ class ChurnModel:
             mean = self.learner.mean[:d]
             m = x @ mean
             s2 = np.einsum("ij,ij->i", x @ self.learner.cov[:d, :d], x)
-            f[:, 1] = m / np.sqrt(1.0 + (math.pi / 8.0) * s2)
+            f[:, 1] = moderated_logit(m, s2)
         if tree_logit is not None:
             f[:, 2] = tree_logit
         elif self.trees is not None:
@@ -407,7 +408,7 @@ class ChurnModel:
         else:
             f = self._blend_inputs(rows, x)
         if self.window is None:  # the linear part alone: its own posterior-averaged probability
-            probs = 1.0 / (1.0 + np.exp(-np.clip(f[:, 1], -35.0, 35.0)))
+            probs = np.asarray(sigmoid(f[:, 1]), dtype=np.float64)
         else:
             probs = np.asarray(self.stacker.predict(f), dtype=np.float64)
         if top <= 0:
@@ -418,21 +419,22 @@ class ChurnModel:
         self, rows: Sequence[Row], x: FloatArray, leaves: NDArray[np.intp] | None, top: int
     ) -> list[list[Contribution]]:
         """Per column: the logistic part's ``weight x feature`` against the average customer,
-        plus the trees' TreeSHAP value, each scaled by the stacker's weight for its part."""
+        plus the trees' path contribution, each scaled by the stacker's weight for its part."""
         d = x.shape[1]
         owners = self.features.owner[:d]
         columns = list(self.encoder.columns)
+        if not columns:
+            return [[] for _ in rows]
         pos = {c: j for j, c in enumerate(columns)}
         group = np.zeros((d, len(columns)))
         for i, owner in enumerate(owners):
             if owner in pos:
                 group[i, pos[owner]] = 1.0
         weighted = self.learner.mean[:d] * group.T  # columns x features
-        per_column = (x @ weighted.T - self.features.baseline(d) @ weighted.T) * self.stacker.mean[
-            1
-        ]
+        _, w_linear, w_trees = self.stacker.mean
+        per_column = (x @ weighted.T - self.features.baseline(d) @ weighted.T) * w_linear
         if self.trees is not None and leaves is not None:
-            per_column += self.trees.contributions(leaves) * self.stacker.mean[2]
+            per_column += self.trees.contributions(leaves) * w_trees
         k = min(top, len(columns))
         best = np.argpartition(-np.abs(per_column), k - 1, axis=1)[:, :k]
         chosen = np.round(np.take_along_axis(per_column, best, axis=1), 4)

@@ -44,7 +44,9 @@ __all__ = [
     "Stacker",
     "TreeEncoder",
     "TreeSettings",
+    "moderated_logit",
     "refit",
+    "sigmoid",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -173,7 +175,7 @@ class LabelledWindow:
     def class_counts(self) -> tuple[int, int]:
         """(negatives, positives) among the rows kept."""
         kept = min(self.count, self.size)
-        pos = int(self.y[:kept].sum()) if self.count <= self.size else int(self.y.sum())
+        pos = int(self.y[:kept].sum())
         return kept - pos, pos
 
 
@@ -317,7 +319,7 @@ def _logistic_posterior(
     f: FloatArray, y: FloatArray, prior_variance: float = 1.0
 ) -> tuple[FloatArray, FloatArray] | None:
     """Laplace approximation: MAP weights by damped Newton steps (each halved until the
-    penalised loss falls), covariance the inverse Hessian; None if it does not converge."""
+    penalised loss falls), covariance the inverse Hessian; None if either is not finite."""
     prior = np.array(Stacker.PRIOR_MEAN)
     precision = np.eye(f.shape[1]) / prior_variance
 
@@ -374,6 +376,17 @@ def _walk(node: dict[str, Any], table: FloatArray, values: FloatArray, path: Flo
         _walk(node[side], table, values, step)
 
 
+def moderated_logit(m: Any, s2: Any) -> Any:
+    """The logit of P(y=1) averaged over a Gaussian posterior of the logit (mean ``m``, variance
+    ``s2``): the probit approximation of the logistic integral."""
+    return np.asarray(m) / np.sqrt(1.0 + (math.pi / 8.0) * np.asarray(s2))
+
+
+def sigmoid(z: Any) -> Any:
+    """The logistic function, its argument clipped to +-35."""
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -_LOGIT_CLIP, _LOGIT_CLIP)))
+
+
 class Stacker:
     """Bayesian logistic regression on ``[1, logit_linear, logit_trees]`` (prior: the linear
     model alone)."""
@@ -390,9 +403,7 @@ class Stacker:
 
     def predict(self, f: FloatArray) -> FloatArray:
         """P(y=1) for rows ``f``, averaged over the posterior (probit approximation)."""
-        m, s2 = self.logit_moments(f)
-        z = m / np.sqrt(1.0 + (math.pi / 8.0) * s2)
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -_LOGIT_CLIP, _LOGIT_CLIP)))
+        return np.asarray(sigmoid(moderated_logit(*self.logit_moments(f))), dtype=np.float64)
 
     def learn_one(self, f: FloatArray, y: bool) -> None:
         """One Laplace step on one outcome (``f`` made before the models learned it)."""

@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cxstream.detectors.churn import ChurnModel, Schema, infer_schema, parse_number
+from cxstream.detectors.churn_trees import sigmoid
 from cxstream.errors import DataError
 
 __all__ = [
@@ -182,8 +183,10 @@ class _TreesOnly:
         self.model = ChurnModel(schema)
 
     def predict_proba_one(self, x: dict[str, Any]) -> dict[bool, float]:
-        z = float(self.model._blend_inputs([x])[0, 2])
-        p = 1.0 / (1.0 + math.exp(-z)) if self.model.trees is not None else 0.5
+        trees = self.model.trees
+        if trees is None:
+            return {False: 0.5, True: 0.5}
+        p = float(sigmoid(trees.logit(self.model.encoder.encode_many([x]))[0]))
         return {False: 1.0 - p, True: p}
 
     def learn_one(self, x: dict[str, Any], y: bool) -> None:
