@@ -12,7 +12,7 @@ from __future__ import annotations
 import operator
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -210,9 +210,31 @@ class CellBatch:
     tiers: list[str | None]
     sample: B1  # record the index in the subscriber's history
     candidates: dict[int, Any]  # position -> the new alert's Candidate
+    # (event time, cell left, cell arrived in, subscriber) for subscribers that moved out of a
+    # cell of this shard: where its users went, evidence when it goes silent
+    departures: list[tuple[float, str, str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.t)
+
+    @staticmethod
+    def empty(departures: list[tuple[float, str, str, str]]) -> CellBatch:
+        """A batch of no events that carries departures only."""
+        none = np.empty(0)
+        return CellBatch(
+            t=none,
+            subscribers=[],
+            cells=[],
+            event_ids=[],
+            degraded=np.empty(0, dtype=bool),
+            experience=none,
+            loss=none,
+            throughput=none,
+            tiers=[],
+            sample=np.empty(0, dtype=bool),
+            candidates={},
+            departures=departures,
+        )
 
     def for_demarcation(self) -> CellBatch:
         """The same events without the columns only needed before demarcation (``event_ids``
@@ -245,6 +267,7 @@ class CellBatch:
             tiers=pick(self.tiers),
             sample=self.sample[order] if len(self.sample) else _NONE,
             candidates={int(where[k]): c for k, c in self.candidates.items()},
+            departures=self.departures,
         )
 
     @staticmethod
@@ -277,4 +300,5 @@ class CellBatch:
             tiers=join("tiers"),
             sample=np.concatenate([b.sample for b in batches]) if full("sample") else _NONE,
             candidates=candidates,
+            departures=[d for b in batches for d in b.departures],
         )

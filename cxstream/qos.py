@@ -93,6 +93,11 @@ MEASURES: tuple[Measure, ...] = (
             doc="playback stalls in the session"),
     Measure("radio_generation", int, "3GPP generation", 2, 5, penalty=generation_penalty,
             doc="of the serving radio access: 2 GSM/GPRS/EDGE, 3 UMTS/HSPA, 4 LTE, 5 NR"),
+    Measure("transfer_active", int, "flag", 0, 1,
+            doc="1: the session moved data as fast as the network let it (a bulk download, a "
+                "stream filling its buffer); 0 or absent: light or idle use"),
+    Measure("demand_kbps", float, "kbit/s", 0, 10_000_000,
+            doc="the rate the application asked for (a stream's rendition bitrate)"),
 )  # fmt: skip
 """The measured fields of a QoS event, in the order of a batch's measurement columns."""
 

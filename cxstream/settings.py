@@ -259,8 +259,8 @@ class DetectorSettings(BaseModel):
     fast_alpha: Annotated[float, Field(gt=0, le=1)] = 0.3
     slow_alpha: Annotated[float, Field(gt=0, le=1)] = 0.05
     poor_experience: Annotated[float, Field(ge=0, le=100)] = 45.0
-    # the voice codec whose E-model constants (ITU-T G.113 Appendix I) score calls
-    voice_codec: Literal["g711_plc", "g711"] = "g711_plc"
+    # the voice codec whose E-model constants (ITU-T G.113 Appendix I and IV) score calls
+    voice_codec: Literal["g711_plc", "g711", "amr_wb", "amr_wb_23_85", "evs_amr_wb_io"] = "g711_plc"
 
 
 class KpiSettingsModel(BaseModel):

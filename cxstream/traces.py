@@ -15,7 +15,8 @@ reason. The mapping (docs/integration.md#replaying-drive-traces has the table):
 * ``throughput_kbps``: for a **download** row in state ``D`` (downloading), the mean
   ``DL_bitrate`` of the download's last ``THROUGHPUT_WINDOW_S`` seconds: a bulk download takes what
   the radio gives, so its rate measures the network, and a user sees the rate of the last seconds,
-  not of one (a second's rate drops to 0 between TCP bursts). A video player fetches in bursts and
+  not of one (a second's rate drops to 0 between TCP bursts); such a row has
+  ``transfer_active`` 1. A video player fetches in bursts and
   idles once its buffer is full, so a video row's rate measures the player, not the network: it is
   not used (its radio and radio access are);
 * ``rtt_ms``, ``jitter_ms``, ``loss_pct``: ``PINGAVG``, ``PINGSTDEV``, ``PINGLOSS`` where a ping
@@ -214,6 +215,7 @@ def _event(
         mean = rate.add(at.timestamp(), kbps) if kbps is not None else None
         if mean is not None:
             event["throughput_kbps"] = round(mean, 1)
+            event["transfer_active"] = 1  # a bulk download: its rate measures the network
     else:
         rate.stop()
     return {k: v for k, v in event.items() if v is not None}, mode

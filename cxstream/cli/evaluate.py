@@ -303,6 +303,10 @@ def eval_incidents(
     click.echo(
         f"delivery: {s['late_events']} events late (a backlog), {s['dead_letters']} dead letters"
     )
+    click.echo(
+        "silent cells whose outage names the neighbour their subscribers went to: "
+        f"{s['silent_neighbour_named']:.3f}"
+    )
     for kind, k in s["cell_by_kind"].items():
         click.echo(
             f"  {kind:<15} {k['incidents']:>3} incidents  recall {k['recall']:.3f}  "

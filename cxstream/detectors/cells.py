@@ -15,7 +15,9 @@ series detector ``cxstream eval nab`` measures. A KPI anomalous in the bad direc
 incident too, even when no subscriber crosses its own threshold: cause ``kpi_anomaly``, or
 ``outage`` when the cell's volume collapsed (it went silent; :meth:`CellMonitor.tick` closes its
 intervals from the shard's clock when none of its own events come). An incident stays open while
-a KPI is still anomalous. Each incident says its ``cause`` and the KPIs behind it.
+a KPI is still anomalous. Each incident says its ``cause`` and the KPIs behind it; an
+``outage`` also says where the cell's subscribers went (:meth:`CellMonitor.departed`: the cells
+where subscribers last seen in it turned up since, a surge on its neighbours).
 
 Individual degradation alerts are **held** for ``hold_s`` before release: if an incident opens in the
 meantime (or is already open), they come out *explained* by it, and the policy sends no individual
@@ -25,6 +27,7 @@ outreach for them.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -37,6 +40,9 @@ T = TypeVar("T")
 
 IncidentState = Literal["open", "updated", "resolved"]
 IncidentCause = Literal["degraded_share", "kpi_anomaly", "outage"]
+
+DEPARTURES_KEPT = 64
+"""Subscribers seen leaving a cell that its monitor remembers (evidence for an outage)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class IncidentUpdate:
     experience: float
     cause: IncidentCause = "degraded_share"
     kpis: tuple[KpiAnomaly, ...] = ()
+    moved_to: dict[str, int] = field(default_factory=dict)  # cell -> subscribers (outage)
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,10 @@ class CellMonitor(Generic[T]):
     _volume: int = 0
     _next_stats: float = float("-inf")
     _stats: CellStats | None = None
+    # (event time, cell, subscriber) of the last DEPARTURES_KEPT subscribers seen leaving
+    _departures: deque[tuple[float, str, str]] = field(
+        default_factory=lambda: deque(maxlen=DEPARTURES_KEPT)
+    )
 
     def __post_init__(self) -> None:
         self.kpis = CellKpis(self.settings.kpis)
@@ -146,6 +157,8 @@ class CellMonitor(Generic[T]):
         throughput)."""
         state = {k: v for k, v in state.items() if k not in ("series", "_kpi_score")}
         self.__dict__.update(state)
+        if "_departures" not in state:
+            self._departures = deque(maxlen=DEPARTURES_KEPT)
         known = {f: getattr(self.settings, f) for f in CellSettings.__dataclass_fields__
                  if hasattr(self.settings, f)}  # fmt: skip
         self.settings = CellSettings(**known)
@@ -230,6 +243,19 @@ class CellMonitor(Generic[T]):
         if self.kpis.due(target):
             self._close_kpis()
         return self._advance()
+
+    def departed(self, t: float, cell_id: str, subscriber_id: str) -> None:
+        """Note that a subscriber last seen here turned up in ``cell_id`` at event time ``t``."""
+        self._departures.append((t, cell_id, subscriber_id))
+
+    def moved_to(self, since: float) -> dict[str, int]:
+        """Where subscribers of this cell went since event time ``since``: cell -> how many,
+        most first."""
+        seen: dict[str, set[str]] = {}
+        for t, cell, sid in self._departures:
+            if t >= since:
+                seen.setdefault(cell, set()).add(sid)
+        return dict(sorted(((c, len(s)) for c, s in seen.items()), key=lambda kv: -kv[1]))
 
     def take_stats(self) -> CellStats | None:
         """The latest summary, once per ``stats_s`` of event time (None in between)."""
@@ -386,6 +412,7 @@ class CellMonitor(Generic[T]):
             experience=round(experience, 1),
             cause=cause,
             kpis=kpis,
+            moved_to=self.moved_to(opened_at - self.settings.window_s) if cause == "outage" else {},
         )
 
     def _release(self, force: bool = False) -> list[Released[T]]:

@@ -223,6 +223,8 @@ class SubscriberMonitor:
             radio_generation=measurements.get("radio_generation"),
             rsrq_db=measurements.get("rsrq_db"),
             cqi=measurements.get("cqi"),
+            transfer_active=measurements.get("transfer_active"),
+            demand_kbps=measurements.get("demand_kbps"),
         )
         x: dict[base.typing.FeatureName, Any] = {"experience": exp}
         det = self.detector

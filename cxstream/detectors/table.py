@@ -9,15 +9,16 @@ times in a batch is processed in rounds (its first events, then its second ...),
 of its events is kept. ``tests/unit/detectors/test_table.py`` checks it against the per-event
 monitor on random streams.
 
-Memory: 15 float64/int fields per subscriber (120 bytes) plus its id in the index (about 100
-bytes in a dict); docs/performance.md gives the measured total.
+Memory: 16 float64/int fields per subscriber (128 bytes; one is the cell of its last event, so a
+move is seen) plus its id in the index (about 100 bytes in a dict), and one entry per cell seen;
+docs/performance.md gives the measured total.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from cxstream.detectors.experience import (
     _RSRQ,
     _SINR,
     CODECS,
+    DATA_TARGET_KBPS,
     VIDEO_TARGET_KBPS,
     Codec,
 )
@@ -67,17 +69,29 @@ def experience_scores(
         delay = rtt / 2.0 + 2.0 * jitter + 10.0
         id_ = 0.024 * delay + np.where(delay > 177.3, 0.11 * (delay - 177.3), 0.0)
         ie = codec.ie + (95.0 - codec.ie) * loss / (loss + codec.bpl)
-        r = 93.2 - id_ - ie
+        r = (codec.ro - id_ - ie) / codec.r_scale
         mos = np.where(
             r <= 0,
             1.0,
             np.where(r >= 100, 4.5, 1.0 + 0.035 * r + 7e-6 * r * (r - 60.0) * (100.0 - r)),
         )
         voice = (mos - 1.0) / 3.5 * 100.0
-        # video / data: throughput against the plan
+        # video / data: throughput against what was asked for, where demand shows
+        # (experience.demand_evident)
         promised = plan_mbps * 1000.0
-        target = np.where(service == 1, np.minimum(promised, VIDEO_TARGET_KBPS), 0.5 * promised)
-        tp = np.where(np.isnan(throughput), target, throughput)
+        demand = measurements[:, col("demand_kbps")]
+        asked = demand > 0
+        target = np.where(
+            service == 1,
+            np.where(asked, demand, np.minimum(promised, VIDEO_TARGET_KBPS)),
+            np.minimum(0.5 * promised, DATA_TARGET_KBPS),
+        )
+        judged = (
+            (measurements[:, col("transfer_active")] > 0)
+            | (measurements[:, col("stalls")] > 0)
+            | asked
+        )
+        tp = np.where(np.isnan(throughput) | ~judged, target, throughput)
         tp_score = np.where(target > 0, 100.0 * np.minimum(1.0, tp / target) ** 0.5, 100.0)
         latency_penalty = np.maximum(0.0, (rtt - 80.0) / 10.0)
         other = tp_score - latency_penalty - 8.0 * loss
@@ -113,6 +127,9 @@ class BatchResult:
     sample: NDArray[np.bool_]  # record the index in the subscriber's history
     detections: dict[int, tuple[float, float, dict[str, Any]]]  # position -> (score, exp, why)
     episodes: F64  # decayed episode count after the event
+    # position -> the cell of the subscriber's previous event, where it differs from this
+    # event's (a move; only when the cells were given)
+    came_from: dict[int, str] = field(default_factory=dict)
 
 
 _GENERATION = QOS.column("radio_generation")
@@ -132,6 +149,7 @@ class SubscriberTable:
         "episodes",
         "episodes_t",
         "generation",
+        "last_cell",
     )
 
     def __init__(
@@ -158,6 +176,8 @@ class SubscriberTable:
         self.sample_interval_s = sample_interval_s
         self.voice_codec = CODECS[voice_codec]
         self.index: dict[str, int] = {}
+        self.cell_codes: dict[str, int] = {}  # the cells seen, as small integers
+        self.cell_names: list[str] = []
         self.size = 0
         self.erased_seen = 0  # how many erasures this table has applied (steps.detect.Erasures)
         self._alloc(capacity)
@@ -174,6 +194,7 @@ class SubscriberTable:
         self.episodes = np.zeros(capacity)
         self.episodes_t = np.zeros(capacity)
         self.generation = np.full(capacity, np.nan)  # the last radio generation reported
+        self.last_cell = np.full(capacity, -1, dtype=np.int64)  # its code in cell_names
         self.inputs = np.full((capacity, len(INPUTS)), np.nan)
         for name, values in old.items():
             if values is not None:
@@ -181,12 +202,15 @@ class SubscriberTable:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore a snapshot, also one taken before the table kept radio generations or a
-        voice codec (none known yet; G.711 with concealment)."""
+        voice codec (none known yet; G.711 with concealment) or cells."""
         self.__dict__.update(state)
         if "generation" not in state:
             self.generation = np.full(len(self.n), np.nan)
         if "voice_codec" not in state:
             self.voice_codec = CODECS["g711_plc"]
+        if "last_cell" not in state:
+            self.last_cell = np.full(len(self.n), -1, dtype=np.int64)
+            self.cell_codes, self.cell_names = {}, []
 
     def __len__(self) -> int:
         return self.size
@@ -228,6 +252,7 @@ class SubscriberTable:
             self.in_ep[last] = False
             self.last_sample_t[last] = -np.inf
             self.episodes[last] = self.episodes_t[last] = 0.0
+            self.last_cell[last] = -1
             self.inputs[last] = np.nan
         return dropped
 
@@ -238,8 +263,10 @@ class SubscriberTable:
         service: NDArray[np.int8],
         measurements: F64,  # one column per measure of cxstream.qos.QOS (NaN = absent)
         plan_mbps: F64,  # from the customer's context; NaN = unknown
+        cells: Sequence[str] | None = None,
     ) -> BatchResult:
-        """Score, then learn, every event of the batch in order."""
+        """Score, then learn, every event of the batch in order; with ``cells``, note each
+        subscriber that moved from one cell to another (:attr:`BatchResult.came_from`)."""
         n_events = len(subscribers)
         rows = self.rows(subscribers)
         score = np.empty(n_events)
@@ -262,13 +289,32 @@ class SubscriberTable:
         plan = self._plans(rows, order, sorted_rows, group_start, plan_mbps)
         m = measurements
         exp_all = experience_scores(service, m, plan, codec=self.voice_codec)
+        codes = self._cell_codes(cells) if cells is not None else None
+        came_from: dict[int, str] = {}
         for k in range(int(occurrence.max()) + 1 if n_events else 0):
             pos = np.flatnonzero(occurrence == k)
             self._round(
                 pos, rows[pos], t, exp_all, measurements,
                 score, exp, level, in_episode, sample, episodes, detections,
             )  # fmt: skip
-        return BatchResult(score, exp, level, in_episode, sample, detections, episodes)
+            if codes is not None:
+                r, now = rows[pos], codes[pos]
+                before = self.last_cell[r]
+                for j in np.flatnonzero((before >= 0) & (before != now)).tolist():
+                    came_from[int(pos[j])] = self.cell_names[before[j]]
+                self.last_cell[r] = now
+        return BatchResult(score, exp, level, in_episode, sample, detections, episodes, came_from)
+
+    def _cell_codes(self, cells: Sequence[str]) -> NDArray[np.int64]:
+        codes, names = self.cell_codes, self.cell_names
+        out = np.empty(len(cells), dtype=np.int64)
+        for i, cell in enumerate(cells):
+            code = codes.get(cell)
+            if code is None:
+                code = codes[cell] = len(names)
+                names.append(cell)
+            out[i] = code
+        return out
 
     def _plans(
         self,

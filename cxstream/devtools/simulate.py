@@ -3,6 +3,10 @@
 ``N`` subscribers live in ``M`` cells (each cell has its own radio quality and load). Traffic follows a
 diurnal curve (quiet at 4 a.m., busiest in the evening) that modulates both the event rate and
 congestion. Each event is one service session (voice, video, data) with service-specific QoS noise.
+A session's rate is what the cell gives the user (its capacity share, whatever the plan) or what
+the application asked for, whichever is less: a stream asks for its rendition's rate (and stalls
+when the cell cannot give it), a bulk download takes what it can (``transfer_active``), and light
+use moves what the app needed.
 Incidents of six kinds are injected, and written as ground truth:
 
 * ``cell_outage`` — every subscriber in a cell degrades for a while;
@@ -47,6 +51,8 @@ _ZONES = (
 _LANGS = ("en", "de", "fr", "es")
 _SERVICES = ("voice", "video", "data")
 _SERVICE_WEIGHTS = (0.3, 0.3, 0.4)
+_RENDITIONS_KBPS = (3_000.0, 5_000.0, 8_000.0)  # SD, HD, full-HD renditions of a stream
+_BULK_SHARE = 0.4  # data sessions that are bulk downloads; the rest is light use
 
 
 @dataclass(frozen=True)
@@ -250,10 +256,25 @@ class Simulator:
             "sinr_db": round(sinr, 1),
         }
         if service != "voice":
-            need = 6_000.0 if service == "video" else self.plan_mbps[sub] * 1000.0 * 0.7
-            congestion = 1.0 - 0.3 * load
-            tput = max(50.0, rng.gauss(need * congestion, need * 0.15)) * (1.0 - 0.92 * bad)
-            record["throughput_kbps"] = round(tput, 1)
+            # what the cell gives this user now, whatever the plan: a share of its capacity
+            # that shrinks at busy hours and with the incident
+            capacity = (
+                rng.lognormvariate(math.log(40_000.0), 0.4)
+                * (1.0 - 0.3 * load)
+                * (1.0 - 0.92 * bad)
+            )
+            if service == "video":  # a stream asks for its rendition's rate
+                demand = rng.choice(_RENDITIONS_KBPS)
+                record["demand_kbps"] = demand
+                tput = min(demand * rng.uniform(1.0, 1.3), capacity)  # a little over to refill
+                if capacity < demand and rng.random() < 1.0 - capacity / demand:
+                    record["stalls"] = 1
+            elif rng.random() < _BULK_SHARE:  # a download takes what it can, up to the plan
+                record["transfer_active"] = 1
+                tput = min(self.plan_mbps[sub] * 1000.0, capacity)
+            else:  # light use: the rate is what the app needed
+                tput = min(rng.lognormvariate(math.log(1_500.0), 0.8), capacity)
+            record["throughput_kbps"] = round(max(tput, 10.0), 1)
         return record
 
     def malformed(self, t: datetime) -> bytes:

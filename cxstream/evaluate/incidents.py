@@ -63,6 +63,8 @@ class IncidentReport:
     cell_delays_s: list[float] = field(default_factory=list)
     individual_delays_s: list[float] = field(default_factory=list)
     by_kind: dict[str, tuple[int, int, list[float]]] = field(default_factory=dict)
+    silent_found: int = 0  # silent cells whose outage was seen
+    silent_neighbour_named: int = 0  # ... and whose why names the cell its subscribers went to
 
     @staticmethod
     def _ratio(num: int, den: int) -> float:
@@ -88,6 +90,7 @@ class IncidentReport:
             "events_per_s": round(self.events / self.seconds) if self.seconds else 0,
             "dead_letters": self.dead_letters,
             "late_events": self.late_events,
+            "silent_neighbour_named": self._ratio(self.silent_neighbour_named, self.silent_found),
             "cell_by_kind": {
                 kind: {
                     "incidents": truth,
@@ -267,6 +270,17 @@ def _score(
         _, k_found, k_delays = _match(predicted, of_kind, slack)
         n, f, d = report.by_kind.get(kind, (0, 0, []))
         report.by_kind[kind] = (n + len(of_kind), f + k_found, d + k_delays)
+    for i in truth:
+        if i.kind == "silent_outage" and i.moved_to is not None:
+            seen = [
+                o for o in opened
+                if o.cell_id == i.cell_id and i.start <= o.opened_at <= i.end + slack
+            ]  # fmt: skip
+            if seen:
+                report.silent_found += 1
+                report.silent_neighbour_named += any(
+                    i.moved_to in o.why.get("moved_to", {}) for o in seen
+                )
     report.cell_truth += len(cell_truth)
     report.cell_opened += len(opened)
     report.cell_correct += correct

@@ -40,6 +40,10 @@ class Demarcate:
         held = 0
         metrics.CELL_EVENTS.inc(sum(map(len, batches)))
         for b in batches:
+            for t_moved, left, arrived, sid in b.departures:
+                gone = monitors.get(left)
+                if gone is not None:
+                    gone.departed(t_moved, arrived, sid)
             candidates = b.candidates
             # lists: indexing one costs less than a numpy scalar, and the monitors keep floats
             t, subs, tiers = b.t.tolist(), b.subscribers, b.tiers
@@ -152,5 +156,6 @@ class Demarcate:
                 "active": update.active,
                 "cell_experience": update.experience,
                 "anomalous_kpis": {k.kpi: k.why() for k in update.kpis},
+                **({"moved_to": update.moved_to} if update.moved_to else {}),
             },
         )

@@ -14,7 +14,7 @@ import numpy as np
 import redis
 
 from cxstream import metrics
-from cxstream.batches import CellBatch, ShardBatch, group_by_shard
+from cxstream.batches import CellBatch, ShardBatch, group_by_shard, shard_of
 from cxstream.context import ContextStore
 from cxstream.detectors.table import SubscriberTable
 from cxstream.events import Alert, bounded_id
@@ -109,7 +109,7 @@ class Detect:
         if n == 0:
             return []
         result = table.observe(
-            batch.subscribers, batch.t, batch.service, batch.measurements, batch.plan
+            batch.subscribers, batch.t, batch.service, batch.measurements, batch.plan, batch.cells
         )
         index = result.index
         # ValueTier is a StrEnum: the member is the string (``.value`` would cost an enum lookup)
@@ -121,8 +121,15 @@ class Detect:
         self._processed.inc(n)
         # loss is 0 when not reported (its QoS default); throughput stays NaN
         loss = np.nan_to_num(batch.measurements[:, _LOSS])
+        shards = self.settings.flow.shards
+        # a subscriber that moved is news for the cell it left, in that cell's shard
+        departures: dict[int, list[tuple[float, str, str, str]]] = {}
+        for j, left in result.came_from.items():
+            departures.setdefault(shard_of(left, shards), []).append(
+                (float(batch.t[j]), left, batch.cells[j], batch.subscribers[j])
+            )
         out = []
-        for shard, pos in group_by_shard(batch.cells, self.settings.flow.shards):
+        for shard, pos in group_by_shard(batch.cells, shards):
             idx = pos.tolist()
             out.append(
                 (
@@ -139,9 +146,12 @@ class Detect:
                         tiers=[tiers[i] for i in idx],
                         sample=result.sample[pos],
                         candidates={k: candidates[i] for k, i in enumerate(idx) if i in candidates},
+                        departures=departures.pop(shard, []),
                     ),
                 )
             )
+        for shard, moves in departures.items():  # shards with no event of their own here
+            out.append((self.shard_keys[shard], CellBatch.empty(departures=moves)))
         return out
 
     def _candidate(

@@ -80,6 +80,20 @@ def test_a_cell_gone_silent_opens_an_outage_from_the_shard_clock():
     assert [u.state for u in updates][-1] == "resolved"
 
 
+def test_a_silent_cells_outage_names_the_cells_its_subscribers_went_to():
+    cell = CellMonitor("c1")
+    run(cell, T0, T0 + 900, rng=random.Random(3))
+    for k, sid in enumerate(SUBS[:12]):  # they turn up next door as the cell goes dark
+        cell.departed(T0 + 901 + k, "c2" if k < 9 else "c3", sid)
+    cell.departed(T0 + 902, "c2", SUBS[0])  # the same subscriber twice counts once
+    cell.departed(T0 + 100, "c9", "s19")  # long before: not this outage's
+    updates, _ = run(cell, T0 + 900, T0 + 1000, silent=True)
+    [incident] = opened(updates)
+    assert incident.cause == "outage"
+    assert incident.moved_to == {"c2": 9, "c3": 3}
+    pickle.loads(pickle.dumps(cell))
+
+
 def test_a_slow_ramp_is_found_by_the_drift_statistic():
     cell = CellMonitor("c1")
     rng = random.Random(4)

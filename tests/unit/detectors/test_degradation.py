@@ -17,6 +17,7 @@ def normal_measurements(rng):
         "throughput_kbps": max(500.0, rng.gauss(30_000, 4_000)),
         "rsrp_dbm": rng.gauss(-90, 4),
         "sinr_db": rng.gauss(15, 3),
+        "transfer_active": 1,  # video and data sessions moving what the network lets them
     }
 
 

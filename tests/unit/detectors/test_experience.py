@@ -30,6 +30,47 @@ def test_g711_without_concealment_suffers_loss_far_more():
     assert voice_mos(100, 10, 1.0, CODECS["g711"]) < voice_mos(100, 10, 1.0) - 0.5
 
 
+@pytest.mark.parametrize(
+    ("codec", "loss", "rx"),
+    [
+        # wideband E-model (G.107.1): R = 129 - Id - Ie_eff,WB, MOS from R / 1.29 (Annex A);
+        # rtt 100 ms, jitter 10 ms: Id = 1.92 as above
+        # AMR-WB 12.65 kbit/s (G.113 App. IV: Ie,WB 13, Bpl 4.3)
+        ("amr_wb", 0.0, (129 - 1.92 - 13) / 1.29),  # R 114.08, Rx 88.434, MOS 4.30
+        # 1 %: Ie_eff,WB = 13 + (95 - 13) * 1 / 5.3 = 28.472: R 98.608, Rx 76.440, MOS 3.90
+        ("amr_wb", 1.0, (129 - 1.92 - 13 - 82 / 5.3) / 1.29),
+        # 3 %: 13 + 82 * 3 / 7.3 = 46.699: R 80.381, Rx 62.311, MOS 3.19
+        ("amr_wb", 3.0, (129 - 1.92 - 13 - 82 * 3 / 7.3) / 1.29),
+        # AMR-WB 23.85 kbit/s (Ie,WB 8, Bpl 4.9), 1 %: 8 + 87 / 5.9 = 22.746
+        ("amr_wb_23_85", 1.0, (129 - 1.92 - 8 - 87 / 5.9) / 1.29),
+    ],
+)
+def test_voice_mos_of_amr_wb_matches_hand_computed_wideband_e_model_cases(codec, loss, rx):
+    assert voice_mos(100, 10, loss, CODECS[codec]) == pytest.approx(_mos(rx), abs=1e-3)
+
+
+def test_wideband_scale_is_mapped_before_annex_b():
+    # an unimpaired wideband connection (R 129) is Rx 100: MOS 4.5, not clipped far above
+    assert voice_mos(0, 0, 0, CODECS["amr_wb_23_85"]) == pytest.approx(
+        _mos((129 - 0.24 - 8) / 1.29), abs=1e-3
+    )
+    # the array scorer applies the same constants
+    import numpy as np
+
+    from cxstream.detectors.table import experience_scores
+    from cxstream.qos import QOS
+
+    m = np.full((3, len(QOS.columns)), np.nan)
+    m[:, QOS.column("rtt_ms")] = 100
+    m[:, QOS.column("jitter_ms")] = 10
+    m[:, QOS.column("loss_pct")] = [0.0, 1.0, 3.0]
+    got = experience_scores(np.zeros(3, dtype=np.int8), m, np.full(3, 50.0), codec=CODECS["amr_wb"])
+    want = [
+        experience_score("voice", 100, 10, loss, None, codec=CODECS["amr_wb"]) for loss in (0, 1, 3)
+    ]
+    assert got == pytest.approx(want, abs=1e-9)
+
+
 def test_voice_delay_beyond_177_ms_is_penalised_more():
     below = voice_mos(300, 0, 0) - voice_mos(320, 0, 0)  # d = 160 -> 170 ms
     above = voice_mos(400, 0, 0) - voice_mos(420, 0, 0)  # d = 210 -> 220 ms

@@ -32,6 +32,8 @@ def random_event(rng, bad):
         "stalls": None if rng.random() < 0.7 else rng.randrange(0, 4),
         "radio_generation": None if rng.random() < 0.6 else rng.randrange(2, 6),
         "cqi": None if rng.random() < 0.5 else rng.randrange(0, 16),
+        "transfer_active": None if rng.random() < 0.4 else rng.randrange(0, 2),
+        "demand_kbps": None if service != "video" or rng.random() < 0.5 else rng.uniform(1e3, 9e3),
     }
 
 
@@ -61,6 +63,8 @@ def test_vector_experience_equals_the_scalar_one():
             radio_generation=e["radio_generation"],
             rsrq_db=e["rsrq_db"],
             cqi=e["cqi"],
+            transfer_active=e["transfer_active"],
+            demand_kbps=e["demand_kbps"],
         )
         for e, p in zip(events, plans, strict=True)
     ]
@@ -135,3 +139,17 @@ def test_table_grows_and_pickles():
     copy = pickle.loads(pickle.dumps(table))
     assert copy.index == table.index
     np.testing.assert_array_equal(copy.mean[:10], table.mean[:10])
+
+
+def test_a_subscriber_seen_in_another_cell_is_noted_as_a_move():
+    table = SubscriberTable()
+    rng = random.Random(9)
+    events = [random_event(rng, 0.0) for _ in range(5)]
+    service, m = columns(events)
+    subs, cells = ["a", "b", "a", "a", "b"], ["c1", "c1", "c2", "c2", "c1"]
+    result = table.observe(subs, np.arange(5.0), service, m, np.full(5, 50.0), cells)
+    assert result.came_from == {2: "c1"}  # a moved c1 -> c2 within the batch; b stayed
+    result = table.observe(
+        ["a", "b"], np.array([6.0, 7.0]), service[:2], m[:2], np.full(2, 50.0), ["c3", "c1"]
+    )
+    assert result.came_from == {0: "c2"}

@@ -38,6 +38,8 @@ def test_eval_incidents_meets_the_bar_on_a_few_scenarios():
     assert s["cell_median_delay_s"] is not None
     assert s["explained_alerts"] > 0
     assert s["outreach_for_explained"] == 0
+    # a silent cell's outage names where its subscribers went (the simulator's neighbour)
+    assert s["silent_neighbour_named"] >= 0.9
     assert s["late_events"] > 0  # the backlog was late, and counted
     kinds = s["cell_by_kind"]
     assert set(kinds) == {
