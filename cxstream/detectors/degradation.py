@@ -1,9 +1,13 @@
 """Per-subscriber degradation detection on the experience score.
 
 :class:`ExperienceDropDetector` is a River anomaly detector (``learn_one``/``score_one``, high means
-anomalous, score before learn). It compares a fast EWMA of the experience score with a slow, robust
-baseline (mean and variance learned only from normal points), and also knows what "poor" means in
-absolute terms, so a subscriber who is bad from their first event is still caught.
+anomalous, score before learn). It compares the experience score with a slow, robust baseline
+(mean and variance learned only from normal points) *per group* (the session's service: a call's
+E-model score and a stream's throughput score are different scales, so a change in a subscriber's
+mix of services must move no baseline), and smooths the deviations, in baseline standard
+deviations, over all the subscriber's events, so evidence from every service adds up. It also
+knows what "poor" means in absolute terms (on a fast EWMA of the score, the subscriber's
+experience index), so a subscriber who is bad from their first event is still caught.
 
 :class:`SubscriberMonitor` is the per-subscriber state the dataflow keeps: the detector, baselines of
 the raw inputs (to say *why*), and an open/closed episode so one degradation raises one alert.
@@ -48,6 +52,9 @@ class ExperienceDropDetector(base.AnomalyDetector):
     ----------
     feature
         Name of the feature in ``x`` to watch.
+    group
+        Name of the feature in ``x`` whose value selects the baseline (absent: one baseline).
+        Bounded memory needs few distinct values (here, the three services).
     grace_events
         Events before the relative part of the score is trusted; until then only the absolute
         ``poor`` level counts.
@@ -76,11 +83,22 @@ class ExperienceDropDetector(base.AnomalyDetector):
     >>> det.learn_one({"experience": 20.0})
     >>> det.score_one({"experience": 20.0}) > 0.9
     True
+
+    Each service has its own normal: a subscriber whose calls score 70 and whose downloads score
+    100 is not degraded when it makes calls only.
+
+    >>> det = ExperienceDropDetector()
+    >>> for _ in range(30):
+    ...     det.learn_one({"experience": 100.0, "service": "data"})
+    ...     det.learn_one({"experience": 70.0, "service": "voice"})
+    >>> det.score_one({"experience": 70.0, "service": "voice"}) < 0.1
+    True
     """
 
     def __init__(
         self,
         feature: str = "experience",
+        group: str = "service",
         grace_events: int = 8,
         fast_alpha: float = 0.3,
         slow_alpha: float = 0.05,
@@ -89,6 +107,7 @@ class ExperienceDropDetector(base.AnomalyDetector):
         min_std: float = 6.0,
     ) -> None:
         self.feature = feature
+        self.group = group
         self.grace_events = grace_events
         self.fast_alpha = fast_alpha
         self.slow_alpha = slow_alpha
@@ -97,22 +116,24 @@ class ExperienceDropDetector(base.AnomalyDetector):
         self.min_std = min_std
         self._n = 0
         self._fast = math.nan
-        self._mean = math.nan
-        self._var = 25.0
+        self._z = 0.0  # the smoothed deviation below the baselines, in standard deviations
+        self._baselines: dict[Any, tuple[int, float, float]] = {}  # group -> (n, mean, var)
 
     def _candidate_fast(self, value: float) -> float:
         if self._n == 0:
             return value
         return self.fast_alpha * value + (1.0 - self.fast_alpha) * self._fast
 
-    def _score(self, value: float) -> float:
-        fast = self._candidate_fast(value)
-        absolute = _logistic((self.poor - fast) / 4.0)
-        if self._n < self.grace_events:
+    def _candidate_z(self, value: float, n: int, mean: float, var: float) -> float:
+        d = (mean - value) / max(math.sqrt(var), self.min_std) if n else 0.0
+        return self.fast_alpha * d + (1.0 - self.fast_alpha) * self._z
+
+    def _score(self, value: float, group: Any) -> float:
+        absolute = _logistic((self.poor - self._candidate_fast(value)) / 4.0)
+        n, mean, var = self._baselines.get(group, (0, math.nan, 25.0))
+        if n < self.grace_events:
             return absolute
-        std = max(math.sqrt(self._var), self.min_std)
-        z = (self._mean - fast) / std
-        relative = _logistic(2.0 * (z - 3.0))
+        relative = _logistic(2.0 * (self._candidate_z(value, n, mean, var) - 3.0))
         return max(absolute, relative)
 
     @override
@@ -120,7 +141,7 @@ class ExperienceDropDetector(base.AnomalyDetector):
         value = x.get(self.feature)
         if value is None or not math.isfinite(value):
             return 0.0
-        return self._score(float(value))
+        return self._score(float(value), x.get(self.group))
 
     @override
     def learn_one(self, x: dict[base.typing.FeatureName, Any]) -> None:
@@ -128,27 +149,36 @@ class ExperienceDropDetector(base.AnomalyDetector):
         if value is None or not math.isfinite(value):
             return
         value = float(value)
+        group = x.get(self.group)
+        n, mean, var = self._baselines.get(group, (0, math.nan, 25.0))
         # Points that already look suspicious (score >= 0.5) barely move the baseline, and every
         # update is clipped at 3 standard deviations, so one outlier cannot inflate the variance
         # and hide the next one.
-        suspicious = self._n >= self.grace_events and self._score(value) >= 0.5
+        suspicious = n >= self.grace_events and self._score(value, group) >= 0.5
+        self._z = self._candidate_z(value, n, mean, var)
         self._fast = self._candidate_fast(value)
-        if self._n == 0:
-            self._mean = value
+        if n == 0:
+            mean = value
         else:
             alpha = self.slow_alpha * (0.05 if suspicious else 1.0)
-            if self._n < self.grace_events:
-                alpha = max(alpha, 1.0 / (self._n + 1))
-            limit = 3.0 * max(math.sqrt(self._var), self.min_std)
-            delta = min(max(value - self._mean, -limit), limit)
-            self._mean += alpha * delta
-            self._var = (1.0 - alpha) * (self._var + alpha * delta * delta)
+            if n < self.grace_events:
+                alpha = max(alpha, 1.0 / (n + 1))
+            limit = 3.0 * max(math.sqrt(var), self.min_std)
+            delta = min(max(value - mean, -limit), limit)
+            mean += alpha * delta
+            var = (1.0 - alpha) * (var + alpha * delta * delta)
+        self._baselines[group] = (n + 1, mean, var)
         self._n += 1
+
+    def baseline_of(self, group: Any = None) -> float:
+        """The learned normal level of a group (NaN before its first point)."""
+        return self._baselines.get(group, (0, math.nan, 25.0))[1]
 
     @property
     def baseline(self) -> float:
-        """The learned normal level (NaN before the first point)."""
-        return self._mean
+        """The learned normal level of the group without a value in ``x`` (NaN before its
+        first point)."""
+        return self.baseline_of(None)
 
     @property
     def level(self) -> float:
@@ -172,7 +202,8 @@ INPUTS = QOS.inputs
 
 @dataclass
 class SubscriberMonitor:
-    """Everything the flow remembers about one subscriber (about 500 bytes pickled)."""
+    """Everything the flow remembers about one subscriber (about 710 bytes pickled, with a
+    baseline for each of three services)."""
 
     detector: ExperienceDropDetector
     reset_below: float = 0.5
@@ -226,7 +257,7 @@ class SubscriberMonitor:
             transfer_active=measurements.get("transfer_active"),
             demand_kbps=measurements.get("demand_kbps"),
         )
-        x: dict[base.typing.FeatureName, Any] = {"experience": exp}
+        x: dict[base.typing.FeatureName, Any] = {"experience": exp, "service": service}
         det = self.detector
         score = det.score_one(x)
         detection = None
@@ -237,7 +268,9 @@ class SubscriberMonitor:
             self.generation = generation
         if score >= det.threshold and (not self.in_episode or fallback):
             self.in_episode = True
-            detection = Detection(score, exp, det.baseline, self._why(exp, measurements))
+            baseline = det.baseline_of(service)
+            why = explain_drop(exp, baseline, self.inputs, measurements)
+            detection = Detection(score, exp, baseline, why)
         elif self.in_episode and score < self.reset_below * det.threshold:
             self.in_episode = False
         det.learn_one(x)
@@ -249,9 +282,6 @@ class SubscriberMonitor:
                     self.inputs[name] = value if old is None else 0.9 * old + 0.1 * value
         self.last_experience = exp
         return score, exp, detection
-
-    def _why(self, exp: float, measurements: dict[str, float | None]) -> dict[str, Any]:
-        return explain_drop(exp, self.detector.baseline, self.inputs, measurements)
 
 
 EPISODE_HALF_LIFE_S = 7 * 86_400.0

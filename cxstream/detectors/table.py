@@ -2,16 +2,18 @@
 
 :class:`SubscriberTable` keeps exactly the state of a
 :class:`~cxstream.detectors.degradation.SubscriberMonitor` per subscriber (the detector's count,
-fast level, baseline mean and variance, the episode flag, the inputs' usual levels, the last known
-plan, the history-sample time, the decayed episode count), one row per subscriber in numpy
+fast level and smoothed deviation, a baseline mean and variance per service, the episode flag,
+the inputs' usual levels, the last known plan, the history-sample time, the decayed episode
+count, the last cell), one row per subscriber in numpy
 arrays, and applies the same arithmetic to a batch at once. A subscriber that appears several
 times in a batch is processed in rounds (its first events, then its second ...), so the order
 of its events is kept. ``tests/unit/detectors/test_table.py`` checks it against the per-event
 monitor on random streams.
 
-Memory: 16 float64/int fields per subscriber (128 bytes; one is the cell of its last event, so a
-move is seen) plus its id in the index (about 100 bytes in a dict), and one entry per cell seen;
-docs/performance.md gives the measured total.
+Memory: 23 float64/int fields per subscriber (185 bytes: a baseline per service, the usual
+levels of the inputs, the cell of its last event so that a move is seen ...) plus its id in the
+index (about 100 bytes in a dict), and one entry per cell seen; docs/performance.md gives the
+measured total.
 """
 
 from __future__ import annotations
@@ -141,6 +143,8 @@ class SubscriberTable:
     _FIELDS = (
         "n",
         "fast",
+        "z",
+        "gn",
         "mean",
         "var",
         "in_ep",
@@ -184,10 +188,14 @@ class SubscriberTable:
 
     def _alloc(self, capacity: int) -> None:
         old = {f: getattr(self, f, None) for f in (*self._FIELDS, "inputs")}
+        services = len(SERVICE_CODES)
         self.n = np.zeros(capacity, dtype=np.int64)
         self.fast = np.full(capacity, np.nan)
-        self.mean = np.full(capacity, np.nan)
-        self.var = np.full(capacity, 25.0)
+        self.z = np.zeros(capacity)  # smoothed deviation below the baselines, in std devs
+        # one baseline per subscriber and service (events, mean, variance)
+        self.gn = np.zeros((capacity, services), dtype=np.int64)
+        self.mean = np.full((capacity, services), np.nan)
+        self.var = np.full((capacity, services), 25.0)
         self.in_ep = np.zeros(capacity, dtype=bool)
         self.plan = np.full(capacity, np.nan)
         self.last_sample_t = np.full(capacity, -np.inf)
@@ -202,12 +210,20 @@ class SubscriberTable:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore a snapshot, also one taken before the table kept radio generations or a
-        voice codec (none known yet; G.711 with concealment) or cells."""
+        voice codec (none known yet; G.711 with concealment), cells or a baseline per service."""
         self.__dict__.update(state)
         if "generation" not in state:
             self.generation = np.full(len(self.n), np.nan)
         if "voice_codec" not in state:
             self.voice_codec = CODECS["g711_plc"]
+        if self.mean.ndim == 1:  # one baseline for all services: each service starts from it
+            services = len(SERVICE_CODES)
+            std = np.maximum(np.sqrt(self.var), self.min_std)
+            with np.errstate(invalid="ignore"):
+                self.z = np.where(self.n > 0, np.nan_to_num((self.mean - self.fast) / std), 0.0)
+            self.gn = np.repeat(self.n[:, None], services, axis=1)
+            self.mean = np.repeat(self.mean[:, None], services, axis=1)
+            self.var = np.repeat(self.var[:, None], services, axis=1)
         if "last_cell" not in state:
             self.last_cell = np.full(len(self.n), -1, dtype=np.int64)
             self.cell_codes, self.cell_names = {}, []
@@ -246,8 +262,9 @@ class SubscriberTable:
                     values[row] = values[last]
                 self.index[moved] = row
             self.size = last
-            self.n[last] = 0
+            self.n[last] = self.gn[last] = 0
             self.fast[last] = self.mean[last] = self.plan[last] = np.nan
+            self.z[last] = 0.0
             self.var[last] = 25.0
             self.in_ep[last] = False
             self.last_sample_t[last] = -np.inf
@@ -294,7 +311,7 @@ class SubscriberTable:
         for k in range(int(occurrence.max()) + 1 if n_events else 0):
             pos = np.flatnonzero(occurrence == k)
             self._round(
-                pos, rows[pos], t, exp_all, measurements,
+                pos, rows[pos], service[pos], t, exp_all, measurements,
                 score, exp, level, in_episode, sample, episodes, detections,
             )  # fmt: skip
             if codes is not None:
@@ -342,6 +359,7 @@ class SubscriberTable:
         self,
         pos: NDArray[np.intp],
         r: NDArray[np.intp],
+        g: NDArray[np.int8],
         t_all: F64,
         exp_all: F64,
         m_all: F64,
@@ -362,12 +380,15 @@ class SubscriberTable:
         fast_prev = self.fast[r]
         cand = np.where(first, exp, self.fast_alpha * exp + (1.0 - self.fast_alpha) * fast_prev)
         absolute = _logistic((self.poor - cand) / 4.0)
-        mean = self.mean[r]
-        var = self.var[r]
+        gn = self.gn[r, g]
+        mean = self.mean[r, g]
+        var = self.var[r, g]
         std = np.maximum(np.sqrt(var), self.min_std)
         with np.errstate(invalid="ignore"):
-            relative = _logistic(2.0 * ((mean - cand) / std - 3.0))
-        trusted = n >= self.grace_events
+            d = np.where(gn > 0, (mean - exp) / std, 0.0)
+        z = self.fast_alpha * d + (1.0 - self.fast_alpha) * self.z[r]
+        relative = _logistic(2.0 * (z - 3.0))
+        trusted = gn >= self.grace_events
         score = np.where(trusted, np.maximum(absolute, relative), absolute)
         # episodes (SubscriberMonitor.observe)
         was = self.in_ep[r]
@@ -397,12 +418,15 @@ class SubscriberTable:
         # learn (ExperienceDropDetector.learn_one)
         suspicious = trusted & (score >= 0.5)
         alpha = self.slow_alpha * np.where(suspicious, 0.05, 1.0)
-        alpha = np.where(n < self.grace_events, np.maximum(alpha, 1.0 / (n + 1)), alpha)
+        alpha = np.where(gn < self.grace_events, np.maximum(alpha, 1.0 / (gn + 1)), alpha)
         limit = 3.0 * std
         with np.errstate(invalid="ignore"):
             delta = np.clip(exp - mean, -limit, limit)
-        self.mean[r] = np.where(first, exp, mean + alpha * delta)
-        self.var[r] = np.where(first, var, (1.0 - alpha) * (var + alpha * delta * delta))
+        fresh = gn == 0
+        self.mean[r, g] = np.where(fresh, exp, mean + alpha * delta)
+        self.var[r, g] = np.where(fresh, var, (1.0 - alpha) * (var + alpha * delta * delta))
+        self.gn[r, g] = gn + 1
+        self.z[r] = z
         self.fast[r] = cand
         self.n[r] = n + 1
         # the inputs' usual levels, outside episodes

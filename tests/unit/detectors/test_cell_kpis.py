@@ -173,3 +173,30 @@ def test_a_table_snapshot_from_before_radio_generations_restores_and_runs():
     m[:, QOS.column("rtt_ms")] = 40.0
     restored.observe(["a", "b"], np.array([1.0, 2.0]), np.zeros(2, np.int8), m, np.full(2, np.nan))
     assert len(restored) == 2
+
+
+def test_a_table_snapshot_with_one_baseline_for_all_services_gives_each_service_that_baseline():
+    import numpy as np
+
+    from cxstream.detectors.table import SubscriberTable
+    from cxstream.qos import QOS
+
+    table = SubscriberTable()
+    m = np.full((20, len(QOS.columns)), np.nan)
+    m[:, QOS.column("rtt_ms")] = 40.0
+    m[:, QOS.column("jitter_ms")] = m[:, QOS.column("loss_pct")] = 0.0
+    table.observe(["a"] * 20, np.arange(20.0), np.zeros(20, np.int8), m, np.full(20, np.nan))
+    state = dict(table.__dict__)
+    row = table.index["a"]
+    for name in ("z", "gn", "last_cell", "cell_codes", "cell_names"):
+        del state[name]
+    state["mean"], state["var"] = table.mean[:, 0].copy(), table.var[:, 0].copy()
+    restored = object.__new__(SubscriberTable)
+    restored.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert restored.mean[row].tolist() == [table.mean[row, 0]] * 3
+    assert restored.gn[row].tolist() == [20] * 3
+    # its data sessions are judged against that baseline at once, and learn their own
+    result = restored.observe(
+        ["a"], np.array([21.0]), np.array([2], np.int8), m[:1], np.full(1, np.nan)
+    )
+    assert result.score[0] < 0.5 and restored.gn[row, 2] == 21

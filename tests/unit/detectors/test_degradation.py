@@ -107,7 +107,7 @@ def test_state_per_subscriber_is_small():
     rng = random.Random(6)
     monitor = SubscriberMonitor(ExperienceDropDetector())
     run(monitor, rng, 500)
-    assert len(pickle.dumps(monitor)) < 700
+    assert len(pickle.dumps(monitor)) < 800  # three services, a baseline each
 
 
 def test_experience_index_is_a_rolling_0_100_level():

@@ -252,15 +252,16 @@ def test_a_cell_outage_is_one_incident_with_area_notices_and_no_individual_outre
 
 
 def churn_trained_state(settings, revision=4):
-    """A checkpoint of a model that learned: short month-to-month customers with a poor
-    experience leave."""
+    """A checkpoint of a model that learned: short month-to-month customers whose experience
+    index is below 75 (the index when a degradation is first detected: one bad session against
+    a good level) leave."""
     rng = random.Random(5)
     model = Pipeline(settings, context=None, claims=None)._fresh_churn_model()  # type: ignore[arg-type]
     for _ in range(1500):
         contract = rng.choice(["month_to_month", "one_year", "two_year"])
         tenure = rng.randint(0, 72)
         experience = rng.uniform(20, 95)
-        risky = contract == "month_to_month" and tenure < 12 and experience < 60
+        risky = contract == "month_to_month" and tenure < 12 and experience < 75
         row = {
             "tenure_months": tenure,
             "monthly_charge": rng.uniform(20, 120),
