@@ -3,11 +3,19 @@ coordination state, topic creation, and a produce that waits while the local que
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import redis
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from pydantic import SecretStr
 from redis.cluster import RedisCluster
@@ -16,7 +24,7 @@ from redis.exceptions import RedisClusterException
 from cxstream.errors import ServiceError
 from cxstream.settings import Settings
 
-__all__ = ["context_client", "ensure_topics", "produce_waiting", "redis_client"]
+__all__ = ["context_client", "ensure_topics", "produce_waiting", "read_topic", "redis_client"]
 
 
 def context_client(settings: Settings) -> redis.Redis | RedisCluster:
@@ -89,3 +97,51 @@ def produce_waiting(
             return
         except BufferError:
             producer.poll(0.05)
+
+
+def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[bytes | None]:
+    """The values now in ``topic``, from the start of each partition to its end (partitions
+    are assigned: no consumer group is joined, no offset committed)."""
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": "cxstream-reader",
+            "enable.auto.commit": "false",
+            "enable.partition.eof": "true",
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is None or meta.error is not None:
+            msg = f"cannot read topic {topic}: {meta.error if meta else 'not found'}"
+            raise ServiceError(msg)
+        partitions = list(meta.partitions)
+        ends: set[int] = set()
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout_s)
+            if high <= low:
+                ends.add(p)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        values: list[bytes | None] = []
+        deadline = time.monotonic() + timeout_s
+        while len(ends) < len(partitions):
+            if time.monotonic() > deadline:
+                msg = f"reading {topic} took more than {timeout_s:.0f} s"
+                raise ServiceError(msg)
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    ends.add(message.partition() or 0)
+                    continue
+                msg = f"cannot read topic {topic}: {error}"
+                raise ServiceError(msg)
+            values.append(message.value())
+    except KafkaException as exc:
+        msg = f"cannot read topic {topic}: {exc}"
+        raise ServiceError(msg) from exc
+    finally:
+        consumer.close()
+    return values

@@ -173,6 +173,17 @@ WEBHOOK_DELIVERIES = Counter(
     ["outcome"],
     namespace=_NS,
 )
+WEBHOOK_ENDPOINT_DISABLED = Gauge(
+    "webhook_endpoint_disabled",
+    "1 when the action webhook endpoint answered 410 Gone and is disabled (actions are "
+    "dead-lettered until its ledger key is deleted).",
+    namespace=_NS,
+)
+WEBHOOK_RETRIES_WAITING = Gauge(
+    "webhook_retries_waiting",
+    "Actions waiting for their next delivery round (webhook.retry_schedule_s).",
+    namespace=_NS,
+)
 CUSTOMER_UPDATES = Counter(
     "customer_updates",
     "Customer-context updates applied from the customers topic.",
@@ -264,7 +275,7 @@ for _state in ("open", "updated", "resolved"):
         CELL_INCIDENTS.labels(_state, _cause)
 for _handling in ("process", "dead_letter"):
     LATE_EVENTS.labels(_handling)
-for _outcome in ("delivered", "retried", "failed", "unknown", "dead_lettered"):
+for _outcome in ("delivered", "retried", "scheduled", "failed", "unknown", "dead_lettered"):
     WEBHOOK_DELIVERIES.labels(_outcome)
 for _outcome in ("applied", "dead_letter"):
     CUSTOMER_UPDATES.labels(_outcome)

@@ -201,6 +201,12 @@ class WebhookSettings(BaseModel):
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     backoff_s: Annotated[float, Field(ge=0, le=60)] = 0.2
+    # After a round of max_attempts fails for a reason that may pass (timeout, connection error,
+    # 5xx, 429, circuit open), the next round is due after the next of these delays (seconds;
+    # Retry-After when longer); after the last, the action is dead-lettered. [] = one round.
+    retry_schedule_s: Annotated[
+        list[Annotated[float, Field(ge=0, le=7 * 86_400)]], Field(max_length=30)
+    ] = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
     concurrency: Annotated[int, Field(ge=1, le=256)] = 4
     queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     breaker_failures: Annotated[int, Field(ge=1, le=1_000)] = 5

@@ -13,11 +13,19 @@ Only the fields we can fill honestly are set; cxstream's own details travel as c
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime
 from typing import Any
 
 from cxstream.events import Action, Alert, CellIncident
 
-__all__ = ["alarm_from_alert", "alarm_from_incident", "communication_message", "tmf_priority"]
+__all__ = [
+    "alarm_from_alert",
+    "alarm_from_incident",
+    "communication_message",
+    "endpoint_alarm",
+    "tmf_priority",
+]
 
 _ALARM_STATE = {"open": "raised", "updated": "updated", "resolved": "cleared"}
 _MESSAGE_TYPE = {"sms": "SMS", "email": "Email", "push": "PushNotification", "voice_call": "Voice"}
@@ -114,6 +122,36 @@ def alarm_from_alert(alert: Alert) -> dict[str, Any]:
     if alert.explained_by is not None:  # the cell incident's alarm is the root cause
         alarm["parentAlarm"] = [{"id": alert.explained_by, "@referredType": "Alarm"}]
     return alarm
+
+
+def endpoint_alarm(url: str, reason: str, at: datetime) -> dict[str, Any]:
+    """A TMF642 ``Alarm`` for the action webhook endpoint that cxstream disabled (it answered
+    ``410 Gone``): a communications alarm on the endpoint, for the NOC and the CRM's owners.
+
+    >>> from datetime import UTC, datetime
+    >>> a = endpoint_alarm("https://crm.example/hooks", "answered HTTP 410 Gone",
+    ...                    datetime(2026, 1, 1, tzinfo=UTC))
+    >>> a["alarmType"], a["probableCause"], a["alarmedObject"]["id"]
+    ('communicationsAlarm', 'remoteNodeTransmissionError', 'https://crm.example/hooks')
+    """
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return {
+        "@type": "Alarm",
+        "id": f"webhook-disabled-{digest}-{int(at.timestamp())}",
+        "alarmType": "communicationsAlarm",
+        "perceivedSeverity": "major",
+        "probableCause": "remoteNodeTransmissionError",
+        "specificProblem": f"action webhook endpoint disabled: {reason}; actions are "
+        "dead-lettered until it is enabled again",
+        "alarmedObjectType": "Endpoint",
+        "alarmedObject": {"id": url, "@referredType": "Endpoint"},
+        "state": "raised",
+        "alarmRaisedTime": at.isoformat(),
+        "alarmReportingTime": at.isoformat(),
+        "sourceSystemId": "cxstream",
+        "isRootCause": True,
+        "x-cxstream": {"kind": "webhook_disabled", "endpoint": url, "reason": reason},
+    }
 
 
 def _specific_problem(incident: CellIncident) -> str:

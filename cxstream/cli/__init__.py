@@ -7,7 +7,7 @@ and ``-h``. Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usa
 
 from __future__ import annotations
 
-from cxstream.cli import bench, data, demo, evaluate, flow  # noqa: F401 - they add their commands
+from cxstream.cli import bench, data, deliver, demo, evaluate, flow  # noqa: F401 - they add their commands
 from cxstream.cli.app import main
 
 __all__ = ["main"]

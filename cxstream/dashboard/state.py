@@ -34,6 +34,7 @@ class DashboardState:
         self.acks: dict[str, dict[str, str]] = {}
         self.cells: dict[str, dict[str, Any]] = {}
         self.degradations: deque[dict[str, Any]] = deque(maxlen=max_items)
+        self.endpoint_alarms: deque[dict[str, Any]] = deque(maxlen=20)  # webhooks disabled
         self.customers: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.actions: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.decisions_by_sub: dict[str, deque[dict[str, Any]]] = {}
@@ -76,6 +77,10 @@ class DashboardState:
         subscriber's service, cxstream's own record in ``x-cxstream``)."""
         with self._lock:
             own = record.get("x-cxstream")
+            if isinstance(own, dict) and own.get("kind") == "webhook_disabled":
+                self.endpoint_alarms.appendleft(record)
+                self._changed()
+                return
             if isinstance(own, dict) and own.get("kind") == "degradation":
                 if not self._is_erased(own):
                     self._on_degradation(own)

@@ -207,6 +207,8 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             queue_size=w.queue_size,
             partitions=w.partitions,
             ledger_wait_s=w.ledger_wait_s,
+            schedule=w.retry_schedule_s,
+            alerts_topic=k.topics.alerts,
         )
 
     side = {**consumer, **k.side_consumer_config}

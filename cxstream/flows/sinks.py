@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -20,7 +22,8 @@ from confluent_kafka import KafkaError, Message, Producer
 from typing_extensions import override
 
 from cxstream import metrics
-from cxstream.actions.webhook import DeliveryPool, WebhookSender
+from cxstream.actions.tmf import endpoint_alarm
+from cxstream.actions.webhook import DEFAULT_SCHEDULE_S, DeliveryPool, WebhookSender
 from cxstream.clients import produce_waiting
 from cxstream.context import ContextStore
 from cxstream.errors import ConfigError
@@ -35,15 +38,23 @@ log = logging.getLogger(__name__)
 
 
 PendingState = list[dict[str, Any]]
-"""A webhook partition's snapshot: the actions accepted but not yet delivered or dead-lettered."""
+"""A webhook partition's snapshot: the actions accepted but not yet delivered or dead-lettered,
+each ``{"action": ..., "round": n, "due": epoch seconds}`` (a plain action: round 0, now)."""
+
+
+# the delivery pools of this process, read by the retries-waiting gauge at each scrape
+_POOLS: weakref.WeakSet[DeliveryPool] = weakref.WeakSet()
+metrics.WEBHOOK_RETRIES_WAITING.set_function(lambda: float(sum(p.scheduled for p in list(_POOLS))))
 
 
 class _WebhookPartition(StatefulSinkPartition[Action, PendingState]):
     """Hands actions to a :class:`DeliveryPool`; the dataflow never waits for an endpoint.
 
-    Accepted actions stay *pending* until delivered or dead-lettered, and the pending set is this
-    partition's recovery snapshot: after a crash, the resumed dataflow re-queues whatever was
-    pending at the last epoch (the delivery ledger skips any that did get through).
+    Accepted actions stay *pending* until delivered or dead-lettered, and the pending set, with
+    each action's delivery round and when it is due, is this partition's recovery snapshot:
+    after a crash, the resumed dataflow re-queues whatever was pending at the last epoch, each at
+    its round and time (the delivery ledger skips any that did get through), so a retry
+    schedule of hours survives restarts.
     """
 
     def __init__(
@@ -56,64 +67,113 @@ class _WebhookPartition(StatefulSinkPartition[Action, PendingState]):
         status_topic: str | None,
         resume: PendingState | None,
         ledger_wait_s: float = 600.0,
+        schedule: Sequence[float] = DEFAULT_SCHEDULE_S,
+        alerts_topic: str | None = None,
     ) -> None:
         self._dlq = dead_letters
         self._dlq_topic = dlq_topic
         self._status_topic = status_topic
+        self._alerts_topic = alerts_topic
         self._url = sender.url
         self._lock = threading.Lock()
         self._pending: dict[str, Action] = {}
+        self._rounds: dict[str, tuple[int, float]] = {}  # action id -> (round, due)
         self._pool = DeliveryPool(
             sender,
             self._report,
             concurrency=concurrency,
             queue_size=queue_size,
             wait_s=ledger_wait_s,
+            schedule=schedule,
+            on_scheduled=self._scheduled,
+            on_disabled=self._disabled,
         )
+        _POOLS.add(self._pool)
+        metrics.WEBHOOK_ENDPOINT_DISABLED.set(1.0 if self._pool.disabled else 0.0)
         if resume:
             log.info("re-queueing %d webhook deliveries pending at the last snapshot", len(resume))
-            self.write_batch([Action.model_validate(a) for a in resume])
+            for item in resume:
+                if "action" in item:
+                    self._accept(Action.model_validate(item["action"]), item["round"], item["due"])
+                else:
+                    self._accept(Action.model_validate(item), 0, None)
 
     @override
     def write_batch(self, values: list[Action]) -> None:
         for action in values:
-            with self._lock:
-                if action.action_id in self._pending:
-                    continue  # queued already (read again after a resume): one delivery
-                self._pending[action.action_id] = action
-            if not self._pool.submit(action):
-                metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
-                self._finish(action)
-                self._dead_letter(action, "overloaded: delivery queue full")
+            self._accept(action, 0, None)
         if self._dlq is not None:
             self._dlq.poll(0)
+
+    def _accept(self, action: Action, round_: int, due: float | None) -> None:
+        with self._lock:
+            if action.action_id in self._pending:
+                return  # queued already (read again after a resume): one delivery
+            self._pending[action.action_id] = action
+            if round_:
+                self._rounds[action.action_id] = (round_, due or 0.0)
+        if not self._pool.submit(action, round_, due):
+            metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
+            self._finish(action)
+            self._dead_letter(action, "overloaded: delivery queue full")
 
     @override
     def snapshot(self) -> PendingState:
         with self._lock:
-            return [a.model_dump(mode="json") for a in self._pending.values()]
+            return [
+                {
+                    "action": a.model_dump(mode="json"),
+                    "round": self._rounds.get(i, (0, 0.0))[0],
+                    "due": self._rounds.get(i, (0, 0.0))[1],
+                }
+                for i, a in self._pending.items()
+            ]
 
     def _finish(self, action: Action) -> None:
         with self._lock:
             self._pending.pop(action.action_id, None)
+            self._rounds.pop(action.action_id, None)
+
+    def _scheduled(self, action: Action, round_: int, due: float, error: str | None) -> None:
+        with self._lock:
+            self._rounds[action.action_id] = (round_, due)
+        metrics.WEBHOOK_DELIVERIES.labels("scheduled").inc()
+        self._status(action, "scheduled", round_, error, next_attempt_at=due)
+
+    def _disabled(self, reason: str) -> None:
+        metrics.WEBHOOK_ENDPOINT_DISABLED.set(1.0)
+        if self._dlq is not None and self._alerts_topic is not None:
+            alarm = endpoint_alarm(self._url, reason, utcnow())
+            self._dlq.produce(self._alerts_topic, key=b"webhook", value=orjson.dumps(alarm))
+
+    def _status(
+        self,
+        action: Action,
+        status: str,
+        attempts: int,
+        error: str | None,
+        next_attempt_at: float | None = None,
+    ) -> None:
+        if self._dlq is None or self._status_topic is None:
+            return
+        record = {
+            "action_id": action.action_id,
+            "subscriber_id": action.subscriber_id,
+            "kind": action.kind,
+            "status": status,
+            "attempts": attempts,
+            "error": error,
+            "at": utcnow().isoformat(),
+        }
+        if next_attempt_at is not None:
+            record["next_attempt_at"] = datetime.fromtimestamp(next_attempt_at, UTC).isoformat()
+        self._dlq.produce(
+            self._status_topic, key=action.subscriber_id.encode(), value=orjson.dumps(record)
+        )
 
     def _report(self, action: Action, outcome: str, attempts: int, error: str | None) -> None:
-        if self._dlq is not None and self._status_topic is not None:
-            status = {"failed": "dead_lettered", "unknown": "outcome_unknown"}.get(
-                outcome, "delivered"
-            )
-            record = {
-                "action_id": action.action_id,
-                "subscriber_id": action.subscriber_id,
-                "kind": action.kind,
-                "status": status,
-                "attempts": attempts,
-                "error": error,
-                "at": utcnow().isoformat(),
-            }
-            self._dlq.produce(
-                self._status_topic, key=action.subscriber_id.encode(), value=orjson.dumps(record)
-            )
+        status = {"failed": "dead_lettered", "unknown": "outcome_unknown"}.get(outcome, "delivered")
+        self._status(action, status, attempts, error)
         if attempts > 1:
             metrics.WEBHOOK_DELIVERIES.labels("retried").inc(attempts - 1)
         if outcome == "delivered":
@@ -149,11 +209,14 @@ class _WebhookPartition(StatefulSinkPartition[Action, PendingState]):
 
 
 class WebhookSink(FixedPartitionedSink[Action, PendingState]):
-    """POST each action, signed, from a pool of ``concurrency`` threads per partition; after the
-    last attempt (or with the queue full or the circuit open) it goes to the actions dead-letter
-    topic with the error; a delivery whose ledger (Redis) is unavailable waits for it up to
-    ``ledger_wait_s``. Items are ``(subscriber_id, action)``; ``partitions`` fixed partitions
-    spread the deliveries over the workers and carry the pending actions through recovery.
+    """POST each action, signed, from a pool of ``concurrency`` threads per partition; a round
+    that failed for a reason that may pass is followed by another after each delay of
+    ``schedule``, and after the last round (or with the queue full) the action goes to the
+    actions dead-letter topic with the error; a delivery whose ledger (Redis) is unavailable
+    waits for it up to ``ledger_wait_s``. A ``410 Gone`` disables the endpoint and raises an
+    alarm on ``alerts_topic``. Items are ``(subscriber_id, action)``; ``partitions`` fixed
+    partitions spread the deliveries over the workers and carry the pending actions (with their
+    rounds) through recovery.
 
     ``sender_factory`` builds one :class:`WebhookSender` per partition; ``producer_config``
     (librdkafka settings) builds the dead-letter producer, or ``None`` to only log failures.
@@ -170,6 +233,8 @@ class WebhookSink(FixedPartitionedSink[Action, PendingState]):
         status_topic: str | None = None,
         partitions: int = 2,
         ledger_wait_s: float = 600.0,
+        schedule: Sequence[float] = DEFAULT_SCHEDULE_S,
+        alerts_topic: str | None = None,
     ) -> None:
         self._factory = sender_factory
         self._ledger_wait_s = ledger_wait_s
@@ -179,6 +244,8 @@ class WebhookSink(FixedPartitionedSink[Action, PendingState]):
         self._concurrency = concurrency
         self._queue_size = queue_size
         self._partitions = partitions
+        self._schedule = tuple(schedule)
+        self._alerts_topic = alerts_topic
 
     @override
     def list_parts(self) -> list[str]:
@@ -198,6 +265,8 @@ class WebhookSink(FixedPartitionedSink[Action, PendingState]):
             self._status_topic,
             resume_state,
             self._ledger_wait_s,
+            self._schedule,
+            self._alerts_topic,
         )
 
 

@@ -45,6 +45,7 @@ def test_a_hanging_webhook_endpoint_does_not_stall_the_dataflow(live_settings, t
                         "backoff_s": 0.05,
                         "breaker_failures": 3,
                         "breaker_reset_s": 60.0,
+                        "retry_schedule_s": [],  # one round, then the dead-letter topic
                     }
                 ),
                 "policy": live_settings.policy.model_copy(

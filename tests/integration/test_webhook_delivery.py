@@ -41,7 +41,7 @@ def actions(n):
     ]
 
 
-def deliver(settings, receiver, items, *, max_attempts=3, ledger=None):
+def deliver(settings, receiver, items, *, max_attempts=3, ledger=None, schedule=()):
     def make_sender():
         return WebhookSender(
             receiver.url,
@@ -62,6 +62,7 @@ def deliver(settings, receiver, items, *, max_attempts=3, ledger=None):
             producer_config=settings.kafka.client_config(),
             dlq_topic=settings.kafka.topics.actions_dead_letters,
             concurrency=4,
+            schedule=schedule,  # one round unless a test gives later ones
         ),
     )
     run_main(flow)  # the sink's close() waits for the pool to finish
@@ -101,6 +102,19 @@ def test_after_the_last_attempt_the_action_is_dead_lettered_with_the_error(live_
     assert {d["error"] for d in dead} == {"HTTP 503"}
 
 
+def test_a_receiver_failing_for_several_rounds_gets_each_action_once_and_nothing_is_dead_lettered(
+    live_settings,
+):
+    with WebhookReceiver(SECRET, fail_first=5) as receiver:  # 503 to each id's first five POSTs
+        deliver(live_settings, receiver, actions(4), max_attempts=2, schedule=(0.05, 0.1, 0.2))
+        assert receiver.deliveries == 4
+        assert set(receiver.attempts.values()) == {6}  # the third round's second attempt
+    assert (
+        read_topic(live_settings, live_settings.kafka.topics.actions_dead_letters, timeout_s=5)
+        == []
+    )
+
+
 def test_a_replay_after_restart_is_not_delivered_twice(live_settings, redis_conn):
     ledger = RedisClaimStore(redis_conn)
     items = actions(4)
@@ -109,3 +123,53 @@ def test_a_replay_after_restart_is_not_delivered_twice(live_settings, redis_conn
         deliver(live_settings, receiver, items, ledger=ledger)  # the same actions, replayed
         assert receiver.stats()["deliveries"] == 4
         assert receiver.stats()["attempts"] == 4
+
+
+def test_redeliver_sends_the_dead_letters_chosen_once_with_their_webhook_id(
+    live_settings, tmp_path
+):
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from cxstream.cli import main
+
+    with WebhookReceiver(SECRET, fail_first=10) as down:  # three actions end as dead letters
+        deliver(live_settings, down, actions(3), max_attempts=1)
+    with WebhookReceiver(SECRET) as up:
+        config = tmp_path / "cxstream.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "kafka": {
+                        "brokers": live_settings.kafka.brokers,
+                        "topics": live_settings.kafka.topics.model_dump(),
+                    },
+                    "redis": {
+                        "url": live_settings.redis.url.get_secret_value(),
+                        "key_prefix": live_settings.redis.key_prefix,
+                    },
+                    "webhook": {"url": up.url, "secret": SECRET, "allow_http": True},
+                }
+            )
+        )
+
+        def run(*args):
+            result = CliRunner().invoke(main, ["redeliver", "--config", str(config), *args])
+            return result, json.loads(result.output.strip().splitlines()[-1])
+
+        result, dry = run("--reason", "503", "--dry-run", "--json")
+        assert result.exit_code == 0, result.output
+        assert (dry["matched"], up.deliveries) == (3, 0)
+        one = actions(3)[1].action_id
+        result, first = run("--id", one, "--json")
+        assert (first["matched"], first["delivered"], up.deliveries) == (1, 1, 1)
+        result, rest = run("--reason", "503", "--json")
+        assert (rest["delivered"], rest["already_delivered"]) == (2, 1)
+        result, again = run("--json")  # nobody is contacted twice
+        assert (again["delivered"], again["already_delivered"]) == (0, 3)
+        assert up.deliveries == 3
+        assert sorted(up.delivered) == sorted(a.action_id for a in actions(3))
+        result, none = run("--since", "2999-01-01T00:00:00+00:00", "--json")
+        assert none["matched"] == 0
