@@ -72,6 +72,7 @@ class TopicSettings(BaseModel):
     decisions: str = "cx.decisions"
     cells: str = "cx.cells"
     deliveries: str = "cx.deliveries"
+    service_problems: str = "cx.service-problems"
     partitions: Annotated[int, Field(ge=1, le=1024)] = 2
 
     def all(self) -> list[str]:
@@ -87,6 +88,7 @@ class TopicSettings(BaseModel):
             self.decisions,
             self.cells,
             self.deliveries,
+            self.service_problems,
         ]
 
 

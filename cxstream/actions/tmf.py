@@ -24,6 +24,7 @@ __all__ = [
     "alarm_from_incident",
     "communication_message",
     "endpoint_alarm",
+    "service_problem_from_incident",
     "tmf_priority",
 ]
 
@@ -73,6 +74,70 @@ def alarm_from_incident(incident: CellIncident, open_share: float) -> dict[str, 
     if cleared:
         alarm["alarmClearedTime"] = incident.updated_at.isoformat()
     return alarm
+
+
+_PROBLEM_STATUS = {"open": "Submitted", "updated": "InProgress", "resolved": "Resolved"}
+_PROBLEM_PRIORITY = {"critical": 1, "major": 3, "minor": 5}  # TMF656: 1 (highest) to 10
+_PROBLEM_REASON = {
+    "degraded_share": "a share of the cell's subscribers degraded together",
+    "kpi_anomaly": "a cell KPI left its own seasonal normal",
+    "outage": "the cell's traffic collapsed (it went silent)",
+}
+
+
+def service_problem_from_incident(incident: CellIncident) -> dict[str, Any]:
+    """A TMF656 ``ServiceProblem`` for a cell incident: the problem in the service layer that
+    the cell's TMF642 alarm (the same id, ``underlyingAlarm``) explains, with how many services
+    it touches and how badly, and the cell as its root-cause resource; ``status`` Submitted when
+    it opens, InProgress while it changes, Resolved with ``resolutionDate`` when it clears.
+
+    >>> from datetime import UTC, datetime
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> inc = CellIncident(incident_id="inc-c1-1", cell_id="c1", state="open", severity="major",
+    ...                    opened_at=t, updated_at=t, affected=[], active_subscribers=10,
+    ...                    share=0.4, experience=51.0, cause="kpi_anomaly")
+    >>> p = service_problem_from_incident(inc)
+    >>> p["status"], p["priority"], p["impactImportanceFactor"], p["rootCauseResource"][0]["id"]
+    ('Submitted', 3, '40', 'c1')
+    """
+    changed = incident.updated_at.isoformat()
+    cell = {"id": incident.cell_id, "name": incident.cell_id, "@referredType": "Cell"}
+    alarm = {"id": incident.incident_id, "@referredType": "Alarm"}
+    problem: dict[str, Any] = {
+        "@type": "ServiceProblem",
+        "id": incident.incident_id,
+        "href": f"/tmf-api/serviceProblemManagement/v4/serviceProblem/{incident.incident_id}",
+        "category": "system.originated",
+        "description": _specific_problem(incident),
+        "reason": _PROBLEM_REASON[incident.cause],
+        "priority": _PROBLEM_PRIORITY[incident.severity],
+        "originatorParty": {"id": "cxstream", "role": "originator", "@referredType": "System"},
+        "originatingSystem": "cxstream",
+        "status": _PROBLEM_STATUS[incident.state],
+        "statusChangeDate": changed,
+        "timeRaised": incident.opened_at.isoformat(),
+        "timeChanged": changed,
+        "affectedNumberOfServices": len(incident.affected),
+        # TMF656: the overall importance of the impact, 0 (none) to 100 (worst): the share of
+        # the cell's active subscribers caught in it
+        "impactImportanceFactor": str(round(100 * incident.share)),
+        "affectedResource": [cell],
+        "rootCauseResource": [cell],
+        "firstAlert": alarm,
+        "underlyingAlarm": [alarm],
+        "extensionInfo": [
+            {"name": "cause", "value": incident.cause, "valueType": "string"},
+            {
+                "name": "activeSubscribers",
+                "value": incident.active_subscribers,
+                "valueType": "integer",
+            },
+            {"name": "cellExperience", "value": incident.experience, "valueType": "number"},
+        ],
+    }
+    if incident.state == "resolved":
+        problem["resolutionDate"] = changed
+    return problem
 
 
 # ITU-T X.733 probable causes, as TMF642 spells them, by the measure that moved most

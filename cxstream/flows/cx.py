@@ -4,7 +4,7 @@
 
     qos_in ─ parse_event ─ split_valid ─┬─ enrich ─ key_subscriber ─ detect_degradation ─ ...
                                         └─ (bad) ─────────────────────────────────────────┐
-    ... ─ key_cell ─ demarcate_cells ─ split_incidents ─┬─ incident_msg ───────────────┐  │
+    ... ─ key_cell ─ demarcate_cells ─ split_incidents ─┬─ incident_msg (alarm, problem) ┐  │
                                                         └─ keep_alerts ─ ...           │  │
     ... ─ keep_alerts ─┬─ decide_actions ─ keep_sent ─ action_msg ────────────────────┤  │
                        └─ alert_msg ──────────────────────────────────────────────────┴──┴─ kafka_out
@@ -33,7 +33,11 @@ from typing_extensions import override
 
 from cxstream import metrics
 from cxstream.actions.policy import Decision
-from cxstream.actions.tmf import alarm_from_alert, alarm_from_incident
+from cxstream.actions.tmf import (
+    alarm_from_alert,
+    alarm_from_incident,
+    service_problem_from_incident,
+)
 from cxstream.batches import CellBatch, RawBatch, ShardBatch
 from cxstream.detectors.cells import CellMonitor, CellStats
 from cxstream.detectors.table import SubscriberTable
@@ -230,9 +234,14 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
 
     open_share = settings.cells.open_share
 
-    def incident_msg(incident: CellIncident) -> KafkaOut:
+    def incident_msgs(incident: CellIncident) -> list[KafkaOut]:
+        key = incident.cell_id.encode()
         alarm = alarm_from_incident(incident, open_share)
-        return KafkaSinkMessage(incident.cell_id.encode(), orjson.dumps(alarm), topic=topics.alerts)
+        problem = service_problem_from_incident(incident)
+        return [
+            KafkaSinkMessage(key, orjson.dumps(alarm), topic=topics.alerts),
+            KafkaSinkMessage(key, orjson.dumps(problem), topic=topics.service_problems),
+        ]
 
     def decision_msg(d: Decision) -> KafkaOut:
         record = {
@@ -271,7 +280,7 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
     outs = [
         op.map("cell_stats_msg", stats, stats_msg),
         op.map("alert_msg", candidates, alert_msg),
-        op.map("incident_msg", split_out.trues, incident_msg),
+        op.flat_map("incident_msg", split_out.trues, incident_msgs),
         op.map("decision_msg", decisions, decision_msg),
         op.map("action_msg", actions, action_msg),
         op.map("dead_letter_msg", valid.falses, dead_letter_msg),

@@ -230,6 +230,17 @@ def test_a_cell_outage_is_one_incident_with_area_notices_and_no_individual_outre
         a["parentAlarm"] == [{"id": raised[0]["id"], "@referredType": "Alarm"}] for a in individual
     )
     assert not any(a["isRootCause"] for a in individual)
+    # the same incident as a TMF656 service problem, one per life-cycle change of its alarm
+    problems = on_topic(kafka_out, topics.service_problems)
+    assert [p["id"] for p in problems] == [a["id"] for a in alarms]
+    assert problems[0]["status"] == "Submitted"
+    assert problems[0]["underlyingAlarm"] == [{"id": raised[0]["id"], "@referredType": "Alarm"}]
+    assert problems[-1]["affectedNumberOfServices"] == len(listed)
+    assert all(
+        {"category", "description", "originatorParty", "priority", "reason"} <= set(p)
+        and 1 <= p["priority"] <= 10
+        for p in problems
+    )  # TMF656 ServiceProblem_Create's required fields
     degradations = [a["x-cxstream"] for a in individual]
     assert all(a["explained_by"] == raised[0]["id"] for a in degradations)
     # one area notice decision per affected customer: sent, or held back by the household cap
