@@ -73,6 +73,7 @@ class TopicSettings(BaseModel):
     cells: str = "cx.cells"
     deliveries: str = "cx.deliveries"
     service_problems: str = "cx.service-problems"
+    alarm_updates: str = "cx.alarm-updates"
     partitions: Annotated[int, Field(ge=1, le=1024)] = 2
 
     def all(self) -> list[str]:
@@ -89,6 +90,7 @@ class TopicSettings(BaseModel):
             self.cells,
             self.deliveries,
             self.service_problems,
+            self.alarm_updates,
         ]
 
 

@@ -8,7 +8,8 @@ once as ``?token=...``, which sets an HttpOnly cookie):
 * ``GET /api/events`` — server-sent events: the overview again whenever it changed;
 * ``GET /api/customers?q=...`` and ``GET /api/customers/{id}`` — search and the customer page;
 * ``POST /api/incidents/{id}/ack`` (``{"user": ...}``) and ``.../resolve`` — recorded and
-  published on the alerts topic as a TMF642 alarm update.
+  published on the alarm-updates topic as a TMF642 event whose ``alarm`` has the alarm's id and
+  the ``Alarm_Update`` fields that changed.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def create_app(
     *,
     context: ContextStore | None,
     publish: Publish | None,
-    alerts_topic: str,
+    updates_topic: str,
     token: str | None,
     update_s: float = 1.0,
     pseudonyms: Callable[[str], str] | None = None,
@@ -209,11 +210,10 @@ def create_app(
         if incident is None:
             return JSONResponse({"error": f"unknown incident {incident_id}"}, status_code=404)
         # TMF642's own fields: who acknowledged (ackUserId, ackSystemId) or cleared (clearUserId,
-        # clearSystemId), and when (alarmChangedTime, alarmClearedTime)
+        # clearSystemId), and when (alarmChangedTime, alarmClearedTime): the Alarm_Update that
+        # the change is, with the alarm's id
         update: dict[str, Any] = {
-            "@type": "Alarm",
             "id": incident_id,
-            "alarmedObject": incident["alarmedObject"],
             "alarmChangedTime": at,
             "state": incident["state"] if verb == "ack" else "cleared",
             "ackState": "acknowledged"
@@ -231,14 +231,22 @@ def create_app(
             update["clearSystemId"] = "cxstream-dashboard"
             update["alarmClearedTime"] = at
             update["perceivedSeverity"] = "cleared"
+        event = {
+            "eventId": f"{incident_id}:{verb}:{at}",
+            "eventTime": at,
+            "eventType": "AlarmAttributeValueChangeEvent"
+            if verb == "ack"
+            else "AlarmStateChangeEvent",
+            "event": {"alarm": update},
+        }
         if publish is not None:
             await asyncio.to_thread(
                 publish,
-                alerts_topic,
+                updates_topic,
                 incident["alarmedObject"]["id"].encode(),
-                orjson.dumps(update),
+                orjson.dumps(event),
             )
-        state.on_alert(update)
+        state.on_alarm_update(event)
         log.info("incident %s: %s by %s", incident_id, verb, user)
         return JSONResponse({"ok": True, "incident": incident_id, "by": user, "at": at})
 

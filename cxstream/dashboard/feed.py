@@ -31,6 +31,7 @@ class KafkaFeed:
         topics = settings.kafka.topics
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             topics.alerts: state.on_alert,
+            topics.alarm_updates: state.on_alarm_update,
             topics.decisions: state.on_decision,
             topics.cells: state.on_cell,
             topics.deliveries: state.on_delivery,

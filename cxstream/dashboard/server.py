@@ -56,7 +56,7 @@ def start_dashboard(settings: Settings, context: ContextStore | None) -> Dashboa
         state,
         context=context,
         publish=publish,
-        alerts_topic=settings.kafka.topics.alerts,
+        updates_topic=settings.kafka.topics.alarm_updates,
         token=token,
         update_s=d.update_s,
         pseudonyms=pseudonyms,

@@ -96,6 +96,16 @@ class DashboardState:
                 self._on_degradation(record)
             self._changed()
 
+    def on_alarm_update(self, record: dict[str, Any]) -> None:
+        """A TMF642 alarm event from the alarm-updates topic: its ``alarm`` is the alarm's id and
+        the ``Alarm_Update`` fields that changed (an acknowledgement, a clear)."""
+        alarm = (record.get("event") or {}).get("alarm")
+        if not isinstance(alarm, dict) or not isinstance(alarm.get("id"), str):
+            return
+        with self._lock:
+            self._on_alarm(alarm)
+            self._changed()
+
     def _on_alarm(self, alarm: dict[str, Any]) -> None:
         incident_id = alarm["id"]
         ack = alarm.get("ackState")
@@ -114,8 +124,9 @@ class DashboardState:
                 }
             )
             self.incidents[incident_id] = current
-        else:
+        elif alarm.get("x-cxstream") is not None or "alarmedObject" in alarm:
             self.incidents[incident_id] = alarm
+        # else: an update of an alarm not seen (yet): only its acknowledgement is kept
         _trim(self.incidents, 500)
 
     def _on_degradation(self, alert: dict[str, Any]) -> None:

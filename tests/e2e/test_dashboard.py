@@ -56,7 +56,7 @@ def _fits(page, section: str) -> bool:
     )
 
 
-def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alerts_topic(
+def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alarm_updates_topic(
     live_settings, tmp_path, browser
 ):
     settings = live_settings
@@ -141,8 +141,10 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alerts_top
         finally:
             flow.stop()
 
-    acks = [orjson.loads(v) for v in read_topic(settings, settings.kafka.topics.alerts)]
-    acks = [a for a in acks if a.get("@type") == "Alarm" and a.get("ackState") == "acknowledged"]
-    assert [(a["id"], a["ackUserId"]) for a in acks] == [(incident_id, "noc-operator")]
+    events = [orjson.loads(v) for v in read_topic(settings, settings.kafka.topics.alarm_updates)]
+    acks = [e["event"]["alarm"] for e in events]
+    assert [(a["id"], a["ackState"], a["ackUserId"]) for a in acks] == [
+        (incident_id, "acknowledged", "noc-operator")
+    ]
     local = [u for u in requests if not u.startswith(flow.dashboard_url.rstrip("/"))]
     assert local == []  # every asset is served by the application itself: no CDN

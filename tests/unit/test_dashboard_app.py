@@ -56,7 +56,7 @@ def make(token=None):
         state,
         context=None,
         publish=lambda t, k, v: published.append((t, k, v)),
-        alerts_topic="cx.alerts",
+        updates_topic="cx.alarm-updates",
         token=token,
     )
     return TestClient(app), published
@@ -112,10 +112,12 @@ def test_acknowledgement_is_recorded_and_published_as_a_tmf642_update():
     res = client.post("/api/incidents/inc-c1-1/ack", json={"user": "alice"})
     assert res.status_code == 200
     [(topic, key, value)] = published
-    assert (topic, key) == ("cx.alerts", b"c1")
+    assert (topic, key) == ("cx.alarm-updates", b"c1")  # not the full alarms' topic
     import orjson
 
-    alarm = orjson.loads(value)
+    event = orjson.loads(value)
+    assert event["eventType"] == "AlarmAttributeValueChangeEvent"
+    alarm = event["event"]["alarm"]  # the alarm's id and the Alarm_Update fields that changed
     assert (alarm["id"], alarm["ackState"], alarm["ackUserId"]) == (
         "inc-c1-1",
         "acknowledged",
@@ -125,7 +127,9 @@ def test_acknowledgement_is_recorded_and_published_as_a_tmf642_update():
     assert "clearUserId" not in alarm
     assert client.get("/api/overview").json()["incidents"][0]["ack"]["by"] == "alice"
     assert client.post("/api/incidents/inc-c1-1/resolve", json={"user": "bob"}).status_code == 200
-    cleared = orjson.loads(published[-1][2])
+    cleared_event = orjson.loads(published[-1][2])
+    assert cleared_event["eventType"] == "AlarmStateChangeEvent"
+    cleared = cleared_event["event"]["alarm"]
     assert (cleared["state"], cleared["clearUserId"], cleared["clearSystemId"]) == (
         "cleared",
         "bob",
@@ -133,6 +137,7 @@ def test_acknowledgement_is_recorded_and_published_as_a_tmf642_update():
     )
     assert cleared["alarmClearedTime"] == cleared["alarmChangedTime"]
     assert "ackUserId" not in cleared  # the resolver did not acknowledge it
+    assert client.get("/api/overview").json()["incidents"][0]["state"] == "cleared"
     assert client.post("/api/incidents/nope/ack", json={}).status_code == 404
     assert client.post("/api/incidents/inc-c1-1/explode", json={}).status_code == 404
 
