@@ -22,7 +22,15 @@ from numpy.typing import NDArray
 from cxstream.events import CustomerContext
 from cxstream.qos import QOS, SERVICE_CODES, QosTable
 
-__all__ = ["CellBatch", "RawBatch", "ShardBatch", "SourceMessage", "group_by_shard", "shard_of"]
+__all__ = [
+    "AlarmClear",
+    "CellBatch",
+    "RawBatch",
+    "ShardBatch",
+    "SourceMessage",
+    "group_by_shard",
+    "shard_of",
+]
 
 F64 = NDArray[np.float64]
 
@@ -190,6 +198,17 @@ B1 = NDArray[np.bool_]
 _NONE: B1 = np.zeros(0, dtype=bool)
 
 
+class AlarmClear(NamedTuple):
+    """A subscriber's degradation episode ended: its alarms (raised at ``raised_at``) clear."""
+
+    alert_id: str
+    subscriber_id: str
+    cell_id: str
+    raised_at: float  # epoch seconds
+    cleared_at: float  # epoch seconds: the event that ended the episode
+    cause_input: str | None  # the measure that had moved most when it was raised
+
+
 @dataclass(slots=True)
 class CellBatch:
     """What demarcation needs about events of one shard of cells (and their new alerts).
@@ -213,13 +232,17 @@ class CellBatch:
     # (event time, cell left, cell arrived in, subscriber) for subscribers that moved out of a
     # cell of this shard: where its users went, evidence when it goes silent
     departures: list[tuple[float, str, str, str]] = field(default_factory=list)
+    # degradation alarms of this shard's cells whose episodes ended
+    clears: list[AlarmClear] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.t)
 
     @staticmethod
-    def empty(departures: list[tuple[float, str, str, str]]) -> CellBatch:
-        """A batch of no events that carries departures only."""
+    def empty(
+        departures: list[tuple[float, str, str, str]], clears: list[AlarmClear] | None = None
+    ) -> CellBatch:
+        """A batch of no events that carries departures and clears only."""
         none = np.empty(0)
         return CellBatch(
             t=none,
@@ -234,6 +257,7 @@ class CellBatch:
             sample=np.empty(0, dtype=bool),
             candidates={},
             departures=departures,
+            clears=clears or [],
         )
 
     def for_demarcation(self) -> CellBatch:
@@ -268,6 +292,7 @@ class CellBatch:
             sample=self.sample[order] if len(self.sample) else _NONE,
             candidates={int(where[k]): c for k, c in self.candidates.items()},
             departures=self.departures,
+            clears=self.clears,
         )
 
     @staticmethod
@@ -301,4 +326,5 @@ class CellBatch:
             sample=np.concatenate([b.sample for b in batches]) if full("sample") else _NONE,
             candidates=candidates,
             departures=[d for b in batches for d in b.departures],
+            clears=[c for b in batches for c in b.clears],
         )

@@ -14,14 +14,16 @@ Only the fields we can fill honestly are set; cxstream's own details travel as c
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from cxstream.batches import AlarmClear
 from cxstream.events import Action, Alert, CellIncident
 
 __all__ = [
     "alarm_from_alert",
     "alarm_from_incident",
+    "cleared_alarm",
     "communication_message",
     "endpoint_alarm",
     "service_problem_from_incident",
@@ -187,6 +189,40 @@ def alarm_from_alert(alert: Alert) -> dict[str, Any]:
     if alert.explained_by is not None:  # the cell incident's alarm is the root cause
         alarm["parentAlarm"] = [{"id": alert.explained_by, "@referredType": "Alarm"}]
     return alarm
+
+
+def cleared_alarm(clear: AlarmClear) -> dict[str, Any]:
+    """The TMF642 ``Alarm`` of a subscriber's degradation in state ``cleared``: the episode it
+    was raised for ended (the subscriber's experience is back above its reset level).
+
+    >>> c = AlarmClear("deg-s1-e9", "s1", "c1", 1_767_225_600.0, 1_767_225_900.0, "rtt_ms")
+    >>> a = cleared_alarm(c)
+    >>> a["state"], a["perceivedSeverity"], a["probableCause"], a["alarmClearedTime"]
+    ('cleared', 'cleared', 'responseTimeExcessive', '2026-01-01T00:05:00+00:00')
+    """
+    raised = datetime.fromtimestamp(clear.raised_at, UTC).isoformat()
+    cleared = datetime.fromtimestamp(clear.cleared_at, UTC).isoformat()
+    return {
+        "@type": "Alarm",
+        "id": clear.alert_id,
+        "alarmType": "qualityOfServiceAlarm",
+        "perceivedSeverity": "cleared",
+        "probableCause": _CAUSE_BY_INPUT.get(str(clear.cause_input), "performanceDegraded"),
+        "specificProblem": "the subscriber's experience is back to its usual level",
+        "alarmedObjectType": "Service",
+        "alarmedObject": {"id": clear.subscriber_id, "@referredType": "Service"},
+        "state": "cleared",
+        "alarmRaisedTime": raised,
+        "alarmChangedTime": cleared,
+        "alarmClearedTime": cleared,
+        "sourceSystemId": "cxstream",
+        "x-cxstream": {
+            "kind": "degradation_cleared",
+            "alert_id": clear.alert_id,
+            "subscriber_id": clear.subscriber_id,
+            "cell_id": clear.cell_id,
+        },
+    }
 
 
 def endpoint_alarm(url: str, reason: str, at: datetime) -> dict[str, Any]:

@@ -77,6 +77,13 @@ class DashboardState:
         subscriber's service, cxstream's own record in ``x-cxstream``)."""
         with self._lock:
             own = record.get("x-cxstream")
+            if isinstance(own, dict) and own.get("kind") == "degradation_cleared":
+                sid = own.get("subscriber_id")
+                entry = self.customers.get(sid) if isinstance(sid, str) else None
+                if entry is not None and entry.get("alert_id") == own.get("alert_id"):
+                    entry["cleared_at"] = record.get("alarmClearedTime")
+                    self._changed()
+                return
             if isinstance(own, dict) and own.get("kind") == "webhook_disabled":
                 self.endpoint_alarms.appendleft(record)
                 self._changed()
@@ -143,6 +150,8 @@ class DashboardState:
                     "why": alert.get("why"),
                     "explained_by": alert.get("explained_by"),
                     "last_alert": alert.get("event_time"),
+                    "alert_id": alert.get("alert_id"),
+                    "cleared_at": None,
                 }
             )
             self.customers[sid] = entry

@@ -143,6 +143,9 @@ class CellMonitor(Generic[T]):
     _volume: int = 0
     _next_stats: float = float("-inf")
     _stats: CellStats | None = None
+    # clears of subscribers' degradation alarms, each waiting while an alert of that subscriber
+    # is held here (so that an alarm's clear never precedes its raise): (time, subscriber, item)
+    _clears: list[tuple[float, str, Any]] = field(default_factory=list)
     # (event time, cell, subscriber) of the last DEPARTURES_KEPT subscribers seen leaving
     _departures: deque[tuple[float, str, str]] = field(
         default_factory=lambda: deque(maxlen=DEPARTURES_KEPT)
@@ -159,6 +162,8 @@ class CellMonitor(Generic[T]):
         self.__dict__.update(state)
         if "_departures" not in state:
             self._departures = deque(maxlen=DEPARTURES_KEPT)
+        if "_clears" not in state:
+            self._clears = []
         known = {f: getattr(self.settings, f) for f in CellSettings.__dataclass_fields__
                  if hasattr(self.settings, f)}  # fmt: skip
         self.settings = CellSettings(**known)
@@ -243,6 +248,25 @@ class CellMonitor(Generic[T]):
         if self.kpis.due(target):
             self._close_kpis()
         return self._advance()
+
+    def clear(self, t: float, subscriber_id: str, item: Any) -> None:
+        """Queue the clear of a subscriber's alarm (see :meth:`take_clears`)."""
+        self._clears.append((t, subscriber_id, item))
+
+    @property
+    def clearing(self) -> bool:
+        """Whether clears wait to go out."""
+        return bool(self._clears)
+
+    def take_clears(self, force: bool = False) -> list[Any]:
+        """The queued clears whose subscriber has no alert held here any more (all of them with
+        ``force``), in the order they came."""
+        if not self._clears:
+            return []
+        held = set() if force else {sid for _, sid, _ in self._held}
+        out = [item for _, sid, item in self._clears if sid not in held]
+        self._clears = [c for c in self._clears if c[1] in held]
+        return out
 
     def departed(self, t: float, cell_id: str, subscriber_id: str) -> None:
         """Note that a subscriber last seen here turned up in ``cell_id`` at event time ``t``."""

@@ -129,6 +129,7 @@ class BatchResult:
     sample: NDArray[np.bool_]  # record the index in the subscriber's history
     detections: dict[int, tuple[float, float, dict[str, Any]]]  # position -> (score, exp, why)
     episodes: F64  # decayed episode count after the event
+    closed: list[int] = field(default_factory=list)  # positions whose event ended an episode
     # position -> the cell of the subscriber's previous event, where it differs from this
     # event's (a move; only when the cells were given)
     came_from: dict[int, str] = field(default_factory=dict)
@@ -180,6 +181,9 @@ class SubscriberTable:
         self.sample_interval_s = sample_interval_s
         self.voice_codec = CODECS[voice_codec]
         self.index: dict[str, int] = {}
+        # subscriber -> the alarms of its open episode: (alert id, cell, raised at, the measure
+        # that moved most), kept by the caller (steps.detect) so that the episode's end clears them
+        self.open_alarms: dict[str, list[tuple[str, str, float, str | None]]] = {}
         self.cell_codes: dict[str, int] = {}  # the cells seen, as small integers
         self.cell_names: list[str] = []
         self.size = 0
@@ -224,6 +228,8 @@ class SubscriberTable:
             self.gn = np.repeat(self.n[:, None], services, axis=1)
             self.mean = np.repeat(self.mean[:, None], services, axis=1)
             self.var = np.repeat(self.var[:, None], services, axis=1)
+        if "open_alarms" not in state:
+            self.open_alarms = {}
         if "last_cell" not in state:
             self.last_cell = np.full(len(self.n), -1, dtype=np.int64)
             self.cell_codes, self.cell_names = {}, []
@@ -250,6 +256,7 @@ class SubscriberTable:
         last row moves into each freed one, so the arrays stay dense."""
         dropped = 0
         for sid in subscribers:
+            self.open_alarms.pop(sid, None)
             row = self.index.pop(sid, None)
             if row is None:
                 continue
@@ -308,11 +315,12 @@ class SubscriberTable:
         exp_all = experience_scores(service, m, plan, codec=self.voice_codec)
         codes = self._cell_codes(cells) if cells is not None else None
         came_from: dict[int, str] = {}
+        closed: list[int] = []
         for k in range(int(occurrence.max()) + 1 if n_events else 0):
             pos = np.flatnonzero(occurrence == k)
             self._round(
                 pos, rows[pos], service[pos], t, exp_all, measurements,
-                score, exp, level, in_episode, sample, episodes, detections,
+                score, exp, level, in_episode, sample, episodes, detections, closed,
             )  # fmt: skip
             if codes is not None:
                 r, now = rows[pos], codes[pos]
@@ -320,7 +328,9 @@ class SubscriberTable:
                 for j in np.flatnonzero((before >= 0) & (before != now)).tolist():
                     came_from[int(pos[j])] = self.cell_names[before[j]]
                 self.last_cell[r] = now
-        return BatchResult(score, exp, level, in_episode, sample, detections, episodes, came_from)
+        return BatchResult(
+            score, exp, level, in_episode, sample, detections, episodes, sorted(closed), came_from
+        )
 
     def _cell_codes(self, cells: Sequence[str]) -> NDArray[np.int64]:
         codes, names = self.cell_codes, self.cell_names
@@ -370,6 +380,7 @@ class SubscriberTable:
         sample_out: NDArray[np.bool_],
         episodes_out: F64,
         detections: dict[int, tuple[float, float, dict[str, Any]]],
+        closed: list[int],
     ) -> None:
         m = m_all[pos]
         t = t_all[pos]
@@ -415,6 +426,7 @@ class SubscriberTable:
             self.episodes[row] = decayed + 1.0
             self.episodes_t[row] = max(float(t[j]), self.episodes_t[row])
         self.in_ep[r] = now_in
+        closed.extend(pos[close].tolist())
         # learn (ExperienceDropDetector.learn_one)
         suspicious = trusted & (score >= 0.5)
         alpha = self.slow_alpha * np.where(suspicious, 0.05, 1.0)

@@ -36,9 +36,10 @@ from cxstream.actions.policy import Decision
 from cxstream.actions.tmf import (
     alarm_from_alert,
     alarm_from_incident,
+    cleared_alarm,
     service_problem_from_incident,
 )
-from cxstream.batches import CellBatch, RawBatch, ShardBatch
+from cxstream.batches import AlarmClear, CellBatch, RawBatch, ShardBatch
 from cxstream.detectors.cells import CellMonitor, CellStats
 from cxstream.detectors.table import SubscriberTable
 from cxstream.events import (
@@ -243,6 +244,12 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
             KafkaSinkMessage(key, orjson.dumps(problem), topic=topics.service_problems),
         ]
 
+    def clear_msg(clear: AlarmClear) -> KafkaOut:
+        alarm = cleared_alarm(clear)
+        return KafkaSinkMessage(
+            clear.subscriber_id.encode(), orjson.dumps(alarm), topic=topics.alerts
+        )
+
     def decision_msg(d: Decision) -> KafkaOut:
         record = {
             "subscriber_id": d.signal.subscriber_id,
@@ -280,6 +287,13 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
     outs = [
         op.map("cell_stats_msg", stats, stats_msg),
         op.map("alert_msg", candidates, alert_msg),
+        op.map(
+            "clear_msg",
+            op.filter_map(
+                "keep_clears", outputs, lambda o: o if isinstance(o, AlarmClear) else None
+            ),
+            clear_msg,
+        ),
         op.flat_map("incident_msg", split_out.trues, incident_msgs),
         op.map("decision_msg", decisions, decision_msg),
         op.map("action_msg", actions, action_msg),

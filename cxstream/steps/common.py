@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
 from cxstream import metrics
+from cxstream.batches import AlarmClear
 from cxstream.detectors.cells import CellStats
 from cxstream.events import Alert, BadEvent, CellIncident, CustomerContext, RecordKind
 
@@ -52,7 +53,7 @@ class Candidate:
     customer: CustomerContext | None
 
 
-CellOutput = Candidate | CellIncident | CellStats
+CellOutput = Candidate | CellIncident | CellStats | AlarmClear
 """What demarcation emits: released individual alerts (maybe explained) and incident changes."""
 
 

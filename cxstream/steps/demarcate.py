@@ -44,6 +44,12 @@ class Demarcate:
                 gone = monitors.get(left)
                 if gone is not None:
                     gone.departed(t_moved, arrived, sid)
+            for clear in b.clears:
+                raised_here = monitors.get(clear.cell_id)
+                if raised_here is None:  # its raise is not held here: it went out already
+                    out.append(clear)
+                else:
+                    raised_here.clear(clear.cleared_at, clear.subscriber_id, clear)
             candidates = b.candidates
             # lists: indexing one costs less than a numpy scalar, and the monitors keep floats
             t, subs, tiers = b.t.tolist(), b.subscribers, b.tiers
@@ -95,6 +101,8 @@ class Demarcate:
         out: list[CellOutput] = []
         lag = now - self.settings.cells.kpis.interval_s
         for monitor in monitors.values():
+            if monitor.clearing:  # after this poll's releases: the raises go out first
+                out.extend(monitor.take_clears())
             if monitor.clock >= lag:
                 continue
             updates, released = monitor.tick(now)
@@ -112,7 +120,7 @@ class Demarcate:
         released = monitor.flush()
         if released:
             metrics.HELD_ALERTS.dec(len(released))
-        return [self._explain(r) for r in released]
+        return [*(self._explain(r) for r in released), *monitor.take_clears(force=True)]
 
     @staticmethod
     def _explain(released: Released[Candidate]) -> Candidate:

@@ -14,7 +14,7 @@ import numpy as np
 import redis
 
 from cxstream import metrics
-from cxstream.batches import CellBatch, ShardBatch, group_by_shard, shard_of
+from cxstream.batches import AlarmClear, CellBatch, ShardBatch, group_by_shard, shard_of
 from cxstream.context import ContextStore
 from cxstream.detectors.table import SubscriberTable
 from cxstream.events import Alert, bounded_id
@@ -26,6 +26,7 @@ __all__ = ["Detect"]
 
 
 _LOSS = QOS.column("loss_pct")
+_MAX_OPEN_ALARMS = 8  # per subscriber: the first raise of an episode and its fallback alerts
 _THROUGHPUT = QOS.column("throughput_kbps")
 
 
@@ -128,6 +129,7 @@ class Detect:
             departures.setdefault(shard_of(left, shards), []).append(
                 (float(batch.t[j]), left, batch.cells[j], batch.subscribers[j])
             )
+        clears = self._track_alarms(table, batch, result.closed, candidates, shards)
         out = []
         for shard, pos in group_by_shard(batch.cells, shards):
             idx = pos.tolist()
@@ -147,11 +149,42 @@ class Detect:
                         sample=result.sample[pos],
                         candidates={k: candidates[i] for k, i in enumerate(idx) if i in candidates},
                         departures=departures.pop(shard, []),
+                        clears=clears.pop(shard, []),
                     ),
                 )
             )
-        for shard, moves in departures.items():  # shards with no event of their own here
-            out.append((self.shard_keys[shard], CellBatch.empty(departures=moves)))
+        for shard in sorted(departures.keys() | clears.keys()):  # no event of their own here
+            batch_out = CellBatch.empty(departures.get(shard, []), clears.get(shard, []))
+            out.append((self.shard_keys[shard], batch_out))
+        return out
+
+    @staticmethod
+    def _track_alarms(
+        table: SubscriberTable,
+        batch: ShardBatch,
+        closed: Sequence[int],
+        candidates: dict[int, Candidate],
+        shards: int,
+    ) -> dict[int, list[AlarmClear]]:
+        """Remember each new alert's alarm as open for its subscriber, and clear the open ones
+        of a subscriber whose episode ended, in event order; the clears go to the shard of the
+        alarm's cell (where its raise was held), by shard."""
+        out: dict[int, list[AlarmClear]] = {}
+        ended = set(closed)
+        for j in sorted(ended | candidates.keys()):
+            sid = batch.subscribers[j]
+            if j in ended:
+                for alert_id, cell, raised, cause in table.open_alarms.pop(sid, ()):
+                    clear = AlarmClear(alert_id, sid, cell, raised, float(batch.t[j]), cause)
+                    out.setdefault(shard_of(cell, shards), []).append(clear)
+            candidate = candidates.get(j)
+            if candidate is not None:
+                alert = candidate.alert
+                inputs = alert.why.get("inputs") or []
+                first = inputs[0].get("input") if inputs and isinstance(inputs[0], dict) else None
+                alarms = table.open_alarms.setdefault(sid, [])
+                if len(alarms) < _MAX_OPEN_ALARMS:
+                    alarms.append((alert.alert_id, alert.cell_id, float(batch.t[j]), first))
         return out
 
     def _candidate(

@@ -134,3 +134,21 @@ def test_an_incident_is_named_alike_whichever_partition_crosses_the_evaluation_f
     assert len(in_order) == len(replayed) == 1
     assert in_order[0].opened_at != replayed[0].opened_at  # different events crossed the slot
     assert in_order[0].incident_id == replayed[0].incident_id == "inc-c1-5000"
+
+
+def test_an_alarms_clear_waits_until_its_raise_is_released():
+    cell = CellMonitor("c1", SETTINGS)
+    tick(cell, 0, degraded={"s1"}, alerts={"s1"})  # s1's alert is held for 10 s
+    cell.clear(2.0, "s1", "clear-s1")  # its episode ended 2 s later
+    cell.clear(2.0, "s2", "clear-s2")  # another subscriber's: nothing of it is held
+    assert cell.clearing
+    assert cell.take_clears() == ["clear-s2"]
+    released = []
+    for t in range(1, 12):
+        released += tick(cell, t)[1]
+    assert [r.subscriber_id for r in released] == ["s1"]
+    assert cell.take_clears() == ["clear-s1"]  # now that the raise went out
+    assert not cell.clearing
+    cell.clear(20.0, "s3", "clear-s3")
+    restored = pickle.loads(pickle.dumps(cell))
+    assert restored.take_clears(force=True) == ["clear-s3"]

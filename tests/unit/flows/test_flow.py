@@ -115,12 +115,18 @@ def test_every_event_ends_processed_or_dead_lettered_and_an_incident_alerts():
     assert len({d["offset"] for d in dead_letters}) == dead  # each names its own source offset
 
     alarms = on_topic(kafka_out, topics.alerts)
-    # TMF642 alarms on the subscriber's service, cxstream's own record beside
+    # TMF642 alarms on the subscriber's service, cxstream's own record beside; raised, and
+    # cleared when the episode ended
     assert [(a["@type"], a["alarmedObjectType"], a["state"]) for a in alarms] == [
-        ("Alarm", "Service", "raised")
+        ("Alarm", "Service", "raised"),
+        ("Alarm", "Service", "cleared"),
     ]
-    for field in ("alarmType", "perceivedSeverity", "probableCause", "sourceSystemId"):
-        assert alarms[0][field]
+    assert alarms[1]["id"] == alarms[0]["id"]
+    for alarm in alarms:
+        for field in ("alarmType", "perceivedSeverity", "probableCause", "alarmedObject",
+                      "sourceSystemId", "state", "alarmRaisedTime"):  # fmt: skip
+            assert alarm[field]  # TMF642's mandatory fields
+    alarms = alarms[:1]
     alerts = [a["x-cxstream"] for a in alarms]
     assert [a["subscriber_id"] for a in alerts] == [victim]
     assert alarms[0]["alarmedObject"]["id"] == victim
@@ -224,8 +230,17 @@ def test_a_cell_outage_is_one_incident_with_area_notices_and_no_individual_outre
     listed = {a["id"] for a in alarms[-1]["affectedService"]}
     assert listed <= in_cell
     assert len(listed) >= 0.3 * len(in_cell)
-    individual = [a for a in alerts if a["alarmedObjectType"] == "Service"]
+    individual = [
+        a for a in alerts if a["alarmedObjectType"] == "Service" and a["state"] == "raised"
+    ]
     assert individual
+    # when a subscriber's episode ends its alarm clears, after it was raised
+    order = {a["id"]: k for k, a in enumerate(alerts) if a["state"] == "raised"}
+    clears = [(k, a) for k, a in enumerate(alerts) if a["state"] == "cleared" and
+              a["alarmedObjectType"] == "Service"]  # fmt: skip
+    assert clears
+    assert all(a["id"] in order and order[a["id"]] < k for k, a in clears)
+    assert all(a["alarmClearedTime"] >= a["alarmRaisedTime"] for _, a in clears)
     assert all(
         a["parentAlarm"] == [{"id": raised[0]["id"], "@referredType": "Alarm"}] for a in individual
     )
