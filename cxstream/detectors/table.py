@@ -334,14 +334,11 @@ class SubscriberTable:
 
     def _cell_codes(self, cells: Sequence[str]) -> NDArray[np.int64]:
         codes, names = self.cell_codes, self.cell_names
-        out = np.empty(len(cells), dtype=np.int64)
-        for i, cell in enumerate(cells):
-            code = codes.get(cell)
-            if code is None:
-                code = codes[cell] = len(names)
+        for cell in dict.fromkeys(cells):  # a batch's distinct cells: few, and mostly known
+            if cell not in codes:
+                codes[cell] = len(names)
                 names.append(cell)
-            out[i] = code
-        return out
+        return np.fromiter(map(codes.__getitem__, cells), np.int64, len(cells))
 
     def _plans(
         self,
