@@ -10,10 +10,9 @@ times in a batch is processed in rounds (its first events, then its second ...),
 of its events is kept. ``tests/unit/detectors/test_table.py`` checks it against the per-event
 monitor on random streams.
 
-Memory: 23 float64/int fields per subscriber (185 bytes: a baseline per service, the usual
-levels of the inputs, the cell of its last event so that a move is seen ...) plus its id in the
-index (about 100 bytes in a dict), and one entry per cell seen; docs/performance.md gives the
-measured total.
+Memory: 169 bytes of arrays per subscriber (a baseline per service, the usual levels of the
+inputs, the cell of its last event so that a move is seen ...) plus its id in the index (about
+100 bytes in a dict), and one entry per cell seen; docs/performance.md gives the measured total.
 """
 
 from __future__ import annotations
@@ -197,7 +196,7 @@ class SubscriberTable:
         self.fast = np.full(capacity, np.nan)
         self.z = np.zeros(capacity)  # smoothed deviation below the baselines, in std devs
         # one baseline per subscriber and service (events, mean, variance)
-        self.gn = np.zeros((capacity, services), dtype=np.int64)
+        self.gn = np.zeros((capacity, services), dtype=np.int32)
         self.mean = np.full((capacity, services), np.nan)
         self.var = np.full((capacity, services), 25.0)
         self.in_ep = np.zeros(capacity, dtype=bool)
@@ -206,7 +205,7 @@ class SubscriberTable:
         self.episodes = np.zeros(capacity)
         self.episodes_t = np.zeros(capacity)
         self.generation = np.full(capacity, np.nan)  # the last radio generation reported
-        self.last_cell = np.full(capacity, -1, dtype=np.int64)  # its code in cell_names
+        self.last_cell = np.full(capacity, -1, dtype=np.int32)  # its code in cell_names
         self.inputs = np.full((capacity, len(INPUTS)), np.nan)
         for name, values in old.items():
             if values is not None:
@@ -225,13 +224,15 @@ class SubscriberTable:
             std = np.maximum(np.sqrt(self.var), self.min_std)
             with np.errstate(invalid="ignore"):
                 self.z = np.where(self.n > 0, np.nan_to_num((self.mean - self.fast) / std), 0.0)
-            self.gn = np.repeat(self.n[:, None], services, axis=1)
+            self.gn = np.repeat(np.minimum(self.n, 2**31 - 1)[:, None], services, axis=1).astype(
+                np.int32
+            )
             self.mean = np.repeat(self.mean[:, None], services, axis=1)
             self.var = np.repeat(self.var[:, None], services, axis=1)
         if "open_alarms" not in state:
             self.open_alarms = {}
         if "last_cell" not in state:
-            self.last_cell = np.full(len(self.n), -1, dtype=np.int64)
+            self.last_cell = np.full(len(self.n), -1, dtype=np.int32)
             self.cell_codes, self.cell_names = {}, []
 
     def __len__(self) -> int:
@@ -434,7 +435,7 @@ class SubscriberTable:
         fresh = gn == 0
         self.mean[r, g] = np.where(fresh, exp, mean + alpha * delta)
         self.var[r, g] = np.where(fresh, var, (1.0 - alpha) * (var + alpha * delta * delta))
-        self.gn[r, g] = gn + 1
+        self.gn[r, g] = np.minimum(gn + 1, 1_000_000)  # only compared with grace_events
         self.z[r] = z
         self.fast[r] = cand
         self.n[r] = n + 1
