@@ -21,10 +21,19 @@ from pydantic import SecretStr
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from cxstream.errors import ServiceError
+from cxstream.actions.store import ClaimStore
+from cxstream.actions.webhook import CircuitBreaker, WebhookSender
+from cxstream.errors import ConfigError, ServiceError
 from cxstream.settings import Settings
 
-__all__ = ["context_client", "ensure_topics", "produce_waiting", "read_topic", "redis_client"]
+__all__ = [
+    "context_client",
+    "ensure_topics",
+    "produce_waiting",
+    "read_topic",
+    "redis_client",
+    "webhook_sender",
+]
 
 
 def context_client(settings: Settings) -> redis.Redis | RedisCluster:
@@ -145,3 +154,29 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[
     finally:
         consumer.close()
     return values
+
+
+def webhook_sender(
+    settings: Settings, ledger: ClaimStore | None, *, breaker: bool = True
+) -> WebhookSender:
+    """The action webhook's sender from ``webhook`` (url, secrets, timeouts, quick attempts),
+    recording deliveries in ``ledger`` under ``redis.key_prefix``; with ``breaker`` a circuit
+    breaker per endpoint (the flow's; a one-off command has none)."""
+    w = settings.webhook
+    if w.url is None or w.secret is None:
+        msg = "webhook.url and webhook.secret must both be set (CXSTREAM_WEBHOOK__URL, __SECRET)"
+        raise ConfigError(msg)
+    previous = w.previous_secret.get_secret_value() if w.previous_secret is not None else None
+    return WebhookSender(
+        w.url,
+        w.secret.get_secret_value(),
+        timeout_s=w.timeout_s,
+        max_attempts=w.max_attempts,
+        backoff_s=w.backoff_s,
+        breaker=CircuitBreaker(w.breaker_failures, w.breaker_reset_s) if breaker else None,
+        ledger=ledger,
+        ledger_prefix=settings.redis.key_prefix,
+        ledger_ttl_s=settings.policy.idempotency_ttl_s,
+        resend_unknown=w.resend_unknown,
+        previous_secret=previous,
+    )

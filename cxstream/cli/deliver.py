@@ -62,8 +62,7 @@ def redeliver(
     Example: cxstream redeliver --reason 503 --since 2026-12-04T08:00:00Z --json"""
     from cxstream.actions.redeliver import select
     from cxstream.actions.store import RedisClaimStore
-    from cxstream.actions.webhook import WebhookSender
-    from cxstream.clients import read_topic, redis_client
+    from cxstream.clients import read_topic, redis_client, webhook_sender
 
     settings = settings_from(config)
     w = settings.webhook
@@ -80,20 +79,7 @@ def redeliver(
         client = redis_client(settings)
     except CxStreamError as exc:
         raise click.ClickException(str(exc)) from exc
-    ledger = RedisClaimStore(client)
-    sender = WebhookSender(
-        w.url,
-        w.secret.get_secret_value(),
-        timeout_s=w.timeout_s,
-        max_attempts=w.max_attempts,
-        backoff_s=w.backoff_s,
-        ledger=ledger,
-        ledger_prefix=settings.redis.key_prefix,
-        ledger_ttl_s=settings.policy.idempotency_ttl_s,
-        previous_secret=(
-            w.previous_secret.get_secret_value() if w.previous_secret is not None else None
-        ),
-    )
+    sender = webhook_sender(settings, RedisClaimStore(client), breaker=False)
     counts = {"delivered": 0, "already_delivered": 0, "failed": 0}
     results = []
     try:
@@ -101,7 +87,7 @@ def redeliver(
             client.delete(sender.disabled_key)
         if not dry_run and sender.disabled():
             msg = (
-                f"{w.url} is disabled: it answered 410 Gone; --enable to deliver to it again "
+                f"{sender.url} is disabled: it answered 410 Gone; --enable to deliver to it again "
                 f"(ledger key {sender.disabled_key})"
             )
             raise click.ClickException(msg)

@@ -21,9 +21,9 @@ from typing_extensions import override
 from cxstream.actions.ledger import DeferredQueue, ExperimentLedger, RedisLedger
 from cxstream.actions.policy import Decision
 from cxstream.actions.store import RedisClaimStore
-from cxstream.actions.webhook import CircuitBreaker, WebhookSender
+from cxstream.actions.webhook import WebhookSender
 from cxstream.churn_state import RedisChurnState
-from cxstream.clients import context_client, redis_client
+from cxstream.clients import context_client, redis_client, webhook_sender
 from cxstream.context import ContextStore
 from cxstream.detectors.table import SubscriberTable
 from cxstream.erasure import Eraser, deferred_key
@@ -179,24 +179,10 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
         if w.secret is None:
             msg = "webhook.secret is required when webhook.url is set (CXSTREAM_WEBHOOK__SECRET)"
             raise ConfigError(msg)
-        url, secret = w.url, w.secret.get_secret_value()
-        previous = w.previous_secret.get_secret_value() if w.previous_secret is not None else None
         claims = pipeline.claims  # the same Redis holds the delivery ledger
 
         def make_sender() -> WebhookSender:
-            return WebhookSender(
-                url,
-                secret,
-                timeout_s=w.timeout_s,
-                max_attempts=w.max_attempts,
-                backoff_s=w.backoff_s,
-                breaker=CircuitBreaker(w.breaker_failures, w.breaker_reset_s),
-                ledger=claims,
-                ledger_prefix=settings.redis.key_prefix,
-                ledger_ttl_s=settings.policy.idempotency_ttl_s,
-                resend_unknown=w.resend_unknown,
-                previous_secret=previous,
-            )
+            return webhook_sender(settings, claims)
 
         webhook_sink = WebhookSink(
             make_sender,
