@@ -315,6 +315,9 @@ def communication_message(action: Action) -> dict[str, Any]:
         {"name": "priority", "value": action.priority},
         {"name": "valueTier", "value": action.value_tier.value if action.value_tier else None},
         {"name": "customerValue", "value": action.customer_value},
+        # the language of ``content``: not a CommunicationMessage field in TMF681, so a
+        # characteristic like the other additions
+        {"name": "language", "value": action.language},
     ]
     if action.offer is not None:
         characteristic.append({"name": "offer", "value": action.offer})
@@ -331,7 +334,6 @@ def communication_message(action: Action) -> dict[str, Any]:
         "sender": {"id": "cxstream", "@type": "Sender"},
         "receiver": [{"id": action.subscriber_id, "@type": "Receiver"}],
         "characteristic": characteristic,
-        "language": action.language,
     }
     if action.send_at is not None:
         message["scheduledSendTime"] = action.send_at.isoformat()
