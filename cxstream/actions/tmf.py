@@ -64,14 +64,18 @@ def alarm_from_incident(incident: CellIncident, open_share: float) -> dict[str, 
         "alarmChangedTime": incident.updated_at.isoformat(),
         "sourceSystemId": "cxstream",
         "crossedThresholdInformation": _crossed(incident, open_share),
+        # the affected subscribers' services (a subscriber's service is known by the subscriber
+        # id, as on the individual alarms); their value tiers are cxstream's, in x-cxstream
         "affectedService": [
-            {"id": a.subscriber_id, "@referredType": "Subscriber", "valueTier": a.value_tier}
-            for a in incident.affected
+            {"id": a.subscriber_id, "@referredType": "Service"} for a in incident.affected
         ],
         "comment": [
             {"comment": "", "systemId": "cxstream", "time": incident.updated_at.isoformat()}
         ],
-        "x-cxstream": incident.model_dump(mode="json", exclude={"affected"}),
+        "x-cxstream": {
+            **incident.model_dump(mode="json", exclude={"affected"}),
+            "affected_tiers": {a.subscriber_id: a.value_tier for a in incident.affected},
+        },
     }
     if cleared:
         alarm["alarmClearedTime"] = incident.updated_at.isoformat()

@@ -236,10 +236,8 @@ class DashboardState:
                         "since": alarm.get("alarmRaisedTime"),
                         "changed": alarm.get("alarmChangedTime"),
                         "affected": len(affected),
-                        "value_at_risk": sum(
-                            _TIER_VALUE.get(a.get("valueTier"), 0) for a in affected
-                        ),
-                        "tiers": _count_tiers(affected),
+                        "value_at_risk": sum(_TIER_VALUE.get(t, 0) for t in _tiers(alarm)),
+                        "tiers": _count_tiers(_tiers(alarm)),
                         "share": extra.get("share"),
                         "ack": self.acks.get(alarm["id"]),
                     }
@@ -314,6 +312,18 @@ def _scrub(alarm: dict[str, Any], erased: OrderedDict[str, None]) -> None:
     for entry in alarm.get("affectedService", []):
         if entry.get("id") in erased:
             entry["id"] = "(erased)"
+    tiers = alarm.get("x-cxstream", {}).get("affected_tiers")
+    if isinstance(tiers, dict):
+        for n, sid in enumerate([sid for sid in tiers if sid in erased]):
+            tiers[f"(erased {n})"] = tiers.pop(sid)
+
+
+def _tiers(alarm: dict[str, Any]) -> list[str | None]:
+    """The value tier of each affected subscriber of a cell incident's alarm."""
+    tiers = alarm.get("x-cxstream", {}).get("affected_tiers")
+    if isinstance(tiers, dict):
+        return list(tiers.values())
+    return [a.get("valueTier") for a in alarm.get("affectedService", [])]
 
 
 def _apply_status(action: dict[str, Any], record: dict[str, Any]) -> None:
@@ -322,10 +332,10 @@ def _apply_status(action: dict[str, Any], record: dict[str, Any]) -> None:
     action["error"] = record.get("error")
 
 
-def _count_tiers(affected: list[dict[str, Any]]) -> dict[str, int]:
+def _count_tiers(tiers: list[str | None]) -> dict[str, int]:
     """Affected customers per value tier, highest tier first (JSON keeps the order)."""
     counts: dict[str, int] = {}
-    for a in affected:
-        tier = a.get("valueTier") or "unknown"
+    for t in tiers:
+        tier = t or "unknown"
         counts[tier] = counts.get(tier, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: -_TIER_VALUE.get(kv[0], 0)))
