@@ -268,6 +268,15 @@ class DashboardState:
                 ],
                 "customers": customers,
                 "actions": actions,
+                # the action webhook endpoints disabled (410 Gone), newest first
+                "webhook_disabled": [
+                    {
+                        "endpoint": a["alarmedObject"]["id"],
+                        "since": a.get("alarmRaisedTime"),
+                        "problem": a.get("specificProblem"),
+                    }
+                    for a in self.endpoint_alarms
+                ],
             }
 
     def customer(self, subscriber_id: str) -> dict[str, Any]:

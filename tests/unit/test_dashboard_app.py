@@ -155,3 +155,23 @@ def test_the_page_never_shows_secrets():
     client, _ = make()
     html = client.get("/").text + client.get("/static/app.js").text
     assert "whsec_" not in html and "token" not in html.lower().replace("cx_token", "")
+
+
+def test_a_disabled_webhook_endpoint_is_shown_and_is_not_an_incident():
+    from datetime import UTC, datetime
+
+    from cxstream.actions.tmf import endpoint_alarm
+
+    state = DashboardState()
+    state.on_alert(dict(ALARM))
+    state.on_alert(
+        endpoint_alarm(
+            "https://crm.example/hooks", "answered HTTP 410 Gone", datetime(2026, 1, 1, tzinfo=UTC)
+        )
+    )
+    app = create_app(state, context=None, publish=None, updates_topic="u", token=None)
+    overview = TestClient(app).get("/api/overview").json()
+    assert [i["id"] for i in overview["incidents"]] == ["inc-c1-1"]
+    [gone] = overview["webhook_disabled"]
+    assert gone["endpoint"] == "https://crm.example/hooks"
+    assert "410" in gone["problem"]

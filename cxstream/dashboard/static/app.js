@@ -44,9 +44,12 @@ function renderActions(actions) {
       <td class="wrap">${esc(a.status)}${a.error ? ` <small>${esc(a.error)}</small>` : ""}</td><td>${time(a.decided_at)}</td></tr>`).join("");
 }
 
-function renderHealth(h) {
+function renderHealth(h, disabled) {
   const state = h.state && h.state !== "ok" ? `<span class="flow-${esc(h.state)}">flow <b>${esc(h.state)}</b></span>` : "";
-  $("#health").innerHTML = `${state}<span><b>${Math.round(h.events_per_s)}</b> events/s <small>(10 s)</small></span><span>lag <b>${h.lag}</b> events</span>
+  const gone = (disabled || []).length
+    ? `<span class="flow-stalled" title="${esc(disabled[0].problem || "")}">webhook <b>disabled</b> <small>(410 Gone since ${time(disabled[0].since)})</small></span>`
+    : "";
+  $("#health").innerHTML = `${state}${gone}<span><b>${Math.round(h.events_per_s)}</b> events/s <small>(10 s)</small></span><span>lag <b>${h.lag}</b> events</span>
     <span>dead letters <b>${h.dead_letters}</b> events</span><span>webhooks <b>${h.webhook_delivered}</b> ok / <b>${h.webhook_failed}</b> failed</span>`;
 }
 
@@ -56,7 +59,7 @@ function render(data) {
   renderCells(data.cells);
   renderCustomers(data.customers);
   renderActions(data.actions);
-  renderHealth(data.health);
+  renderHealth(data.health, data.webhook_disabled);
   document.body.dataset.version = data.version;
   document.body.dataset.renderMs = (performance.now() - t0).toFixed(1);  // for the README's figures
 }
