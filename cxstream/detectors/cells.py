@@ -43,6 +43,9 @@ IncidentCause = Literal["degraded_share", "kpi_anomaly", "outage"]
 
 DEPARTURES_KEPT = 64
 """Subscribers seen leaving a cell that its monitor remembers (evidence for an outage)."""
+DEPARTURES_MAX_AGE_S = 600.0
+"""How long a departure is remembered, in event time: a silent cell's outage is confirmed within
+about a minute of the silence, and no subscriber id is kept longer than it can serve."""
 
 
 @dataclass(frozen=True)
@@ -291,6 +294,9 @@ class CellMonitor(Generic[T]):
         return self._release(force=True)
 
     def _advance(self) -> tuple[list[IncidentUpdate], list[Released[T]]]:
+        departures = self._departures
+        while departures and departures[0][0] < self.clock - DEPARTURES_MAX_AGE_S:
+            departures.popleft()
         updates: list[IncidentUpdate] = []
         if self.clock >= self._next_eval:
             nxt = _next_slot(self.clock, self.settings.step_s)

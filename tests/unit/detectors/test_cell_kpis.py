@@ -92,6 +92,9 @@ def test_a_silent_cells_outage_names_the_cells_its_subscribers_went_to():
     assert incident.cause == "outage"
     assert incident.moved_to == {"c2": 9, "c3": 3}
     pickle.loads(pickle.dumps(cell))
+    # the subscribers' ids are not kept longer than they can serve
+    run(cell, T0 + 1000, T0 + 1700, silent=True)
+    assert cell.moved_to(0.0) == {}
 
 
 def test_a_slow_ramp_is_found_by_the_drift_statistic():
