@@ -206,7 +206,7 @@ class AlarmClear(NamedTuple):
     cell_id: str
     raised_at: float  # epoch seconds
     cleared_at: float  # epoch seconds: the event that ended the episode
-    cause_input: str | None  # the measure that had moved most when it was raised
+    probable_cause: str  # X.733, as its raise said (actions.tmf.probable_cause)
 
 
 @dataclass(slots=True)

@@ -26,6 +26,7 @@ __all__ = [
     "cleared_alarm",
     "communication_message",
     "endpoint_alarm",
+    "probable_cause",
     "service_problem_from_incident",
     "tmf_priority",
 ]
@@ -156,6 +157,18 @@ _CAUSE_BY_INPUT = {
 }
 
 
+def probable_cause(why: dict[str, Any]) -> str:
+    """The X.733 probable cause of a degradation, after the measure that moved most (the first
+    of ``why["inputs"]``).
+
+    >>> probable_cause({"inputs": [{"input": "sinr_db"}]}), probable_cause({})
+    ('degradedSignal', 'performanceDegraded')
+    """
+    inputs = why.get("inputs") or []
+    first = inputs[0].get("input") if inputs and isinstance(inputs[0], dict) else None
+    return _CAUSE_BY_INPUT.get(str(first), "performanceDegraded")
+
+
 def alarm_from_alert(alert: Alert) -> dict[str, Any]:
     """A TMF642 ``Alarm`` (state ``raised``) for one subscriber's degradation.
 
@@ -170,7 +183,6 @@ def alarm_from_alert(alert: Alert) -> dict[str, Any]:
     ('qualityOfServiceAlarm', 'responseTimeExcessive', 's1', 'raised')
     """
     inputs = alert.why.get("inputs") or []
-    first = inputs[0].get("input") if inputs and isinstance(inputs[0], dict) else None
     experience = alert.why.get("experience") or {}
     moved = ", ".join(f"{i['input']} {i['from']} -> {i['to']}" for i in inputs if "input" in i)
     problem = f"experience {experience.get('from')} -> {alert.experience:.0f}/100"
@@ -179,7 +191,7 @@ def alarm_from_alert(alert: Alert) -> dict[str, Any]:
         "id": alert.alert_id,
         "alarmType": "qualityOfServiceAlarm",
         "perceivedSeverity": alert.severity,
-        "probableCause": _CAUSE_BY_INPUT.get(str(first), "performanceDegraded"),
+        "probableCause": probable_cause(alert.why),
         "specificProblem": f"{problem}; {moved}" if moved else problem,
         "alarmedObjectType": "Service",
         "alarmedObject": {"id": alert.subscriber_id or alert.cell_id, "@referredType": "Service"},
@@ -199,7 +211,8 @@ def cleared_alarm(clear: AlarmClear) -> dict[str, Any]:
     """The TMF642 ``Alarm`` of a subscriber's degradation in state ``cleared``: the episode it
     was raised for ended (the subscriber's experience is back above its reset level).
 
-    >>> c = AlarmClear("deg-s1-e9", "s1", "c1", 1_767_225_600.0, 1_767_225_900.0, "rtt_ms")
+    >>> c = AlarmClear("deg-s1-e9", "s1", "c1", 1_767_225_600.0, 1_767_225_900.0,
+    ...                "responseTimeExcessive")
     >>> a = cleared_alarm(c)
     >>> a["state"], a["perceivedSeverity"], a["probableCause"], a["alarmClearedTime"]
     ('cleared', 'cleared', 'responseTimeExcessive', '2026-01-01T00:05:00+00:00')
@@ -211,7 +224,7 @@ def cleared_alarm(clear: AlarmClear) -> dict[str, Any]:
         "id": clear.alert_id,
         "alarmType": "qualityOfServiceAlarm",
         "perceivedSeverity": "cleared",
-        "probableCause": _CAUSE_BY_INPUT.get(str(clear.cause_input), "performanceDegraded"),
+        "probableCause": clear.probable_cause,
         "specificProblem": "the subscriber's experience is back to its usual level",
         "alarmedObjectType": "Service",
         "alarmedObject": {"id": clear.subscriber_id, "@referredType": "Service"},

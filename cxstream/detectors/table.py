@@ -180,9 +180,9 @@ class SubscriberTable:
         self.sample_interval_s = sample_interval_s
         self.voice_codec = CODECS[voice_codec]
         self.index: dict[str, int] = {}
-        # subscriber -> the alarms of its open episode: (alert id, cell, raised at, the measure
-        # that moved most), kept by the caller (steps.detect) so that the episode's end clears them
-        self.open_alarms: dict[str, list[tuple[str, str, float, str | None]]] = {}
+        # subscriber -> the alarms of its open episode: (alert id, cell, raised at, X.733
+        # probable cause), kept by the caller (steps.detect) so that the episode's end clears them
+        self.open_alarms: dict[str, list[tuple[str, str, float, str]]] = {}
         self.cell_codes: dict[str, int] = {}  # the cells seen, as small integers
         self.cell_names: list[str] = []
         self.size = 0

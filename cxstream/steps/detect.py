@@ -14,6 +14,7 @@ import numpy as np
 import redis
 
 from cxstream import metrics
+from cxstream.actions.tmf import probable_cause
 from cxstream.batches import AlarmClear, CellBatch, ShardBatch, group_by_shard, shard_of
 from cxstream.context import ContextStore
 from cxstream.detectors.table import SubscriberTable
@@ -180,11 +181,10 @@ class Detect:
             candidate = candidates.get(j)
             if candidate is not None:
                 alert = candidate.alert
-                inputs = alert.why.get("inputs") or []
-                first = inputs[0].get("input") if inputs and isinstance(inputs[0], dict) else None
                 alarms = table.open_alarms.setdefault(sid, [])
                 if len(alarms) < _MAX_OPEN_ALARMS:
-                    alarms.append((alert.alert_id, alert.cell_id, float(batch.t[j]), first))
+                    cause = probable_cause(alert.why)
+                    alarms.append((alert.alert_id, alert.cell_id, float(batch.t[j]), cause))
         return out
 
     def _candidate(
