@@ -65,21 +65,17 @@ def redeliver(
     from cxstream.clients import read_topic, redis_client, webhook_sender
 
     settings = settings_from(config)
-    w = settings.webhook
-    if w.url is None or w.secret is None:
-        msg = "webhook.url and webhook.secret must be set (CXSTREAM_WEBHOOK__URL, __SECRET)"
-        raise click.ClickException(msg)
     chosen_since, chosen_until = _time(since, "--since"), _time(until, "--until")
     topic = settings.kafka.topics.actions_dead_letters
     try:
+        client = redis_client(settings)
+        sender = webhook_sender(settings, RedisClaimStore(client), breaker=False)
         selection = select(
             read_topic(settings, topic), ids=ids, since=chosen_since, until=chosen_until,
             reason=reason,
         )  # fmt: skip
-        client = redis_client(settings)
     except CxStreamError as exc:
         raise click.ClickException(str(exc)) from exc
-    sender = webhook_sender(settings, RedisClaimStore(client), breaker=False)
     counts = {"delivered": 0, "already_delivered": 0, "failed": 0}
     results = []
     try:
