@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from datetime import UTC, datetime
 
 import httpx
 import orjson
@@ -16,25 +15,10 @@ from standardwebhooks.webhooks import Webhook
 
 from cxstream.actions.store import MemoryClaimStore
 from cxstream.actions.webhook import DEFAULT_SCHEDULE_S, DeliveryPool, WebhookSender
-from cxstream.events import Action
 from cxstream.flows.sinks import _WebhookPartition
+from tests.unit.actions.test_webhook import SECRET, action
 
-SECRET = "whsec_" + base64.b64encode(b"k" * 24).decode()
-T = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
 COMPRESSION = 600.0  # ten minutes are one second here
-
-
-def action(n=1):
-    return Action(
-        action_id=f"deg-s{n}-{n}:proactive_apology",
-        kind="proactive_apology",
-        subscriber_id=f"s{n}",
-        channel="sms",
-        reason="degradation",
-        alert_id=f"deg-s{n}-{n}",
-        event_time=T,
-        created_at=T,
-    )
 
 
 class Receiver:
