@@ -135,6 +135,7 @@ class BatchResult:
 
 
 _GENERATION = QOS.column("radio_generation")
+_GN_CAP = 1_000_000  # events counted per service (int32; only compared with grace_events)
 
 
 class SubscriberTable:
@@ -224,7 +225,7 @@ class SubscriberTable:
             std = np.maximum(np.sqrt(self.var), self.min_std)
             with np.errstate(invalid="ignore"):
                 self.z = np.where(self.n > 0, np.nan_to_num((self.mean - self.fast) / std), 0.0)
-            self.gn = np.repeat(np.minimum(self.n, 2**31 - 1)[:, None], services, axis=1).astype(
+            self.gn = np.repeat(np.minimum(self.n, _GN_CAP)[:, None], services, axis=1).astype(
                 np.int32
             )
             self.mean = np.repeat(self.mean[:, None], services, axis=1)
@@ -435,7 +436,7 @@ class SubscriberTable:
         fresh = gn == 0
         self.mean[r, g] = np.where(fresh, exp, mean + alpha * delta)
         self.var[r, g] = np.where(fresh, var, (1.0 - alpha) * (var + alpha * delta * delta))
-        self.gn[r, g] = np.minimum(gn + 1, 1_000_000)  # only compared with grace_events
+        self.gn[r, g] = np.minimum(gn + 1, _GN_CAP)
         self.z[r] = z
         self.fast[r] = cand
         self.n[r] = n + 1
