@@ -35,6 +35,9 @@ class WebhookReceiver:
         Answer ``503`` to the first N attempts of each message id (to exercise retries).
     tolerance_s
         Accepted clock skew of ``webhook-timestamp``.
+    keep_requests
+        Keep each accepted delivery's signature headers and raw body in ``requests`` (for
+        ``cxstream demo --capture``, which writes them out to be checked).
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class WebhookReceiver:
         port: int = 0,
         fail_first: int = 0,
         tolerance_s: int = DEFAULT_TOLERANCE_S,
+        keep_requests: bool = False,
     ) -> None:
         self.secret = secret
         self.fail_first = fail_first
@@ -56,6 +60,8 @@ class WebhookReceiver:
         self.duplicates = 0
         self.rejected = 0
         self.incomplete = 0  # bodies shorter than announced: the sender died mid-request
+        self.keep_requests = keep_requests
+        self.requests: list[dict[str, Any]] = []
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -71,6 +77,11 @@ class WebhookReceiver:
         """Unique, correctly signed messages accepted."""
         with self._lock:
             return len(self.delivered)
+
+    def kept_requests(self) -> list[dict[str, Any]]:
+        """The accepted deliveries' headers and bodies kept so far (``keep_requests``)."""
+        with self._lock:
+            return list(self.requests)
 
     def stats(self) -> dict[str, int]:
         """Counts for summaries: unique deliveries, duplicates, rejected signatures, attempts,
@@ -105,6 +116,11 @@ class WebhookReceiver:
             except orjson.JSONDecodeError:
                 self.rejected += 1
                 return 400
+            if self.keep_requests:
+                kept = ("webhook-id", "webhook-timestamp", "webhook-signature", "content-type")
+                self.requests.append(
+                    {"headers": {h: headers.get(h) for h in kept}, "body": body.decode()}
+                )
         return 200
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

@@ -83,7 +83,8 @@ def alarm_from_incident(incident: CellIncident, open_share: float) -> dict[str, 
     return alarm
 
 
-_PROBLEM_STATUS = {"open": "Submitted", "updated": "InProgress", "resolved": "Resolved"}
+# TMF656 v4 ServiceProblemStateType: a problem the system raised itself is acknowledged at once
+_PROBLEM_STATUS = {"open": "acknowledged", "updated": "inProgress", "resolved": "resolved"}
 _PROBLEM_PRIORITY = {"critical": 1, "major": 3, "minor": 5}  # TMF656: 1 (highest) to 10
 _PROBLEM_REASON = {
     "degraded_share": "a share of the cell's subscribers degraded together",
@@ -95,8 +96,8 @@ _PROBLEM_REASON = {
 def service_problem_from_incident(incident: CellIncident) -> dict[str, Any]:
     """A TMF656 ``ServiceProblem`` for a cell incident: the problem in the service layer that
     the cell's TMF642 alarm (the same id, ``underlyingAlarm``) explains, with how many services
-    it touches and how badly, and the cell as its root-cause resource; ``status`` Submitted when
-    it opens, InProgress while it changes, Resolved with ``resolutionDate`` when it clears.
+    it touches and how badly, and the cell as its root-cause resource; ``status`` acknowledged
+    when it opens, inProgress while it changes, resolved with ``resolutionDate`` when it clears.
 
     >>> from datetime import UTC, datetime
     >>> t = datetime(2026, 1, 1, tzinfo=UTC)
@@ -105,7 +106,7 @@ def service_problem_from_incident(incident: CellIncident) -> dict[str, Any]:
     ...                    share=0.4, experience=51.0, cause="kpi_anomaly")
     >>> p = service_problem_from_incident(inc)
     >>> p["status"], p["priority"], p["impactImportanceFactor"], p["rootCauseResource"][0]["id"]
-    ('Submitted', 3, '40', 'c1')
+    ('acknowledged', 3, '40', 'c1')
     """
     changed = incident.updated_at.isoformat()
     cell = {"id": incident.cell_id, "name": incident.cell_id, "@referredType": "Cell"}
@@ -113,7 +114,6 @@ def service_problem_from_incident(incident: CellIncident) -> dict[str, Any]:
     problem: dict[str, Any] = {
         "@type": "ServiceProblem",
         "id": incident.incident_id,
-        "href": f"/tmf-api/serviceProblemManagement/v4/serviceProblem/{incident.incident_id}",
         "category": "system.originated",
         "description": _specific_problem(incident),
         "reason": _PROBLEM_REASON[incident.cause],
@@ -122,17 +122,18 @@ def service_problem_from_incident(incident: CellIncident) -> dict[str, Any]:
         "originatingSystem": "cxstream",
         "status": _PROBLEM_STATUS[incident.state],
         "statusChangeDate": changed,
-        "timeRaised": incident.opened_at.isoformat(),
-        "timeChanged": changed,
+        "creationDate": incident.opened_at.isoformat(),
+        "lastUpdate": changed,
         "affectedNumberOfServices": len(incident.affected),
         # TMF656: the overall importance of the impact, 0 (none) to 100 (worst): the share of
         # the cell's active subscribers caught in it
         "impactImportanceFactor": str(round(100 * incident.share)),
         "affectedResource": [cell],
         "rootCauseResource": [cell],
-        "firstAlert": alarm,
+        "firstAlert": {**alarm, "role": "cellAlarm"},
         "underlyingAlarm": [alarm],
-        "extensionInfo": [
+        # cxstream's own details, as TMF656 characteristics
+        "characteristic": [
             {"name": "cause", "value": incident.cause, "valueType": "string"},
             {
                 "name": "activeSubscribers",
@@ -284,24 +285,25 @@ def _specific_problem(incident: CellIncident) -> str:
     return f"{what}: {moved}"
 
 
-def _crossed(incident: CellIncident, open_share: float) -> dict[str, str]:
+def _crossed(incident: CellIncident, open_share: float) -> dict[str, Any]:
     """TMF642 ``crossedThresholdInformation``: the degraded share against ``cells.open_share``,
-    or the first anomalous KPI against its baseline."""
+    or the first anomalous KPI against its baseline (the ``threshold`` reference names the
+    setting or the KPI series; the crossing description carries the threshold's value)."""
     kpis = incident.why.get("anomalous_kpis") or {}
     if incident.cause == "degraded_share" or not kpis:
         return {
-            "thresholdId": "cells.open_share",
+            "threshold": {"id": "cells.open_share", "@referredType": "Threshold"},
             "indicatorName": "degradedSubscriberShare",
             "observedValue": str(incident.share),
-            "thresholdValue": str(open_share),
+            "thresholdCrossingDescription": f"degraded share {incident.share} above {open_share}",
             "direction": "up",
         }
     name, kpi = next(iter(kpis.items()))
     return {
-        "thresholdId": "cells.kpis",
+        "threshold": {"id": f"cells.kpis.{name}", "@referredType": "Threshold"},
         "indicatorName": name,
         "observedValue": str(kpi["value"]),
-        "thresholdValue": str(kpi["baseline"]),
+        "thresholdCrossingDescription": f"{name} {kpi['value']} left its normal {kpi['baseline']}",
         "direction": kpi["direction"],
     }
 

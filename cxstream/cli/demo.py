@@ -56,6 +56,16 @@ from cxstream.errors import CxStreamError
     "they are not, the summary says so (drained: false) and the exit code is 1.",
 )
 @click.option(
+    "--capture",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="At the end, write what the run emitted to this folder, one JSON document per line: "
+    "alerts.jsonl (TMF642 Alarms), service-problems.jsonl (TMF656), alarm-updates.jsonl, "
+    "decisions.jsonl, webhooks.jsonl (each request's Standard Webhooks headers and CloudEvent "
+    "body) and webhook-secret.txt (the run's throw-away signing secret). With broker rotation "
+    "the topics hold what came since the last rotation.",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -72,6 +82,7 @@ def demo(
     truth: Path | None,
     broker_rotation: float,
     drain_timeout: float,
+    capture: Path | None,
     as_json: bool,
 ) -> None:
     """Run the whole system on embedded services (Kafka-protocol broker, Redis) with a simulated
@@ -108,6 +119,7 @@ def demo(
         broker_rotation_s=broker_rotation,
         lag_alert_s=settings.flow.lag_alert_s,
         lag_alert_events=settings.flow.lag_alert_events,
+        capture_dir=capture,
     )
     try:
         summary = run_demo(settings, options, say=say, progress=progress, stop=stop)

@@ -70,6 +70,7 @@ class DemoOptions:
     broker_rotation_s: float = 600.0  # replace the embedded broker this often (0: never)
     lag_alert_s: float = 60.0  # the demo's own watch on the flow (see cxstream/health.py)
     lag_alert_events: int = 1000
+    capture_dir: Path | None = None  # write what the run emitted here (see _capture)
 
 
 def _drain(
@@ -145,7 +146,7 @@ def run_demo(
             store.put_many(profiles[i : i + 1000])
         say(f"loaded {len(profiles)} customer profiles into Redis")
 
-        with WebhookReceiver(secret) as receiver:
+        with WebhookReceiver(secret, keep_requests=options.capture_dir is not None) as receiver:
             live = live.model_copy(
                 update={"webhook": live.webhook.model_copy(update={"url": receiver.url})}
             )
@@ -161,6 +162,9 @@ def run_demo(
                 say("draining: waiting until every event is processed or dead-lettered ...")
                 summary = _drain(flow, produced, receiver, options.drain_timeout_s, tick.last)
                 summary.max_lag = int(watch.max_lag)
+                if options.capture_dir is not None:
+                    _capture(live, receiver, options.capture_dir, secret)
+                    say(f"captured the run's outputs in {options.capture_dir}")
                 if not summary.drained:
                     waiting = produced - summary.events_processed - summary.dead_letters
                     say(
@@ -218,6 +222,33 @@ class _Report:
                 f"dead letters {s.dead_letters:>5} | alerts {s.alerts:>4} | actions {s.actions:>4} | "
                 f"webhooks {s.webhook_deliveries:>4}{flag}"
             )
+
+
+CAPTURED_TOPICS = {
+    "alerts.jsonl": "alerts",
+    "service-problems.jsonl": "service_problems",
+    "alarm-updates.jsonl": "alarm_updates",
+    "decisions.jsonl": "decisions",
+}
+
+
+def _capture(settings: Settings, receiver: WebhookReceiver, out: Path, secret: str) -> None:
+    """Write what the run emitted, one JSON document per line: the records now on the alerts
+    (TMF642 Alarms), service-problems (TMF656), alarm-updates (TMF642 events) and decisions
+    topics, and every accepted webhook request (its Standard Webhooks headers and the CloudEvent
+    body), with the run's throw-away signing secret in ``webhook-secret.txt`` so the signatures
+    can be verified. With broker rotation the topics hold what came since the last rotation."""
+    from cxstream.clients import read_topic
+
+    out.mkdir(parents=True, exist_ok=True)
+    topics = settings.kafka.topics
+    for name, attr in CAPTURED_TOPICS.items():
+        values = read_topic(settings, getattr(topics, attr))
+        lines = [v.decode() for v in values if v is not None]
+        (out / name).write_text("".join(f"{line}\n" for line in lines))
+    requests = receiver.kept_requests()
+    (out / "webhooks.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in requests))
+    (out / "webhook-secret.txt").write_text(secret + "\n")
 
 
 def _stream(

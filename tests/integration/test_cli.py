@@ -15,11 +15,14 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
+from cloudevents.v1.http import from_http
+from standardwebhooks.webhooks import Webhook
 
 from cxstream.devtools.simulate import diurnal_factor
 from cxstream.events import utcnow
 from tests.integration.kafka_helpers import read_topic
 from tests.shared_data import TELCO
+from tests.standards import alarm_errors, alarm_event_errors, message_errors, problem_errors
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +44,7 @@ def cxstream(*args, env=None, timeout=180):
 @pytest.mark.slow
 def test_demo_runs_the_whole_loop_on_embedded_services(tmp_path):
     truth = tmp_path / "truth.jsonl"
+    captured = tmp_path / "captured"
     result = cxstream(
         "demo",
         "--duration",
@@ -54,6 +58,8 @@ def test_demo_runs_the_whole_loop_on_embedded_services(tmp_path):
         "--json",
         "--truth",
         str(truth),
+        "--capture",
+        str(captured),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -85,6 +91,35 @@ def test_demo_runs_the_whole_loop_on_embedded_services(tmp_path):
         "silent_outage",
     }
     assert "incident planned: cell_outage" in result.stderr
+    check_captured_payloads(captured, summary)
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def check_captured_payloads(captured: Path, summary: dict) -> None:
+    """Every payload kind the demo emitted passes the standards' own validators: the vendored
+    TMF642/TMF656/TMF681 schemas, the Standard Webhooks library and the CloudEvents SDK."""
+    alerts = jsonl(captured / "alerts.jsonl")
+    assert len(alerts) >= summary["alerts"] > 0  # raised ones, then their updates and clears
+    assert {a["alarmedObjectType"] for a in alerts} >= {"Cell", "Service"}
+    assert {a["state"] for a in alerts} >= {"raised", "cleared"}
+    assert {a["id"]: alarm_errors(a) for a in alerts if alarm_errors(a)} == {}
+    problems = jsonl(captured / "service-problems.jsonl")
+    assert problems
+    assert {p["id"]: problem_errors(p) for p in problems if problem_errors(p)} == {}
+    updates = jsonl(captured / "alarm-updates.jsonl")  # dashboard commands; none in a bare run
+    assert [alarm_event_errors(u) for u in updates if alarm_event_errors(u)] == []
+    secret = (captured / "webhook-secret.txt").read_text().strip()
+    requests = jsonl(captured / "webhooks.jsonl")
+    assert len(requests) == summary["webhook_deliveries"]
+    for request in requests:
+        headers, body = request["headers"], request["body"].encode()
+        Webhook(secret).verify(body, headers)  # raises on a bad signature
+        event = from_http(headers, body)
+        assert event["id"] == headers["webhook-id"]
+        assert message_errors(event.data) == [], event.data
 
 
 def qos_config(live_settings, tmp_path: Path) -> Path:

@@ -15,6 +15,7 @@ from cxstream import metrics
 from cxstream.actions.policy import Decision, SignalIn
 from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.actions.store import MemoryClaimStore
+from cxstream.actions.webhook import cloudevent
 from cxstream.churn_state import MemoryChurnState
 from cxstream.context import ContextStore
 from cxstream.devtools.simulate import Incident, Simulator
@@ -24,6 +25,7 @@ from cxstream.flows.cx import build_flow
 from cxstream.pipeline import Pipeline
 from cxstream.settings import load_settings
 from tests.fakes import FakeRedis
+from tests.standards import alarm_errors, message_errors, problem_errors
 
 NOON = datetime(2026, 5, 4, 12, tzinfo=UTC)
 NO_HOLDOUT = DEFAULT_POLICY.model_copy(
@@ -225,7 +227,9 @@ def test_a_cell_outage_is_one_incident_with_area_notices_and_no_individual_outre
     raised = [a for a in alarms if a["state"] == "raised"]
     assert [a["alarmedObject"]["id"] for a in raised] == [cell]
     assert {a["state"] for a in alarms} <= {"raised", "updated", "cleared"}
-    assert raised[0]["crossedThresholdInformation"]["thresholdId"] == "cells.open_share"
+    assert raised[0]["crossedThresholdInformation"]["threshold"]["id"] == "cells.open_share"
+    # every record on the alerts topic is a TMF642 Alarm with the mandatory fields
+    assert {a["id"]: alarm_errors(a) for a in alerts if alarm_errors(a)} == {}
     in_cell = {s for s in sim.subscriber_ids if sim.home_cell[s] == cell}
     listed = {a["id"] for a in alarms[-1]["affectedService"]}
     assert listed <= in_cell
@@ -248,7 +252,8 @@ def test_a_cell_outage_is_one_incident_with_area_notices_and_no_individual_outre
     # the same incident as a TMF656 service problem, one per life-cycle change of its alarm
     problems = on_topic(kafka_out, topics.service_problems)
     assert [p["id"] for p in problems] == [a["id"] for a in alarms]
-    assert problems[0]["status"] == "Submitted"
+    assert problems[0]["status"] == "acknowledged"
+    assert {p["id"]: problem_errors(p) for p in problems if problem_errors(p)} == {}
     assert problems[0]["underlyingAlarm"] == [{"id": raised[0]["id"], "@referredType": "Alarm"}]
     assert problems[-1]["affectedNumberOfServices"] == len(listed)
     assert all(
@@ -273,6 +278,9 @@ def test_a_cell_outage_is_one_incident_with_area_notices_and_no_individual_outre
     assert sorted(a.subscriber_id for a in webhooks) == sent
     assert len(sent) > 0.5 * len(listed)
     assert {a.kind for a in webhooks} == {"area_notice"}
+    # what each webhook carries: a TMF681 CommunicationMessage
+    messages = [orjson.loads(cloudevent(a))["data"] for a in webhooks]
+    assert {m["id"]: message_errors(m) for m in messages if message_errors(m)} == {}
     explained = [d for d in decisions if d["result"] == "suppressed:explained_by_incident"]
     assert len(explained) == len(degradations)
 
