@@ -9,7 +9,8 @@ What names a customer in Redis, under the key prefix ``<p>``:
 * the delivery ledger of each of those actions: ``<p>:delivered:<action>`` and
   ``<p>:sending:<action>``;
 * members of shared keys: their actions in their household's caps
-  (``<p>:household_cap:<account>:*``), their deferred actions (``<p>:deferred``), and the
+  (``<p>:household_cap:<account>:*``), their deferred actions (``<p>:deferred``), their
+  deliveries waiting for a later round (fields of ``<p>:webhook-rounds:*``), and the
   processing audit's entries (``<subscriber>/<event>`` members of ``flow.audit_key``).
 
 Counters that name nobody (the experiment's group totals, the hourly budget) are kept.
@@ -150,6 +151,9 @@ def erase_customer(
     if account and action_ids:
         for key in client.scan_iter(match=f"{prefix}:household_cap:{account}:*", count=_SCAN):
             removed += int(client.zrem(key, *action_ids))
+    if action_ids:
+        for key in client.scan_iter(match=f"{prefix}:webhook-rounds:*", count=_SCAN):
+            removed += int(client.hdel(key, *action_ids))
     if deferred_key is not None:
         mine = []
         for member, _ in client.zscan_iter(deferred_key, count=_SCAN):

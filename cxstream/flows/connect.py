@@ -20,6 +20,7 @@ from typing_extensions import override
 
 from cxstream.actions.ledger import DeferredQueue, ExperimentLedger, RedisLedger
 from cxstream.actions.policy import Decision
+from cxstream.actions.retries import RedisRetryStore, RetryStore, retry_key
 from cxstream.actions.store import RedisClaimStore
 from cxstream.actions.webhook import WebhookSender
 from cxstream.churn_state import RedisChurnState
@@ -184,6 +185,10 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
         def make_sender() -> WebhookSender:
             return webhook_sender(settings, claims)
 
+        def make_retries(partition: str) -> RetryStore:
+            key = retry_key(settings.redis.key_prefix, partition)
+            return RedisRetryStore(redis_client(settings), key)
+
         webhook_sink = WebhookSink(
             make_sender,
             producer_config=producer,
@@ -195,6 +200,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             ledger_wait_s=w.ledger_wait_s,
             schedule=w.retry_schedule_s,
             alerts_topic=k.topics.alerts,
+            retries_factory=make_retries,
         )
 
     side = {**consumer, **k.side_consumer_config}

@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from typing_extensions import override
 
 from cxstream import metrics
+from cxstream.actions.retries import RetryStore
 from cxstream.actions.tmf import endpoint_alarm
 from cxstream.actions.webhook import DEFAULT_SCHEDULE_S, DeliveryPool, WebhookSender
 from cxstream.clients import produce_waiting
@@ -53,8 +54,9 @@ class _WebhookPartition(StatefulSinkPartition[Action, PendingState]):
     Accepted actions stay *pending* until delivered or dead-lettered, and the pending set, with
     each action's delivery round and when it is due, is this partition's recovery snapshot:
     after a crash, the resumed dataflow re-queues whatever was pending at the last epoch, each at
-    its round and time (the delivery ledger skips any that did get through), so a retry
-    schedule of hours survives restarts.
+    its round and time (the delivery ledger skips any that did get through). The actions waiting
+    for a later round are also kept in ``retries`` (Redis), so a retry schedule of hours
+    survives a restart without recovery too.
     """
 
     def __init__(
@@ -69,8 +71,10 @@ class _WebhookPartition(StatefulSinkPartition[Action, PendingState]):
         ledger_wait_s: float = 600.0,
         schedule: Sequence[float] = DEFAULT_SCHEDULE_S,
         alerts_topic: str | None = None,
+        retries: RetryStore | None = None,
     ) -> None:
         self._dlq = dead_letters
+        self._retries = retries
         self._dlq_topic = dlq_topic
         self._status_topic = status_topic
         self._alerts_topic = alerts_topic
@@ -97,6 +101,14 @@ class _WebhookPartition(StatefulSinkPartition[Action, PendingState]):
                     self._accept(Action.model_validate(item["action"]), item["round"], item["due"])
                 else:
                     self._accept(Action.model_validate(item), 0, None)
+        if retries is not None:
+            waiting = retries.load()
+            if waiting:
+                log.info(
+                    "re-queueing %d webhook deliveries waiting for a later round", len(waiting)
+                )
+            for action, round_, due in waiting:
+                self._accept(action, round_, due)
 
     @override
     def write_batch(self, values: list[Action]) -> None:
@@ -132,11 +144,15 @@ class _WebhookPartition(StatefulSinkPartition[Action, PendingState]):
     def _finish(self, action: Action) -> None:
         with self._lock:
             self._pending.pop(action.action_id, None)
-            self._rounds.pop(action.action_id, None)
+            waited = self._rounds.pop(action.action_id, None) is not None
+        if waited and self._retries is not None:
+            self._retries.remove(action.action_id)
 
     def _scheduled(self, action: Action, round_: int, due: float, error: str | None) -> None:
         with self._lock:
             self._rounds[action.action_id] = (round_, due)
+        if self._retries is not None:
+            self._retries.put(action, round_, due)
         metrics.WEBHOOK_DELIVERIES.labels("scheduled").inc()
         self._status(action, "scheduled", round_, error, next_attempt_at=due)
 
@@ -219,7 +235,9 @@ class WebhookSink(FixedPartitionedSink[Action, PendingState]):
     rounds) through recovery.
 
     ``sender_factory`` builds one :class:`WebhookSender` per partition; ``producer_config``
-    (librdkafka settings) builds the dead-letter producer, or ``None`` to only log failures.
+    (librdkafka settings) builds the dead-letter producer, or ``None`` to only log failures;
+    ``retries_factory(partition)`` gives where each partition keeps its waiting rounds (Redis),
+    or ``None``: the recovery snapshot only.
     """
 
     def __init__(
@@ -235,8 +253,10 @@ class WebhookSink(FixedPartitionedSink[Action, PendingState]):
         ledger_wait_s: float = 600.0,
         schedule: Sequence[float] = DEFAULT_SCHEDULE_S,
         alerts_topic: str | None = None,
+        retries_factory: Callable[[str], RetryStore] | None = None,
     ) -> None:
         self._factory = sender_factory
+        self._retries_factory = retries_factory
         self._ledger_wait_s = ledger_wait_s
         self._status_topic = status_topic
         self._producer_config = producer_config
@@ -267,6 +287,7 @@ class WebhookSink(FixedPartitionedSink[Action, PendingState]):
             self._ledger_wait_s,
             self._schedule,
             self._alerts_topic,
+            self._retries_factory(for_part) if self._retries_factory is not None else None,
         )
 
 

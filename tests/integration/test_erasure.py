@@ -17,6 +17,7 @@ import redis
 from cxstream.actions.ledger import DeferredQueue, ExperimentLedger, RedisLedger
 from cxstream.actions.policy import ContactPolicy
 from cxstream.actions.receiver import WebhookReceiver
+from cxstream.actions.retries import RedisRetryStore, retry_key
 from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.actions.store import RedisClaimStore
 from cxstream.actions.webhook import WebhookSender
@@ -114,6 +115,8 @@ def populate(client, subscribers):
     for d in sent:
         claims.claim_many([(f"{PREFIX}:sending:{d.action.action_id}", "run")], 600)
         claims.claim_many([(f"{PREFIX}:delivered:{d.action.action_id}", "1")], 600)
+        # and waits for its next delivery round (the endpoint was down)
+        RedisRetryStore(client, retry_key(PREFIX, "webhook-0")).put(d.action, 1, NIGHT.timestamp())
     policy.experiment.assign(subscribers[0], "treated", sent[0].action)
 
 
@@ -134,7 +137,7 @@ def test_erase_removes_every_key_and_entry_that_names_the_customer(redis_conn):
     assert report.redis_keys_deleted >= 9  # profile, history, snapshot, experiment, index,
     # cooldowns, caps, ledger marks
     assert report.audit_entries_deleted == 5
-    assert report.members_removed >= 2  # household caps, the deferred action
+    assert report.members_removed >= 3  # household caps, the deferred action, its waiting round
     # the others are untouched (s10 too, whose id starts with s1)
     now = contents(redis_conn)
     assert {key: now.get(key) for key in untouched} == untouched

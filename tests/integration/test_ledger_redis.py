@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import pytest
+import redis
 
 from cxstream.actions.ledger import (
     CapCheck,
@@ -14,7 +16,8 @@ from cxstream.actions.ledger import (
     MemoryLedger,
     RedisLedger,
 )
-from cxstream.events import Action
+from cxstream.actions.retries import RedisRetryStore, retry_key
+from cxstream.events import Action, utcnow
 
 pytestmark = pytest.mark.integration
 
@@ -104,3 +107,23 @@ def test_experiment_ledger_in_redis_survives_a_new_client(redis_conn):
     assert report["treated"] == {"subjects": 1.0, "offer_accepted": 1.0, "churned": 0.0}
     assert report["control"]["churned"] == 1.0
     assert report["uplift"]["churned"] == 1.0
+
+
+def test_waiting_delivery_rounds_in_redis_outlive_the_client_and_bad_entries_are_dropped(
+    redis_conn,
+):
+    key = retry_key("cx", "webhook-0")
+    first = RedisRetryStore(redis_conn, key)
+    action = Action(
+        action_id="inc-1:s1:area_notice", kind="area_notice", subscriber_id="s1", channel="sms",
+        reason="cell_incident", alert_id="inc-1", event_time=utcnow(), created_at=utcnow(),
+    )  # fmt: skip
+    first.put(action, 2, 1_900_000_000.0)
+    redis_conn.hset(key, "junk", b"not json")
+    redis_conn.hset(key, "bad", orjson.dumps({"action": {"action_id": "x"}, "round": 1, "due": 0}))
+    where = redis_conn.connection_pool.connection_kwargs
+    again = RedisRetryStore(redis.Redis(host=where["host"], port=where["port"]), key)
+    assert again.load() == [(action, 2, 1_900_000_000.0)]
+    assert redis_conn.hkeys(key) == [action.action_id.encode()]  # the unreadable ones dropped
+    again.remove(action.action_id)
+    assert again.load() == []

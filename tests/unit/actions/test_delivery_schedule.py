@@ -13,6 +13,7 @@ import pytest
 from cloudevents.v1.http import from_http
 from standardwebhooks.webhooks import Webhook
 
+from cxstream.actions.retries import MemoryRetryStore
 from cxstream.actions.store import MemoryClaimStore
 from cxstream.actions.webhook import DEFAULT_SCHEDULE_S, DeliveryPool, WebhookSender
 from cxstream.flows.sinks import _WebhookPartition
@@ -205,3 +206,38 @@ def test_the_reference_verifier_and_the_cloudevents_sdk_accept_every_message(sec
         assert event["id"] == headers["webhook-id"]
         assert event.data["@type"] == "CommunicationMessage"
         assert orjson.loads(request.content)["specversion"] == "1.0"
+
+
+def test_the_waiting_rounds_survive_a_restart_without_recovery_in_the_retry_store():
+    store = MemoryRetryStore()
+    down = Receiver(up_at=float("inf"))
+    part = _WebhookPartition(
+        make_sender(down, MemoryClaimStore()), None, "dlq", 1, 100, None, None,
+        schedule=[3600.0, 3600.0], retries=store,
+    )  # fmt: skip
+    part.write_batch([action(1), action(2)])
+    deadline = time.time() + 5
+    while len(store.entries) < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    part.close()
+    waiting = store.load()
+    assert sorted((a.action_id, r) for a, r, _ in waiting) == [
+        (action(1).action_id, 1),
+        (action(2).action_id, 1),
+    ]
+    assert all(due > time.time() + 3500 for _, _, due in waiting)
+    # a new process with no snapshot (recovery off) and the endpoint back: an hour later (the
+    # rounds' due times moved to now), each waiting action is delivered once, with its own id
+    for a, r, _ in waiting:
+        store.put(a, r, time.time())
+    up = Receiver(up_at=0)
+    resumed = _WebhookPartition(
+        make_sender(up, MemoryClaimStore()), None, "dlq", 1, 100, None, None,
+        schedule=[3600.0, 3600.0], retries=store,
+    )  # fmt: skip
+    deadline = time.time() + 5
+    while store.entries and time.time() < deadline:
+        time.sleep(0.02)
+    resumed.close()
+    assert sorted(up.delivered) == sorted([action(1).action_id, action(2).action_id])
+    assert store.entries == {}  # delivered: nothing left waiting
