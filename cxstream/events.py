@@ -48,6 +48,7 @@ __all__ = [
     "Action",
     "ActionKind",
     "AffectedSubscriber",
+    "AlarmCommand",
     "Alert",
     "BadEvent",
     "BadReason",
@@ -69,6 +70,7 @@ __all__ = [
     "decode_qos",
     "invalid_id_positions",
     "parse_action",
+    "parse_alarm_command",
     "parse_customer",
     "parse_outcome",
     "parse_qos",
@@ -463,6 +465,52 @@ class CellIncident(BaseModel):
     share: float
     experience: float
     why: dict[str, Any] = Field(default_factory=dict)
+    # who resolved it: an operator's clear from the dashboard (None: the cell recovered)
+    resolved_by: str | None = None
+
+
+class _AlarmedObjectIn(BaseModel):
+    model_config = _FROZEN
+    id: Id
+
+
+class _AlarmChangeIn(BaseModel):
+    """The ``Alarm_Update`` fields of an operator's change that the flow reads."""
+
+    model_config = _FROZEN
+    id: Id
+    alarmedObject: _AlarmedObjectIn
+    state: str | None = None
+    ackState: str | None = None
+    ackUserId: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    clearUserId: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    alarmChangedTime: AwareDatetime
+
+
+class _AlarmEventPayloadIn(BaseModel):
+    model_config = _FROZEN
+    alarm: _AlarmChangeIn
+
+
+class _AlarmEventIn(BaseModel):
+    """A TMF642 alarm change event as the dashboard publishes it on the alarm-updates topic."""
+
+    model_config = _FROZEN
+    eventType: Literal["AlarmStateChangeEvent", "AlarmAttributeValueChangeEvent"]
+    event: _AlarmEventPayloadIn
+
+
+class AlarmCommand(BaseModel):
+    """An operator's command on a cell incident (from the alarm-updates topic): ``resolve`` closes
+    it in demarcation; ``ack`` is recorded. ``user`` is who issued it."""
+
+    model_config = _FROZEN
+
+    incident_id: Id
+    cell_id: Id
+    verb: Literal["ack", "resolve"]
+    user: Annotated[str, Field(min_length=1, max_length=64)]
+    at: AwareDatetime
 
 
 class Action(BaseModel):
@@ -489,8 +537,9 @@ class Action(BaseModel):
     content: str | None = None  # the message, in the customer's language (policy messages)
 
 
-RecordKind = Literal["qos", "customer", "outcome", "action"]
-"""Which input a record came from (the actions topic is the webhook deliveries' input)."""
+RecordKind = Literal["qos", "customer", "outcome", "action", "command"]
+"""Which input a record came from (the actions topic is the webhook deliveries' input; commands
+are the operators' acknowledgements and clears on the alarm-updates topic)."""
 
 
 DEAD_LETTER_RAW_MAX = 64 * 1024
@@ -645,6 +694,41 @@ def parse_outcome(
 ) -> Outcome | BadEvent:
     """Turn one outcome message into an :class:`Outcome` or a :class:`BadEvent`."""
     return _parse_record(Outcome, "outcome", raw, topic, partition, offset)
+
+
+def parse_alarm_command(
+    raw: bytes | None,
+    *,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> AlarmCommand | BadEvent:
+    """Turn one TMF642 event of the alarm-updates topic into an :class:`AlarmCommand`: a clear
+    (``state: cleared``, by ``clearUserId``) resolves, an acknowledgement (``ackState:
+    acknowledged``, by ``ackUserId``) acknowledges; anything else is a :class:`BadEvent`."""
+    event = _parse_record(_AlarmEventIn, "command", raw, topic, partition, offset)
+    if isinstance(event, BadEvent):
+        return event
+    alarm = event.event.alarm
+    verb: Literal["ack", "resolve"] | None = None
+    user: str | None = None
+    if alarm.state == "cleared":
+        verb, user = "resolve", alarm.clearUserId
+    elif alarm.ackState == "acknowledged":
+        verb, user = "ack", alarm.ackUserId
+    if verb is None or user is None:
+        detail = "neither a clear with clearUserId nor an acknowledgement with ackUserId"
+        return BadEvent.of(
+            "missing_field", detail, raw, topic=topic, partition=partition, offset=offset,
+            kind="command",
+        )  # fmt: skip
+    return AlarmCommand(
+        incident_id=alarm.id,
+        cell_id=alarm.alarmedObject.id,
+        verb=verb,
+        user=user,
+        at=alarm.alarmChangedTime,
+    )
 
 
 def parse_action(

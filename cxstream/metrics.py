@@ -82,6 +82,13 @@ CELL_INCIDENTS = Counter(
     ["state", "cause"],
     namespace=_NS,
 )
+OPERATOR_COMMANDS = Counter(
+    "operator_commands",
+    "Operators' commands read from the alarm-updates topic, by verb (ack, resolve) and result "
+    "(applied; not_open: the incident was not open in its cell any more).",
+    ["verb", "result"],
+    namespace=_NS,
+)
 POLICY_RELOADS = Counter(
     "policy_reloads",
     "Policy file changes, applied or rejected (the old policy kept).",

@@ -21,7 +21,7 @@ from cxstream.actions.ledger import ContactLedger, DeferredQueue, ExperimentLedg
 from cxstream.actions.policy import ContactPolicy, Decision, SignalIn
 from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.actions.store import ClaimStore
-from cxstream.batches import CellBatch, ShardBatch
+from cxstream.batches import CellBatch, ShardBatch, shard_of
 from cxstream.churn_state import ChurnState, MemoryChurnState
 from cxstream.context import ContextStore
 from cxstream.detectors.cells import CellMonitor
@@ -29,7 +29,15 @@ from cxstream.detectors.churn import ChurnLearner, ChurnModel
 from cxstream.detectors.table import SubscriberTable
 from cxstream.erasure import Eraser
 from cxstream.errors import ConfigError
-from cxstream.events import BadEvent, CustomerErasure, CustomerUpdate, Outcome, utcnow
+from cxstream.events import (
+    AlarmCommand,
+    BadEvent,
+    CustomerErasure,
+    CustomerUpdate,
+    Outcome,
+    parse_alarm_command,
+    utcnow,
+)
 from cxstream.settings import Settings
 from cxstream.steps.churn_risk import BaseScoring, ChurnRisk
 from cxstream.steps.common import (
@@ -38,6 +46,7 @@ from cxstream.steps.common import (
     RedisTrouble,
     SourceMessage,
     count_dead_letters,
+    parse_batch,
     severity_of,
 )
 from cxstream.steps.decide import Decide
@@ -221,6 +230,22 @@ class Pipeline:
     ) -> list[CellOutput]:
         """See :meth:`Demarcate.demarcate_shard`."""
         return self.demarcate_step.demarcate_shard(monitors, batches)
+
+    def apply_commands(
+        self, monitors: dict[str, CellMonitor[Candidate]], commands: Sequence[AlarmCommand]
+    ) -> list[CellOutput]:
+        """See :meth:`Demarcate.apply_commands`."""
+        return self.demarcate_step.apply_commands(monitors, commands)
+
+    def parse_command_batch(self, messages: Sequence[Any]) -> list[AlarmCommand | BadEvent]:
+        """Validate a batch of the alarm-updates topic's events (see
+        :func:`~cxstream.events.parse_alarm_command`)."""
+        return parse_batch(messages, parse_alarm_command, "command")
+
+    def route_commands(self, commands: Sequence[AlarmCommand]) -> list[tuple[str, AlarmCommand]]:
+        """Each command keyed by the shard of its cell (the shard holding the cell's monitor)."""
+        shards = len(self.shard_keys)
+        return [(self.shard_keys[shard_of(c.cell_id, shards)], c) for c in commands]
 
     def release_held(self, monitor: CellMonitor[Candidate]) -> list[CellOutput]:
         """See :meth:`Demarcate.release_held`."""

@@ -210,6 +210,30 @@ class DeferredQueue:
                 popped.append(Action.model_validate_json(member))
         return popped
 
+    def cancel(self, alert_ids: Sequence[str]) -> list[Action]:
+        """Remove and return the deferred actions raised by any of ``alert_ids`` (the area
+        notices of incidents an operator resolved); the set is scanned, not indexed (it holds
+        the actions waiting for quiet hours to end: thousands at most)."""
+        wanted = set(alert_ids)
+        if not wanted:
+            return []
+        if self._client is None:
+            mine = [(d, p) for d, p in self._memory
+                    if Action.model_validate_json(p).alert_id in wanted]  # fmt: skip
+            for item in mine:
+                self._memory.remove(item)
+            return [Action.model_validate_json(p) for _, p in mine]
+        cancelled: list[Action] = []
+        for raw, _ in self._client.zscan_iter(self._key, count=1000):
+            member = raw if isinstance(raw, bytes | str) else str(raw)
+            try:
+                action = Action.model_validate_json(member)
+            except ValueError:
+                continue  # left for pop_due, which reports it like any other
+            if action.alert_id in wanted and self._client.zrem(self._key, member):
+                cancelled.append(action)
+        return cancelled
+
     def __len__(self) -> int:
         return len(self._memory) if self._client is None else int(self._client.zcard(self._key))
 

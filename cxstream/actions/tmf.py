@@ -80,6 +80,9 @@ def alarm_from_incident(incident: CellIncident, open_share: float) -> dict[str, 
     }
     if cleared:
         alarm["alarmClearedTime"] = incident.updated_at.isoformat()
+        if incident.resolved_by is not None:  # an operator's clear, from the dashboard
+            alarm["clearUserId"] = incident.resolved_by
+            alarm["clearSystemId"] = "cxstream-dashboard"
     return alarm
 
 
@@ -145,6 +148,11 @@ def service_problem_from_incident(incident: CellIncident) -> dict[str, Any]:
     }
     if incident.state == "resolved":
         problem["resolutionDate"] = changed
+        problem["statusChangeReason"] = (
+            f"resolved by {incident.resolved_by}"
+            if incident.resolved_by is not None
+            else "the cell's subscribers recovered"
+        )
     return problem
 
 

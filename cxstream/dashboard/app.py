@@ -214,6 +214,8 @@ def create_app(
         # the change is, with the alarm's id
         update: dict[str, Any] = {
             "id": incident_id,
+            # the cell: the flow routes the command to the shard that holds its incident
+            "alarmedObject": incident["alarmedObject"],
             "alarmChangedTime": at,
             "state": incident["state"] if verb == "ack" else "cleared",
             "ackState": "acknowledged"

@@ -26,6 +26,7 @@ outreach for them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class IncidentUpdate:
     cause: IncidentCause = "degraded_share"
     kpis: tuple[KpiAnomaly, ...] = ()
     moved_to: dict[str, int] = field(default_factory=dict)  # cell -> subscribers (outage)
+    resolved_by: str | None = None  # the operator who resolved it (None: the cell recovered)
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,8 @@ class CellMonitor(Generic[T]):
     _departures: deque[tuple[float, str, str]] = field(
         default_factory=lambda: deque(maxlen=DEPARTURES_KEPT)
     )
+    # after an operator resolved the incident, none opens again before this event time
+    _reopen_after: float = float("-inf")
 
     def __post_init__(self) -> None:
         self.kpis = CellKpis(self.settings.kpis)
@@ -174,6 +178,26 @@ class CellMonitor(Generic[T]):
             self.kpis = CellKpis(self.settings.kpis)
             self._volume = 0
             self._subs = {sid: (*sub[:4], 0.0, math.nan) for sid, sub in self._subs.items()}
+
+    def resolve(self, incident_id: str, user: str) -> IncidentUpdate | None:
+        """An operator resolved the open incident ``incident_id``: it closes now (its update,
+        ``resolved`` and ``resolved_by`` the operator), and no incident opens again in this cell
+        for ``window_s`` of event time (if the cell is still degraded then, a new one opens).
+        None if that incident is not the one open here (closed already, or another)."""
+        current = self._incident
+        if current is None or current.incident_id != incident_id:
+            return None
+        resolved = dataclasses.replace(
+            self._update(
+                current.incident_id, "resolved", current.opened_at, current.affected,
+                current.active, current.share, current.experience, (), current.cause, (),
+            ),
+            resolved_by=user,
+        )  # fmt: skip
+        self._incident = None
+        self._quiet_since = None
+        self._reopen_after = self.clock + self.settings.window_s
+        return resolved
 
     @property
     def held_count(self) -> int:
@@ -353,7 +377,7 @@ class CellMonitor(Generic[T]):
         current = self._incident
         if current is None:
             shared = len(affected) >= s.min_affected and share >= s.open_share
-            if shared or kpis:
+            if (shared or kpis) and self.clock >= self._reopen_after:
                 self._quiet_since = None
                 self._last_update = self.clock
                 cause = _cause(kpis, "degraded_share" if shared else "kpi_anomaly")

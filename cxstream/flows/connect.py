@@ -63,6 +63,7 @@ class FlowIO:
     # is delivered that the topic does not record; None: straight from the decisions (tests)
     action_source: Source[Any] | None = None
     outcome_source: Source[Any] | None = None
+    control_source: Source[Any] | None = None  # operators' commands (the alarm-updates topic)
     deferred_source: Source[list[Decision]] | None = None
     # the scheduled churn scoring of every profile: emits a summary when a pass ends
     base_score_source: Source[dict[str, Any]] | None = None
@@ -256,6 +257,7 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             else None
         ),
         outcome_source=source(k.topics.outcomes),
+        control_source=source(k.topics.alarm_updates),
         deferred_source=DeferredSource(
             pipeline.release_deferred,
             settings.policy.deferred_poll_s,

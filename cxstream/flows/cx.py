@@ -44,6 +44,7 @@ from cxstream.detectors.cells import CellMonitor, CellStats
 from cxstream.detectors.table import SubscriberTable
 from cxstream.events import (
     Action,
+    AlarmCommand,
     BadEvent,
     CellIncident,
     CustomerErasure,
@@ -100,8 +101,10 @@ class _DetectLogic(StatefulBatchLogic[ShardBatch, tuple[str, CellBatch], Subscri
         return self._table
 
 
-class _CellLogic(StatefulBatchLogic[CellBatch, CellOutput, dict[str, CellMonitor[Candidate]]]):
-    """One shard of cells: their demarcation states.
+class _CellLogic(
+    StatefulBatchLogic[CellBatch | AlarmCommand, CellOutput, dict[str, CellMonitor[Candidate]]]
+):
+    """One shard of cells: their demarcation states, and the operators' commands on them.
 
     Held alerts are released by each cell's own event-time clock while traffic flows; if a cell
     goes quiet, a wall-clock timer releases them after ``cells.hold_s``, and at end of input
@@ -122,10 +125,14 @@ class _CellLogic(StatefulBatchLogic[CellBatch, CellOutput, dict[str, CellMonitor
                 self._due[cell_id] = datetime.now(UTC) + hold
 
     @override
-    def on_batch(self, values: list[CellBatch]) -> tuple[list[CellOutput], bool]:
-        out = self._pipeline.demarcate_shard(self._cells, values)
+    def on_batch(self, values: list[CellBatch | AlarmCommand]) -> tuple[list[CellOutput], bool]:
+        batches = [v for v in values if isinstance(v, CellBatch)]
+        commands = [v for v in values if isinstance(v, AlarmCommand)]
+        out = self._pipeline.demarcate_shard(self._cells, batches) if batches else []
+        if commands:  # after the shard's events: a command acts on the state they left
+            out.extend(self._pipeline.apply_commands(self._cells, commands))
         due = datetime.now(UTC) + self._hold
-        for cell_id in {c for v in values for c in v.cells}:
+        for cell_id in {c for v in batches for c in v.cells}:
             if self._cells[cell_id].holding:
                 self._due[cell_id] = due
             else:
@@ -181,6 +188,10 @@ def _is_action(item: Action | BadEvent) -> TypeGuard[Action]:
     return isinstance(item, Action)
 
 
+def _is_command(item: AlarmCommand | BadEvent) -> TypeGuard[AlarmCommand]:
+    return isinstance(item, AlarmCommand)
+
+
 def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
     """Wire the pipeline's steps into a Bytewax dataflow; does no I/O itself."""
     topics = settings.kafka.topics
@@ -204,7 +215,25 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         )
     valid = op.branch("split_valid", processed, _is_cell_batch)
     # state of cells is keyed by shards of cells (flow.shards): one call per shard and batch
-    by_cell = op.flat_map_batch("record_history", valid.trues, pipeline.record_cell_batches)
+    by_cell: Stream[tuple[str, CellBatch | AlarmCommand]] = op.flat_map_batch(
+        "record_history", valid.trues, pipeline.record_cell_batches
+    )
+    bad_commands: Stream[Any] | None = None
+    if io.control_source is not None:
+        # operators' acknowledgements and clears (the dashboard's TMF642 events): to the shard
+        # that holds the incident's cell, where a clear closes it
+        kraw = op.flat_map(
+            "command_messages", op.input("control_in", flow, io.control_source), _messages
+        )
+        kparsed = op.flat_map_batch(
+            "parse_command",
+            kraw,
+            isolating("parse_command", "command", pipeline.parse_command_batch),
+        )
+        ksplit = op.branch("split_commands", kparsed, _is_command)
+        bad_commands = ksplit.falses
+        routed = op.flat_map_batch("route_commands", ksplit.trues, pipeline.route_commands)
+        by_cell = op.merge("merge_commands", by_cell, routed)
     cell_out = op.stateful_batch(
         "demarcate_cells", by_cell, lambda resume: _CellLogic(pipeline, resume)
     )
@@ -262,6 +291,8 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
             "send_at": d.action.send_at.isoformat() if d.action and d.action.send_at else None,
             "decided_at": pipeline.clock().isoformat(),
         }
+        if "resolved_by" in d.signal.details:  # a notice cancelled by an operator's resolve
+            record["resolved_by"] = d.signal.details["resolved_by"]
         return KafkaSinkMessage(
             d.signal.subscriber_id.encode(), orjson.dumps(record), topic=topics.decisions
         )
@@ -299,6 +330,8 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         op.map("action_msg", actions, action_msg),
         op.map("dead_letter_msg", valid.falses, dead_letter_msg),
     ]
+    if bad_commands is not None:
+        outs.append(op.map("bad_command_msg", bad_commands, dead_letter_msg))
     to_deliver = actions
     if io.webhook_sink is not None and io.action_source is not None:
         # The outbox: deliveries read the actions back from their topic, so a customer is only

@@ -80,6 +80,7 @@ class Decide:
                 self.context.mark_resolved(over, self.record_ttl_s)
             except redis.RedisError as exc:
                 self.trouble("incident state", exc)
+        cancelled = self._cancel_notices(items)
         incidents = [i for i in items if isinstance(i, CellIncident) and i.new_affected]
         found = (
             self.context.get_many(s for i in incidents for s in i.new_affected) if incidents else {}
@@ -128,8 +129,38 @@ class Decide:
                         )
                     )
         if not signals:
+            return cancelled
+        return cancelled + self._decide(signals, now, [now.timestamp()] * len(signals))
+
+    def _cancel_notices(self, items: Sequence[CellOutput]) -> list[Decision]:
+        """The area notices still waiting for quiet hours to end for incidents an operator just
+        resolved: taken out of the deferred queue, each ``suppressed:incident_resolved`` (with
+        the operator in its details). If Redis cannot be read they stay, and their release is
+        suppressed the same way (the incident is marked resolved)."""
+        by = {i.incident_id: i.resolved_by for i in items
+              if isinstance(i, CellIncident) and i.state == "resolved" and i.resolved_by}  # fmt: skip
+        if not by:
             return []
-        return self._decide(signals, now, [now.timestamp()] * len(signals))
+        try:
+            cancelled = self.deferred.cancel(list(by))
+        except redis.RedisError as exc:
+            self.trouble("deferred queue", exc)
+            return []
+        out = []
+        for action in cancelled:
+            sig = SignalIn(
+                signal=cast("SignalKind", action.reason),
+                subscriber_id=action.subscriber_id,
+                customer=None,
+                score=1.0,
+                source_id=action.alert_id,
+                event_time=action.event_time,
+                details={"resolved_by": by[action.alert_id]},
+            )
+            decision = Decision(sig, "suppressed:incident_resolved", action.kind, action.rule)
+            metrics.DECISIONS.labels(decision.kind, decision.result).inc()
+            out.append(decision)
+        return out
 
     def _decide(self, signals: list[SignalIn], now: datetime, since: list[float]) -> list[Decision]:
         """Score and decide ``signals``; those suppressed only because Redis could not be read

@@ -13,7 +13,7 @@ import numpy as np
 from cxstream import metrics
 from cxstream.batches import CellBatch
 from cxstream.detectors.cells import CellMonitor, CellSettings, IncidentUpdate, Released
-from cxstream.events import AffectedSubscriber, CellIncident, ValueTier
+from cxstream.events import AffectedSubscriber, AlarmCommand, CellIncident, ValueTier
 from cxstream.settings import Settings
 from cxstream.steps.common import Candidate, CellOutput
 
@@ -115,6 +115,25 @@ class Demarcate:
                 out.append(stats)
         return out
 
+    def apply_commands(
+        self, monitors: dict[str, CellMonitor[Candidate]], commands: Sequence[AlarmCommand]
+    ) -> list[CellOutput]:
+        """Operators' commands on this shard's cells: a ``resolve`` of the incident open in its
+        cell closes it (the resolved update names the operator); one for an incident that is
+        not open (closed already, or unknown) changes nothing. Every command is counted by verb
+        and result."""
+        out: list[CellOutput] = []
+        for command in commands:
+            monitor = monitors.get(command.cell_id)
+            update = None
+            if command.verb == "resolve" and monitor is not None:
+                update = monitor.resolve(command.incident_id, command.user)
+            if update is not None:
+                out.append(self._incident(update))
+            result = "applied" if update is not None or command.verb == "ack" else "not_open"
+            metrics.OPERATOR_COMMANDS.labels(command.verb, result).inc()
+        return out
+
     def release_held(self, monitor: CellMonitor[Candidate]) -> list[CellOutput]:
         """Release every held alert of a cell (its traffic stopped, or end of input)."""
         released = monitor.flush()
@@ -157,6 +176,7 @@ class Demarcate:
             share=update.share,
             experience=update.experience,
             cause=update.cause,
+            resolved_by=update.resolved_by,
             why={
                 "cause": update.cause,
                 "degraded_share": update.share,

@@ -152,3 +152,26 @@ def test_an_alarms_clear_waits_until_its_raise_is_released():
     cell.clear(20.0, "s3", "clear-s3")
     restored = pickle.loads(pickle.dumps(cell))
     assert restored.take_clears(force=True) == ["clear-s3"]
+
+
+def test_an_operators_resolve_closes_the_incident_and_holds_it_closed_for_a_window():
+    cell = CellMonitor("c1", SETTINGS)
+    bad = {"s0", "s1", "s2", "s3"}
+    opened = []
+    for t in range(0, 4):
+        opened += tick(cell, t, degraded=bad)[0]
+    [incident] = [u for u in opened if u.state == "open"]
+    assert cell.resolve("inc-other", "alice") is None  # not the incident open here
+    resolved = cell.resolve(incident.incident_id, "alice")
+    assert resolved is not None
+    assert (resolved.state, resolved.resolved_by) == ("resolved", "alice")
+    assert cell.incident is None
+    assert cell.resolve(incident.incident_id, "bob") is None  # closed already
+    # still degraded: nothing opens again within window_s (60 s) of the resolve ...
+    later = [u for t in range(4, 60) for u in tick(cell, t, degraded=bad)[0]]
+    assert later == []
+    # ... and a new incident once the window passed with the cell still degraded
+    after = [u for t in range(60, 70) for u in tick(cell, t, degraded=bad)[0]]
+    assert [u.state for u in after] == ["open"]
+    assert after[0].incident_id != incident.incident_id
+    assert pickle.loads(pickle.dumps(cell)).incident.incident_id == after[0].incident_id
