@@ -166,11 +166,31 @@ class Holdout(BaseModel):
 
 
 class ValueModel(BaseModel):
-    """Customer value = sum of weight x feature; management sets the weights."""
+    """Customer value = sum of weight x feature; management sets the weights (it orders contacts
+    and prices offers). What a customer's departure would cost, in ``currency``, is their
+    monthly charge over ``revenue_months``: the value at risk is that times their churn
+    probability (:meth:`at_risk`)."""
 
     model_config = _STRICT
 
     weights: dict[Literal["monthly_charge", "tenure_months", "churn_risk", "household_size"], float]
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "EUR"  # ISO 4217
+    revenue_months: Annotated[float, Field(ge=0, le=600)] = 12.0
+
+    def revenue(self, c: CustomerContext) -> float:
+        """What the customer's departure would cost: their monthly charge over
+        ``revenue_months`` (in ``currency``)."""
+        return c.monthly_charge * self.revenue_months
+
+    def at_risk(self, c: CustomerContext, probability: float) -> float:
+        """The expected loss: churn probability x :meth:`revenue`.
+
+        >>> from cxstream.events import CustomerContext
+        >>> m = ValueModel(weights={}, revenue_months=12)
+        >>> m.at_risk(CustomerContext(subscriber_id="s1", monthly_charge=50.0), 0.25)
+        150.0
+        """
+        return probability * self.revenue(c)
 
     def value(self, c: CustomerContext, risk: float | None) -> float:
         """The customer's value under these weights."""

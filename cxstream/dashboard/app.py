@@ -6,10 +6,15 @@ once as ``?token=...``, which sets an HttpOnly cookie):
 * ``GET /`` — the page; ``GET /static/...`` — its assets (served locally, no CDN);
 * ``GET /api/overview`` — incidents, cells, degraded customers, actions, health;
 * ``GET /api/events`` — server-sent events: the overview again whenever it changed;
-* ``GET /api/customers?q=...`` and ``GET /api/customers/{id}`` — search and the customer page;
+* ``GET /api/customers?q=...`` and ``GET /api/customers/{id}`` — search and a customer's whole
+  story (profile, consent, churn risk with its reasons, experience, alerts, incidents, contacts,
+  offers, outcomes);
+* ``GET /api/incidents`` — the cell incidents with their value at risk in money and each
+  affected customer's churn probability and expected loss;
+* ``GET /api/openapi.json`` — the OpenAPI description of these endpoints;
 * ``POST /api/incidents/{id}/ack`` (``{"user": ...}``) and ``.../resolve`` — recorded and
   published on the alarm-updates topic as a TMF642 event whose ``alarm`` has the alarm's id and
-  the ``Alarm_Update`` fields that changed.
+  the ``Alarm_Update`` fields that changed; the flow consumes it (a resolve closes the incident).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cxstream.context import ContextStore
+from cxstream.dashboard.openapi import OPENAPI
+from cxstream.dashboard.risk import RiskView
 from cxstream.dashboard.state import DashboardState
 from cxstream.events import utcnow
 
@@ -76,6 +83,45 @@ class _TokenAuth(BaseHTTPMiddleware):
         if candidate is None or not _same(candidate, self._token):
             return JSONResponse({"error": "authentication required"}, status_code=401)
         return await call_next(request)
+
+
+_OFFER_KINDS = ("service_credit", "retention_offer")
+
+
+def _story(
+    data: dict[str, Any], profile: dict[str, Any] | None, figures: dict[str, Any] | None
+) -> dict[str, Any]:
+    """A customer's whole story for care agents and other systems (the keys of
+    ``GET /api/customers/{id}``), beside what the page showed before (``summary``,
+    ``decisions``, ``actions``, ``history``)."""
+    contacts = data["decisions"]
+    summary = data["summary"] or {}
+    return {
+        **data,
+        "consent": None
+        if profile is None
+        else {"channels": profile.get("consent", {}), "updated_at": profile.get("consent_updated")},
+        "churn": None
+        if not figures or figures.get("churn_probability") is None
+        else {
+            "probability": figures["churn_probability"],
+            "explanation": figures["reasons"],
+            "scored_at": figures["scored_at"],
+            "value": figures["value"],
+            "expected_loss": figures["expected_loss"],
+        },
+        "experience": {
+            "index": summary.get("experience_index"),
+            "history": data["history"],
+        },
+        "contacts": contacts,
+        "offers": [
+            {**d, "accepted": any(o["outcome"] == "offer_accepted" for o in data["outcomes"])}
+            for d in contacts
+            if d.get("kind") in _OFFER_KINDS
+        ],
+        "tickets": {"open": profile.get("open_tickets", 0) if profile else None},
+    }
 
 
 class _Health:
@@ -130,24 +176,58 @@ def create_app(
     token: str | None,
     update_s: float = 1.0,
     pseudonyms: Callable[[str], str] | None = None,
+    risk: RiskView | None = None,
 ) -> Starlette:
     """Build the app; ``publish`` sends acknowledgements to Kafka; with ``pseudonyms`` (privacy
-    settings) a subscriber id typed by an agent is looked up by its pseudonym."""
+    settings) a subscriber id typed by an agent is looked up by its pseudonym; ``risk`` gives
+    churn probabilities and values (without it, value at risk is not shown)."""
     health = _Health()
 
     def known_as(sid: str) -> str:
         return pseudonyms(sid) if pseudonyms is not None else sid
 
     def overview() -> dict[str, Any]:
+        """The main page's data; incidents with their value at risk, and the degraded customers
+        ranked by expected loss (Redis is read here: call it off the event loop)."""
         data = state.overview()
+        data["currency"] = risk.currency if risk is not None else None
+        for incident in data["incidents"]:
+            ids = incident.pop("affected_ids")
+            incident["value_at_risk"] = risk.incident_value(ids)[0] if risk is not None else None
+        if risk is not None and data["customers"]:
+            per = risk.customers([c["subscriber_id"] for c in data["customers"]])
+            customers = [{**c, **per.get(c["subscriber_id"], {})} for c in data["customers"]]
+            customers.sort(key=lambda c: -((c.get("expected_loss") or {}).get("amount") or 0.0))
+            data["customers"] = customers
         data["health"] = health.read()
         return data
+
+    def incidents() -> dict[str, Any]:
+        """Every incident the dashboard holds, each with its value at risk and its affected
+        customers' churn probability, value and expected loss."""
+        out = []
+        for incident in state.overview()["incidents"]:
+            ids = incident.pop("affected_ids")
+            if risk is not None:
+                total, rows = risk.incident_value(ids)
+            else:
+                total, rows = None, [{"subscriber_id": sid} for sid in ids]
+            out.append({**incident, "value_at_risk": total, "affected": rows})
+        return {"incidents": out}
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html")
 
     async def api_overview(request: Request) -> Response:
-        return Response(orjson.dumps(overview()), media_type="application/json")
+        data = await asyncio.to_thread(overview)
+        return Response(orjson.dumps(data), media_type="application/json")
+
+    async def api_incidents(request: Request) -> Response:
+        data = await asyncio.to_thread(incidents)
+        return Response(orjson.dumps(data), media_type="application/json")
+
+    async def api_openapi(request: Request) -> Response:
+        return JSONResponse(OPENAPI)
 
     async def events(request: Request) -> Response:
         async def stream() -> AsyncIterator[bytes]:
@@ -155,7 +235,8 @@ def create_app(
             while not await request.is_disconnected():
                 if state.version != seen:
                     seen = state.version
-                    yield b"event: overview\ndata: " + orjson.dumps(overview()) + b"\n\n"
+                    data = await asyncio.to_thread(overview)
+                    yield b"event: overview\ndata: " + orjson.dumps(data) + b"\n\n"
                 else:
                     yield b": keep-alive\n\n"
                 await asyncio.sleep(update_s)
@@ -189,7 +270,8 @@ def create_app(
         data["history"] = history
         if profile is None and data["summary"] is None and not data["decisions"]:
             return JSONResponse({"error": f"unknown subscriber {sid}"}, status_code=404)
-        return Response(orjson.dumps(data), media_type="application/json")
+        figures = (await asyncio.to_thread(risk.customers, [sid]))[sid] if risk else None
+        return Response(orjson.dumps(_story(data, profile, figures)), media_type="application/json")
 
     async def change(request: Request) -> Response:
         incident_id = request.path_params["incident_id"]
@@ -255,6 +337,8 @@ def create_app(
     routes = [
         Route("/", index),
         Route("/api/overview", api_overview),
+        Route("/api/incidents", api_incidents),
+        Route("/api/openapi.json", api_openapi),
         Route("/api/events", events),
         Route("/api/customers", search),
         Route("/api/customers/{subscriber_id}", customer),

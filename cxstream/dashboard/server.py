@@ -11,9 +11,13 @@ from dataclasses import dataclass
 import uvicorn
 from confluent_kafka import Producer
 
+from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
+from cxstream.churn_state import RedisChurnState
+from cxstream.clients import redis_client
 from cxstream.context import ContextStore
 from cxstream.dashboard.app import create_app
 from cxstream.dashboard.feed import KafkaFeed
+from cxstream.dashboard.risk import RiskView
 from cxstream.dashboard.state import DashboardState
 from cxstream.settings import Settings
 
@@ -51,6 +55,13 @@ def start_dashboard(settings: Settings, context: ContextStore | None) -> Dashboa
 
     state = DashboardState()
     pseudonyms = settings.privacy.pseudonyms()
+    policy = PolicySource(settings.policy.file, default=DEFAULT_POLICY)
+    churn = RedisChurnState(
+        redis_client(settings),
+        prefix=settings.redis.key_prefix,
+        ttl_s=settings.churn.snapshot_ttl_s,
+    )
+    risk = RiskView(context, churn, lambda: policy.policy.value_model)
     feed = KafkaFeed(settings, state, pseudonyms=pseudonyms).start()
     app = create_app(
         state,
@@ -60,6 +71,7 @@ def start_dashboard(settings: Settings, context: ContextStore | None) -> Dashboa
         token=token,
         update_s=d.update_s,
         pseudonyms=pseudonyms,
+        risk=risk,
     )
     server = uvicorn.Server(
         uvicorn.Config(app, host=d.host, port=d.port, log_level="warning", access_log=False)

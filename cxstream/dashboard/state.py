@@ -38,6 +38,7 @@ class DashboardState:
         self.customers: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.actions: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.decisions_by_sub: dict[str, deque[dict[str, Any]]] = {}
+        self.outcomes_by_sub: dict[str, deque[dict[str, Any]]] = {}
         self._early_status: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.erased: OrderedDict[str, None] = OrderedDict()  # tombstones read, most recent last
 
@@ -54,6 +55,7 @@ class DashboardState:
             _trim(self.erased, 100_000)
             self.customers.pop(sid, None)
             self.decisions_by_sub.pop(sid, None)
+            self.outcomes_by_sub.pop(sid, None)
             for store in (self.actions, self._early_status):
                 for key in [k for k, v in store.items() if v.get("subscriber_id") == sid]:
                     del store[key]
@@ -159,7 +161,10 @@ class DashboardState:
 
     def on_decision(self, record: dict[str, Any]) -> None:
         """A contact decision (or a joined outcome) from the decisions topic."""
-        if "joined_outcome" in record:
+        joined = record.get("joined_outcome")
+        if joined is not None:
+            if isinstance(joined, dict):
+                self._on_outcome(joined)
             return
         with self._lock:
             if self._is_erased(record):
@@ -188,6 +193,20 @@ class DashboardState:
                         _apply_status(action, early)
                     self.actions[record["action_id"]] = action
                     _trim(self.actions, self.max_items)
+            self._changed()
+
+    def _on_outcome(self, joined: dict[str, Any]) -> None:
+        """An outcome (churned, retained, offer_accepted, complaint) joined to its customer."""
+        sid = joined.get("subscriber_id")
+        if not isinstance(sid, str):
+            return
+        with self._lock:
+            if sid in self.erased:
+                return
+            q = self.outcomes_by_sub.setdefault(sid, deque(maxlen=self.per_subscriber))
+            q.appendleft({"outcome": joined.get("outcome"), "group": joined.get("group")})
+            if len(self.outcomes_by_sub) > self.max_items:
+                self.outcomes_by_sub.pop(next(iter(self.outcomes_by_sub)))
             self._changed()
 
     def on_delivery(self, record: dict[str, Any]) -> None:
@@ -236,8 +255,10 @@ class DashboardState:
                         "since": alarm.get("alarmRaisedTime"),
                         "changed": alarm.get("alarmChangedTime"),
                         "affected": len(affected),
-                        "value_at_risk": sum(_TIER_VALUE.get(t, 0) for t in _tiers(alarm)),
+                        "affected_ids": [a.get("id") for a in affected if a.get("id")],
                         "tiers": _count_tiers(_tiers(alarm)),
+                        "cause": extra.get("cause"),
+                        "resolved_by": alarm.get("clearUserId"),
                         "share": extra.get("share"),
                         "ack": self.acks.get(alarm["id"]),
                     }
@@ -297,6 +318,7 @@ class DashboardState:
                         }
                     )
             return {
+                "outcomes": list(self.outcomes_by_sub.get(subscriber_id, [])),
                 "summary": self.customers.get(subscriber_id),
                 "alerts": alerts,
                 "incidents": incidents,

@@ -264,6 +264,7 @@ class ChurnRisk:
                         "revision": self._revision,
                         "scored_at": scored_at,
                         "source_id": sig.source_id,
+                        "top_features": churn["top_features"],
                     },
                 )
             )

@@ -13,11 +13,13 @@ import pytest
 import redis
 
 from cxstream.actions.receiver import WebhookReceiver
+from cxstream.churn_state import RedisChurnState
 from cxstream.context import ContextStore
 from cxstream.devtools.flowprocess import FlowProcess
 from cxstream.devtools.simulate import Incident, Simulator
 from cxstream.events import utcnow
 from tests.integration.kafka_helpers import produce, read_topic
+from tests.integration.test_churn_live import seed_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -65,6 +67,9 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alarm_upda
     cell = "cell-0003"
     client = redis.Redis.from_url(settings.redis.url.get_secret_value())
     ContextStore(client, prefix=settings.redis.key_prefix).put_many(list(sim.profiles()))
+    # a churn model that learned (short month-to-month customers leave): every profile is
+    # scored with its reasons when the flow starts
+    seed_model(settings, RedisChurnState(client, prefix=settings.redis.key_prefix), SECRET)
 
     with WebhookReceiver(SECRET) as receiver:
         live = settings.model_copy(
@@ -122,10 +127,34 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alarm_upda
                 assert _fits(page, section), f"the {section} table is cut off at 1400x1000"
             assert "events/s" in page.locator("#health").inner_text()
 
-            row.locator(".ack-btn").click()
+            # value at risk in money: the affected customers' churn probability x revenue
+            at_risk = row.locator("td.var").inner_text()
+            assert "€" in at_risk or "EUR" in at_risk, at_risk
+
+            row.locator(".ack-btn[data-verb=ack]").click()
             page.locator("#incidents tbody tr", has_text=cell).locator(
                 ".ack", has_text="noc-operator"
             ).wait_for(timeout=10_000)
+            # an operator resolves it: the flow closes it and says who did (the cleared alarm
+            # it writes names the operator), and no area notice for it is sent after that
+            page.evaluate('localStorage.setItem("cx-user", "olga")')
+            row = page.locator("#incidents tbody tr", has_text=cell).first
+            row.locator(".resolve-btn").click()
+            resolved_at = utcnow()
+            row.locator(".resolved-by", has_text="olga").wait_for(timeout=30_000)
+            page.wait_for_timeout(3000)  # what the flow would still send comes out here
+
+            # a care agent opens a customer the dashboard never showed (another, quiet cell)
+            shown = set(page.locator("#customers tbody a").all_inner_texts())
+            quiet = next(
+                s for s in sim.subscriber_ids if sim.home_cell[s] != cell and s not in shown
+            )
+            page.fill("#q", quiet)
+            page.click("#search button")
+            page.locator("#customer h2", has_text="Churn risk").wait_for(timeout=10_000)
+            page.locator("#customer ul.reasons li").first.wait_for(timeout=10_000)
+            assert "%" in page.locator("#customer section.churn b").first.inner_text()
+            page.goto(flow.dashboard_url.split("?")[0] + "#/")
 
             customer = page.locator("#customers tbody a").first
             customer.click()
@@ -142,9 +171,22 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alarm_upda
             flow.stop()
 
     events = [orjson.loads(v) for v in read_topic(settings, settings.kafka.topics.alarm_updates)]
-    acks = [e["event"]["alarm"] for e in events]
-    assert [(a["id"], a["ackState"], a["ackUserId"]) for a in acks] == [
-        (incident_id, "acknowledged", "noc-operator")
+    changes = [e["event"]["alarm"] for e in events]
+    assert [(a["id"], a.get("ackUserId"), a.get("clearUserId")) for a in changes] == [
+        (incident_id, "noc-operator", None),
+        (incident_id, None, "olga"),  # the audit trail: who did what, when
     ]
+    alerts = [orjson.loads(v) for v in read_topic(settings, settings.kafka.topics.alerts)]
+    cleared = [a for a in alerts if a["id"] == incident_id and a["state"] == "cleared"]
+    assert [a.get("clearUserId") for a in cleared] == ["olga"]  # closed by the flow, once
+    decisions = [orjson.loads(v) for v in read_topic(settings, settings.kafka.topics.decisions)]
+    late = [
+        d
+        for d in decisions
+        if d.get("source_id") == incident_id
+        and d["result"] == "sent"
+        and d["decided_at"] > resolved_at.isoformat()
+    ]
+    assert late == []  # no area notice for it after the resolve
     local = [u for u in requests if not u.startswith(flow.dashboard_url.rstrip("/"))]
     assert local == []  # every asset is served by the application itself: no CDN

@@ -27,8 +27,9 @@ pytestmark = pytest.mark.integration
 SECRET = "whsec_" + base64.b64encode(b"churn-integration-secret").decode()
 
 
-def seed_model(settings, state):
-    """Revision 7 of a model that learned that short month-to-month customers leave."""
+def seed_model(settings, state, secret=SECRET):
+    """Revision 7 of a model that learned that short month-to-month customers leave (signed
+    with the key the flow derives from ``secret``)."""
     c = settings.churn
     model = ChurnModel(Schema(tuple(c.numeric), tuple(c.categorical)))
     rng = random.Random(1)
@@ -38,7 +39,7 @@ def seed_model(settings, state):
         row = {"tenure_months": tenure, "contract": contract, "signal": "degradation"}
         risky = contract == "month_to_month" and tenure < 12
         model.learn_one(row, rng.random() < (0.9 if risky else 0.05))
-    state.save_checkpoint(7, model.to_bytes({"revision": 7.0}, key=checkpoint_key(SECRET)))
+    state.save_checkpoint(7, model.to_bytes({"revision": 7.0}, key=checkpoint_key(secret)))
 
 
 def daytime_policy(tmp_path):

@@ -64,7 +64,16 @@ def make(token=None):
 
 def test_unauthenticated_requests_are_refused_when_auth_is_on():
     client, _ = make(token="s3cret")
-    for path in ("/", "/api/overview", "/api/customers?q=s", "/static/app.js"):
+    for path in (
+        "/",
+        "/api/overview",
+        "/api/customers?q=s",
+        "/api/customers/s1",
+        "/api/incidents",
+        "/api/openapi.json",
+        "/api/events",
+        "/static/app.js",
+    ):
         assert client.get(path).status_code == 401, path
     assert client.post("/api/incidents/inc-c1-1/ack").status_code == 401
     assert client.get("/api/overview", headers={"authorization": "Bearer wrong"}).status_code == 401
@@ -86,7 +95,8 @@ def test_overview_shapes_and_value_at_risk():
     client, _ = make()
     data = client.get("/api/overview").json()
     [incident] = data["incidents"]
-    assert (incident["cell_id"], incident["affected"], incident["value_at_risk"]) == ("c1", 4, 9)
+    assert (incident["cell_id"], incident["affected"]) == ("c1", 4)
+    assert incident["value_at_risk"] is None  # no churn scores nor values without a risk view
     assert list(incident["tiers"].items()) == [("platinum", 1), ("gold", 1), ("bronze", 2)]
     assert data["customers"][0]["subscriber_id"] == "s1"
     assert data["actions"][0]["status"] == "delivered"
@@ -175,3 +185,80 @@ def test_a_disabled_webhook_endpoint_is_shown_and_is_not_an_incident():
     [gone] = overview["webhook_disabled"]
     assert gone["endpoint"] == "https://crm.example/hooks"
     assert "410" in gone["problem"]
+
+
+def risk_client():
+    """The app with a risk view: four affected customers with profiles and churn scores."""
+    from cxstream.actions.rules import ValueModel
+    from cxstream.churn_state import MemoryChurnState
+    from cxstream.context import ContextStore
+    from cxstream.dashboard.risk import RiskView
+    from cxstream.events import CustomerContext
+    from tests.fakes import FakeRedis
+
+    context = ContextStore(FakeRedis())
+    charges = {"s1": 80.0, "s2": 20.0, "s3": 100.0, "s4": 40.0}
+    context.put_many(
+        [CustomerContext(subscriber_id=s, monthly_charge=c, open_tickets=1 if s == "s1" else 0)
+         for s, c in charges.items()]
+    )  # fmt: skip
+    churn = MemoryChurnState()
+    risks = {"s1": 0.5, "s2": 0.9, "s3": 0.1, "s4": 0.25}
+    reasons = [{"feature": "contract=month_to_month", "contribution": 0.8}]
+    churn.save_snapshots(
+        [(s, {"risk": r, "scored_at": "2026-01-01T00:00:00+00:00", "top_features": reasons})
+         for s, r in risks.items()]
+    )  # fmt: skip
+    model = ValueModel(weights={}, currency="USD", revenue_months=12)
+    risk = RiskView(context, churn, lambda: model)
+    state = DashboardState()
+    state.on_alert(dict(ALARM))
+    for sid in ("s1", "s2"):
+        state.on_alert({"kind": "degradation", "subscriber_id": sid, "cell_id": "c1",
+                        "value_tier": "gold", "experience_index": 30.0})  # fmt: skip
+    state.on_decision({"joined_outcome": {"subscriber_id": "s1", "outcome": "offer_accepted"}})
+    state.on_decision({"subscriber_id": "s1", "signal": "churn_risk", "kind": "retention_offer",
+                       "result": "sent", "rule": "r", "action_id": "a9",
+                       "decided_at": "2026-01-01T00:00:01+00:00"})  # fmt: skip
+    app = create_app(state, context=context, publish=None, updates_topic="u", token=None,
+                     risk=risk)  # fmt: skip
+    return TestClient(app)
+
+
+def test_value_at_risk_is_money_and_at_risk_customers_rank_by_expected_loss():
+    client = risk_client()
+    data = client.get("/api/overview").json()
+    # 12 months of revenue x churn probability: s1 480, s2 216, s3 120, s4 120
+    assert data["incidents"][0]["value_at_risk"] == {"amount": 936.0, "currency": "USD"}
+    assert data["currency"] == "USD"
+    ranked = [(c["subscriber_id"], c["expected_loss"]["amount"]) for c in data["customers"]]
+    assert ranked == [("s1", 480.0), ("s2", 216.0)]  # not by tier: by what each may cost
+    assert data["customers"][0]["churn_probability"] == 0.5
+    assert data["customers"][0]["reasons"][0]["feature"] == "contract=month_to_month"
+    [incident] = client.get("/api/incidents").json()["incidents"]
+    assert incident["value_at_risk"] == {"amount": 936.0, "currency": "USD"}
+    assert [a["subscriber_id"] for a in incident["affected"]] == ["s1", "s2", "s3", "s4"]
+    assert incident["affected"][1]["churn_probability"] == 0.9
+    assert incident["affected"][1]["value"] == {"amount": 240.0, "currency": "USD"}
+
+
+def test_the_customer_api_tells_the_whole_story_with_the_documented_keys():
+    from cxstream.dashboard.openapi import OPENAPI
+
+    client = risk_client()
+    story = client.get("/api/customers/s1").json()
+    required = OPENAPI["components"]["schemas"]["Customer"]["required"]
+    assert set(required) <= set(story)
+    assert story["churn"]["probability"] == 0.5
+    assert story["churn"]["explanation"][0]["feature"] == "contract=month_to_month"
+    assert story["churn"]["scored_at"] == "2026-01-01T00:00:00+00:00"
+    assert story["profile"]["monthly_charge"] == 80.0
+    assert story["consent"] == {"channels": {}, "updated_at": None}  # unknown means no
+    assert [o["outcome"] for o in story["outcomes"]] == ["offer_accepted"]
+    assert [(o["kind"], o["accepted"]) for o in story["offers"]] == [("retention_offer", True)]
+    assert story["tickets"] == {"open": 1}
+    # a customer the dashboard never showed, known only from Redis
+    never_seen = client.get("/api/customers/s3").json()
+    assert never_seen["churn"]["probability"] == 0.1 and never_seen["alerts"] == []
+    served = client.get("/api/openapi.json").json()
+    assert served["openapi"].startswith("3.1") and "/api/incidents" in served["paths"]

@@ -122,7 +122,14 @@ def test_the_dashboard_drops_an_erased_customer_and_ignores_later_records():
     state.forget("s1")
     state.on_decision({**decision, "action_id": "a2"})  # read after the tombstone
     page = state.customer("s1")
-    assert page == {"summary": None, "alerts": [], "incidents": [], "decisions": [], "actions": []}
+    assert page == {
+        "summary": None,
+        "alerts": [],
+        "incidents": [],
+        "decisions": [],
+        "actions": [],
+        "outcomes": [],
+    }
     assert state.search("s1") == []
     overview = state.overview()
     assert "s1" not in str(overview)

@@ -3,6 +3,9 @@
 const $ = (sel) => document.querySelector(sel);
 const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 const time = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "");
+const money = (m) => (m ? new Intl.NumberFormat(undefined, {style: "currency", currency: m.currency}).format(m.amount) : "");
+const pct = (p) => (p == null ? "" : `${Math.round(p * 100)} %`);
+const reasons = (rs) => (rs || []).map((r) => `${r.contribution > 0 ? "+" : "−"} ${r.feature}`).join(", ");
 const colour = (x) => {  // experience 0..100 -> red..amber..green
   const v = Math.max(0, Math.min(100, x ?? 100));
   const hue = v < 50 ? (v / 50) * 45 : 45 + ((v - 50) / 50) * 75;
@@ -17,11 +20,11 @@ function renderIncidents(incidents) {
       <td class="sev-${esc(i.severity)}">${esc(i.severity)}</td>
       <td>${esc(i.cell_id)}</td>
       <td>${i.affected} customers <small>${Object.entries(i.tiers).map(([t, n]) => `${esc(t)} ${n}`).join(", ")}</small></td>
-      <td>${i.value_at_risk} tier points</td>
+      <td class="var">${esc(money(i.value_at_risk))}</td>
       <td>${time(i.since)}</td>
-      <td class="state">${esc(i.state)}</td>
+      <td class="state">${esc(i.state)}${i.resolved_by ? ` <small class="resolved-by">by ${esc(i.resolved_by)}</small>` : ""}</td>
       <td class="ack">${i.ack ? `${esc(i.ack.by)} ${time(i.ack.at)}` : ""}</td>
-      <td>${i.ack || i.state === "cleared" ? "" : `<button class="ack-btn" data-id="${esc(i.id)}">Acknowledge</button>`}</td>
+      <td>${i.state === "cleared" ? "" : `${i.ack ? "" : `<button class="ack-btn" data-verb="ack" data-id="${esc(i.id)}">Acknowledge</button>`}<button class="ack-btn resolve-btn" data-verb="resolve" data-id="${esc(i.id)}">Resolve</button>`}</td>
     </tr>`).join("");
 }
 
@@ -33,7 +36,8 @@ function renderCells(cells) {
 function renderCustomers(customers) {
   $("#customers tbody").innerHTML = customers.map((c) => `
     <tr><td><a href="#/customer/${encodeURIComponent(c.subscriber_id)}">${esc(c.subscriber_id)}</a></td>
-      <td>${esc(c.value_tier)}</td><td>${c.experience_index == null ? "" : `${esc(c.experience_index)} / 100`}</td><td>${esc(c.cell_id)}</td>
+      <td>${esc(c.value_tier)}</td><td title="${esc(reasons(c.reasons))}">${pct(c.churn_probability)}</td><td>${esc(money(c.expected_loss))}</td>
+      <td>${c.experience_index == null ? "" : `${esc(c.experience_index)} / 100`}</td><td>${esc(c.cell_id)}</td>
       <td class="wrap">${c.why && c.why.inputs ? c.why.inputs.map((m) => `${esc(m.input)} ${esc(m.from)}→${esc(m.to)}`).join("; ") : ""}</td>
       <td class="wrap">${esc(c.explained_by ? "explained by " + c.explained_by : c.policy || "")}</td></tr>`).join("");
 }
@@ -70,25 +74,34 @@ async function showCustomer(id) {
   if (!res.ok) { view.innerHTML = `<section><h2>${esc(id)}</h2><p class="empty">Not known.</p></section>`; return; }
   const c = await res.json();
   const p = c.profile || {};
-  const consent = Object.entries(p.consent || {}).map(([k, v]) => `${esc(k)}: ${esc(v)}`).join(", ");
+  const consent = Object.entries(p.consent || {}).map(([k, v]) => `${esc(k)}: ${esc(v)}`).join(", ") || "none given (no contact)";
+  const churn = c.churn;
+  const churnHtml = churn
+    ? `<div class="kv"><span>probability</span><b>${pct(churn.probability)}</b><span>value</span><span>${esc(money(churn.value))} <small>(expected loss ${esc(money(churn.expected_loss))})</small></span>
+       <span>scored</span><span>${esc(churn.scored_at ? new Date(churn.scored_at).toLocaleString() : "")}</span></div>
+       <ul class="reasons">${(churn.explanation || []).map((r) => `<li>${r.contribution > 0 ? "raises" : "lowers"} risk: ${esc(r.feature)} <small>(${Number(r.contribution).toFixed(2)})</small></li>`).join("")}</ul>`
+    : '<p class="empty">Not scored yet.</p>';
   view.innerHTML = `
     <section><h2>Customer ${esc(id)}</h2><div class="kv">
       <span>value tier</span><b>${esc(p.value_tier)}</b><span>plan</span><span>${esc(p.plan)} (${esc(p.plan_mbps)} Mbps), ${esc(p.monthly_charge)}/month</span>
       <span>tenure</span><span>${esc(p.tenure_months)} months, ${esc(p.contract)}</span><span>household</span><span>${esc(p.account_id)} (${esc(p.household_size)})</span>
-      <span>consent</span><span>${consent}</span><span>contact</span><span>${esc(p.preferred_channel)}, ${esc(p.language)}, ${esc(p.timezone)}</span>
+      <span>consent</span><span>${consent}${c.consent && c.consent.updated_at ? ` <small>(changed ${esc(new Date(c.consent.updated_at).toLocaleString())})</small>` : ""}</span><span>contact</span><span>${esc(p.preferred_channel)}, ${esc(p.language)}, ${esc(p.timezone)}</span>
       <span>open tickets</span><span>${esc(p.open_tickets)}</span>
       <span>experience index</span><b>${esc(c.summary ? c.summary.experience_index : "")}</b>
     </div></section>
+    <section class="churn"><h2>Churn risk</h2>${churnHtml}</section>
     <section><h2>Experience <small>index over the last ${spanText(c.history)}</small></h2>${spark(c.history)}${c.alerts.map((a) => `<div>${time(a.event_time)}: ${esc(a.why.experience.from)} → ${esc(a.why.experience.to)} (${(a.why.inputs || []).map((m) => `${esc(m.input)} ${esc(m.from)}→${esc(m.to)}`).join("; ")})${a.explained_by ? ` — cell incident ${esc(a.explained_by)}` : ""}</div>`).join("") || '<p class="empty">No degradation seen.</p>'}</section>
     <section><h2>Incidents</h2>${c.incidents.map((i) => `<div>${esc(i.id)} in ${esc(i.cell_id)}: ${esc(i.state)} since ${time(i.since)}</div>`).join("") || '<p class="empty">None.</p>'}</section>
     <section><h2>Contacts: sent, deferred, suppressed</h2><table><thead><tr><th>when</th><th>signal</th><th>kind</th><th>result</th><th>rule</th></tr></thead><tbody>
-      ${c.decisions.map((d) => `<tr><td>${time(d.decided_at)}</td><td>${esc(d.signal)}</td><td>${esc(d.kind)}</td><td>${esc(d.result)}${d.send_at ? " until " + time(d.send_at) : ""}</td><td>${esc(d.rule)}</td></tr>`).join("")}</tbody></table></section>`;
+      ${c.decisions.map((d) => `<tr><td>${time(d.decided_at)}</td><td>${esc(d.signal)}</td><td>${esc(d.kind)}</td><td>${esc(d.result)}${d.send_at ? " until " + time(d.send_at) : ""}</td><td>${esc(d.rule)}</td></tr>`).join("")}</tbody></table></section>
+    <section><h2>Offers and outcomes</h2>${c.offers.map((o) => `<div>${time(o.decided_at)}: ${esc(o.kind)} ${esc(o.result)}${o.accepted ? " — accepted" : ""}</div>`).join("") || '<p class="empty">No offer made.</p>'}
+      ${c.outcomes.map((o) => `<div>outcome: ${esc(o.outcome)}</div>`).join("")}</section>`;
 }
 
 function spanText(h) {
   if (!h || h.length < 2) return "hours and days";
   const hours = (h[h.length - 1][0] - h[0][0]) / 3600;
-  if (hours < 1) return `${Math.max(1, Math.round(hours * 60))} minutes`;
+  if (hours < 1) { const m = Math.max(1, Math.round(hours * 60)); return m === 1 ? "minute" : `${m} minutes`; }
   return hours >= 48 ? `${(hours / 24).toFixed(1)} days` : `${hours.toFixed(1)} hours`;
 }
 
@@ -111,7 +124,7 @@ document.addEventListener("click", async (ev) => {
   if (!btn) return;
   btn.disabled = true;
   const user = localStorage.getItem("cx-user") || "noc-operator";
-  await fetch(`/api/incidents/${encodeURIComponent(btn.dataset.id)}/ack`, {
+  await fetch(`/api/incidents/${encodeURIComponent(btn.dataset.id)}/${btn.dataset.verb}`, {
     method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify({user}),
   });
 });
