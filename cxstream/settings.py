@@ -388,6 +388,13 @@ class DashboardSettings(BaseModel):
     auth: bool = True
     token: SecretStr | None = None  # from env CXSTREAM_DASHBOARD__TOKEN
     update_s: Annotated[float, Field(gt=0, le=60)] = 1.0  # live update interval (SSE)
+    # People with roles (viewer, care, operator): a users file of salted password hashes
+    # (`cxstream dashboard-user`), and/or a trusted reverse proxy's identity headers
+    users_file: str | None = None
+    proxy_user_header: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    proxy_role_header: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    session_secret: SecretStr | None = None  # signs session cookies; null = random per start
+    session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 12.0
 
 
 class HistorySettings(BaseModel):

@@ -84,3 +84,39 @@ def check_config(config: Path) -> None:
         sys.exit(2)
     click.echo(json.dumps(settings.model_dump(mode="json"), indent=2))
     click.echo(f"{config}: OK", err=True)
+
+
+@main.command("dashboard-user")
+@click.option(
+    "--file",
+    "users_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The users file (dashboard.users_file); created if missing.",
+)
+@click.option("--name", required=True, help="The user's name (letters, digits, . _ @ -).")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(["viewer", "care", "operator"]),
+    help="viewer: overview and incidents; care: also customer pages; operator: also "
+    "acknowledge and resolve.",
+)
+@click.password_option(help="The password (asked twice when not given; or CXSTREAM_PASSWORD).",
+                       envvar="CXSTREAM_PASSWORD")  # fmt: skip
+def dashboard_user(users_file: Path, name: str, role: str, password: str) -> None:
+    """Add a dashboard user, or replace one, with a role and a salted scrypt hash of their
+    password (the password itself is never stored). The file is written readable by its owner
+    only; point dashboard.users_file at it.
+
+    Example: cxstream dashboard-user --file users.yaml --name olga --role operator"""
+    from cxstream.dashboard.auth import Users
+
+    if len(password) < 8:
+        raise click.BadParameter("use at least 8 characters", param_hint="--password")
+    try:
+        Users.save(users_file, name, role, password)  # type: ignore[arg-type]
+    except (ConfigError, ValueError) as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    click.echo(f"{users_file}: {name} ({role})")

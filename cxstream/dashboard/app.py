@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -46,6 +47,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cxstream.context import ContextStore
+from cxstream.dashboard.auth import ROLES, Identity, Sessions, Users, allowed
 from cxstream.dashboard.openapi import OPENAPI
 from cxstream.dashboard.risk import RiskView
 from cxstream.dashboard.state import DashboardState
@@ -64,25 +66,92 @@ def _same(given: str, token: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode())
 
 
-class _TokenAuth(BaseHTTPMiddleware):
-    def __init__(self, app: Any, token: str | None) -> None:
+_PUBLIC = frozenset({"/login", "/static/login.js", "/static/app.css"})
+_CSRF_COOKIE = "cx_csrf"
+
+
+class _Auth(BaseHTTPMiddleware):
+    """Who is asking, and may they (see :mod:`cxstream.dashboard.auth`); commands need the
+    anti-forgery header unless they come with a bearer token."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        token: str | None,
+        users: Users | None,
+        sessions: Sessions,
+        proxy_user_header: str | None,
+        proxy_role_header: str | None,
+        open_access: bool,
+    ) -> None:
         super().__init__(app)
         self._token = token
+        self._users = users
+        self._sessions = sessions
+        self._proxy_user = proxy_user_header
+        self._proxy_role = proxy_role_header
+        self._open = open_access
+
+    def _identify(self, request: Request) -> Identity | None:
+        header = request.headers.get("authorization", "")
+        if self._token is not None and header.startswith("Bearer "):
+            given = header.removeprefix("Bearer ").strip()
+            return Identity(None, "operator", "bearer") if _same(given, self._token) else None
+        session = request.cookies.get("cx_session")
+        if session:
+            found = self._sessions.read(session)
+            if found is not None:
+                return found
+        if self._proxy_user is not None:
+            user = request.headers.get(self._proxy_user, "").strip()[:64]
+            if user:
+                role = request.headers.get(self._proxy_role or "", "").strip().lower()
+                return Identity(user, role if role in ROLES else "viewer", "proxy")
+        cookie = request.cookies.get("cx_token")
+        if self._token is not None and cookie is not None and _same(cookie, self._token):
+            return Identity(None, "operator", "token")
+        if self._open:
+            return Identity(None, "operator", "open")
+        return None
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if self._token is None:
+        path = request.url.path
+        if path in _PUBLIC:
             return await call_next(request)
         given = request.query_params.get("token")
-        if given is not None and _same(given, self._token):
-            response = RedirectResponse(request.url.path or "/", status_code=303)
+        if self._token is not None and given is not None and _same(given, self._token):
+            response = RedirectResponse(path or "/", status_code=303)
             response.set_cookie("cx_token", given, httponly=True, samesite="strict")
+            _set_csrf(response, secrets.token_urlsafe(24))
             return response
-        header = request.headers.get("authorization", "")
-        candidate = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
-        candidate = candidate or request.cookies.get("cx_token")
-        if candidate is None or not _same(candidate, self._token):
+        identity = self._identify(request)
+        if identity is None:
+            if self._users is not None and request.method == "GET" and path == "/":
+                return RedirectResponse("/login", status_code=303)
             return JSONResponse({"error": "authentication required"}, status_code=401)
-        return await call_next(request)
+        if not allowed(identity.role, request.method, path):
+            return JSONResponse(
+                {"error": f"the {identity.role} role may not do this"}, status_code=403
+            )
+        if request.method == "POST" and identity.via != "bearer":
+            sent = request.headers.get("x-csrf-token", "")
+            expected = identity.csrf or request.cookies.get(_CSRF_COOKIE) or ""
+            if not sent or not expected or not _same(sent, expected):
+                return JSONResponse(
+                    {"error": "missing or wrong X-CSRF-Token header"}, status_code=403
+                )
+        request.state.identity = identity
+        answer = await call_next(request)
+        if identity.via in ("open", "proxy", "token") and not request.cookies.get(_CSRF_COOKIE):
+            _set_csrf(answer, secrets.token_urlsafe(24))
+        return answer
+
+
+def _set_csrf(response: Response, value: str) -> None:
+    """The anti-forgery cookie the page's script echoes in ``X-CSRF-Token`` (readable by the
+    page, so not HttpOnly; SameSite=Strict, so never sent by another site)."""
+    response.set_cookie(_CSRF_COOKIE, value, httponly=False, samesite="strict")
 
 
 _OFFER_KINDS = ("service_credit", "retention_offer")
@@ -177,6 +246,10 @@ def create_app(
     update_s: float = 1.0,
     pseudonyms: Callable[[str], str] | None = None,
     risk: RiskView | None = None,
+    users: Users | None = None,
+    sessions: Sessions | None = None,
+    proxy_user_header: str | None = None,
+    proxy_role_header: str | None = None,
 ) -> Starlette:
     """Build the app; ``publish`` sends acknowledgements to Kafka; with ``pseudonyms`` (privacy
     settings) a subscriber id typed by an agent is looked up by its pseudonym; ``risk`` gives
@@ -282,7 +355,9 @@ def create_app(
             body = await request.json()
         except ValueError:
             body = {}
-        user = str(body.get("user") or "noc-operator")[:64]
+        identity: Identity = request.state.identity
+        # a signed-in person is who they are; the shared token (demo, API clients) names its user
+        user = identity.user or str(body.get("user") or "noc-operator")[:64]
         at = utcnow().isoformat()
         incident = (
             state.acknowledge(incident_id, user, at)
@@ -345,4 +420,53 @@ def create_app(
         Route("/api/incidents/{incident_id}/{verb:str}", change, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(_TokenAuth, token=token)])
+    sessions = sessions or Sessions()
+
+    async def login_page(request: Request) -> Response:
+        return FileResponse(STATIC / "login.html")
+
+    async def login(request: Request) -> Response:
+        if users is None:
+            return JSONResponse({"error": "no users file configured"}, status_code=404)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = {}
+        name, password = str(body.get("user") or ""), str(body.get("password") or "")
+        role = await asyncio.to_thread(users.check, name, password)
+        if role is None:
+            log.warning("dashboard sign-in refused for %r", name[:64])
+            return JSONResponse({"error": "wrong user or password"}, status_code=401)
+        cookie, csrf = sessions.issue(name, role)
+        response = JSONResponse({"user": name, "role": role})
+        secure = request.url.scheme == "https"
+        response.set_cookie("cx_session", cookie, httponly=True, samesite="strict", secure=secure)
+        _set_csrf(response, csrf)
+        log.info("dashboard sign-in: %s (%s)", name, role)
+        return response
+
+    async def me(request: Request) -> Response:
+        identity: Identity = request.state.identity
+        return JSONResponse({"user": identity.user, "role": identity.role, "via": identity.via})
+
+    async def logout(request: Request) -> Response:
+        response = JSONResponse({"ok": True})
+        response.delete_cookie("cx_session")
+        return response
+
+    routes += [
+        Route("/login", login_page),
+        Route("/login", login, methods=["POST"]),
+        Route("/api/me", me),
+        Route("/api/logout", logout, methods=["POST"]),
+    ]
+    auth = Middleware(
+        _Auth,
+        token=token,
+        users=users,
+        sessions=sessions,
+        proxy_user_header=proxy_user_header,
+        proxy_role_header=proxy_role_header,
+        open_access=token is None and users is None and proxy_user_header is None,
+    )
+    return Starlette(routes=routes, middleware=[auth])

@@ -16,6 +16,7 @@ from cxstream.churn_state import RedisChurnState
 from cxstream.clients import redis_client
 from cxstream.context import ContextStore
 from cxstream.dashboard.app import create_app
+from cxstream.dashboard.auth import Sessions, Users
 from cxstream.dashboard.feed import KafkaFeed
 from cxstream.dashboard.risk import RiskView
 from cxstream.dashboard.state import DashboardState
@@ -45,8 +46,12 @@ def start_dashboard(settings: Settings, context: ContextStore | None) -> Dashboa
     """Serve the dashboard on ``dashboard.host:port``; returns where (with the token, if any)."""
     d = settings.dashboard
     token: str | None = None
-    if d.auth:
+    users = Users.load(d.users_file) if d.auth and d.users_file is not None else None
+    people = users is not None or (d.auth and d.proxy_user_header is not None)
+    if d.auth and (d.token is not None or not people):
+        # the shared token: configured, or generated when nobody else can sign in
         token = d.token.get_secret_value() if d.token is not None else secrets.token_urlsafe(18)
+    secret = d.session_secret.get_secret_value().encode() if d.session_secret else None
     producer = Producer(settings.kafka.producer_settings())
 
     def publish(topic: str, key: bytes, value: bytes) -> None:
@@ -72,6 +77,10 @@ def start_dashboard(settings: Settings, context: ContextStore | None) -> Dashboa
         update_s=d.update_s,
         pseudonyms=pseudonyms,
         risk=risk,
+        users=users,
+        sessions=Sessions(secret, hours=d.session_hours),
+        proxy_user_header=d.proxy_user_header if d.auth else None,
+        proxy_role_header=d.proxy_role_header if d.auth else None,
     )
     server = uvicorn.Server(
         uvicorn.Config(app, host=d.host, port=d.port, log_level="warning", access_log=False)

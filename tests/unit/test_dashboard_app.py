@@ -25,6 +25,14 @@ ALARM = {
 }
 
 
+def command(client, path, body=None):
+    """POST a command as the page does: with the anti-forgery cookie echoed in the header."""
+    if "cx_csrf" not in client.cookies:
+        client.get("/api/me")
+    headers = {"x-csrf-token": client.cookies.get("cx_csrf", "")}
+    return client.post(path, json=body if body is not None else {}, headers=headers)
+
+
 def make(token=None):
     state = DashboardState()
     state.on_alert(dict(ALARM))
@@ -119,7 +127,7 @@ def test_events_per_second_is_a_rolling_rate_not_a_flicker():
 
 def test_acknowledgement_is_recorded_and_published_as_a_tmf642_update():
     client, published = make()
-    res = client.post("/api/incidents/inc-c1-1/ack", json={"user": "alice"})
+    res = command(client, "/api/incidents/inc-c1-1/ack", {"user": "alice"})
     assert res.status_code == 200
     [(topic, key, value)] = published
     assert (topic, key) == ("cx.alarm-updates", b"c1")  # not the full alarms' topic
@@ -136,7 +144,7 @@ def test_acknowledgement_is_recorded_and_published_as_a_tmf642_update():
     assert alarm["ackSystemId"] == "cxstream-dashboard"  # a system, not a timestamp
     assert "clearUserId" not in alarm
     assert client.get("/api/overview").json()["incidents"][0]["ack"]["by"] == "alice"
-    assert client.post("/api/incidents/inc-c1-1/resolve", json={"user": "bob"}).status_code == 200
+    assert command(client, "/api/incidents/inc-c1-1/resolve", {"user": "bob"}).status_code == 200
     cleared_event = orjson.loads(published[-1][2])
     assert cleared_event["eventType"] == "AlarmStateChangeEvent"
     cleared = cleared_event["event"]["alarm"]
@@ -148,8 +156,8 @@ def test_acknowledgement_is_recorded_and_published_as_a_tmf642_update():
     assert cleared["alarmClearedTime"] == cleared["alarmChangedTime"]
     assert "ackUserId" not in cleared  # the resolver did not acknowledge it
     assert client.get("/api/overview").json()["incidents"][0]["state"] == "cleared"
-    assert client.post("/api/incidents/nope/ack", json={}).status_code == 404
-    assert client.post("/api/incidents/inc-c1-1/explode", json={}).status_code == 404
+    assert command(client, "/api/incidents/nope/ack").status_code == 404
+    assert command(client, "/api/incidents/inc-c1-1/explode").status_code == 404
 
 
 def test_customer_page_and_search():
@@ -164,7 +172,8 @@ def test_customer_page_and_search():
 def test_the_page_never_shows_secrets():
     client, _ = make()
     html = client.get("/").text + client.get("/static/app.js").text
-    assert "whsec_" not in html and "token" not in html.lower().replace("cx_token", "")
+    page = html.lower().replace("cx_token", "").replace("x-csrf-token", "")
+    assert "whsec_" not in html and "token" not in page
 
 
 def test_a_disabled_webhook_endpoint_is_shown_and_is_not_an_incident():
@@ -262,3 +271,89 @@ def test_the_customer_api_tells_the_whole_story_with_the_documented_keys():
     assert never_seen["churn"]["probability"] == 0.1 and never_seen["alerts"] == []
     served = client.get("/api/openapi.json").json()
     assert served["openapi"].startswith("3.1") and "/api/incidents" in served["paths"]
+
+
+def people_client(tmp_path, **kw):
+    """The app with a users file (olga operator, carl care, vera viewer) and no shared token."""
+    from cxstream.dashboard.auth import Sessions, Users
+
+    users_file = tmp_path / "users.yaml"
+    for name, role in (("olga", "operator"), ("carl", "care"), ("vera", "viewer")):
+        Users.save(users_file, name, role, f"{name}-password")
+    state = DashboardState()
+    state.on_alert(dict(ALARM))
+    state.on_decision({"subscriber_id": "s1", "signal": "degradation", "kind": "k",
+                       "result": "sent", "rule": "r", "action_id": "a1"})  # fmt: skip
+    published = []
+    app = create_app(state, context=None, publish=lambda t, k, v: published.append(v),
+                     updates_topic="u", token=None, users=Users.load(users_file),
+                     sessions=Sessions(b"k" * 32), **kw)  # fmt: skip
+    return TestClient(app), published
+
+
+def sign_in(client, name):
+    res = client.post("/login", json={"user": name, "password": f"{name}-password"})
+    assert res.status_code == 200, res.text
+    return res
+
+
+def test_people_sign_in_with_roles_and_commands_need_the_anti_forgery_header(tmp_path):
+    import orjson
+
+    client, published = people_client(tmp_path)
+    assert client.get("/api/overview").status_code == 401  # nobody signed in
+    assert client.get("/", follow_redirects=False).headers["location"] == "/login"
+    assert client.get("/login").status_code == 200  # the sign-in page itself is public
+    assert client.post("/login", json={"user": "olga", "password": "nope"}).status_code == 401
+    assert client.post("/login", json={"user": "ghost", "password": "x"}).status_code == 401
+    res = sign_in(client, "vera")
+    cookie = res.headers.get_list("set-cookie")
+    session = next(c for c in cookie if c.startswith("cx_session="))
+    assert "httponly" in session.lower() and "samesite=strict" in session.lower()
+    assert client.get("/api/me").json() == {"user": "vera", "role": "viewer", "via": "session"}
+    assert client.get("/api/incidents").status_code == 200
+    assert client.get("/api/customers/s1").status_code == 403  # a viewer: no customer pages
+    assert command(client, "/api/incidents/inc-c1-1/ack").status_code == 403
+
+    client.cookies.clear()
+    sign_in(client, "carl")
+    assert client.get("/api/customers/s1").status_code == 200  # care: customer pages
+    assert command(client, "/api/incidents/inc-c1-1/resolve").status_code == 403  # no commands
+
+    client.cookies.clear()
+    sign_in(client, "olga")
+    no_header = client.post("/api/incidents/inc-c1-1/ack", json={"user": "mallory"})
+    assert no_header.status_code == 403  # a forged cross-site POST carries no header
+    wrong = client.post("/api/incidents/inc-c1-1/ack", json={}, headers={"x-csrf-token": "guessed"})
+    assert wrong.status_code == 403
+    assert published == []
+    ok = command(client, "/api/incidents/inc-c1-1/ack", {"user": "mallory"})
+    assert ok.status_code == 200
+    [event] = [orjson.loads(v) for v in published]
+    assert event["event"]["alarm"]["ackUserId"] == "olga"  # who signed in, not what was typed
+    # a tampered session cookie is nobody
+    value = client.cookies.get("cx_session")
+    client.cookies.set("cx_session", value[:-2] + ("A" if value[-1] != "A" else "B") + value[-1])
+    assert client.get("/api/me").status_code == 401
+
+
+def test_a_trusted_proxy_names_the_person_and_the_bearer_token_needs_no_cookie(tmp_path):
+    client, _ = people_client(
+        tmp_path, proxy_user_header="X-Forwarded-User", proxy_role_header="X-Forwarded-Role"
+    )
+    headers = {"x-forwarded-user": "pia", "x-forwarded-role": "care"}
+    assert client.get("/api/me", headers=headers).json()["user"] == "pia"
+    assert client.get("/api/customers/s1", headers=headers).status_code == 200
+    unknown_role = {"x-forwarded-user": "pia", "x-forwarded-role": "admin"}
+    assert client.get("/api/me", headers=unknown_role).json()["role"] == "viewer"
+    state = DashboardState()
+    state.on_alert(dict(ALARM))
+    app = create_app(state, context=None, publish=lambda t, k, v: None, updates_topic="u",
+                     token="t0ken")  # fmt: skip
+    api = TestClient(app)
+    bearer = {"authorization": "Bearer t0ken"}
+    assert api.post("/api/incidents/inc-c1-1/ack", json={"user": "crm"}, headers=bearer).is_success
+    # the cookie the printed URL sets is ambient: a command through it needs the header too
+    api.get("/?token=t0ken", follow_redirects=False)
+    assert api.post("/api/incidents/inc-c1-1/resolve", json={}).status_code == 403
+    assert command(api, "/api/incidents/inc-c1-1/resolve").status_code == 200

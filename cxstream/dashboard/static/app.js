@@ -5,6 +5,8 @@ const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<
 const time = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "");
 const money = (m) => (m ? new Intl.NumberFormat(undefined, {style: "currency", currency: m.currency}).format(m.amount) : "");
 const pct = (p) => (p == null ? "" : `${Math.round(p * 100)} %`);
+const csrf = () => (document.cookie.match(/(?:^|; )cx_csrf=([^;]*)/) || [])[1] || "";
+let me = {role: "operator", user: null};  // who is signed in (GET /api/me)
 const reasons = (rs) => (rs || []).map((r) => `${r.contribution > 0 ? "+" : "−"} ${r.feature}`).join(", ");
 const colour = (x) => {  // experience 0..100 -> red..amber..green
   const v = Math.max(0, Math.min(100, x ?? 100));
@@ -24,7 +26,7 @@ function renderIncidents(incidents) {
       <td>${time(i.since)}</td>
       <td class="state">${esc(i.state)}${i.resolved_by ? ` <small class="resolved-by">by ${esc(i.resolved_by)}</small>` : ""}</td>
       <td class="ack">${i.ack ? `${esc(i.ack.by)} ${time(i.ack.at)}` : ""}</td>
-      <td>${i.state === "cleared" ? "" : `${i.ack ? "" : `<button class="ack-btn" data-verb="ack" data-id="${esc(i.id)}">Acknowledge</button>`}<button class="ack-btn resolve-btn" data-verb="resolve" data-id="${esc(i.id)}">Resolve</button>`}</td>
+      <td>${i.state === "cleared" || me.role !== "operator" ? "" : `${i.ack ? "" : `<button class="ack-btn" data-verb="ack" data-id="${esc(i.id)}">Acknowledge</button>`}<button class="ack-btn resolve-btn" data-verb="resolve" data-id="${esc(i.id)}">Resolve</button>`}</td>
     </tr>`).join("");
 }
 
@@ -71,7 +73,11 @@ function render(data) {
 async function showCustomer(id) {
   const view = $("#customer");
   const res = await fetch(`/api/customers/${encodeURIComponent(id)}`);
-  if (!res.ok) { view.innerHTML = `<section><h2>${esc(id)}</h2><p class="empty">Not known.</p></section>`; return; }
+  if (!res.ok) {
+    const why = res.status === 403 ? `Your role (${esc(me.role)}) may not open customer pages.` : "Not known.";
+    view.innerHTML = `<section><h2>${esc(id)}</h2><p class="empty">${why}</p></section>`;
+    return;
+  }
   const c = await res.json();
   const p = c.profile || {};
   const consent = Object.entries(p.consent || {}).map(([k, v]) => `${esc(k)}: ${esc(v)}`).join(", ") || "none given (no contact)";
@@ -123,9 +129,9 @@ document.addEventListener("click", async (ev) => {
   const btn = ev.target.closest(".ack-btn");
   if (!btn) return;
   btn.disabled = true;
-  const user = localStorage.getItem("cx-user") || "noc-operator";
+  const user = me.user || localStorage.getItem("cx-user") || "noc-operator";
   await fetch(`/api/incidents/${encodeURIComponent(btn.dataset.id)}/${btn.dataset.verb}`, {
-    method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify({user}),
+    method: "POST", headers: {"content-type": "application/json", "x-csrf-token": csrf()}, body: JSON.stringify({user}),
   });
 });
 
@@ -138,7 +144,9 @@ $("#search").addEventListener("submit", async (ev) => {
 });
 
 window.addEventListener("hashchange", route);
-fetch("/api/overview").then((r) => r.json()).then(render);
+fetch("/api/me").then((r) => (r.ok ? r.json() : me)).then((who) => { me = who; })
+  .then(() => fetch("/api/overview"))
+  .then((r) => { if (r.status === 401) location.href = "/login"; return r.json(); }).then(render);
 const events = new EventSource("/api/events");
 events.addEventListener("overview", (ev) => render(JSON.parse(ev.data)));
 route();

@@ -29,6 +29,7 @@ from tests.standards import (
     message_errors,
     problem_errors,
 )
+from tests.unit.test_dashboard_app import command
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 KPIS = {"volume": {"value": 0.0, "baseline": 52.0, "score": 1.0, "direction": "down"}}
@@ -127,11 +128,9 @@ def test_dashboard_acknowledge_and_clear_events_validate():
     app = create_app(state, context=None, publish=lambda t, k, v: published.append(v),
                      updates_topic="cx.alarm-updates", token=None)  # fmt: skip
     client = TestClient(app)
-    assert client.post(
-        "/api/incidents/inc-c1-degraded_share/ack", json={"user": "alice"}
-    ).is_success
-    assert client.post(
-        "/api/incidents/inc-c1-degraded_share/resolve", json={"user": "bob"}
+    assert command(client, "/api/incidents/inc-c1-degraded_share/ack", {"user": "alice"}).is_success
+    assert command(
+        client, "/api/incidents/inc-c1-degraded_share/resolve", {"user": "bob"}
     ).is_success
     events = [orjson.loads(v) for v in published]
     assert [e["eventType"] for e in events] == [

@@ -28,6 +28,7 @@ from cxstream.steps.common import RedisTrouble
 from cxstream.steps.decide import Decide
 from tests.fakes import FakeRedis
 from tests.standards import alarm_errors, problem_errors
+from tests.unit.test_dashboard_app import command
 
 T = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
@@ -48,8 +49,8 @@ def dashboard_events():
     app = create_app(state, context=None, publish=lambda t, k, v: published.append(v),
                      updates_topic="cx.alarm-updates", token=None)  # fmt: skip
     client = TestClient(app)
-    assert client.post("/api/incidents/inc-c7-1/ack", json={"user": "alice"}).is_success
-    assert client.post("/api/incidents/inc-c7-1/resolve", json={"user": "bob"}).is_success
+    assert command(client, "/api/incidents/inc-c7-1/ack", {"user": "alice"}).is_success
+    assert command(client, "/api/incidents/inc-c7-1/resolve", {"user": "bob"}).is_success
     return published
 
 
