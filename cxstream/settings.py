@@ -395,6 +395,9 @@ class DashboardSettings(BaseModel):
     proxy_role_header: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     session_secret: SecretStr | None = None  # signs session cookies; null = random per start
     session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 12.0
+    # what the dashboard knows is saved in Redis this often (with the topics' offsets), so a
+    # restart resumes without re-reading the topics; 0 = never (a restart re-reads them)
+    save_s: Annotated[float, Field(ge=0, le=3_600)] = 5.0
 
 
 class HistorySettings(BaseModel):

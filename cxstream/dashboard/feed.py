@@ -1,13 +1,22 @@
-"""Feed the dashboard state from Kafka (partitions assigned, no consumer-group join)."""
+"""Feed the dashboard state from Kafka (partitions assigned, no consumer-group join).
+
+With a Redis ``store``, what the dashboard knows is saved there every ``save_s`` seconds
+(when it changed) together with the offset of the last record read from each topic partition,
+as one JSON document under ``key``; a restarted dashboard loads it and reads each partition
+from the next offset, so it shows the same incidents, decisions and customers at once without
+re-reading the topics from the beginning. A partition whose saved offset is no longer on the
+broker (a topic recreated, an embedded broker replaced) is read from its start."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
+import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from cxstream.dashboard.state import DashboardState
@@ -27,8 +36,16 @@ class KafkaFeed:
         state: DashboardState,
         *,
         pseudonyms: Callable[[str], str] | None = None,
+        store: redis.Redis | None = None,
+        key: str = "cx:dashboard:state",
+        save_s: float = 5.0,
     ) -> None:
         topics = settings.kafka.topics
+        self._store = store
+        self._key = key
+        self._save_s = save_s
+        self._offsets: dict[tuple[str, int], int] = {}
+        self.resumed = False  # whether the last start loaded a saved state
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             topics.alerts: state.on_alert,
             topics.alarm_updates: state.on_alarm_update,
@@ -54,9 +71,50 @@ class KafkaFeed:
         return self
 
     def stop(self) -> None:
-        """Stop the thread."""
+        """Stop the thread (saving what it knows first)."""
         self._stop.set()
         self._thread.join(5)
+
+    def _restore(self) -> dict[tuple[str, int], int]:
+        """Load the saved state; the saved offsets (empty when there is none)."""
+        if self._store is None:
+            return {}
+        try:
+            raw = self._store.get(self._key)
+        except redis.RedisError as exc:
+            log.warning("dashboard state not loaded (reading the topics from the start): %s", exc)
+            return {}
+        if raw is None:
+            return {}
+        try:
+            saved = orjson.loads(raw)
+            offsets = {(str(t), int(p)): int(o) for t, p, o in saved["offsets"]}
+            self._state.load(saved["state"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            log.warning("dashboard state unreadable, reading the topics from the start: %s", exc)
+            return {}
+        self.resumed = True
+        log.info("dashboard state loaded: %d partitions resume where they were", len(offsets))
+        return offsets
+
+    def _save(self) -> None:
+        if self._store is None:
+            return
+        document = {
+            "state": self._state.dump(),
+            "offsets": [[t, p, o] for (t, p), o in self._offsets.items()],
+        }
+        try:
+            self._store.set(self._key, orjson.dumps(document))
+        except redis.RedisError as exc:
+            log.warning("dashboard state not saved: %s", exc)
+
+    def _start(self, consumer: Consumer, topic: str, partition: int, saved: int | None) -> int:
+        """Where to read a partition from: after the saved offset if it is still there."""
+        if saved is None:
+            return OFFSET_BEGINNING
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        return saved + 1 if low <= saved + 1 <= high else OFFSET_BEGINNING
 
     def _customer_record(self, key: bytes | None, value: bytes | None) -> None:
         """A tombstone erases the customer it is keyed by; a later profile creates them again."""
@@ -72,17 +130,30 @@ class KafkaFeed:
 
     def _run(self) -> None:
         consumer = Consumer(self._config)
+        saved = self._restore()
+        self._offsets = dict(saved)
+        saved_version, saved_at = self._state.version, time.monotonic()
         try:
             parts = []
             for topic in [*self._handlers, self._customers]:
                 meta = consumer.list_topics(topic, timeout=10).topics[topic]
-                parts += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
+                parts += [
+                    TopicPartition(topic, p, self._start(consumer, topic, p, saved.get((topic, p))))
+                    for p in meta.partitions
+                ]
             consumer.assign(parts)
             while not self._stop.is_set():
+                if (
+                    self._state.version != saved_version
+                    and time.monotonic() - saved_at >= self._save_s
+                ):
+                    saved_version, saved_at = self._state.version, time.monotonic()
+                    self._save()
                 for msg in consumer.consume(500, timeout=0.2):
                     value, name = msg.value(), msg.topic()
                     if msg.error() or name is None:
                         continue
+                    self._offsets[(name, msg.partition() or 0)] = msg.offset() or 0
                     if name == self._customers:
                         self._customer_record(msg.key(), value)
                         continue
@@ -95,4 +166,6 @@ class KafkaFeed:
         except KafkaException as exc:
             log.error("dashboard feed stopped: %s", exc)
         finally:
+            if self._state.version != saved_version:
+                self._save()
             consumer.close()

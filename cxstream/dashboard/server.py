@@ -67,7 +67,14 @@ def start_dashboard(settings: Settings, context: ContextStore | None) -> Dashboa
         ttl_s=settings.churn.snapshot_ttl_s,
     )
     risk = RiskView(context, churn, lambda: policy.policy.value_model)
-    feed = KafkaFeed(settings, state, pseudonyms=pseudonyms).start()
+    feed = KafkaFeed(
+        settings,
+        state,
+        pseudonyms=pseudonyms,
+        store=redis_client(settings) if d.save_s > 0 else None,
+        key=f"{settings.redis.key_prefix}:dashboard:state",
+        save_s=d.save_s,
+    ).start()
     app = create_app(
         state,
         context=context,

@@ -12,6 +12,8 @@ import threading
 from collections import OrderedDict, deque
 from typing import Any
 
+import orjson
+
 __all__ = ["DashboardState"]
 
 _TIER_VALUE = {"platinum": 4, "gold": 3, "silver": 2, "bronze": 1, None: 0}
@@ -44,6 +46,87 @@ class DashboardState:
 
     def _changed(self) -> None:
         self.version += 1
+
+    # -- persistence -----------------------------------------------------------------------------
+    def dump(self) -> dict[str, Any]:
+        """Everything the dashboard knows, as JSON-ready data (see :meth:`load`)."""
+        with self._lock:
+            return {
+                "format": 1,
+                "incidents": list(self.incidents.values()),
+                "acks": self.acks,
+                "cells": list(self.cells.values()),
+                "degradations": list(self.degradations),
+                "endpoint_alarms": list(self.endpoint_alarms),
+                "customers": list(self.customers.values()),
+                "actions": list(self.actions.values()),
+                "decisions": {k: list(v) for k, v in self.decisions_by_sub.items()},
+                "outcomes": {k: list(v) for k, v in self.outcomes_by_sub.items()},
+                "early_status": self._early_status,
+                "erased": list(self.erased),
+            }
+
+    def load(self, data: dict[str, Any]) -> None:
+        """Take what :meth:`dump` gave (read back from Redis): data only, checked for shape; a
+        snapshot of another format is ignored."""
+        if not isinstance(data, dict) or data.get("format") != 1:
+            return
+        n, per = self.max_items, self.per_subscriber
+
+        def records(name: str) -> list[dict[str, Any]]:
+            value = data.get(name)
+            return [r for r in value if isinstance(r, dict)] if isinstance(value, list) else []
+
+        def by_subscriber(name: str) -> dict[str, deque[dict[str, Any]]]:
+            value = data.get(name)
+            if not isinstance(value, dict):
+                return {}
+            return {
+                str(k): deque([r for r in v if isinstance(r, dict)][:per], maxlen=per)
+                for k, v in list(value.items())[-n:]
+                if isinstance(v, list)
+            }
+
+        with self._lock:
+            self.incidents = OrderedDict(
+                (a["id"], a) for a in records("incidents")[-500:]
+                if isinstance(a.get("id"), str) and isinstance(a.get("alarmedObject"), dict)
+            )  # fmt: skip
+            acks = data.get("acks")
+            self.acks = (
+                {str(k): v for k, v in acks.items() if isinstance(v, dict)}
+                if isinstance(acks, dict)
+                else {}
+            )
+            self.cells = {
+                c["cell_id"]: c for c in records("cells") if isinstance(c.get("cell_id"), str)
+            }
+            self.degradations = deque(records("degradations")[:n], maxlen=n)
+            self.endpoint_alarms = deque(records("endpoint_alarms")[:20], maxlen=20)
+            self.customers = OrderedDict(
+                (c["subscriber_id"], c) for c in records("customers")[-n:]
+                if isinstance(c.get("subscriber_id"), str)
+            )  # fmt: skip
+            self.actions = OrderedDict(
+                (a["action_id"], a) for a in records("actions")[-n:]
+                if isinstance(a.get("action_id"), str) and isinstance(a.get("subscriber_id"), str)
+            )  # fmt: skip
+            self.decisions_by_sub = by_subscriber("decisions")
+            self.outcomes_by_sub = by_subscriber("outcomes")
+            early = data.get("early_status")
+            self._early_status = OrderedDict(
+                (str(k), v) for k, v in (early.items() if isinstance(early, dict) else [])
+                if isinstance(v, dict)
+            )  # fmt: skip
+            erased = data.get("erased")
+            self.erased = OrderedDict(
+                (str(s), None) for s in (erased if isinstance(erased, list) else [])
+            )
+            self._changed()
+
+    def dumps(self) -> bytes:
+        """:meth:`dump` as JSON bytes."""
+        return orjson.dumps(self.dump())
 
     # -- erasure ---------------------------------------------------------------------------------
     def forget(self, subscriber_id: str) -> None:

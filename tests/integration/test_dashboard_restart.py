@@ -1,0 +1,108 @@
+"""A restarted dashboard shows what it showed, from its state saved in Redis, and reads each
+topic on from where it was: nothing is read again from the beginning."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+
+from cxstream.clients import ensure_topics
+from cxstream.dashboard.feed import KafkaFeed
+from cxstream.dashboard.state import DashboardState
+from tests.integration.kafka_helpers import produce
+
+pytestmark = pytest.mark.integration
+
+ALARM = {
+    "@type": "Alarm",
+    "id": "inc-c1-1",
+    "alarmedObject": {"id": "c1", "@referredType": "Cell"},
+    "state": "raised",
+    "perceivedSeverity": "major",
+    "alarmRaisedTime": "2026-01-01T00:00:00+00:00",
+    "affectedService": [{"id": "s1"}],
+    "x-cxstream": {"share": 0.5, "affected_tiers": {"s1": "gold"}},
+}
+
+
+def decision(n):
+    return {"subscriber_id": "s1", "signal": "cell_incident", "kind": "area_notice",
+            "result": "sent", "rule": "r", "action_id": f"a{n}",
+            "decided_at": f"2026-01-01T00:00:0{n}+00:00"}  # fmt: skip
+
+
+class CountingState(DashboardState):
+    """Counts the records handed to it (each is one record read from a topic)."""
+
+    def __init__(self):
+        super().__init__()
+        self.read = 0
+
+    def on_alert(self, record):
+        self.read += 1
+        super().on_alert(record)
+
+    def on_decision(self, record):
+        self.read += 1
+        super().on_decision(record)
+
+
+def wait_for(predicate, what, timeout_s=30):
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_restarted_dashboard_resumes_its_state_and_offsets(live_settings, redis_conn):
+    settings = live_settings
+    topics = settings.kafka.topics
+    ensure_topics(settings)
+    produce(settings, topics.alerts, [(b"c1", orjson.dumps(ALARM))])
+    produce(settings, topics.decisions, [(b"s1", orjson.dumps(decision(n))) for n in (1, 2)])
+    key = f"{settings.redis.key_prefix}:dashboard:state"
+
+    first = CountingState()
+    feed = KafkaFeed(settings, first, store=redis_conn, key=key, save_s=0.2).start()
+    wait_for(lambda: first.read == 3, "the first dashboard to read the three records")
+    first.acknowledge("inc-c1-1", "olga", "2026-01-01T00:01:00+00:00")
+    feed.stop()
+    assert redis_conn.exists(key)
+
+    # while it was down, one more decision
+    produce(settings, topics.decisions, [(b"s1", orjson.dumps(decision(3)))])
+    second = CountingState()
+    feed = KafkaFeed(settings, second, store=redis_conn, key=key, save_s=0.2).start()
+    try:
+        wait_for(lambda: feed.resumed, "the saved state to load")
+        wait_for(lambda: second.read >= 1, "the new decision")
+        time.sleep(1.0)  # anything read again would arrive by now
+    finally:
+        feed.stop()
+    assert second.read == 1  # only the new record: the old ones were not read again
+    overview = second.overview()
+    assert [i["id"] for i in overview["incidents"]] == ["inc-c1-1"]
+    assert overview["incidents"][0]["ack"] == {"by": "olga", "at": "2026-01-01T00:01:00+00:00"}
+    page = second.customer("s1")
+    assert [d["action_id"] for d in page["decisions"]] == ["a3", "a2", "a1"]
+
+
+def test_a_saved_offset_no_longer_on_the_broker_reads_the_topic_from_its_start(
+    live_settings, redis_conn
+):
+    settings = live_settings
+    ensure_topics(settings)
+    produce(settings, settings.kafka.topics.alerts, [(b"c1", orjson.dumps(ALARM))])
+    key = f"{settings.redis.key_prefix}:dashboard:state"
+    state = DashboardState()
+    saved = {"state": state.dump(), "offsets": [[settings.kafka.topics.alerts, 0, 999]]}
+    redis_conn.set(key, orjson.dumps(saved))  # as if the broker had been replaced
+    counting = CountingState()
+    feed = KafkaFeed(settings, counting, store=redis_conn, key=key, save_s=0.2).start()
+    try:
+        wait_for(lambda: counting.read == 1, "the alarm to be read from the start")
+    finally:
+        feed.stop()
+    assert [i["id"] for i in counting.overview()["incidents"]] == ["inc-c1-1"]
