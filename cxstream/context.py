@@ -242,13 +242,35 @@ class ContextStore:
         """The Redis key of one subscriber's experience history."""
         return f"{self._prefix}:history:{subscriber_id}"
 
-    def append_history(self, samples: Sequence[tuple[str, float, float]], *, keep: int) -> None:
-        """Append ``(subscriber, epoch, experience index)`` samples, keeping the last ``keep``.
-        A Redis outage loses samples (logged, rate-limited), never the event."""
+    def recent_history_key(self, subscriber_id: str) -> str:
+        """The Redis key of one subscriber's recent, fine-grained experience history."""
+        return f"{self._prefix}:history:recent:{subscriber_id}"
+
+    def append_history(
+        self,
+        samples: Sequence[tuple[str, float, float]],
+        *,
+        keep: int,
+        recent_keep: int = 0,
+        slot_s: float = 300.0,
+        recent_s: float = 300.0,
+    ) -> None:
+        """Append ``(subscriber, epoch, experience index)`` samples. With ``recent_keep``, each
+        goes to the recent list (its last ``recent_keep`` kept), and the first of each
+        ``slot_s`` slot (the sample within ``recent_s`` after the slot began) to the long list
+        (its last ``keep`` kept); without, every sample goes to the long list. A Redis outage
+        loses samples (logged, rate-limited), never the event."""
         pipe = self._client.pipeline(transaction=False)
         for sid, t, value in samples:
+            text = f"{t:.0f}:{value:.1f}"
+            if recent_keep:
+                recent = self.recent_history_key(sid)
+                pipe.rpush(recent, text)
+                pipe.ltrim(recent, -recent_keep, -1)
+                if t // slot_s == (t - recent_s) // slot_s:
+                    continue  # not the first sample of its slot
             key = self.history_key(sid)
-            pipe.rpush(key, f"{t:.0f}:{value:.1f}")
+            pipe.rpush(key, text)
             pipe.ltrim(key, -keep, -1)
         try:
             pipe.execute()
@@ -264,13 +286,22 @@ class ContextStore:
         pipe.execute()
 
     def history(self, subscriber_id: str) -> list[tuple[float, float]]:
-        """A subscriber's recorded ``(epoch, experience index)`` samples, oldest first."""
-        out = []
-        for raw in self._client.lrange(self.history_key(subscriber_id), 0, -1):
-            text = raw.decode() if isinstance(raw, bytes) else str(raw)
-            t, _, value = text.partition(":")
-            out.append((float(t), float(value)))
-        return out
+        """A subscriber's recorded ``(epoch, experience index)`` samples, oldest first: the long
+        list's (one per slot) up to where the recent list's (one a minute) begin."""
+
+        def parse(key: str) -> list[tuple[float, float]]:
+            out = []
+            for raw in self._client.lrange(key, 0, -1):
+                text = raw.decode() if isinstance(raw, bytes) else str(raw)
+                t, _, value = text.partition(":")
+                out.append((float(t), float(value)))
+            return out
+
+        coarse = parse(self.history_key(subscriber_id))
+        recent = parse(self.recent_history_key(subscriber_id))
+        if not recent:
+            return coarse
+        return [s for s in coarse if s[0] < recent[0][0]] + recent
 
     def merge_many(self, updates: Sequence[CustomerUpdate], *, now: datetime | None = None) -> None:
         """Apply customer updates atomically in Redis (one script call each, pipelined).

@@ -2,7 +2,8 @@
 
 What names a customer in Redis, under the key prefix ``<p>``:
 
-* keys of their own: ``<p>:customer:<id>`` (profile), ``<p>:history:<id>`` (experience history),
+* keys of their own: ``<p>:customer:<id>`` (profile), ``<p>:history:<id>`` and
+  ``<p>:history:recent:<id>`` (experience history),
   ``<p>:churn:snap:<id>`` (the churn snapshot awaiting its label), ``<p>:exp:<id>`` (experiment
   group), ``<p>:cooldown:<id>:*`` (contact cooldowns), ``<p>:cap:<id>:*`` (frequency caps) and
   ``<p>:actions:<id>`` (the ids of the actions decided for them);
@@ -134,6 +135,7 @@ def erase_customer(
     context_keys = [
         f"{prefix}:customer:{sid}",
         f"{prefix}:history:{sid}",
+        f"{prefix}:history:recent:{sid}",
         action_index_key(prefix, sid),
     ]
     state_keys = [f"{prefix}:churn:snap:{sid}", f"{prefix}:exp:{sid}"]

@@ -401,14 +401,18 @@ class DashboardSettings(BaseModel):
 
 
 class HistorySettings(BaseModel):
-    """Per-subscriber experience history in Redis (for the customer page). About 24 bytes per
-    sample: the defaults keep two days at 5-minute resolution, about 14 kB per active subscriber."""
+    """Per-subscriber experience history in Redis (for the customer page), in two resolutions:
+    one sample per ``recent_interval_s`` for the last ``recent_keep`` samples (6 hours at one a
+    minute), and one per ``interval_s`` slot for ``keep`` (two days at 5 minutes). About 24 bytes
+    a sample: about 23 kB per active subscriber with the defaults."""
 
     model_config = _STRICT
 
     enabled: bool = True
     interval_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
     keep: Annotated[int, Field(ge=1, le=100_000)] = 576
+    recent_interval_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    recent_keep: Annotated[int, Field(ge=1, le=100_000)] = 360
 
 
 class PrivacySettings(BaseModel):

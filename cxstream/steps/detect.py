@@ -94,7 +94,9 @@ class Detect:
             slow_alpha=d.slow_alpha,
             poor=d.poor_experience,
             threshold=d.threshold,
-            sample_interval_s=self.settings.history.interval_s,
+            sample_interval_s=min(
+                self.settings.history.recent_interval_s, self.settings.history.interval_s
+            ),
             voice_codec=d.voice_codec,
         )
 
@@ -240,7 +242,13 @@ class Detect:
                         )
                     )
             if samples:
-                self.context.append_history(samples, keep=h.keep)
+                self.context.append_history(
+                    samples,
+                    keep=h.keep,
+                    recent_keep=h.recent_keep,
+                    slot_s=h.interval_s,
+                    recent_s=min(h.recent_interval_s, h.interval_s),
+                )
         audit = self.settings.flow.audit_key
         if audit is not None and items:
             try:

@@ -88,7 +88,9 @@ def populate(client, subscribers):
     by quiet hours, one delivered), and audited."""
     store = ContextStore(client, prefix=PREFIX)
     store.put_many([customer(s) for s in subscribers])
-    store.append_history([(s, NOON.timestamp(), 40.0) for s in subscribers], keep=10)
+    store.append_history(
+        [(s, NOON.timestamp(), 40.0) for s in subscribers], keep=10, recent_keep=10
+    )
     store.audit([f"{s}/e{i}" for s in subscribers for i in range(5)], AUDIT, 600)
     policy = ContactPolicy(
         PolicySource(

@@ -90,6 +90,18 @@ def test_experience_history_is_appended_in_one_round_trip_and_bounded(setup):
     store.append_history([("s1", 1000.0, 1.0)], keep=2)  # an outage loses samples, not events
 
 
+def test_history_keeps_minutes_for_recent_hours_and_one_sample_per_slot_for_days(setup):
+    _, _, store = setup
+    # one sample a minute for 20 minutes; slots of 5 minutes; the recent list keeps 6
+    samples = [("s1", 60.0 * m, float(m)) for m in range(20)]
+    store.append_history(samples, keep=100, recent_keep=6, slot_s=300.0, recent_s=60.0)
+    history = store.history("s1")
+    # the long list: the first sample of each 5-minute slot, up to where the recent list begins
+    assert history[:3] == [(0.0, 0.0), (300.0, 5.0), (600.0, 10.0)]
+    assert history[3:] == [(60.0 * m, float(m)) for m in range(14, 20)]  # every minute lately
+    assert [t for t, _ in history] == sorted(t for t, _ in history)
+
+
 def test_log_lines_carry_a_pseudonym_never_the_subscriber_id(setup, caplog):
     client, _, store = setup
     client.data[store.key("sub-4155550123")] = b'{"subscriber_id": ""}'
