@@ -285,6 +285,23 @@ class ContextStore:
         pipe.expire(key, ttl_s)
         pipe.execute()
 
+    def consent_changes(self, subscriber_id: str) -> dict[str, str]:
+        """When each channel's consent was last set (ISO 8601, UTC), from the per-field times
+        the merge keeps in the profile; empty when unknown."""
+        raw = self._mget([self.key(subscriber_id)])[0]
+        try:
+            doc = orjson.loads(raw) if raw is not None else {}
+        except orjson.JSONDecodeError:
+            return {}
+        times = (doc.get("_v") or {}).get("consent") if isinstance(doc, dict) else None
+        if not isinstance(times, dict):
+            return {}
+        return {
+            str(channel): datetime.fromtimestamp(float(t), UTC).isoformat()
+            for channel, t in times.items()
+            if isinstance(t, int | float) and 0 <= t < 1e11
+        }
+
     def history(self, subscriber_id: str) -> list[tuple[float, float]]:
         """A subscriber's recorded ``(epoch, experience index)`` samples, oldest first: the long
         list's (one per slot) up to where the recent list's (one a minute) begin."""

@@ -169,7 +169,11 @@ def _story(
         **data,
         "consent": None
         if profile is None
-        else {"channels": profile.get("consent", {}), "updated_at": profile.get("consent_updated")},
+        else {
+            "channels": profile.get("consent", {}),
+            "changed_at": data.get("consent_changes", {}),  # per channel: when it was last set
+            "updated_at": profile.get("consent_updated"),
+        },
         "churn": None
         if not figures or figures.get("churn_probability") is None
         else {
@@ -331,16 +335,19 @@ def create_app(
         data = state.customer(sid)
         profile = None
         history: list[tuple[float, float]] = []
+        consent_changes: dict[str, str] = {}
         if context is not None:
             lookup = await asyncio.to_thread(context.get_many, [sid])
             found = lookup[sid].customer
             profile = found.model_dump(mode="json") if found is not None else None
             try:
                 history = await asyncio.to_thread(context.history, sid)
+                consent_changes = await asyncio.to_thread(context.consent_changes, sid)
             except redis.RedisError:
                 history = []  # Redis is down: the page still shows what the dashboard saw
         data["profile"] = profile
         data["history"] = history
+        data["consent_changes"] = consent_changes
         if profile is None and data["summary"] is None and not data["decisions"]:
             return JSONResponse({"error": f"unknown subscriber {sid}"}, status_code=404)
         figures = (await asyncio.to_thread(risk.customers, [sid]))[sid] if risk else None

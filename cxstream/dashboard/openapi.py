@@ -67,6 +67,11 @@ _CUSTOMER = {
             "type": ["object", "null"],
             "properties": {
                 "channels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "changed_at": {
+                    "type": "object",
+                    "description": "per channel, when its consent was last set",
+                    "additionalProperties": {"type": "string", "format": "date-time"},
+                },
                 "updated_at": {"type": ["string", "null"], "format": "date-time"},
             },
         },

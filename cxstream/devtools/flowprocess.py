@@ -115,6 +115,7 @@ class FlowProcess:
         *,
         cluster: tuple[int, str] | None = None,
         cpus: set[int] | None = None,
+        dashboard_users: Path | None = None,
     ) -> None:
         self.port = free_port()
         process_id = cluster[0] if cluster is not None else 0
@@ -133,6 +134,9 @@ class FlowProcess:
             "CXSTREAM_DASHBOARD__PORT": str(self.dashboard_port),
             "CXSTREAM_DASHBOARD__AUTH": "false",  # a local, throw-away demo
         }
+        if dashboard_users is not None:  # people sign in with roles (the browser test)
+            env["CXSTREAM_DASHBOARD__AUTH"] = "true"
+            env["CXSTREAM_DASHBOARD__USERS_FILE"] = str(dashboard_users)
         if settings.redis.url is not None:
             env["CXSTREAM_REDIS__URL"] = settings.redis.url.get_secret_value()
         if settings.redis.context_url is not None:

@@ -15,6 +15,7 @@ import redis
 from cxstream.actions.receiver import WebhookReceiver
 from cxstream.churn_state import RedisChurnState
 from cxstream.context import ContextStore
+from cxstream.dashboard.auth import Users
 from cxstream.devtools.flowprocess import FlowProcess
 from cxstream.devtools.simulate import Incident, Simulator
 from cxstream.events import utcnow
@@ -50,6 +51,15 @@ def browser():
         b.close()
 
 
+def sign_in(page, name: str) -> None:
+    """Sign in on the dashboard's own page (the users file's password is ``<name>-password``)."""
+    page.wait_for_url("**/login", timeout=10_000)
+    page.fill("#user", name)
+    page.fill("#password", f"{name}-password")
+    page.click("#login button")
+    page.wait_for_url(lambda url: not url.endswith("/login"), timeout=10_000)
+
+
 def _fits(page, section: str) -> bool:
     """Whether a section's table is wholly visible: no horizontal scrolling needed."""
     return page.evaluate(
@@ -78,7 +88,10 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alarm_upda
                 "history": settings.history.model_copy(update={"interval_s": 5.0}),
             }
         )
-        flow = FlowProcess(live, tmp_path, SECRET)
+        users = tmp_path / "users.yaml"  # olga runs the NOC; carl is a care agent
+        Users.save(users, "olga", "operator", "olga-password")
+        Users.save(users, "carl", "care", "carl-password")
+        flow = FlowProcess(live, tmp_path, SECRET, dashboard_users=users)
         try:
             flow.wait_ready()
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -93,6 +106,7 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alarm_upda
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.3)
+            sign_in(page, "olga")
             page.evaluate("window.__loadedOnce = true")
             assert page.locator("#no-incidents").is_visible()
 
@@ -133,28 +147,35 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alarm_upda
 
             row.locator(".ack-btn[data-verb=ack]").click()
             page.locator("#incidents tbody tr", has_text=cell).locator(
-                ".ack", has_text="noc-operator"
+                ".ack", has_text="olga"
             ).wait_for(timeout=10_000)
-            # an operator resolves it: the flow closes it and says who did (the cleared alarm
+            # the operator resolves it: the flow closes it and says who did (the cleared alarm
             # it writes names the operator), and no area notice for it is sent after that
-            page.evaluate('localStorage.setItem("cx-user", "olga")')
             row = page.locator("#incidents tbody tr", has_text=cell).first
             row.locator(".resolve-btn").click()
             resolved_at = utcnow()
             row.locator(".resolved-by", has_text="olga").wait_for(timeout=30_000)
             page.wait_for_timeout(3000)  # what the flow would still send comes out here
 
-            # a care agent opens a customer the dashboard never showed (another, quiet cell)
+            # a care agent signs in and opens a customer the dashboard never showed (another,
+            # quiet cell): churn risk with its reasons, and the experience of the last minutes
             shown = set(page.locator("#customers tbody a").all_inner_texts())
             quiet = next(
                 s for s in sim.subscriber_ids if sim.home_cell[s] != cell and s not in shown
             )
-            page.fill("#q", quiet)
-            page.click("#search button")
-            page.locator("#customer h2", has_text="Churn risk").wait_for(timeout=10_000)
-            page.locator("#customer ul.reasons li").first.wait_for(timeout=10_000)
-            assert "%" in page.locator("#customer section.churn b").first.inner_text()
-            page.goto(flow.dashboard_url.split("?")[0] + "#/")
+            care = browser.new_page(viewport={"width": 1400, "height": 1000})
+            care.goto(flow.dashboard_url)
+            sign_in(care, "carl")
+            care.locator("#incidents tbody tr").first.wait_for(timeout=10_000)
+            assert care.locator(".resolve-btn").count() == 0  # care agents do not resolve
+            care.fill("#q", quiet)
+            care.click("#search button")
+            care.locator("#customer h2", has_text="Churn risk").wait_for(timeout=10_000)
+            care.locator("#customer ul.reasons li").first.wait_for(timeout=10_000)
+            assert "%" in care.locator("#customer section.churn b").first.inner_text()
+            care.locator("#customer svg.spark polyline").wait_for(timeout=10_000)
+            care.screenshot(path=str(shots / "care.png"), full_page=True)
+            care.close()
 
             customer = page.locator("#customers tbody a").first
             customer.click()
@@ -173,7 +194,7 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alarm_upda
     events = [orjson.loads(v) for v in read_topic(settings, settings.kafka.topics.alarm_updates)]
     changes = [e["event"]["alarm"] for e in events]
     assert [(a["id"], a.get("ackUserId"), a.get("clearUserId")) for a in changes] == [
-        (incident_id, "noc-operator", None),
+        (incident_id, "olga", None),
         (incident_id, None, "olga"),  # the audit trail: who did what, when
     ]
     alerts = [orjson.loads(v) for v in read_topic(settings, settings.kafka.topics.alerts)]

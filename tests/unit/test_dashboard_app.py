@@ -231,7 +231,9 @@ def risk_client():
                        "decided_at": "2026-01-01T00:00:01+00:00"})  # fmt: skip
     app = create_app(state, context=context, publish=None, updates_topic="u", token=None,
                      risk=risk)  # fmt: skip
-    return TestClient(app)
+    client = TestClient(app)
+    client.app_context = context  # the tests write profiles through it
+    return client
 
 
 def test_value_at_risk_is_money_and_at_risk_customers_rank_by_expected_loss():
@@ -262,7 +264,17 @@ def test_the_customer_api_tells_the_whole_story_with_the_documented_keys():
     assert story["churn"]["explanation"][0]["feature"] == "contract=month_to_month"
     assert story["churn"]["scored_at"] == "2026-01-01T00:00:00+00:00"
     assert story["profile"]["monthly_charge"] == 80.0
-    assert story["consent"] == {"channels": {}, "updated_at": None}  # unknown means no
+    assert story["consent"]["channels"] == {}  # unknown means no
+    # when each channel's consent changed, from the merge's per-field times
+    import orjson
+
+    store = client.app_context  # a profile as the merge script leaves it: per-field times in _v
+    profile = {"subscriber_id": "s9", "consent": {"sms": "granted"}, "monthly_charge": 20.0,
+               "_v": {"consent": {"sms": 1772359200.0}}}  # fmt: skip
+    store._client.data[store.key("s9")] = orjson.dumps(profile)
+    two = client.get("/api/customers/s9").json()["consent"]
+    assert two["channels"] == {"sms": "granted"}
+    assert two["changed_at"] == {"sms": "2026-03-01T10:00:00+00:00"}
     assert [o["outcome"] for o in story["outcomes"]] == ["offer_accepted"]
     assert [(o["kind"], o["accepted"]) for o in story["offers"]] == [("retention_offer", True)]
     assert story["tickets"] == {"open": 1}

@@ -80,7 +80,8 @@ async function showCustomer(id) {
   }
   const c = await res.json();
   const p = c.profile || {};
-  const consent = Object.entries(p.consent || {}).map(([k, v]) => `${esc(k)}: ${esc(v)}`).join(", ") || "none given (no contact)";
+  const changed = (c.consent && c.consent.changed_at) || {};
+  const consent = Object.entries(p.consent || {}).map(([k, v]) => `${esc(k)}: ${esc(v)}${changed[k] ? ` <small>(${esc(new Date(changed[k]).toLocaleString())})</small>` : ""}`).join(", ") || "none given (no contact)";
   const churn = c.churn;
   const churnHtml = churn
     ? `<div class="kv"><span>probability</span><b>${pct(churn.probability)}</b><span>value</span><span>${esc(money(churn.value))} <small>(expected loss ${esc(money(churn.expected_loss))})</small></span>
@@ -91,7 +92,7 @@ async function showCustomer(id) {
     <section><h2>Customer ${esc(id)}</h2><div class="kv">
       <span>value tier</span><b>${esc(p.value_tier)}</b><span>plan</span><span>${esc(p.plan)} (${esc(p.plan_mbps)} Mbps), ${esc(p.monthly_charge)}/month</span>
       <span>tenure</span><span>${esc(p.tenure_months)} months, ${esc(p.contract)}</span><span>household</span><span>${esc(p.account_id)} (${esc(p.household_size)})</span>
-      <span>consent</span><span>${consent}${c.consent && c.consent.updated_at ? ` <small>(changed ${esc(new Date(c.consent.updated_at).toLocaleString())})</small>` : ""}</span><span>contact</span><span>${esc(p.preferred_channel)}, ${esc(p.language)}, ${esc(p.timezone)}</span>
+      <span>consent</span><span>${consent}</span><span>contact</span><span>${esc(p.preferred_channel)}, ${esc(p.language)}, ${esc(p.timezone)}</span>
       <span>open tickets</span><span>${esc(p.open_tickets)}</span>
       <span>experience index</span><b>${esc(c.summary ? c.summary.experience_index : "")}</b>
     </div></section>
