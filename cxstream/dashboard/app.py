@@ -180,6 +180,7 @@ def _story(
             "probability": figures["churn_probability"],
             "explanation": figures["reasons"],
             "scored_at": figures["scored_at"],
+            "trend": figures.get("trend", []),  # [scored_at, probability], oldest first
             "value": figures["value"],
             "expected_loss": figures["expected_loss"],
         },

@@ -82,6 +82,11 @@ _CUSTOMER = {
                 "probability": {"type": "number", "minimum": 0, "maximum": 1},
                 "explanation": {"type": "array", "items": _REASON},
                 "scored_at": {"type": ["string", "null"], "format": "date-time"},
+                "trend": {
+                    "type": "array",
+                    "description": "the latest scores, [scored_at, probability], oldest first",
+                    "items": {"type": "array"},
+                },
                 "value": _MONEY,
                 "expected_loss": _MONEY,
             },

@@ -108,6 +108,7 @@ class RiskView:
                 "churn_probability": None if probability is None else round(probability, 4),
                 "scored_at": snap.get("scored_at") if isinstance(snap, dict) else None,
                 "reasons": (snap.get("top_features") or []) if isinstance(snap, dict) else [],
+                "trend": (snap.get("trend") or []) if isinstance(snap, dict) else [],
                 "value": money(value, model.currency),
                 "expected_loss": money(loss, model.currency),
                 "profile": customer is not None,

@@ -193,6 +193,7 @@ class ChurnRisk:
             for (sid, customer), snap in zip(profiles, existing, strict=True)
             if snap is None or snap.get("source_id") == SCHEDULED
         ]
+        before = dict(zip(ids, existing, strict=True))
         if not todo:
             return 0
         model = self.scorer()
@@ -210,6 +211,7 @@ class ChurnRisk:
                         "scored_at": scored_at,
                         "source_id": SCHEDULED,
                         "top_features": [c.as_dict() for c in reasons],
+                        "trend": _trend(before.get(sid), scored_at, p),
                     },
                 )
                 for (sid, _), row, p, reasons in zip(todo, rows, probs.tolist(), why, strict=True)
@@ -240,7 +242,14 @@ class ChurnRisk:
         out = list(signals)
         snapshots: list[tuple[str, dict[str, Any]]] = []
         scored_at = now.isoformat()
-        for i, row, p, contributions in zip(todo, rows, probs.tolist(), why, strict=True):
+        try:  # the scores so far, for each customer's trend
+            previous = self.state.get_snapshots([signals[i].subscriber_id for i in todo])
+        except redis.RedisError as exc:
+            self.trouble("churn snapshots", exc)
+            previous = [None] * len(todo)
+        for i, row, p, contributions, before in zip(
+            todo, rows, probs.tolist(), why, previous, strict=True
+        ):
             sig = signals[i]
             escalate = sig.signal == "degradation" and p >= c.escalate_risk
             metrics.CHURN_SCORES.labels("true" if escalate else "false").inc()
@@ -265,6 +274,7 @@ class ChurnRisk:
                         "scored_at": scored_at,
                         "source_id": sig.source_id,
                         "top_features": churn["top_features"],
+                        "trend": _trend(before, scored_at, p),
                     },
                 )
             )
@@ -344,6 +354,23 @@ class ChurnRisk:
             drift=drifted,
         )
         return learner, {"churn_outcome": record}
+
+
+TREND_KEPT = 12
+"""How many of a customer's latest scores their snapshot keeps (the churn trend)."""
+
+
+def _trend(previous: dict[str, Any] | None, scored_at: str, p: float) -> list[list[Any]]:
+    """The customer's last scores, ``[scored_at, probability]``, oldest first, this one last.
+
+    >>> _trend({"trend": [["t0", 0.2]]}, "t1", 0.31234)
+    [['t0', 0.2], ['t1', 0.3123]]
+    """
+    kept = previous.get("trend") if isinstance(previous, dict) else None
+    trend = (
+        [x for x in kept if isinstance(x, list) and len(x) == 2] if isinstance(kept, list) else []
+    )
+    return [*trend[-(TREND_KEPT - 1) :], [scored_at, round(p, 4)]]
 
 
 class BaseScoring:

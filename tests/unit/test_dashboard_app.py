@@ -215,7 +215,8 @@ def risk_client():
     risks = {"s1": 0.5, "s2": 0.9, "s3": 0.1, "s4": 0.25}
     reasons = [{"feature": "contract=month_to_month", "contribution": 0.8}]
     churn.save_snapshots(
-        [(s, {"risk": r, "scored_at": "2026-01-01T00:00:00+00:00", "top_features": reasons})
+        [(s, {"risk": r, "scored_at": "2026-01-01T00:00:00+00:00", "top_features": reasons,
+               "trend": [["2025-12-31T00:00:00+00:00", 0.3], ["2026-01-01T00:00:00+00:00", r]]})
          for s, r in risks.items()]
     )  # fmt: skip
     model = ValueModel(weights={}, currency="USD", revenue_months=12)
@@ -263,6 +264,7 @@ def test_the_customer_api_tells_the_whole_story_with_the_documented_keys():
     assert story["churn"]["probability"] == 0.5
     assert story["churn"]["explanation"][0]["feature"] == "contract=month_to_month"
     assert story["churn"]["scored_at"] == "2026-01-01T00:00:00+00:00"
+    assert [p for _, p in story["churn"]["trend"]] == [0.3, 0.5]  # rising
     assert story["profile"]["monthly_charge"] == 80.0
     assert story["consent"]["channels"] == {}  # unknown means no
     # when each channel's consent changed, from the merge's per-field times

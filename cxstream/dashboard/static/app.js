@@ -85,7 +85,8 @@ async function showCustomer(id) {
   const churn = c.churn;
   const churnHtml = churn
     ? `<div class="kv"><span>probability</span><b>${pct(churn.probability)}</b><span>value</span><span>${esc(money(churn.value))} <small>(expected loss ${esc(money(churn.expected_loss))})</small></span>
-       <span>scored</span><span>${esc(churn.scored_at ? new Date(churn.scored_at).toLocaleString() : "")}</span></div>
+       <span>scored</span><span>${esc(churn.scored_at ? new Date(churn.scored_at).toLocaleString() : "")}</span>
+       <span>trend</span><span class="trend">${(churn.trend || []).map(([, p]) => pct(p)).join(" → ")}</span></div>
        <ul class="reasons">${(churn.explanation || []).map((r) => `<li>${r.contribution > 0 ? "raises" : "lowers"} risk: ${esc(r.feature)} <small>(${Number(r.contribution).toFixed(2)})</small></li>`).join("")}</ul>`
     : '<p class="empty">Not scored yet.</p>';
   view.innerHTML = `
@@ -94,7 +95,7 @@ async function showCustomer(id) {
       <span>tenure</span><span>${esc(p.tenure_months)} months, ${esc(p.contract)}</span><span>household</span><span>${esc(p.account_id)} (${esc(p.household_size)})</span>
       <span>consent</span><span>${consent}</span><span>contact</span><span>${esc(p.preferred_channel)}, ${esc(p.language)}, ${esc(p.timezone)}</span>
       <span>open tickets</span><span>${esc(p.open_tickets)}</span>
-      <span>experience index</span><b>${esc(c.summary ? c.summary.experience_index : "")}</b>
+      <span>experience index</span><b>${esc(c.summary ? c.summary.experience_index : (c.history.length ? c.history[c.history.length - 1][1] : ""))}</b>
     </div></section>
     <section class="churn"><h2>Churn risk</h2>${churnHtml}</section>
     <section><h2>Experience <small>index over the last ${spanText(c.history)}</small></h2>${spark(c.history)}${c.alerts.map((a) => `<div>${time(a.event_time)}: ${esc(a.why.experience.from)} → ${esc(a.why.experience.to)} (${(a.why.inputs || []).map((m) => `${esc(m.input)} ${esc(m.from)}→${esc(m.to)}`).join("; ")})${a.explained_by ? ` — cell incident ${esc(a.explained_by)}` : ""}</div>`).join("") || '<p class="empty">No degradation seen.</p>'}</section>

@@ -63,6 +63,9 @@ def test_every_profile_is_scored_in_chunks_and_again_on_schedule(redis_conn):
     assert scoring.step() is None
     clock.t = 600.0
     assert run_pass(scoring)["churn_base_scored"]["customers"] == 30
+    # each pass adds the customer's score to their trend (the latest ones, oldest first)
+    trend = churn.state.get_snapshots(["s3"])[0]["trend"]
+    assert len(trend) == 2 and trend[-1][1] == round(snaps[3]["risk"], 4)
 
 
 def test_a_snapshot_taken_at_a_signal_is_kept_and_outcomes_of_untroubled_customers_are_learned(
