@@ -20,6 +20,7 @@ Bytewax's testing sources and sinks.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard, cast
 
@@ -27,6 +28,7 @@ import bytewax.operators as op
 import orjson
 from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import FixedPartitionedSink, Sink
 from typing_extensions import override
@@ -50,6 +52,7 @@ from cxstream.events import (
     CustomerErasure,
     CustomerUpdate,
     Outcome,
+    RecordKind,
 )
 from cxstream.flows.connect import FlowIO, KafkaOut, kafka_io, pipeline_from_settings
 from cxstream.pipeline import Candidate, CellOutput, Pipeline
@@ -192,6 +195,23 @@ def _is_command(item: AlarmCommand | BadEvent) -> TypeGuard[AlarmCommand]:
     return isinstance(item, AlarmCommand)
 
 
+def _side_input(
+    flow: Dataflow,
+    input_id: str,
+    source: Source[Any],
+    kind: RecordKind,
+    parse: Callable[[list[Any]], list[Any]],
+    valid: Callable[[Any], bool],
+) -> tuple[Stream[Any], Stream[Any]]:
+    """A side topic's records, parsed one poll at a time: ``(valid ones, dead letters)``. The
+    steps are named after the record kind (``<kind>_messages``, ``parse_<kind>``,
+    ``split_<kind>s``), as recovery snapshots know them."""
+    raw = op.flat_map(f"{kind}_messages", op.input(input_id, flow, source), _messages)
+    parsed = op.flat_map_batch(f"parse_{kind}", raw, isolating(f"parse_{kind}", kind, parse))
+    split = op.branch(f"split_{kind}s", parsed, valid)
+    return split.trues, split.falses
+
+
 def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
     """Wire the pipeline's steps into a Bytewax dataflow; does no I/O itself."""
     topics = settings.kafka.topics
@@ -222,17 +242,11 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
     if io.control_source is not None:
         # operators' acknowledgements and clears (the dashboard's TMF642 events): to the shard
         # that holds the incident's cell, where a clear closes it
-        kraw = op.flat_map(
-            "command_messages", op.input("control_in", flow, io.control_source), _messages
-        )
-        kparsed = op.flat_map_batch(
-            "parse_command",
-            kraw,
-            isolating("parse_command", "command", pipeline.parse_command_batch),
-        )
-        ksplit = op.branch("split_commands", kparsed, _is_command)
-        bad_commands = ksplit.falses
-        routed = op.flat_map_batch("route_commands", ksplit.trues, pipeline.route_commands)
+        commands, bad_commands = _side_input(
+            flow, "control_in", io.control_source, "command", pipeline.parse_command_batch,
+            _is_command,
+        )  # fmt: skip
+        routed = op.flat_map_batch("route_commands", commands, pipeline.route_commands)
         by_cell = op.merge("merge_commands", by_cell, routed)
     cell_out = op.stateful_batch(
         "demarcate_cells", by_cell, lambda resume: _CellLogic(pipeline, resume)
@@ -337,15 +351,10 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         # The outbox: deliveries read the actions back from their topic, so a customer is only
         # contacted for an action the topic records, and every action it records is delivered
         # (or dead-lettered) even if a crash makes the replay decide differently.
-        araw = op.flat_map(
-            "action_messages", op.input("actions_in", flow, io.action_source), _messages
+        to_deliver, bad_actions = _side_input(
+            flow, "actions_in", io.action_source, "action", pipeline.parse_action_batch, _is_action
         )
-        aparsed = op.flat_map_batch(
-            "parse_action", araw, isolating("parse_action", "action", pipeline.parse_action_batch)
-        )
-        asplit = op.branch("split_actions", aparsed, _is_action)
-        to_deliver = asplit.trues
-        outs.append(op.map("bad_action_msg", asplit.falses, dead_letter_msg))
+        outs.append(op.map("bad_action_msg", bad_actions, dead_letter_msg))
     if isinstance(io.webhook_sink, FixedPartitionedSink):  # the production, recoverable sink
         keyed_actions = op.key_on("key_action", to_deliver, lambda a: a.subscriber_id)
         op.output("webhook_out", keyed_actions, io.webhook_sink)
@@ -353,32 +362,22 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         op.output("webhook_out", to_deliver, cast("Sink[Action]", io.webhook_sink))
 
     if io.customer_source is not None and io.customer_sink is not None:
-        craw = op.flat_map(
-            "customer_messages", op.input("customers_in", flow, io.customer_source), _messages
-        )
-        cparsed = op.flat_map_batch(
-            "parse_customer",
-            craw,
-            isolating("parse_customer", "customer", pipeline.parse_customer_batch),
-        )
-        csplit = op.branch("split_customers", cparsed, _is_customer)
-        op.output("customers_to_redis", csplit.trues, io.customer_sink)
-        outs.append(op.map("bad_customer_msg", csplit.falses, dead_letter_msg))
+        customers, bad_customers = _side_input(
+            flow, "customers_in", io.customer_source, "customer", pipeline.parse_customer_batch,
+            _is_customer,
+        )  # fmt: skip
+        op.output("customers_to_redis", customers, io.customer_sink)
+        outs.append(op.map("bad_customer_msg", bad_customers, dead_letter_msg))
 
     if io.outcome_source is not None:
-        oraw = op.flat_map(
-            "outcome_messages", op.input("outcomes_in", flow, io.outcome_source), _messages
-        )
-        oparsed = op.flat_map_batch(
-            "parse_outcome",
-            oraw,
-            isolating("parse_outcome", "outcome", pipeline.parse_outcome_batch),
-        )
-        osplit = op.branch("split_outcomes", oparsed, _is_outcome)
-        joined = op.flat_map_batch("join_outcomes", osplit.trues, pipeline.record_outcomes)
+        outcomes, bad_outcomes = _side_input(
+            flow, "outcomes_in", io.outcome_source, "outcome", pipeline.parse_outcome_batch,
+            _is_outcome,
+        )  # fmt: skip
+        joined = op.flat_map_batch("join_outcomes", outcomes, pipeline.record_outcomes)
         # one learner (a single key: one worker owns the model, Bytewax snapshots it); the
         # scorers on every worker pick up its checkpoints from Redis
-        by_model = op.key_on("key_churn_model", osplit.trues, lambda _o: "churn-model")
+        by_model = op.key_on("key_churn_model", outcomes, lambda _o: "churn-model")
         learned = op.stateful_map("learn_churn", by_model, pipeline.learn_outcome)
         outs.append(
             op.map(
@@ -387,7 +386,7 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
                 lambda kv: KafkaSinkMessage(None, orjson.dumps(kv[1]), topic=topics.decisions),
             )
         )
-        outs.append(op.map("bad_outcome_msg", osplit.falses, dead_letter_msg))
+        outs.append(op.map("bad_outcome_msg", bad_outcomes, dead_letter_msg))
         outs.append(
             op.map(
                 "outcome_msg",
