@@ -51,7 +51,7 @@ from cxstream.dashboard.auth import ROLES, Identity, Sessions, Users, allowed
 from cxstream.dashboard.openapi import OPENAPI
 from cxstream.dashboard.risk import RiskView
 from cxstream.dashboard.state import DashboardState
-from cxstream.events import utcnow
+from cxstream.events import is_id, utcnow
 
 __all__ = ["create_app"]
 
@@ -329,6 +329,16 @@ def create_app(
         if pseudonyms is not None and query.strip():
             exact = state.search(known_as(query.strip()))
             results = exact + [r for r in results if r not in exact]
+        wanted = query.strip()
+        if context is not None and wanted and is_id(wanted) and wanted not in results:
+            # any customer with a profile in Redis, not only those the dashboard saw
+            try:
+                found = await asyncio.to_thread(context.get_many, [known_as(wanted)])
+            except redis.RedisError:
+                found = {}
+            lookup = found.get(known_as(wanted))
+            if lookup is not None and lookup.customer is not None:
+                results = [wanted, *results]
         return JSONResponse({"results": results})
 
     async def customer(request: Request) -> Response:

@@ -280,7 +280,9 @@ def test_the_customer_api_tells_the_whole_story_with_the_documented_keys():
     assert [o["outcome"] for o in story["outcomes"]] == ["offer_accepted"]
     assert [(o["kind"], o["accepted"]) for o in story["offers"]] == [("retention_offer", True)]
     assert story["tickets"] == {"open": 1}
-    # a customer the dashboard never showed, known only from Redis
+    # a customer the dashboard never showed, known only from Redis: found, and opened
+    assert client.get("/api/customers?q=s3").json()["results"] == ["s3"]
+    assert client.get("/api/customers?q=s77").json()["results"] == []  # no such profile
     never_seen = client.get("/api/customers/s3").json()
     assert never_seen["churn"]["probability"] == 0.1 and never_seen["alerts"] == []
     served = client.get("/api/openapi.json").json()
