@@ -204,10 +204,10 @@ def allowed(role: Role, method: str, path: str) -> bool:
     (True, False)
     >>> allowed("care", "GET", "/api/customers/s1"), allowed("care", "POST", "/api/incidents/i/ack")
     (True, False)
-    >>> allowed("operator", "POST", "/api/incidents/i/resolve")
-    True
+    >>> allowed("operator", "POST", "/api/incidents/i/resolve"), allowed("viewer", "POST", "/api/logout")
+    (True, True)
     """
-    if method == "POST":
+    if method == "POST" and path != "/api/logout":
         return _RANK[role] >= _RANK["operator"]
     if path.startswith("/api/customers"):
         return _RANK[role] >= _RANK["care"]

@@ -330,6 +330,8 @@ def test_people_sign_in_with_roles_and_commands_need_the_anti_forgery_header(tmp
     assert client.get("/api/incidents").status_code == 200
     assert client.get("/api/customers/s1").status_code == 403  # a viewer: no customer pages
     assert command(client, "/api/incidents/inc-c1-1/ack").status_code == 403
+    assert command(client, "/api/logout").status_code == 200  # anyone may sign out
+    assert "cx_session" not in client.cookies
 
     client.cookies.clear()
     sign_in(client, "carl")
