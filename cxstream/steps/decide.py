@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 import redis
 
@@ -19,7 +19,7 @@ from cxstream import metrics
 from cxstream.actions.ledger import DeferredQueue
 from cxstream.actions.policy import ContactPolicy, Decision, SignalIn
 from cxstream.context import ContextStore
-from cxstream.events import Action, CellIncident, SignalKind
+from cxstream.events import Action, CellIncident, CustomerContext, SignalKind
 from cxstream.steps.churn_risk import ChurnRisk
 from cxstream.steps.common import Candidate, CellOutput, RedisTrouble
 
@@ -148,15 +148,7 @@ class Decide:
             return []
         out = []
         for action in cancelled:
-            sig = SignalIn(
-                signal=cast("SignalKind", action.reason),
-                subscriber_id=action.subscriber_id,
-                customer=None,
-                score=1.0,
-                source_id=action.alert_id,
-                event_time=action.event_time,
-                details={"resolved_by": by[action.alert_id]},
-            )
+            sig = _signal_of(action, details={"resolved_by": by[action.alert_id]})
             decision = Decision(sig, "suppressed:incident_resolved", action.kind, action.rule)
             metrics.DECISIONS.labels(decision.kind, decision.result).inc()
             out.append(decision)
@@ -293,15 +285,7 @@ class Decide:
         out = []
         for action in due:
             lookup = found[action.subscriber_id]
-            sig = SignalIn(
-                signal=cast("SignalKind", action.reason),
-                subscriber_id=action.subscriber_id,
-                customer=lookup.customer,
-                score=1.0,
-                source_id=action.alert_id,
-                event_time=action.event_time,
-                stale=lookup.stale,
-            )
+            sig = _signal_of(action, lookup.customer, stale=lookup.stale)
             if lookup.stale or (over is None and action.reason == "cell_incident"):
                 try:
                     self.deferred.push(now.timestamp() + RECHECK_RETRY_S, action)
@@ -323,3 +307,24 @@ class Decide:
             metrics.DECISIONS.labels(decision.kind, decision.result).inc()
             out.append(decision)
         return out
+
+
+def _signal_of(
+    action: Action,
+    customer: CustomerContext | None = None,
+    *,
+    stale: bool = False,
+    details: dict[str, Any] | None = None,
+) -> SignalIn:
+    """The signal a deferred action is decided on again (at its release, or when it is
+    cancelled): its reason, customer and alert, as when it was first decided."""
+    return SignalIn(
+        signal=cast("SignalKind", action.reason),
+        subscriber_id=action.subscriber_id,
+        customer=customer,
+        score=1.0,
+        source_id=action.alert_id,
+        event_time=action.event_time,
+        stale=stale,
+        details=details or {},
+    )
