@@ -12,19 +12,10 @@ from cxstream.clients import ensure_topics
 from cxstream.dashboard.feed import KafkaFeed
 from cxstream.dashboard.state import DashboardState
 from tests.integration.kafka_helpers import produce
+from tests.integration.test_pipeline_live import wait_for
+from tests.unit.test_dashboard_app import ALARM
 
 pytestmark = pytest.mark.integration
-
-ALARM = {
-    "@type": "Alarm",
-    "id": "inc-c1-1",
-    "alarmedObject": {"id": "c1", "@referredType": "Cell"},
-    "state": "raised",
-    "perceivedSeverity": "major",
-    "alarmRaisedTime": "2026-01-01T00:00:00+00:00",
-    "affectedService": [{"id": "s1"}],
-    "x-cxstream": {"share": 0.5, "affected_tiers": {"s1": "gold"}},
-}
 
 
 def decision(n):
@@ -49,13 +40,6 @@ class CountingState(DashboardState):
         super().on_decision(record)
 
 
-def wait_for(predicate, what, timeout_s=30):
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_a_restarted_dashboard_resumes_its_state_and_offsets(live_settings, redis_conn):
     settings = live_settings
     topics = settings.kafka.topics
@@ -66,7 +50,7 @@ def test_a_restarted_dashboard_resumes_its_state_and_offsets(live_settings, redi
 
     first = CountingState()
     feed = KafkaFeed(settings, first, store=redis_conn, key=key, save_s=0.2).start()
-    wait_for(lambda: first.read == 3, "the first dashboard to read the three records")
+    wait_for(lambda: first.read == 3, 30, "the first dashboard to read the three records")
     first.acknowledge("inc-c1-1", "olga", "2026-01-01T00:01:00+00:00")
     feed.stop()
     assert redis_conn.exists(key)
@@ -76,8 +60,8 @@ def test_a_restarted_dashboard_resumes_its_state_and_offsets(live_settings, redi
     second = CountingState()
     feed = KafkaFeed(settings, second, store=redis_conn, key=key, save_s=0.2).start()
     try:
-        wait_for(lambda: feed.resumed, "the saved state to load")
-        wait_for(lambda: second.read >= 1, "the new decision")
+        wait_for(lambda: feed.resumed, 30, "the saved state to load")
+        wait_for(lambda: second.read >= 1, 30, "the new decision")
         time.sleep(1.0)  # anything read again would arrive by now
     finally:
         feed.stop()
@@ -102,7 +86,7 @@ def test_a_saved_offset_no_longer_on_the_broker_reads_the_topic_from_its_start(
     counting = CountingState()
     feed = KafkaFeed(settings, counting, store=redis_conn, key=key, save_s=0.2).start()
     try:
-        wait_for(lambda: counting.read == 1, "the alarm to be read from the start")
+        wait_for(lambda: counting.read == 1, 30, "the alarm to be read from the start")
     finally:
         feed.stop()
     assert [i["id"] for i in counting.overview()["incidents"]] == ["inc-c1-1"]

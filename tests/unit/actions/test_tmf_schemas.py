@@ -21,7 +21,7 @@ from cxstream.actions.tmf import (
 from cxstream.batches import AlarmClear
 from cxstream.dashboard.app import create_app
 from cxstream.dashboard.state import DashboardState
-from cxstream.events import Action, AffectedSubscriber, Alert, CellIncident
+from cxstream.events import AffectedSubscriber, Alert, CellIncident, Channel
 from tests.standards import (
     alarm_errors,
     alarm_event_errors,
@@ -29,6 +29,7 @@ from tests.standards import (
     message_errors,
     problem_errors,
 )
+from tests.unit.actions.test_webhook import action as webhook_action
 from tests.unit.test_dashboard_app import command
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
@@ -101,20 +102,15 @@ def test_the_disabled_endpoint_alarm_validates():
 
 @pytest.mark.parametrize("deferred", [False, True])
 def test_communication_messages_validate(deferred):
-    action = Action(
-        action_id="a1",
-        kind="proactive_apology",
-        subscriber_id="s1",
-        channel="email",
-        reason="degradation",
-        alert_id="deg-s1-e9",
-        event_time=T,
-        created_at=T,
-        send_at=T + timedelta(hours=9) if deferred else None,
-        offer={"id": "data-boost-5gb", "price": 0},
-        details={"churn": {"probability": 0.4}},
-        content="We are sorry about the interruption.",
-        language="en",
+    action = webhook_action().model_copy(
+        update={
+            "channel": Channel.EMAIL,
+            "send_at": T + timedelta(hours=9) if deferred else None,
+            "offer": {"id": "data-boost-5gb", "price": 0},
+            "details": {"churn": {"probability": 0.4}},
+            "content": "We are sorry about the interruption.",
+            "language": "en",
+        }
     )
     message = communication_message(action)
     assert message_errors(message) == []
@@ -151,18 +147,7 @@ def test_the_validators_catch_what_the_standards_forbid():
     assert problem_errors({**problem, "priority": "3"})  # an integer 1..10 in TMF656
     bad_alert = {**problem, "firstAlert": {"id": "x", "@referredType": "Alarm"}}  # no role
     assert any("role" in e for e in problem_errors(bad_alert))
-    message = communication_message(
-        Action(
-            action_id="a1",
-            kind="proactive_apology",
-            subscriber_id="s1",
-            channel="sms",
-            reason="r",
-            alert_id="x",
-            event_time=T,
-            created_at=T,
-        )
-    )
+    message = communication_message(webhook_action())
     assert any(
         "content" in e for e in message_errors({k: v for k, v in message.items() if k != "content"})
     )
