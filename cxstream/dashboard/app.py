@@ -284,7 +284,7 @@ def create_app(
         """Every incident the dashboard holds, each with its value at risk and its affected
         customers' churn probability, value and expected loss."""
         out = []
-        for incident in state.overview()["incidents"]:
+        for incident in state.incident_rows():
             ids = incident.pop("affected_ids")
             if risk is not None:
                 total, rows = risk.incident_value(ids)

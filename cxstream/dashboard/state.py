@@ -322,32 +322,42 @@ class DashboardState:
             return dict(incident)
 
     # -- reading ---------------------------------------------------------------------------------
+    def incident_rows(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The most recent incidents, newest first, as the page and the API list them (with
+        ``affected_ids``, the affected subscribers)."""
+        with self._lock:
+            return self._incident_rows(limit)
+
+    def _incident_rows(self, limit: int) -> list[dict[str, Any]]:
+        incidents = []
+        for alarm in reversed(self.incidents.values()):
+            extra = alarm.get("x-cxstream", {})
+            affected = alarm.get("affectedService", [])
+            incidents.append(
+                {
+                    "id": alarm["id"],
+                    "cell_id": alarm["alarmedObject"]["id"],
+                    "state": alarm["state"],
+                    "severity": alarm["perceivedSeverity"],
+                    "since": alarm.get("alarmRaisedTime"),
+                    "changed": alarm.get("alarmChangedTime"),
+                    "affected": len(affected),
+                    "affected_ids": [a.get("id") for a in affected if a.get("id")],
+                    "tiers": _count_tiers(_tiers(alarm)),
+                    "cause": extra.get("cause"),
+                    "resolved_by": alarm.get("clearUserId"),
+                    "share": extra.get("share"),
+                    "ack": self.acks.get(alarm["id"]),
+                }
+            )
+            if len(incidents) >= limit:
+                break
+        return incidents
+
     def overview(self, *, limit: int = 200) -> dict[str, Any]:
         """Everything the main page shows, compact."""
         with self._lock:
-            incidents = []
-            for alarm in reversed(self.incidents.values()):
-                extra = alarm.get("x-cxstream", {})
-                affected = alarm.get("affectedService", [])
-                incidents.append(
-                    {
-                        "id": alarm["id"],
-                        "cell_id": alarm["alarmedObject"]["id"],
-                        "state": alarm["state"],
-                        "severity": alarm["perceivedSeverity"],
-                        "since": alarm.get("alarmRaisedTime"),
-                        "changed": alarm.get("alarmChangedTime"),
-                        "affected": len(affected),
-                        "affected_ids": [a.get("id") for a in affected if a.get("id")],
-                        "tiers": _count_tiers(_tiers(alarm)),
-                        "cause": extra.get("cause"),
-                        "resolved_by": alarm.get("clearUserId"),
-                        "share": extra.get("share"),
-                        "ack": self.acks.get(alarm["id"]),
-                    }
-                )
-                if len(incidents) >= 50:
-                    break
+            incidents = self._incident_rows(50)
             customers = sorted(
                 self.customers.values(),
                 key=lambda c: (
