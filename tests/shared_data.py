@@ -11,4 +11,5 @@ from pathlib import Path
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TELCO = SHARED_DATA / "telco_churn_ibm" / "Telco-Customer-Churn.csv"
 NAB = SHARED_DATA / "nab"
+MS_CLOUD = SHARED_DATA / "ms_cloud_monitoring"
 UCC_TRACES = SHARED_DATA / "ucc_5g_traces" / "traces"

@@ -111,17 +111,17 @@ def eval_protocol(data_dirs: tuple[Path, ...], as_json: bool) -> None:
     progress.done()
     rate = report.points / report.seconds if report.seconds else 0.0
     click.echo(
-        f"{report.points} points scored once ({rate:,.0f} points/s); settings threshold/hold"
+        f"{report.points} points scored once ({rate:,.0f} points/s); settings threshold/hold/repeat/spike"
     )
     click.echo(
-        f"{'group':40s} {'in sample':>10s} {'(setting)':>10s} {'held out':>9s} {'(setting)':>10s} "
-        f"{'fixed ' + report.fixed.name:>12s}"
+        f"{'group':38s} {'in sample':>9s} {'(setting)':>22s} {'held out':>9s} {'(setting)':>22s} "
+        f"{'fixed':>6s} {report.fixed.name}"
     )
     for group, e in report.logo.items():
         held = f"{e['held_out']:9.1f}" if "held_out" in e else f"{'-':>9s}"
         click.echo(
-            f"{group:40s} {e['in_sample']:10.1f} {e['chosen_in_sample']!s:>10s} {held} "
-            f"{e.get('chosen', '-')!s:>10s} {e['fixed']:12.1f}"
+            f"{group:38s} {e['in_sample']:9.1f} {e['chosen_in_sample']!s:>22s} {held} "
+            f"{e.get('chosen', '-')!s:>22s} {e['fixed']:6.1f}"
         )
     for pair, e in report.across.items():
         click.echo(

@@ -16,22 +16,29 @@ well over 100,000 points per second in pure Python:
 3. **New extremes.** A value beyond the range seen so far by more than 10 % of that range scores 1.
    Until the likelihood has its distribution (``warmup`` points), the score is the two-sided
    Gaussian tail of the value against the last ``window`` points, on the same scale.
-4. **Novelty.** A stretch of surprise no larger than the largest one seen recently (``repeat_share``
+4. **Spikes.** A single point beyond every point of its recent window and far from it (its
+   two-sided Gaussian tail against the last ``window`` points at most 1e-6: ``spike`` 0.75 on the
+   same scale) is news even where a context expects it (a nightly batch job's burst, which
+   operators label as an incident each night), provided it is at least as far out as any point of
+   the last quarter day (``spike_days``, fading): a burst that recurs within hours is a repeat. A
+   point is held to a tail a hundred times stricter than a stretch, because heavy-tailed series
+   break the window's Gaussian.
+5. **Novelty.** A stretch of surprise no larger than the largest one seen recently (``repeat_share``
    of it) is a repeat, not news: it raises no alert (:meth:`ContextLikelihoodDetector.update_novel`).
    "Recently" fades with a half-life of ``repeat_days`` (a week, the longest season the predictors
    know) of the series' own sampling. Bursty series whose bursts recur stop paging for each one.
 
-The three decision settings (threshold, quiet period, repeat rule) were chosen on a small grid by
-one rule fixed in advance: at most 0.1 false alerts per series-day on clean synthetic series, then
-the best sum of the NAB dev subset and the Microsoft set (docs/evaluation.md, with the
-leave-one-group-out figures; ``cxstream eval protocol`` measures any choice).
-5. **One alert per episode.** After an alert, further alerts are held back for half a day of the
+6. **One alert per episode.** After an alert, further alerts are held back for half a day of the
    series' own sampling (12 hourly points, 144 five-minute points, 720 one-minute points; at least
    10), as an operator wants one page per problem (:class:`AlertGate`).
 
+The decision settings (threshold, quiet period, repeat rule, spike rule) were chosen on a small
+grid fixed by reasoning (docs/evaluation.md, with the leave-one-group-out figures; ``cxstream eval
+protocol`` measures any choice).
+
 Memory is bounded: three arrays per context (at most 288 daily and 2,016 weekly buckets at the
-5-minute floor), about 56 kB per series in the worst case — meant for per-cell and per-KPI series;
-per-subscriber state uses the much smaller :class:`~cxstream.detectors.ExperienceDropDetector`.
+5-minute floor) and the last ``window`` values, about 58 kB per series in the worst case — meant
+for per-cell and per-KPI series; per-subscriber state uses the much smaller :class:`~cxstream.detectors.ExperienceDropDetector`.
 """
 
 from __future__ import annotations
@@ -115,7 +122,14 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
     window
         Points of the recent window whose two-sided Gaussian tail, on the likelihood's scale, is
         the score until the likelihood's warm-up ends (from the ``window_min``-th point on): a
-        short series is not left unwatched for its first ``warmup`` points.
+        short series is not left unwatched for its first ``warmup`` points. After it, the same
+        tail scores spikes.
+    spike
+        Score a single point's tail must reach to count as a spike after the warm-up (0.75: a
+        1-in-a-million point); ``None``: no spike rule.
+    spike_days
+        Half-life of "recent" for the farthest point, in days of the series' sampling: a spike
+        no farther out than it is a repeat.
     min_resolution_s
         Coarsest context bucket floor (bounds memory).
 
@@ -145,6 +159,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         repeat_days: float = 7.0,
         window: int = 200,
         window_min: int = 30,
+        spike: float | None = 0.75,
+        spike_days: float = 0.25,
     ) -> None:
         self.feature = feature
         self.fast_alpha = fast_alpha
@@ -157,6 +173,10 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self.repeat_days = repeat_days
         self.window = window
         self.window_min = window_min
+        self.spike = spike
+        self.spike_days = spike_days
+        self._far = 0.0  # the farthest recent point from its window, in window SDs, fading
+        self._far_decay = 0.5 ** (1.0 / (288.0 * spike_days))  # per point; from the interval
         self._win: deque[float] = deque(maxlen=window)
         self._win_shift: float | None = None  # sums are of value - shift (no cancellation)
         self._win_sum = 0.0
@@ -210,10 +230,15 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         total = self._recent_sum - (self._recent[0] if full else 0.0) + raw
         return total / (self.average if full else len(self._recent) + 1)
 
-    def _score(self, value: float, raw: float) -> float:
-        if self._n < self.warmup:
-            return self._window_score(value)
-        return self._likelihood(value, raw)
+    def _assess(self, value: float, raw: float, z: float) -> tuple[float, bool]:
+        """The score, and whether the point is news (see :meth:`update_novel`)."""
+        score = self._tail(z) if self._n < self.warmup else self._likelihood(value, raw)
+        novel = score >= 1.0 or self._short(raw) >= self.repeat_share * self._record
+        if self.spike is not None and self._n >= self.warmup and z >= self._far:
+            point = self._tail(z)
+            if point >= self.spike and self._outside(value):
+                return (point if point > score else score), True
+        return score, novel
 
     def _likelihood(self, value: float, raw: float) -> float:
         if self._n < self.warmup:
@@ -224,9 +249,9 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         tail = 0.5 * math.erfc(z / math.sqrt(2.0))
         return min(1.0, -math.log10(tail) / 8.0) if tail > 0.0 else 1.0
 
-    def _window_score(self, value: float) -> float:
-        """The two-sided Gaussian tail of ``value`` against the last ``window`` points, on the
-        likelihood's scale (``-log10(tail) / 8``)."""
+    def _z(self, value: float) -> float:
+        """How far ``value`` is from the mean of the last ``window`` points, in their standard
+        deviations (0 until the window holds ``window_min`` points)."""
         n = len(self._win)
         if n < self.window_min or self._win_shift is None:
             return 0.0
@@ -234,7 +259,32 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         var = self._win_sq / n - mean * mean
         d = value - self._win_shift - mean
         floor = 1e-9 * (abs(mean + self._win_shift) + 1.0)
-        z = abs(d) / math.sqrt(var if var > floor * floor else floor * floor)
+        return abs(d) / math.sqrt(var if var > floor * floor else floor * floor)
+
+    def _recentre(self) -> None:
+        """Shift the window's values to its mean and sum them afresh, once per ``window`` points:
+        the running sums neither drift nor lose precision when the series' level moves far from
+        where it started."""
+        if self._win_shift is None or not self._win:
+            return
+        mean = self._win_sum / len(self._win)
+        values = [x - mean for x in self._win]
+        self._win_shift += mean
+        self._win.clear()
+        self._win.extend(values)
+        self._win_sum = math.fsum(values)
+        self._win_sq = math.fsum(x * x for x in values)
+
+    def _outside(self, value: float) -> bool:
+        """Whether ``value`` lies beyond every point of the recent window."""
+        if self._win_shift is None or not self._win:
+            return False
+        x = value - self._win_shift
+        return x > max(self._win) or x < min(self._win)
+
+    @staticmethod
+    def _tail(z: float) -> float:
+        """The two-sided Gaussian tail of ``z`` on the likelihood's scale (``-log10(tail) / 8``)."""
         tail = math.erfc(z / math.sqrt(2.0))
         return min(1.0, -math.log10(tail) / 8.0) if tail > 0.0 else 1.0
 
@@ -250,13 +300,15 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
                 self._resolution = max(self.min_resolution_s, median)
                 points = self.repeat_days * _DAY / max(median, 1e-3)
                 self._record_decay = 0.5 ** (1.0 / max(points, 1.0))
+                points = self.spike_days * _DAY / max(median, 1e-3)
+                self._far_decay = 0.5 ** (1.0 / max(points, 1.0))
                 self._slots = max(1, math.ceil(_DAY / self._resolution))
                 self._daily = _Context(self._slots, self.season_alpha)
                 self._weekly = _Context(7 * self._slots, self.season_alpha)
                 self._deltas = []
         self._prev_t = t
 
-    def _learn(self, value: float, t: float | None, raw: float) -> None:
+    def _learn(self, value: float, t: float | None, raw: float, z: float) -> None:
         daily, weekly = self._buckets(t)
         self._level.learn(0, value)
         if daily >= 0 and self._daily is not None and self._weekly is not None:
@@ -276,19 +328,20 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             step = value - self._last
             self._step += 0.01 * ((step if step >= 0 else -step) - self._step)
         self._last = value
-        if self._n < self.warmup:  # the recent window scores only until the likelihood can
-            if self._win_shift is None:
-                self._win_shift = value
-            x = value - self._win_shift
-            if len(self._win) == self.window:
-                old = self._win[0]
-                self._win_sum -= old
-                self._win_sq -= old * old
-            self._win.append(x)
-            self._win_sum += x
-            self._win_sq += x * x
-        elif self._win:
-            self._win.clear()
+        faded = self._far * self._far_decay
+        self._far = z if z > faded else faded
+        if self._win_shift is None:
+            self._win_shift = value
+        x = value - self._win_shift
+        if len(self._win) == self.window:
+            old = self._win[0]
+            self._win_sum -= old
+            self._win_sq -= old * old
+        self._win.append(x)
+        self._win_sum += x
+        self._win_sq += x * x
+        if self._n % self.window == self.window - 1:
+            self._recentre()
         self._lo = value if value < self._lo else self._lo
         self._hi = value if value > self._hi else self._hi
         if len(self._recent) == self.average:
@@ -316,9 +369,9 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         if not math.isfinite(value):
             return 0.0, False
         raw = self._surprise(value, t)
-        score = self._score(value, raw)
-        novel = score >= 1.0 or self._short(raw) >= self.repeat_share * self._record
-        self._learn(value, t, raw)
+        z = self._z(value)
+        score, novel = self._assess(value, raw, z)
+        self._learn(value, t, raw, z)
         return score, novel
 
     @override
@@ -326,16 +379,17 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         value = x.get(self.feature)
         if value is None or not math.isfinite(value):
             return 0.0
-        t = x.get("t")
-        return self._score(float(value), self._surprise(float(value), t))
+        v = float(value)
+        return self._assess(v, self._surprise(v, x.get("t")), self._z(v))[0]
 
     @override
     def learn_one(self, x: dict[base.typing.FeatureName, Any]) -> None:
         value = x.get(self.feature)
         if value is None or not math.isfinite(value):
             return
+        v = float(value)
         t = x.get("t")
-        self._learn(float(value), t, self._surprise(float(value), t))
+        self._learn(v, t, self._surprise(v, t), self._z(v))
 
 
 _INTERVAL_SAMPLE = 50  # timestamps whose median gap is the series' sampling interval

@@ -2,7 +2,7 @@
 scored on: leave-one-group-out and cross-benchmark figures for its decision settings.
 
 The detector's score does not depend on the alert threshold and the hold after an alert, so every
-file is scored once per repeat rule and each setting on the grid only re-decides. Then:
+file is scored once per repeat and spike rule and each setting on the grid only re-decides. Then:
 
 * **in sample**: each group scored with the setting that is best on that group itself (what a
   choice made on the test data would report);
@@ -14,7 +14,9 @@ file is scored once per repeat rule and each setting on the grid only re-decides
 "Best" is the highest NAB standard score, pooled over the files it is chosen on. The grid is small
 and spaced by reasoning (likelihood tails of 1e-3, 1e-4 and 1e-5; quiet for a quarter of a day to
 two days of the series' own sampling after an alert; no repeat rule, or 80 % / 100 % of the largest
-surprise of the last day / week), so that the figures measure the choice, not a search.
+surprise of the last day / week; no spike rule, or single points with tails of 1e-6 / 1e-8 beyond
+the farthest point of the last quarter / half day), so that the figures measure the choice, not a
+search.
 """
 
 from __future__ import annotations
@@ -40,33 +42,48 @@ from cxstream.evaluate.nab import (
 __all__ = ["GRID", "ProtocolReport", "Setting", "run_protocol"]
 
 
+Rule = tuple[float, float, float | None, float]
+# what a detector's scores depend on: repeat share and days, spike tail score and days
+
+
 @dataclass(frozen=True)
 class Setting:
     """The series detector's decision settings: alert threshold, quiet days after an alert, and
     what counts as a repeat (``repeat_share`` of the largest surprise of the last
-    ``repeat_days``; 0: nothing is a repeat)."""
+    ``repeat_days``; 0: nothing is a repeat), and the spike rule (a point's tail score at least
+    ``spike``, beyond the farthest point of the last ``spike_days``; ``None``: no spike rule)."""
 
     threshold: float
     hold_days: float
     repeat_share: float = 0.8
     repeat_days: float = 7.0
+    spike: float | None = 0.75
+    spike_days: float = 0.25
 
     @property
     def name(self) -> str:
-        """``threshold/hold days/repeat``, as tables show it."""
+        """``threshold/hold days/repeat/spike``, as tables show it."""
         repeat = f"{self.repeat_share:g}x{self.repeat_days:g}d" if self.repeat_share else "off"
-        return f"{self.threshold:g}/{self.hold_days:g}d/{repeat}"
+        spike = f"{self.spike:g}>{self.spike_days:g}d" if self.spike is not None else "off"
+        return f"{self.threshold:g}/{self.hold_days:g}d/{repeat}/{spike}"
+
+    @property
+    def rule(self) -> Rule:
+        """What the detector's scores depend on (the rest only re-decides)."""
+        return (self.repeat_share, self.repeat_days, self.spike, self.spike_days)
 
 
 GRID: tuple[Setting, ...] = tuple(
-    Setting(threshold, days, share, span)
+    Setting(threshold, days, share, span, spike, spike_days)
     for threshold in (0.375, 0.5, 0.625)
     for days in (0.25, 0.5, 1.0, 2.0)
     for share, span in ((0.0, 7.0), (0.8, 1.0), (0.8, 7.0), (1.0, 7.0))
+    for spike, spike_days in ((None, 0.25), (0.75, 0.25), (1.0, 0.25), (0.75, 0.5))
 )
 """Thresholds: -log10 tail / 8 of 1e-3, 1e-4, 1e-5; holds: a quarter of a day to two days of
 the series' own sampling; repeats: none, or below 80 % or 100 % of the largest surprise of the
-last day or week."""
+last day or week; spikes: none, or a point's tail of 1e-6 or 1e-8 beyond the farthest point of
+the last quarter or half day."""
 
 
 @dataclass
@@ -74,7 +91,7 @@ class _Scored:
     group: str  # "<data set>/<group>"
     timestamps: list[datetime]
     epochs: list[float]
-    scores: dict[tuple[float, float], tuple[list[float], list[bool]]]  # by repeat rule
+    scores: dict[Rule, tuple[list[float], list[bool]]]  # by repeat and spike rule
     windows: list[tuple[datetime, datetime]]
 
 
@@ -107,7 +124,7 @@ class ProtocolReport:
 
 def _decide(f: _Scored, setting: Setting) -> list[int]:
     gate = AlertGate(threshold=setting.threshold, hold_days=setting.hold_days)
-    scores, novel = f.scores[(setting.repeat_share, setting.repeat_days)]
+    scores, novel = f.scores[setting.rule]
     return [
         1 if gate.decide(s if n else 0.0, t) else 0
         for s, n, t in zip(scores, novel, f.epochs, strict=True)
@@ -129,8 +146,8 @@ def _best(files: Sequence[_Scored], grid: Sequence[Setting]) -> tuple[Setting, f
 
 def _load(
     data_dir: Path,
-    detector: Callable[[float, float], ContextLikelihoodDetector],
-    rules: Sequence[tuple[float, float]],
+    detector: Callable[[Setting], ContextLikelihoodDetector],
+    rules: Sequence[Setting],
     report: ProtocolReport,
 ) -> list[_Scored]:
     labels = json.loads((data_dir / "labels" / "combined_windows.json").read_text("utf-8"))
@@ -139,14 +156,14 @@ def _load(
         name = f"{path.parent.name}/{path.name}"
         data = read_nab_file(path, name)
         epochs = [_epoch(t) for t in data.timestamps]
-        scores: dict[tuple[float, float], tuple[list[float], list[bool]]] = {}
-        for share, days in rules:
-            det = detector(share, days)
+        scores: dict[Rule, tuple[list[float], list[bool]]] = {}
+        for rule in rules:
+            det = detector(rule)
             start = time.perf_counter()
             pairs = [det.update_novel(v, t) for v, t in zip(data.values, epochs, strict=True)]
             report.seconds += time.perf_counter() - start
             report.points += len(pairs)
-            scores[(share, days)] = ([p[0] for p in pairs], [p[1] for p in pairs])
+            scores[rule.rule] = ([p[0] for p in pairs], [p[1] for p in pairs])
         group = f"{data_dir.name}/{path.parent.name}"
         out.append(_Scored(group, data.timestamps, epochs, scores, file_windows(labels, name)))
     return out
@@ -156,7 +173,7 @@ def run_protocol(
     data_dirs: Sequence[Path],
     *,
     grid: Sequence[Setting] = GRID,
-    detector: Callable[[float, float], ContextLikelihoodDetector] | None = None,
+    detector: Callable[[Setting], ContextLikelihoodDetector] | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> ProtocolReport:
     """Score every file of every data set once, then measure the choice of decision settings
@@ -168,13 +185,20 @@ def run_protocol(
             default.gate.hold_days or 0.0,
             default.detector.repeat_share,
             default.detector.repeat_days,
+            default.detector.spike,
+            default.detector.spike_days,
         )
     )
     make = detector or (
-        lambda share, days: ContextLikelihoodDetector(repeat_share=share, repeat_days=days)
+        lambda s: ContextLikelihoodDetector(
+            repeat_share=s.repeat_share,
+            repeat_days=s.repeat_days,
+            spike=s.spike,
+            spike_days=s.spike_days,
+        )
     )
     grid = list(grid) if report.fixed in grid else [*grid, report.fixed]
-    rules = sorted({(s.repeat_share, s.repeat_days) for s in grid})
+    rules = list({s.rule: s for s in grid}.values())
     sets: dict[str, list[_Scored]] = {}
     for data_dir in data_dirs:
         if on_stage is not None:
