@@ -133,6 +133,7 @@ def eval_protocol(data_dirs: tuple[Path, ...], as_json: bool) -> None:
 
 
 @eval_group.command("churn")
+@config_option
 @click.option(
     "--csv",
     "csv_file",
@@ -166,6 +167,7 @@ def eval_protocol(data_dirs: tuple[Path, ...], as_json: bool) -> None:
 )
 @json_option
 def eval_churn(
+    config: Path | None,
     csv_file: Path,
     label: str,
     positive: str | None,
@@ -178,9 +180,14 @@ def eval_churn(
     scored then learned in file order, one pass. Prints ROC AUC, PR AUC, log loss, accuracy at
     0.5 and rows per second.
 
+    blend and bayes are built from the configuration's churn section (prior_variance,
+    max_categories, trees, tree_window; CXSTREAM_CHURN__* variables override it), as the flow
+    builds its model.
+
     Example: cxstream eval churn --csv Telco-Customer-Churn.csv --label Churn --id customerID"""
     from cxstream.evaluate.churn import run_churn
 
+    settings = settings_from(config)
     progress = Progress()
     try:
         report = run_churn(
@@ -191,6 +198,7 @@ def eval_churn(
             model=model,
             predictions=predictions,
             on_progress=lambda i, n: progress(f"row {i:,}/{n:,}"),
+            churn=settings.churn,
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc

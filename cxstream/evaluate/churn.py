@@ -17,19 +17,23 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from cxstream.detectors.churn import ChurnModel, Schema, infer_schema, parse_number
-from cxstream.detectors.churn_trees import sigmoid
+from cxstream.detectors.churn_trees import TreeSettings, sigmoid
 from cxstream.errors import DataError
+
+if TYPE_CHECKING:
+    from cxstream.settings import ChurnSettings
 
 __all__ = [
     "MODELS",
     "ChurnReport",
     "average_precision",
+    "configured",
     "log_loss",
     "reliability",
     "roc_auc",
@@ -206,6 +210,20 @@ MODELS: dict[str, Callable[[Schema], Classifier]] = {
 """Model name -> factory; ``blend`` is the one the flow uses."""
 
 
+def configured(model: str, schema: Schema, churn: ChurnSettings) -> Classifier | None:
+    """``blend`` or ``bayes`` with the configured prior, category cap and trees (``blend`` without
+    trees when ``churn.trees`` is off, as in the flow); ``None`` for the other models."""
+    if model not in ("blend", "bayes"):
+        return None
+    trees = model == "blend" and churn.trees
+    return ChurnModel(
+        schema,
+        prior_variance=churn.prior_variance,
+        max_categories=churn.max_categories,
+        trees=TreeSettings(window=churn.tree_window) if trees else None,
+    )
+
+
 @dataclass(frozen=True)
 class ChurnReport:
     """Prequential quality and speed of one model on one file."""
@@ -313,14 +331,18 @@ def run_churn(
     model: str = "blend",
     predictions: Path | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    churn: ChurnSettings | None = None,
 ) -> ChurnReport:
-    """Score then learn every row in file order; return prequential metrics."""
+    """Score then learn every row in file order; return prequential metrics. With ``churn``
+    (the ``churn`` section of the settings), ``blend`` and ``bayes`` are built as the flow
+    builds its model from it."""
     rows, labels, _ = read_labelled(path, label, positive, id_column)
     inferred = infer_schema(rows)
     if not inferred.schema.columns:
         msg = f"no usable feature columns in {path} (skipped: {inferred.skipped})"
         raise DataError(msg)
-    clf = MODELS[model](inferred.schema)
+    clf = configured(model, inferred.schema, churn) if churn is not None else None
+    clf = clf or MODELS[model](inferred.schema)
     probs = np.empty(len(rows))
     start = time.perf_counter()
     for i, (row, y) in enumerate(zip(rows, labels, strict=True)):

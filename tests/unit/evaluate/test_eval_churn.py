@@ -102,6 +102,27 @@ def test_a_file_with_another_schema_runs_unchanged(tmp_path):
     assert all(0.0 <= float(r["probability"]) <= 1.0 for r in rows)
 
 
+def test_the_configured_churn_model_is_the_one_evaluated(tmp_path, monkeypatch):
+    """blend is built from the churn section like the flow's model: with trees off in the
+    environment it is the linear part alone, and the prior set there is the one used."""
+    data = tmp_path / "bank.csv"
+    write_bank_file(data)
+
+    def auc(model, **env):
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        args = ["eval", "churn", "--csv", str(data), "--label", "Exited", "--model", model]
+        result = CliRunner().invoke(main, [*args, "--json"])
+        for key in env:
+            monkeypatch.delenv(key)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output.strip().splitlines()[-1])["roc_auc"]
+
+    bayes = auc("bayes")
+    assert auc("blend", CXSTREAM_CHURN__TREES="false") == bayes
+    assert auc("bayes", CXSTREAM_CHURN__PRIOR_VARIANCE="0.01") != bayes
+
+
 def test_positive_value_and_id_column_are_honoured(tmp_path):
     data = tmp_path / "t.csv"
     data.write_text(
