@@ -38,7 +38,8 @@ protocol`` measures any choice).
 
 Memory is bounded: three arrays per context (at most 288 daily and 2,016 weekly buckets at the
 5-minute floor) and the last ``window`` values, about 58 kB per series in the worst case — meant
-for per-cell and per-KPI series; per-subscriber state uses the much smaller :class:`~cxstream.detectors.ExperienceDropDetector`.
+for per-cell and per-KPI series; per-subscriber state uses the much smaller
+:class:`~cxstream.detectors.ExperienceDropDetector`.
 """
 
 from __future__ import annotations

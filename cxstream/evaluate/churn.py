@@ -23,8 +23,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cxstream.detectors.churn import ChurnModel, Schema, infer_schema, parse_number
-from cxstream.detectors.churn_trees import TreeSettings, sigmoid
+from cxstream.detectors.churn_trees import sigmoid
 from cxstream.errors import DataError
+from cxstream.steps.churn_risk import churn_model
 
 if TYPE_CHECKING:
     from cxstream.settings import ChurnSettings
@@ -33,7 +34,6 @@ __all__ = [
     "MODELS",
     "ChurnReport",
     "average_precision",
-    "configured",
     "log_loss",
     "reliability",
     "roc_auc",
@@ -210,20 +210,6 @@ MODELS: dict[str, Callable[[Schema], Classifier]] = {
 """Model name -> factory; ``blend`` is the one the flow uses."""
 
 
-def configured(model: str, schema: Schema, churn: ChurnSettings) -> Classifier | None:
-    """``blend`` or ``bayes`` with the configured prior, category cap and trees (``blend`` without
-    trees when ``churn.trees`` is off, as in the flow); ``None`` for the other models."""
-    if model not in ("blend", "bayes"):
-        return None
-    trees = model == "blend" and churn.trees
-    return ChurnModel(
-        schema,
-        prior_variance=churn.prior_variance,
-        max_categories=churn.max_categories,
-        trees=TreeSettings(window=churn.tree_window) if trees else None,
-    )
-
-
 @dataclass(frozen=True)
 class ChurnReport:
     """Prequential quality and speed of one model on one file."""
@@ -341,8 +327,10 @@ def run_churn(
     if not inferred.schema.columns:
         msg = f"no usable feature columns in {path} (skipped: {inferred.skipped})"
         raise DataError(msg)
-    clf = configured(model, inferred.schema, churn) if churn is not None else None
-    clf = clf or MODELS[model](inferred.schema)
+    if churn is not None and model in ("blend", "bayes"):
+        clf: Classifier = churn_model(inferred.schema, churn, trees=model == "blend")
+    else:
+        clf = MODELS[model](inferred.schema)
     probs = np.empty(len(rows))
     start = time.perf_counter()
     for i, (row, y) in enumerate(zip(rows, labels, strict=True)):

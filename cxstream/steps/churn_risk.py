@@ -32,12 +32,25 @@ from cxstream.detectors.churn import (
 )
 from cxstream.errors import ConfigError, IncompatibleCheckpoint, UntrustedCheckpoint
 from cxstream.events import CustomerContext, Outcome, OutcomeKind
-from cxstream.settings import Settings
+from cxstream.settings import ChurnSettings, Settings
 from cxstream.steps.common import RedisTrouble
 
-__all__ = ["SCHEDULED", "BaseScoring", "ChurnRisk"]
+__all__ = ["SCHEDULED", "BaseScoring", "ChurnRisk", "churn_model"]
 
 SCHEDULED: Final = "scheduled"
+
+
+def churn_model(schema: Schema, churn: ChurnSettings, *, trees: bool = True) -> ChurnModel:
+    """The model the ``churn`` section describes (its prior, category cap and trees; no trees
+    when ``trees`` is false): the flow's, and what ``cxstream eval churn`` measures."""
+    return ChurnModel(
+        schema,
+        prior_variance=churn.prior_variance,
+        max_categories=churn.max_categories,
+        trees=TreeSettings(window=churn.tree_window) if trees and churn.trees else None,
+    )
+
+
 """The ``signal`` and ``source_id`` of a snapshot taken by the scheduled pass."""
 
 log = logging.getLogger(__name__)
@@ -71,13 +84,7 @@ class ChurnRisk:
         self._refits: ThreadPoolExecutor | None = None  # the learner's background refits
 
     def fresh_model(self) -> ChurnModel:
-        c = self.settings.churn
-        return ChurnModel(
-            self.schema,
-            prior_variance=c.prior_variance,
-            max_categories=c.max_categories,
-            trees=TreeSettings(window=c.tree_window) if c.trees else None,
-        )
+        return churn_model(self.schema, self.settings.churn)
 
     def load_checkpoint(self, data: bytes) -> tuple[ChurnModel, dict[str, float]]:
         """Restore a checkpoint; refuse one not authenticated by the key, of another format or

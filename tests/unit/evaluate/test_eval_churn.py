@@ -109,12 +109,11 @@ def test_the_configured_churn_model_is_the_one_evaluated(tmp_path, monkeypatch):
     write_bank_file(data)
 
     def auc(model, **env):
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
         args = ["eval", "churn", "--csv", str(data), "--label", "Exited", "--model", model]
-        result = CliRunner().invoke(main, [*args, "--json"])
-        for key in env:
-            monkeypatch.delenv(key)
+        with monkeypatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            result = CliRunner().invoke(main, [*args, "--json"])
         assert result.exit_code == 0, result.output
         return json.loads(result.output.strip().splitlines()[-1])["roc_auc"]
 
