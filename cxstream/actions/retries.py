@@ -8,6 +8,11 @@ delivered or dead-lettered. On start the partition re-queues what its hash holds
 ledger skips anything that did get through, so nothing is sent twice). Entries are data only:
 each is validated as an :class:`~cxstream.events.Action`; one that is not is logged and dropped.
 
+A hash whose partition no longer exists (``webhook.partitions`` lowered) is adopted: on start
+each partition moves into its own hash the entries that fall to it (``crc32(action id)`` modulo
+the partitions; :meth:`RedisRetryStore.adopt`), so no partition takes one twice and none is left
+behind.
+
 Redis errors never stop a delivery: they are logged, and the flow's own recovery snapshot still
 carries the waiting rounds.
 """
@@ -15,6 +20,8 @@ carries the waiting rounds.
 from __future__ import annotations
 
 import logging
+import zlib
+from collections.abc import Sequence
 from typing import Protocol
 
 import orjson
@@ -23,7 +30,7 @@ import redis
 
 from cxstream.events import Action
 
-__all__ = ["MemoryRetryStore", "RedisRetryStore", "RetryStore", "retry_key"]
+__all__ = ["MemoryRetryStore", "RedisRetryStore", "RetryStore", "owner", "retry_key"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +40,12 @@ Waiting = tuple[Action, int, float]  # the action, its next round, when it is du
 def retry_key(prefix: str, partition: str) -> str:
     """The Redis hash of one delivery partition's waiting rounds."""
     return f"{prefix}:webhook-rounds:{partition}"
+
+
+def owner(action_id: str, partitions: int) -> int:
+    """The partition (an index below ``partitions``) that adopts an orphaned entry: the same
+    answer in every process."""
+    return zlib.crc32(action_id.encode()) % partitions
 
 
 class RetryStore(Protocol):
@@ -100,6 +113,33 @@ class RedisRetryStore:
                 log.error("dropping an unreadable waiting delivery %r in %s", field, self.key)
                 self.remove(field.decode() if isinstance(field, bytes) else str(field))
         return waiting
+
+    def adopt(self, prefix: str, partition: str, partitions: Sequence[str]) -> int:
+        """Move into this store (``partition``'s) its share of the entries kept under a
+        partition that is not in ``partitions`` (the delivery partitions now) any more; the
+        number moved. Each entry goes to ``partitions[owner(action_id, len(partitions))]``."""
+        if partition not in partitions:
+            return 0
+        me = partitions.index(partition)
+        live = {retry_key(prefix, p) for p in partitions}
+        moved = 0
+        try:
+            for raw_key in self._client.scan_iter(match=retry_key(prefix, "*"), count=1_000):
+                key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+                if key in live:
+                    continue
+                for field, raw in self._client.hgetall(key).items():
+                    action_id = field.decode() if isinstance(field, bytes) else str(field)
+                    if owner(action_id, len(partitions)) != me:
+                        continue
+                    self._client.hsetnx(self.key, action_id, raw)
+                    self._client.hdel(key, action_id)
+                    moved += 1
+        except redis.RedisError as exc:
+            log.warning("could not adopt the waiting rounds of removed partitions: %s", exc)
+        if moved:
+            log.info("adopted %d waiting deliveries of removed partitions into %s", moved, self.key)
+        return moved
 
 
 class MemoryRetryStore:

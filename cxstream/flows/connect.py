@@ -187,8 +187,10 @@ def kafka_io(settings: Settings, pipeline: Pipeline) -> FlowIO:
             return webhook_sender(settings, claims)
 
         def make_retries(partition: str) -> RetryStore:
-            key = retry_key(settings.redis.key_prefix, partition)
-            return RedisRetryStore(redis_client(settings), key)
+            prefix = settings.redis.key_prefix
+            store = RedisRetryStore(redis_client(settings), retry_key(prefix, partition))
+            store.adopt(prefix, partition, webhook_sink.list_parts() if webhook_sink else [])
+            return store
 
         webhook_sink = WebhookSink(
             make_sender,

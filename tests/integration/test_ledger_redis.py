@@ -18,6 +18,7 @@ from cxstream.actions.ledger import (
 )
 from cxstream.actions.retries import RedisRetryStore, retry_key
 from cxstream.events import Action, utcnow
+from tests.unit.actions.test_webhook import action as webhook_action
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +128,21 @@ def test_waiting_delivery_rounds_in_redis_outlive_the_client_and_bad_entries_are
     assert redis_conn.hkeys(key) == [action.action_id.encode()]  # the unreadable ones dropped
     again.remove(action.action_id)
     assert again.load() == []
+
+
+def test_rounds_waiting_in_removed_partitions_are_adopted_once_by_the_remaining_ones(redis_conn):
+    # four partitions held rounds; the flow now runs two: every round is re-queued, by one of them
+    actions = [webhook_action(i) for i in range(40)]
+    for i, action in enumerate(actions):
+        RedisRetryStore(redis_conn, retry_key("cx", f"webhook-{i % 4}")).put(action, 1, 1.0e9 + i)
+    RedisRetryStore(redis_conn, retry_key("other", "webhook-3")).put(actions[0], 1, 0.0)
+    parts = ["webhook-0", "webhook-1"]
+    stores = [RedisRetryStore(redis_conn, retry_key("cx", p)) for p in parts]
+    moved = [store.adopt("cx", p, parts) for store, p in zip(stores, parts, strict=True)]
+    assert sum(moved) == 20 and min(moved) > 0  # the 20 of webhook-2 and -3, shared
+    loaded = [{a.action_id: (r, due) for a, r, due in store.load()} for store in stores]
+    assert not loaded[0].keys() & loaded[1].keys()
+    assert loaded[0] | loaded[1] == {a.action_id: (1, 1.0e9 + i) for i, a in enumerate(actions)}
+    assert not redis_conn.exists(retry_key("cx", "webhook-2"), retry_key("cx", "webhook-3"))
+    assert redis_conn.hlen(retry_key("other", "webhook-3")) == 1  # another deployment's
+    assert [store.adopt("cx", p, parts) for store, p in zip(stores, parts, strict=True)] == [0, 0]
