@@ -163,6 +163,9 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         spike: float | None = 0.75,
         spike_days: float = 0.25,
     ) -> None:
+        if spike_days <= 0 or repeat_days <= 0:
+            msg = f"spike_days and repeat_days must be above 0, not {spike_days} and {repeat_days}"
+            raise ValueError(msg)
         self.feature = feature
         self.fast_alpha = fast_alpha
         self.season_alpha = season_alpha

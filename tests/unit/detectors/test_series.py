@@ -4,6 +4,7 @@ import math
 import pickle
 import random
 
+import pytest
 from river import base
 
 from cxstream.detectors.series import AlertGate, ContextLikelihoodDetector, SeriesMonitor
@@ -139,3 +140,9 @@ def test_noise_free_periodic_series_raise_no_alert():
     }
     for name, values in shapes.items():
         assert [i for i, (_, a) in enumerate(run(values)) if a and i >= 288] == [], name
+
+
+@pytest.mark.parametrize("days", [{"spike_days": 0.0}, {"repeat_days": -1.0}])
+def test_a_memory_of_no_days_is_refused_when_the_detector_is_made(days):
+    with pytest.raises(ValueError, match="must be above 0"):
+        ContextLikelihoodDetector(**days)
