@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -24,6 +26,31 @@ from cxstream.cli.app import (
     truth_option,
 )
 from cxstream.errors import CxStreamError
+
+# Ctrl-C, a plain kill (or docker/systemd stopping it) and a closed terminal all stop the demo
+# the same way: drain, then stop the embedded services, so none is left running
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """While inside: the first stop signal sets ``stop`` (the demo drains and ends), a second
+    aborts (``KeyboardInterrupt``; the embedded services are still stopped on the way out)."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        name = signal.Signals(signum).name
+        with contextlib.suppress(OSError):  # no terminal any more after SIGHUP
+            click.echo(f"\n{name}: draining the pipeline (again to abort) ...", err=True)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @main.command()
@@ -97,14 +124,6 @@ def demo(
 
     settings = settings_from(config)
     stop = threading.Event()
-
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        click.echo("\nstopping: draining the pipeline (Ctrl-C again to abort) ...", err=True)
-        stop.set()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
     progress = Progress()
     say = lambda text: click.echo(text, err=True)
     options = DemoOptions(
@@ -122,12 +141,11 @@ def demo(
         capture_dir=capture,
     )
     try:
-        summary = run_demo(settings, options, say=say, progress=progress, stop=stop)
+        with _stopped_by_signals(stop):
+            summary = run_demo(settings, options, say=say, progress=progress, stop=stop)
     except CxStreamError as exc:
         progress.done()
         raise click.ClickException(str(exc)) from exc
-    finally:
-        signal.signal(signal.SIGINT, previous)
     progress.done()
     click.echo("summary:")
     for line in summary_lines(summary):
@@ -198,8 +216,12 @@ def soak(
         lag_alert_events=settings.flow.lag_alert_events,
     )
     say = lambda text: click.echo(text, err=True)
+    stop = threading.Event()
     try:
-        summary = run_demo(settings, options, say=say, progress=Progress(), observe=watch)
+        with _stopped_by_signals(stop):
+            summary = run_demo(
+                settings, options, say=say, progress=Progress(), observe=watch, stop=stop
+            )
     except CxStreamError as exc:
         raise click.ClickException(str(exc)) from exc
     report = watch.report(summary)

@@ -9,6 +9,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from types import FrameType
 from wsgiref.simple_server import WSGIServer
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -100,7 +101,8 @@ def _tune_gil(switch_interval_s: float, *, cluster: bool) -> None:
 
 
 def _interruptible() -> None:
-    """Let SIGINT stop the dataflow even when this process was started with it ignored.
+    """Let SIGINT stop the dataflow even when this process was started with it ignored, and
+    SIGTERM stop it the same way.
 
     A program started in the background by a non-interactive shell (``cxstream bench &`` in a
     script), or by any launcher that ignores SIGINT, passes that on to its children, and Python
@@ -112,6 +114,15 @@ def _interruptible() -> None:
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         log.info("SIGINT was ignored when this process started; it stops the dataflow now")
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM (what Kubernetes, ``docker stop`` and systemd send) stops the dataflow as Ctrl-C
+    does, instead of ending the process where it stands."""
+    log.info("SIGTERM: stopping the dataflow")
+    raise KeyboardInterrupt
 
 
 def run_flow(

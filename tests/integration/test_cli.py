@@ -426,3 +426,32 @@ def test_ctrl_c_on_the_demo_drains_before_the_embedded_services_stop():
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["drained"] is True
     assert summary["events_produced"] == summary["events_processed"] + summary["dead_letters"]
+
+
+@pytest.mark.slow
+def test_a_plain_kill_of_the_demo_drains_and_leaves_no_process_behind():
+    """SIGTERM to the demo alone (kill, docker stop, a closed terminal's SIGHUP alike): it drains
+    and stops the broker, Redis and the flow, which run in sessions of their own and would
+    otherwise outlive it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cxstream", "demo", "--rate", "400", "--subscribers", "300",
+         "--cells", "12", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        children = [
+            _wait_for_child(proc.pid, command, timeout_s=60)
+            for command in ("redis-server", "tansu", "cxstream run")
+        ]
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "SIGTERM: draining" in err.decode()
+    assert json.loads(out.strip().splitlines()[-1])["drained"] is True
+    for pid in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -1,4 +1,5 @@
-"""A flow process started with SIGINT ignored (a background job of a script) still stops on it."""
+"""A flow process started with SIGINT ignored (a background job of a script) still stops on it,
+and SIGTERM stops it the same way."""
 
 from __future__ import annotations
 
@@ -45,6 +46,18 @@ def test_sigint_stops_a_process_that_inherited_it_ignored_only_once_restored(mod
         else:
             time.sleep(0.5)
             assert proc.poll() is None  # the premise: without it, SIGINT does nothing
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.mark.parametrize(("mode", "code"), [("restore", 7), ("inherit", -signal.SIGTERM)])
+def test_sigterm_stops_the_flow_as_ctrl_c_does(mode, code):
+    # Kubernetes, docker stop and systemd send SIGTERM: a shutdown, not the process cut short
+    proc = _start(mode)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == code
     finally:
         proc.kill()
         proc.wait(5)
