@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, Future
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, NamedTuple
 
 import msgspec
 import numpy as np
@@ -53,6 +53,7 @@ from cxstream.detectors.churn_features import (
     infer_schema,
     parse_number,
     parse_numbers,
+    read_categories,
 )
 from cxstream.detectors.churn_trees import (
     BoostedTrees,
@@ -168,9 +169,9 @@ class BayesianLogisticRegression:
         self.mean[:d] += (cov @ x) * ((1.0 if y else 0.0) - p)
 
 
-@dataclass(frozen=True)
-class Contribution:
-    """How much one column pushed a risk up (positive) or down, in logit units."""
+class Contribution(NamedTuple):
+    """How much one column pushed a risk up (positive) or down, in logit units (a named tuple:
+    a batch of scores makes one per row and reason)."""
 
     column: str
     value: Any
@@ -398,12 +399,13 @@ class ChurnModel:
             return np.zeros(0), []
         if d == 0:  # nothing learned yet: the prior says 50/50 and nothing explains it
             return np.full(len(rows), 0.5), [[] for _ in rows]
-        numbers = parse_numbers(rows, self.schema.numeric)  # parsed once for both parts
-        x = self.features.transform_many(rows, d, numbers)
+        numbers = parse_numbers(rows, self.schema.numeric)  # read once for both parts
+        categories = read_categories(rows, self.schema.categorical)
+        x = self.features.transform_many(rows, d, numbers, categories)
         trees = self.trees
         leaves = None
         if trees is not None and top > 0:  # the leaves give both the logit and the reasons
-            leaves = trees.leaves(self.encoder.encode_many(rows, numbers))
+            leaves = trees.leaves(self.encoder.encode_many(rows, numbers, categories))
             f = self._blend_inputs(rows, x, tree_logit=trees.logit_of(leaves))
         else:
             f = self._blend_inputs(rows, x)

@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 __all__ = [
     "MISSING",
     "OTHER",
+    "Categories",
     "Featurizer",
     "InferredSchema",
     "Row",
@@ -36,6 +37,7 @@ __all__ = [
     "infer_schema",
     "parse_number",
     "parse_numbers",
+    "read_categories",
 ]
 
 MISSING: Final = "<missing>"
@@ -51,7 +53,10 @@ def parse_number(value: Any) -> float | None:
     if value is None or isinstance(value, bool):
         return None if value is None else float(value)
     if isinstance(value, int | float):
-        f = float(value)
+        try:
+            f = float(value)
+        except OverflowError:  # an int beyond any float
+            return None
         return f if math.isfinite(f) else None
     text = str(value).strip()
     if text.lower() in _MISSING_TOKENS:
@@ -63,12 +68,61 @@ def parse_number(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+_PLAIN: Final = frozenset({float, int, str, bool, type(None)})  # what numpy parses as float() does
+
+
 def parse_numbers(rows: Sequence[Row], columns: Sequence[str]) -> FloatArray:
     """:func:`parse_number` of each row's ``columns`` as an ``n x columns`` matrix (NaN where
-    missing)."""
+    missing). A column of plain numbers, numeric text and blanks-as-None is parsed by numpy in
+    one call; one holding anything else (a blank string, a word) cell by cell."""
     out = np.full((len(rows), len(columns)), np.nan)
     for j, col in enumerate(columns):
-        out[:, j] = [np.nan if (v := parse_number(row.get(col))) is None else v for row in rows]
+        cells = [row.get(col) for row in rows]
+        parsed = None
+        if set(map(type, cells)) <= _PLAIN:
+            with contextlib.suppress(TypeError, ValueError, OverflowError):
+                parsed = np.array(cells, dtype=np.float64)
+        if parsed is None or parsed.shape != (len(rows),):
+            out[:, j] = [np.nan if (v := parse_number(c)) is None else v for c in cells]
+            continue
+        parsed[~np.isfinite(parsed)] = np.nan
+        out[:, j] = parsed
+    return out
+
+
+@dataclass(frozen=True)
+class Categories:
+    """One categorical column of a batch, read once: its distinct categories, and for each row
+    the position of its own in ``distinct``."""
+
+    distinct: list[str]
+    rows: NDArray[np.intp]
+
+
+def read_categories(rows: Sequence[Row], columns: Sequence[str]) -> dict[str, Categories]:
+    """Each of ``columns`` of the rows as :class:`Categories`; each distinct raw value is read
+    once (1, 1.0 and True read differently)."""
+    out: dict[str, Categories] = {}
+    for col in columns:
+        cells = [row.get(col) for row in rows]
+        if set(map(type, cells)) == {str}:  # the usual case: text, keyed by itself
+            raws: list[Any] = list(dict.fromkeys(cells))
+            pos = {c: i for i, c in enumerate(raws)}
+            at = list(map(pos.__getitem__, cells))
+        else:
+            keyed: dict[tuple[type, Any], int] = {}
+            raws = []
+            at = []
+            for cell in cells:
+                try:
+                    i = keyed.setdefault((cell.__class__, cell), len(raws))
+                except TypeError:  # unhashable: read on its own
+                    i = -1
+                if i == len(raws) or i < 0:
+                    raws.append(cell)
+                    i = len(raws) - 1
+                at.append(i)
+        out[col] = Categories([_category(v) for v in raws], np.array(at, dtype=np.intp))
     return out
 
 
@@ -233,13 +287,18 @@ class Featurizer:
         return idx, val
 
     def transform_many(
-        self, rows: Sequence[Row], dim: int, numbers: FloatArray | None = None
+        self,
+        rows: Sequence[Row],
+        dim: int,
+        numbers: FloatArray | None = None,
+        categories: dict[str, Categories] | None = None,
     ) -> FloatArray:
         """The rows' features as a dense ``len(rows) x dim`` matrix, column by column.
 
         The same values as :meth:`transform_one` with ``grow=False`` (features past ``dim`` are
         dropped); working a column at a time keeps the per-row Python cost to a few lookups.
-        ``numbers`` is :func:`parse_numbers` of the rows when the caller has it already.
+        ``numbers`` and ``categories`` are :func:`parse_numbers` and :func:`read_categories` of
+        the rows when the caller has them already.
         """
         n = len(rows)
         x = np.zeros((n, dim))
@@ -265,32 +324,16 @@ class Featurizer:
                 std = math.sqrt(run.m2 / (run.n - 1))
                 if std > 1e-12:
                     x[present, i] = (values[present] - run.mean) / std
+        if categories is None:
+            categories = read_categories(rows, self.schema.categorical)
         for col in self.schema.categorical:
             seen = self.counts.get(col, {})
             full = len(seen) >= self.max_categories
             prefix = f"{col}="
             other = index.get(prefix + OTHER, -1) if full else -1
-            slots: dict[str, int] = {}
-            cols = np.empty(n, dtype=np.intp)
-            # (type, raw value) -> slot, so each is read once (1, 1.0 and True read differently)
-            raw_slots: dict[tuple[type, Any], int] = {}
-            for r, row in enumerate(rows):
-                cell = row.get(col)
-                try:
-                    cols[r] = raw_slots[cell.__class__, cell]
-                    continue
-                except (KeyError, TypeError):
-                    pass
-                cat = _category(cell)
-                i = slots.get(cat)
-                if i is None:
-                    found = index.get(prefix + cat)
-                    i = slots[cat] = (
-                        found if found is not None else (other if cat not in seen else -1)
-                    )
-                cols[r] = i
-                with contextlib.suppress(TypeError):  # an unhashable value is not remembered
-                    raw_slots[cell.__class__, cell] = i
+            read = categories[col]
+            slots = [index.get(prefix + c, other if c not in seen else -1) for c in read.distinct]
+            cols = np.array(slots, dtype=np.intp)[read.rows]
             ok = (cols >= 0) & (cols < dim)
             x[np.flatnonzero(ok), cols[ok]] = 1.0
         return x

@@ -35,7 +35,13 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from cxstream.detectors.churn_features import Schema, _category, parse_numbers
+from cxstream.detectors.churn_features import (
+    Categories,
+    Schema,
+    _category,
+    parse_numbers,
+    read_categories,
+)
 
 __all__ = [
     "BoostedTrees",
@@ -121,29 +127,27 @@ class TreeEncoder:
             if cat not in codes and len(codes) < self.max_categories:
                 codes[cat] = len(codes)
 
-    def encode_many(self, rows: Sequence[Row], numbers: FloatArray | None = None) -> FloatArray:
+    def encode_many(
+        self,
+        rows: Sequence[Row],
+        numbers: FloatArray | None = None,
+        categories: dict[str, Categories] | None = None,
+    ) -> FloatArray:
         """The rows as an ``n x columns`` float matrix (NaN where missing or unknown);
-        ``numbers`` is :func:`parse_numbers` of the rows when the caller has it already."""
+        ``numbers`` and ``categories`` are :func:`parse_numbers` and :func:`read_categories` of
+        the rows when the caller has them already."""
         n = len(rows)
         out = np.full((n, len(self.schema.numeric) + len(self.schema.categorical)), np.nan)
         out[:, : len(self.schema.numeric)] = (
             parse_numbers(rows, self.schema.numeric) if numbers is None else numbers
         )
+        if categories is None:
+            categories = read_categories(rows, self.schema.categorical)
         start = len(self.schema.numeric)
         for j, col in enumerate(self.schema.categorical, start):
             codes = self.codes[col]
-            # (type, raw value) -> code, so each is read once (1, 1.0 and True read differently)
-            seen: dict[tuple[type, Any], float] = {}
-            column = out[:, j]
-            for r, row in enumerate(rows):
-                raw = row.get(col)
-                try:
-                    code = seen[raw.__class__, raw]
-                except KeyError:
-                    code = seen[raw.__class__, raw] = codes.get(_category(raw), np.nan)
-                except TypeError:  # an unhashable value: read, not remembered
-                    code = codes.get(_category(raw), np.nan)
-                column[r] = code
+            read = categories[col]
+            out[:, j] = np.array([codes.get(c, np.nan) for c in read.distinct])[read.rows]
         return out
 
 

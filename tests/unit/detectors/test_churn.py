@@ -22,6 +22,12 @@ from cxstream.detectors.churn import (
     UntrustedCheckpoint,
     infer_schema,
 )
+from cxstream.detectors.churn_features import (
+    _category,
+    parse_number,
+    parse_numbers,
+    read_categories,
+)
 
 HEAD = b"cxstream-churn:%d" % CHECKPOINT_FORMAT
 SCHEMA = Schema(numeric=("tenure", "charge"), categorical=("contract", "plan"))
@@ -108,6 +114,29 @@ def test_batch_scores_equal_one_at_a_time_scores():
     batch = model.predict_proba_many(rows)
     single = np.array([model.predict_proba_one(r)[True] for r in rows])
     np.testing.assert_allclose(batch, single, rtol=1e-9)
+
+
+MESSY_NUMBERS = ["12", " 7 ", "", "na", "1e400", True, 10**400, [1], None, 3, 2.5, "nan", b"4"]
+MESSY_CATEGORIES = ["monthly", " monthly ", 1, 1.0, True, None, ["x"], "NA", "2y", b"1y", "1y"]
+
+
+def test_batch_reading_of_messy_cells_agrees_with_reading_each_cell():
+    rows = [
+        {"tenure": t, "charge": 50.0, "contract": c}
+        for t in MESSY_NUMBERS
+        for c in MESSY_CATEGORIES
+    ]
+    each = [np.nan if (v := parse_number(r["tenure"])) is None else v for r in rows]
+    np.testing.assert_array_equal(parse_numbers(rows, ["tenure"])[:, 0], each)
+    clean = [{"tenure": t} for t in (1, 2.5, "3", None, True)]  # numpy's one-call path
+    np.testing.assert_array_equal(parse_numbers(clean, ["tenure"])[:, 0], [1, 2.5, 3, np.nan, 1])
+    read = read_categories(rows, ["contract"])["contract"]
+    assert [read.distinct[i] for i in read.rows] == [_category(r["contract"]) for r in rows]
+    model = trained()
+    probs, why = model.score_many(rows, top=3)
+    single = np.array([model.predict_proba_one(r)[True] for r in rows])
+    np.testing.assert_allclose(probs, single, rtol=1e-9)
+    assert len(why) == len(rows)
 
 
 def test_explanations_are_signed_and_follow_the_cause():
