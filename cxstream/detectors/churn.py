@@ -45,6 +45,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cxstream.detectors.churn_features import (
+    _WHOLE,
     Featurizer,
     InferredSchema,
     Row,
@@ -400,7 +401,9 @@ class ChurnModel:
         if d == 0:  # nothing learned yet: the prior says 50/50 and nothing explains it
             return np.full(len(rows), 0.5), [[] for _ in rows]
         numbers = parse_numbers(rows, self.schema.numeric)  # read once for both parts
-        categories = read_categories(rows, self.schema.categorical)
+        categories = (  # a row or a few are read cell by cell by each part
+            read_categories(rows, self.schema.categorical) if len(rows) >= _WHOLE else None
+        )
         x = self.features.transform_many(rows, d, numbers, categories)
         trees = self.trees
         leaves = None

@@ -69,6 +69,7 @@ def parse_number(value: Any) -> float | None:
 
 
 _PLAIN: Final = frozenset({float, int, str, bool, type(None)})  # what numpy parses as float() does
+_WHOLE: Final = 32  # rows from which a column is read whole (fewer: cell by cell is quicker)
 
 
 def parse_numbers(rows: Sequence[Row], columns: Sequence[str]) -> FloatArray:
@@ -79,7 +80,7 @@ def parse_numbers(rows: Sequence[Row], columns: Sequence[str]) -> FloatArray:
     for j, col in enumerate(columns):
         cells = [row.get(col) for row in rows]
         parsed = None
-        if set(map(type, cells)) <= _PLAIN:
+        if len(cells) >= _WHOLE and set(map(type, cells)) <= _PLAIN:
             with contextlib.suppress(TypeError, ValueError, OverflowError):
                 parsed = np.array(cells, dtype=np.float64)
         if parsed is None or parsed.shape != (len(rows),):
@@ -105,7 +106,7 @@ def read_categories(rows: Sequence[Row], columns: Sequence[str]) -> dict[str, Ca
     out: dict[str, Categories] = {}
     for col in columns:
         cells = [row.get(col) for row in rows]
-        if set(map(type, cells)) == {str}:  # the usual case: text, keyed by itself
+        if len(cells) >= _WHOLE and set(map(type, cells)) == {str}:  # text, keyed by itself
             raws: list[Any] = list(dict.fromkeys(cells))
             pos = {c: i for i, c in enumerate(raws)}
             at = list(map(pos.__getitem__, cells))
@@ -324,13 +325,21 @@ class Featurizer:
                 std = math.sqrt(run.m2 / (run.n - 1))
                 if std > 1e-12:
                     x[present, i] = (values[present] - run.mean) / std
-        if categories is None:
+        few = categories is None and n < _WHOLE  # a row or a few: cell by cell
+        if categories is None and not few:
             categories = read_categories(rows, self.schema.categorical)
         for col in self.schema.categorical:
             seen = self.counts.get(col, {})
             full = len(seen) >= self.max_categories
             prefix = f"{col}="
             other = index.get(prefix + OTHER, -1) if full else -1
+            if few or categories is None:
+                for r, row in enumerate(rows):
+                    cat = _category(row.get(col))
+                    i = index.get(prefix + cat, other if cat not in seen else -1)
+                    if 0 <= i < dim:
+                        x[r, i] = 1.0
+                continue
             read = categories[col]
             slots = [index.get(prefix + c, other if c not in seen else -1) for c in read.distinct]
             cols = np.array(slots, dtype=np.intp)[read.rows]

@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cxstream.detectors.churn_features import (
+    _WHOLE,
     Categories,
     Schema,
     _category,
@@ -141,9 +142,14 @@ class TreeEncoder:
         out[:, : len(self.schema.numeric)] = (
             parse_numbers(rows, self.schema.numeric) if numbers is None else numbers
         )
+        start = len(self.schema.numeric)
+        if categories is None and n < _WHOLE:  # a row or a few (learning): cell by cell
+            for j, col in enumerate(self.schema.categorical, start):
+                codes = self.codes[col]
+                out[:, j] = [codes.get(_category(row.get(col)), np.nan) for row in rows]
+            return out
         if categories is None:
             categories = read_categories(rows, self.schema.categorical)
-        start = len(self.schema.numeric)
         for j, col in enumerate(self.schema.categorical, start):
             codes = self.codes[col]
             read = categories[col]
