@@ -69,20 +69,27 @@ def parse_number(value: Any) -> float | None:
 
 
 _PLAIN: Final = frozenset({float, int, str, bool, type(None)})  # what numpy parses as float() does
+# the missing markers as files usually spell them (each is a missing token once stripped)
+_BLANK_CELLS: Final = frozenset(
+    {"", " ", "na", "NA", "N/A", "n/a", "nan", "NaN", "NAN", "null", "NULL", "None", "none", "?"}
+)
 _WHOLE: Final = 32  # rows from which a column is read whole (fewer: cell by cell is quicker)
 
 
 def parse_numbers(rows: Sequence[Row], columns: Sequence[str]) -> FloatArray:
     """:func:`parse_number` of each row's ``columns`` as an ``n x columns`` matrix (NaN where
-    missing). A column of plain numbers, numeric text and blanks-as-None is parsed by numpy in
-    one call; one holding anything else (a blank string, a word) cell by cell."""
+    missing). A column of plain numbers, numeric text and the usual blanks is parsed by numpy in
+    one call; one holding anything else (a word, an odd blank) cell by cell."""
     out = np.full((len(rows), len(columns)), np.nan)
     for j, col in enumerate(columns):
         cells = [row.get(col) for row in rows]
         parsed = None
         if len(cells) >= _WHOLE and set(map(type, cells)) <= _PLAIN:
             with contextlib.suppress(TypeError, ValueError, OverflowError):
-                parsed = np.array(cells, dtype=np.float64)
+                # the usual blanks are None to numpy (NaN); anything odder: cell by cell
+                parsed = np.array(
+                    [None if c in _BLANK_CELLS else c for c in cells], dtype=np.float64
+                )
         if parsed is None or parsed.shape != (len(rows),):
             out[:, j] = [np.nan if (v := parse_number(c)) is None else v for c in cells]
             continue
