@@ -50,7 +50,7 @@ def outage_stream(
     start = utcnow() - timedelta(seconds=60)
     began, ended_s = (start + timedelta(seconds=s) for s in outage_s)
     sim.add_incidents([Incident("cell_outage", "cell-0003", began, ended_s)])
-    times = sim.timeline(start, 500)
+    times = sim.timeline(start, 500, diurnal=False)
     return sim, store, [sim.encoded(next(times)) for _ in range(events)]
 
 

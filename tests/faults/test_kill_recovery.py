@@ -65,7 +65,7 @@ def test_kill_9_mid_stream_then_resume(live_settings, tmp_path, kill_at, resend_
     )
     start = utcnow() - timedelta(seconds=60)
     sim.add_incidents(plan_incidents(sim, start, 50, sim.rng))
-    times = sim.timeline(start, 2000)  # 100,000 events over 50 s of event time
+    times = sim.timeline(start, 2000, diurnal=False)  # 100,000 events over 50 s of event time
     records = [sim.encoded(next(times)) for _ in range(EVENTS)]
     valid_ids = {orjson.loads(v)["event_id"] for k, v in records if k is not None}
     malformed = EVENTS - len(valid_ids)

@@ -62,7 +62,7 @@ def test_a_burst_of_malformed_records_is_dead_lettered_and_valid_traffic_keeps_i
     settings = live_settings
     sim = Simulator(500, 20, seed=41)
     rng = random.Random(41)
-    times = sim.timeline(utcnow() - timedelta(minutes=5), 400)
+    times = sim.timeline(utcnow() - timedelta(minutes=5), 400, diurnal=False)
     producer = Producer(settings.kafka.client_config())
     topic = settings.kafka.topics.qos
     flow = FlowProcess(settings, tmp_path, SECRET)

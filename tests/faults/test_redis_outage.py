@@ -84,7 +84,7 @@ def test_redis_outage_of_30_seconds(live_settings, tmp_path):
         producer = Producer(settings.kafka.client_config())
         try:
             flow.wait_ready()
-            times = sim.timeline(start, RATE)
+            times = sim.timeline(start, RATE, diurnal=False)
             t0 = time.monotonic()
             sent, stopped, restarted = 0, False, False
             marks = {}

@@ -100,7 +100,7 @@ def test_outcomes_learn_from_snapshots_restart_restores_and_payload_explains(
             update |= {"contract": "month_to_month", "tenure_months": 3, "monthly_charge": 90.0}
         profiles.append(p.model_copy(update=update))
     ContextStore(client, prefix=settings.redis.key_prefix).put_many(profiles)
-    times = sim.timeline(start, 100)
+    times = sim.timeline(start, 100, diurnal=False)
     produce(settings, topics.qos, [sim.encoded(next(times)) for _ in range(4000)])
 
     policy = daytime_policy(tmp_path)

@@ -77,7 +77,7 @@ def test_events_end_processed_or_dead_lettered_incident_alerts_and_webhook_is_si
     client = redis.Redis.from_url(settings.redis.url.get_secret_value())
     ContextStore(client, prefix=settings.redis.key_prefix).put_many(profiles)
 
-    times = sim.timeline(start, 100)
+    times = sim.timeline(start, 100, diurnal=False)
     good = [sim.encoded(next(times)) for _ in range(4000)]  # 40 s of events
     bad = malformed_records(start)
     records = good[:1000] + [(None, raw) for raw in bad] + good[1000:]

@@ -89,7 +89,7 @@ def test_the_dataflow_enriches_from_a_cluster(live_settings, redis_cluster, tmp_
     sim = Simulator(300, 12, seed=5)
     client = context_client(settings)
     ContextStore(client, prefix=settings.redis.key_prefix).put_many(list(sim.profiles()))
-    times = sim.timeline(utcnow() - timedelta(seconds=30), 200)
+    times = sim.timeline(utcnow() - timedelta(seconds=30), 200, diurnal=False)
     records = [sim.encoded(next(times)) for _ in range(3000)]
     produce(settings, settings.kafka.topics.qos, records)
     flow = FlowProcess(

@@ -35,7 +35,7 @@ def test_a_backlog_read_a_poll_per_partition_still_opens_the_cell_incident():
             )
         ]
     )
-    times = sim.timeline(start, 200)
+    times = sim.timeline(start, 200, diurnal=False)
     partitions: dict[int, list[bytes]] = {0: [], 1: []}
     for key, value in (sim.encoded(next(times)) for _ in range(12_000)):
         partitions[zlib.crc32(key or b"") % 2].append(value)

@@ -55,7 +55,7 @@ def counter(name, *labels):
 
 def make_messages(sim, start, n, topic="cx.qos"):
     msgs = []
-    times = sim.timeline(start, 200)
+    times = sim.timeline(start, 200, diurnal=False)
     for offset in range(n):
         key, value = sim.encoded(next(times))
         msgs.append(KafkaSourceMessage(key, value, topic=topic, partition=0, offset=offset))
