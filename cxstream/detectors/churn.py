@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, Future
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
+from itertools import accumulate, repeat
 from typing import Annotated, Any, Final, NamedTuple
 
 import msgspec
@@ -444,16 +445,18 @@ class ChurnModel:
         best = np.argpartition(-np.abs(per_column), k - 1, axis=1)[:, :k]
         chosen = np.round(np.take_along_axis(per_column, best, axis=1), 4)
         order = np.argsort(-np.abs(chosen), axis=1, kind="stable")
-        best = np.take_along_axis(best, order, axis=1).tolist()
-        chosen_rows = np.take_along_axis(chosen, order, axis=1).tolist()
-        return [
-            [
-                Contribution(columns[j], row.get(columns[j]), v)
-                for j, v in zip(js, vs, strict=True)
-                if v != 0.0
-            ]
-            for row, js, vs in zip(rows, best, chosen_rows, strict=True)
-        ]
+        best = np.take_along_axis(best, order, axis=1)
+        chosen = np.take_along_axis(chosen, order, axis=1)
+        # made flat in one pass (C-level where it can be), then cut into each row's list
+        keep = chosen != 0.0
+        names = np.array(columns, dtype=object)[best][keep].tolist()
+        counts = keep.sum(axis=1).tolist()
+        whose = [row for row, c in zip(rows, counts, strict=True) for _ in range(c)]
+        cells = [row.get(name) for row, name in zip(whose, names, strict=True)]
+        triples = zip(names, cells, chosen[keep].tolist(), strict=True)
+        made = list(map(tuple.__new__, repeat(Contribution), triples))
+        ends = list(accumulate(counts))
+        return [made[end - c : end] for end, c in zip(ends, counts, strict=True)]
 
     def explain_many(self, rows: Sequence[Row], top: int = 5) -> list[list[Contribution]]:
         """The ``top`` columns by absolute contribution to each row's logit, signed."""

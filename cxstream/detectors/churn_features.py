@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Final
 
 import numpy as np
@@ -80,6 +82,10 @@ def parse_numbers(rows: Sequence[Row], columns: Sequence[str]) -> FloatArray:
     """:func:`parse_number` of each row's ``columns`` as an ``n x columns`` matrix (NaN where
     missing). A column of plain numbers, numeric text and the usual blanks is parsed by numpy in
     one call; one holding anything else (a word, an odd blank) cell by cell."""
+    if len(rows) >= _WHOLE and columns:
+        whole = _parse_whole(rows, columns)
+        if whole is not None:
+            return whole
     out = np.full((len(rows), len(columns)), np.nan)
     for j, col in enumerate(columns):
         cells = [row.get(col) for row in rows]
@@ -96,6 +102,27 @@ def parse_numbers(rows: Sequence[Row], columns: Sequence[str]) -> FloatArray:
         parsed[~np.isfinite(parsed)] = np.nan
         out[:, j] = parsed
     return out
+
+
+def _parse_whole(rows: Sequence[Row], columns: Sequence[str]) -> FloatArray | None:
+    """Every column in one numpy call when each row holds each column and every cell is a plain
+    number, numeric text or one of the usual blanks (most batches); None otherwise."""
+    get = operator.itemgetter(*columns)
+    try:
+        table = list(map(get, rows))
+    except (KeyError, TypeError):  # a row without one of the columns: column by column
+        return None
+    cells = table if len(columns) == 1 else list(chain.from_iterable(table))
+    if not set(map(type, cells)) <= _PLAIN:
+        return None
+    try:
+        out = np.array([None if c in _BLANK_CELLS else c for c in cells], dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):  # a word, an odd blank: column by column
+        return None
+    if out.shape != (len(cells),):
+        return None
+    out[~np.isfinite(out)] = np.nan
+    return out.reshape(len(rows), len(columns))
 
 
 @dataclass(frozen=True)
@@ -314,24 +341,7 @@ class Featurizer:
         index = self.index
         if numbers is None:
             numbers = parse_numbers(rows, self.schema.numeric)
-        for j, col in enumerate(self.schema.numeric):
-            parsed = numbers[:, j]
-            present = ~np.isnan(parsed)
-            i_missing = index.get(f"{col}={MISSING}")
-            if i_missing is not None and i_missing < dim:
-                x[~present, i_missing] = 1.0
-            if not present.any():
-                continue
-            raw = np.where(present, parsed, 0.0)
-            logged = np.copysign(np.log1p(np.abs(raw)), raw)
-            for key, values in ((col, raw), (f"log({col})", logged)):
-                i = index.get(key)
-                run = self.stats.get(key)
-                if i is None or i >= dim or run is None or run.n < 2:
-                    continue
-                std = math.sqrt(run.m2 / (run.n - 1))
-                if std > 1e-12:
-                    x[present, i] = (values[present] - run.mean) / std
+        self._standardise_into(x, numbers)
         few = categories is None and n < _WHOLE  # a row or a few: cell by cell
         if categories is None and not few:
             categories = read_categories(rows, self.schema.categorical)
@@ -353,6 +363,41 @@ class Featurizer:
             ok = (cols >= 0) & (cols < dim)
             x[np.flatnonzero(ok), cols[ok]] = 1.0
         return x
+
+    def _standardise_into(self, x: FloatArray, numbers: FloatArray) -> None:
+        """Write the numeric columns' features into ``x``: a missing flag where a number is
+        missing, and where it is present the number and its signed log, each standardised by its
+        running mean and deviation (features without two values seen yet stay zero)."""
+        dim = x.shape[1]
+        index = self.index
+        k = len(self.schema.numeric)
+        flags, flagged = [], []  # feature slot, column
+        slots, sources, means, stds = [], [], [], []  # feature slot, column of [raw | log]
+        for j, col in enumerate(self.schema.numeric):
+            i = index.get(f"{col}={MISSING}")
+            if i is not None and i < dim:
+                flags.append(i)
+                flagged.append(j)
+            for at, key in ((j, col), (k + j, f"log({col})")):
+                i = index.get(key)
+                run = self.stats.get(key)
+                if i is None or i >= dim or run is None or run.n < 2:
+                    continue
+                std = math.sqrt(run.m2 / (run.n - 1))
+                if std > 1e-12:
+                    slots.append(i)
+                    sources.append(at)
+                    means.append(run.mean)
+                    stds.append(std)
+        present = ~np.isnan(numbers)
+        if flags:
+            x[:, flags] = ~present[:, flagged]
+        if slots:
+            raw = np.where(present, numbers, 0.0)
+            both = np.concatenate([raw, np.copysign(np.log1p(np.abs(raw)), raw)], axis=1)
+            seen = np.concatenate([present, present], axis=1)[:, sources]
+            scaled = (both[:, sources] - np.array(means)) / np.array(stds)
+            x[:, slots] = np.where(seen, scaled, 0.0)
 
     def learn_one(self, x: Row) -> None:
         """Update running means/variances and category counts with one row."""

@@ -133,6 +133,14 @@ def test_batch_reading_of_messy_cells_agrees_with_reading_each_cell():
         parse_numbers([{"tenure": t} for t in plain], ["tenure"])[:, 0],
         [1, 2.5, 3, np.nan, 1, np.nan, np.nan, np.nan, np.nan] * 10,
     )
+    # several columns at once; a row without a column, or a word in one, reads each on its own
+    wide = [{"tenure": t, "charge": c} for t, c in zip(plain, reversed(plain), strict=True)]
+    for batch in (wide, [*wide, {"tenure": 4}], [*wide, {"tenure": 4, "charge": "many"}]):
+        each = [
+            [np.nan if (v := parse_number(r.get(c))) is None else v for c in ("tenure", "charge")]
+            for r in batch
+        ]
+        np.testing.assert_array_equal(parse_numbers(batch, ["tenure", "charge"]), each)
     read = read_categories(rows, ["contract"])["contract"]
     assert [read.distinct[i] for i in read.rows] == [_category(r["contract"]) for r in rows]
     model = trained()
@@ -140,6 +148,26 @@ def test_batch_reading_of_messy_cells_agrees_with_reading_each_cell():
     single = np.array([model.predict_proba_one(r)[True] for r in rows])
     np.testing.assert_allclose(probs, single, rtol=1e-9)
     assert len(why) == len(rows)
+
+
+def test_a_batch_of_features_is_each_row_featurised_on_its_own():
+    model = trained()
+    rows = [
+        {"tenure": t, "charge": c, "contract": k}
+        for t in MESSY_NUMBERS
+        for c in (70.5, "", "12")
+        for k in MESSY_CATEGORIES[:4]
+    ]
+    for i, row in enumerate(rows):  # blanks and odd cells become features of their own
+        model.learn_one(row, i % 3 == 0)
+    d = model.learner.dim
+    batch = model.features.transform_many(rows, d)
+    for r, row in enumerate(rows):
+        one = np.zeros(d)
+        idx, val = model.features.transform_one(row, grow=False)
+        kept = [(i, v) for i, v in zip(idx, val, strict=True) if i < d]
+        one[[i for i, _ in kept]] = [v for _, v in kept]
+        np.testing.assert_allclose(batch[r], one, rtol=1e-12, err_msg=str(row))
 
 
 def test_explanations_are_signed_and_follow_the_cause():
@@ -335,6 +363,7 @@ def test_path_contributions_add_up_to_the_trees_logit():
     np.testing.assert_allclose(model.trees.logit_of(leaves), z, atol=1e-9)
     contributions = model.trees.contributions(leaves).sum(axis=1)
     np.testing.assert_allclose(contributions - contributions.mean(), z - z.mean(), atol=1e-9)
+    assert model.trees.contributions(leaves[:0]).shape == (0, x.shape[1])
 
 
 def test_refits_run_in_the_background_and_are_installed_when_done():
