@@ -430,7 +430,8 @@ def test_ctrl_c_on_the_demo_drains_before_the_embedded_services_stop():
         start_new_session=True,  # its own group, as a terminal's foreground job
     )  # fmt: skip
     try:
-        time.sleep(25)
+        _wait_for_child(proc.pid, "cxstream run", timeout_s=60)
+        time.sleep(5)  # events flow through the broker, the flow and Redis
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=240)
     finally:
@@ -439,6 +440,7 @@ def test_ctrl_c_on_the_demo_drains_before_the_embedded_services_stop():
     assert proc.returncode == 0, err[-3000:]
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["drained"] is True
+    assert summary["events_produced"] > 0
     assert summary["events_produced"] == summary["events_processed"] + summary["dead_letters"]
 
 
