@@ -177,6 +177,7 @@ def one_blas_thread() -> None:
     path runs at 15,700-16,000 predictions/s with two BLAS threads, 24,500-27,500 with one)."""
     if any(name in os.environ for name in _THREAD_VARIABLES):
         return
+    import numpy  # noqa: F401  (loads its BLAS: a limit reaches only the libraries loaded)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")

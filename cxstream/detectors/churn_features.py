@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import operator
 from collections.abc import Iterable, Mapping, Sequence
@@ -89,18 +88,11 @@ def parse_numbers(rows: Sequence[Row], columns: Sequence[str]) -> FloatArray:
     out = np.full((len(rows), len(columns)), np.nan)
     for j, col in enumerate(columns):
         cells = [row.get(col) for row in rows]
-        parsed = None
-        if len(cells) >= _WHOLE and set(map(type, cells)) <= _PLAIN:
-            with contextlib.suppress(TypeError, ValueError, OverflowError):
-                # the usual blanks are None to numpy (NaN); anything odder: cell by cell
-                parsed = np.array(
-                    [None if c in _BLANK_CELLS else c for c in cells], dtype=np.float64
-                )
-        if parsed is None or parsed.shape != (len(rows),):
+        parsed = _numpy_floats(cells) if len(cells) >= _WHOLE else None
+        if parsed is None:
             out[:, j] = [np.nan if (v := parse_number(c)) is None else v for c in cells]
-            continue
-        parsed[~np.isfinite(parsed)] = np.nan
-        out[:, j] = parsed
+        else:
+            out[:, j] = parsed
     return out
 
 
@@ -112,17 +104,24 @@ def _parse_whole(rows: Sequence[Row], columns: Sequence[str]) -> FloatArray | No
         table = list(map(get, rows))
     except (KeyError, TypeError):  # a row without one of the columns: column by column
         return None
-    cells = table if len(columns) == 1 else list(chain.from_iterable(table))
+    parsed = _numpy_floats(table if len(columns) == 1 else list(chain.from_iterable(table)))
+    return None if parsed is None else parsed.reshape(len(rows), len(columns))
+
+
+def _numpy_floats(cells: list[Any]) -> FloatArray | None:
+    """The cells as floats in one numpy call (the usual blanks and non-finite values as NaN)
+    when each is a plain number, numeric text or one of the usual blanks; None when one is
+    anything odder (a word, an odd blank, a list), to be read cell by cell."""
     if not set(map(type, cells)) <= _PLAIN:
         return None
     try:
         out = np.array([None if c in _BLANK_CELLS else c for c in cells], dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):  # a word, an odd blank: column by column
+    except (TypeError, ValueError, OverflowError):
         return None
     if out.shape != (len(cells),):
         return None
     out[~np.isfinite(out)] = np.nan
-    return out.reshape(len(rows), len(columns))
+    return out
 
 
 @dataclass(frozen=True)
@@ -395,7 +394,7 @@ class Featurizer:
         if slots:
             raw = np.where(present, numbers, 0.0)
             both = np.concatenate([raw, np.copysign(np.log1p(np.abs(raw)), raw)], axis=1)
-            seen = np.concatenate([present, present], axis=1)[:, sources]
+            seen = present[:, np.array(sources) % k]  # [raw | log] column -> its number
             scaled = (both[:, sources] - np.array(means)) / np.array(stds)
             x[:, slots] = np.where(seen, scaled, 0.0)
 
