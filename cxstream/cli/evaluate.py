@@ -145,7 +145,10 @@ def eval_protocol(data_dirs: tuple[Path, ...], as_json: bool) -> None:
 @click.option(
     "--positive",
     default=None,
-    help="The label value meaning churn (default: guessed for Yes/No, true/false, 1/0).",
+    help=(
+        "The label value meaning churn (default: guessed for Yes/No, true/false, 1/0, in any case,"
+        " also written True. or 1.0)."
+    ),
 )
 @click.option("--id", "id_column", default=None, help="An identifier column to leave out.")
 @click.option(

@@ -253,6 +253,17 @@ class ChurnReport:
         }
 
 
+def _label_word(value: str) -> str:
+    """A label value as it is guessed: lower case, without a closing full stop ("True." as
+    some exports write it), and a number as its integer when it is one ("1.0" is "1")."""
+    word = value.strip().lower().rstrip(".")
+    try:
+        number = float(word)
+    except ValueError:
+        return word
+    return str(int(number)) if number.is_integer() else word
+
+
 def _positive_value(values: set[str], positive: str | None, label: str) -> str:
     if positive is not None:
         if positive not in values:
@@ -267,10 +278,10 @@ def _positive_value(values: set[str], positive: str | None, label: str) -> str:
             "a binary label is needed (use --positive to name the churn value)"
         )
         raise DataError(msg)
+    words = {_label_word(v): v for v in values}
     for guess in _POSITIVE_GUESSES:
-        for v in values:
-            if v.lower() == guess:
-                return v
+        if guess in words and (guess != "1" or "0" in words):  # 1 means churn only against 0
+            return words[guess]
     msg = f"cannot tell which value of {label!r} means churn ({', '.join(sorted(values))}): use --positive"
     raise DataError(msg)
 

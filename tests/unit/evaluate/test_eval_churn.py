@@ -146,6 +146,26 @@ def test_positive_value_and_id_column_are_honoured(tmp_path):
     assert "--label 'Churn' is not a column" in missing.output
 
 
+@pytest.mark.parametrize(
+    ("values", "churn"),
+    [
+        ({"True.", "False."}, "True."),  # some exports close every value with a full stop
+        ({"1.0", "0.0"}, "1.0"),
+        ({"0", "1"}, "1"),
+        ({"No", "Yes"}, "Yes"),
+        ({"F", "T"}, "T"),
+    ],
+)
+def test_the_churn_value_is_guessed_from_the_usual_spellings(values, churn):
+    assert ev._positive_value(values, None, "Churn") == churn
+
+
+@pytest.mark.parametrize("values", [{"2.0", "1.0"}, {"1", "2"}, {"left", "stayed"}])
+def test_a_label_whose_churn_value_is_unclear_asks_for_positive(values):
+    with pytest.raises(ev.DataError, match="use --positive"):
+        ev._positive_value(values, None, "Churn")
+
+
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_telco_reaches_the_acceptance_auc_in_one_pass():
