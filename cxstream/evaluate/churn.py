@@ -12,6 +12,7 @@ forest (``river-arf``), and the average of ``bayes`` and the two River models (`
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -286,18 +287,33 @@ def _positive_value(values: set[str], positive: str | None, label: str) -> str:
     raise DataError(msg)
 
 
+_DELIMITERS = (",", ";", "\t", "|")  # the first wins a tie: a header without any is comma-separated
+
+
+def _decode(data: bytes) -> str:
+    """A table's text: UTF-8 (with or without a byte-order mark), else Windows-1252, the usual
+    encoding of a spreadsheet export that is not UTF-8 (a byte it does not define is replaced)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
+
+
 def read_labelled(
     path: Path, label: str, positive: str | None, id_column: str | None
 ) -> tuple[list[dict[str, str]], list[bool], str]:
     """Rows (label and id removed), labels, and the positive value used."""
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        for name, flag in ((label, "--label"), (id_column, "--id")):
-            if name is not None and name not in header:
-                msg = f"{flag} {name!r} is not a column of {path} (columns: {', '.join(header)})"
-                raise DataError(msg)
-        raw = list(reader)
+    text = _decode(path.read_bytes())
+    first = text.split("\n", 1)[0]
+    # the delimiter the header uses most: comma, or a spreadsheet export's semicolon, tab or bar
+    delimiter = max(_DELIMITERS, key=first.count) if first else ","
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header = reader.fieldnames or []
+    for name, flag in ((label, "--label"), (id_column, "--id")):
+        if name is not None and name not in header:
+            msg = f"{flag} {name!r} is not a column of {path} (columns: {', '.join(header)})"
+            raise DataError(msg)
+    raw = list(reader)
     kept: list[dict[str, str]] = []
     values: list[str] = []
     blank = 0

@@ -146,6 +146,25 @@ def test_positive_value_and_id_column_are_honoured(tmp_path):
     assert "--label 'Churn' is not a column" in missing.output
 
 
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_a_spreadsheet_export_reads_as_its_comma_separated_utf8_twin(tmp_path, delimiter):
+    """Another delimiter and Windows-1252 text (an accented category) give the same rows."""
+    plain = tmp_path / "plain.csv"
+    write_bank_file(plain, n=200)
+    rows = list(csv.reader(plain.open(newline="")))
+    rows[1][3] = rows[2][3] = "Île-de-France"
+    with plain.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+    export = tmp_path / "export.csv"
+    with export.open("w", newline="", encoding="cp1252") as fh:
+        csv.writer(fh, delimiter=delimiter).writerows(rows)
+    with pytest.raises(UnicodeDecodeError):
+        export.read_text(encoding="utf-8")
+    expected = ev.read_labelled(plain, "Exited", None, "AccountNo")
+    assert ev.read_labelled(export, "Exited", None, "AccountNo") == expected
+    assert expected[0][0]["Region"] == "Île-de-France"
+
+
 @pytest.mark.parametrize(
     ("values", "churn"),
     [
