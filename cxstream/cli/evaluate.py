@@ -43,6 +43,8 @@ def eval_group() -> None:
 def eval_nab(data_dir: Path, out_dir: Path | None, as_json: bool) -> None:
     """Run the default series detector (the flow's) over a NAB data set and score it with NAB's
     method: standard, reward_low_FP_rate and reward_low_FN_rate profiles, normalised 0-100.
+    A blank or NA value is a missing point (scored 0, not learned); any other value that is not
+    a number stops the run with its file and line.
 
     Example: cxstream eval nab --data ../shared/data/nab --out results/"""
     from cxstream.evaluate.nab import run_nab

@@ -190,8 +190,12 @@ class NabFile:
     values: list[float]
 
 
+_MISSING = frozenset({"", "na", "n/a", "nan", "null", "none"})  # a value not measured
+
+
 def read_nab_file(path: Path, name: str) -> NabFile:
-    """Read a ``timestamp,value`` CSV (naive timestamps are taken as UTC)."""
+    """Read a ``timestamp,value`` CSV (naive timestamps are taken as UTC; a blank or ``NA``
+    value is a missing point, NaN: the detector scores it 0 and learns nothing from it)."""
     timestamps: list[datetime] = []
     values: list[float] = []
     with path.open(newline="", encoding="utf-8") as fh:
@@ -203,7 +207,8 @@ def read_nab_file(path: Path, name: str) -> NabFile:
         for line, row in enumerate(reader, start=2):
             try:
                 timestamps.append(datetime.fromisoformat(row[0]))
-                values.append(float(row[1]))
+                cell = row[1].strip()
+                values.append(math.nan if cell.lower() in _MISSING else float(cell))
             except (ValueError, IndexError) as exc:
                 msg = f"{path}:{line}: {exc}"
                 raise DataError(msg) from exc

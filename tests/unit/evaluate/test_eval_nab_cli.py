@@ -75,6 +75,29 @@ def test_eval_nab_on_an_empty_directory_is_a_clear_error(tmp_path):
     assert "no " in result.output and "data/<group>/<file>.csv" in result.output
 
 
+def test_a_missing_value_is_a_point_scored_0_and_a_bad_one_names_its_line(tmp_path):
+    make_tree(tmp_path / "nab")
+    path = tmp_path / "nab" / "data" / "g2" / "b.csv"
+    lines = path.read_text().splitlines()
+    for i, blank in ((100, ""), (101, "NA"), (102, " nan")):
+        lines[i] = lines[i].split(",")[0] + "," + blank
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "results"
+    args = ["eval", "nab", "--data", str(tmp_path / "nab"), "--out", str(out), "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["points"] == 6000
+    with (out / "g2" / "b.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["value"], r["anomaly_score"], r["alert"]) for r in rows[99:102]] == [
+        ("nan", "0.000000", "0")
+    ] * 3
+    lines[200] = lines[200].split(",")[0] + ",twelve"
+    path.write_text("\n".join(lines) + "\n")
+    bad = CliRunner().invoke(main, args)
+    assert bad.exit_code == 1 and "b.csv:201:" in bad.output
+
+
 @pytest.mark.shared_data
 def test_default_detector_on_the_nab_dev_subset_scores_at_least_60():
     """Quality guard for the shipped configuration (measured: 64.0 / 46.4 / 71.7)."""
