@@ -184,7 +184,8 @@ def eval_churn(
     """Prequential churn evaluation on any CSV: column types inferred, blanks as missing, each row
     scored then learned in file order, one pass. Prints ROC AUC, PR AUC, log loss, accuracy at
     0.5 and rows per second. The file may be comma, semicolon, tab or bar separated (the one its
-    header uses most), in UTF-8 or Windows-1252.
+    header uses most; where it is not a comma, a number may have a decimal comma), in UTF-8 or
+    Windows-1252.
 
     blend and bayes are built from the configuration's churn section (prior_variance,
     max_categories, trees, tree_window; CXSTREAM_CHURN__* variables override it), as the flow

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -287,7 +288,15 @@ def _positive_value(values: set[str], positive: str | None, label: str) -> str:
     raise DataError(msg)
 
 
+_DECIMAL_COMMA = re.compile(r"\s*[-+]?\d+,\d+\s*")  # a number written with a decimal comma
 _DELIMITERS = (",", ";", "\t", "|")  # the first wins a tie: a header without any is comma-separated
+
+
+def _decimal_point(cell: Any) -> Any:
+    """``"1,5"`` as ``"1.5"``; any other cell as it is."""
+    if isinstance(cell, str) and "," in cell and _DECIMAL_COMMA.fullmatch(cell):
+        return cell.replace(",", ".")
+    return cell
 
 
 def _decode(data: bytes) -> str:
@@ -314,6 +323,8 @@ def read_labelled(
             msg = f"{flag} {name!r} is not a column of {path} (columns: {', '.join(header)})"
             raise DataError(msg)
     raw = list(reader)
+    if delimiter != ",":  # where the comma is free, it may be the decimal mark ("1,5")
+        raw = [{k: _decimal_point(v) for k, v in row.items()} for row in raw]
     kept: list[dict[str, str]] = []
     values: list[str] = []
     blank = 0

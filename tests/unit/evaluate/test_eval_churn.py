@@ -148,7 +148,8 @@ def test_positive_value_and_id_column_are_honoured(tmp_path):
 
 @pytest.mark.parametrize("delimiter", [";", "\t", "|"])
 def test_a_spreadsheet_export_reads_as_its_comma_separated_utf8_twin(tmp_path, delimiter):
-    """Another delimiter and Windows-1252 text (an accented category) give the same rows."""
+    """Another delimiter, decimal commas and Windows-1252 text (an accented category) give the
+    same rows."""
     plain = tmp_path / "plain.csv"
     write_bank_file(plain, n=200)
     rows = list(csv.reader(plain.open(newline="")))
@@ -156,8 +157,10 @@ def test_a_spreadsheet_export_reads_as_its_comma_separated_utf8_twin(tmp_path, d
     with plain.open("w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows(rows)
     export = tmp_path / "export.csv"
+    commas = [[cell.replace(".", ",") for cell in row] for row in rows]
+    assert commas[1][2] != rows[1][2] and "," in commas[1][2]  # the balance, e.g. 12345,67
     with export.open("w", newline="", encoding="cp1252") as fh:
-        csv.writer(fh, delimiter=delimiter).writerows(rows)
+        csv.writer(fh, delimiter=delimiter).writerows(commas)
     with pytest.raises(UnicodeDecodeError):
         export.read_text(encoding="utf-8")
     expected = ev.read_labelled(plain, "Exited", None, "AccountNo")
