@@ -313,9 +313,10 @@ def read_labelled(
 ) -> tuple[list[dict[str, str]], list[bool], str]:
     """Rows (label and id removed), labels, and the positive value used."""
     text = _decode(path.read_bytes())
-    first = text.split("\n", 1)[0]
+    end = text.find("\n")
+    header_line = text if end < 0 else text[:end]  # not a copy of the whole rest of the file
     # the delimiter the header uses most: comma, or a spreadsheet export's semicolon, tab or bar
-    delimiter = max(_DELIMITERS, key=first.count) if first else ","
+    delimiter = max(_DELIMITERS, key=header_line.count)
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = reader.fieldnames or []
     for name, flag in ((label, "--label"), (id_column, "--id")):

@@ -152,7 +152,8 @@ def test_a_spreadsheet_export_reads_as_its_comma_separated_utf8_twin(tmp_path, d
     same rows."""
     plain = tmp_path / "plain.csv"
     write_bank_file(plain, n=200)
-    rows = list(csv.reader(plain.open(newline="")))
+    with plain.open(newline="") as fh:
+        rows = list(csv.reader(fh))
     rows[1][3] = rows[2][3] = "Île-de-France"
     with plain.open("w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows(rows)
