@@ -134,7 +134,11 @@ def test_kill_9_mid_stream_then_resume(live_settings, tmp_path, kill_at, resend_
         f"{len(unknown)}, resent {stats['duplicates']}"
     )
     # No action is left unresolved: delivered, or in the actions dead-letter topic with the reason.
-    assert emitted == set(receiver.delivered) | set(parked)
+    ended = set(receiver.delivered) | set(parked)
+    assert emitted == ended, (
+        f"on the topic only: {sorted(emitted - ended)}; delivered or parked but not on the "
+        f"topic: {sorted(ended - emitted)}"
+    )
     if resend_unknown:
         # At least once: a POST in flight at the kill is sent again with the same webhook-id, so
         # every action reaches the receiver, which acts on each id once.
