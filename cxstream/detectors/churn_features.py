@@ -194,17 +194,26 @@ def infer_schema(
     exclude: Iterable[str] = (),
     max_categories: int = 64,
     id_share: float = 0.5,
+    text_share: float = 0.05,
 ) -> InferredSchema:
     """Infer column types from the values (never from the label).
 
-    A column is numeric when every non-blank value parses as a number and it has more than two
-    distinct values (0/1 flags are categories); otherwise categorical. A non-numeric column
-    whose distinct values exceed both ``max_categories`` and ``id_share`` of the rows looks like
-    an identifier and is skipped, as is a column with a single value.
+    A column is numeric when nearly all its non-blank values parse as numbers (all but
+    ``text_share`` of them: the others, a word such as ``Unknown`` or a spreadsheet's ``#N/A``,
+    are then read as missing) and it has more than two distinct numbers (0/1 flags are
+    categories); otherwise categorical. A non-numeric column whose distinct values exceed both
+    ``max_categories`` and ``id_share`` of the rows looks like an identifier and is skipped, as
+    is a column with a single value.
+
+    >>> rows = [{"calls": str(i % 7), "plan": "A" if i % 2 else "B"} for i in range(99)]
+    >>> infer_schema([*rows, {"calls": "#N/A", "plan": "B"}]).schema
+    Schema(numeric=('calls',), categorical=('plan',))
     """
     excluded = set(exclude)
     distinct: dict[str, set[str]] = {}
-    numeric_ok: dict[str, bool] = {}
+    numbers: dict[str, set[str]] = {}  # the distinct values that parse as numbers (up to 3)
+    texts: dict[str, int] = {}  # non-blank values that do not
+    filled: dict[str, int] = {}  # non-blank values
     n = 0
     order: list[str] = []
     for row in rows:
@@ -214,26 +223,31 @@ def infer_schema(
                 continue
             if col not in distinct:
                 distinct[col] = set()
-                numeric_ok[col] = True
+                numbers[col] = set()
+                texts[col] = filled[col] = 0
                 order.append(col)
             cat = _category(value)
             if cat == MISSING:
                 continue
+            filled[col] += 1
             seen = distinct[col]
             if len(seen) <= max(max_categories, int(id_share * n)) + 1:
                 seen.add(cat)
-            if numeric_ok[col] and parse_number(cat) is None:
-                numeric_ok[col] = False
+            if parse_number(cat) is None:
+                texts[col] += 1
+            elif len(numbers[col]) < 3:
+                numbers[col].add(cat)
     numeric: list[str] = []
     categorical: list[str] = []
     skipped: dict[str, str] = {}
     for col in order:
         k = len(distinct[col])
+        mostly_numbers = texts[col] <= text_share * filled[col]
         if k <= 1:
             skipped[col] = "a single value" if k == 1 else "always blank"
-        elif numeric_ok[col] and k > 2:
+        elif mostly_numbers and len(numbers[col]) > 2:
             numeric.append(col)
-        elif not numeric_ok[col] and k > max_categories and k > id_share * n:
+        elif texts[col] and k > max_categories and k > id_share * n:
             skipped[col] = f"looks like an identifier ({k} distinct values)"
         else:
             categorical.append(col)

@@ -74,6 +74,23 @@ def test_schema_inference_types_flags_ids_and_constants():
     assert inferred.skipped["k"] == "a single value"
 
 
+def test_a_number_column_with_a_few_words_in_it_stays_numeric_and_reads_them_as_missing():
+    rows = [
+        {"charges": f"{20 + i * 0.7:.2f}", "price": "Unknown" if i % 2 else str(i % 9 * 10)}
+        for i in range(200)
+    ]
+    for i in (5, 50, 150):
+        rows[i]["charges"] = "#N/A"  # 1.5 % of the cells: markers, not categories
+    inferred = infer_schema(rows)
+    assert inferred.schema.numeric == ("charges",)
+    assert inferred.schema.categorical == ("price",)  # half words: a category, as before
+    model = ChurnModel(inferred.schema)
+    model.learn_one(rows[5], True)
+    assert "charges=<missing>" in model.features.index
+    assert "charges=#N/A" not in model.features.index
+    assert 0.0 < model.predict_proba_one(rows[5])[True] < 1.0
+
+
 def test_prequential_learning_beats_chance_and_is_calibrated_early():
     model = ChurnModel(SCHEMA)
     rows, labels = synthetic(2000)
