@@ -24,10 +24,58 @@ def _trim(store: OrderedDict[str, Any], limit: int) -> None:
         store.popitem(last=False)
 
 
+class _Histories:
+    """Per-subscriber records, newest first: at most ``per`` for one subscriber and ``total`` in
+    all, the subscribers updated least recently dropped first (so a busy base cannot make the
+    state, and the copy saved in Redis, grow to ``per`` records for every subscriber)."""
+
+    def __init__(self, per: int, total: int) -> None:
+        self.per = per
+        self.total = total
+        self.count = 0
+        self.by_sub: dict[str, deque[dict[str, Any]]] = {}
+
+    def add(self, sid: str, record: dict[str, Any]) -> None:
+        q = self.by_sub.pop(sid, None)  # re-inserted last: the most recently updated
+        if q is None:
+            q = deque(maxlen=self.per)
+        self.by_sub[sid] = q
+        if len(q) < self.per:
+            self.count += 1
+        q.appendleft(record)
+        while self.count > self.total:
+            self.pop(next(iter(self.by_sub)))
+
+    def pop(self, sid: str) -> None:
+        q = self.by_sub.pop(sid, None)
+        if q is not None:
+            self.count -= len(q)
+
+    def get(self, sid: str) -> list[dict[str, Any]]:
+        return list(self.by_sub.get(sid, ()))
+
+    def dump(self) -> dict[str, list[dict[str, Any]]]:
+        return {k: list(v) for k, v in self.by_sub.items()}
+
+    def load(self, value: object) -> None:
+        """Take what :meth:`dump` gave, oldest subscribers first, within the bounds."""
+        self.by_sub = {}
+        self.count = 0
+        if not isinstance(value, dict):
+            return
+        for sid, records in value.items():
+            if isinstance(records, list):
+                for record in reversed(records[: self.per]):
+                    if isinstance(record, dict):
+                        self.add(str(sid), record)
+
+
 class DashboardState:
     """Bounded, thread-safe state for the dashboard."""
 
-    def __init__(self, *, max_items: int = 5_000, per_subscriber: int = 50) -> None:
+    def __init__(
+        self, *, max_items: int = 5_000, per_subscriber: int = 50, max_history: int = 20_000
+    ) -> None:
         self._lock = threading.Lock()
         self.version = 0
         self.max_items = max_items
@@ -39,8 +87,9 @@ class DashboardState:
         self.endpoint_alarms: deque[dict[str, Any]] = deque(maxlen=20)  # webhooks disabled
         self.customers: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.actions: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self.decisions_by_sub: dict[str, deque[dict[str, Any]]] = {}
-        self.outcomes_by_sub: dict[str, deque[dict[str, Any]]] = {}
+        # contact decisions and outcomes per subscriber (each: max_history records in all)
+        self.decisions = _Histories(per_subscriber, max_history)
+        self.outcomes = _Histories(per_subscriber, max_history)
         self._early_status: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.erased: OrderedDict[str, None] = OrderedDict()  # tombstones read, most recent last
 
@@ -60,8 +109,8 @@ class DashboardState:
                 "endpoint_alarms": list(self.endpoint_alarms),
                 "customers": list(self.customers.values()),
                 "actions": list(self.actions.values()),
-                "decisions": {k: list(v) for k, v in self.decisions_by_sub.items()},
-                "outcomes": {k: list(v) for k, v in self.outcomes_by_sub.items()},
+                "decisions": self.decisions.dump(),
+                "outcomes": self.outcomes.dump(),
                 "early_status": self._early_status,
                 "erased": list(self.erased),
             }
@@ -71,21 +120,11 @@ class DashboardState:
         snapshot of another format is ignored."""
         if not isinstance(data, dict) or data.get("format") != 1:
             return
-        n, per = self.max_items, self.per_subscriber
+        n = self.max_items
 
         def records(name: str) -> list[dict[str, Any]]:
             value = data.get(name)
             return [r for r in value if isinstance(r, dict)] if isinstance(value, list) else []
-
-        def by_subscriber(name: str) -> dict[str, deque[dict[str, Any]]]:
-            value = data.get(name)
-            if not isinstance(value, dict):
-                return {}
-            return {
-                str(k): deque([r for r in v if isinstance(r, dict)][:per], maxlen=per)
-                for k, v in list(value.items())[-n:]
-                if isinstance(v, list)
-            }
 
         with self._lock:
             self.incidents = OrderedDict(
@@ -111,8 +150,8 @@ class DashboardState:
                 (a["action_id"], a) for a in records("actions")[-n:]
                 if isinstance(a.get("action_id"), str) and isinstance(a.get("subscriber_id"), str)
             )  # fmt: skip
-            self.decisions_by_sub = by_subscriber("decisions")
-            self.outcomes_by_sub = by_subscriber("outcomes")
+            self.decisions.load(data.get("decisions"))
+            self.outcomes.load(data.get("outcomes"))
             early = data.get("early_status")
             self._early_status = OrderedDict(
                 (str(k), v) for k, v in (early.items() if isinstance(early, dict) else [])
@@ -137,8 +176,8 @@ class DashboardState:
             self.erased[sid] = None
             _trim(self.erased, 100_000)
             self.customers.pop(sid, None)
-            self.decisions_by_sub.pop(sid, None)
-            self.outcomes_by_sub.pop(sid, None)
+            self.decisions.pop(sid)
+            self.outcomes.pop(sid)
             for store in (self.actions, self._early_status):
                 for key in [k for k, v in store.items() if v.get("subscriber_id") == sid]:
                     del store[key]
@@ -254,10 +293,7 @@ class DashboardState:
                 return
             sid = record.get("subscriber_id")
             if sid:
-                q = self.decisions_by_sub.setdefault(sid, deque(maxlen=self.per_subscriber))
-                q.appendleft(record)
-                if len(self.decisions_by_sub) > self.max_items:
-                    self.decisions_by_sub.pop(next(iter(self.decisions_by_sub)))
+                self.decisions.add(sid, record)
                 entry = self.customers.get(sid)
                 if entry is not None:
                     entry["policy"] = f"{record['result']} ({record.get('kind')})"
@@ -286,10 +322,7 @@ class DashboardState:
         with self._lock:
             if sid in self.erased:
                 return
-            q = self.outcomes_by_sub.setdefault(sid, deque(maxlen=self.per_subscriber))
-            q.appendleft({"outcome": joined.get("outcome"), "group": joined.get("group")})
-            if len(self.outcomes_by_sub) > self.max_items:
-                self.outcomes_by_sub.pop(next(iter(self.outcomes_by_sub)))
+            self.outcomes.add(sid, {"outcome": joined.get("outcome"), "group": joined.get("group")})
             self._changed()
 
     def on_delivery(self, record: dict[str, Any]) -> None:
@@ -411,11 +444,11 @@ class DashboardState:
                         }
                     )
             return {
-                "outcomes": list(self.outcomes_by_sub.get(subscriber_id, [])),
+                "outcomes": self.outcomes.get(subscriber_id),
                 "summary": self.customers.get(subscriber_id),
                 "alerts": alerts,
                 "incidents": incidents,
-                "decisions": list(self.decisions_by_sub.get(subscriber_id, [])),
+                "decisions": self.decisions.get(subscriber_id),
                 "actions": [
                     a for a in self.actions.values() if a["subscriber_id"] == subscriber_id
                 ],
@@ -426,7 +459,7 @@ class DashboardState:
         with self._lock:
             q = query.strip().lower()
             known = list(self.customers) + [
-                s for s in self.decisions_by_sub if s not in self.customers
+                s for s in self.decisions.by_sub if s not in self.customers
             ]
             return [s for s in known if q in s.lower()][:limit]
 

@@ -396,3 +396,30 @@ def test_the_dashboard_state_survives_a_round_trip_through_json_and_ignores_junk
         fresh = DashboardState()
         fresh.load(junk)  # type: ignore[arg-type]
         assert fresh.overview()["incidents"] == []
+
+
+def test_decision_history_is_bounded_in_all_and_keeps_the_recently_contacted():
+    import orjson
+
+    state = DashboardState(per_subscriber=5, max_history=40)
+
+    def decide(sid: str, n: int) -> None:
+        state.on_decision({"subscriber_id": sid, "signal": "degradation", "kind": "k",
+                           "result": "suppressed:cooldown", "rule": "r", "n": n})  # fmt: skip
+
+    for k in range(10):  # 10 subscribers x 6 decisions: 50 kept at 5 each, more than 40
+        for n in range(6):
+            decide(f"s{k}", n)
+    assert [d["n"] for d in state.customer("s9")["decisions"]] == [5, 4, 3, 2, 1]
+    assert sorted(state.search("s")) == [f"s{k}" for k in range(2, 10)]  # s0, s1 least recent
+    decide("s2", 6)  # s2 is contacted again: no longer the least recent
+    decide("s10", 0)
+    assert sorted(state.search("s")) == ["s10", "s2", "s4", "s5", "s6", "s7", "s8", "s9"]
+    kept = sum(len(state.customer(sid)["decisions"]) for sid in state.search("s"))
+    assert kept == 36  # 7 x 5 + 1: within 40
+    copy = DashboardState(per_subscriber=5, max_history=40)
+    copy.load(orjson.loads(state.dumps()))
+    assert copy.customer("s00") == state.customer("s00")
+    decide("s99", 101)
+    copy.on_decision(state.customer("s99")["decisions"][0])
+    assert copy.search("s") == state.search("s")  # the same subscribers dropped after a reload
