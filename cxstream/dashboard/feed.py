@@ -61,6 +61,7 @@ class KafkaFeed:
             "group.id": "cxstream-dashboard",  # not joined: partitions are assigned
             "enable.auto.commit": "false",
             "fetch.wait.max.ms": "100",
+            "auto.offset.reset": "earliest",  # a saved offset no longer there: from the start
         }
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dashboard-feed", daemon=True)
@@ -109,12 +110,13 @@ class KafkaFeed:
         except redis.RedisError as exc:
             log.warning("dashboard state not saved: %s", exc)
 
-    def _start(self, consumer: Consumer, topic: str, partition: int, saved: int | None) -> int:
-        """Where to read a partition from: after the saved offset if it is still there."""
-        if saved is None:
-            return OFFSET_BEGINNING
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-        return saved + 1 if low <= saved + 1 <= high else OFFSET_BEGINNING
+    @staticmethod
+    def _start(saved: int | None) -> int:
+        """Where to read a partition from: after the saved offset. One that is no longer on the
+        broker (past the end of a replaced broker's partition, or before its retention) is read
+        from the start (``auto.offset.reset``); the broker's listed end offsets are not asked,
+        as the embedded broker's lag behind its last batch."""
+        return OFFSET_BEGINNING if saved is None else saved + 1
 
     def _customer_record(self, key: bytes | None, value: bytes | None) -> None:
         """A tombstone erases the customer it is keyed by; a later profile creates them again."""
@@ -138,7 +140,7 @@ class KafkaFeed:
             for topic in [*self._handlers, self._customers]:
                 meta = consumer.list_topics(topic, timeout=10).topics[topic]
                 parts += [
-                    TopicPartition(topic, p, self._start(consumer, topic, p, saved.get((topic, p))))
+                    TopicPartition(topic, p, self._start(saved.get((topic, p))))
                     for p in meta.partitions
                 ]
             consumer.assign(parts)
