@@ -1,8 +1,9 @@
 """What the dashboard knows, built from the alerts, decisions, cells and deliveries topics, and
 the tombstones of the customers topic (an erased customer is dropped and ignored from then on).
 
-Everything is bounded: the most recent incidents, degradations, decisions and actions are kept (and
-per subscriber only the last few), so memory does not grow with traffic. All methods are
+Everything is bounded: the most recent incidents, degradations, customers and actions are kept,
+and the decisions and outcomes of the subscribers contacted most recently (the last few each, and a
+fixed number in all), so memory does not grow with traffic or with the size of the base. All methods are
 thread-safe: the Kafka feed writes from its thread, the web app reads from its own.
 """
 
