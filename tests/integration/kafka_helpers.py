@@ -17,7 +17,7 @@ def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, by
 
 
 def read_topic(
-    settings: Settings, topic: str, timeout_s: float = 20.0, quiet_s: float = 0.5
+    settings: Settings, topic: str, timeout_s: float = 20.0, quiet_s: float = 0.25
 ) -> list[bytes]:
     """Every message in ``topic``: each partition read from its beginning until every partition
     has reported its end and then nothing more came for ``quiet_s``; a read that does not settle
