@@ -108,15 +108,19 @@ def produce_waiting(
             producer.poll(0.05)
 
 
-def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[bytes | None]:
+def read_topic(
+    settings: Settings, topic: str, timeout_s: float = 60.0, *, quiet_s: float = 0.0
+) -> list[bytes | None]:
     """The values now in ``topic``, from the start of each partition to its end (partitions
-    are assigned: no consumer group is joined, no offset committed)."""
+    are assigned: no consumer group is joined, no offset committed). With ``quiet_s``, the read
+    goes on after every partition's end until nothing more came for that long."""
     consumer = Consumer(
         {
             **settings.kafka.client_config(),
             "group.id": "cxstream-reader",
             "enable.auto.commit": "false",
             "enable.partition.eof": "true",
+            "fetch.wait.max.ms": "50",  # at a partition's end a fetch answers within this
         }
     )
     try:
@@ -132,14 +136,15 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[
                 ends.add(p)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         values: list[bytes | None] = []
-        deadline = time.monotonic() + timeout_s
-        while len(ends) < len(partitions):
-            if time.monotonic() > deadline:
+        start = last = time.monotonic()
+        while len(ends) < len(partitions) or time.monotonic() - last < quiet_s:
+            if time.monotonic() - start > timeout_s:
                 msg = f"reading {topic} took more than {timeout_s:.0f} s"
                 raise ServiceError(msg)
-            message = consumer.poll(0.5)
+            message = consumer.poll(0.1 if quiet_s else 0.5)
             if message is None:
                 continue
+            last = time.monotonic()
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
