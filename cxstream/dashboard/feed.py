@@ -114,8 +114,8 @@ class KafkaFeed:
     def _start(saved: int | None) -> int:
         """Where to read a partition from: after the saved offset. One that is no longer on the
         broker (past the end of a replaced broker's partition, or before its retention) is read
-        from the start (``auto.offset.reset``); the broker's listed end offsets are not asked,
-        as the embedded broker's lag behind its last batch."""
+        from the start (``auto.offset.reset``). The broker's listed end offsets are not asked:
+        the embedded broker's lag behind its last batch."""
         return OFFSET_BEGINNING if saved is None else saved + 1
 
     def _customer_record(self, key: bytes | None, value: bytes | None) -> None:

@@ -2,9 +2,9 @@
 the tombstones of the customers topic (an erased customer is dropped and ignored from then on).
 
 Everything is bounded: the most recent incidents, degradations, customers and actions are kept,
-and the decisions and outcomes of the subscribers contacted most recently (the last few each, and a
-fixed number in all), so memory does not grow with traffic or with the size of the base. All methods are
-thread-safe: the Kafka feed writes from its thread, the web app reads from its own.
+and the decisions and outcomes of the subscribers contacted most recently (the last few each, and
+a fixed number in all), so memory does not grow with traffic or with the size of the base. All
+methods are thread-safe: the Kafka feed writes from its thread, the web app reads from its own.
 """
 
 from __future__ import annotations
@@ -26,13 +26,15 @@ def _trim(store: OrderedDict[str, Any], limit: int) -> None:
 
 
 class _Histories:
-    """Per-subscriber records, newest first: at most ``per`` for one subscriber and ``total`` in
-    all, the subscribers updated least recently dropped first (so a busy base cannot make the
-    state, and the copy saved in Redis, grow to ``per`` records for every subscriber)."""
+    """Per-subscriber records, newest first: at most ``per`` for one subscriber, ``total`` in all
+    and ``subscribers`` subscribers, those updated least recently dropped first (so a busy base
+    cannot make the state, and the copy saved in Redis, grow to ``per`` records for every
+    subscriber)."""
 
-    def __init__(self, per: int, total: int) -> None:
+    def __init__(self, per: int, total: int, subscribers: int) -> None:
         self.per = per
         self.total = total
+        self.subscribers = subscribers
         self.count = 0
         self.by_sub: dict[str, deque[dict[str, Any]]] = {}
 
@@ -44,7 +46,7 @@ class _Histories:
         if len(q) < self.per:
             self.count += 1
         q.appendleft(record)
-        while self.count > self.total:
+        while self.count > self.total or len(self.by_sub) > self.subscribers:
             self.pop(next(iter(self.by_sub)))
 
     def pop(self, sid: str) -> None:
@@ -88,9 +90,10 @@ class DashboardState:
         self.endpoint_alarms: deque[dict[str, Any]] = deque(maxlen=20)  # webhooks disabled
         self.customers: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.actions: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        # contact decisions and outcomes per subscriber (each: max_history records in all)
-        self.decisions = _Histories(per_subscriber, max_history)
-        self.outcomes = _Histories(per_subscriber, max_history)
+        # contact decisions and outcomes per subscriber (each: max_history records in all, for at
+        # most max_items subscribers)
+        self.decisions = _Histories(per_subscriber, max_history, max_items)
+        self.outcomes = _Histories(per_subscriber, max_history, max_items)
         self._early_status: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.erased: OrderedDict[str, None] = OrderedDict()  # tombstones read, most recent last
 
