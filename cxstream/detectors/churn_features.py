@@ -203,17 +203,22 @@ def infer_schema(
     are then read as missing) and it has more than two distinct numbers (0/1 flags are
     categories); otherwise categorical. A non-numeric column whose distinct values exceed both
     ``max_categories`` and ``id_share`` of the rows looks like an identifier and is skipped, as
-    is a column with a single value.
+    is a column with a single value, and one of whole numbers that rise with every row (a row
+    number or a sequential id: it tells the file's order, not the customer's, and a model
+    learning in file order sees each new row beyond every value it learned from).
 
     >>> rows = [{"calls": str(i % 7), "plan": "A" if i % 2 else "B"} for i in range(99)]
     >>> infer_schema([*rows, {"calls": "#N/A", "plan": "B"}]).schema
     Schema(numeric=('calls',), categorical=('plan',))
+    >>> infer_schema([{"row": str(i + 1), **r} for i, r in enumerate(rows)]).skipped
+    {'row': 'whole numbers rising with every row (a row number or a sequential id)'}
     """
     excluded = set(exclude)
     distinct: dict[str, set[str]] = {}
     numbers: dict[str, set[str]] = {}  # the distinct values that parse as numbers (up to 3)
     texts: dict[str, int] = {}  # non-blank values that do not
     filled: dict[str, int] = {}  # non-blank values
+    last: dict[str, float | None] = {}  # the last whole number, while a column rises row by row
     n = 0
     order: list[str] = []
     for row in rows:
@@ -225,18 +230,26 @@ def infer_schema(
                 distinct[col] = set()
                 numbers[col] = set()
                 texts[col] = filled[col] = 0
+                last[col] = -math.inf if n == 1 else None
                 order.append(col)
             cat = _category(value)
             if cat == MISSING:
+                last[col] = None
                 continue
             filled[col] += 1
             seen = distinct[col]
             if len(seen) <= max(max_categories, int(id_share * n)) + 1:
                 seen.add(cat)
-            if parse_number(cat) is None:
+            number = parse_number(cat)
+            if number is None:
                 texts[col] += 1
-            elif len(numbers[col]) < 3:
-                numbers[col].add(cat)
+                last[col] = None
+            else:
+                if len(numbers[col]) < 3:
+                    numbers[col].add(cat)
+                previous = last[col]
+                rising = previous is not None and number > previous and number.is_integer()
+                last[col] = number if rising else None
     numeric: list[str] = []
     categorical: list[str] = []
     skipped: dict[str, str] = {}
@@ -245,6 +258,8 @@ def infer_schema(
         mostly_numbers = texts[col] <= text_share * filled[col]
         if k <= 1:
             skipped[col] = "a single value" if k == 1 else "always blank"
+        elif last[col] is not None and n >= 3:
+            skipped[col] = "whole numbers rising with every row (a row number or a sequential id)"
         elif mostly_numbers and len(numbers[col]) > 2:
             numeric.append(col)
         elif texts[col] and k > max_categories and k > id_share * n:

@@ -74,6 +74,28 @@ def test_schema_inference_types_flags_ids_and_constants():
     assert inferred.skipped["k"] == "a single value"
 
 
+def test_a_row_number_or_sequential_id_is_skipped_and_other_whole_numbers_are_kept():
+    rng = random.Random(4)
+    ids = rng.sample(range(10_000_000, 20_000_000), 300)
+    rows = [
+        {
+            "RowNumber": str(i + 1),
+            "account": str(7_000 + 3 * i),  # sequential, with gaps
+            "customer": str(ids[i]),  # unique whole numbers in no order: numeric, as any other
+            "tenure": str(i // 4),  # sorted, with ties
+            "calls": str(rng.randint(0, 9)),
+            "late": str(i + 1) if i != 250 else str(i - 5),  # rises, then falls once
+        }
+        for i in range(300)
+    ]
+    inferred = infer_schema(rows)
+    assert set(inferred.skipped) == {"RowNumber", "account"}
+    assert "row number" in inferred.skipped["RowNumber"]
+    assert inferred.schema.numeric == ("customer", "tenure", "calls", "late")
+    rows[10]["account"] = ""  # a blank breaks the count: the column is kept
+    assert "account" in infer_schema(rows).schema.numeric
+
+
 def test_a_number_column_with_a_few_words_in_it_stays_numeric_and_reads_them_as_missing():
     rows = [
         {"charges": f"{20 + i * 0.7:.2f}", "price": "Unknown" if i % 2 else str(i % 9 * 10)}
