@@ -40,6 +40,7 @@ __all__ = [
     "FileScore",
     "NabReport",
     "Profile",
+    "check_windows",
     "file_windows",
     "normalised",
     "probation_length",
@@ -220,6 +221,18 @@ def file_windows(labels: dict[str, list[list[str]]], name: str) -> list[tuple[da
     return [(datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in labels.get(name, [])]
 
 
+def check_windows(
+    timestamps: Sequence[datetime], windows: Sequence[tuple[datetime, datetime]], where: str
+) -> None:
+    """Raise :class:`DataError` naming ``where`` when a window's start or end is not one of the
+    file's timestamps (NAB's scorer only enters a window at its exact start)."""
+    known = set(timestamps)
+    for start, end in windows:
+        if start not in known or end not in known:
+            msg = f"{where}: window {start} .. {end} does not match timestamps in the file"
+            raise DataError(msg)
+
+
 def _epoch(t: datetime) -> float:
     return (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).timestamp()
 
@@ -264,6 +277,8 @@ def run_nab(
         if on_file is not None:
             on_file(name)
         data = read_nab_file(path, name)
+        bounds = file_windows(windows, name) if windows is not None else []
+        check_windows(data.timestamps, bounds, f"{labels_path}, {name}")
         monitor = monitor_factory()
         observe = monitor.observe
         epochs = [_epoch(t) for t in data.timestamps]
@@ -280,7 +295,6 @@ def run_nab(
         if out_dir is not None:
             _write_results(out_dir / path.parent.name / path.name, data, scores, alerts)
         if windows is not None:
-            bounds = file_windows(windows, name)
             entry: dict[str, object] = {"file": name, "alerts": sum(alerts)}
             for pname, profile in PROFILES.items():
                 fs = score_file(data.timestamps, alerts, bounds, profile)

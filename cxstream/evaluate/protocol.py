@@ -33,6 +33,7 @@ from cxstream.evaluate.nab import (
     PROFILES,
     FileScore,
     _epoch,
+    check_windows,
     file_windows,
     normalised,
     read_nab_file,
@@ -155,6 +156,8 @@ def _load(
     for path in sorted((data_dir / "data").glob("*/*.csv")):
         name = f"{path.parent.name}/{path.name}"
         data = read_nab_file(path, name)
+        windows = file_windows(labels, name)
+        check_windows(data.timestamps, windows, f"{data_dir}/labels/combined_windows.json, {name}")
         epochs = [_epoch(t) for t in data.timestamps]
         scores: dict[Rule, tuple[list[float], list[bool]]] = {}
         for rule in rules:
@@ -165,7 +168,7 @@ def _load(
             report.points += len(pairs)
             scores[rule.rule] = ([p[0] for p in pairs], [p[1] for p in pairs])
         group = f"{data_dir.name}/{path.parent.name}"
-        out.append(_Scored(group, data.timestamps, epochs, scores, file_windows(labels, name)))
+        out.append(_Scored(group, data.timestamps, epochs, scores, windows))
     return out
 
 

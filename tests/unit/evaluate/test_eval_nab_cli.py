@@ -99,6 +99,18 @@ def test_a_missing_value_is_a_point_scored_0_and_a_bad_one_names_its_line(tmp_pa
 
 
 @pytest.mark.shared_data
+def test_a_window_off_the_files_timestamps_names_the_file(tmp_path):
+    make_tree(tmp_path / "nab")
+    labels = tmp_path / "nab" / "labels" / "combined_windows.json"
+    windows = json.loads(labels.read_text())
+    windows["g1/a.csv"][0][0] = "2026-01-03 00:01:00.000000"  # between two 5-minute points
+    labels.write_text(json.dumps(windows))
+    for command in ("nab", "protocol"):
+        result = CliRunner().invoke(main, ["eval", command, "--data", str(tmp_path / "nab")])
+        assert result.exit_code == 1
+        assert "g1/a.csv: window 2026-01-03 00:01:00" in result.output
+
+
 def test_default_detector_on_the_nab_dev_subset_scores_at_least_60():
     """Quality guard for the shipped configuration (measured: 64.0 / 46.4 / 71.7)."""
     result = CliRunner().invoke(main, ["eval", "nab", "--data", str(NAB), "--json"])
