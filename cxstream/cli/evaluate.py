@@ -149,7 +149,8 @@ def eval_protocol(data_dirs: tuple[Path, ...], as_json: bool) -> None:
     default=None,
     help=(
         "The label value meaning churn (default: guessed for Yes/No, true/false, 1/0, in any case,"
-        " also written True. or 1.0)."
+        " also written True. or 1.0); a value given here matches the same way when it does not"
+        " occur as written (true for True., 1 for 1.0)."
     ),
 )
 @click.option("--id", "id_column", default=None, help="An identifier column to leave out.")

@@ -268,11 +268,15 @@ def _label_word(value: str) -> str:
 
 def _positive_value(values: set[str], positive: str | None, label: str) -> str:
     if positive is not None:
-        if positive not in values:
-            shown = ", ".join(sorted(values)[:10])
-            msg = f"--positive {positive!r} never occurs in column {label!r} (values: {shown})"
-            raise DataError(msg)
-        return positive
+        if positive in values:
+            return positive
+        # "true" for "True.", "1" for "1.0": the same word as the label guesser reads it
+        alike = [v for v in values if _label_word(v) == _label_word(positive)]
+        if len(alike) == 1:
+            return alike[0]
+        shown = ", ".join(sorted(values)[:10])
+        msg = f"--positive {positive!r} never occurs in column {label!r} (values: {shown})"
+        raise DataError(msg)
     if len(values) != 2:
         shown = ", ".join(sorted(values)[:10])
         msg = (

@@ -146,6 +146,24 @@ def test_positive_value_and_id_column_are_honoured(tmp_path):
     assert "--label 'Churn' is not a column" in missing.output
 
 
+@pytest.mark.parametrize(
+    ("values", "given", "meant"),
+    [
+        ({"True.", "False."}, "True", "True."),
+        ({"True", "False"}, "true", "True"),
+        ({"1.0", "0.0"}, "1", "1.0"),
+        ({" Yes", "No"}, "yes", " Yes"),
+    ],
+)
+def test_positive_matches_the_value_written_another_way(values, given, meant):
+    assert ev._positive_value(values, given, "Churn") == meant
+
+
+def test_positive_that_could_mean_two_values_is_refused():
+    with pytest.raises(ev.DataError, match="never occurs"):
+        ev._positive_value({"Yes", "yes", "no"}, "YES", "Churn")
+
+
 @pytest.mark.parametrize("delimiter", [";", "\t", "|"])
 def test_a_spreadsheet_export_reads_as_its_comma_separated_utf8_twin(tmp_path, delimiter):
     """Another delimiter, decimal commas and Windows-1252 text (an accented category) give the
