@@ -143,7 +143,11 @@ def eval_protocol(data_dirs: tuple[Path, ...], as_json: bool) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A churn table with a header row (any columns).",
 )
-@click.option("--label", required=True, help="The column that says whether the customer churned.")
+@click.option(
+    "--label",
+    required=True,
+    help="The column that says whether the customer churned (as written, or in another case).",
+)
 @click.option(
     "--positive",
     default=None,
@@ -153,7 +157,9 @@ def eval_protocol(data_dirs: tuple[Path, ...], as_json: bool) -> None:
         " occur as written (true for True., 1 for 1.0)."
     ),
 )
-@click.option("--id", "id_column", default=None, help="An identifier column to leave out.")
+@click.option(
+    "--id", "id_column", default=None, help="An identifier column to leave out (likewise)."
+)
 @click.option(
     "--model",
     type=click.Choice(["blend", "bayes", "trees", "river-lr", "river-arf", "ensemble"]),

@@ -312,6 +312,18 @@ def _decode(data: bytes) -> str:
         return data.decode("cp1252", errors="replace")
 
 
+def _column(name: str, header: Sequence[str], flag: str, path: Path) -> str:
+    """The header's column ``name``: as written, else the one column that differs from it only
+    in case or surrounding spaces ("churn" for "Churn", "Churn" for " Churn")."""
+    if name in header:
+        return name
+    alike = [h for h in header if h.strip().lower() == name.strip().lower()]
+    if len(alike) == 1:
+        return alike[0]
+    msg = f"{flag} {name!r} is not a column of {path} (columns: {', '.join(header)})"
+    raise DataError(msg)
+
+
 def read_labelled(
     path: Path, label: str, positive: str | None, id_column: str | None
 ) -> tuple[list[dict[str, str]], list[bool], str]:
@@ -323,10 +335,8 @@ def read_labelled(
     delimiter = max(_DELIMITERS, key=header_line.count)
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = reader.fieldnames or []
-    for name, flag in ((label, "--label"), (id_column, "--id")):
-        if name is not None and name not in header:
-            msg = f"{flag} {name!r} is not a column of {path} (columns: {', '.join(header)})"
-            raise DataError(msg)
+    label = _column(label, header, "--label", path)
+    id_column = None if id_column is None else _column(id_column, header, "--id", path)
     raw = list(reader)
     if delimiter != ",":  # where the comma is free, it may be the decimal mark ("1,5")
         raw = [{k: _decimal_point(v) for k, v in row.items()} for row in raw]

@@ -144,6 +144,10 @@ def test_positive_value_and_id_column_are_honoured(tmp_path):
     assert "--positive 'left' never occurs in column 'status'" in bad.output
     missing = CliRunner().invoke(main, ["eval", "churn", "--csv", str(data), "--label", "Churn"])
     assert "--label 'Churn' is not a column" in missing.output
+    other_case = ["eval", "churn", "--csv", str(data), "--label", "Status", "--id", "CUST"]
+    result = CliRunner().invoke(main, [*other_case, "--positive", "Gone", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["roc_auc"] == summary["roc_auc"]
 
 
 @pytest.mark.parametrize(
