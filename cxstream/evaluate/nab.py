@@ -195,8 +195,9 @@ _MISSING = frozenset({"", "na", "n/a", "nan", "null", "none"})  # a value not me
 
 
 def read_nab_file(path: Path, name: str) -> NabFile:
-    """Read a ``timestamp,value`` CSV (naive timestamps are taken as UTC; a blank or ``NA``
-    value is a missing point, NaN: the detector scores it 0 and learns nothing from it)."""
+    """Read a ``timestamp,value`` CSV (naive timestamps are taken as UTC, others converted to
+    it; a blank or ``NA`` value is a missing point, NaN: the detector scores it 0 and learns
+    nothing from it)."""
     timestamps: list[datetime] = []
     values: list[float] = []
     with path.open(newline="", encoding="utf-8") as fh:
@@ -207,7 +208,7 @@ def read_nab_file(path: Path, name: str) -> NabFile:
             raise DataError(msg)
         for line, row in enumerate(reader, start=2):
             try:
-                timestamps.append(datetime.fromisoformat(row[0]))
+                timestamps.append(_naive_utc(datetime.fromisoformat(row[0].strip())))
                 cell = row[1].strip()
                 values.append(math.nan if cell.lower() in _MISSING else float(cell))
             except (ValueError, IndexError) as exc:
@@ -218,7 +219,16 @@ def read_nab_file(path: Path, name: str) -> NabFile:
 
 def file_windows(labels: dict[str, list[list[str]]], name: str) -> list[tuple[datetime, datetime]]:
     """The labelled windows of one file (``group/file.csv``) from ``combined_windows.json``."""
-    return [(datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in labels.get(name, [])]
+    return [
+        (_naive_utc(datetime.fromisoformat(a)), _naive_utc(datetime.fromisoformat(b)))
+        for a, b in labels.get(name, [])
+    ]
+
+
+def _naive_utc(t: datetime) -> datetime:
+    """``t`` in UTC without its zone (a naive time is UTC already): a file written with zones
+    (``...Z``, ``+02:00``) matches labels written without, and the other way round."""
+    return t if t.tzinfo is None else t.astimezone(UTC).replace(tzinfo=None)
 
 
 def check_windows(

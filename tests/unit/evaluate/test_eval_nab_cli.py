@@ -111,6 +111,26 @@ def test_a_window_off_the_files_timestamps_names_the_file(tmp_path):
         assert "g1/a.csv: window 2026-01-03 00:01:00" in result.output
 
 
+def test_timestamps_with_a_zone_match_labels_without_one(tmp_path):
+    make_tree(tmp_path / "nab")
+    args = ["eval", "nab", "--data", str(tmp_path / "nab"), "--json"]
+    plain = json.loads(CliRunner().invoke(main, args).output.strip().splitlines()[-1])
+    del plain["points_per_s"]
+    for path in (tmp_path / "nab" / "data").glob("*/*.csv"):
+        lines = path.read_text().splitlines()
+        zoned = [lines[0]] + [
+            f"{(datetime.fromisoformat(t) + timedelta(hours=2)).isoformat()}+02:00,{v}"
+            for t, v in (line.split(",") for line in lines[1:])
+        ]
+        path.write_text("\n".join(zoned) + "\n")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    zoned_report = json.loads(result.output.strip().splitlines()[-1])
+    del zoned_report["points_per_s"]
+    assert zoned_report == plain
+    assert plain["standard"] > 90
+
+
 def test_default_detector_on_the_nab_dev_subset_scores_at_least_60():
     """Quality guard for the shipped configuration (measured: 64.0 / 46.4 / 71.7)."""
     result = CliRunner().invoke(main, ["eval", "nab", "--data", str(NAB), "--json"])
