@@ -215,10 +215,10 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         day = int(t // _DAY + _WEEK_OFFSET_DAYS) % 7
         return slot, day * self._slots + slot
 
-    def _surprise(self, value: float, t: float | None) -> float:
+    def _surprise(self, value: float, daily: int, weekly: int) -> float:
+        """The raw surprise of ``value`` in the buckets of its time (see :meth:`_buckets`)."""
         floor = self._step * 0.05 + 1e-9
         raw = self._level.error(0, value, floor)
-        daily, weekly = self._buckets(t)
         if daily >= 0 and self._daily is not None and self._weekly is not None:
             spread = self._level.dev[0] if self._level.n[0] >= 2 else math.inf
             raw = min(
@@ -236,20 +236,22 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
 
     def _assess(self, value: float, raw: float, z: float) -> tuple[float, bool]:
         """The score, and whether the point is news (see :meth:`update_novel`)."""
-        score = self._tail(z) if self._n < self.warmup else self._likelihood(value, raw)
-        novel = score >= 1.0 or self._short(raw) >= self.repeat_share * self._record
+        short = self._short(raw)
+        score = self._tail(z) if self._n < self.warmup else self._likelihood(value, short)
+        novel = score >= 1.0 or short >= self.repeat_share * self._record
         if self.spike is not None and self._n >= self.warmup and z >= self._far:
             point = self._tail(z)
             if point >= self.spike and self._outside(value):
                 return (point if point > score else score), True
         return score, novel
 
-    def _likelihood(self, value: float, raw: float) -> float:
+    def _likelihood(self, value: float, short: float) -> float:
+        """The anomaly likelihood of the short-term average of surprises ``short``."""
         if self._n < self.warmup:
             return 0.0
         if self._extreme(value):
             return 1.0
-        z = (self._short(raw) - self._mean) / math.sqrt(self._var + 1e-12)
+        z = (short - self._mean) / math.sqrt(self._var + 1e-12)
         tail = 0.5 * math.erfc(z / math.sqrt(2.0))
         return min(1.0, -math.log10(tail) / 8.0) if tail > 0.0 else 1.0
 
@@ -312,8 +314,9 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
                 self._deltas = []
         self._prev_t = t
 
-    def _learn(self, value: float, t: float | None, raw: float, z: float) -> None:
-        daily, weekly = self._buckets(t)
+    def _learn(
+        self, value: float, t: float | None, raw: float, z: float, daily: int, weekly: int
+    ) -> None:
         self._level.learn(0, value)
         if daily >= 0 and self._daily is not None and self._weekly is not None:
             self._daily.learn(daily, value)
@@ -372,10 +375,11 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         at least ``repeat_share`` of the largest recent one (see the module docstring)."""
         if not math.isfinite(value):
             return 0.0, False
-        raw = self._surprise(value, t)
+        daily, weekly = self._buckets(t)
+        raw = self._surprise(value, daily, weekly)
         z = self._z(value)
         score, novel = self._assess(value, raw, z)
-        self._learn(value, t, raw, z)
+        self._learn(value, t, raw, z, daily, weekly)
         return score, novel
 
     @override
@@ -384,7 +388,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         if value is None or not math.isfinite(value):
             return 0.0
         v = float(value)
-        return self._assess(v, self._surprise(v, x.get("t")), self._z(v))[0]
+        return self._assess(v, self._surprise(v, *self._buckets(x.get("t"))), self._z(v))[0]
 
     @override
     def learn_one(self, x: dict[base.typing.FeatureName, Any]) -> None:
@@ -393,7 +397,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             return
         v = float(value)
         t = x.get("t")
-        self._learn(v, t, self._surprise(v, t), self._z(v))
+        daily, weekly = self._buckets(t)
+        self._learn(v, t, self._surprise(v, daily, weekly), self._z(v), daily, weekly)
 
 
 _INTERVAL_SAMPLE = 50  # timestamps whose median gap is the series' sampling interval
