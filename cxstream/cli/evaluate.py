@@ -158,7 +158,10 @@ def eval_protocol(data_dirs: tuple[Path, ...], as_json: bool) -> None:
     ),
 )
 @click.option(
-    "--id", "id_column", default=None, help="An identifier column to leave out (likewise)."
+    "--id",
+    "id_column",
+    multiple=True,
+    help="An identifier column to leave out (likewise); repeat it for several.",
 )
 @click.option(
     "--model",
@@ -183,7 +186,7 @@ def eval_churn(
     csv_file: Path,
     label: str,
     positive: str | None,
-    id_column: str | None,
+    id_column: tuple[str, ...],
     model: str,
     predictions: Path | None,
     as_json: bool,

@@ -325,9 +325,9 @@ def _column(name: str, header: Sequence[str], flag: str, path: Path) -> str:
 
 
 def read_labelled(
-    path: Path, label: str, positive: str | None, id_column: str | None
+    path: Path, label: str, positive: str | None, id_column: str | Sequence[str] | None
 ) -> tuple[list[dict[str, str]], list[bool], str]:
-    """Rows (label and id removed), labels, and the positive value used."""
+    """Rows (label and identifier columns removed), labels, and the positive value used."""
     text = _decode(path.read_bytes())
     end = text.find("\n")
     header_line = text if end < 0 else text[:end]  # not a copy of the whole rest of the file
@@ -336,7 +336,8 @@ def read_labelled(
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = reader.fieldnames or []
     label = _column(label, header, "--label", path)
-    id_column = None if id_column is None else _column(id_column, header, "--id", path)
+    given = [id_column] if isinstance(id_column, str) else list(id_column or ())
+    left_out = {label, *(_column(name, header, "--id", path) for name in given)}
     raw = list(reader)
     if delimiter != ",":  # where the comma is free, it may be the decimal mark ("1,5")
         raw = [{k: _decimal_point(v) for k, v in row.items()} for row in raw]
@@ -349,7 +350,7 @@ def read_labelled(
             blank += 1
             continue
         values.append(value)
-        kept.append({k: v for k, v in row.items() if k not in (label, id_column) and k is not None})
+        kept.append({k: v for k, v in row.items() if k not in left_out and k is not None})
     if not kept:
         msg = f"no labelled rows in {path}"
         raise DataError(msg)
@@ -366,7 +367,7 @@ def run_churn(
     label: str,
     *,
     positive: str | None = None,
-    id_column: str | None = None,
+    id_column: str | Sequence[str] | None = None,
     model: str = "blend",
     predictions: Path | None = None,
     on_progress: Callable[[int, int], None] | None = None,

@@ -144,6 +144,9 @@ def test_positive_value_and_id_column_are_honoured(tmp_path):
     assert "--positive 'left' never occurs in column 'status'" in bad.output
     missing = CliRunner().invoke(main, ["eval", "churn", "--csv", str(data), "--label", "Churn"])
     assert "--label 'Churn' is not a column" in missing.output
+    both = CliRunner().invoke(main, [*args, "--id", "plan", "--positive", "gone"])
+    assert both.exit_code == 0, both.output
+    assert json.loads(both.output.strip().splitlines()[-1])["categorical"] == []  # plan left out
     other_case = ["eval", "churn", "--csv", str(data), "--label", "Status", "--id", "CUST"]
     result = CliRunner().invoke(main, [*other_case, "--positive", "Gone", "--json"])
     assert result.exit_code == 0, result.output
