@@ -27,7 +27,7 @@ import csv
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,13 +120,8 @@ def score_file(
     1.0
     """
     index = {t: i for i, t in enumerate(timestamps)}
-    bounds = []
-    for start, end in windows:
-        if start not in index or end not in index:
-            msg = f"window {start} .. {end} does not match timestamps in the file"
-            raise DataError(msg)
-        bounds.append((index[start], index[end]))
-    bounds.sort()
+    check_windows(index, windows)
+    bounds = sorted((index[start], index[end]) for start, end in windows)
     probation = probation_length(len(timestamps))
 
     # Each window's best (earliest) detection. Every labelled window counts: one wholly inside
@@ -232,15 +227,15 @@ def _naive_utc(t: datetime) -> datetime:
 
 
 def check_windows(
-    timestamps: Sequence[datetime], windows: Sequence[tuple[datetime, datetime]], where: str
+    known: Container[datetime], windows: Sequence[tuple[datetime, datetime]], where: str = ""
 ) -> None:
-    """Raise :class:`DataError` naming ``where`` when a window's start or end is not one of the
-    file's timestamps (NAB's scorer only enters a window at its exact start)."""
-    known = set(timestamps)
+    """Raise :class:`DataError` (naming ``where``, if given) when a window's start or end is not
+    one of the file's timestamps ``known`` (a set of them, or a mapping keyed by them): NAB's
+    scorer only enters a window at its exact start."""
     for start, end in windows:
         if start not in known or end not in known:
-            msg = f"{where}: window {start} .. {end} does not match timestamps in the file"
-            raise DataError(msg)
+            msg = f"window {start} .. {end} does not match timestamps in the file"
+            raise DataError(f"{where}: {msg}" if where else msg)
 
 
 def _epoch(t: datetime) -> float:
@@ -288,7 +283,7 @@ def run_nab(
             on_file(name)
         data = read_nab_file(path, name)
         bounds = file_windows(windows, name) if windows is not None else []
-        check_windows(data.timestamps, bounds, f"{labels_path}, {name}")
+        check_windows(set(data.timestamps), bounds, f"{labels_path}, {name}")
         monitor = monitor_factory()
         observe = monitor.observe
         epochs = [_epoch(t) for t in data.timestamps]

@@ -157,7 +157,8 @@ def _load(
         name = f"{path.parent.name}/{path.name}"
         data = read_nab_file(path, name)
         windows = file_windows(labels, name)
-        check_windows(data.timestamps, windows, f"{data_dir}/labels/combined_windows.json, {name}")
+        where = f"{data_dir}/labels/combined_windows.json, {name}"
+        check_windows(set(data.timestamps), windows, where)
         epochs = [_epoch(t) for t in data.timestamps]
         scores: dict[Rule, tuple[list[float], list[bool]]] = {}
         for rule in rules:
