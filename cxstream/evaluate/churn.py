@@ -16,7 +16,7 @@ import io
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -266,14 +266,21 @@ def _label_word(value: str) -> str:
     return str(int(number)) if number.is_integer() else word
 
 
+def _as_written(wanted: str, present: Collection[str], key: Callable[[str], str]) -> str | None:
+    """``wanted`` as it is written in ``present``: itself, else the one value that reads the
+    same by ``key`` (None when none or several do)."""
+    if wanted in present:
+        return wanted
+    alike = [v for v in present if key(v) == key(wanted)]
+    return alike[0] if len(alike) == 1 else None
+
+
 def _positive_value(values: set[str], positive: str | None, label: str) -> str:
     if positive is not None:
-        if positive in values:
-            return positive
         # "true" for "True.", "1" for "1.0": the same word as the label guesser reads it
-        alike = [v for v in values if _label_word(v) == _label_word(positive)]
-        if len(alike) == 1:
-            return alike[0]
+        found = _as_written(positive, values, _label_word)
+        if found is not None:
+            return found
         shown = ", ".join(sorted(values)[:10])
         msg = f"--positive {positive!r} never occurs in column {label!r} (values: {shown})"
         raise DataError(msg)
@@ -315,11 +322,9 @@ def _decode(data: bytes) -> str:
 def _column(name: str, header: Sequence[str], flag: str, path: Path) -> str:
     """The header's column ``name``: as written, else the one column that differs from it only
     in case or surrounding spaces ("churn" for "Churn", "Churn" for " Churn")."""
-    if name in header:
-        return name
-    alike = [h for h in header if h.strip().lower() == name.strip().lower()]
-    if len(alike) == 1:
-        return alike[0]
+    found = _as_written(name, header, lambda h: h.strip().lower())
+    if found is not None:
+        return found
     msg = f"{flag} {name!r} is not a column of {path} (columns: {', '.join(header)})"
     raise DataError(msg)
 
