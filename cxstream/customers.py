@@ -97,6 +97,14 @@ class CsvMapping(BaseModel):
             return self.column_of(self.value_tier.field)
         return name
 
+    def sources(self) -> set[str]:
+        """Every CSV column the mapping reads."""
+        return {
+            *self.columns.values(),
+            *(rule.source for rule in self.derived.values()),
+            *self.consent.values(),
+        }
+
     def apply(self, row: dict[str, str]) -> dict[str, Any]:
         """One CSV row as CustomerContext input (blank cells are missing)."""
         record: dict[str, Any] = dict(self.defaults)
@@ -178,7 +186,8 @@ def iter_customers(
 
     A row is loaded whole or not at all: a row with fewer or more fields than the header, an
     unterminated quote, or any field that does not validate rejects the row, with every error
-    of the row and the CSV column each comes from.
+    of the row and the CSV column each comes from. A header that names a column it reads twice
+    loads nothing: which of the two holds a customer's value (their consent, say) is unknown.
     """
     reader = csv.reader(stream, strict=True)
     try:
@@ -187,6 +196,15 @@ def iter_customers(
         return
     except csv.Error as exc:
         yield 1, f"malformed CSV header: {exc}"
+        return
+    read = mapping.sources() if mapping is not None else set(header)
+    twice = [name for name in dict.fromkeys(header) if header.count(name) > 1 and name in read]
+    if twice:
+        where = "; ".join(
+            f"{name!r} in fields {', '.join(str(i) for i, h in enumerate(header, 1) if h == name)}"
+            for name in twice
+        )
+        yield 1, f"the header names a column more than once ({where}): nothing is loaded"
         return
     end = reader.line_num
     while True:

@@ -3,6 +3,7 @@ Redis, and out of them."""
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 import time
@@ -200,7 +201,8 @@ def load_customers(
     for line, reason in rejected[:5]:
         click.echo(f"  line {line}: {reason}", err=True)
     if rejects is not None and rejected:
-        rejects.write_text("line,reason\n" + "".join(f'{n},"{r}"\n' for n, r in rejected))
+        with rejects.open("w", newline="") as out:  # quoted as CSV: a reason may hold quotes
+            csv.writer(out).writerows([("line", "reason"), *rejected])
     if rejected and loaded == 0:
         sys.exit(1)
 

@@ -88,6 +88,28 @@ def test_consent_comes_from_the_mapped_columns_only(tmp_path):
     assert "column 'SmsOk' (consent)" in reason
 
 
+def test_a_header_naming_a_column_twice_loads_nothing(tmp_path):
+    # which of the two holds the customer's consent is unknown: nothing is guessed
+    text = "subscriber_id,consent_sms,monthly_charge,consent_sms\ns1,denied,10,granted\n"
+    result = read_customers(io.StringIO(text))
+    assert result.customers == []
+    assert result.rejected == [
+        (
+            1,
+            "the header names a column more than once ('consent_sms' in fields 2, 4): nothing is loaded",
+        )
+    ]
+    # through a mapping, only the columns it reads must be unique
+    spec = tmp_path / "m.yaml"
+    spec.write_text("columns: {subscriber_id: id}\nconsent: {sms: SmsOk}\n")
+    text = "id,Note,SmsOk,Note\na,x,granted,y\n"
+    result = read_customers(io.StringIO(text), load_mapping(spec))
+    assert [c.consent for c in result.customers] == [{Channel.SMS: ConsentStatus.GRANTED}]
+    twice = read_customers(io.StringIO("id,SmsOk,SmsOk\na,denied,granted\n"), load_mapping(spec))
+    assert twice.customers == []
+    assert "'SmsOk' in fields 2, 3" in twice.rejected[0][1]
+
+
 def test_short_and_long_rows_are_rejected_whole():
     text = (
         "subscriber_id,monthly_charge,tenure_months,consent_sms\n"
