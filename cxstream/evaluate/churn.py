@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import re
 import time
@@ -42,6 +43,7 @@ __all__ = [
     "run_churn",
 ]
 
+_log = logging.getLogger(__name__)
 _POSITIVE_GUESSES = ("yes", "true", "1", "churn", "churned", "y", "t")
 
 
@@ -329,6 +331,25 @@ def _column(name: str, header: Sequence[str], flag: str, path: Path) -> str:
     raise DataError(msg)
 
 
+def _unique(header: list[str]) -> list[str]:
+    """The header with a name written again renamed by its field (``a``, ``a (field 3)``), so
+    that every column is read.
+
+    >>> _unique(["a", "b", "a", ""])
+    ['a', 'b', 'a (field 3)', '']
+    """
+    seen: set[str] = set()
+    out = []
+    for i, name in enumerate(header, 1):
+        if name in seen:
+            renamed = f"{name} (field {i})".strip()
+            _log.warning("column %r appears again in field %d: read as %r", name, i, renamed)
+            name = renamed
+        seen.add(name)
+        out.append(name)
+    return out
+
+
 def read_labelled(
     path: Path, label: str, positive: str | None, id_column: str | Sequence[str] | None
 ) -> tuple[list[dict[str, str]], list[bool], str]:
@@ -339,7 +360,8 @@ def read_labelled(
     # the delimiter the header uses most: comma, or a spreadsheet export's semicolon, tab or bar
     delimiter = max(_DELIMITERS, key=header_line.count)
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header = reader.fieldnames or []
+    header = _unique(list(reader.fieldnames or []))
+    reader.fieldnames = header  # a name written twice would otherwise keep only its last column
     label = _column(label, header, "--label", path)
     given = [id_column] if isinstance(id_column, str) else list(id_column or ())
     left_out = {label, *(_column(name, header, "--id", path) for name in given)}
@@ -361,9 +383,7 @@ def read_labelled(
         raise DataError(msg)
     pos = _positive_value(set(values), positive, label)
     if blank:
-        import logging
-
-        logging.getLogger(__name__).warning("%d rows without a label skipped", blank)
+        _log.warning("%d %s without a label skipped", blank, "row" if blank == 1 else "rows")
     return kept, [v == pos for v in values], pos
 
 

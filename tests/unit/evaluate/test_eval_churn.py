@@ -153,6 +153,24 @@ def test_positive_value_and_id_column_are_honoured(tmp_path):
     assert json.loads(result.output.strip().splitlines()[-1])["roc_auc"] == summary["roc_auc"]
 
 
+def test_a_name_written_twice_keeps_both_columns(tmp_path, caplog):
+    # the first "score" decides churn, the second is noise: both are read, neither overwrites
+    rng = random.Random(3)
+    lines = ["score,plan,score,left"]
+    for _ in range(400):
+        risk, noise = rng.random(), rng.random()
+        lines.append(f"{risk:.3f},{rng.choice('ab')},{noise:.3f},{int(risk > 0.7)}")
+    data = tmp_path / "twice.csv"
+    data.write_text("\n".join(lines) + "\n")
+    rows, _, _ = ev.read_labelled(data, "left", None, None)
+    assert set(rows[0]) == {"score", "plan", "score (field 3)"}
+    assert rows[0]["score"] == lines[1].split(",")[0]
+    assert "column 'score' appears again in field 3" in caplog.text
+    report = ev.run_churn(data, "left")
+    assert report.schema.numeric == ("score", "score (field 3)")
+    assert report.roc_auc > 0.9
+
+
 @pytest.mark.parametrize(
     ("values", "given", "meant"),
     [
