@@ -301,15 +301,37 @@ def _positive_value(values: set[str], positive: str | None, label: str) -> str:
     raise DataError(msg)
 
 
-_DECIMAL_COMMA = re.compile(r"\s*[-+]?\d+,\d+\s*")  # a number written with a decimal comma
 _DELIMITERS = (",", ";", "\t", "|")  # the first wins a tie: a header without any is comma-separated
+# a number as a spreadsheet formats it: a sign, a currency, thousands grouped, a percent sign;
+# with a decimal point (groups by commas) or a decimal comma (groups by points)
+_MARKS = re.compile(r"[,$%\u20ac\u00a3\u00a5]")  # a cell without any is left as it is
+_CURRENCY = "[$\u20ac\u00a3\u00a5]"
+_FORMATTED = {
+    comma: re.compile(
+        rf"\s*([-+]?)\s*{_CURRENCY}?\s*(\d{{1,3}}(?:{group}\d{{3}})+|\d+)({point}\d+)?"
+        rf"\s*(?:%|{_CURRENCY})?\s*"
+    )
+    for comma, group, point in ((False, ",", r"\."), (True, r"\.", ","))
+}
 
 
-def _decimal_point(cell: Any) -> Any:
-    """``"1,5"`` as ``"1.5"``; any other cell as it is."""
-    if isinstance(cell, str) and "," in cell and _DECIMAL_COMMA.fullmatch(cell):
-        return cell.replace(",", ".")
-    return cell
+def _plain_number(cell: Any, decimal_comma: bool) -> Any:
+    """A number written as a spreadsheet formats it, as plain numeric text; any other cell as it
+    is. A percentage keeps its scale (``12%`` is 12).
+
+    >>> [_plain_number(c, False) for c in ["1,234.50", "$1,234", "-12.5%", "1,2", "Fiber, DSL"]]
+    ['1234.50', '1234', '-12.5', '1,2', 'Fiber, DSL']
+    >>> [_plain_number(c, True) for c in ["1,5", "1.234,56 \u20ac", "\u20ac 12", "1.234"]]
+    ['1.5', '1234.56', '12', '1.234']
+    """
+    if not isinstance(cell, str) or not _MARKS.search(cell):
+        return cell
+    found = _FORMATTED[decimal_comma].fullmatch(cell)
+    if found is None:
+        return cell
+    sign, whole, fraction = found.groups()
+    whole = whole.replace("." if decimal_comma else ",", "")
+    return sign + whole + ("." + fraction[1:] if fraction else "")
 
 
 def _decode(data: bytes) -> str:
@@ -366,8 +388,9 @@ def read_labelled(
     given = [id_column] if isinstance(id_column, str) else list(id_column or ())
     left_out = {label, *(_column(name, header, "--id", path) for name in given)}
     raw = list(reader)
-    if delimiter != ",":  # where the comma is free, it may be the decimal mark ("1,5")
-        raw = [{k: _decimal_point(v) for k, v in row.items()} for row in raw]
+    # where the comma is free (another delimiter), it may be the decimal mark ("1,5")
+    decimal_comma = delimiter != ","
+    raw = [{k: _plain_number(v, decimal_comma) for k, v in row.items()} for row in raw]
     kept: list[dict[str, str]] = []
     values: list[str] = []
     blank = 0

@@ -212,6 +212,39 @@ def test_a_spreadsheet_export_reads_as_its_comma_separated_utf8_twin(tmp_path, d
     assert expected[0][0]["Region"] == "Île-de-France"
 
 
+@pytest.mark.parametrize("delimiter", [",", ";"])
+def test_numbers_formatted_as_money_read_as_the_plain_numbers(tmp_path, delimiter):
+    """A balance exported as ``$123,456.78`` (or ``123.456,78 €`` with a decimal comma) is the
+    number it shows, not a category of thousands of values skipped as an identifier."""
+    plain = tmp_path / "plain.csv"
+    write_bank_file(plain, n=300)
+    with plain.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+
+    def money(cell):
+        if not cell:
+            return cell
+        shown = f"{float(cell):,.2f}"
+        if delimiter == ",":
+            return "$" + shown
+        return shown.replace(",", " ").replace(".", ",").replace(" ", ".") + " \u20ac"
+
+    formatted = tmp_path / "money.csv"
+    with formatted.open("w", newline="") as fh:
+        csv.writer(fh, delimiter=delimiter).writerows(
+            [rows[0], *([*r[:2], money(r[2]), *r[3:]] for r in rows[1:])]
+        )
+    grouped = "," if delimiter == "," else "."
+    assert any(grouped in money(r[2]) for r in rows[1:])  # thousands were grouped
+    read, labels, _ = ev.read_labelled(formatted, "Exited", None, "AccountNo")
+    expected, expected_labels, _ = ev.read_labelled(plain, "Exited", None, "AccountNo")
+    assert labels == expected_labels
+    assert [float(r["Balance"] or "nan") for r in read] == pytest.approx(
+        [float(r["Balance"] or "nan") for r in expected], nan_ok=True
+    )
+    assert ev.infer_schema(read).schema == ev.infer_schema(expected).schema
+
+
 @pytest.mark.parametrize(
     ("values", "churn"),
     [
