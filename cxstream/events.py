@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import json
 import operator
 import re
 import string
@@ -681,8 +682,63 @@ def parse_customer(
     partition: int | None = None,
     offset: int | None = None,
 ) -> CustomerContext | BadEvent:
-    """Turn one customer-update message into a :class:`CustomerContext` or a :class:`BadEvent`."""
-    return _parse_record(CustomerContext, "customer", raw, topic, partition, offset)
+    """Turn one customer-update message into a :class:`CustomerContext` or a :class:`BadEvent`.
+
+    A key written twice in one object (``"consent": {"sms": "denied", "sms": "granted"}``) is
+    ``not_json``: JSON leaves its meaning open, and a reader that keeps the last value would
+    take a consent the message does not clearly give.
+    """
+    parsed = _parse_record(CustomerContext, "customer", raw, topic, partition, offset)
+    if isinstance(parsed, BadEvent) or raw is None:
+        return parsed
+    twice = _key_written_twice(raw)
+    if twice is None:
+        return parsed
+    detail = f"{twice}: key written twice in one object (which value holds is unknown)"
+    return BadEvent.of(
+        "not_json", detail, raw, topic=topic, partition=partition, offset=offset, kind="customer"
+    )
+
+
+@dataclass(frozen=True)
+class _Twice:
+    path: str  # the key written twice, with the keys of the objects holding it
+
+
+def _key_written_twice(raw: bytes) -> str | None:
+    """The first key written twice in one object of a JSON document (its path), or None.
+
+    >>> _key_written_twice(b'{"id": "a", "consent": {"sms": "denied", "sms": "granted"}}')
+    'consent.sms'
+    >>> _key_written_twice(b'{"a": [{"x": 1, "x": 2}], "a2": 3}')
+    'a[].x'
+    >>> _key_written_twice(b'{"a": {"x": 1}, "b": {"x": 2}}') is None
+    True
+    """
+
+    def found_in(value: Any) -> _Twice | None:
+        if isinstance(value, list):
+            return next((f for v in value if (f := found_in(v)) is not None), None)
+        return value if isinstance(value, _Twice) else None
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any] | _Twice:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            inner = found_in(value)
+            if inner is not None:  # found below: named through this object's key
+                joint = "[]." if isinstance(value, list) else "."
+                return _Twice(f"{key}{joint}{inner.path}")
+            if key in out:
+                return _Twice(key)
+            out[key] = value
+        return out
+
+    try:
+        whole = json.loads(raw, object_pairs_hook=pairs)
+    except ValueError:  # read once already by the validator: not expected here
+        return None
+    twice = found_in(whole)
+    return None if twice is None else twice.path
 
 
 def parse_outcome(

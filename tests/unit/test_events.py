@@ -116,6 +116,24 @@ def test_customer_with_unknown_time_zone_is_rejected_naming_the_field():
     assert "timezone" in bad.detail
 
 
+@pytest.mark.parametrize(
+    ("payload", "path"),
+    [
+        (b'{"subscriber_id": "s1", "consent": {"sms": "denied", "sms": "granted"}}', "consent.sms"),
+        (b'{"subscriber_id": "s1", "plan": "a", "monthly_charge": 9, "plan": "b"}', "plan"),
+    ],
+)
+def test_a_customer_update_with_a_key_written_twice_is_dead_lettered(payload, path):
+    # JSON leaves it open which value holds: the consent is not taken from the last one
+    bad = parse_customer(payload, topic="cx.customers", partition=0, offset=7)
+    assert isinstance(bad, BadEvent)
+    assert (bad.reason, bad.kind, bad.offset) == ("not_json", "customer", 7)
+    assert bad.detail.startswith(f"{path}: key written twice")
+    assert base64.b64decode(bad.raw_b64) == payload  # kept whole for correction
+    same_key_apart = b'{"subscriber_id": "s1", "consent": {"sms": "denied"}, "sms": 1}'
+    assert isinstance(parse_customer(same_key_apart), CustomerContext)
+
+
 def test_outcome_parsing():
     outcome = parse_outcome(
         b'{"subscriber_id": "s1", "kind": "churned", "time": "2026-01-01T00:00:00Z"}'
