@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cxstream import yamlfile
 from cxstream.errors import ConfigError
 from cxstream.events import Channel, CustomerContext, ValueTier
 from cxstream.settings import format_validation_error
@@ -143,7 +144,7 @@ _CONSENT_FIELDS = {"consent", "consent_updated"}
 def load_mapping(path: str | Path) -> CsvMapping:
     """Read and validate a mapping file; errors name the file and the key."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        data = yamlfile.load(Path(path).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         msg = f"cannot read mapping {path}: {exc}"
         raise ConfigError(msg) from exc

@@ -34,6 +34,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from cxstream import yamlfile
 from cxstream.actions.signing import secret_key
 from cxstream.errors import ConfigError, SignatureError
 from cxstream.kafkalog import KAFKA_LOGGER
@@ -560,7 +561,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         msg = f"cannot read config file {path}: {exc.strerror}"
         raise ConfigError(msg) from exc
     try:
-        data = yaml.safe_load(text)
+        data = yamlfile.load(text)
     except yaml.YAMLError as exc:
         msg = f"config file {path} is not valid YAML: {exc}"
         raise ConfigError(msg) from exc

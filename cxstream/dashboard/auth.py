@@ -35,6 +35,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cxstream import yamlfile
 from cxstream.errors import ConfigError
 
 __all__ = [
@@ -115,7 +116,7 @@ class Users:
         """Read and validate the file; a ``ConfigError`` names what is wrong."""
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text()) if path.exists() else {"users": []}
+            data = yamlfile.load(path.read_text()) if path.exists() else {"users": []}
             parsed = _UsersFile.model_validate(data or {})
         except (OSError, yaml.YAMLError) as exc:
             msg = f"dashboard.users_file {path}: {exc}"

@@ -62,6 +62,13 @@ def test_mapping_naming_an_unknown_field_is_a_config_error(tmp_path):
         load_mapping(typo)
 
 
+def test_a_mapping_that_names_a_channel_twice_is_a_config_error(tmp_path):
+    twice = tmp_path / "m.yaml"
+    twice.write_text("columns: {subscriber_id: id}\nconsent:\n  sms: SmsOptOut\n  sms: SmsOk\n")
+    with pytest.raises(ConfigError, match=r"(?s)'sms' a second time \(first at line 3\)"):
+        load_mapping(twice)
+
+
 def test_a_mapping_cannot_grant_consent_by_default(tmp_path):
     bad = tmp_path / "m.yaml"
     bad.write_text("columns:\n  subscriber_id: id\ndefaults:\n  consent: {sms: granted}\n")

@@ -57,6 +57,18 @@ def test_not_a_mapping_and_not_yaml_are_clear_errors(tmp_path):
         load_settings(broken)
 
 
+def test_a_key_written_twice_is_refused_naming_both_lines(tmp_path):
+    # YAML readers usually keep the last silently: a second `kafka:` would drop the first
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(
+        "kafka:\n  brokers: a:9092\nredis:\n  url: redis://r\nkafka:\n  brokers: b:9092\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"(?s)not valid YAML.*'kafka' a second time \(first at line 1\).*line 5"
+    ):
+        load_settings(twice)
+
+
 def test_check_config_exits_2_with_the_bad_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("detector:\n  threshold: 7\n")

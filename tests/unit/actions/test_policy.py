@@ -325,6 +325,15 @@ def test_policy_errors_name_the_rule_and_field(tmp_path):
     )
     with pytest.raises(ConfigError, match="used twice"):
         load_policy(dup)
+    twice = tmp_path / "t.yaml"  # one rule, its action written twice: neither is guessed
+    twice.write_text(
+        "rules:\n  - name: a\n    when: {signal: degradation}\n    action: area_notice\n"
+        "    action: service_credit\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"(?s)'action' a second time \(first at line 4\).*line 5"
+    ):
+        load_policy(twice)
 
 
 def test_the_shipped_policy_file_is_the_built_in_default():
