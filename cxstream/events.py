@@ -735,7 +735,7 @@ def _key_written_twice(raw: bytes) -> str | None:
 
     try:
         whole = json.loads(raw, object_pairs_hook=pairs)
-    except ValueError:  # read once already by the validator: not expected here
+    except (ValueError, RecursionError):  # the validator read it already: not expected here
         return None
     twice = found_in(whole)
     return None if twice is None else twice.path
