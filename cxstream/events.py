@@ -631,15 +631,27 @@ def _parse_record(
     topic: str | None,
     partition: int | None,
     offset: int | None,
+    *,
+    unique_keys: bool = False,
 ) -> _M | BadEvent:
+    """``raw`` validated as ``model``, or the dead letter that says why not. With
+    ``unique_keys``, a key written twice in one object is ``not_json``: JSON leaves open which
+    value holds, and a reader keeping the last would act on a value the message does not
+    clearly give (a consent, a churn label, an alarm's state)."""
     if not raw:
         reason: BadReason = "not_json"
         detail = "empty message"
     else:
         try:
-            return model.model_validate_json(raw)
+            record = model.model_validate_json(raw)
         except ValidationError as exc:
             reason, detail = classify_error(exc)
+        else:
+            twice = _key_written_twice(raw) if unique_keys else None
+            if twice is None:
+                return record
+            reason = "not_json"
+            detail = f"{twice}: key written twice in one object (which value holds is unknown)"
     return BadEvent.of(
         reason, detail, raw, topic=topic, partition=partition, offset=offset, kind=kind
     )
@@ -682,21 +694,11 @@ def parse_customer(
     partition: int | None = None,
     offset: int | None = None,
 ) -> CustomerContext | BadEvent:
-    """Turn one customer-update message into a :class:`CustomerContext` or a :class:`BadEvent`.
-
-    A key written twice in one object (``"consent": {"sms": "denied", "sms": "granted"}``) is
-    ``not_json``: JSON leaves its meaning open, and a reader that keeps the last value would
-    take a consent the message does not clearly give.
-    """
-    parsed = _parse_record(CustomerContext, "customer", raw, topic, partition, offset)
-    if isinstance(parsed, BadEvent) or raw is None:
-        return parsed
-    twice = _key_written_twice(raw)
-    if twice is None:
-        return parsed
-    detail = f"{twice}: key written twice in one object (which value holds is unknown)"
-    return BadEvent.of(
-        "not_json", detail, raw, topic=topic, partition=partition, offset=offset, kind="customer"
+    """Turn one customer-update message into a :class:`CustomerContext` or a :class:`BadEvent`
+    (among them, one that writes a key twice: ``"consent": {"sms": "denied", "sms": "granted"}``
+    gives no consent)."""
+    return _parse_record(
+        CustomerContext, "customer", raw, topic, partition, offset, unique_keys=True
     )
 
 
@@ -749,7 +751,7 @@ def parse_outcome(
     offset: int | None = None,
 ) -> Outcome | BadEvent:
     """Turn one outcome message into an :class:`Outcome` or a :class:`BadEvent`."""
-    return _parse_record(Outcome, "outcome", raw, topic, partition, offset)
+    return _parse_record(Outcome, "outcome", raw, topic, partition, offset, unique_keys=True)
 
 
 def parse_alarm_command(
@@ -762,7 +764,7 @@ def parse_alarm_command(
     """Turn one TMF642 event of the alarm-updates topic into an :class:`AlarmCommand`: a clear
     (``state: cleared``, by ``clearUserId``) resolves, an acknowledgement (``ackState:
     acknowledged``, by ``ackUserId``) acknowledges; anything else is a :class:`BadEvent`."""
-    event = _parse_record(_AlarmEventIn, "command", raw, topic, partition, offset)
+    event = _parse_record(_AlarmEventIn, "command", raw, topic, partition, offset, unique_keys=True)
     if isinstance(event, BadEvent):
         return event
     alarm = event.event.alarm

@@ -132,6 +132,11 @@ def test_a_customer_update_with_a_key_written_twice_is_dead_lettered(payload, pa
     assert base64.b64decode(bad.raw_b64) == payload  # kept whole for correction
     same_key_apart = b'{"subscriber_id": "s1", "consent": {"sms": "denied"}, "sms": 1}'
     assert isinstance(parse_customer(same_key_apart), CustomerContext)
+    # the same for the other low-rate inputs that decide something: a churn label
+    label = b'{"subscriber_id": "s1", "kind": "retained", "time": "2026-01-01T00:00:00Z", "kind": "churned"}'
+    bad = parse_outcome(label)
+    assert isinstance(bad, BadEvent) and bad.kind == "outcome"
+    assert bad.detail.startswith("kind: key written twice")
 
 
 def test_outcome_parsing():

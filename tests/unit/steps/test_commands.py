@@ -66,6 +66,12 @@ def test_a_malformed_command_is_a_dead_letter_of_kind_command():
                                     "alarmChangedTime": T.isoformat()}}})):  # fmt: skip
         bad = parse_alarm_command(raw)
         assert isinstance(bad, BadEvent) and bad.kind == "command"
+    ack = dashboard_events()[0]
+    state = b'"ackState":"acknowledged"'
+    assert state in ack
+    twice = ack.replace(state, state + b',"ackState":"unacknowledged"')  # which one holds?
+    bad = parse_alarm_command(twice)
+    assert isinstance(bad, BadEvent) and bad.detail.startswith("event.alarm.ackState: key written")
 
 
 def test_a_resolve_closes_the_open_incident_in_its_shard_and_names_the_operator():
