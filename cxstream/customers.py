@@ -144,7 +144,7 @@ _CONSENT_FIELDS = {"consent", "consent_updated"}
 def load_mapping(path: str | Path) -> CsvMapping:
     """Read and validate a mapping file; errors name the file and the key."""
     try:
-        data = yamlfile.load(Path(path).read_text(encoding="utf-8")) or {}
+        data = yamlfile.load(Path(path).read_text(encoding="utf-8"), path) or {}
     except (OSError, yaml.YAMLError) as exc:
         msg = f"cannot read mapping {path}: {exc}"
         raise ConfigError(msg) from exc

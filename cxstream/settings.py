@@ -561,7 +561,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         msg = f"cannot read config file {path}: {exc.strerror}"
         raise ConfigError(msg) from exc
     try:
-        data = yamlfile.load(text)
+        data = yamlfile.load(text, path)
     except yaml.YAMLError as exc:
         msg = f"config file {path} is not valid YAML: {exc}"
         raise ConfigError(msg) from exc

@@ -7,6 +7,8 @@ came last. :func:`load` refuses such a file instead, naming the key and both lin
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -41,24 +43,23 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
 
 
-def load(text: str) -> Any:
+def load(text: str, name: str | Path | None = None) -> Any:
     """The YAML document in ``text``, as ``yaml.safe_load`` reads it, except that a key written
     twice in one mapping raises :class:`yaml.YAMLError` (a ``ConstructorError``) naming it.
+    ``name`` (the file's path) is how an error names the document.
 
     >>> load("a: 1\\nb: {c: 2}")
     {'a': 1, 'b': {'c': 2}}
     >>> load("base: &b {x: 1, y: 2}\\nd: {<<: *b, x: 5}")["d"]  # a merged key may be overridden
     {'x': 5, 'y': 2}
-    >>> load("a: 1\\nb: 2\\na: 3")
+    >>> load("a: 1\\nb: 2\\na: 3", "p.yaml")
     Traceback (most recent call last):
     ...
     yaml.constructor.ConstructorError: while constructing a mapping
-      in "<unicode string>", line 1, column 1:
-        a: 1
-        ^
+      in "p.yaml", line 1, column 1
     found key 'a' a second time (first at line 1): which value is meant is unclear
-      in "<unicode string>", line 3, column 1:
-        a: 3
-        ^
+      in "p.yaml", line 3, column 1
     """
-    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    stream = io.StringIO(text)
+    stream.name = str(name) if name is not None else "<unicode string>"
+    return yaml.load(stream, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass

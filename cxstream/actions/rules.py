@@ -469,7 +469,7 @@ def _error_text(exc: ValidationError, data: object, path: str) -> str:
 def load_policy(path: str | Path) -> PolicyConfig:
     """Read and validate a policy file; :class:`~cxstream.errors.ConfigError` names rule and field."""
     try:
-        data = yamlfile.load(Path(path).read_text(encoding="utf-8"))
+        data = yamlfile.load(Path(path).read_text(encoding="utf-8"), path)
     except (OSError, yaml.YAMLError) as exc:
         msg = f"cannot read policy {path}: {exc}"
         raise ConfigError(msg) from exc

@@ -116,7 +116,7 @@ class Users:
         """Read and validate the file; a ``ConfigError`` names what is wrong."""
         path = Path(path)
         try:
-            data = yamlfile.load(path.read_text()) if path.exists() else {"users": []}
+            data = yamlfile.load(path.read_text(), path) if path.exists() else {"users": []}
             parsed = _UsersFile.model_validate(data or {})
         except (OSError, yaml.YAMLError) as exc:
             msg = f"dashboard.users_file {path}: {exc}"
