@@ -198,7 +198,10 @@ def iter_customers(
     except csv.Error as exc:
         yield 1, f"malformed CSV header: {exc}"
         return
-    read = mapping.sources() if mapping is not None else set(header)
+    if mapping is not None:
+        read = mapping.sources()
+    else:  # the canonical layout: the profile's fields and consent_<channel>; others are ignored
+        read = {h for h in header if h in CustomerContext.model_fields or h.startswith("consent_")}
     twice = [name for name in dict.fromkeys(header) if header.count(name) > 1 and name in read]
     if twice:
         where = "; ".join(

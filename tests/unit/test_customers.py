@@ -106,6 +106,8 @@ def test_a_header_naming_a_column_twice_loads_nothing(tmp_path):
             "the header names a column more than once ('consent_sms' in fields 2, 4): nothing is loaded",
         )
     ]
+    notes = "subscriber_id,note,consent_sms,note\ns1,x,granted,y\n"  # a column nobody reads
+    assert [c.subscriber_id for c in read_customers(io.StringIO(notes)).customers] == ["s1"]
     # through a mapping, only the columns it reads must be unique
     spec = tmp_path / "m.yaml"
     spec.write_text("columns: {subscriber_id: id}\nconsent: {sms: SmsOk}\n")
