@@ -393,8 +393,10 @@ def read_labelled(
     raw = [{k: _plain_number(v, decimal_comma) for k, v in row.items()} for row in raw]
     kept: list[dict[str, str]] = []
     values: list[str] = []
-    blank = 0
+    blank = short = long = 0
     for row in raw:
+        long += None in row  # cells beyond the header's, under the key None
+        short += None in row.values()  # the header's columns a row does not reach
         value = (row.get(label) or "").strip()
         if not value:  # an unlabelled row cannot be evaluated; counted, not hidden
             blank += 1
@@ -407,6 +409,12 @@ def read_labelled(
     pos = _positive_value(set(values), positive, label)
     if blank:
         _log.warning("%d %s without a label skipped", blank, "row" if blank == 1 else "rows")
+    if short:
+        has = "row has" if short == 1 else "rows have"
+        _log.warning("%d %s fewer cells than the header: the missing read as blank", short, has)
+    if long:
+        has = "row has" if long == 1 else "rows have"
+        _log.warning("%d %s more cells than the header: the extra not read", long, has)
     return kept, [v == pos for v in values], pos
 
 

@@ -212,6 +212,16 @@ def test_a_spreadsheet_export_reads_as_its_comma_separated_utf8_twin(tmp_path, d
     assert expected[0][0]["Region"] == "Île-de-France"
 
 
+def test_rows_shorter_or_longer_than_the_header_are_counted(tmp_path, caplog):
+    data = tmp_path / "ragged.csv"
+    data.write_text("a,b,left\n1,x,1\n2,y\n3,z,0,extra,more\n4,x,1,extra\n5,y,0\n")
+    rows, labels, _ = ev.read_labelled(data, "left", None, None)
+    assert [r["a"] for r in rows] == ["1", "3", "4", "5"] and labels == [True, False, True, False]
+    assert "1 row without a label skipped" in caplog.text
+    assert "1 row has fewer cells than the header" in caplog.text
+    assert "2 rows have more cells than the header: the extra not read" in caplog.text
+
+
 @pytest.mark.parametrize("delimiter", [",", ";"])
 def test_numbers_formatted_as_money_read_as_the_plain_numbers(tmp_path, delimiter):
     """A balance exported as ``$123,456.78`` (or ``123.456,78 €`` with a decimal comma) is the
