@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "MISSING",
+    "MISSING_TOKENS",
     "OTHER",
     "Categories",
     "Featurizer",
@@ -43,7 +44,8 @@ __all__ = [
 
 MISSING: Final = "<missing>"
 OTHER: Final = "<other>"
-_MISSING_TOKENS: Final = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
+# how a table writes a value not measured, once stripped and in lower case
+MISSING_TOKENS: Final = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 
 Row = Mapping[str, Any]
 FloatArray = NDArray[np.float64]
@@ -60,7 +62,7 @@ def parse_number(value: Any) -> float | None:
             return None
         return f if math.isfinite(f) else None
     text = str(value).strip()
-    if text.lower() in _MISSING_TOKENS:
+    if text.lower() in MISSING_TOKENS:
         return None
     try:
         f = float(text)
@@ -164,7 +166,7 @@ def _category(value: Any) -> str:
     if value is None:
         return MISSING
     text = str(value).strip()
-    return MISSING if text.lower() in _MISSING_TOKENS else text
+    return MISSING if text.lower() in MISSING_TOKENS else text
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cxstream.detectors.churn_features import MISSING_TOKENS
 from cxstream.detectors.series import SeriesMonitor
 from cxstream.errors import DataError
 
@@ -186,12 +187,9 @@ class NabFile:
     values: list[float]
 
 
-_MISSING = frozenset({"", "na", "n/a", "nan", "null", "none"})  # a value not measured
-
-
 def read_nab_file(path: Path, name: str) -> NabFile:
     """Read a ``timestamp,value`` CSV (naive timestamps are taken as UTC, others converted to
-    it; a blank or ``NA`` value is a missing point, NaN: the detector scores it 0 and learns
+    it; a blank, ``NA`` or ``?`` value is a missing point, NaN: the detector scores it 0 and learns
     nothing from it)."""
     timestamps: list[datetime] = []
     values: list[float] = []
@@ -205,7 +203,7 @@ def read_nab_file(path: Path, name: str) -> NabFile:
             try:
                 timestamps.append(_naive_utc(datetime.fromisoformat(row[0].strip())))
                 cell = row[1].strip()
-                values.append(math.nan if cell.lower() in _MISSING else float(cell))
+                values.append(math.nan if cell.lower() in MISSING_TOKENS else float(cell))
             except (ValueError, IndexError) as exc:
                 msg = f"{path}:{line}: {exc}"
                 raise DataError(msg) from exc

@@ -79,7 +79,7 @@ def test_a_missing_value_is_a_point_scored_0_and_a_bad_one_names_its_line(tmp_pa
     make_tree(tmp_path / "nab")
     path = tmp_path / "nab" / "data" / "g2" / "b.csv"
     lines = path.read_text().splitlines()
-    for i, blank in ((100, ""), (101, "NA"), (102, " nan")):
+    for i, blank in ((100, ""), (101, "NA"), (102, " nan"), (103, "?")):
         lines[i] = lines[i].split(",")[0] + "," + blank
     path.write_text("\n".join(lines) + "\n")
     out = tmp_path / "results"
@@ -89,9 +89,9 @@ def test_a_missing_value_is_a_point_scored_0_and_a_bad_one_names_its_line(tmp_pa
     assert json.loads(result.output.strip().splitlines()[-1])["points"] == 6000
     with (out / "g2" / "b.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert [(r["value"], r["anomaly_score"], r["alert"]) for r in rows[99:102]] == [
+    assert [(r["value"], r["anomaly_score"], r["alert"]) for r in rows[99:103]] == [
         ("nan", "0.000000", "0")
-    ] * 3
+    ] * 4
     lines[200] = lines[200].split(",")[0] + ",twelve"
     path.write_text("\n".join(lines) + "\n")
     bad = CliRunner().invoke(main, args)
