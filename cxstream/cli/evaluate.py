@@ -227,12 +227,16 @@ def eval_churn(
     )
     for col, why in report.skipped.items():
         click.echo(f"  skipped column {col!r}: {why}")
+
+    def shown(x: float | None) -> str:
+        return "n/a (one class only)" if x is None else f"{x:.4f}"
+
     click.echo(
-        f"ROC AUC {s['roc_auc']:.4f}  PR AUC {s['pr_auc']:.4f}  log loss {s['log_loss']:.4f}  "
-        f"accuracy {s['accuracy']:.4f}  ({s['rows_per_s']:,} rows/s, score + learn)"
+        f"ROC AUC {shown(s['roc_auc'])}  PR AUC {shown(s['pr_auc'])}  "
+        f"log loss {s['log_loss']:.4f}  accuracy {s['accuracy']:.4f}  "
+        f"({s['rows_per_s']:,} rows/s, score + learn)"
     )
-    last = s["roc_auc_last_fifth"]
-    click.echo(f"ROC AUC over the last fifth of rows: {'n/a' if last is None else f'{last:.4f}'}")
+    click.echo(f"ROC AUC over the last fifth of rows: {shown(s['roc_auc_last_fifth'])}")
     click.echo(
         f"score path: {s['score_per_s']:,} predictions/s on one core "
         "(the flow's batched scoring, with explanations)"

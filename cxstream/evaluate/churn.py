@@ -236,14 +236,10 @@ class ChurnReport:
         """The JSON keys of ``cxstream eval churn --json``."""
         return {
             "rows": self.rows,
-            "roc_auc": round(self.roc_auc, 4),
-            # null when the last fifth holds one class only
-            "roc_auc_last_fifth": (
-                round(self.roc_auc_last_fifth, 4)
-                if math.isfinite(self.roc_auc_last_fifth)
-                else None
-            ),
-            "pr_auc": round(self.pr_auc, 4),
+            # null where the rows scored hold one class only (JSON has no NaN)
+            "roc_auc": _rounded(self.roc_auc),
+            "roc_auc_last_fifth": _rounded(self.roc_auc_last_fifth),
+            "pr_auc": _rounded(self.pr_auc),
             "reliability": list(self.reliability),
             "log_loss": round(self.log_loss, 4),
             "accuracy": round(self.accuracy, 4),
@@ -255,6 +251,11 @@ class ChurnReport:
             "categorical": list(self.schema.categorical),
             "skipped": self.skipped,
         }
+
+
+def _rounded(x: float) -> float | None:
+    """``x`` to 4 places, or None when it is not a number (an AUC of one class)."""
+    return round(x, 4) if math.isfinite(x) else None
 
 
 def _label_word(value: str) -> str:

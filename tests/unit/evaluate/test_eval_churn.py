@@ -212,6 +212,18 @@ def test_a_spreadsheet_export_reads_as_its_comma_separated_utf8_twin(tmp_path, d
     assert expected[0][0]["Region"] == "Île-de-France"
 
 
+def test_a_file_of_one_class_gives_null_aucs_in_valid_json(tmp_path):
+    data = tmp_path / "stayed.csv"
+    data.write_text("a,left\n" + "".join(f"{i % 7},no\n" for i in range(100)))
+    args = ["eval", "churn", "--csv", str(data), "--label", "left", "--positive", "no", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "ROC AUC n/a (one class only)" in result.output
+    last = result.output.strip().splitlines()[-1]
+    summary = json.loads(last, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert summary["roc_auc"] is None and summary["roc_auc_last_fifth"] is None
+
+
 def test_rows_shorter_or_longer_than_the_header_are_counted(tmp_path, caplog):
     data = tmp_path / "ragged.csv"
     data.write_text("a,b,left\n1,x,1\n2,y\n3,z,0,extra,more\n4,x,1,extra\n5,y,0\n")
