@@ -307,10 +307,10 @@ _DELIMITERS = (",", ";", "\t", "|")  # the first wins a tie: a header without an
 # with a decimal point (groups by commas) or a decimal comma (groups by points)
 _MARKS = re.compile(r"[,$%\u20ac\u00a3\u00a5]")  # a cell without any is left as it is
 _CURRENCY = "[$\u20ac\u00a3\u00a5]"
-_FORMATTED = {
+_FORMATTED = {  # matched on the stripped cell, a single space at most around a sign
     comma: re.compile(
-        rf"\s*([-+]?)\s*{_CURRENCY}?\s*(\d{{1,3}}(?:{group}\d{{3}})+|\d+)({point}\d+)?"
-        rf"\s*(?:%|{_CURRENCY})?\s*"
+        rf"([-+]?)(?:{_CURRENCY} ?)?(\d{{1,3}}(?:{group}\d{{3}})+|\d+)({point}\d+)?"
+        rf"(?: ?(?:%|{_CURRENCY}))?"
     )
     for comma, group, point in ((False, ",", r"\."), (True, r"\.", ","))
 }
@@ -327,7 +327,7 @@ def _plain_number(cell: Any, decimal_comma: bool) -> Any:
     """
     if not isinstance(cell, str) or not _MARKS.search(cell):
         return cell
-    found = _FORMATTED[decimal_comma].fullmatch(cell)
+    found = _FORMATTED[decimal_comma].fullmatch(cell.strip())
     if found is None:
         return cell
     sign, whole, fraction = found.groups()
