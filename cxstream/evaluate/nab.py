@@ -45,6 +45,7 @@ __all__ = [
     "file_windows",
     "normalised",
     "probation_length",
+    "read_labels",
     "run_nab",
     "score_file",
 ]
@@ -210,12 +211,62 @@ def read_nab_file(path: Path, name: str) -> NabFile:
     return NabFile(name, timestamps, values)
 
 
-def file_windows(labels: dict[str, list[list[str]]], name: str) -> list[tuple[datetime, datetime]]:
-    """The labelled windows of one file (``group/file.csv``) from ``combined_windows.json``."""
-    return [
-        (_naive_utc(datetime.fromisoformat(a)), _naive_utc(datetime.fromisoformat(b)))
-        for a, b in labels.get(name, [])
-    ]
+Labels = dict[str, list[tuple[datetime, datetime]]]
+"""Each file's (``group/file.csv``) labelled windows, as :func:`read_labels` reads them."""
+
+
+def read_labels(path: Path) -> Labels:
+    """NAB's ``combined_windows.json``: an object of file name -> ``[start, end]`` pairs of
+    timestamps. :class:`DataError`, naming the file and the entry, when it is not JSON, not of
+    that shape, or names a file twice (which of its two lists holds would be a guess).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     p = Path(tmp) / "combined_windows.json"
+    ...     _ = p.write_text('{"g/a.csv": [["2026-01-01 00:00:00", "2026-01-01 01:00:00"]]}')
+    ...     read_labels(p)
+    {'g/a.csv': [(datetime.datetime(2026, 1, 1, 0, 0), datetime.datetime(2026, 1, 1, 1, 0))]}
+    """
+
+    def once(items: list[tuple[str, object]]) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for key, value in items:
+            if key in out:
+                msg = f"{path}: {key!r} is named twice"
+                raise DataError(msg)
+            out[key] = value
+        return out
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=once)
+    except DataError:
+        raise
+    except (OSError, ValueError) as exc:
+        msg = f"{path}: not a labels file: {exc}"
+        raise DataError(msg) from exc
+    if not isinstance(raw, dict):
+        msg = f"{path}: expected an object of file name -> windows, got {type(raw).__name__}"
+        raise DataError(msg)
+    labels: Labels = {}
+    for name, windows in raw.items():
+        try:
+            labels[name] = [
+                (_naive_utc(datetime.fromisoformat(a)), _naive_utc(datetime.fromisoformat(b)))
+                for a, b in windows
+            ]
+        except (TypeError, ValueError) as exc:
+            msg = f"{path}: {name}: expected [start, end] pairs of timestamps ({exc})"
+            raise DataError(msg) from exc
+        for start, end in labels[name]:
+            if end < start:
+                msg = f"{path}: {name}: window {start} .. {end} ends before it starts"
+                raise DataError(msg)
+    return labels
+
+
+def file_windows(labels: Labels, name: str) -> list[tuple[datetime, datetime]]:
+    """The labelled windows of one file (``group/file.csv``); none when it is not labelled."""
+    return labels.get(name, [])
 
 
 def _naive_utc(t: datetime) -> datetime:
@@ -270,9 +321,7 @@ def run_nab(
         msg = f"no {data_dir}/data/<group>/<file>.csv files found"
         raise FileNotFoundError(msg)
     labels_path = data_dir / "labels" / "combined_windows.json"
-    windows: dict[str, list[list[str]]] | None = None
-    if labels_path.exists():
-        windows = json.loads(labels_path.read_text(encoding="utf-8"))
+    windows = read_labels(labels_path) if labels_path.exists() else None
     report = NabReport()
     by_profile: dict[str, list[tuple[str, FileScore]]] = {p: [] for p in PROFILES}
     for path in files:

@@ -36,6 +36,7 @@ from cxstream.evaluate.nab import (
     check_windows,
     file_windows,
     normalised,
+    read_labels,
     read_nab_file,
     score_file,
 )
@@ -151,7 +152,7 @@ def _load(
     rules: Sequence[Setting],
     report: ProtocolReport,
 ) -> list[_Scored]:
-    labels = json.loads((data_dir / "labels" / "combined_windows.json").read_text("utf-8"))
+    labels = read_labels(data_dir / "labels" / "combined_windows.json")
     out = []
     for path in sorted((data_dir / "data").glob("*/*.csv")):
         name = f"{path.parent.name}/{path.name}"

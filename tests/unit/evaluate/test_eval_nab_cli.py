@@ -98,6 +98,30 @@ def test_a_missing_value_is_a_point_scored_0_and_a_bad_one_names_its_line(tmp_pa
     assert bad.exit_code == 1 and "b.csv:201:" in bad.output
 
 
+@pytest.mark.parametrize(
+    ("labels", "said"),
+    [
+        ('{"g1/a.csv": [', "not a labels file: Expecting value"),
+        ('{"g1/a.csv": [], "g1/a.csv": []}', "'g1/a.csv' is named twice"),
+        ('{"g1/a.csv": 5}', "g1/a.csv: expected [start, end] pairs of timestamps"),
+        ('[["2026-01-01", "2026-01-02"]]', "expected an object of file name -> windows, got list"),
+        (
+            '{"g1/a.csv": [["2026-01-03 00:00:00", "2026-01-02 00:00:00"]]}',
+            "ends before it starts",
+        ),
+    ],
+)
+def test_a_labels_file_that_cannot_be_read_is_named_with_why(tmp_path, labels, said):
+    make_tree(tmp_path / "nab")
+    path = tmp_path / "nab" / "labels" / "combined_windows.json"
+    path.write_text(labels)
+    for command in ("nab", "protocol"):
+        result = CliRunner().invoke(main, ["eval", command, "--data", str(tmp_path / "nab")])
+        assert result.exit_code == 1, result.output
+        assert f"{path}: " in result.output and said in result.output
+        assert "Traceback" not in result.output
+
+
 @pytest.mark.shared_data
 def test_a_window_off_the_files_timestamps_names_the_file(tmp_path):
     make_tree(tmp_path / "nab")
