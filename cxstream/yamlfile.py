@@ -2,7 +2,9 @@
 
 PyYAML's ``safe_load`` keeps the last of two equal keys in one mapping without a word, so a
 file that sets ``consent:`` twice, or a policy rule's ``channel`` twice, would run on whichever
-came last. :func:`load` refuses such a file instead, naming the key and both lines.
+came last. :func:`load` refuses such a file instead, naming the key and both lines. And it reads
+a key as the text written: YAML 1.1 reads ``no:`` (Norwegian, in a policy's messages) as false
+and ``Yes:`` (a CSV value in a mapping) as true, which no key of these files means.
 """
 
 from __future__ import annotations
@@ -18,17 +20,26 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 __all__ = ["load"]
 
 
+_WORD_KEYS = frozenset(
+    f"tag:yaml.org,2002:{kind}" for kind in ("bool", "int", "float", "null", "timestamp")
+)
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """``SafeLoader`` that refuses a key written twice in one mapping."""
+    """``SafeLoader`` that reads every plain key as the text written and refuses a key written
+    twice in one mapping."""
 
     def construct_mapping(self, node: Node, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, MappingNode):
             seen: dict[Any, Node] = {}
             for key_node, _ in node.value:
-                if (
-                    not isinstance(key_node, ScalarNode)
-                    or key_node.tag == "tag:yaml.org,2002:merge"
-                ):
+                if not isinstance(key_node, ScalarNode):
+                    continue
+                if key_node.style is None and key_node.tag in _WORD_KEYS:
+                    # every key these files hold is a name or a cell's text: `no` (Norwegian),
+                    # `Yes` (a CSV value) or `1` stay words, where YAML 1.1 reads true/false/1
+                    key_node.tag = "tag:yaml.org,2002:str"
+                if key_node.tag == "tag:yaml.org,2002:merge":
                     continue  # a merge (<<) may be overridden by the mapping's own keys
                 key = self.construct_object(key_node)
                 if key in seen:
@@ -52,6 +63,8 @@ def load(text: str, name: str | Path | None = None) -> Any:
     {'a': 1, 'b': {'c': 2}}
     >>> load("base: &b {x: 1, y: 2}\\nd: {<<: *b, x: 5}")["d"]  # a merged key may be overridden
     {'x': 5, 'y': 2}
+    >>> load("{en: Hello, no: Hei, Yes: granted, 1: one, on: true}")  # keys as written
+    {'en': 'Hello', 'no': 'Hei', 'Yes': 'granted', '1': 'one', 'on': True}
     >>> load("a: 1\\nb: 2\\na: 3", "p.yaml")
     Traceback (most recent call last):
     ...

@@ -62,6 +62,18 @@ def test_mapping_naming_an_unknown_field_is_a_config_error(tmp_path):
         load_mapping(typo)
 
 
+def test_a_mapping_reads_yes_and_no_as_the_csv_values_they_name(tmp_path):
+    spec = tmp_path / "m.yaml"  # unquoted: YAML 1.1 would read true and false
+    spec.write_text(
+        "columns: {subscriber_id: id}\nconsent: {sms: SmsOk}\nvalues: {consent: {Yes: granted, No: denied}}\n"
+    )
+    result = read_customers(io.StringIO("id,SmsOk\na,Yes\nb,No\n"), load_mapping(spec))
+    assert [c.consent for c in result.customers] == [
+        {Channel.SMS: ConsentStatus.GRANTED},
+        {Channel.SMS: ConsentStatus.DENIED},
+    ]
+
+
 def test_a_mapping_that_names_a_channel_twice_is_a_config_error(tmp_path):
     twice = tmp_path / "m.yaml"
     twice.write_text("columns: {subscriber_id: id}\nconsent:\n  sms: SmsOptOut\n  sms: SmsOk\n")

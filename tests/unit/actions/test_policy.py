@@ -334,6 +334,12 @@ def test_policy_errors_name_the_rule_and_field(tmp_path):
         ConfigError, match=r"(?s)'action' a second time \(first at line 4\).*line 5"
     ):
         load_policy(twice)
+    norwegian = tmp_path / "n.yaml"  # `no:` is a language here, not YAML 1.1's false
+    norwegian.write_text(
+        "rules:\n  - {name: a, when: {signal: cell_incident}, action: area_notice}\n"
+        "messages:\n  area_notice:\n    no: Det er en feil i nettet der du bor.\n"
+    )
+    assert load_policy(norwegian).messages["area_notice"]["no"].startswith("Det er en feil")
 
 
 def test_the_shipped_policy_file_is_the_built_in_default():
