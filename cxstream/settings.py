@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -56,6 +57,20 @@ __all__ = [
 ]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+def _librdkafka_text(value: Any) -> Any:
+    """A librdkafka property as the text it reads: a YAML or JSON ``false`` as ``"false"``,
+    ``10`` as ``"10"`` (so that ``linger.ms: 10`` need not be quoted)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+KafkaProperties = dict[str, Annotated[str, BeforeValidator(_librdkafka_text)]]
+"""librdkafka properties: names to their text (booleans and numbers accepted as written)."""
 
 
 class TopicSettings(BaseModel):
@@ -107,7 +122,7 @@ class KafkaSettings(BaseModel):
     # the broker once per epoch, not per batch)
     sink_partitions: Annotated[int, Field(ge=1, le=1_024)] = 2
     # librdkafka settings measured to matter here (docs/configuration.md explains each).
-    consumer_config: dict[str, str] = Field(
+    consumer_config: KafkaProperties = Field(
         default_factory=lambda: {
             "queued.min.messages": "1000000",
             # not 0: with 0 a partition whose local queue is full re-checks it without pause,
@@ -125,12 +140,12 @@ class KafkaSettings(BaseModel):
     # Merged over consumer_config for the low-volume inputs (customers, outcomes): an idle
     # consumer asks the broker again every fetch.wait.max.ms, and each request wakes the broker
     # and the fetch thread, which take the core from the hot path for a moment.
-    side_consumer_config: dict[str, str] = Field(
+    side_consumer_config: KafkaProperties = Field(
         default_factory=lambda: {"fetch.wait.max.ms": "250"}
     )
     # lz4: the broker stores and serves the batches as they come, compressed; the embedded one
     # spent 0.08 instead of 0.58 us of its CPU per event serving a 1,000,000-event backlog
-    producer_config: dict[str, str] = Field(
+    producer_config: KafkaProperties = Field(
         default_factory=lambda: {
             "linger.ms": "5",
             "enable.idempotence": "false",
@@ -138,7 +153,7 @@ class KafkaSettings(BaseModel):
         }
     )
     # Passed to every client: security.protocol, sasl.*, ssl.* ... (values may come from env).
-    extra_config: dict[str, str] = Field(default_factory=dict)
+    extra_config: KafkaProperties = Field(default_factory=dict)
     sasl_password: SecretStr | None = None
 
     @field_validator("brokers")

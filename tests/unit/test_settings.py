@@ -69,6 +69,17 @@ def test_a_key_written_twice_is_refused_naming_both_lines(tmp_path):
         load_settings(twice)
 
 
+def test_librdkafka_values_may_be_written_unquoted(tmp_path, monkeypatch):
+    path = tmp_path / "k.yaml"
+    path.write_text("kafka:\n  producer_config: {linger.ms: 10, enable.idempotence: false}\n")
+    assert load_settings(path).kafka.producer_config == {
+        "linger.ms": "10",
+        "enable.idempotence": "false",
+    }
+    monkeypatch.setenv("CXSTREAM_KAFKA__EXTRA_CONFIG", '{"socket.keepalive.enable": true}')
+    assert load_settings(path).kafka.extra_config == {"socket.keepalive.enable": "true"}
+
+
 def test_check_config_exits_2_with_the_bad_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("detector:\n  threshold: 7\n")
