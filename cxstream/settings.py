@@ -69,6 +69,13 @@ def _librdkafka_text(value: Any) -> Any:
     return value
 
 
+def _host_list(value: Any) -> Any:
+    """``"k1:9092,k2:9092"`` (Kafka's own way of writing its bootstrap servers) as a list."""
+    if isinstance(value, str):
+        return [host.strip() for host in value.split(",") if host.strip()]
+    return value
+
+
 KafkaProperties = dict[str, Annotated[str, BeforeValidator(_librdkafka_text)]]
 """librdkafka properties: names to their text (booleans and numbers accepted as written)."""
 
@@ -115,7 +122,7 @@ class KafkaSettings(BaseModel):
 
     model_config = _STRICT
 
-    brokers: list[str] | None = None
+    brokers: Annotated[list[str] | None, BeforeValidator(_host_list)] = None
     topics: TopicSettings = TopicSettings()
     consumer_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
     # output partitions of the flow's Kafka producer (spread over the workers; each waits for

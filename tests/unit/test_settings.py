@@ -80,6 +80,16 @@ def test_librdkafka_values_may_be_written_unquoted(tmp_path, monkeypatch):
     assert load_settings(path).kafka.extra_config == {"socket.keepalive.enable": "true"}
 
 
+def test_brokers_may_be_written_as_kafka_writes_them(tmp_path, monkeypatch):
+    path = tmp_path / "b.yaml"
+    path.write_text("kafka:\n  brokers: kafka-1:9092, kafka-2:9092\n")
+    assert load_settings(path).kafka.brokers == ["kafka-1:9092", "kafka-2:9092"]
+    monkeypatch.setenv("CXSTREAM_KAFKA__BROKERS", "k1:9092,k2:9092")
+    assert load_settings().kafka.brokers == ["k1:9092", "k2:9092"]
+    monkeypatch.setenv("CXSTREAM_KAFKA__BROKERS", '["k3:9092"]')
+    assert load_settings().kafka.brokers == ["k3:9092"]
+
+
 def test_check_config_exits_2_with_the_bad_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("detector:\n  threshold: 7\n")
@@ -105,7 +115,7 @@ def test_a_gil_switch_interval_of_zero_is_an_error_naming_the_key(tmp_path):
 def test_a_bad_environment_variable_is_reported_under_its_name(tmp_path, monkeypatch):
     config = tmp_path / "c.yaml"
     config.write_text("flow:\n  workers: 2\n")
-    monkeypatch.setenv("CXSTREAM_KAFKA__BROKERS", "kafka:9092")  # not a list
+    monkeypatch.setenv("CXSTREAM_KAFKA__BROKERS", '{"host": "kafka:9092"}')  # not a list
     monkeypatch.setenv("CXSTREAM_FLOW__SHARDS", "0")
     with pytest.raises(ConfigError) as err:
         load_settings(config)
