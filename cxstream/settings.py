@@ -64,6 +64,8 @@ def _librdkafka_text(value: Any) -> Any:
     ``10`` as ``"10"`` (so that ``linger.ms: 10`` need not be quoted)."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # 1e6 from JSON: librdkafka reads "1000000", not "1000000.0"
     if isinstance(value, int | float):
         return str(value)
     return value

@@ -76,8 +76,14 @@ def test_librdkafka_values_may_be_written_unquoted(tmp_path, monkeypatch):
         "linger.ms": "10",
         "enable.idempotence": "false",
     }
-    monkeypatch.setenv("CXSTREAM_KAFKA__EXTRA_CONFIG", '{"socket.keepalive.enable": true}')
-    assert load_settings(path).kafka.extra_config == {"socket.keepalive.enable": "true"}
+    monkeypatch.setenv(
+        "CXSTREAM_KAFKA__EXTRA_CONFIG",
+        '{"socket.keepalive.enable": true, "message.max.bytes": 1e6}',
+    )
+    assert load_settings(path).kafka.extra_config == {
+        "socket.keepalive.enable": "true",
+        "message.max.bytes": "1000000",
+    }
 
 
 def test_brokers_may_be_written_as_kafka_writes_them(tmp_path, monkeypatch):
