@@ -55,9 +55,10 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def load(text: str, name: str | Path | None = None) -> Any:
-    """The YAML document in ``text``, as ``yaml.safe_load`` reads it, except that a key written
-    twice in one mapping raises :class:`yaml.YAMLError` (a ``ConstructorError``) naming it.
-    ``name`` (the file's path) is how an error names the document.
+    """The YAML document in ``text``, as ``yaml.safe_load`` reads it, except that a plain key
+    is the text written (``no``, not false) and a key written twice in one mapping raises
+    :class:`yaml.YAMLError` (a ``ConstructorError``) naming it. ``name`` (the file's path) is
+    how an error names the document.
 
     >>> load("a: 1\\nb: {c: 2}")
     {'a': 1, 'b': {'c': 2}}
