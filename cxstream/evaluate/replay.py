@@ -185,7 +185,8 @@ def _traces(paths: Sequence[Path], timezone: str) -> Iterator[tuple[Path, Trace]
     root = _common_root(files)
     for path in files:
         name = str(path.relative_to(root)) if root is not None else path.name
-        with path.open(encoding="utf-8", errors="replace", newline="") as fh:
+        # utf-8-sig: a trace saved again by a spreadsheet starts with a byte-order mark
+        with path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
             yield path, read_trace(fh, name=name, timezone=timezone)
 
 

@@ -58,3 +58,21 @@ def test_replay_of_the_ucc_traces():
             hours = sum(t["rat_minutes"].values()) / 60
             assert len(alerts) <= hours, (t["file"], alerts)  # at most one an hour
     assert fallbacks >= 2 and static == 2  # the shared traces hold both kinds
+
+
+@pytest.mark.shared_data
+def test_a_trace_saved_with_a_byte_order_mark_reads_as_the_original(tmp_path):
+    original = next(p for p in trace_files([UCC_TRACES]) if "Static" in p.parts)
+    (tmp_path / "Download").mkdir()
+    marked = tmp_path / "Download" / original.name
+    marked.write_bytes(b"\xef\xbb\xbf" + original.read_bytes())
+    copy = tmp_path / "plain" / "Download" / original.name
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(original.read_bytes())
+    summaries = []
+    for path in (marked, copy):
+        result = CliRunner().invoke(main, ["replay", str(path), "--json"])
+        assert result.exit_code == 0, result.output
+        summaries.append(json.loads(result.output.strip().splitlines()[-1]))
+    assert summaries[0]["dead_letters"] == summaries[1]["dead_letters"]
+    assert summaries[0]["events"] == summaries[1]["events"] > 0
