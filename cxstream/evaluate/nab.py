@@ -194,7 +194,7 @@ def read_nab_file(path: Path, name: str) -> NabFile:
     nothing from it)."""
     timestamps: list[datetime] = []
     values: list[float] = []
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:2]] != ["timestamp", "value"]:
@@ -238,7 +238,7 @@ def read_labels(path: Path) -> Labels:
         return out
 
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=once)
+        raw = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=once)
     except DataError:
         raise
     except (OSError, ValueError) as exc:

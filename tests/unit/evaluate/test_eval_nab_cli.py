@@ -203,3 +203,18 @@ def test_eval_protocol_reports_in_sample_held_out_and_fixed_figures(tmp_path):
     assert g1["in_sample"] >= g1["fixed"]
     assert set(report["across_benchmarks"]) == {"nab -> other", "other -> nab"}
     assert len(report["by_setting"]["nab/g1"]) == 192
+
+
+def test_files_saved_with_a_byte_order_mark_read_as_the_originals(tmp_path):
+    make_tree(tmp_path / "plain")
+    make_tree(tmp_path / "marked")
+    for path in (tmp_path / "marked").rglob("*.*"):  # data and labels, as a spreadsheet saves
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    summaries = []
+    for tree in ("plain", "marked"):
+        args = ["eval", "nab", "--data", str(tmp_path / tree), "--json"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.output.strip().splitlines()[-1])
+        summaries.append({k: v for k, v in summary.items() if k != "points_per_s"})
+    assert summaries[0] == summaries[1]
