@@ -154,7 +154,8 @@ def eval_protocol(data_dirs: tuple[Path, ...], as_json: bool) -> None:
     help=(
         "The label value meaning churn (default: guessed for Yes/No, true/false, 1/0, in any case,"
         " also written True. or 1.0); a value given here matches the same way when it does not"
-        " occur as written (true for True., 1 for 1.0)."
+        " occur as written (true for True., 1 for 1.0). A label typed several ways that reads"
+        " as two values (Yes, yes, No) is read as those two."
     ),
 )
 @click.option(

@@ -407,6 +407,14 @@ def read_labelled(
     if not kept:
         msg = f"no labelled rows in {path}"
         raise DataError(msg)
+    written = set(values)
+    words = {_label_word(v) for v in written}
+    if len(written) > 2 and len(words) == 2:  # "Yes", "yes " and "YES": one value, typed apart
+        _log.warning(
+            "label %r is written %d ways (%s): read as %s",
+            label, len(written), ", ".join(sorted(written)[:10]), " and ".join(sorted(words)),
+        )  # fmt: skip
+        values = [_label_word(v) for v in values]
     pos = _positive_value(set(values), positive, label)
     if blank:
         _log.warning("%d %s without a label skipped", blank, "row" if blank == 1 else "rows")

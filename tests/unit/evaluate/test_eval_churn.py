@@ -224,6 +224,24 @@ def test_a_file_of_one_class_gives_null_aucs_in_valid_json(tmp_path):
     assert summary["roc_auc"] is None and summary["roc_auc_last_fifth"] is None
 
 
+def test_a_label_typed_in_several_cases_reads_as_its_two_values(tmp_path, caplog):
+    spellings = {True: ["Yes", "yes", "YES"], False: ["No", "no"]}
+    data = tmp_path / "typed.csv"
+    truth = [i % 3 == 0 for i in range(200)]
+    data.write_text(
+        "a,left\n"
+        + "".join(
+            f"{i % 7},{spellings[y][i // 3 % len(spellings[y])]}\n" for i, y in enumerate(truth)
+        )
+    )
+    for positive in (None, "Yes", "yes"):
+        _, labels, pos = ev.read_labelled(data, "left", positive, None)
+        assert labels == truth and pos == "yes"
+    assert (
+        "label 'left' is written 5 ways (No, YES, Yes, no, yes): read as no and yes" in caplog.text
+    )
+
+
 def test_rows_shorter_or_longer_than_the_header_are_counted(tmp_path, caplog):
     data = tmp_path / "ragged.csv"
     data.write_text("a,b,left\n1,x,1\n2,y\n3,z,0,extra,more\n4,x,1,extra\n5,y,0\n")
