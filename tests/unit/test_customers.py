@@ -131,6 +131,21 @@ def test_a_header_naming_a_column_twice_loads_nothing(tmp_path):
     assert "'SmsOk' in fields 2, 3" in twice.rejected[0][1]
 
 
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_a_spreadsheet_export_reads_as_its_comma_separated_twin(tmp_path, delimiter):
+    spec = tmp_path / "m.yaml"
+    spec.write_text("columns: {subscriber_id: id, monthly_charge: Charge}\nconsent: {sms: SmsOk}\n")
+    plain = 'id,Charge,SmsOk,Note\na,29.85,granted,x\nb,105.5,denied,"y, z"\n'
+    export = plain.replace(",", delimiter).replace("29.85", "29,85").replace("105.5", "105,5")
+    export = export.replace(f"y{delimiter} z", "y, z")  # a quoted comma stays a comma
+    assert delimiter in export and "29,85" in export
+    got = read_customers(io.StringIO(export), load_mapping(spec))
+    want = read_customers(io.StringIO(plain), load_mapping(spec))
+    assert got.rejected == want.rejected == []
+    assert got.customers == want.customers
+    assert [c.monthly_charge for c in got.customers] == [29.85, 105.5]
+
+
 def test_short_and_long_rows_are_rejected_whole():
     text = (
         "subscriber_id,monthly_charge,tenure_months,consent_sms\n"
