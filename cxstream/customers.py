@@ -17,7 +17,6 @@ only by an explicit value in the file; a missing value means not granted.
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
@@ -28,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cxstream import yamlfile
+from cxstream.csvfile import delimiter_of, plain_number
 from cxstream.errors import ConfigError
 from cxstream.events import Channel, CustomerContext, ValueTier
 from cxstream.settings import format_validation_error
@@ -182,8 +182,6 @@ class ReadResult:
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
 
-_DELIMITERS = (",", ";", "\t", "|")  # the first wins a tie: a header without any is comma-separated
-_DECIMAL_COMMA = re.compile(r"\s*[-+]?\d+,\d+\s*")
 _DECIMAL_FIELDS = frozenset(
     name for name, info in CustomerContext.model_fields.items() if info.annotation is float
 )
@@ -198,12 +196,11 @@ def iter_customers(
     unterminated quote, or any field that does not validate rejects the row, with every error
     of the row and the CSV column each comes from. A header that names a column it reads twice
     loads nothing: which of the two holds a customer's value (their consent, say) is unknown.
-    A spreadsheet's semicolon, tab or bar separated export reads as its comma-separated twin
-    (with decimal commas in its numbers).
+    A spreadsheet's semicolon, tab or bar separated export reads as its comma-separated twin,
+    and a number as a spreadsheet shows it (``1,234.50``; ``29,85`` where the comma is free).
     """
     first = stream.readline()
-    # the delimiter the header uses most: comma, or a spreadsheet export's semicolon, tab or bar
-    delimiter = max(_DELIMITERS, key=first.count)
+    delimiter = delimiter_of(first)
     reader = csv.reader(chain([first], stream), delimiter=delimiter, strict=True)
     try:
         header = [name.strip() for name in next(reader)]
@@ -243,10 +240,8 @@ def iter_customers(
         cells = dict(zip(header, row, strict=True))
         try:
             record = mapping.apply(cells) if mapping is not None else _canonical(cells)
-            if delimiter != ",":  # where the comma is free, it is the decimal mark ("29,85")
-                for name in _DECIMAL_FIELDS & record.keys():
-                    if isinstance(record[name], str) and _DECIMAL_COMMA.fullmatch(record[name]):
-                        record[name] = record[name].replace(",", ".")
+            for name in _DECIMAL_FIELDS & record.keys():  # "1,234.50", or "29,85" where free
+                record[name] = plain_number(record[name], decimal_comma=delimiter != ",")
             yield CustomerContext.model_validate(record)
         except ValidationError as exc:
             yield line, _reasons(exc, mapping)

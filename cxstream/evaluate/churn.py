@@ -15,7 +15,6 @@ import csv
 import io
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from cxstream.csvfile import delimiter_of, plain_number
 from cxstream.detectors.churn import ChurnModel, Schema, infer_schema, parse_number
 from cxstream.detectors.churn_trees import sigmoid
 from cxstream.errors import DataError
@@ -302,39 +302,6 @@ def _positive_value(values: set[str], positive: str | None, label: str) -> str:
     raise DataError(msg)
 
 
-_DELIMITERS = (",", ";", "\t", "|")  # the first wins a tie: a header without any is comma-separated
-# a number as a spreadsheet formats it: a sign, a currency, thousands grouped, a percent sign;
-# with a decimal point (groups by commas) or a decimal comma (groups by points)
-_MARKS = re.compile(r"[,$%\u20ac\u00a3\u00a5]")  # a cell without any is left as it is
-_CURRENCY = "[$\u20ac\u00a3\u00a5]"
-_FORMATTED = {  # matched on the stripped cell, a single space at most around a sign
-    comma: re.compile(
-        rf"([-+]?)(?:{_CURRENCY} ?)?(\d{{1,3}}(?:{group}\d{{3}})+|\d+)({point}\d+)?"
-        rf"(?: ?(?:%|{_CURRENCY}))?"
-    )
-    for comma, group, point in ((False, ",", r"\."), (True, r"\.", ","))
-}
-
-
-def _plain_number(cell: Any, decimal_comma: bool) -> Any:
-    """A number written as a spreadsheet formats it, as plain numeric text; any other cell as it
-    is. A percentage keeps its scale (``12%`` is 12).
-
-    >>> [_plain_number(c, False) for c in ["1,234.50", "$1,234", "-12.5%", "1,2", "Fiber, DSL"]]
-    ['1234.50', '1234', '-12.5', '1,2', 'Fiber, DSL']
-    >>> [_plain_number(c, True) for c in ["1,5", "1.234,56 \u20ac", "\u20ac 12", "1.234"]]
-    ['1.5', '1234.56', '12', '1.234']
-    """
-    if not isinstance(cell, str) or not _MARKS.search(cell):
-        return cell
-    found = _FORMATTED[decimal_comma].fullmatch(cell.strip())
-    if found is None:
-        return cell
-    sign, whole, fraction = found.groups()
-    whole = whole.replace("." if decimal_comma else ",", "")
-    return sign + whole + ("." + fraction[1:] if fraction else "")
-
-
 def _decode(data: bytes) -> str:
     """A table's text: UTF-8 (with or without a byte-order mark), else Windows-1252, the usual
     encoding of a spreadsheet export that is not UTF-8 (a byte it does not define is replaced)."""
@@ -381,7 +348,7 @@ def read_labelled(
     end = text.find("\n")
     header_line = text if end < 0 else text[:end]  # not a copy of the whole rest of the file
     # the delimiter the header uses most: comma, or a spreadsheet export's semicolon, tab or bar
-    delimiter = max(_DELIMITERS, key=header_line.count)
+    delimiter = delimiter_of(header_line)
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = _unique(list(reader.fieldnames or []))
     reader.fieldnames = header  # a name written twice would otherwise keep only its last column
@@ -391,7 +358,7 @@ def read_labelled(
     raw = list(reader)
     # where the comma is free (another delimiter), it may be the decimal mark ("1,5")
     decimal_comma = delimiter != ","
-    raw = [{k: _plain_number(v, decimal_comma) for k, v in row.items()} for row in raw]
+    raw = [{k: plain_number(v, decimal_comma) for k, v in row.items()} for row in raw]
     kept: list[dict[str, str]] = []
     values: list[str] = []
     blank = short = long = 0

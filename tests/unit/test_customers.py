@@ -144,6 +144,8 @@ def test_a_spreadsheet_export_reads_as_its_comma_separated_twin(tmp_path, delimi
     assert got.rejected == want.rejected == []
     assert got.customers == want.customers
     assert [c.monthly_charge for c in got.customers] == [29.85, 105.5]
+    money = read_customers(io.StringIO('id,Charge\na,"$1,234.50"\n'), load_mapping(spec))
+    assert [c.monthly_charge for c in money.customers] == [1234.5]  # as a spreadsheet shows it
 
 
 def test_short_and_long_rows_are_rejected_whole():

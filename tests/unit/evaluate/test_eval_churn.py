@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from cxstream.cli import main
+from cxstream.csvfile import plain_number
 from cxstream.evaluate import churn as ev
 from tests.shared_data import TELCO
 
@@ -285,7 +286,7 @@ def test_numbers_formatted_as_money_read_as_the_plain_numbers(tmp_path, delimite
     assert ev.infer_schema(read).schema == ev.infer_schema(expected).schema
     # a long cell is read in one pass (no backtracking over runs of spaces), and left as it is
     odd = " " * 50_000 + "$" + " " * 50_000 + "1x"
-    assert ev._plain_number(odd, delimiter != ",") is odd
+    assert plain_number(odd, delimiter != ",") is odd
 
 
 @pytest.mark.parametrize(
