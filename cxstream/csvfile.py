@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["DELIMITERS", "delimiter_of", "plain_number"]
+from cxstream.errors import DataError
+
+__all__ = ["DELIMITERS", "decode_table", "delimiter_of", "plain_number", "table_encoding"]
 
 DELIMITERS = (",", ";", "\t", "|")
 """Comma, or a spreadsheet export's semicolon, tab or bar (the first wins a tie)."""
@@ -22,6 +24,49 @@ _FORMATTED = {  # matched on the stripped cell, a single space at most around a 
     )
     for comma, group, point in ((False, ",", r"\."), (True, r"\.", ","))
 }
+
+
+_SAMPLE = 65_536  # bytes read to tell a file's encoding
+_WORKBOOKS = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")  # zip (xlsx, ods) and OLE2 (xls) files
+
+
+def table_encoding(head: bytes, name: str) -> str:
+    """The encoding of a table whose first bytes are ``head``: UTF-16 when it starts with that
+    byte-order mark (a spreadsheet's "Unicode text"), else UTF-8 (with or without a mark) when
+    they read as UTF-8, else Windows-1252 (the usual encoding of an export that is not UTF-8).
+    :class:`DataError` naming ``name`` for a workbook or another binary file.
+
+    >>> table_encoding("é;1".encode(), "t.csv"), table_encoding("é;1".encode("cp1252"), "t.csv")
+    ('utf-8-sig', 'cp1252')
+    >>> table_encoding(b"PK\x03\x04...", "book.xlsx")
+    Traceback (most recent call last):
+    ...
+    cxstream.errors.DataError: book.xlsx is not a text table (a spreadsheet workbook?): save it as CSV
+    """
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    if head.startswith(_WORKBOOKS) or b"\x00" in head:
+        msg = f"{name} is not a text table (a spreadsheet workbook?): save it as CSV"
+        raise DataError(msg)
+    try:
+        head.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3 or len(head) < _SAMPLE:  # not a character cut at the end
+            return "cp1252"
+    return "utf-8-sig"
+
+
+def decode_table(data: bytes, name: str) -> str:
+    """A whole table's text, in :func:`table_encoding`'s encoding (UTF-8 that turns out not to
+    be past the sample is read as Windows-1252; a byte Windows-1252 does not define is
+    replaced)."""
+    encoding = table_encoding(data[:_SAMPLE], name)
+    if encoding == "utf-8-sig":
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            encoding = "cp1252"
+    return data.decode(encoding, errors="replace")
 
 
 def delimiter_of(header_line: str) -> str:

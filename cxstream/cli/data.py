@@ -24,7 +24,7 @@ from cxstream.cli.app import (
     subscribers_option,
     truth_option,
 )
-from cxstream.errors import CxStreamError
+from cxstream.errors import CxStreamError, DataError
 
 
 @main.command()
@@ -147,6 +147,7 @@ def load_customers(
     config/mappings/telco_ibm.yaml --rejects rejects.csv"""
     from cxstream.clients import context_client
     from cxstream.context import ContextStore
+    from cxstream.csvfile import table_encoding
     from cxstream.customers import iter_customers, load_mapping
     from cxstream.events import CustomerContext, CustomerUpdate
 
@@ -183,17 +184,29 @@ def load_customers(
         )
 
     progress = Progress()
-    with csv_file.open(newline="", encoding="utf-8-sig") as fh:
-        for item in iter_customers(fh, rules):
-            if isinstance(item, CustomerContext):
-                batch.append(item)
-                if len(batch) >= 1000:
-                    write(batch)
-                    loaded += len(batch)
-                    batch.clear()
-                    progress(f"loaded {loaded} profiles")
-            else:
-                rejected.append(item)
+    try:
+        with csv_file.open("rb") as raw:
+            encoding = table_encoding(raw.read(65_536), str(csv_file))
+    except (OSError, DataError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    # a Windows-1252 byte the sample did not show stops the load there (rows before it stay
+    # loaded) rather than being guessed into a customer's values
+    stopped = None
+    with csv_file.open(newline="", encoding=encoding) as fh:
+        try:
+            for item in iter_customers(fh, rules):
+                if isinstance(item, CustomerContext):
+                    batch.append(item)
+                    if len(batch) >= 1000:
+                        write(batch)
+                        loaded += len(batch)
+                        batch.clear()
+                        progress(f"loaded {loaded} profiles")
+                else:
+                    rejected.append(item)
+        except UnicodeDecodeError as exc:
+            shown = {"utf-8-sig": "UTF-8", "utf-16": "UTF-16", "cp1252": "Windows-1252"}[encoding]
+            stopped = f"{csv_file} is not {shown} text after {loaded + len(batch)} rows ({exc})"
     write(batch)
     loaded += len(batch)
     progress.done()
@@ -203,6 +216,9 @@ def load_customers(
     if rejects is not None and rejected:
         with rejects.open("w", newline="") as out:  # quoted as CSV: a reason may hold quotes
             csv.writer(out).writerows([("line", "reason"), *rejected])
+    if stopped is not None:
+        msg = f"{stopped}: save the file as UTF-8 and load it again (loaded rows merge again)"
+        raise click.ClickException(msg)
     if rejected and loaded == 0:
         sys.exit(1)
 

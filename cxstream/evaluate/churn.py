@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from cxstream.csvfile import delimiter_of, plain_number
+from cxstream.csvfile import decode_table, delimiter_of, plain_number
 from cxstream.detectors.churn import ChurnModel, Schema, infer_schema, parse_number
 from cxstream.detectors.churn_trees import sigmoid
 from cxstream.errors import DataError
@@ -302,15 +302,6 @@ def _positive_value(values: set[str], positive: str | None, label: str) -> str:
     raise DataError(msg)
 
 
-def _decode(data: bytes) -> str:
-    """A table's text: UTF-8 (with or without a byte-order mark), else Windows-1252, the usual
-    encoding of a spreadsheet export that is not UTF-8 (a byte it does not define is replaced)."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace")
-
-
 def _column(name: str, header: Sequence[str], flag: str, path: Path) -> str:
     """The header's column ``name``: as written, else the one column that differs from it only
     in case or surrounding spaces ("churn" for "Churn", "Churn" for " Churn")."""
@@ -344,7 +335,7 @@ def read_labelled(
     path: Path, label: str, positive: str | None, id_column: str | Sequence[str] | None
 ) -> tuple[list[dict[str, str]], list[bool], str]:
     """Rows (label and identifier columns removed), labels, and the positive value used."""
-    text = _decode(path.read_bytes())
+    text = decode_table(path.read_bytes(), str(path))
     end = text.find("\n")
     header_line = text if end < 0 else text[:end]  # not a copy of the whole rest of the file
     # the delimiter the header uses most: comma, or a spreadsheet export's semicolon, tab or bar

@@ -202,6 +202,29 @@ def test_load_customers_reports_rejected_rows(redis_server, redis_conn, tmp_path
     assert redis.Redis.from_url(redis_server.url).exists("cx:customer:s1")
 
 
+def test_load_customers_reads_a_windows_export_and_refuses_a_workbook(
+    redis_server, redis_conn, tmp_path
+):
+    env = {"CXSTREAM_REDIS__URL": redis_server.url, "PATH": "/usr/bin:/bin"}
+    export = tmp_path / "export.csv"  # a European spreadsheet's CSV: ';', decimal comma, cp1252
+    export.write_bytes(
+        "subscriber_id;plan;monthly_charge\ns1;Fibra óptica;29,85\n".encode("cp1252")
+    )
+    result = cxstream("load-customers", str(export), env=env)
+    assert result.returncode == 0, result.stderr
+    stored = orjson.loads(redis_conn.get("cx:customer:s1"))
+    assert (stored["plan"], stored["monthly_charge"]) == ("Fibra óptica", 29.85)
+    book = tmp_path / "customers.xlsx"
+    book.write_bytes(b"PK\x03\x04" + bytes(200))
+    result = cxstream("load-customers", str(book), env=env)
+    assert result.returncode == 1
+    assert (
+        "customers.xlsx is not a text table (a spreadsheet workbook?): save it as CSV"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
 def test_load_customers_merges_and_never_overrides_a_newer_revoke(
     redis_server, redis_conn, tmp_path
 ):

@@ -289,6 +289,17 @@ def test_numbers_formatted_as_money_read_as_the_plain_numbers(tmp_path, delimite
     assert plain_number(odd, delimiter != ",") is odd
 
 
+def test_a_unicode_text_export_reads_as_its_utf8_twin(tmp_path):
+    """A spreadsheet's "Unicode text": UTF-16 with its byte-order mark, tab-separated."""
+    plain = tmp_path / "plain.csv"
+    write_bank_file(plain, n=200)
+    export = tmp_path / "export.txt"
+    export.write_text(plain.read_text().replace(",", "\t"), encoding="utf-16")
+    assert export.read_bytes()[:2] in (b"\xff\xfe", b"\xfe\xff")
+    expected = ev.read_labelled(plain, "Exited", None, "AccountNo")
+    assert ev.read_labelled(export, "Exited", None, "AccountNo") == expected
+
+
 @pytest.mark.parametrize(
     ("values", "churn"),
     [
