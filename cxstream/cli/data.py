@@ -147,7 +147,7 @@ def load_customers(
     config/mappings/telco_ibm.yaml --rejects rejects.csv"""
     from cxstream.clients import context_client
     from cxstream.context import ContextStore
-    from cxstream.csvfile import table_encoding
+    from cxstream.csvfile import file_encoding
     from cxstream.customers import iter_customers, load_mapping
     from cxstream.events import CustomerContext, CustomerUpdate
 
@@ -185,12 +185,11 @@ def load_customers(
 
     progress = Progress()
     try:
-        with csv_file.open("rb") as raw:
-            encoding = table_encoding(raw.read(65_536), str(csv_file))
+        encoding = file_encoding(csv_file)
     except (OSError, DataError) as exc:
         raise click.ClickException(str(exc)) from exc
-    # a Windows-1252 byte the sample did not show stops the load there (rows before it stay
-    # loaded) rather than being guessed into a customer's values
+    # a byte the encoding does not define (5 of Windows-1252's) stops the load there (rows
+    # before it stay loaded) rather than being guessed into a customer's values
     stopped = None
     with csv_file.open(newline="", encoding=encoding) as fh:
         try:

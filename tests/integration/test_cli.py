@@ -207,11 +207,13 @@ def test_load_customers_reads_a_windows_export_and_refuses_a_workbook(
 ):
     env = {"CXSTREAM_REDIS__URL": redis_server.url, "PATH": "/usr/bin:/bin"}
     export = tmp_path / "export.csv"  # a European spreadsheet's CSV: ';', decimal comma, cp1252
-    export.write_bytes(
-        "subscriber_id;plan;monthly_charge\ns1;Fibra óptica;29,85\n".encode("cp1252")
-    )
+    ascii_rows = "".join(f"a{i};basic;10,5\n" for i in range(5000))  # past the first 64 kB ...
+    text = "subscriber_id;plan;monthly_charge\n" + ascii_rows + "s1;Fibra óptica;29,85\n"
+    export.write_bytes(text.encode("cp1252"))  # ... the first accented letter
+    assert len(ascii_rows) > 65_536
     result = cxstream("load-customers", str(export), env=env)
     assert result.returncode == 0, result.stderr
+    assert "loaded 5001 customer profiles into Redis; rejected 0 rows" in result.stdout
     stored = orjson.loads(redis_conn.get("cx:customer:s1"))
     assert (stored["plan"], stored["monthly_charge"]) == ("Fibra óptica", 29.85)
     book = tmp_path / "customers.xlsx"
