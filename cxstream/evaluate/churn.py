@@ -346,22 +346,26 @@ def read_labelled(
     label = _column(label, header, "--label", path)
     given = [id_column] if isinstance(id_column, str) else list(id_column or ())
     left_out = {label, *(_column(name, header, "--id", path) for name in given)}
-    raw = list(reader)
     # where the comma is free (another delimiter), it may be the decimal mark ("1,5")
     decimal_comma = delimiter != ","
-    raw = [{k: plain_number(v, decimal_comma) for k, v in row.items()} for row in raw]
     kept: list[dict[str, str]] = []
     values: list[str] = []
     blank = short = long = 0
-    for row in raw:
+    for row in reader:
         long += None in row  # cells beyond the header's, under the key None
         short += None in row.values()  # the header's columns a row does not reach
-        value = (row.get(label) or "").strip()
+        value = (plain_number(row.get(label), decimal_comma) or "").strip()
         if not value:  # an unlabelled row cannot be evaluated; counted, not hidden
             blank += 1
             continue
         values.append(value)
-        kept.append({k: v for k, v in row.items() if k not in left_out and k is not None})
+        kept.append(
+            {
+                k: plain_number(v, decimal_comma)
+                for k, v in row.items()
+                if k not in left_out and k is not None
+            }
+        )
     if not kept:
         msg = f"no labelled rows in {path}"
         raise DataError(msg)
