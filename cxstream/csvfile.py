@@ -18,7 +18,6 @@ __all__ = [
     "delimiter_of",
     "file_encoding",
     "plain_number",
-    "table_encoding",
 ]
 
 DELIMITERS = (",", ";", "\t", "|")
@@ -35,45 +34,32 @@ _FORMATTED = {  # matched on the stripped cell, a single space at most around a 
 }
 
 
-_SAMPLE = 65_536  # bytes read to tell a file's encoding
+_SAMPLE = 65_536  # bytes read to tell a workbook or a UTF-16 file
 _WORKBOOKS = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")  # zip (xlsx, ods) and OLE2 (xls) files
 
 
-def table_encoding(head: bytes, name: str) -> str:
-    """The encoding of a table whose first bytes are ``head``: UTF-16 when it starts with that
-    byte-order mark (a spreadsheet's "Unicode text"), else UTF-8 (with or without a mark) when
-    they read as UTF-8, else Windows-1252 (the usual encoding of an export that is not UTF-8).
-    :class:`DataError` naming ``name`` for a workbook or another binary file.
-
-    >>> table_encoding("é;1".encode(), "t.csv"), table_encoding("é;1".encode("cp1252"), "t.csv")
-    ('utf-8-sig', 'cp1252')
-    >>> table_encoding(b"PK\x03\x04...", "book.xlsx")
-    Traceback (most recent call last):
-    ...
-    cxstream.errors.DataError: book.xlsx is not a text table (a spreadsheet workbook?): save it as CSV
-    """
+def _is_utf16(head: bytes, name: str) -> bool:
+    """Whether a table whose first bytes are ``head`` is UTF-16 (its byte-order mark: a
+    spreadsheet's "Unicode text"); False for other text, whose encoding the caller tells by
+    reading it; :class:`DataError` naming ``name`` for a workbook or another binary file."""
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "utf-16"
+        return True
     if head.startswith(_WORKBOOKS) or b"\x00" in head:
         msg = f"{name} is not a text table (a spreadsheet workbook?): save it as CSV"
         raise DataError(msg)
-    try:
-        head.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 3 or len(head) < _SAMPLE:  # not a character cut at the end
-            return "cp1252"
-    return "utf-8-sig"
+    return False
 
 
 def file_encoding(path: Path) -> str:
-    """:func:`table_encoding` of a file on disk, UTF-8 only when the whole file reads as UTF-8
-    (checked in 1 MB pieces, without holding the file): a Windows-1252 export whose first
-    accented name comes late is still Windows-1252."""
+    """The encoding of a table on disk: UTF-16 when it starts with that byte-order mark, UTF-8
+    (with or without a mark) when the whole file reads as UTF-8 (checked in 1 MB pieces,
+    without holding the file: a Windows-1252 export whose first accented name comes late is
+    still Windows-1252), else Windows-1252 (the usual encoding of an export that is not
+    UTF-8). :class:`DataError` for a workbook or another binary file."""
     with path.open("rb") as fh:
         head = fh.read(_SAMPLE)
-        encoding = table_encoding(head, str(path))
-        if encoding != "utf-8-sig":
-            return encoding
+        if _is_utf16(head, str(path)):
+            return "utf-16"
         decoder = codecs.getincrementaldecoder("utf-8")()
         try:
             decoder.decode(head)
@@ -82,20 +68,26 @@ def file_encoding(path: Path) -> str:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             return "cp1252"
-    return encoding
+    return "utf-8-sig"
 
 
 def decode_table(data: bytes, name: str) -> str:
-    """A whole table's text, in :func:`table_encoding`'s encoding (UTF-8 that turns out not to
-    be past the sample is read as Windows-1252; a byte Windows-1252 does not define is
-    replaced)."""
-    encoding = table_encoding(data[:_SAMPLE], name)
-    if encoding == "utf-8-sig":
-        try:
-            return data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            encoding = "cp1252"
-    return data.decode(encoding, errors="replace")
+    """A whole table's text, in the encoding :func:`file_encoding` would find (a byte the
+    encoding does not define is replaced).
+
+    >>> decode_table("é;1".encode(), "t.csv"), decode_table("é;1".encode("cp1252"), "t.csv")
+    ('é;1', 'é;1')
+    >>> decode_table(b"PK\x03\x04...", "book.xlsx")
+    Traceback (most recent call last):
+    ...
+    cxstream.errors.DataError: book.xlsx is not a text table (a spreadsheet workbook?): save it as CSV
+    """
+    if _is_utf16(data[:_SAMPLE], name):
+        return data.decode("utf-16", errors="replace")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
 
 
 def delimiter_of(header_line: str) -> str:
