@@ -70,6 +70,7 @@ __all__ = [
     "bounded_id",
     "decode_qos",
     "invalid_id_positions",
+    "key_written_twice",
     "parse_action",
     "parse_alarm_command",
     "parse_customer",
@@ -647,7 +648,7 @@ def _parse_record(
         except ValidationError as exc:
             reason, detail = classify_error(exc)
         else:
-            twice = _key_written_twice(raw) if unique_keys else None
+            twice = key_written_twice(raw) if unique_keys else None
             if twice is None:
                 return record
             reason = "not_json"
@@ -707,14 +708,14 @@ class _Twice:
     path: str  # the key written twice, with the keys of the objects holding it
 
 
-def _key_written_twice(raw: bytes) -> str | None:
+def key_written_twice(raw: bytes | str) -> str | None:
     """The first key written twice in one object of a JSON document (its path), or None.
 
-    >>> _key_written_twice(b'{"id": "a", "consent": {"sms": "denied", "sms": "granted"}}')
+    >>> key_written_twice(b'{"id": "a", "consent": {"sms": "denied", "sms": "granted"}}')
     'consent.sms'
-    >>> _key_written_twice(b'{"a": [{"x": 1, "x": 2}], "a2": 3}')
+    >>> key_written_twice(b'{"a": [{"x": 1, "x": 2}], "a2": 3}')
     'a[].x'
-    >>> _key_written_twice(b'{"a": {"x": 1}, "b": {"x": 2}}') is None
+    >>> key_written_twice(b'{"a": {"x": 1}, "b": {"x": 2}}') is None
     True
     """
 

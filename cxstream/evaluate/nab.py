@@ -35,6 +35,7 @@ from pathlib import Path
 from cxstream.detectors.churn_features import MISSING_TOKENS
 from cxstream.detectors.series import SeriesMonitor
 from cxstream.errors import DataError
+from cxstream.events import key_written_twice
 
 __all__ = [
     "PROFILES",
@@ -227,23 +228,16 @@ def read_labels(path: Path) -> Labels:
     ...     read_labels(p)
     {'g/a.csv': [(datetime.datetime(2026, 1, 1, 0, 0), datetime.datetime(2026, 1, 1, 1, 0))]}
     """
-
-    def once(items: list[tuple[str, object]]) -> dict[str, object]:
-        out: dict[str, object] = {}
-        for key, value in items:
-            if key in out:
-                msg = f"{path}: {key!r} is named twice"
-                raise DataError(msg)
-            out[key] = value
-        return out
-
     try:
-        raw = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=once)
-    except DataError:
-        raise
+        text = path.read_text(encoding="utf-8-sig")
+        raw = json.loads(text)
     except (OSError, ValueError) as exc:
         msg = f"{path}: not a labels file: {exc}"
         raise DataError(msg) from exc
+    twice = key_written_twice(text)
+    if twice is not None:
+        msg = f"{path}: {twice!r} is named twice"
+        raise DataError(msg)
     if not isinstance(raw, dict):
         msg = f"{path}: expected an object of file name -> windows, got {type(raw).__name__}"
         raise DataError(msg)
