@@ -167,7 +167,7 @@ class KafkaSettings(BaseModel):
 
     @field_validator("brokers")
     @classmethod
-    def _not_a_bare_string(cls, value: list[str] | None) -> list[str] | None:
+    def _at_least_one(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
             msg = "must list at least one host:port, or be null for the embedded broker"
             raise ValueError(msg)
