@@ -8,8 +8,11 @@ reason. The mapping (docs/integration.md#replaying-drive-traces has the table):
 * ``subscriber_id``: the trace (``trace-`` and the file name without ``.csv``), one device;
 * ``event_time``: ``Timestamp`` (``YYYY.MM.DD_HH.MM.SS``, the phone's local time, read in
   ``timezone``); rows of the same second keep their order by their event ids;
-* ``cell_id``: ``CellID``; ``radio_generation`` from ``NetworkMode`` (GPRS/EDGE 2, UMTS/HSPA 3,
-  LTE 4, 5G/NR 5);
+* ``cell_id``: the serving cell's identity in the operator's network (:func:`cell_of`):
+  ``CellID`` is only the cell's number within its base station (LTE) or radio network
+  controller (UMTS), so one ``CellID`` names many cells along a drive; ``RAWCELLID`` holds the
+  whole identity; ``radio_generation`` from ``NetworkMode`` (GPRS/EDGE 2, UMTS/HSPA 3, LTE 4,
+  5G/NR 5);
 * ``service``: from the trace's folders: ``video`` under a folder named after a streaming service
   (Netflix, Amazon_Prime, YouTube, ...), ``data`` otherwise (file downloads);
 * ``throughput_kbps``: for a **download** row in state ``D`` (downloading), the mean
@@ -54,6 +57,7 @@ __all__ = [
     "GENERATIONS",
     "STREAMING_FOLDERS",
     "Trace",
+    "cell_of",
     "generation_of",
     "read_trace",
     "trace_files",
@@ -147,6 +151,51 @@ def _number(row: dict[str, str | None], column: str) -> float | None:
     return value
 
 
+_NO_IDENTITY = frozenset({0, 0xFFFF, 0xFFFFFFF, 0x7FFFFFFF})
+"""``RAWCELLID`` values that identify no cell: 0, the all-ones 16- and 28-bit identities, and
+Android's "unavailable" (``Integer.MAX_VALUE``)."""
+
+
+def cell_of(row: dict[str, str | None], generation: int | None) -> str | None:
+    """The serving cell's identity in the operator's network, None when the row names no cell.
+
+    ``CellID`` is the cell's number within its site: on LTE the last 8 bits of the E-UTRAN cell
+    identity (``11`` is the 11th cell of whichever eNodeB serves), on UMTS the last 16 bits of
+    the UTRAN cell id (below its radio network controller's id). ``RAWCELLID`` is the whole
+    identity, unique in the operator's network: 28 bits on LTE (the eNodeB and its cell) and on
+    UMTS (the controller and its cell), so it is the cell where it is given. 5G rows carry what
+    G-NetTrack reports for them, the LTE anchor cell of non-standalone 5G, so a 5G and an LTE
+    row of one anchor are one cell. A GSM cell identity (16 bits) is unique only within its
+    location area (``LACHEX``). Without a usable ``RAWCELLID`` (the column absent, ``-``, or a
+    value meaning "unavailable") ``CellID`` is the cell, as written.
+
+    >>> row = {"CellID": "11", "RAWCELLID": "10807307", "LACHEX": "9CBA"}
+    >>> cell_of(row, 5), cell_of(row, 4), cell_of({**row, "RAWCELLID": "11119115"}, 5)
+    ('eci-10807307', 'eci-10807307', 'eci-11119115')
+    >>> cell_of({"CellID": "21001", "RAWCELLID": "19747337"}, 3)
+    'uci-19747337'
+    >>> cell_of({"CellID": "22695", "RAWCELLID": "22695", "LACHEX": "3FE"}, 2)
+    'lac-3FE-ci-22695'
+    >>> cell_of({"CellID": "13", "RAWCELLID": "-"}, 4), cell_of({"CellID": "13"}, 4)
+    ('13', '13')
+    >>> cell_of({"CellID": "0", "RAWCELLID": "0"}, 3), cell_of({"CellID": "-"}, 3)
+    ('0', None)
+    """
+    cell = _value(row, "CellID")
+    raw = _value(row, "RAWCELLID")
+    identity = int(raw) if raw is not None and raw.isdigit() and len(raw) <= 12 else None
+    if identity is None or identity in _NO_IDENTITY or generation is None:
+        return cell
+    if generation >= 4:
+        return f"eci-{identity}"
+    if generation == 3:
+        return f"uci-{identity}"
+    area = _value(row, "LACHEX")
+    if area is None or cell is None:
+        return cell
+    return f"lac-{area}-ci-{cell}"
+
+
 def _service(name: str) -> str:
     folders = {part.lower() for part in PurePath(name).parts[:-1]}
     return "video" if folders & STREAMING_FOLDERS else "data"
@@ -186,12 +235,12 @@ def _event(
         column = "Timestamp"
         raise KeyError(column)
     at = datetime.strptime(stamp, _TIME_FORMAT).replace(tzinfo=zone)
-    cell = _value(row, "CellID")
+    mode = _value(row, "NetworkMode")
+    generation = generation_of(mode) if mode is not None else None
+    cell = cell_of(row, generation)
     if cell is None:
         column = "CellID"
         raise KeyError(column)
-    mode = _value(row, "NetworkMode")
-    generation = generation_of(mode) if mode is not None else None
     modern = generation is not None and generation >= 4
     event: dict[str, Any] = {
         "event_id": bounded_id(f"{trace.subscriber_id}-{k}"),

@@ -326,8 +326,8 @@ def replay(
     as_json: bool,
 ) -> None:
     """Replay real network traces (G-NetTrack Pro CSV exports, such as the UCC 5G dataset's):
-    every row becomes a QoS event (subscriber = the trace, cell = CellID; the mapping is in
-    docs/integration.md) or a dead letter with its reason. Offline, the events go through the
+    every row becomes a QoS event (subscriber = the trace, cell = its identity in the network;
+    the mapping is in docs/integration.md) or a dead letter with its reason. Offline, the events go through the
     flow's own detection and demarcation, one trace at a time, and the alerts, degraded minutes
     and minutes per radio access technology of each trace are reported; with --to-kafka they go
     to the QoS topic for a running flow.

@@ -60,3 +60,29 @@ def test_rows_that_cannot_be_events_are_dead_lettered_with_their_reason():
     reasons = sorted(b.reason for b in trace.dead_letters)
     assert reasons[:2] == ["bad_type", "bad_type"] and reasons.count("missing_field") == 2
     assert all(b.offset is not None and b.raw_b64 for b in trace.dead_letters)
+
+
+def test_a_cell_is_the_operators_cell_not_its_number_within_a_site():
+    header = "Timestamp,CellID,NetworkMode,RSRP,RSRQ,SNR,CQI,DL_bitrate,State,RAWCELLID,LACHEX\n"
+    lines = [
+        "2019.12.16_07.22.43,11,5G,-90,-11,9.0,10,900,D,10807307,9CBA",  # eNodeB A4E8, cell 11
+        "2019.12.16_07.22.44,11,LTE,-92,-11,8.0,10,900,D,10807307,9CBA",  # its LTE anchor
+        "2019.12.16_07.22.45,11,5G,-91,-11,9.0,10,900,D,11119115,9CBA",  # eNodeB A9AA, cell 11
+        "2019.12.16_07.22.46,21001,HSPA+,-80,-9,-,-,900,D,19747337,75AA",  # RNC 0x12D, cell 21001
+        "2019.12.16_07.22.47,22695,GPRS,-85,-,-,-,90,D,22695,3FE",
+        "2019.12.16_07.22.48,22695,GPRS,-85,-,-,-,90,D,22695,3FF",  # same number, another area
+        "2019.12.16_07.22.49,0,HSPA+,-85,-,-,-,90,D,0,0",  # no identity: the number as written
+        "2019.12.16_07.22.50,-,HSPA+,-85,-,-,-,90,D,-,-",  # no cell at all
+    ]
+    trace = read_trace(io.StringIO(header + "\n".join(lines)), name="Download/Driving/B.csv")
+    assert [e["cell_id"] for e in trace.events] == [
+        "eci-10807307",
+        "eci-10807307",
+        "eci-11119115",
+        "uci-19747337",
+        "lac-3FE-ci-22695",
+        "lac-3FF-ci-22695",
+        "0",
+    ]
+    [lost] = trace.dead_letters
+    assert lost.reason == "missing_field" and lost.offset == 8
