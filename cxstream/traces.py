@@ -26,7 +26,9 @@ reason. The mapping (docs/integration.md#replaying-drive-traces has the table):
   ran (about one row in twelve of download runs), else absent;
 * ``rsrp_dbm``, ``rsrq_db``, ``sinr_db``: ``RSRP``, ``RSRQ``, ``SNR`` on LTE and 5G rows only
   (on 2G/3G rows these columns hold other measures, such as RSCP);
-* ``-`` is a missing value everywhere.
+* ``-`` is a missing value everywhere, and so is Android's "unavailable" (``2147483647``,
+  ``CellInfo.UNAVAILABLE``), which a phone reports for a measure its modem does not give (CQI
+  on many phones): the row keeps its other measures.
 
 >>> import io
 >>> text = ("Timestamp,CellID,NetworkMode,RSRP,RSRQ,SNR,CQI,DL_bitrate,State,PINGAVG,PINGSTDEV,PINGLOSS\\n"
@@ -140,11 +142,18 @@ def _value(row: dict[str, str | None], column: str) -> str | None:
     return None if raw in ("", "-") else raw
 
 
+_UNAVAILABLE = frozenset({2**31 - 1, -(2**31), 2**63 - 1})
+"""What Android reports for a measure the modem does not give (``CellInfo.UNAVAILABLE``,
+``Integer.MIN_VALUE``, ``CellInfo.UNAVAILABLE_LONG``): not measured."""
+
+
 def _number(row: dict[str, str | None], column: str) -> float | None:
     raw = _value(row, column)
     if raw is None:
         return None
     value = float(raw)  # ValueError: the caller dead-letters the row
+    if value in _UNAVAILABLE:
+        return None
     if value != value or value in (float("inf"), float("-inf")):
         msg = f"{column} is not a finite number"
         raise ValueError(msg)

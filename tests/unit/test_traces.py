@@ -86,3 +86,18 @@ def test_a_cell_is_the_operators_cell_not_its_number_within_a_site():
     ]
     [lost] = trace.dead_letters
     assert lost.reason == "missing_field" and lost.offset == 8
+
+
+def test_a_measure_android_reports_unavailable_is_missing_and_the_row_kept():
+    trace = read_trace(
+        rows(
+            "2020.02.14_12.58.17,13,LTE,-98,2147483647,4.0,2147483647,39,D,-,-,-",
+            "2020.02.14_12.58.18,13,LTE,2147483647,-11,2147483647,9,39,D,41,2147483647,0",
+        ),
+        name="Download/Static/B.csv",
+    )
+    assert trace.dead_letters == []
+    first, second = trace.events
+    assert first["rsrp_dbm"] == -98.0 and "rsrq_db" not in first and "cqi" not in first
+    assert "rsrp_dbm" not in second and "sinr_db" not in second and second["cqi"] == 9
+    assert second["rtt_ms"] == 41.0 and "jitter_ms" not in second
