@@ -57,7 +57,7 @@ def test_replay_of_the_ucc_traces():
             static += 1
             hours = sum(t["rat_minutes"].values()) / 60
             assert len(alerts) <= hours, (t["file"], alerts)  # at most one an hour
-    assert fallbacks >= 2 and static == 2  # the shared traces hold both kinds
+    assert fallbacks >= 2 and static >= 2  # the shared traces hold both kinds (or more traces)
 
 
 @pytest.mark.shared_data
