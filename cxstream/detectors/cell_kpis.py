@@ -16,7 +16,11 @@ active         distinct subscribers seen                                        
 
 Medians over subscribers, not means over events, so that one subscriber in trouble (a phone, a
 basement) does not move the cell's KPI; a mild shift shared by all of them does, although none
-crosses its own degradation threshold. An interval without any event is still an interval (volume
+crosses its own degradation threshold. That holds only where a cell usually has several
+subscribers in an interval: where it has one or two, the median is theirs, and their own trouble
+or their leaving would look like the cell's; :attr:`CellKpis.usual_active` tells, and
+:class:`~cxstream.detectors.cells.CellMonitor` judges a cell by its KPIs only where it is at least
+``min_affected``. An interval without any event is still an interval (volume
 and active 0): a cell that falls silent is seen, which a share of degraded events never shows.
 
 A KPI is **anomalous** when the detector's score reaches ``threshold`` on a move in the bad
@@ -179,6 +183,13 @@ class CellKpis:
     def anomalies(self) -> list[KpiAnomaly]:
         """The KPIs anomalous now."""
         return [k.anomaly for k in self._kpis if k.anomaly is not None]
+
+    @property
+    def usual_active(self) -> float:
+        """The subscribers the cell usually has in an interval: the median of the ``active``
+        KPI over its recent normal intervals (0 before any)."""
+        recent = next(k.recent for k in self._kpis if k.name == "active")
+        return median(list(recent)) if recent else 0.0
 
     def due(self, t: float) -> bool:
         """Whether an interval ended at or before ``t``."""

@@ -12,7 +12,9 @@ incident.
 The cell's KPIs per interval (median experience, loss and throughput of its subscribers, its
 traffic volume and active subscribers; :mod:`cxstream.detectors.cell_kpis`) are series for the
 series detector ``cxstream eval nab`` measures. A KPI anomalous in the bad direction opens an
-incident too, even when no subscriber crosses its own threshold: cause ``kpi_anomaly``, or
+incident too, even when no subscriber crosses its own threshold, in a cell that usually has at
+least ``min_affected`` subscribers in an interval (with fewer, the KPIs are one or two
+subscribers' own; :attr:`~cxstream.detectors.cell_kpis.CellKpis.usual_active`): cause ``kpi_anomaly``, or
 ``outage`` when the cell's volume collapsed (it went silent; :meth:`CellMonitor.tick` closes its
 intervals from the shard's clock when none of its own events come). An incident stays open while
 a KPI is still anomalous. Each incident says its ``cause`` and the KPIs behind it; an
@@ -362,7 +364,11 @@ class CellMonitor(Generic[T]):
         affected = {sid: sub[3] for sid, sub in self._subs.items() if sub[1]}
         share = len(affected) / active if active else 0.0
         experience = sum(sub[2] for sub in self._subs.values()) / active if active else 0.0
-        kpis = tuple(self.kpis.anomalies)
+        # a cell is judged by its KPIs only where they are a crowd's: with fewer subscribers
+        # than min_affected in an interval, the median is one subscriber's own trouble, and their
+        # leaving is not the cell going dark (their own alerts speak for them)
+        crowd = self.kpis.usual_active >= s.min_affected
+        kpis = tuple(self.kpis.anomalies) if crowd else ()
         if self.clock >= self._next_stats:
             self._next_stats = _next_slot(self.clock, s.stats_s)
             self._stats = CellStats(

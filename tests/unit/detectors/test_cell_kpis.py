@@ -203,3 +203,42 @@ def test_a_table_snapshot_with_one_baseline_for_all_services_gives_each_service_
         ["a"], np.array([21.0]), np.array([2], np.int8), m[:1], np.full(1, np.nan)
     )
     assert result.score[0] < 0.5 and restored.gn[row, 2] == 21
+
+
+def test_a_cell_of_one_subscriber_is_not_judged_by_its_kpis():
+    """Its medians are that subscriber's own: their trouble stays theirs (their alert is not
+    explained away, so their outreach is not suppressed) and their leaving is no outage."""
+
+    def lone(cell, start, end, *, experience=90.0, silent=False, rng):
+        updates, released = [], []
+        for k in range(round(end - start)):
+            t = start + k
+            if silent:
+                u, r = cell.tick(t)
+            else:
+                worse = experience < 50
+                u, r = cell.observe(
+                    t,
+                    "s1",
+                    degraded=worse,
+                    experience=experience + rng.gauss(0, 3),
+                    loss=0.2 + abs(rng.gauss(0, 0.1)),
+                    throughput=20_000.0 + rng.gauss(0, 2_000),
+                    alert="alert-s1" if worse else None,
+                )
+            updates += u
+            released += r
+        return updates, released
+
+    rng = random.Random(6)
+    cell = CellMonitor("c1", CellSettings(hold_s=10))
+    lone(cell, T0, T0 + 900, rng=rng)
+    assert cell.kpis.usual_active == 1
+    updates, released = lone(cell, T0 + 900, T0 + 1000, experience=30.0, rng=rng)
+    assert (
+        opened(updates) == [] and cell.kpis.anomalies
+    )  # the series saw it; the cell is not blamed
+    assert released and {r.explained_by for r in released} == {None}
+    cell = CellMonitor("c2")
+    lone(cell, T0, T0 + 900, rng=rng)
+    assert opened(lone(cell, T0 + 900, T0 + 1000, silent=True, rng=rng)[0]) == []
