@@ -102,7 +102,7 @@ class CellStats:
     at: float
     active: int
     degraded: int
-    experience: float
+    experience: float | None  # the active subscribers' mean experience; None with none active
     anomalous_kpis: tuple[str, ...]
     incident_id: str | None
 
@@ -376,7 +376,7 @@ class CellMonitor(Generic[T]):
                 self.clock,
                 active,
                 len(affected),
-                round(experience, 1),
+                round(experience, 1) if active else None,
                 tuple(k.kpi for k in kpis),
                 self._incident.incident_id if self._incident is not None else None,
             )

@@ -32,7 +32,7 @@ function renderIncidents(incidents) {
 
 function renderCells(cells) {
   $("#cells").innerHTML = cells.map((c) =>
-    `<div class="cell${c.i ? " incident" : ""}" style="background:${colour(c.x)}" title="${esc(c.id)}: experience ${c.x}, ${c.d}/${c.a} degraded">${esc(c.id.slice(-3))}</div>`).join("");
+    `<div class="cell${c.i ? " incident" : ""}${c.x == null ? " idle" : ""}" style="background:${c.x == null ? "#4a4f57" : colour(c.x)}" title="${esc(c.id)}: ${c.x == null ? "no subscriber active" : `experience ${c.x}, ${c.d}/${c.a} degraded`}">${esc(c.id.slice(-3))}</div>`).join("");
 }
 
 function renderCustomers(customers) {

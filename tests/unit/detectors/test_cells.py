@@ -175,3 +175,15 @@ def test_an_operators_resolve_closes_the_incident_and_holds_it_closed_for_a_wind
     assert [u.state for u in after] == ["open"]
     assert after[0].incident_id != incident.incident_id
     assert pickle.loads(pickle.dumps(cell)).incident.incident_id == after[0].incident_id
+
+
+def test_a_cell_with_nobody_active_reports_no_experience_rather_than_zero():
+    cell = CellMonitor("c1", SETTINGS)
+    for t in range(10):
+        tick(cell, t)
+    busy = cell.take_stats()
+    assert busy is not None and busy.active == len(SUBS) and busy.experience == 90.0
+    for t in range(70, 200, 5):  # everybody idle: they age out of the window
+        cell.tick(t)
+    idle = cell.take_stats()
+    assert idle is not None and idle.active == 0 and idle.experience is None
