@@ -294,6 +294,9 @@ class DetectorSettings(BaseModel):
     fast_alpha: Annotated[float, Field(gt=0, le=1)] = 0.3
     slow_alpha: Annotated[float, Field(gt=0, le=1)] = 0.05
     poor_experience: Annotated[float, Field(ge=0, le=100)] = 45.0
+    # seconds a subscriber's experience must have been back before their episode (and its
+    # alarm) ends; a dip again within them is the same episode
+    clear_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     # the voice codec whose E-model constants (ITU-T G.113 Appendix I and IV) score calls
     voice_codec: Literal["g711_plc", "g711", "amr_wb", "amr_wb_23_85", "evs_amr_wb_io"] = "g711_plc"
 

@@ -27,6 +27,7 @@ from cxstream.detectors.experience import experience_score
 from cxstream.qos import QOS
 
 __all__ = [
+    "CLEAR_S",
     "EPISODE_HALF_LIFE_S",
     "INPUTS",
     "Detection",
@@ -199,14 +200,21 @@ class Detection:
 INPUTS = QOS.inputs
 """The measures whose usual level each subscriber's monitor tracks (see :mod:`cxstream.qos`)."""
 
+CLEAR_S = 60.0
+"""Seconds of event time a subscriber's experience must have been back before their episode
+ends: a dip again within them is the same problem (one alarm, not one raised and cleared per
+dip), and a minute is the span over which a cell's demarcation counts its degraded subscribers
+(``cells.window_s``)."""
+
 
 @dataclass
 class SubscriberMonitor:
-    """Everything the flow remembers about one subscriber (about 710 bytes pickled, with a
+    """Everything the flow remembers about one subscriber (about 760 bytes pickled, with a
     baseline for each of three services)."""
 
     detector: ExperienceDropDetector
     reset_below: float = 0.5
+    clear_s: float = CLEAR_S
     inputs: dict[str, float] = field(default_factory=dict)
     in_episode: bool = False
     last_experience: float = math.nan
@@ -215,6 +223,8 @@ class SubscriberMonitor:
     episodes: float = 0.0  # degradation episodes, decayed with a 7-day half-life (churn feature)
     episodes_t: float = 0.0  # event time of the last decay
     generation: float = math.nan  # the last radio generation reported
+    last_bad_t: float = -math.inf  # event time of the episode's last event not yet recovered
+    fallen: bool = False  # fell to 2G/3G since the last alert, and not back on 4G/5G
 
     def recent_episodes(self, t: float) -> float:
         """Degradation episodes up to event time ``t``, each weighing half after a half-life."""
@@ -235,11 +245,16 @@ class SubscriberMonitor:
         service: str,
         measurements: dict[str, float | None],
         plan_mbps: float,
+        t: float | None = None,
     ) -> tuple[float, float, Detection | None]:
-        """Score one event, learn it, and return ``(score, experience, new_detection_or_None)``.
+        """Score one event (at event time ``t``, epoch seconds), learn it, and return ``(score,
+        experience, new_detection_or_None)``.
 
         A detection is returned once when the score first crosses the detector's threshold; the
-        episode closes when the score falls below ``reset_below`` times the threshold.
+        episode closes at the first event whose score is below ``reset_below`` times the
+        threshold and that comes ``clear_s`` or more after the episode's last event that was not
+        (at once without ``t``): a subscriber whose experience dips again within seconds is in
+        the same episode, not in a new one with an alarm raised and cleared each time.
         """
         exp = experience_score(
             service,
@@ -262,17 +277,23 @@ class SubscriberMonitor:
         score = det.score_one(x)
         detection = None
         generation = measurements.get("radio_generation")
-        # a fall to an older radio access than 4G during an episode is news: a new alert
-        fallback = generation is not None and generation < self.generation and generation <= 3
+        # a fall to an older radio access than 4G during an episode is news: a new alert, once
+        # the score is there (often a few events after the fall), unless 4G or 5G came back first
         if generation is not None:
+            fell = generation < self.generation and generation <= 3
+            self.fallen = (self.fallen or fell) and generation <= 3
             self.generation = generation
-        if score >= det.threshold and (not self.in_episode or fallback):
+        bad = score >= self.reset_below * det.threshold
+        if score >= det.threshold and (not self.in_episode or self.fallen):
+            self.fallen = False
             self.in_episode = True
             baseline = det.baseline_of(service)
             why = explain_drop(exp, baseline, self.inputs, measurements)
             detection = Detection(score, exp, baseline, why)
-        elif self.in_episode and score < self.reset_below * det.threshold:
+        elif self.in_episode and not bad and (t is None or t - self.last_bad_t >= self.clear_s):
             self.in_episode = False
+        if self.in_episode and bad and t is not None:
+            self.last_bad_t = max(self.last_bad_t, t)
         det.learn_one(x)
         if not self.in_episode:
             for name in INPUTS:

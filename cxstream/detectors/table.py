@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from cxstream.detectors.degradation import INPUTS, decay_episodes, explain_drop
+from cxstream.detectors.degradation import CLEAR_S, INPUTS, decay_episodes, explain_drop
 from cxstream.detectors.experience import (
     _CQI,
     _RSRP,
@@ -155,6 +155,8 @@ class SubscriberTable:
         "episodes_t",
         "generation",
         "last_cell",
+        "last_bad_t",
+        "fallen",
     )
 
     def __init__(
@@ -167,6 +169,7 @@ class SubscriberTable:
         threshold: float = 0.9,
         min_std: float = 6.0,
         reset_below: float = 0.5,
+        clear_s: float = CLEAR_S,
         sample_interval_s: float = 300.0,
         capacity: int = 1024,
         voice_codec: str = "g711_plc",
@@ -178,6 +181,7 @@ class SubscriberTable:
         self.threshold = threshold
         self.min_std = min_std
         self.reset_below = reset_below
+        self.clear_s = clear_s
         self.sample_interval_s = sample_interval_s
         self.voice_codec = CODECS[voice_codec]
         self.index: dict[str, int] = {}
@@ -207,6 +211,8 @@ class SubscriberTable:
         self.episodes_t = np.zeros(capacity)
         self.generation = np.full(capacity, np.nan)  # the last radio generation reported
         self.last_cell = np.full(capacity, -1, dtype=np.int32)  # its code in cell_names
+        self.last_bad_t = np.full(capacity, -np.inf)  # the episode's last event not recovered
+        self.fallen = np.zeros(capacity, dtype=bool)  # fell to 2G/3G since its last alert
         self.inputs = np.full((capacity, len(INPUTS)), np.nan)
         for name, values in old.items():
             if values is not None:
@@ -235,6 +241,11 @@ class SubscriberTable:
         if "last_cell" not in state:
             self.last_cell = np.full(len(self.n), -1, dtype=np.int32)
             self.cell_codes, self.cell_names = {}, []
+        if "last_bad_t" not in state:  # an open episode then closes at its next recovered event
+            self.last_bad_t = np.full(len(self.n), -np.inf)
+            self.clear_s = CLEAR_S
+        if "fallen" not in state:
+            self.fallen = np.zeros(len(self.n), dtype=bool)
 
     def __len__(self) -> int:
         return self.size
@@ -279,6 +290,8 @@ class SubscriberTable:
             self.last_sample_t[last] = -np.inf
             self.episodes[last] = self.episodes_t[last] = 0.0
             self.last_cell[last] = -1
+            self.last_bad_t[last] = -np.inf
+            self.fallen[last] = False
             self.inputs[last] = np.nan
         return dropped
 
@@ -402,15 +415,22 @@ class SubscriberTable:
         score = np.where(trusted, np.maximum(absolute, relative), absolute)
         # episodes (SubscriberMonitor.observe)
         was = self.in_ep[r]
-        # a fall to an older radio access than 4G during an episode is news: a new alert
+        # a fall to an older radio access than 4G during an episode is news: a new alert, once
+        # the score is there, unless 4G or 5G came back first
         generation = m[:, _GENERATION]
         previous = self.generation[r]
+        known = ~np.isnan(generation)
         with np.errstate(invalid="ignore"):
-            fallback = (generation < previous) & (generation <= 3.0)
-        self.generation[r] = np.where(np.isnan(generation), previous, generation)
-        new = (score >= self.threshold) & (~was | fallback)
-        close = was & (score < self.reset_below * self.threshold)
+            fell = (generation < previous) & (generation <= 3.0)
+            fallen = np.where(known, (self.fallen[r] | fell) & (generation <= 3.0), self.fallen[r])
+        self.generation[r] = np.where(known, generation, previous)
+        new = (score >= self.threshold) & (~was | fallen)
+        self.fallen[r] = fallen & ~new
+        bad = score >= self.reset_below * self.threshold
+        last_bad = self.last_bad_t[r]
+        close = was & ~bad & (t - last_bad >= self.clear_s)
         now_in = (was | new) & ~close
+        self.last_bad_t[r] = np.where(now_in & bad, np.maximum(last_bad, t), last_bad)
         for j in np.flatnonzero(new):
             row = r[j]
             inputs = {

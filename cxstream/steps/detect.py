@@ -94,6 +94,7 @@ class Detect:
             slow_alpha=d.slow_alpha,
             poor=d.poor_experience,
             threshold=d.threshold,
+            clear_s=d.clear_s,
             sample_interval_s=min(
                 self.settings.history.recent_interval_s, self.settings.history.interval_s
             ),

@@ -170,12 +170,14 @@ def test_a_table_snapshot_from_before_radio_generations_restores_and_runs():
     table = SubscriberTable()
     state = dict(table.__dict__)
     del state["generation"], state["voice_codec"]
+    del state["last_bad_t"], state["fallen"], state["clear_s"]  # and before episodes kept time
     restored = object.__new__(SubscriberTable)
     restored.__setstate__(pickle.loads(pickle.dumps(state)))
     m = np.full((2, len(QOS.columns)), np.nan)
     m[:, QOS.column("rtt_ms")] = 40.0
     restored.observe(["a", "b"], np.array([1.0, 2.0]), np.zeros(2, np.int8), m, np.full(2, np.nan))
     assert len(restored) == 2
+    assert restored.clear_s == 60.0 and not restored.fallen.any()
 
 
 def test_a_table_snapshot_with_one_baseline_for_all_services_gives_each_service_that_baseline():

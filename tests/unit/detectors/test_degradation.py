@@ -117,3 +117,44 @@ def test_experience_index_is_a_rolling_0_100_level():
     good = monitor.experience_index
     run(monitor, rng, 10, bad=True)
     assert 0 <= monitor.experience_index < 30 < 85 < good <= 100
+
+
+def test_dips_seconds_apart_are_one_episode_and_a_minute_back_to_normal_ends_it():
+    rng = random.Random(8)
+    monitor = SubscriberMonitor(ExperienceDropDetector())
+    t = 1.7e9
+    alerts, closes = [], []
+
+    def second(bad):
+        nonlocal t
+        t += 1.0
+        m = normal_measurements(rng)
+        was = monitor.in_episode
+        _, _, d = monitor.observe("data", degraded(m) if bad else m, 50, t)
+        if d is not None:
+            alerts.append(t)
+        if was and not monitor.in_episode:
+            closes.append(t)
+
+    for _ in range(60):
+        second(False)
+    for _ in range(4):  # a drive: 10 s bad, 8 s back, four times over
+        for _ in range(10):
+            second(True)
+        for _ in range(8):
+            second(False)
+    assert len(alerts) == 1 and closes == []  # one episode, still open
+    for _ in range(70):
+        second(False)
+    [closed] = closes
+    assert closed - alerts[0] >= 60.0
+    for _ in range(10):
+        second(True)
+    assert len(alerts) == 2  # after a real recovery, a new degradation is a new episode
+    # without event times (one event at a time, as before any clock) recovery ends it at once
+    plain = SubscriberMonitor(ExperienceDropDetector())
+    run(plain, rng, 50)
+    run(plain, rng, 10, bad=True)
+    assert plain.in_episode
+    run(plain, rng, 10)
+    assert not plain.in_episode

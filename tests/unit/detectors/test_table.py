@@ -106,6 +106,7 @@ def test_table_matches_the_per_event_monitors_batch_by_batch(batch):
                 event["service"],
                 {k: v for k, v in event.items() if k != "service"},
                 mon.plan_mbps if mon.plan_mbps is not None else 50.0,
+                t,
             )
             if det is not None:
                 mon.count_episode(t)

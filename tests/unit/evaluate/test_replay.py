@@ -76,3 +76,42 @@ def test_a_trace_saved_with_a_byte_order_mark_reads_as_the_original(tmp_path):
         summaries.append(json.loads(result.output.strip().splitlines()[-1]))
     assert summaries[0]["dead_letters"] == summaries[1]["dead_letters"]
     assert summaries[0]["events"] == summaries[1]["events"] > 0
+
+
+def _write_trace(path, phases):
+    """A G-NetTrack export, one row a second: phases of (seconds, NetworkMode, DL kbit/s)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    at = datetime(2020, 1, 10, 10, 0, 0, tzinfo=UTC)
+    lines = ["Timestamp,CellID,NetworkMode,RSRP,RSRQ,SNR,CQI,DL_bitrate,State,RAWCELLID"]
+    for seconds, mode, kbps in phases:
+        modern = mode in ("LTE", "5G")
+        radio = "-90,-11,12,11" if modern else "-85,-9,-,-"
+        for _ in range(seconds):
+            stamp = at.strftime("%Y.%m.%d_%H.%M.%S")
+            lines.append(f"{stamp},11,{mode},{radio},{kbps},D,{10807307 if modern else 19747337}")
+            at += timedelta(seconds=1)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _alerts(path):
+    result = CliRunner().invoke(main, ["replay", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    [trace] = json.loads(result.output.strip().splitlines()[-1])["per_trace"]
+    return [datetime.fromisoformat(a) for a in trace["alert_times"]]
+
+
+@pytest.mark.parametrize("gap_s", [1, 5, 30])
+def test_each_fall_to_3g_is_alerted_also_when_4g_came_back_only_for_seconds(tmp_path, gap_s):
+    path = tmp_path / "Download" / "Driving" / "B.csv"
+    _write_trace(path, [(180, "LTE", 40_000), (200, "HSPA+", 3_000), (gap_s, "LTE", 40_000),
+                        (200, "HSPA+", 3_000), (60, "LTE", 40_000)])  # fmt: skip
+    assert fallback_stretches(path) and len(fallback_stretches(path)) == 2
+    alerts = _alerts(path)
+    for start, end in fallback_stretches(path):
+        assert any(start <= a <= end for a in alerts), (start, end, alerts)
+
+
+def test_a_download_dipping_every_few_seconds_is_one_alert_not_one_per_dip(tmp_path):
+    path = tmp_path / "Download" / "Driving" / "B.csv"
+    _write_trace(path, [(180, "LTE", 40_000)] + [(12, "LTE", 800), (8, "LTE", 40_000)] * 4)
+    assert len(_alerts(path)) == 1
