@@ -50,8 +50,13 @@ def test_demo_runs_the_whole_loop_on_embedded_services(tmp_path):
     # 400 events/s whatever the hour: the simulated load follows the time of day (0.18 of the
     # peak at 4 a.m.), and 25 s of a night's load is too little for a cell's alarm
     rate = 400 / diurnal_factor(utcnow())
+    # 25 s of demo: episodes end 5 s after recovery (a minute by default) so that alarms clear
+    config = tmp_path / "c.yaml"
+    config.write_text("detector:\n  clear_s: 5\n")
     result = cxstream(
         "demo",
+        "--config",
+        str(config),
         "--duration",
         "25",
         "--rate",

@@ -79,8 +79,16 @@ def on_topic(kafka_out, topic):
     return [orjson.loads(m.value) for m in kafka_out if m.topic == topic]
 
 
-def test_every_event_ends_processed_or_dead_lettered_and_an_incident_alerts():
+def short_stream_settings():
+    """The defaults, except that an episode ends 2 s after recovery (a minute by default): these
+    streams last 20 to 60 s of event time, and their alarms must clear within them."""
     settings = load_settings()
+    detector = settings.detector.model_copy(update={"clear_s": 2.0})
+    return settings.model_copy(update={"detector": detector})
+
+
+def test_every_event_ends_processed_or_dead_lettered_and_an_incident_alerts():
+    settings = short_stream_settings()
     topics = settings.kafka.topics
     sim = Simulator(20, 2, seed=11, bad_ratio=0.02)
     victim = sim.subscriber_ids[3]
@@ -202,7 +210,7 @@ def test_with_an_action_source_the_webhook_delivers_what_the_actions_topic_recor
 
 
 def test_a_cell_outage_is_one_incident_with_area_notices_and_no_individual_outreach():
-    settings = load_settings()
+    settings = short_stream_settings()
     topics = settings.kafka.topics
     sim = Simulator(60, 2, seed=12)
     cell = "cell-0001"
