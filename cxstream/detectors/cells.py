@@ -367,8 +367,9 @@ class CellMonitor(Generic[T]):
         # a cell is judged by its KPIs only where they are a crowd's: with fewer subscribers
         # than min_affected in an interval, the median is one subscriber's own trouble, and their
         # leaving is not the cell going dark (their own alerts speak for them)
-        crowd = self.kpis.usual_active >= s.min_affected
-        kpis = tuple(self.kpis.anomalies) if crowd else ()
+        kpis = tuple(self.kpis.anomalies)
+        if kpis and self.kpis.usual_active < s.min_affected:
+            kpis = ()
         if self.clock >= self._next_stats:
             self._next_stats = _next_slot(self.clock, s.stats_s)
             self._stats = CellStats(
