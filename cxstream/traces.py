@@ -81,17 +81,22 @@ GENERATIONS: dict[str, int] = {
 }
 """3GPP generation of each ``NetworkMode`` value G-NetTrack writes."""
 
-_FAMILIES = (  # prefixes of other spellings (LTE-A, LTE CA, NR NSA, HSPA+ DC, WCDMA, ...)
+_FAMILIES = (  # prefixes of other spellings (LTE-A, LTE CA, NR NSA, HSPA+ DC, WCDMA, ...) and
+    # of Android's other network types (TD_SCDMA, EVDO_A, EHRPD: 3G; 1xRTT, CDMA, IDEN: 2G)
     ("5G", 5), ("NR", 5), ("LTE", 4), ("4G", 4), ("HSPA", 3), ("HSDPA", 3), ("HSUPA", 3),
-    ("UMTS", 3), ("WCDMA", 3), ("3G", 3), ("EDGE", 2), ("GPRS", 2), ("GSM", 2), ("2G", 2),
+    ("UMTS", 3), ("WCDMA", 3), ("TD-SCDMA", 3), ("TD_SCDMA", 3), ("EVDO", 3), ("EHRPD", 3),
+    ("3G", 3), ("EDGE", 2), ("GPRS", 2), ("GSM", 2), ("1XRTT", 2), ("CDMA", 2), ("IDEN", 2),
+    ("2G", 2),
 )  # fmt: skip
 
 
 def generation_of(mode: str) -> int | None:
     """The 3GPP generation of a ``NetworkMode`` value, None when it names no known access.
 
-    >>> [generation_of(m) for m in ("HSPA+", "LTE CA", "nr nsa", "EDGE", "WiFi")]
-    [3, 4, 5, 2, None]
+    >>> [generation_of(m) for m in ("HSPA+", "LTE CA", "nr nsa", "EDGE", "WiFi", "IWLAN")]
+    [3, 4, 5, 2, None, None]
+    >>> [generation_of(m) for m in ("TD_SCDMA", "EVDO_A", "eHRPD", "1xRTT", "CDMA")]
+    [3, 3, 3, 2, 2]
     """
     mode = mode.strip().upper()
     known = GENERATIONS.get(mode)
