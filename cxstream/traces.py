@@ -194,10 +194,13 @@ def cell_of(row: dict[str, str | None], generation: int | None) -> str | None:
     ('13', '13')
     >>> cell_of({"CellID": "0", "RAWCELLID": "0"}, 3), cell_of({"CellID": "-"}, 3)
     ('0', None)
+    >>> cell_of({"CellID": "7", "RAWCELLID": "\u00b2"}, 4), cell_of({"CellID": "7", "RAWCELLID": "12x"}, 4)
+    ('7', '7')
     """
     cell = _value(row, "CellID")
     raw = _value(row, "RAWCELLID")
-    identity = int(raw) if raw is not None and raw.isdigit() and len(raw) <= 12 else None
+    usable = raw is not None and raw.isascii() and raw.isdigit() and len(raw) <= 12
+    identity = int(raw) if usable else None  # not '²', which isdigit() but int() refuses
     if identity is None or identity in _NO_IDENTITY or generation is None:
         return cell
     if generation >= 4:
