@@ -114,8 +114,8 @@ class _Partition(StatefulSourcePartition[Any, Any]):
         """Where a start without a snapshot begins: the offset recorded by the first such start,
         if ``start_file`` holds one, else the partition's end now (then recorded there)."""
         if start_file is not None and start_file.exists():
-            text = start_file.read_text().strip()
-            if not text.isdigit():
+            text = start_file.read_text(errors="replace").strip()
+            if not (text.isascii() and text.isdigit()):  # '²' is a digit to isdigit(), not to int()
                 msg = (
                     f"{start_file} should hold the offset {self._topic}[{self._partition}] was "
                     f"first read from, not {text[:40]!r}; delete the recovery directory as a "

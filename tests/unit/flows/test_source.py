@@ -69,8 +69,9 @@ def test_a_start_without_a_snapshot_begins_where_the_first_start_began(tmp_path)
         part.close()
 
 
-def test_a_damaged_start_record_is_refused_naming_the_file(tmp_path):
-    (tmp_path / "actions-0").write_text("garbage")
+@pytest.mark.parametrize("damage", [b"garbage", "\u00b2".encode(), b"\xff\xfe\x00"])
+def test_a_damaged_start_record_is_refused_naming_the_file(tmp_path, damage):
+    (tmp_path / "actions-0").write_bytes(damage)
     source = BatchKafkaSource(NOWHERE, ["actions"], from_end=True, start_dir=tmp_path)
     with pytest.raises(RecoveryError, match="actions-0 should hold the offset"):
         source.build_part("actions_in", "0-actions", None)
