@@ -199,8 +199,9 @@ def cell_of(row: dict[str, str | None], generation: int | None) -> str | None:
     """
     cell = _value(row, "CellID")
     raw = _value(row, "RAWCELLID")
-    usable = raw is not None and raw.isascii() and raw.isdigit() and len(raw) <= 12
-    identity = int(raw) if usable else None  # not '²', which isdigit() but int() refuses
+    identity = None  # ASCII digits only: '²' is a digit to isdigit(), not to int()
+    if raw is not None and raw.isascii() and raw.isdigit() and len(raw) <= 12:
+        identity = int(raw)
     if identity is None or identity in _NO_IDENTITY or generation is None:
         return cell
     if generation >= 4:
