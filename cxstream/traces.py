@@ -165,9 +165,9 @@ def _number(row: dict[str, str | None], column: str) -> float | None:
     return value
 
 
-_NO_IDENTITY = frozenset({0, 0xFFFF, 0xFFFFFFF, 0x7FFFFFFF})
+_NO_IDENTITY = frozenset({0, 0xFFFF, 0xFFFFFFF}) | _UNAVAILABLE
 """``RAWCELLID`` values that identify no cell: 0, the all-ones 16- and 28-bit identities, and
-Android's "unavailable" (``Integer.MAX_VALUE``)."""
+Android's "unavailable" values."""
 
 
 def cell_of(row: dict[str, str | None], generation: int | None) -> str | None:
