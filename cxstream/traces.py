@@ -23,7 +23,10 @@ reason. The mapping (docs/integration.md#replaying-drive-traces has the table):
   idles once its buffer is full, so a video row's rate measures the player, not the network: it is
   not used (its radio and radio access are);
 * ``rtt_ms``, ``jitter_ms``, ``loss_pct``: ``PINGAVG``, ``PINGSTDEV``, ``PINGLOSS`` where a ping
-  ran (about one row in twelve of download runs), else absent;
+  ran (about one row in twelve of download runs), else absent; except that a row with the
+  download's rate has no ``loss_pct``: the ping test is five ICMP packets sent beside the
+  download, so one lost reads as 20 % loss, while the download's own loss is already in its
+  rate (TCP turns loss into a slower rate), which is what the row is judged by;
 * ``rsrp_dbm``, ``rsrq_db``, ``sinr_db``: ``RSRP``, ``RSRQ``, ``SNR`` on LTE and 5G rows only
   (on 2G/3G rows these columns hold other measures, such as RSCP);
 * ``-`` is a missing value everywhere, and so is Android's "unavailable" (``2147483647``,
@@ -283,6 +286,7 @@ def _event(
         if mean is not None:
             event["throughput_kbps"] = round(mean, 1)
             event["transfer_active"] = 1  # a bulk download: its rate measures the network
+            event.pop("loss_pct", None)  # ... and carries its loss (see the module docstring)
     else:
         rate.stop()
     return {k: v for k, v in event.items() if v is not None}, mode

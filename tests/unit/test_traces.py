@@ -26,7 +26,8 @@ def test_a_download_row_maps_its_radio_ping_and_session_rate():
     assert "throughput_kbps" not in first  # a download's first seconds are TCP's slow start
     # the mean of the last 10 s (rows 3..12: 3,000 .. 11,000 and 12,000 kbit/s)
     assert last["throughput_kbps"] == (sum(range(3, 12)) * 1000 + 12000) / 10
-    assert (last["rtt_ms"], last["jitter_ms"], last["loss_pct"]) == (41.5, 3.2, 0.0)
+    assert (last["rtt_ms"], last["jitter_ms"]) == (41.5, 3.2)
+    assert "loss_pct" not in last  # the download's rate carries its loss, not the ping's 5 packets
     assert (last["rsrp_dbm"], last["sinr_db"], last["radio_generation"]) == (-100.0, 6.0, 4)
     assert last["cqi"] == 9 and isinstance(last["cqi"], int)
     assert last["cell_id"] == "13"
@@ -101,3 +102,14 @@ def test_a_measure_android_reports_unavailable_is_missing_and_the_row_kept():
     assert first["rsrp_dbm"] == -98.0 and "rsrq_db" not in first and "cqi" not in first
     assert "rsrp_dbm" not in second and "sinr_db" not in second and second["cqi"] == 9
     assert second["rtt_ms"] == 41.0 and "jitter_ms" not in second
+
+
+def test_a_ping_loss_is_kept_where_no_download_rate_is_measured():
+    trace = read_trace(
+        rows(
+            "2020.02.14_12.58.00,13,5G,-98,-11,4.0,10,20000,D,41.5,3.2,20.0",  # the first second
+            "2020.02.14_12.58.01,13,5G,-98,-11,4.0,10,0,I,45.0,2.0,40.0",  # idle
+        ),
+        name="Download/Static/B.csv",
+    )
+    assert [e["loss_pct"] for e in trace.events] == [20.0, 40.0]

@@ -115,3 +115,18 @@ def test_a_download_dipping_every_few_seconds_is_one_alert_not_one_per_dip(tmp_p
     path = tmp_path / "Download" / "Driving" / "B.csv"
     _write_trace(path, [(180, "LTE", 40_000)] + [(12, "LTE", 800), (8, "LTE", 40_000)] * 4)
     assert len(_alerts(path)) == 1
+
+
+@pytest.mark.parametrize("lost", ["20.0", "100.0"])
+def test_a_ping_test_losing_packets_beside_a_healthy_download_raises_no_alert(tmp_path, lost):
+    # a static 5G download at 200 Mbit/s, a 5-ping test every 12 s; one test loses 1 or 5
+    path = tmp_path / "Download" / "Static" / "B.csv"
+    path.parent.mkdir(parents=True)
+    at = datetime(2020, 1, 10, 10, 0, 0, tzinfo=UTC)
+    lines = ["Timestamp,CellID,NetworkMode,RSRP,RSRQ,SNR,CQI,DL_bitrate,State,PINGAVG,PINGLOSS"]
+    for s in range(900):
+        ping = "-,-" if s % 12 else ("-," + lost if s == 600 else "67,0.0")
+        stamp = (at + timedelta(seconds=s)).strftime("%Y.%m.%d_%H.%M.%S")
+        lines.append(f"{stamp},11,5G,-90,-11,12,11,200000,D,{ping}")
+    path.write_text("\n".join(lines) + "\n")
+    assert _alerts(path) == []
