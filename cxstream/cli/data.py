@@ -222,7 +222,9 @@ def load_customers(
         sys.exit(1)
 
 
-@main.command("erase")
+@main.command(
+    "erase", short_help="Erase one customer everywhere cxstream keeps them (GDPR art 17)."
+)
 @click.option(
     "--customer", "subscriber_id", required=True, help="The subscriber id of the customer to erase."
 )
