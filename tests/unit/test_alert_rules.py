@@ -1,7 +1,7 @@
 """The Prometheus alerting rules (config/prometheus-alerts.yml): valid for Prometheus itself,
 each alert shown to fire and to stay quiet (promtool's rule unit tests), written only against
 metrics and label values cxstream exports, loaded by the shipped Prometheus configuration, and
-documented."""
+documented; and the Grafana dashboard's queries, PromQL that Prometheus parses."""
 
 from __future__ import annotations
 
@@ -135,3 +135,16 @@ def test_every_alert_is_explained_in_the_operations_guide():
         assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
         assert rule["annotations"]["summary"], rule["alert"]
         assert rule["annotations"]["description"], rule["alert"]
+
+
+def test_the_grafana_dashboard_queries_are_promql_prometheus_accepts(tmp_path):
+    import json
+
+    promtool = _promtool()
+    dashboard = json.loads((ROOT / "config/grafana/dashboards/cxstream.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = [{"record": f"grafana:panel_{i}", "expr": e} for i, e in enumerate(exprs)]
+    (tmp_path / "panels.yml").write_text(
+        yaml.safe_dump({"groups": [{"name": "g", "rules": rules}]})
+    )
+    _run(promtool, "check", "rules", "panels.yml", cwd=tmp_path)
