@@ -25,8 +25,9 @@ reason. The mapping (docs/integration.md#replaying-drive-traces has the table):
 * ``rtt_ms``, ``jitter_ms``, ``loss_pct``: ``PINGAVG``, ``PINGSTDEV``, ``PINGLOSS`` where a ping
   ran (about one row in twelve of download runs), else absent; except that a row with the
   download's rate has no ``loss_pct``: the ping test is a few ICMP packets sent beside the
-  download (its loss comes in steps of 20 %: five), so one lost reads as 20 % loss, while the download's own loss is already in its
-  rate (TCP turns loss into a slower rate), which is what the row is judged by;
+  download (its loss comes in steps of 20 %: five), so one lost reads as 20 % loss, while the
+  download's own loss is already in its rate (TCP turns loss into a slower rate), which is what
+  the row is judged by;
 * ``rsrp_dbm``, ``rsrq_db``, ``sinr_db``: ``RSRP``, ``RSRQ``, ``SNR`` on LTE and 5G rows only
   (on 2G/3G rows these columns hold other measures, such as RSCP);
 * ``-`` is a missing value everywhere, and so is Android's "unavailable" (``2147483647``,

@@ -329,10 +329,10 @@ def replay(
 ) -> None:
     """Replay real network traces (G-NetTrack Pro CSV exports, such as the UCC 5G dataset's):
     every row becomes a QoS event (subscriber = the trace, cell = its identity in the network;
-    the mapping is in docs/integration.md) or a dead letter with its reason. Offline, the events go through the
-    flow's own detection and demarcation, one trace at a time, and the alerts, degraded minutes
-    and minutes per radio access technology of each trace are reported; with --to-kafka they go
-    to the QoS topic for a running flow.
+    the mapping is in docs/integration.md) or a dead letter with its reason. Offline, the events
+    go through the flow's own detection and demarcation, one trace at a time, and the alerts,
+    degraded minutes and minutes per radio access technology of each trace are reported; with
+    --to-kafka they go to the QoS topic for a running flow.
 
     Example: cxstream replay ../shared/data/ucc_5g_traces/traces --json"""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError

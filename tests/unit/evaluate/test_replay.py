@@ -78,18 +78,23 @@ def test_a_trace_saved_with_a_byte_order_mark_reads_as_the_original(tmp_path):
     assert summaries[0]["events"] == summaries[1]["events"] > 0
 
 
-def _write_trace(path, phases):
-    """A G-NetTrack export, one row a second: phases of (seconds, NetworkMode, DL kbit/s)."""
+def _write_trace(path, phases, ping=None):
+    """A G-NetTrack export, one row a second: phases of (seconds, NetworkMode, DL kbit/s); with
+    ``ping``, each row's ``PINGAVG,PINGLOSS`` from its second."""
     path.parent.mkdir(parents=True, exist_ok=True)
     at = datetime(2020, 1, 10, 10, 0, 0, tzinfo=UTC)
-    lines = ["Timestamp,CellID,NetworkMode,RSRP,RSRQ,SNR,CQI,DL_bitrate,State,RAWCELLID"]
+    header = "Timestamp,CellID,NetworkMode,RSRP,RSRQ,SNR,CQI,DL_bitrate,State,RAWCELLID"
+    lines = [header + (",PINGAVG,PINGLOSS" if ping else "")]
+    second = 0
     for seconds, mode, kbps in phases:
         modern = mode in ("LTE", "5G")
         radio = "-90,-11,12,11" if modern else "-85,-9,-,-"
         for _ in range(seconds):
             stamp = at.strftime("%Y.%m.%d_%H.%M.%S")
-            lines.append(f"{stamp},11,{mode},{radio},{kbps},D,{10807307 if modern else 19747337}")
+            line = f"{stamp},11,{mode},{radio},{kbps},D,{10807307 if modern else 19747337}"
+            lines.append(line + ("," + ping(second) if ping else ""))
             at += timedelta(seconds=1)
+            second += 1
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -121,12 +126,9 @@ def test_a_download_dipping_every_few_seconds_is_one_alert_not_one_per_dip(tmp_p
 def test_a_ping_test_losing_packets_beside_a_healthy_download_raises_no_alert(tmp_path, lost):
     # a static 5G download at 200 Mbit/s, a 5-ping test every 12 s; one test loses 1 or 5
     path = tmp_path / "Download" / "Static" / "B.csv"
-    path.parent.mkdir(parents=True)
-    at = datetime(2020, 1, 10, 10, 0, 0, tzinfo=UTC)
-    lines = ["Timestamp,CellID,NetworkMode,RSRP,RSRQ,SNR,CQI,DL_bitrate,State,PINGAVG,PINGLOSS"]
-    for s in range(900):
-        ping = "-,-" if s % 12 else ("-," + lost if s == 600 else "67,0.0")
-        stamp = (at + timedelta(seconds=s)).strftime("%Y.%m.%d_%H.%M.%S")
-        lines.append(f"{stamp},11,5G,-90,-11,12,11,200000,D,{ping}")
-    path.write_text("\n".join(lines) + "\n")
+    _write_trace(
+        path,
+        [(900, "5G", 200_000)],
+        ping=lambda s: "-,-" if s % 12 else ("-," + lost if s == 600 else "67,0.0"),
+    )
     assert _alerts(path) == []
