@@ -22,7 +22,9 @@ well over 100,000 points per second in pure Python:
    operators label as an incident each night), provided it is at least as far out as any point of
    the last quarter day (``spike_days``, fading): a burst that recurs within hours is a repeat. A
    point is held to a tail a hundred times stricter than a stretch, because heavy-tailed series
-   break the window's Gaussian.
+   break the window's Gaussian. A spike must also lie at least 1 % of the range the series has
+   shown from its window's mean (``spike_margin``): a flat or quantised metric that moves by one
+   step has an enormous tail against a window with almost no spread, and is still no incident.
 5. **Novelty.** A stretch of surprise no larger than the largest one seen recently (``repeat_share``
    of it) is a repeat, not news: it raises no alert (:meth:`ContextLikelihoodDetector.update_novel`).
    "Recently" fades with a half-life of ``repeat_days`` (a week, the longest season the predictors
@@ -131,6 +133,9 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
     spike_days
         Half-life of "recent" for the farthest point, in days of the series' sampling: a spike
         no farther out than it is a repeat.
+    spike_margin
+        Share of the range seen so far (largest minus smallest value) a spike must lie from the
+        mean of its window: a one-step blip of a near-flat series is not a spike.
     min_resolution_s
         Coarsest context bucket floor (bounds memory).
 
@@ -162,9 +167,13 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         window_min: int = 30,
         spike: float | None = 0.75,
         spike_days: float = 0.25,
+        spike_margin: float = 0.01,
     ) -> None:
         if spike_days <= 0 or repeat_days <= 0:
             msg = f"spike_days and repeat_days must be above 0, not {spike_days} and {repeat_days}"
+            raise ValueError(msg)
+        if not 0.0 <= spike_margin < 1.0:
+            msg = f"spike_margin must be at least 0 and below 1, not {spike_margin}"
             raise ValueError(msg)
         self.feature = feature
         self.fast_alpha = fast_alpha
@@ -179,6 +188,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self.window_min = window_min
         self.spike = spike
         self.spike_days = spike_days
+        self.spike_margin = spike_margin
         self._far = 0.0  # the farthest recent point from its window, in window SDs, fading
         self._far_decay = 0.5 ** (1.0 / (288.0 * spike_days))  # per point; from the interval
         self._win: deque[float] = deque(maxlen=window)
@@ -206,6 +216,12 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._recent_sum = 0.0
         self._mean = 0.0
         self._var = 1.0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot, also one taken before the spike rule had its margin (it takes
+        today's default)."""
+        self.__dict__.update(state)
+        self.__dict__.setdefault("spike_margin", 0.01)
 
     # -- internals ------------------------------------------------------------------------------
     def _buckets(self, t: float | None) -> tuple[int, int]:
@@ -241,7 +257,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         novel = score >= 1.0 or short >= self.repeat_share * self._record
         if self.spike is not None and self._n >= self.warmup and z >= self._far:
             point = self._tail(z)
-            if point >= self.spike and self._outside(value):
+            if point >= self.spike and self._outside(value) and self._sized(value):
                 return (point if point > score else score), True
         return score, novel
 
@@ -287,6 +303,12 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             return False
         x = value - self._win_shift
         return x > max(self._win) or x < min(self._win)
+
+    def _sized(self, value: float) -> bool:
+        """Whether ``value`` lies at least ``spike_margin`` of the range seen so far from the mean
+        of the recent window (called only once the window holds points)."""
+        mean = self._win_sum / len(self._win) + (self._win_shift or 0.0)
+        return abs(value - mean) >= self.spike_margin * (self._hi - self._lo)
 
     @staticmethod
     def _tail(z: float) -> float:

@@ -146,3 +146,39 @@ def test_noise_free_periodic_series_raise_no_alert():
 def test_a_memory_of_no_days_is_refused_when_the_detector_is_made(days):
     with pytest.raises(ValueError, match="must be above 0"):
         ContextLikelihoodDetector(**days)
+
+
+def test_a_spike_must_move_a_share_of_the_range_the_series_has_shown():
+    """A metric that sat at 10 or 90 and is then flat at 50 (a window with no spread): a
+    one-step blip of 0.5 (0.6 % of the range) has an infinite Gaussian tail against its window
+    and yet is no incident; a move of 5 (6 %) is a spike."""
+
+    def blip(size):
+        values = [10.0 if i % 2 else 90.0 for i in range(600)] + [50.0] * 400 + [50.0 + size]
+        return run(values + [50.0] * 10)[1000]
+
+    score, alert = blip(0.5)
+    assert score < 0.5 and not alert
+    score, alert = blip(5.0)
+    assert alert and score >= 0.75
+    without = SeriesMonitor(ContextLikelihoodDetector(spike_margin=0.0), AlertGate())
+    assert run([10.0 if i % 2 else 90.0 for i in range(600)] + [50.0] * 400 + [50.5], without)[
+        1000
+    ] == (1.0, True)
+
+
+@pytest.mark.parametrize("margin", [-0.1, 1.0])
+def test_a_spike_margin_outside_zero_to_one_is_refused(margin):
+    with pytest.raises(ValueError, match="spike_margin"):
+        ContextLikelihoodDetector(spike_margin=margin)
+
+
+def test_a_snapshot_from_before_the_spike_margin_restores_with_todays_default():
+    monitor = SeriesMonitor.default()
+    run([daily(i, random.Random(3)) for i in range(600)], monitor)
+    state = dict(monitor.detector.__dict__)
+    del state["spike_margin"]
+    old = ContextLikelihoodDetector.__new__(ContextLikelihoodDetector)
+    old.__setstate__(state)
+    assert old.spike_margin == 0.01
+    assert old.update(500.0, FIVE_MIN * 600) == monitor.detector.update(500.0, FIVE_MIN * 600)
