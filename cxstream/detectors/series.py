@@ -15,8 +15,7 @@ well over 100,000 points per second in pure Python:
    threshold 0.5 means "a 1-in-10,000 stretch".
 3. **New extremes.** A value beyond the range seen so far by more than 10 % of that range scores 1.
    Until the likelihood has its distribution (``warmup`` points), the score is the two-sided
-   Gaussian tail of the value against the last ``window`` points, on the same scale; being a
-   single point's tail, it is news only at the spike rule's strictness (``spike``).
+   Gaussian tail of the value against the last ``window`` points, on the same scale.
 4. **Spikes.** A single point beyond every point of its recent window and far from it (its
    two-sided Gaussian tail against the last ``window`` points at most 1e-6: ``spike`` 0.75 on the
    same scale) is news even where a context expects it (a nightly batch job's burst, which
@@ -126,8 +125,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
     window
         Points of the recent window whose two-sided Gaussian tail, on the likelihood's scale, is
         the score until the likelihood's warm-up ends (from the ``window_min``-th point on): a
-        short series is not left unwatched for its first ``warmup`` points (news only from
-        ``spike`` on, as for a spike). After it, the same tail scores spikes.
+        short series is not left unwatched for its first ``warmup`` points. After it, the same
+        tail scores spikes.
     spike
         Score a single point's tail must reach to count as a spike after the warm-up (0.75: a
         1-in-a-million point); ``None``: no spike rule.
@@ -253,13 +252,10 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
 
     def _assess(self, value: float, raw: float, z: float) -> tuple[float, bool]:
         """The score, and whether the point is news (see :meth:`update_novel`)."""
-        if self._n < self.warmup:  # a single point against the window: held as a spike is
-            point = self._tail(z)
-            return point, self.spike is None or point >= self.spike
         short = self._short(raw)
-        score = self._likelihood(value, short)
+        score = self._tail(z) if self._n < self.warmup else self._likelihood(value, short)
         novel = score >= 1.0 or short >= self.repeat_share * self._record
-        if self.spike is not None and z >= self._far:
+        if self.spike is not None and self._n >= self.warmup and z >= self._far:
             point = self._tail(z)
             if point >= self.spike and self._outside(value) and self._sized(value):
                 return (point if point > score else score), True

@@ -182,20 +182,3 @@ def test_a_snapshot_from_before_the_spike_margin_restores_with_todays_default():
     old.__setstate__(state)
     assert old.spike_margin == 0.01
     assert old.update(500.0, FIVE_MIN * 600) == monitor.detector.update(500.0, FIVE_MIN * 600)
-
-
-def test_in_the_warm_up_a_single_point_alerts_only_as_far_out_as_a_spike():
-    """Before the likelihood has its distribution, a point's tail against its window is the
-    score; a point 4.5 standard deviations out (a tail of 7e-6, score 0.64) scores but is no
-    news, one 8 out (past the spike rule's 1e-6) alerts."""
-
-    def point(z):
-        values = [9.0 if i % 2 else 11.0 for i in range(150)] + [10.0 + z]
-        return run(values)[150]
-
-    score, alert = point(4.5)
-    assert 0.5 < score < 0.75 and not alert
-    score, alert = point(8.0)
-    assert score >= 0.75 and alert
-    without = SeriesMonitor(ContextLikelihoodDetector(spike=None), AlertGate())
-    assert run([9.0 if i % 2 else 11.0 for i in range(150)] + [14.5], without)[150][1]
