@@ -218,3 +218,29 @@ def test_files_saved_with_a_byte_order_mark_read_as_the_originals(tmp_path):
         summary = json.loads(result.output.strip().splitlines()[-1])
         summaries.append({k: v for k, v in summary.items() if k != "points_per_s"})
     assert summaries[0] == summaries[1]
+
+
+def test_the_resampling_script_in_the_docs_writes_a_tree_eval_nab_scores(tmp_path):
+    """docs/evaluation.md measures the detector on NAB averaged to coarser points with a script
+    it prints: the script runs as printed and writes a tree with every file, a twelfth of the
+    points and every window."""
+    import subprocess
+    import sys
+
+    page = (Path(__file__).parents[3] / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    section = page[page.index("**Other sampling intervals and lengths.**") :]
+    start = section.index("```python\n") + len("```python\n")
+    script = section[start : section.index("\n```", start)]
+    (tmp_path / "resample.py").write_text(script, encoding="utf-8")
+    out = tmp_path / "hourly"
+    subprocess.run(
+        [sys.executable, str(tmp_path / "resample.py"), "12", str(NAB), str(out)], check=True
+    )
+    result = CliRunner().invoke(main, ["eval", "nab", "--data", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["files"] == 30
+    assert 161_493 // 12 - 30 <= report["points"] <= 161_493 // 12
+    original = json.loads((NAB / "labels" / "combined_windows.json").read_text())
+    written = json.loads((out / "labels" / "combined_windows.json").read_text())
+    assert {k: len(v) for k, v in written.items()} == {k: len(v) for k, v in original.items()}
