@@ -1,6 +1,7 @@
-"""Tables as spreadsheets export them: which delimiter a file uses, and numbers as they are shown.
+"""Tables as spreadsheets export them: which delimiter a file uses, numbers as they are shown,
+and how a cell says it holds nothing.
 
-Used where a user hands cxstream a table: ``load-customers`` and ``eval churn``.
+Used where a user hands cxstream a table: ``load-customers``, ``eval churn`` and ``eval nab``.
 """
 
 from __future__ import annotations
@@ -8,12 +9,13 @@ from __future__ import annotations
 import codecs
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from cxstream.errors import DataError
 
 __all__ = [
     "DELIMITERS",
+    "MISSING_TOKENS",
     "decode_table",
     "delimiter_of",
     "file_encoding",
@@ -22,6 +24,9 @@ __all__ = [
 
 DELIMITERS = (",", ";", "\t", "|")
 """Comma, or a spreadsheet export's semicolon, tab or bar (the first wins a tie)."""
+
+MISSING_TOKENS: Final = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
+"""How a table writes a value not measured, once stripped and in lower case."""
 
 _CURRENCY = "[$\u20ac\u00a3\u00a5]"
 _MARKS = re.compile(r"[,$%\u20ac\u00a3\u00a5]")  # a cell without any is left as it is

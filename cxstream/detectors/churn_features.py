@@ -26,6 +26,8 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from cxstream.csvfile import MISSING_TOKENS
+
 __all__ = [
     "MISSING",
     "MISSING_TOKENS",
@@ -44,8 +46,6 @@ __all__ = [
 
 MISSING: Final = "<missing>"
 OTHER: Final = "<other>"
-# how a table writes a value not measured, once stripped and in lower case
-MISSING_TOKENS: Final = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 
 Row = Mapping[str, Any]
 FloatArray = NDArray[np.float64]

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cxstream.detectors.churn_features import MISSING_TOKENS
+from cxstream.csvfile import MISSING_TOKENS
 from cxstream.detectors.series import SeriesMonitor
 from cxstream.errors import DataError
 from cxstream.events import key_written_twice
