@@ -34,9 +34,9 @@ well over 100,000 points per second in pure Python:
    series' own sampling (12 hourly points, 144 five-minute points, 720 one-minute points; at least
    10), as an operator wants one page per problem (:class:`AlertGate`).
 
-The decision settings (threshold, quiet period, repeat rule, spike rule) were chosen on a small
-grid fixed by reasoning (docs/evaluation.md, with the leave-one-group-out figures; ``cxstream eval
-protocol`` measures any choice).
+The decision settings (threshold, quiet period, repeat rule, spike rule and its margin) were
+chosen on small grids fixed by reasoning (docs/evaluation.md, with the leave-one-group-out figures;
+``cxstream eval protocol`` measures any choice of the first four).
 
 Memory is bounded: three arrays per context (at most 288 daily and 2,016 weekly buckets at the
 5-minute floor) and the last ``window`` values, about 58 kB per series in the worst case — meant
@@ -58,6 +58,7 @@ from typing_extensions import override
 __all__ = ["AlertGate", "ContextLikelihoodDetector", "SeriesMonitor"]
 
 _DAY = 86_400.0
+_SPIKE_MARGIN = 0.01  # share of the range seen a spike must move (docs/evaluation.md)
 _WEEK_OFFSET_DAYS = 3  # 1970-01-01 was a Thursday: shift so that 0 = Monday
 
 
@@ -167,7 +168,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         window_min: int = 30,
         spike: float | None = 0.75,
         spike_days: float = 0.25,
-        spike_margin: float = 0.01,
+        spike_margin: float = _SPIKE_MARGIN,
     ) -> None:
         if spike_days <= 0 or repeat_days <= 0:
             msg = f"spike_days and repeat_days must be above 0, not {spike_days} and {repeat_days}"
@@ -221,7 +222,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         """Restore a snapshot, also one taken before the spike rule had its margin (it takes
         today's default)."""
         self.__dict__.update(state)
-        self.__dict__.setdefault("spike_margin", 0.01)
+        self.__dict__.setdefault("spike_margin", _SPIKE_MARGIN)
 
     # -- internals ------------------------------------------------------------------------------
     def _buckets(self, t: float | None) -> tuple[int, int]:
