@@ -155,6 +155,7 @@ def test_timestamps_with_a_zone_match_labels_without_one(tmp_path):
     assert plain["standard"] > 90
 
 
+@pytest.mark.shared_data
 def test_default_detector_on_the_nab_dev_subset_scores_at_least_62():
     """Quality guard for the shipped configuration (measured: 64.9 / 48.3 / 72.4)."""
     result = CliRunner().invoke(main, ["eval", "nab", "--data", str(NAB), "--json"])
@@ -220,6 +221,7 @@ def test_files_saved_with_a_byte_order_mark_read_as_the_originals(tmp_path):
     assert summaries[0] == summaries[1]
 
 
+@pytest.mark.shared_data
 def test_the_resampling_script_in_the_docs_writes_a_tree_eval_nab_scores(tmp_path):
     """docs/evaluation.md measures the detector on NAB averaged to coarser points with a script
     it prints: the script runs as printed and writes a tree with every file, a twelfth of the
