@@ -4,6 +4,8 @@ import csv
 import json
 import math
 import random
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -226,9 +228,6 @@ def test_the_resampling_script_in_the_docs_writes_a_tree_eval_nab_scores(tmp_pat
     """docs/evaluation.md measures the detector on NAB averaged to coarser points with a script
     it prints: the script runs as printed and writes a tree with every file, a twelfth of the
     points and every window."""
-    import subprocess
-    import sys
-
     page = (Path(__file__).parents[3] / "docs" / "evaluation.md").read_text(encoding="utf-8")
     section = page[page.index("**Other sampling intervals and lengths.**") :]
     start = section.index("```python\n") + len("```python\n")
