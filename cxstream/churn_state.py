@@ -4,6 +4,12 @@
   ``<prefix>:churn:snap:<subscriber>`` with a TTL (``churn.snapshot_ttl_s``). An outcome that
   arrives days later is learned from that snapshot, not from the customer's features of today
   (which may already reflect the churn: a cancelled contract, a closed ticket).
+* **Learned outcomes.** Once learned, a snapshot moves to ``<prefix>:churn:learned:<subscriber>``
+  (same TTL) with the outcome, the model's count of learned outcomes once it was learned, and the
+  revision of the checkpoint that holds it. The same outcome seen again is a duplicate if the
+  learner has learned that many outcomes, and a replay if it has learned fewer (a restart
+  resumed it from a recovery snapshot taken before): a replay is learned again from the same
+  features, a duplicate is not.
 * **Checkpoints.** The model's single writer (the flow's ``learn_churn`` step) stores every new
   revision under ``<prefix>:churn:model`` and its number under ``<prefix>:churn:revision`` in one
   transaction; scorers on every worker poll the number and reload when it changes. A restarted
@@ -14,7 +20,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -28,7 +34,8 @@ class ChurnState(Protocol):
 
     def save_snapshots(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None: ...
     def get_snapshots(self, subscribers: Sequence[str]) -> list[dict[str, Any] | None]: ...
-    def drop_snapshots(self, subscribers: Iterable[str]) -> None: ...
+    def get_learned(self, subscribers: Sequence[str]) -> list[dict[str, Any] | None]: ...
+    def mark_learned(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None: ...
     def save_checkpoint(self, revision: int, data: bytes) -> None: ...
     def revision(self) -> int | None: ...
     def load_checkpoint(self) -> bytes | None: ...
@@ -61,11 +68,26 @@ class RedisChurnState:
         raw = self._client.mget([self._snap(s) for s in subscribers])
         return [orjson.loads(r) if r is not None else None for r in raw]
 
-    def drop_snapshots(self, subscribers: Iterable[str]) -> None:
-        """Forget snapshots whose outcome was learned (so a repeat is not learned twice)."""
-        keys = [self._snap(s) for s in subscribers]
-        if keys:
-            self._client.delete(*keys)
+    def _learned(self, subscriber: str) -> str:
+        return f"{self._prefix}:churn:learned:{subscriber}"
+
+    def get_learned(self, subscribers: Sequence[str]) -> list[dict[str, Any] | None]:
+        """The last learned outcome of each customer (None where there is none, or it expired)."""
+        if not subscribers:
+            return []
+        raw = self._client.mget([self._learned(s) for s in subscribers])
+        return [orjson.loads(r) if r is not None else None for r in raw]
+
+    def mark_learned(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Move each learned snapshot to its customer's learned key (the outcome and revision
+        added), so a repeated outcome is not learned from a newer snapshot."""
+        if not items:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for subscriber, learned in items:
+            pipe.set(self._learned(subscriber), orjson.dumps(learned), ex=self._ttl_s)
+            pipe.delete(self._snap(subscriber))
+        pipe.execute()
 
     def save_checkpoint(self, revision: int, data: bytes) -> None:
         """Store a new model revision and its number atomically."""
@@ -90,6 +112,7 @@ class MemoryChurnState:
 
     def __init__(self) -> None:
         self.snapshots: dict[str, dict[str, Any]] = {}
+        self.learned: dict[str, dict[str, Any]] = {}
         self.checkpoint: tuple[int, bytes] | None = None
 
     def save_snapshots(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
@@ -101,10 +124,15 @@ class MemoryChurnState:
         """The stored snapshots (None where there is none)."""
         return [self.snapshots.get(s) for s in subscribers]
 
-    def drop_snapshots(self, subscribers: Iterable[str]) -> None:
-        """Forget learned snapshots."""
-        for s in subscribers:
-            self.snapshots.pop(s, None)
+    def get_learned(self, subscribers: Sequence[str]) -> list[dict[str, Any] | None]:
+        """The last learned outcome of each customer (None where there is none)."""
+        return [self.learned.get(s) for s in subscribers]
+
+    def mark_learned(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Move learned snapshots to the learned outcomes."""
+        for subscriber, learned in items:
+            self.learned[subscriber] = orjson.loads(orjson.dumps(learned))
+            self.snapshots.pop(subscriber, None)
 
     def save_checkpoint(self, revision: int, data: bytes) -> None:
         """Store a new model revision."""

@@ -4,7 +4,8 @@ What names a customer in Redis, under the key prefix ``<p>``:
 
 * keys of their own: ``<p>:customer:<id>`` (profile), ``<p>:history:<id>`` and
   ``<p>:history:recent:<id>`` (experience history),
-  ``<p>:churn:snap:<id>`` (the churn snapshot awaiting its label), ``<p>:exp:<id>`` (experiment
+  ``<p>:churn:snap:<id>`` (the churn snapshot awaiting its label), ``<p>:churn:learned:<id>``
+  (the snapshot of their last learned outcome), ``<p>:exp:<id>`` (experiment
   group), ``<p>:cooldown:<id>:*`` (contact cooldowns), ``<p>:cap:<id>:*`` (frequency caps) and
   ``<p>:actions:<id>`` (the ids of the actions decided for them);
 * the delivery ledger of each of those actions: ``<p>:delivered:<action>`` and
@@ -138,7 +139,11 @@ def erase_customer(
         f"{prefix}:history:recent:{sid}",
         action_index_key(prefix, sid),
     ]
-    state_keys = [f"{prefix}:churn:snap:{sid}", f"{prefix}:exp:{sid}"]
+    state_keys = [
+        f"{prefix}:churn:snap:{sid}",
+        f"{prefix}:churn:learned:{sid}",
+        f"{prefix}:exp:{sid}",
+    ]
     for pattern in (f"{prefix}:cooldown:{sid}:*", f"{prefix}:cap:{sid}:*"):
         state_keys += [_text(k) for k in client.scan_iter(match=pattern, count=_SCAN)]
     for action_id in action_ids:

@@ -213,8 +213,9 @@ CHURN_SCORES = Counter(
 )
 CHURN_OUTCOMES = Counter(
     "churn_outcomes",
-    "Outcomes seen by the churn model: learned (from the stored feature snapshot), no_snapshot "
-    "(never scored, or the snapshot expired), not_a_label (complaint, offer accepted).",
+    "Outcomes seen by the churn model: learned (from the stored feature snapshot), duplicate "
+    "(already in the model), no_snapshot (never scored, or the snapshot expired), not_a_label "
+    "(complaint, offer accepted).",
     ["result"],
     namespace=_NS,
 )
@@ -257,7 +258,7 @@ for _outcome in ("processed", "dead_letter"):
     EVENTS.labels(_outcome)
 for _escalated in ("true", "false"):
     CHURN_SCORES.labels(_escalated)
-for _result in ("learned", "no_snapshot", "not_a_label"):
+for _result in ("learned", "duplicate", "no_snapshot", "not_a_label"):
     CHURN_OUTCOMES.labels(_result)
 for _event in (
     "refit",

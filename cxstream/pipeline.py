@@ -280,11 +280,11 @@ class Pipeline:
         """See :meth:`ChurnRisk.score`."""
         return self.churn_step.score(signals, now)
 
-    def learn_outcome(
-        self, learner: ChurnLearner | None, outcome: Outcome
-    ) -> tuple[ChurnLearner, dict[str, Any]]:
-        """See :meth:`ChurnRisk.learn_outcome`."""
-        return self.churn_step.learn_outcome(learner, outcome)
+    def learn_outcomes(
+        self, learner: ChurnLearner | None, outcomes: Sequence[Outcome]
+    ) -> tuple[ChurnLearner, list[dict[str, Any]]]:
+        """See :meth:`ChurnRisk.learn_outcomes`."""
+        return self.churn_step.learn_outcomes(learner, outcomes)
 
     def score_base_step(self) -> dict[str, Any] | None:
         """See :meth:`BaseScoring.step`."""

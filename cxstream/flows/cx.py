@@ -19,6 +19,7 @@ Bytewax's testing sources and sinks.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,7 @@ from cxstream.actions.tmf import (
 )
 from cxstream.batches import AlarmClear, CellBatch, RawBatch, ShardBatch
 from cxstream.detectors.cells import CellMonitor, CellStats
+from cxstream.detectors.churn import ChurnLearner
 from cxstream.detectors.table import SubscriberTable
 from cxstream.events import (
     Action,
@@ -166,6 +168,26 @@ class _CellLogic(
     @override
     def snapshot(self) -> dict[str, CellMonitor[Candidate]]:
         return self._cells
+
+
+class _LearnLogic(StatefulBatchLogic[Outcome, dict[str, Any], ChurnLearner]):
+    """The churn model's single writer: the outcomes of a poll are learned as one batch (one
+    read of their snapshots, one checkpoint)."""
+
+    def __init__(self, pipeline: Pipeline, resume: ChurnLearner | None) -> None:
+        self._pipeline = pipeline
+        self._learner = resume
+
+    @override
+    def on_batch(self, values: list[Outcome]) -> tuple[list[dict[str, Any]], bool]:
+        self._learner, records = self._pipeline.learn_outcomes(self._learner, values)
+        return records, StatefulBatchLogic.RETAIN
+
+    @override
+    def snapshot(self) -> ChurnLearner:
+        if self._learner is None:  # not reached: Bytewax snapshots a key after its first batch
+            self._learner = self._pipeline.new_churn_learner()
+        return copy.deepcopy(self._learner)  # the learner goes on learning; the snapshot stays
 
 
 def _is_outcome(item: Outcome | BadEvent) -> TypeGuard[Outcome]:
@@ -378,7 +400,9 @@ def build_flow(settings: Settings, pipeline: Pipeline, io: FlowIO) -> Dataflow:
         # one learner (a single key: one worker owns the model, Bytewax snapshots it); the
         # scorers on every worker pick up its checkpoints from Redis
         by_model = op.key_on("key_churn_model", outcomes, lambda _o: "churn-model")
-        learned = op.stateful_map("learn_churn", by_model, pipeline.learn_outcome)
+        learned = op.stateful_batch(
+            "learn_churn", by_model, lambda resume: _LearnLogic(pipeline, resume)
+        )
         outs.append(
             op.map(
                 "churn_outcome_msg",

@@ -38,6 +38,7 @@ from cxstream.steps.common import RedisTrouble
 __all__ = ["SCHEDULED", "BaseScoring", "ChurnRisk", "churn_model"]
 
 SCHEDULED: Final = "scheduled"
+"""The ``signal`` and ``source_id`` of a snapshot taken by the scheduled pass."""
 
 
 def churn_model(schema: Schema, churn: ChurnSettings, *, trees: bool = True) -> ChurnModel:
@@ -50,8 +51,6 @@ def churn_model(schema: Schema, churn: ChurnSettings, *, trees: bool = True) -> 
         trees=TreeSettings(window=churn.tree_window) if trees and churn.trees else None,
     )
 
-
-"""The ``signal`` and ``source_id`` of a snapshot taken by the scheduled pass."""
 
 log = logging.getLogger(__name__)
 
@@ -293,48 +292,112 @@ class ChurnRisk:
 
     _LABELS: dict[OutcomeKind, bool] = {OutcomeKind.CHURNED: True, OutcomeKind.RETAINED: False}
 
-    def learn_outcome(
-        self, learner: ChurnLearner | None, outcome: Outcome
-    ) -> tuple[ChurnLearner, dict[str, Any]]:
-        """Learn one outcome from the features its customer was scored with (delayed label).
+    def learn_outcomes(
+        self, learner: ChurnLearner | None, outcomes: Sequence[Outcome]
+    ) -> tuple[ChurnLearner, list[dict[str, Any]]]:
+        """Learn a batch of outcomes, in order, from the features each customer was scored with
+        (delayed labels); one read of the snapshots, one checkpoint for the whole batch.
 
-        Returns the learner and a record for the decisions topic: ``learned``, ``no_snapshot``
-        (never scored, or the snapshot expired), ``not_a_label``, or ``state_unavailable``.
+        Returns the learner and a record per outcome for the decisions topic: ``learned``,
+        ``duplicate`` (this outcome is already in the model), ``no_snapshot`` (never scored, or
+        the snapshot expired), ``not_a_label``, or ``state_unavailable``. An outcome replayed
+        after a restart that resumed from a learner that had not learned it yet is learned
+        again, from the same snapshot (see :mod:`cxstream.churn_state`). A checkpoint is about a
+        megabyte: written per outcome it would cap the learner at some hundred outcomes a second
+        and hold up the worker it shares with the stream, so a backlog costs one write a batch.
         """
         if learner is None:
             learner = self.new_learner()
-        record: dict[str, Any] = {
-            "subscriber_id": outcome.subscriber_id,
-            "outcome": outcome.kind.value,
-            "result": "not_a_label",
-        }
-        label = self._LABELS.get(outcome.kind)
-        if label is None or not self.settings.churn.enabled:
-            metrics.CHURN_OUTCOMES.labels("not_a_label").inc()
-            return learner, {"churn_outcome": record}
+        records: list[dict[str, Any]] = []
+        labelled: list[tuple[dict[str, Any], bool, str]] = []
+        for outcome in outcomes:
+            record: dict[str, Any] = {
+                "subscriber_id": outcome.subscriber_id,
+                "outcome": outcome.kind.value,
+                "result": "not_a_label",
+            }
+            records.append(record)
+            label = self._LABELS.get(outcome.kind)
+            if label is None or not self.settings.churn.enabled:
+                metrics.CHURN_OUTCOMES.labels("not_a_label").inc()
+            else:
+                labelled.append((record, label, f"{outcome.kind.value}@{outcome.time.isoformat()}"))
+        if not labelled:
+            return learner, [{"churn_outcome": r} for r in records]
+        ids = [r["subscriber_id"] for r, _, _ in labelled]
         try:
-            (snapshot,) = self.state.get_snapshots([outcome.subscriber_id])
+            snapshots = dict(zip(ids, self.state.get_snapshots(ids), strict=True))
+            learned = dict(zip(ids, self.state.get_learned(ids), strict=True))
         except redis.RedisError as exc:
             self.trouble("churn snapshots", exc)
-            record["result"] = "state_unavailable"
-            return learner, {"churn_outcome": record}
-        if snapshot is None:
-            metrics.CHURN_OUTCOMES.labels("no_snapshot").inc()
-            record["result"] = "no_snapshot"
-            return learner, {"churn_outcome": record}
+            for record, _, _ in labelled:
+                record["result"] = "state_unavailable"
+            return learner, [{"churn_outcome": r} for r in records]
         if learner.model.background is None:  # refits never block the outcome stream
             if self._refits is None:
                 self._refits = ThreadPoolExecutor(1, thread_name_prefix="churn-refit")
             learner.model.background = self._refits
-        p, drifted = learner.learn_one(snapshot["features"], label)
-        metrics.CHURN_OUTCOMES.labels("learned").inc()
-        if drifted:
-            metrics.CHURN_DRIFTS.inc()
-            log.warning(
-                "churn model quality changed (ADWIN on the loss): %s; posteriors widened, "
-                "trees refit on the recent outcomes go on trial",
-                learner.quality.report(),
+        held = learner.model.n_learned  # what the learner's state holds, before this batch
+        done: dict[str, dict[str, Any]] = {}  # learned in this batch, by customer
+        for record, label, key in labelled:
+            sid = record["subscriber_id"]
+            before = done.get(sid) or learned[sid]
+            if before is not None and before.get("outcome") == key:
+                if sid in done or not int(before.get("n_learned", 0)) > held:
+                    metrics.CHURN_OUTCOMES.labels("duplicate").inc()
+                    record["result"] = "duplicate"
+                    continue
+                snapshot: dict[str, Any] | None = before  # a replay: the learner is older
+            else:
+                snapshot = snapshots[sid]
+            if snapshot is None or not isinstance(snapshot.get("features"), dict):
+                metrics.CHURN_OUTCOMES.labels("no_snapshot").inc()
+                record["result"] = "no_snapshot"
+                continue
+            snapshots[sid] = None
+            p, drifted = learner.learn_one(snapshot["features"], label)
+            done[sid] = {**snapshot, "outcome": key, "n_learned": learner.model.n_learned}
+            metrics.CHURN_OUTCOMES.labels("learned").inc()
+            if drifted:
+                metrics.CHURN_DRIFTS.inc()
+                log.warning(
+                    "churn model quality changed (ADWIN on the loss): %s; posteriors widened, "
+                    "trees refit on the recent outcomes go on trial",
+                    learner.quality.report(),
+                )
+            self._report_events(learner)
+            record.update(
+                result="learned",
+                probability_before=round(p, 4),
+                risk_at_scoring=snapshot.get("risk"),
+                scored_at=snapshot.get("scored_at"),
+                drift=drifted,
             )
+        if not done:
+            return learner, [{"churn_outcome": r} for r in records]
+        quality = learner.quality.report()
+        metrics.CHURN_ROC_AUC.set(quality["roc_auc"])
+        metrics.CHURN_LOG_LOSS.set(quality["log_loss"])
+        try:
+            # revisions only grow, also after a restart resumed an older learner: scorers reload
+            # when the number changes
+            learner.revision = max(learner.revision, self.state.revision() or 0)
+            data = learner.checkpoint()
+            self.state.save_checkpoint(learner.revision, data)
+            self.state.mark_learned(
+                [(sid, {**snap, "revision": learner.revision}) for sid, snap in done.items()]
+            )
+        except redis.RedisError as exc:  # the learner keeps it; the next checkpoint carries it
+            self.trouble("churn checkpoint", exc)
+        metrics.CHURN_REVISION.labels("learner").set(learner.revision)
+        for record, _, _ in labelled:
+            if record["result"] == "learned":
+                record["revision"] = learner.revision
+        return learner, [{"churn_outcome": r} for r in records]
+
+    @staticmethod
+    def _report_events(learner: ChurnLearner) -> None:
+        """Count and log the model's refit and drift events since the last call."""
         for event in learner.take_events():
             name, _, detail = event.partition(": ")
             metrics.CHURN_MODEL_EVENTS.labels(name).inc()
@@ -342,25 +405,6 @@ class ChurnRisk:
                 log.error("churn trees refit failed, the previous trees keep serving: %s", detail)
             elif name != "refit":
                 log.info("churn model: %s at %d outcomes", name, learner.model.n_learned)
-        quality = learner.quality.report()
-        metrics.CHURN_ROC_AUC.set(quality["roc_auc"])
-        metrics.CHURN_LOG_LOSS.set(quality["log_loss"])
-        try:
-            data = learner.checkpoint()
-            self.state.save_checkpoint(learner.revision, data)
-            self.state.drop_snapshots([outcome.subscriber_id])
-        except redis.RedisError as exc:  # the learner keeps it; the next checkpoint carries it
-            self.trouble("churn checkpoint", exc)
-        metrics.CHURN_REVISION.labels("learner").set(learner.revision)
-        record.update(
-            result="learned",
-            probability_before=round(p, 4),
-            risk_at_scoring=snapshot.get("risk"),
-            scored_at=snapshot.get("scored_at"),
-            revision=learner.revision,
-            drift=drifted,
-        )
-        return learner, {"churn_outcome": record}
 
 
 TREND_KEPT = 12

@@ -120,6 +120,12 @@ def populate(client, subscribers):
         # and waits for its next delivery round (the endpoint was down)
         RedisRetryStore(client, retry_key(PREFIX, "webhook-0")).put(d.action, 1, NIGHT.timestamp())
     policy.experiment.assign(subscribers[0], "treated", sent[0].action)
+    # an outcome of the first was learned (its snapshot kept as learned), and it was scored since
+    (snapshot,) = churn.state.get_snapshots(subscribers[:1])
+    assert snapshot is not None
+    learned = {**snapshot, "outcome": f"churned@{NOON.isoformat()}", "revision": 1}
+    churn.state.mark_learned([(subscribers[0], learned)])
+    churn.state.save_snapshots([(subscribers[0], snapshot)])
 
 
 def test_erase_removes_every_key_and_entry_that_names_the_customer(redis_conn):

@@ -78,8 +78,8 @@ def test_a_snapshot_taken_at_a_signal_is_kept_and_outcomes_of_untroubled_custome
     (kept,) = churn.state.get_snapshots(["s4"])
     assert kept["source_id"] == "deg-s4"
     # s7 never had any trouble: its churn is learned from the scheduled snapshot
-    learner, record = churn.learn_outcome(
-        None, Outcome(subscriber_id="s7", kind=OutcomeKind.CHURNED, time=NOON)
+    learner, (record,) = churn.learn_outcomes(
+        None, [Outcome(subscriber_id="s7", kind=OutcomeKind.CHURNED, time=NOON)]
     )
     assert record["churn_outcome"]["result"] == "learned"
     assert learner.model.n_learned == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from datetime import UTC, datetime, timedelta
@@ -150,13 +151,81 @@ def test_churn_outcomes_are_learned_once_from_the_snapshot():
     churn = churn_step()
     churn.score([signal(customer("s1"))], NOON)
     churned = Outcome(subscriber_id="s1", kind=OutcomeKind.CHURNED, time=NOON)
-    learner, record = churn.learn_outcome(None, churned)
+    learner, (record,) = churn.learn_outcomes(None, [churned])
     assert record["churn_outcome"]["result"] == "learned"
     assert learner.revision == 1
-    _, again = churn.learn_outcome(learner, churned)
-    assert again["churn_outcome"]["result"] == "no_snapshot"  # the snapshot was used up
+    _, (again,) = churn.learn_outcomes(learner, [churned])
+    assert again["churn_outcome"]["result"] == "duplicate"  # already in the model
+    later = Outcome(subscriber_id="s1", kind=OutcomeKind.RETAINED, time=NOON + timedelta(days=1))
+    assert churn.learn_outcomes(learner, [later])[1][0]["churn_outcome"]["result"] == "no_snapshot"
     took = Outcome(subscriber_id="s1", kind=OutcomeKind.OFFER_ACCEPTED, time=NOON)
-    assert churn.learn_outcome(learner, took)[1]["churn_outcome"]["result"] == "not_a_label"
+    assert churn.learn_outcomes(learner, [took])[1][0]["churn_outcome"]["result"] == "not_a_label"
+
+
+def test_a_batch_of_outcomes_is_learned_in_order_with_one_checkpoint():
+    churn = churn_step()
+    saved: list[int] = []
+    save = churn.state.save_checkpoint
+
+    def counting(revision: int, data: bytes) -> None:
+        saved.append(revision)
+        save(revision, data)
+
+    churn.state.save_checkpoint = counting  # type: ignore[method-assign]
+    churn.score([signal(customer(s)) for s in ("s1", "s2", "s3")], NOON)
+    batch = [
+        Outcome(subscriber_id="s1", kind=OutcomeKind.CHURNED, time=NOON),
+        Outcome(subscriber_id="s2", kind=OutcomeKind.OFFER_ACCEPTED, time=NOON),
+        Outcome(subscriber_id="s1", kind=OutcomeKind.RETAINED, time=NOON),  # its snapshot is used
+        Outcome(subscriber_id="s9", kind=OutcomeKind.CHURNED, time=NOON),  # never scored
+        Outcome(subscriber_id="s3", kind=OutcomeKind.RETAINED, time=NOON),
+    ]
+    learner, records = churn.learn_outcomes(None, batch)
+    results = [r["churn_outcome"]["result"] for r in records]
+    assert results == ["learned", "not_a_label", "no_snapshot", "no_snapshot", "learned"]
+    assert learner.model.n_learned == 2 and saved == [1]  # one checkpoint holds both
+    assert [r["churn_outcome"].get("revision") for r in records] == [1, None, None, None, 1]
+    assert churn.state.get_snapshots(["s1", "s2", "s3"]) == [
+        None,
+        churn.state.snapshots["s2"],
+        None,
+    ]
+    assert churn.state.learned["s1"]["revision"] == 1
+    # a batch with nothing to learn writes no checkpoint
+    _, records = churn.learn_outcomes(learner, batch[:2])
+    assert [r["churn_outcome"]["result"] for r in records] == ["duplicate", "not_a_label"]
+    assert saved == [1]
+
+
+def test_an_outcome_replayed_to_an_older_learner_is_learned_again_from_the_same_snapshot():
+    """A restart resumes the learner from a recovery snapshot and replays the outcomes after it:
+    those are learned again, from the features they were learned from, though the customer has
+    been scored again since; the same outcome seen by a learner that holds it is a duplicate."""
+    churn = churn_step()
+    churn.score([signal(customer("s1")), signal(customer("s2"))], NOON)
+    (first,) = churn.state.get_snapshots(["s1"])
+    resumed, _ = churn.learn_outcomes(None, [])  # the recovery snapshot: nothing learned yet
+    resumed = copy.deepcopy(resumed)
+    outcome = Outcome(subscriber_id="s1", kind=OutcomeKind.CHURNED, time=NOON)
+    learner, _ = churn.learn_outcomes(None, [outcome])
+    rescored = customer("s1").model_copy(update={"tenure_months": 60})
+    churn.score([signal(rescored)], NOON + timedelta(hours=1))  # scored again after it
+    assert churn.state.get_snapshots(["s1"])[0]["features"] != first["features"]
+
+    other = Outcome(subscriber_id="s2", kind=OutcomeKind.RETAINED, time=NOON)
+    resumed, records = churn.learn_outcomes(resumed, [outcome, other])
+    assert [r["churn_outcome"]["result"] for r in records] == ["learned", "learned"]
+    assert resumed.model.n_learned == 2
+    assert resumed.revision == 2 and churn.state.revision() == 2  # revisions only grow
+    assert churn.state.learned["s1"]["features"] == first["features"]
+    replayed = records[0]["churn_outcome"]
+    assert (replayed["scored_at"], replayed["risk_at_scoring"]) == (
+        first["scored_at"],
+        first["risk"],
+    )
+    assert learner.model.n_learned == 1
+    _, records = churn.learn_outcomes(resumed, [outcome, outcome])
+    assert [r["churn_outcome"]["result"] for r in records] == ["duplicate", "duplicate"]
 
 
 def test_churn_scorers_refuse_a_checkpoint_the_key_does_not_authenticate(caplog):
@@ -166,7 +235,7 @@ def test_churn_scorers_refuse_a_checkpoint_the_key_does_not_authenticate(caplog)
     state = MemoryChurnState()
     churn = ChurnRisk(keyed, state, trouble=RedisTrouble())
     churn.score([signal(customer("s1"))], NOON)
-    churn.learn_outcome(None, Outcome(subscriber_id="s1", kind=OutcomeKind.CHURNED, time=NOON))
+    churn.learn_outcomes(None, [Outcome(subscriber_id="s1", kind=OutcomeKind.CHURNED, time=NOON)])
     churn._checked = -math.inf  # past churn.refresh_s
     assert churn.scorer().n_learned == 1  # its own checkpoint, authenticated, is loaded
     # someone with write access to Redis stores a model of their own, unsigned or with another key
