@@ -4,7 +4,8 @@
 2. Create the topics, load simulated customer profiles into Redis, start the example webhook
    receiver (it verifies signatures and counts deliveries, standing in for a marketing system).
 3. Start the production dataflow (``cxstream run``) as a child process, exactly as in production.
-4. Stream realistic QoS events at ``--rate`` with injected incidents, and a few customer updates.
+4. Stream realistic QoS events at ``--rate`` with injected incidents, and a few customer updates;
+   a stand-in CRM reports which customers left or stayed (:class:`_Crm`), so the churn model learns.
 5. At the end (``--duration`` or Ctrl-C): wait until every produced event is processed or
    dead-lettered, let deliveries settle, stop the flow, print the summary.
 """
@@ -15,6 +16,7 @@ import base64
 import contextlib
 import dataclasses
 import logging
+import random
 import secrets
 import tempfile
 import threading
@@ -36,7 +38,7 @@ from cxstream.devtools.flowprocess import DemoSummary, Flow, summarize
 from cxstream.devtools.generations import Generations
 from cxstream.devtools.producer import produce_events
 from cxstream.devtools.services import embedded_services
-from cxstream.devtools.simulate import Simulator, plan_incidents
+from cxstream.devtools.simulate import Simulator, churn_probability, plan_incidents
 from cxstream.events import Channel, ConsentStatus, utcnow
 from cxstream.health import FlowHealth, LagWatch
 from cxstream.settings import Settings
@@ -44,6 +46,9 @@ from cxstream.settings import Settings
 __all__ = ["DemoOptions", "run_demo", "summary_json", "summary_lines"]
 
 ROTATION_RETRY_S = 30.0  # after a broker replacement put off because the flow had work in hand
+CRM_FIRST_S = 20.0  # the CRM's first report: the flow's start-up pass has scored every profile
+CRM_EVERY_S = 10.0  # then a report this often
+CRM_SHARE = 0.02  # of the customers per report
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +163,12 @@ def run_demo(
                 say(f"webhook receiver (stands in for marketing) at {receiver.url}")
                 watch = LagWatch(options.lag_alert_s, options.lag_alert_events)
                 tick = _Report(say, progress, watch, observe)
-                produced = _stream(live, sim, options, flow, receiver, tick, stop)
+                crm = _Crm(sim, live, random.Random(options.seed))
+                produced = _stream(live, sim, options, flow, receiver, tick, stop, crm)
                 say("draining: waiting until every event is processed or dead-lettered ...")
                 summary = _drain(flow, produced, receiver, options.drain_timeout_s, tick.last)
                 summary.max_lag = int(watch.max_lag)
+                summary.crm_outcomes = crm.sent
                 if options.capture_dir is not None:
                     _capture(live, receiver, options.capture_dir, secret)
                     say(f"captured the run's outputs in {options.capture_dir}")
@@ -251,6 +258,44 @@ def _capture(settings: Settings, receiver: WebhookReceiver, out: Path, secret: s
     (out / "webhook-secret.txt").write_text(secret + "\n")
 
 
+class _Crm:
+    """Stands in for the operator's CRM: ``CRM_FIRST_S`` after the start and then every
+    ``CRM_EVERY_S``, it reports for ``CRM_SHARE`` of the customers (in a shuffled order, each
+    once a round) whether they left or stayed, drawn from the simulated world's
+    :func:`~cxstream.devtools.simulate.churn_probability` (``hurt``: an incident had reached
+    them). A new round starts once the flow's scheduled pass has scored everybody again
+    (``churn.score_base_every_s``), so each outcome has a snapshot to be learned from."""
+
+    def __init__(self, sim: Simulator, settings: Settings, rng: random.Random) -> None:
+        self._sim, self._rng = sim, rng
+        self._topic = settings.kafka.topics.outcomes
+        self._round_s = settings.churn.score_base_every_s
+        self._profiles = {p.subscriber_id: p for p in sim.profiles()}
+        self._per_report = max(1, round(len(self._profiles) * CRM_SHARE))
+        self._order: list[str] = []
+        self._round_at = self.next_at = time.monotonic() + CRM_FIRST_S
+        self.sent = 0
+
+    def report(self, producer: Producer, now: float) -> None:
+        """Send the next report's outcomes (none between rounds)."""
+        self.next_at = now + CRM_EVERY_S
+        if not self._order and now >= self._round_at:
+            self._order = list(self._profiles)
+            self._rng.shuffle(self._order)
+            self._round_at = now + self._round_s
+        batch, self._order = self._order[: self._per_report], self._order[self._per_report :]
+        if not batch:
+            return
+        at = utcnow()
+        hurt = self._sim.hurt_by(at)
+        for sid in batch:
+            left = self._rng.random() < churn_probability(self._profiles[sid], hurt=sid in hurt)
+            kind = "churned" if left else "retained"
+            value = orjson.dumps({"subscriber_id": sid, "kind": kind, "time": at.isoformat()})
+            producer.produce(self._topic, key=sid.encode(), value=value)
+        self.sent += len(batch)
+
+
 def _stream(
     settings: Settings,
     sim: Simulator,
@@ -259,9 +304,11 @@ def _stream(
     receiver: WebhookReceiver,
     tick: _Report,
     stop: threading.Event,
+    crm: _Crm,
 ) -> int:
-    """Stream until ``duration_s`` (else until ``stop``), planning new incidents every cycle
-    and replacing the embedded broker every ``flow.rotation_s``; returns the events produced."""
+    """Stream until ``duration_s`` (else until ``stop``), planning new incidents every cycle,
+    sending the CRM's reports and replacing the embedded broker every ``flow.rotation_s``;
+    returns the events produced."""
     span = options.duration_s or 120.0
     say = tick.say
 
@@ -307,7 +354,9 @@ def _stream(
         elif now >= next_plan:
             plan(utcnow())
             next_plan = now + span
-        marks = [m for m in (end, next_plan, next_rotation) if m is not None]
+        if now >= crm.next_at:
+            crm.report(out, now)
+        marks = [m for m in (end, next_plan, next_rotation, crm.next_at) if m is not None]
         segment = max(0.5, min(marks) - time.monotonic())
         produced += produce_events(
             out,
@@ -356,6 +405,13 @@ def summary_lines(summary: DemoSummary) -> list[str]:
         causes = ", ".join(f"{c} {n}" for c, n in sorted(summary.incidents_opened.items()))
         total = sum(summary.incidents_opened.values())
         lines.append(f"  cell incidents opened: {total} ({causes})")
+    if summary.crm_outcomes:
+        learned = summary.churn.get("learned", 0)
+        lines.append(
+            f"  churn model: {learned:.0f} of the CRM's {summary.crm_outcomes} outcomes learned, "
+            f"revision {summary.churn.get('revision', 0):.0f}, rolling ROC AUC "
+            f"{summary.churn.get('roc_auc', 0.0):.2f}"
+        )
     if summary.decisions:
         lines.append("  contact decisions:")
         for (kind, result), n in sorted(summary.decisions.items()):

@@ -48,6 +48,10 @@ class DemoSummary:
     decisions: dict[tuple[str, str], int] = field(
         default_factory=dict, repr=False, metadata={"json": False}
     )
+    crm_outcomes: int = field(default=0, repr=False, metadata={"json": False})  # the demo's CRM
+    churn: dict[str, float] = field(  # outcomes by result, the learner's revision, rolling AUC
+        default_factory=dict, repr=False, metadata={"json": False}
+    )
 
 
 def scrape_counters(
@@ -253,6 +257,15 @@ def summarize(flow: Flow, produced: int, receiver: WebhookReceiver) -> DemoSumma
             if k.startswith("cxstream_cell_incidents_total{") and "state=open" in k and v
         },
         decisions=_decisions(c),
+        churn={
+            **{
+                k.split("result=", 1)[1].rstrip("}"): v
+                for k, v in c.items()
+                if k.startswith("cxstream_churn_outcomes_total{")
+            },
+            "revision": c.get("cxstream_churn_model_revision{role=learner}", 0.0),
+            "roc_auc": c.get("cxstream_churn_roc_auc", 0.0),
+        },
     )
 
 

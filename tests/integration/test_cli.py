@@ -6,6 +6,7 @@ import contextlib
 import csv as csv_module
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,6 +101,9 @@ def test_demo_runs_the_whole_loop_on_embedded_services(tmp_path):
         "silent_outage",
     }
     assert "incident planned: cell_outage" in result.stderr
+    # the stand-in CRM reported outcomes 20 s in, and the churn model learned them
+    learned = re.search(r"churn model: (\d+) of the CRM's (\d+) outcomes learned", result.stdout)
+    assert learned is not None and int(learned[2]) > 0 and int(learned[1]) > 0
     check_captured_payloads(captured, summary)
 
 

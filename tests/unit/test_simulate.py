@@ -2,10 +2,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from cxstream.devtools.simulate import Incident, Simulator, diurnal_factor, plan_incidents
+from cxstream.devtools.simulate import (
+    Incident,
+    Simulator,
+    churn_probability,
+    diurnal_factor,
+    plan_incidents,
+)
 from cxstream.events import BadEvent, QosEvent, parse_qos
 
 T0 = datetime(2026, 6, 1, 18, tzinfo=UTC)
+HOUR = timedelta(hours=1)
 
 
 def test_same_seed_same_stream():
@@ -109,3 +116,34 @@ def test_flat_timeline_keeps_the_busy_hour_rate_at_night():
     ts = [next(times) for _ in range(5001)]
     rate = 5000 / (ts[-1] - ts[0]).total_seconds()
     assert 900 < rate < 1100
+
+
+def test_customers_the_network_hurt_leave_more_often_and_contract_and_tenure_weigh_most():
+    sim = Simulator(2000, 20, seed=4)
+    victim = sim.subscriber_ids[0]
+    cell = sim.home_cell[sim.subscriber_ids[1]]
+    sim.add_incidents(
+        [
+            Incident("subscriber_degradation", sim.home_cell[victim], T0, T0 + HOUR, victim),
+            Incident("cell_outage", cell, T0 + HOUR, T0 + 2 * HOUR),
+            Incident("kpi_shift", cell, T0, T0 + HOUR, severity=0.1),  # too mild to hurt
+        ]
+    )
+    assert sim.hurt_by(T0 - HOUR) == set()
+    assert sim.hurt_by(T0) == {victim}
+    in_cell = {s for s in sim.subscriber_ids if sim.home_cell[s] == cell}
+    assert sim.hurt_by(T0 + HOUR) == {victim} | in_cell
+
+    profiles = list(sim.profiles())
+    calm = sum(churn_probability(p, hurt=False) for p in profiles) / len(profiles)
+    hurt = sum(churn_probability(p, hurt=True) for p in profiles) / len(profiles)
+    assert 0.1 < calm < 0.2 and hurt > 2 * calm
+    by_contract = {
+        c: [churn_probability(p, hurt=False) for p in profiles if p.contract == c]
+        for c in ("month_to_month", "one_year", "two_year")
+    }
+    means = [sum(v) / len(v) for v in by_contract.values()]
+    assert means == sorted(means, reverse=True)
+    new = [churn_probability(p, hurt=False) for p in profiles if p.tenure_months < 12]
+    old = [churn_probability(p, hurt=False) for p in profiles if p.tenure_months >= 48]
+    assert sum(new) / len(new) > 2 * sum(old) / len(old)
