@@ -20,11 +20,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import orjson
 import redis
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ChurnState", "MemoryChurnState", "RedisChurnState"]
 
@@ -39,6 +42,21 @@ class ChurnState(Protocol):
     def save_checkpoint(self, revision: int, data: bytes) -> None: ...
     def revision(self) -> int | None: ...
     def load_checkpoint(self) -> bytes | None: ...
+
+
+def _stored_object(raw: bytes | str | None, what: str) -> dict[str, Any] | None:
+    """A stored JSON object, or None where there is none or what is stored is not one (a key
+    written by something else must not stop the step that reads it)."""
+    if raw is None:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        log.warning("a stored churn %s is not a JSON object; read as missing", what)
+        return None
+    return value
 
 
 class RedisChurnState:
@@ -66,7 +84,7 @@ class RedisChurnState:
         if not subscribers:
             return []
         raw = self._client.mget([self._snap(s) for s in subscribers])
-        return [orjson.loads(r) if r is not None else None for r in raw]
+        return [_stored_object(r, "snapshot") for r in raw]
 
     def _learned(self, subscriber: str) -> str:
         return f"{self._prefix}:churn:learned:{subscriber}"
@@ -76,7 +94,7 @@ class RedisChurnState:
         if not subscribers:
             return []
         raw = self._client.mget([self._learned(s) for s in subscribers])
-        return [orjson.loads(r) if r is not None else None for r in raw]
+        return [_stored_object(r, "learned outcome") for r in raw]
 
     def mark_learned(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Move each learned snapshot to its customer's learned key (the outcome and revision

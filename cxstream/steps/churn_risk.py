@@ -343,7 +343,8 @@ class ChurnRisk:
             sid = record["subscriber_id"]
             before = done.get(sid) or learned[sid]
             if before is not None and before.get("outcome") == key:
-                if sid in done or not int(before.get("n_learned", 0)) > held:
+                count = before.get("n_learned")
+                if sid in done or not (isinstance(count, int) and count > held):
                     metrics.CHURN_OUTCOMES.labels("duplicate").inc()
                     record["result"] = "duplicate"
                     continue

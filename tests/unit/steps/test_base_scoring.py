@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import redis
 
 from cxstream.churn_state import RedisChurnState
@@ -99,3 +100,28 @@ def test_a_redis_failure_ends_the_pass_and_it_is_retried(redis_conn):
     scoring._profiles = ContextStore(redis_conn, prefix="t").scan_profiles
     clock.t = BaseScoring.RETRY_S
     assert run_pass(scoring)["churn_base_scored"]["customers"] == 5
+
+
+def test_snapshots_and_learned_outcomes_that_are_not_json_objects_read_as_missing(redis_conn):
+    churn, scoring, _ = setup(redis_conn, 4)
+    redis_conn.set("t:churn:snap:s1", b"\xff not json")
+    redis_conn.set("t:churn:snap:s2", b"[1, 2]")
+    redis_conn.set("t:churn:learned:s3", b'"a string"')
+    assert churn.state.get_snapshots(["s1", "s2"]) == [None, None]
+    outcomes = [
+        Outcome(subscriber_id=s, kind=OutcomeKind.CHURNED, time=NOON) for s in ("s1", "s2", "s3")
+    ]
+    _, records = churn.learn_outcomes(None, outcomes)
+    assert [r["churn_outcome"]["result"] for r in records] == ["no_snapshot"] * 3
+    # a learned outcome whose count is not a number: the same outcome is not learned again
+    churn.score([signal(churn_customer("s3"))], NOON)
+    key = f"churned@{NOON.isoformat()}"
+    redis_conn.set("t:churn:learned:s3", orjson.dumps({"outcome": key, "n_learned": "9"}))
+    _, (record,) = churn.learn_outcomes(None, outcomes[2:])
+    assert record["churn_outcome"]["result"] == "duplicate"
+    # the pass reads them too: s3 keeps the snapshot of its signal, the others are scored
+    assert run_pass(scoring)["churn_base_scored"]["customers"] == 3
+
+
+def churn_customer(sid: str) -> CustomerContext:
+    return CustomerContext(subscriber_id=sid, value_tier=ValueTier.GOLD, tenure_months=3)
