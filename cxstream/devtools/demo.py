@@ -39,7 +39,7 @@ from cxstream.devtools.generations import Generations
 from cxstream.devtools.producer import produce_events
 from cxstream.devtools.services import embedded_services
 from cxstream.devtools.simulate import Simulator, churn_probability, plan_incidents
-from cxstream.events import Channel, ConsentStatus, utcnow
+from cxstream.events import Channel, ConsentStatus, CustomerContext, utcnow
 from cxstream.health import FlowHealth, LagWatch
 from cxstream.settings import Settings
 
@@ -163,7 +163,7 @@ def run_demo(
                 say(f"webhook receiver (stands in for marketing) at {receiver.url}")
                 watch = LagWatch(options.lag_alert_s, options.lag_alert_events)
                 tick = _Report(say, progress, watch, observe)
-                crm = _Crm(sim, live, random.Random(options.seed))
+                crm = _Crm(sim, profiles, live, random.Random(options.seed))
                 produced = _stream(live, sim, options, flow, receiver, tick, stop, crm)
                 say("draining: waiting until every event is processed or dead-lettered ...")
                 summary = _drain(flow, produced, receiver, options.drain_timeout_s, tick.last)
@@ -266,11 +266,17 @@ class _Crm:
     them). A new round starts once the flow's scheduled pass has scored everybody again
     (``churn.score_base_every_s``), so each outcome has a snapshot to be learned from."""
 
-    def __init__(self, sim: Simulator, settings: Settings, rng: random.Random) -> None:
+    def __init__(
+        self,
+        sim: Simulator,
+        profiles: list[CustomerContext],
+        settings: Settings,
+        rng: random.Random,
+    ) -> None:
         self._sim, self._rng = sim, rng
         self._topic = settings.kafka.topics.outcomes
         self._round_s = settings.churn.score_base_every_s
-        self._profiles = {p.subscriber_id: p for p in sim.profiles()}
+        self._profiles = {p.subscriber_id: p for p in profiles}
         self._per_report = max(1, round(len(self._profiles) * CRM_SHARE))
         self._order: list[str] = []
         self._round_at = self.next_at = time.monotonic() + CRM_FIRST_S
@@ -287,9 +293,9 @@ class _Crm:
         if not batch:
             return
         at = utcnow()
-        hurt = self._sim.hurt_by(at)
         for sid in batch:
-            left = self._rng.random() < churn_probability(self._profiles[sid], hurt=sid in hurt)
+            hurt = self._sim.hurt(sid, at)
+            left = self._rng.random() < churn_probability(self._profiles[sid], hurt=hurt)
             kind = "churned" if left else "retained"
             value = orjson.dumps({"subscriber_id": sid, "kind": kind, "time": at.isoformat()})
             producer.produce(self._topic, key=sid.encode(), value=value)

@@ -248,20 +248,20 @@ class Simulator:
             else:
                 self._by_cell.setdefault(inc.cell_id, []).append(inc)
 
-    def hurt_by(self, t: datetime, severity: float = 0.3) -> set[str]:
-        """The subscribers an incident of at least ``severity`` had reached by ``t``: their own,
-        or one of their home cell (a dark cell's too: its subscribers were pushed to a weaker
-        neighbour)."""
-        hurt: set[str] = set()
-        cells: set[str] = set()
-        for inc in self.incidents:
-            if inc.start > t or inc.severity < severity:
-                continue
-            if inc.subscriber_id is not None:
-                hurt.add(inc.subscriber_id)
-            else:
-                cells.add(inc.cell_id)
-        return hurt | {s for s in self.subscriber_ids if self.home_cell[s] in cells}
+    def hurt(self, subscriber: str, t: datetime, severity: float = 0.3) -> bool:
+        """Whether an incident of at least ``severity`` had reached ``subscriber`` by ``t``: their
+        own, or one of their home cell (a dark cell's too: its subscribers were pushed to a
+        weaker neighbour)."""
+        cell = self.home_cell[subscriber]
+        return any(
+            inc.start <= t and inc.severity >= severity
+            for incidents in (
+                self._by_sub.get(subscriber, ()),
+                self._by_cell.get(cell, ()),
+                self._silent.get(cell, ()),
+            )
+            for inc in incidents
+        )
 
     def _impairment(self, sub: str, cell: str, t: datetime) -> float:
         level = 0.0

@@ -26,7 +26,7 @@ def test_the_crm_reports_each_customer_once_a_round_and_hurt_customers_leave_mor
     hurt_cells = sim.cell_ids[:10]
     sim.add_incidents([Incident("cell_outage", c, start, start) for c in hurt_cells])
     settings = Settings()
-    crm = demo._Crm(sim, settings, random.Random(1))
+    crm = demo._Crm(sim, list(sim.profiles()), settings, random.Random(1))
     out = Captured()
     now = crm.next_at
     reports = 0
