@@ -117,7 +117,11 @@ class RedisChurnState:
     def revision(self) -> int | None:
         """The newest stored revision number, if any."""
         raw = self._client.get(f"{self._prefix}:churn:revision")
-        return int(raw) if raw is not None else None
+        try:
+            return int(raw) if raw is not None else None
+        except ValueError:  # not written by the learner: as if there were none
+            log.warning("the stored churn model revision is not a number; read as missing")
+            return None
 
     def load_checkpoint(self) -> bytes | None:
         """The newest stored checkpoint, if any."""

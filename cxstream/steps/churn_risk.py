@@ -374,8 +374,15 @@ class ChurnRisk:
                 scored_at=snapshot.get("scored_at"),
                 drift=drifted,
             )
-        if not done:
-            return learner, [{"churn_outcome": r} for r in records]
+        if done:
+            self._save(learner, done)
+            for record, _, _ in labelled:
+                if record["result"] == "learned":
+                    record["revision"] = learner.revision
+        return learner, [{"churn_outcome": r} for r in records]
+
+    def _save(self, learner: ChurnLearner, done: dict[str, dict[str, Any]]) -> None:
+        """After a batch: the quality gauges, one checkpoint, and the learned snapshots moved."""
         quality = learner.quality.report()
         metrics.CHURN_ROC_AUC.set(quality["roc_auc"])
         metrics.CHURN_LOG_LOSS.set(quality["log_loss"])
@@ -391,10 +398,6 @@ class ChurnRisk:
         except redis.RedisError as exc:  # the learner keeps it; the next checkpoint carries it
             self.trouble("churn checkpoint", exc)
         metrics.CHURN_REVISION.labels("learner").set(learner.revision)
-        for record, _, _ in labelled:
-            if record["result"] == "learned":
-                record["revision"] = learner.revision
-        return learner, [{"churn_outcome": r} for r in records]
 
     @staticmethod
     def _report_events(learner: ChurnLearner) -> None:

@@ -119,6 +119,14 @@ def test_snapshots_and_learned_outcomes_that_are_not_json_objects_read_as_missin
     redis_conn.set("t:churn:learned:s3", orjson.dumps({"outcome": key, "n_learned": "9"}))
     _, (record,) = churn.learn_outcomes(None, outcomes[2:])
     assert record["churn_outcome"]["result"] == "duplicate"
+    # a revision number that is not one: the learner counts from its own
+    redis_conn.set("t:churn:revision", b"not a number")
+    churn.score([signal(churn_customer("s0"))], NOON)
+    learner, (record,) = churn.learn_outcomes(
+        None, [outcomes[0].model_copy(update={"subscriber_id": "s0"})]
+    )
+    assert record["churn_outcome"]["result"] == "learned" and learner.revision == 1
+    assert churn.state.revision() == 1
     # the pass reads them too: s3 keeps the snapshot of its signal, the others are scored
     assert run_pass(scoring)["churn_base_scored"]["customers"] == 3
 
