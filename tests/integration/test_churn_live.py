@@ -217,21 +217,37 @@ def test_outcomes_learn_from_snapshots_restart_restores_and_payload_explains(
         counters = flow.counters()
     finally:
         flow.stop()
-    after = churn_records(live)[len(first_run) :]
+    # the second run's records: the decisions topic has several partitions, so they may come
+    # before the first run's in the read order
+    unseen = list(first_run)
+    after = []
+    for record in churn_records(live):
+        if record in unseen:
+            unseen.remove(record)
+        else:
+            after.append(record)
+    assert unseen == []
     second = next(r for r in after if r["subscriber_id"] == victims[1])
     assert second["result"] == "learned"
     # revisions only grow, so the scorers reload, also where the learner resumed from before 9
     assert second["revision"] >= 10 and state.revision() == second["revision"]
     assert counters["cxstream_churn_model_revision{role=learner}"] == second["revision"]
-    # an outcome whose epoch was not committed before the stop is replayed to the resumed
-    # learner, which learns it again from the snapshot it was learned from (the scheduled pass
-    # has scored the customer again since)
+    # outcomes of the first run may be replayed (those after the last committed epoch, or all of
+    # them where the learner came from the checkpoint): one the resumed learner had not learned
+    # is learned again from the snapshot it was learned from (the scheduled pass has scored the
+    # customer again since); one it holds is a duplicate; none is learned from another snapshot
     replayed = [r for r in after if r["subscriber_id"] != victims[1]]
-    assert all(r["subscriber_id"] == calm for r in replayed)
     assert all(
-        (r["result"], r["scored_at"]) == ("learned", records[calm]["scored_at"]) for r in replayed
+        (r["subscriber_id"], r["outcome"])
+        in {(f["subscriber_id"], f["outcome"]) for f in first_run}
+        for r in replayed
     )
-    assert counters["cxstream_churn_outcomes_total{result=learned}"] == 1 + len(replayed)
+    relearned = [r for r in replayed if r["result"] == "learned"]
+    assert all(r["scored_at"] == records[r["subscriber_id"]]["scored_at"] for r in relearned)
+    assert all(
+        r["result"] in ("learned", "duplicate") or r["subscriber_id"] == "nobody" for r in replayed
+    )
+    assert counters["cxstream_churn_outcomes_total{result=learned}"] == 1 + len(relearned)
     model, stored = ChurnModel.from_bytes(state.load_checkpoint(), key=checkpoint_key(SECRET))
     assert model.n_learned == 1500 + 3
     assert model.trees is not None  # the trees came back with the checkpoint
