@@ -259,7 +259,7 @@ def summarize(flow: Flow, produced: int, receiver: WebhookReceiver) -> DemoSumma
         decisions=_decisions(c),
         churn={
             **{
-                k.split("result=", 1)[1].rstrip("}"): v
+                _labels(k)["result"]: v
                 for k, v in c.items()
                 if k.startswith("cxstream_churn_outcomes_total{")
             },
@@ -269,10 +269,15 @@ def summarize(flow: Flow, produced: int, receiver: WebhookReceiver) -> DemoSumma
     )
 
 
+def _labels(key: str) -> dict[str, str]:
+    """The labels of a :func:`scrape_counters` key: ``'m{a=1,b=2}'`` -> ``{'a': '1', 'b': '2'}``."""
+    return dict(part.split("=", 1) for part in key[key.index("{") + 1 : -1].split(","))
+
+
 def _decisions(counters: dict[str, float]) -> dict[tuple[str, str], int]:
     out: dict[tuple[str, str], int] = {}
     for key, value in counters.items():
         if key.startswith("cxstream_decisions_total{") and value:
-            labels = dict(part.split("=", 1) for part in key[key.index("{") + 1 : -1].split(","))
+            labels = _labels(key)
             out[(labels["kind"], labels["result"])] = int(value)
     return out

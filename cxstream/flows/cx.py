@@ -176,7 +176,7 @@ class _LearnLogic(StatefulBatchLogic[Outcome, dict[str, Any], ChurnLearner]):
 
     def __init__(self, pipeline: Pipeline, resume: ChurnLearner | None) -> None:
         self._pipeline = pipeline
-        self._learner = resume
+        self._learner = resume if resume is not None else pipeline.new_churn_learner()
 
     @override
     def on_batch(self, values: list[Outcome]) -> tuple[list[dict[str, Any]], bool]:
@@ -185,8 +185,6 @@ class _LearnLogic(StatefulBatchLogic[Outcome, dict[str, Any], ChurnLearner]):
 
     @override
     def snapshot(self) -> ChurnLearner:
-        if self._learner is None:  # not reached: Bytewax snapshots a key after its first batch
-            self._learner = self._pipeline.new_churn_learner()
         return copy.deepcopy(self._learner)  # the learner goes on learning; the snapshot stays
 
 

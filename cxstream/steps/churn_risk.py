@@ -322,8 +322,9 @@ class ChurnRisk:
                 metrics.CHURN_OUTCOMES.labels("not_a_label").inc()
             else:
                 labelled.append((record, label, f"{outcome.kind.value}@{outcome.time.isoformat()}"))
+        out = [{"churn_outcome": r} for r in records]  # the records are filled in below
         if not labelled:
-            return learner, [{"churn_outcome": r} for r in records]
+            return learner, out
         ids = [r["subscriber_id"] for r, _, _ in labelled]
         try:
             snapshots = dict(zip(ids, self.state.get_snapshots(ids), strict=True))
@@ -332,7 +333,7 @@ class ChurnRisk:
             self.trouble("churn snapshots", exc)
             for record, _, _ in labelled:
                 record["result"] = "state_unavailable"
-            return learner, [{"churn_outcome": r} for r in records]
+            return learner, out
         if learner.model.background is None:  # refits never block the outcome stream
             if self._refits is None:
                 self._refits = ThreadPoolExecutor(1, thread_name_prefix="churn-refit")
@@ -379,7 +380,7 @@ class ChurnRisk:
             for record, _, _ in labelled:
                 if record["result"] == "learned":
                     record["revision"] = learner.revision
-        return learner, [{"churn_outcome": r} for r in records]
+        return learner, out
 
     def _save(self, learner: ChurnLearner, done: dict[str, dict[str, Any]]) -> None:
         """After a batch: the quality gauges, one checkpoint, and the learned snapshots moved."""
