@@ -27,16 +27,20 @@ def produce_events(
     start: datetime | None = None,
     stop: threading.Event | None = None,
     on_progress: Callable[[int], None] | None = None,
+    floor: float = 0.0,
 ) -> int:
     """Produce until ``events`` are sent, ``duration_s`` of event time passed, or ``stop`` is set.
 
     With ``rate > 0`` production is paced to the wall clock and event times are "now"; with
     ``rate <= 0`` events are produced as fast as possible with event times one millisecond apart
-    from ``start`` (a compressed clock). Returns the number of records produced (all flushed).
+    from ``start`` (a compressed clock). A paced rate is the busiest hour's, and the day's curve
+    lowers it at quieter hours, never below ``floor`` of it
+    (:func:`~cxstream.devtools.simulate.load_factor`). Returns the number of records produced
+    (all flushed).
     """
     paced = rate > 0
     begin = start or utcnow()
-    timeline = sim.timeline(begin, rate if paced else 1000.0)
+    timeline = sim.timeline(begin, rate, floor=floor) if paced else sim.timeline(begin, 1000.0)
     end = begin + timedelta(seconds=duration_s) if duration_s is not None else None
     wall0 = time.monotonic()
     produced = 0

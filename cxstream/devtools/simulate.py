@@ -42,6 +42,7 @@ __all__ = [
     "Simulator",
     "churn_probability",
     "diurnal_factor",
+    "load_factor",
     "plan_incidents",
     "utcnow",
 ]
@@ -119,6 +120,23 @@ def diurnal_factor(t: datetime) -> float:
     low = int(hour) % 24
     frac = hour - int(hour)
     return _HOURLY_LOAD[low] + (_HOURLY_LOAD[(low + 1) % 24] - _HOURLY_LOAD[low]) * frac
+
+
+def load_factor(t: datetime, floor: float = 0.0) -> float:
+    """The share of the busiest hour's event rate at ``t``: the day's curve
+    (:func:`diurnal_factor`) lifted so that it never falls below ``floor``, the curve's shape
+    kept (``floor + (1 - floor) x curve``).
+
+    >>> from datetime import UTC
+    >>> round(load_factor(datetime(2026, 1, 1, 4, tzinfo=UTC), floor=0.5), 2)
+    0.59
+    >>> load_factor(datetime(2026, 1, 1, 20, tzinfo=UTC), floor=0.5)
+    1.0
+    """
+    if not 0.0 <= floor <= 1.0:
+        msg = f"floor must be between 0 and 1, not {floor}"
+        raise ValueError(msg)
+    return floor + (1.0 - floor) * diurnal_factor(t)
 
 
 def churn_probability(profile: CustomerContext, *, hurt: bool) -> float:
@@ -345,14 +363,16 @@ class Simulator:
         record = self.event(t)
         return record["subscriber_id"].encode(), orjson.dumps(record)
 
-    def timeline(self, start: datetime, rate: float, *, diurnal: bool = True) -> Iterator[datetime]:
+    def timeline(
+        self, start: datetime, rate: float, *, diurnal: bool = True, floor: float = 0.0
+    ) -> Iterator[datetime]:
         """Event times from ``start``: ``rate`` events per second at the busiest hour, fewer at
-        quieter hours (:func:`diurnal_factor`), or ``rate`` at every hour with
+        quieter hours (:func:`load_factor` with ``floor``), or ``rate`` at every hour with
         ``diurnal=False``."""
         t = start
         while True:
             yield t
-            busy = diurnal_factor(t) if diurnal else 1.0
+            busy = load_factor(t, floor) if diurnal else 1.0
             t += timedelta(seconds=self.rng.expovariate(rate * busy))
 
     def profiles(self) -> Iterator[CustomerContext]:

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from cxstream.devtools.simulate import (
     Incident,
     Simulator,
     churn_probability,
     diurnal_factor,
+    load_factor,
     plan_incidents,
 )
 from cxstream.events import BadEvent, QosEvent, parse_qos
@@ -116,6 +119,17 @@ def test_flat_timeline_keeps_the_busy_hour_rate_at_night():
     ts = [next(times) for _ in range(5001)]
     rate = 5000 / (ts[-1] - ts[0]).total_seconds()
     assert 900 < rate < 1100
+
+
+def test_a_floor_lifts_the_night_and_keeps_the_busy_hour():
+    sim = Simulator(10, 2, seed=5)
+    for hour, low, high in ((4, 540, 640), (20, 900, 1100)):
+        times = sim.timeline(T0.replace(hour=hour), 1000, floor=0.5)
+        ts = [next(times) for _ in range(5001)]
+        assert low < 5000 / (ts[-1] - ts[0]).total_seconds() < high
+    assert load_factor(T0.replace(hour=4), 0.5) > 0.5 > load_factor(T0.replace(hour=4))
+    with pytest.raises(ValueError, match="floor"):
+        load_factor(T0, 1.5)
 
 
 def test_customers_the_network_hurt_leave_more_often_and_contract_and_tenure_weigh_most():
