@@ -25,16 +25,24 @@ well over 100,000 points per second in pure Python:
    break the window's Gaussian. A spike must also lie at least 1 % of the range the series has
    shown from its window's mean (``spike_margin``): a flat or quantised metric that moves by one
    step has an enormous tail against a window with almost no spread, and is still no incident.
-5. **Novelty.** A stretch of surprise no larger than the largest one seen recently (``repeat_share``
+5. **Seasonal stretches.** The same likelihood over the surprise against the time of day and of
+   the week alone (the level predictor left out), averaged over ``seasonal_average`` points: a
+   series that goes on at its recent level where the time of day expects otherwise (a daily rise
+   that does not come, a night that stays busy) is explained by the level predictor point by
+   point, and seen here. Scored from the third time a time-of-day bucket is seen, at a tail of
+   ``seasonal_tail`` (1e-6), and subject to its own novelty (a stretch no larger than its largest
+   recent one is a repeat).
+6. **Novelty.** A stretch of surprise no larger than the largest one seen recently (``repeat_share``
    of it) is a repeat, not news: it raises no alert (:meth:`ContextLikelihoodDetector.update_novel`).
    "Recently" fades with a half-life of ``repeat_days`` (a week, the longest season the predictors
    know) of the series' own sampling. Bursty series whose bursts recur stop paging for each one.
 
-6. **One alert per episode.** After an alert, further alerts are held back for half a day of the
+7. **One alert per episode.** After an alert, further alerts are held back for half a day of the
    series' own sampling (12 hourly points, 144 five-minute points, 720 one-minute points; at least
    10), as an operator wants one page per problem (:class:`AlertGate`).
 
-The decision settings (threshold, quiet period, repeat rule, spike rule and its margin) were
+The decision settings (threshold, quiet period, repeat rule, spike rule and its margin, the
+seasonal stretch's average and tail) were
 chosen on small grids fixed by reasoning (docs/evaluation.md, with the leave-one-group-out figures;
 ``cxstream eval protocol`` measures any choice of the first four).
 
@@ -60,6 +68,7 @@ __all__ = ["AlertGate", "ContextLikelihoodDetector", "SeriesMonitor"]
 _DAY = 86_400.0
 _SPIKE_MARGIN = 0.01  # share of the range seen a spike must move (docs/evaluation.md)
 _WEEK_OFFSET_DAYS = 3  # 1970-01-01 was a Thursday: shift so that 0 = Monday
+_SEASONAL_MATURE = 3  # times a time-of-day bucket is seen before its surprise is scored
 
 
 class _Context:
@@ -137,6 +146,11 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
     spike_margin
         Share of the range seen so far (largest minus smallest value) a spike must lie from the
         mean of its window: a one-step blip of a near-flat series is not a spike.
+    seasonal_average
+        Points in the short-term average of the seasonal surprise (against the time of day and
+        of the week only).
+    seasonal_tail
+        Tail a stretch of seasonal surprise must reach to score 0.5 (``None``: not scored).
     min_resolution_s
         Coarsest context bucket floor (bounds memory).
 
@@ -169,9 +183,17 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         spike: float | None = 0.75,
         spike_days: float = 0.25,
         spike_margin: float = _SPIKE_MARGIN,
+        seasonal_average: int = 12,
+        seasonal_tail: float | None = 1e-6,
     ) -> None:
         if spike_days <= 0 or repeat_days <= 0:
             msg = f"spike_days and repeat_days must be above 0, not {spike_days} and {repeat_days}"
+            raise ValueError(msg)
+        if seasonal_tail is not None and not 0.0 < seasonal_tail < 1.0:
+            msg = f"seasonal_tail must be above 0 and below 1, not {seasonal_tail}"
+            raise ValueError(msg)
+        if seasonal_average < 1:
+            msg = f"seasonal_average must be at least 1, not {seasonal_average}"
             raise ValueError(msg)
         if not 0.0 <= spike_margin < 1.0:
             msg = f"spike_margin must be at least 0 and below 1, not {spike_margin}"
@@ -190,6 +212,9 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self.spike = spike
         self.spike_days = spike_days
         self.spike_margin = spike_margin
+        self.seasonal_average = seasonal_average
+        self.seasonal_tail = seasonal_tail
+        self._init_seasonal()
         self._far = 0.0  # the farthest recent point from its window, in window SDs, fading
         self._far_decay = 0.5 ** (1.0 / (288.0 * spike_days))  # per point; from the interval
         self._win: deque[float] = deque(maxlen=window)
@@ -219,10 +244,26 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._var = 1.0
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore a snapshot, also one taken before the spike rule had its margin (it takes
-        today's default)."""
+        """Restore a snapshot, also one taken before the spike rule had its margin or before
+        seasonal stretches were scored (they take today's defaults; the seasonal likelihood
+        starts learning then)."""
         self.__dict__.update(state)
         self.__dict__.setdefault("spike_margin", _SPIKE_MARGIN)
+        if "_s_recent" not in self.__dict__:
+            self.seasonal_average = 12
+            self.seasonal_tail = 1e-6
+            self._init_seasonal()
+
+    def _init_seasonal(self) -> None:
+        self._s_recent: deque[float] = deque(maxlen=self.seasonal_average)
+        self._s_sum = 0.0
+        self._s_n = 0
+        self._s_mean = 0.0
+        self._s_var = 1.0
+        self._s_record = 0.0
+        # score = -log10(tail) / _s_scale: 0.5 at seasonal_tail
+        tail = self.seasonal_tail if self.seasonal_tail is not None else 1e-6
+        self._s_scale = -2.0 * math.log10(tail)
 
     # -- internals ------------------------------------------------------------------------------
     def _buckets(self, t: float | None) -> tuple[int, int]:
@@ -232,18 +273,23 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         day = int(t // _DAY + _WEEK_OFFSET_DAYS) % 7
         return slot, day * self._slots + slot
 
-    def _surprise(self, value: float, daily: int, weekly: int) -> float:
-        """The raw surprise of ``value`` in the buckets of its time (see :meth:`_buckets`)."""
+    def _surprise(self, value: float, daily: int, weekly: int) -> tuple[float, float | None]:
+        """The raw surprise of ``value`` in the buckets of its time (see :meth:`_buckets`), and
+        its surprise against the time of day and week alone (``None`` until the time-of-day
+        bucket has been seen ``_SEASONAL_MATURE`` times)."""
         floor = self._step * 0.05 + 1e-9
         raw = self._level.error(0, value, floor)
+        seasonal = None
         if daily >= 0 and self._daily is not None and self._weekly is not None:
             spread = self._level.dev[0] if self._level.n[0] >= 2 else math.inf
-            raw = min(
-                raw,
+            season = min(
                 self._daily.error(daily, value, floor, spread),
                 self._weekly.error(weekly, value, floor, spread),
             )
-        return 0.0 if raw == math.inf else min(raw, 20.0)
+            raw = min(raw, season)
+            if self._daily.n[daily] >= _SEASONAL_MATURE and self.seasonal_tail is not None:
+                seasonal = 0.0 if season == math.inf else min(season, 20.0)
+        return (0.0 if raw == math.inf else min(raw, 20.0)), seasonal
 
     def _short(self, raw: float) -> float:
         """The short-term average of surprises, with ``raw`` as the newest."""
@@ -251,7 +297,9 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         total = self._recent_sum - (self._recent[0] if full else 0.0) + raw
         return total / (self.average if full else len(self._recent) + 1)
 
-    def _assess(self, value: float, raw: float, z: float) -> tuple[float, bool]:
+    def _assess(
+        self, value: float, raw: float, z: float, seasonal: float | None = None
+    ) -> tuple[float, bool]:
         """The score, and whether the point is news (see :meth:`update_novel`)."""
         short = self._short(raw)
         score = self._tail(z) if self._n < self.warmup else self._likelihood(value, short)
@@ -260,7 +308,41 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             point = self._tail(z)
             if point >= self.spike and self._outside(value) and self._sized(value):
                 return (point if point > score else score), True
+        if seasonal is not None and self._s_n >= self.warmup:
+            stretch = self._s_short(seasonal)
+            if stretch >= self._s_record:  # a repeat is no news, whatever its tail
+                s_score = self._s_likelihood(stretch)
+                if s_score >= 0.5 and s_score > score:
+                    return s_score, True
         return score, novel
+
+    def _s_short(self, seasonal: float) -> float:
+        """The short-term average of seasonal surprises, with ``seasonal`` as the newest."""
+        full = len(self._s_recent) == self.seasonal_average
+        total = self._s_sum - (self._s_recent[0] if full else 0.0) + seasonal
+        return total / (self.seasonal_average if full else len(self._s_recent) + 1)
+
+    def _s_likelihood(self, stretch: float) -> float:
+        """The seasonal stretch's Gaussian tail against its long-run distribution, on the score's
+        scale (0.5 at ``seasonal_tail``)."""
+        z = (stretch - self._s_mean) / math.sqrt(self._s_var + 1e-12)
+        tail = 0.5 * math.erfc(z / math.sqrt(2.0))
+        return min(1.0, -math.log10(tail) / self._s_scale) if tail > 0.0 else 1.0
+
+    def _s_learn(self, seasonal: float) -> None:
+        stretch = self._s_short(seasonal)
+        if len(self._s_recent) == self.seasonal_average:
+            self._s_sum -= self._s_recent[0]
+        self._s_recent.append(seasonal)
+        self._s_sum += seasonal
+        self._s_n += 1
+        if self._s_n > self.warmup:
+            faded = self._s_record * self._record_decay
+            self._s_record = stretch if stretch > faded else faded
+        a = 0.002 if self._s_n > self.warmup else 1.0 / self._s_n
+        d = stretch - self._s_mean
+        self._s_mean += a * d
+        self._s_var = (1.0 - a) * (self._s_var + a * d * d)
 
     def _likelihood(self, value: float, short: float) -> float:
         """The anomaly likelihood of the short-term average of surprises ``short``."""
@@ -338,8 +420,17 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._prev_t = t
 
     def _learn(
-        self, value: float, t: float | None, raw: float, z: float, daily: int, weekly: int
+        self,
+        value: float,
+        t: float | None,
+        raw: float,
+        z: float,
+        daily: int,
+        weekly: int,
+        seasonal: float | None = None,
     ) -> None:
+        if seasonal is not None:
+            self._s_learn(seasonal)
         self._level.learn(0, value)
         if daily >= 0 and self._daily is not None and self._weekly is not None:
             self._daily.learn(daily, value)
@@ -399,10 +490,10 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         if not math.isfinite(value):
             return 0.0, False
         daily, weekly = self._buckets(t)
-        raw = self._surprise(value, daily, weekly)
+        raw, seasonal = self._surprise(value, daily, weekly)
         z = self._z(value)
-        score, novel = self._assess(value, raw, z)
-        self._learn(value, t, raw, z, daily, weekly)
+        score, novel = self._assess(value, raw, z, seasonal)
+        self._learn(value, t, raw, z, daily, weekly, seasonal)
         return score, novel
 
     @override
@@ -411,7 +502,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         if value is None or not math.isfinite(value):
             return 0.0
         v = float(value)
-        return self._assess(v, self._surprise(v, *self._buckets(x.get("t"))), self._z(v))[0]
+        raw, seasonal = self._surprise(v, *self._buckets(x.get("t")))
+        return self._assess(v, raw, self._z(v), seasonal)[0]
 
     @override
     def learn_one(self, x: dict[base.typing.FeatureName, Any]) -> None:
@@ -421,7 +513,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         v = float(value)
         t = x.get("t")
         daily, weekly = self._buckets(t)
-        self._learn(v, t, self._surprise(v, daily, weekly), self._z(v), daily, weekly)
+        raw, seasonal = self._surprise(v, daily, weekly)
+        self._learn(v, t, raw, self._z(v), daily, weekly, seasonal)
 
 
 _INTERVAL_SAMPLE = 50  # timestamps whose median gap is the series' sampling interval

@@ -180,3 +180,46 @@ def test_a_snapshot_from_before_the_spike_margin_restores_with_todays_default():
     old.__setstate__(state)
     assert old.spike_margin == 0.01
     assert old.update(500.0, FIVE_MIN * 600) == monitor.detector.update(500.0, FIVE_MIN * 600)
+
+
+def test_a_daily_rise_that_does_not_come_alerts():
+    """A working-hours metric (20 at night, 80 from 9:00 to 17:00) stays at its night level one
+    day. Point by point the level predictor explains every value (it is where the series just
+    was); the stretch's surprise against the time of day is what shows it."""
+
+    def found(tail):
+        seen = 0
+        for seed in range(5):
+            rng = random.Random(seed)
+            values = [
+                (80.0 if 108 <= i % 288 < 204 else 20.0) + rng.gauss(0, 2) for i in range(2880)
+            ]
+            start = 288 * 8 + 108
+            values[start : start + 96] = [20.0 + rng.gauss(0, 2) for _ in range(96)]
+            monitor = SeriesMonitor(ContextLikelihoodDetector(seasonal_tail=tail), AlertGate())
+            alerts = [i for i, (_, a) in enumerate(run(values, monitor)) if a]
+            seen += any(start <= i < start + 96 for i in alerts)
+        return seen
+
+    assert found(1e-6) == 5
+    assert found(None) < 5  # measured: 3 of 5 without the seasonal stretch
+
+
+def test_seasonal_settings_out_of_range_are_refused():
+    with pytest.raises(ValueError, match="seasonal_tail"):
+        ContextLikelihoodDetector(seasonal_tail=1.0)
+    with pytest.raises(ValueError, match="seasonal_average"):
+        ContextLikelihoodDetector(seasonal_average=0)
+
+
+def test_a_snapshot_from_before_seasonal_stretches_restores_and_starts_learning_them():
+    monitor = SeriesMonitor.default()
+    run([daily(i, random.Random(3)) for i in range(288 * 4)], monitor)
+    state = {k: v for k, v in monitor.detector.__dict__.items() if not k.startswith("_s_")}
+    del state["seasonal_average"], state["seasonal_tail"]
+    old = ContextLikelihoodDetector.__new__(ContextLikelihoodDetector)
+    old.__setstate__(state)
+    assert (old.seasonal_average, old.seasonal_tail, old._s_n) == (12, 1e-6, 0)
+    for i in range(288 * 4, 288 * 6):
+        old.update(daily(i, random.Random(i)), FIVE_MIN * i)
+    assert old._s_n > 0
