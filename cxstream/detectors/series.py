@@ -29,9 +29,9 @@ well over 100,000 points per second in pure Python:
    the week alone (the level predictor left out), averaged over ``seasonal_average`` points: a
    series that goes on at its recent level where the time of day expects otherwise (a daily rise
    that does not come, a night that stays busy) is explained by the level predictor point by
-   point, and seen here. Scored from the third time a time-of-day bucket is seen, at a tail of
-   ``seasonal_tail`` (1e-6), and subject to its own novelty (a stretch no larger than its largest
-   recent one is a repeat).
+   point, and seen here. Scored from the series' third day (a time-of-day bucket seen on three
+   days), at a tail of ``seasonal_tail`` (1e-6), and subject to its own novelty (a stretch no
+   larger than its largest recent one is a repeat).
 6. **Novelty.** A stretch of surprise no larger than the largest one seen recently (``repeat_share``
    of it) is a repeat, not news: it raises no alert (:meth:`ContextLikelihoodDetector.update_novel`).
    "Recently" fades with a half-life of ``repeat_days`` (a week, the longest season the predictors
@@ -68,7 +68,7 @@ __all__ = ["AlertGate", "ContextLikelihoodDetector", "SeriesMonitor"]
 _DAY = 86_400.0
 _SPIKE_MARGIN = 0.01  # share of the range seen a spike must move (docs/evaluation.md)
 _WEEK_OFFSET_DAYS = 3  # 1970-01-01 was a Thursday: shift so that 0 = Monday
-_SEASONAL_MATURE = 3  # times a time-of-day bucket is seen before its surprise is scored
+_SEASONAL_MATURE = 3  # days on which a time-of-day bucket is seen before its surprise is scored
 
 
 class _Context:
@@ -261,6 +261,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._s_mean = 0.0
         self._s_var = 1.0
         self._s_record = 0.0
+        self._s_t0: float | None = None  # the first timestamp learned
+        self._s_ready = False  # the series has run into its third day
         # score = -log10(tail) / _s_scale: 0.5 at seasonal_tail
         tail = self.seasonal_tail if self.seasonal_tail is not None else 1e-6
         self._s_scale = -2.0 * math.log10(tail)
@@ -275,8 +277,9 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
 
     def _surprise(self, value: float, daily: int, weekly: int) -> tuple[float, float | None]:
         """The raw surprise of ``value`` in the buckets of its time (see :meth:`_buckets`), and
-        its surprise against the time of day and week alone (``None`` until the time-of-day
-        bucket has been seen ``_SEASONAL_MATURE`` times)."""
+        its surprise against the time of day and week alone (``None`` until the series has run
+        into its third day and the time-of-day bucket has been seen ``_SEASONAL_MATURE`` times:
+        on three days, as points finer than a bucket fill it several times a day)."""
         floor = self._step * 0.05 + 1e-9
         raw = self._level.error(0, value, floor)
         seasonal = None
@@ -287,7 +290,11 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
                 self._weekly.error(weekly, value, floor, spread),
             )
             raw = min(raw, season)
-            if self._daily.n[daily] >= _SEASONAL_MATURE and self.seasonal_tail is not None:
+            if (
+                self._s_ready
+                and self._daily.n[daily] >= _SEASONAL_MATURE
+                and self.seasonal_tail is not None
+            ):
                 seasonal = 0.0 if season == math.inf else min(season, 20.0)
         return (0.0 if raw == math.inf else min(raw, 20.0)), seasonal
 
@@ -431,6 +438,10 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
     ) -> None:
         if seasonal is not None:
             self._s_learn(seasonal)
+        elif not self._s_ready and t is not None:
+            if self._s_t0 is None:
+                self._s_t0 = t
+            self._s_ready = t - self._s_t0 >= (_SEASONAL_MATURE - 1) * _DAY
         self._level.learn(0, value)
         if daily >= 0 and self._daily is not None and self._weekly is not None:
             self._daily.learn(daily, value)

@@ -220,6 +220,18 @@ def test_a_snapshot_from_before_seasonal_stretches_restores_and_starts_learning_
     old = ContextLikelihoodDetector.__new__(ContextLikelihoodDetector)
     old.__setstate__(state)
     assert (old.seasonal_average, old.seasonal_tail, old._s_n) == (12, 1e-6, 0)
-    for i in range(288 * 4, 288 * 6):
+    for i in range(288 * 4, 288 * 7):  # from its third day after the restore
         old.update(daily(i, random.Random(i)), FIVE_MIN * i)
     assert old._s_n > 0
+
+
+def test_seasonal_stretches_wait_for_a_third_day_also_where_points_are_finer_than_buckets():
+    """One-minute points in five-minute buckets fill a bucket five times a day: the seasonal
+    surprise waits for the third day all the same (a bucket's deviation from two days)."""
+    detector = ContextLikelihoodDetector()
+    rng = random.Random(4)
+    for i in range(1440 * 3):
+        if i == 1440 * 2:
+            assert detector._s_n == 0
+        detector.update(50 + 10 * math.sin(2 * math.pi * i / 1440) + rng.gauss(0, 0.5), 60.0 * i)
+    assert detector._s_n > 1000
