@@ -29,9 +29,9 @@ well over 100,000 points per second in pure Python:
    the week alone (the level predictor left out), averaged over ``seasonal_average`` points: a
    series that goes on at its recent level where the time of day expects otherwise (a daily rise
    that does not come, a night that stays busy) is explained by the level predictor point by
-   point, and seen here. Scored from the series' third day (a time-of-day bucket seen on three
-   days), at a tail of ``seasonal_tail`` (1e-6), and subject to its own novelty (a stretch no
-   larger than its largest recent one is a repeat).
+   point, and seen here. Scored from the series' fourth day (each time-of-day bucket seen on the
+   three days before), at a tail of ``seasonal_tail`` (1e-6), and subject to its own novelty (a
+   stretch no larger than its largest recent one is a repeat).
 6. **Novelty.** A stretch of surprise no larger than the largest one seen recently (``repeat_share``
    of it) is a repeat, not news: it raises no alert (:meth:`ContextLikelihoodDetector.update_novel`).
    "Recently" fades with a half-life of ``repeat_days`` (a week, the longest season the predictors
@@ -68,7 +68,22 @@ __all__ = ["AlertGate", "ContextLikelihoodDetector", "SeriesMonitor"]
 _DAY = 86_400.0
 _SPIKE_MARGIN = 0.01  # share of the range seen a spike must move (docs/evaluation.md)
 _WEEK_OFFSET_DAYS = 3  # 1970-01-01 was a Thursday: shift so that 0 = Monday
-_SEASONAL_MATURE = 3  # days on which a time-of-day bucket is seen before its surprise is scored
+_SEASONAL_MATURE = 3  # earlier days on which a time-of-day bucket is seen before it is scored
+
+
+def _average_with(recent: deque[float], total: float, size: int, newest: float) -> float:
+    """The mean of the last ``size`` values once ``newest`` joins ``recent`` (whose sum is
+    ``total``, at most ``size`` values)."""
+    full = len(recent) == size
+    return (total - (recent[0] if full else 0.0) + newest) / (size if full else len(recent) + 1)
+
+
+def _upper_tail_score(x: float, mean: float, var: float, scale: float) -> float:
+    """``-log10`` of the upper Gaussian tail of ``x`` against ``mean`` and ``var``, over
+    ``scale``, at most 1."""
+    z = (x - mean) / math.sqrt(var + 1e-12)
+    tail = 0.5 * math.erfc(z / math.sqrt(2.0))
+    return min(1.0, -math.log10(tail) / scale) if tail > 0.0 else 1.0
 
 
 class _Context:
@@ -262,7 +277,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._s_var = 1.0
         self._s_record = 0.0
         self._s_t0: float | None = None  # the first timestamp learned
-        self._s_ready = False  # the series has run into its third day
+        self._s_ready = False  # the series has run for _SEASONAL_MATURE days
         # score = -log10(tail) / _s_scale: 0.5 at seasonal_tail
         tail = self.seasonal_tail if self.seasonal_tail is not None else 1e-6
         self._s_scale = -2.0 * math.log10(tail)
@@ -278,8 +293,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
     def _surprise(self, value: float, daily: int, weekly: int) -> tuple[float, float | None]:
         """The raw surprise of ``value`` in the buckets of its time (see :meth:`_buckets`), and
         its surprise against the time of day and week alone (``None`` until the series has run
-        into its third day and the time-of-day bucket has been seen ``_SEASONAL_MATURE`` times:
-        on three days, as points finer than a bucket fill it several times a day)."""
+        for ``_SEASONAL_MATURE`` days and the time-of-day bucket has been seen as many times: on
+        three earlier days, as points finer than a bucket fill it several times a day)."""
         floor = self._step * 0.05 + 1e-9
         raw = self._level.error(0, value, floor)
         seasonal = None
@@ -300,9 +315,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
 
     def _short(self, raw: float) -> float:
         """The short-term average of surprises, with ``raw`` as the newest."""
-        full = len(self._recent) == self.average
-        total = self._recent_sum - (self._recent[0] if full else 0.0) + raw
-        return total / (self.average if full else len(self._recent) + 1)
+        return _average_with(self._recent, self._recent_sum, self.average, raw)
 
     def _assess(
         self, value: float, raw: float, z: float, seasonal: float | None = None
@@ -325,16 +338,12 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
 
     def _s_short(self, seasonal: float) -> float:
         """The short-term average of seasonal surprises, with ``seasonal`` as the newest."""
-        full = len(self._s_recent) == self.seasonal_average
-        total = self._s_sum - (self._s_recent[0] if full else 0.0) + seasonal
-        return total / (self.seasonal_average if full else len(self._s_recent) + 1)
+        return _average_with(self._s_recent, self._s_sum, self.seasonal_average, seasonal)
 
     def _s_likelihood(self, stretch: float) -> float:
         """The seasonal stretch's Gaussian tail against its long-run distribution, on the score's
         scale (0.5 at ``seasonal_tail``)."""
-        z = (stretch - self._s_mean) / math.sqrt(self._s_var + 1e-12)
-        tail = 0.5 * math.erfc(z / math.sqrt(2.0))
-        return min(1.0, -math.log10(tail) / self._s_scale) if tail > 0.0 else 1.0
+        return _upper_tail_score(stretch, self._s_mean, self._s_var, self._s_scale)
 
     def _s_learn(self, seasonal: float) -> None:
         stretch = self._s_short(seasonal)
@@ -357,9 +366,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             return 0.0
         if self._extreme(value):
             return 1.0
-        z = (short - self._mean) / math.sqrt(self._var + 1e-12)
-        tail = 0.5 * math.erfc(z / math.sqrt(2.0))
-        return min(1.0, -math.log10(tail) / 8.0) if tail > 0.0 else 1.0
+        return _upper_tail_score(short, self._mean, self._var, 8.0)
 
     def _z(self, value: float) -> float:
         """How far ``value`` is from the mean of the last ``window`` points, in their standard
@@ -441,7 +448,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         elif not self._s_ready and t is not None:
             if self._s_t0 is None:
                 self._s_t0 = t
-            self._s_ready = t - self._s_t0 >= (_SEASONAL_MATURE - 1) * _DAY
+            self._s_ready = t - self._s_t0 >= _SEASONAL_MATURE * _DAY
         self._level.learn(0, value)
         if daily >= 0 and self._daily is not None and self._weekly is not None:
             self._daily.learn(daily, value)

@@ -220,18 +220,21 @@ def test_a_snapshot_from_before_seasonal_stretches_restores_and_starts_learning_
     old = ContextLikelihoodDetector.__new__(ContextLikelihoodDetector)
     old.__setstate__(state)
     assert (old.seasonal_average, old.seasonal_tail, old._s_n) == (12, 1e-6, 0)
-    for i in range(288 * 4, 288 * 7):  # from its third day after the restore
+    for i in range(288 * 4, 288 * 8):  # from its fourth day after the restore
         old.update(daily(i, random.Random(i)), FIVE_MIN * i)
     assert old._s_n > 0
 
 
-def test_seasonal_stretches_wait_for_a_third_day_also_where_points_are_finer_than_buckets():
-    """One-minute points in five-minute buckets fill a bucket five times a day: the seasonal
-    surprise waits for the third day all the same (a bucket's deviation from two days)."""
+@pytest.mark.parametrize("step_s", [60.0, 300.0, 3600.0])
+def test_seasonal_stretches_start_on_the_fourth_day_whatever_the_sampling(step_s):
+    """A time-of-day bucket must have been seen on three earlier days, also where points are
+    finer than a bucket (one-minute points fill a five-minute bucket five times a day)."""
     detector = ContextLikelihoodDetector()
     rng = random.Random(4)
-    for i in range(1440 * 3):
-        if i == 1440 * 2:
+    per_day = round(86_400 / step_s)
+    for i in range(per_day * 4):
+        if i == per_day * 3:
             assert detector._s_n == 0
-        detector.update(50 + 10 * math.sin(2 * math.pi * i / 1440) + rng.gauss(0, 0.5), 60.0 * i)
-    assert detector._s_n > 1000
+        value = 50 + 10 * math.sin(2 * math.pi * i / per_day) + rng.gauss(0, 0.5)
+        detector.update(value, step_s * i)
+    assert detector._s_n >= per_day - 1
