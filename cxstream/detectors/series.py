@@ -69,6 +69,8 @@ _DAY = 86_400.0
 _SPIKE_MARGIN = 0.01  # share of the range seen a spike must move (docs/evaluation.md)
 _WEEK_OFFSET_DAYS = 3  # 1970-01-01 was a Thursday: shift so that 0 = Monday
 _SEASONAL_MATURE = 3  # earlier days on which a time-of-day bucket is seen before it is scored
+_SEASONAL_AVERAGE = 12  # points in a seasonal stretch (docs/evaluation.md)
+_SEASONAL_TAIL = 1e-6  # a seasonal stretch's tail at the decision threshold
 
 
 def _average_with(recent: deque[float], total: float, size: int, newest: float) -> float:
@@ -76,6 +78,12 @@ def _average_with(recent: deque[float], total: float, size: int, newest: float) 
     ``total``, at most ``size`` values)."""
     full = len(recent) == size
     return (total - (recent[0] if full else 0.0) + newest) / (size if full else len(recent) + 1)
+
+
+def _ew_moments(mean: float, var: float, x: float, a: float) -> tuple[float, float]:
+    """An exponentially weighted mean and variance after ``x``, with weight ``a``."""
+    d = x - mean
+    return mean + a * d, (1.0 - a) * (var + a * d * d)
 
 
 def _upper_tail_score(x: float, mean: float, var: float, scale: float) -> float:
@@ -198,8 +206,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         spike: float | None = 0.75,
         spike_days: float = 0.25,
         spike_margin: float = _SPIKE_MARGIN,
-        seasonal_average: int = 12,
-        seasonal_tail: float | None = 1e-6,
+        seasonal_average: int = _SEASONAL_AVERAGE,
+        seasonal_tail: float | None = _SEASONAL_TAIL,
     ) -> None:
         if spike_days <= 0 or repeat_days <= 0:
             msg = f"spike_days and repeat_days must be above 0, not {spike_days} and {repeat_days}"
@@ -265,8 +273,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self.__dict__.update(state)
         self.__dict__.setdefault("spike_margin", _SPIKE_MARGIN)
         if "_s_recent" not in self.__dict__:
-            self.seasonal_average = 12
-            self.seasonal_tail = 1e-6
+            self.seasonal_average = _SEASONAL_AVERAGE
+            self.seasonal_tail = _SEASONAL_TAIL
             self._init_seasonal()
 
     def _init_seasonal(self) -> None:
@@ -279,7 +287,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._s_t0: float | None = None  # the first timestamp learned
         self._s_ready = False  # the series has run for _SEASONAL_MATURE days
         # score = -log10(tail) / _s_scale: 0.5 at seasonal_tail
-        tail = self.seasonal_tail if self.seasonal_tail is not None else 1e-6
+        tail = self.seasonal_tail if self.seasonal_tail is not None else _SEASONAL_TAIL
         self._s_scale = -2.0 * math.log10(tail)
 
     # -- internals ------------------------------------------------------------------------------
@@ -356,9 +364,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             faded = self._s_record * self._record_decay
             self._s_record = stretch if stretch > faded else faded
         a = 0.002 if self._s_n > self.warmup else 1.0 / self._s_n
-        d = stretch - self._s_mean
-        self._s_mean += a * d
-        self._s_var = (1.0 - a) * (self._s_var + a * d * d)
+        self._s_mean, self._s_var = _ew_moments(self._s_mean, self._s_var, stretch, a)
 
     def _likelihood(self, value: float, short: float) -> float:
         """The anomaly likelihood of the short-term average of surprises ``short``."""
@@ -493,9 +499,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             self._record = short if short > faded else faded
         self._n += 1
         a = 0.002 if self._n > self.warmup else 1.0 / self._n
-        d = short - self._mean
-        self._mean += a * d
-        self._var = (1.0 - a) * (self._var + a * d * d)
+        self._mean, self._var = _ew_moments(self._mean, self._var, short, a)
 
     # -- public ---------------------------------------------------------------------------------
     def update(self, value: float, t: float | None = None) -> float:
