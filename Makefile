@@ -23,6 +23,9 @@ test: $(VENV)/.installed
 screenshots: $(VENV)/.installed  # the dashboard screenshots in README.md, from the browser test
 	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest -p no:cacheprovider tests/e2e
 
+k8s-monitoring: $(VENV)/.installed  # deploy/k8s/monitoring.yaml from config/prometheus-alerts.yml
+	$(PY) -m cxstream.devtools.k8s config/prometheus-alerts.yml deploy/k8s/monitoring.yaml
+
 check: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -35,4 +38,4 @@ format: $(VENV)/.installed
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-.PHONY: install demo soak test screenshots check audit format
+.PHONY: install demo soak test screenshots k8s-monitoring check audit format

@@ -99,7 +99,13 @@ def test_kubernetes_manifests_are_consistent_and_their_config_validates(tmp_path
     docs = {
         d["kind"]: d for d in yaml.safe_load_all((ROOT / "deploy/k8s/cxstream.yaml").read_text())
     }
-    assert set(docs) == {"ConfigMap", "Service", "PersistentVolumeClaim", "StatefulSet"}
+    assert set(docs) == {
+        "ConfigMap",
+        "Service",
+        "PersistentVolumeClaim",
+        "StatefulSet",
+        "NetworkPolicy",
+    }
     docs["Service"] = manifests()["Service/cxstream"]
     data = docs["ConfigMap"]["data"]
     (tmp_path / "cxstream.yaml").write_text(data["cxstream.yaml"])
@@ -190,3 +196,53 @@ def test_kubernetes_cluster_forms_for_any_size_and_every_probe_finds_its_process
     dashboard = docs["Service/cxstream-dashboard"]["spec"]
     assert dashboard["selector"]["statefulset.kubernetes.io/pod-name"] == f"{name}-0"
     assert dashboard["ports"][0]["targetPort"] in ports
+
+
+def _admits(rule: dict, port: str) -> bool:
+    return any(p["port"] == port for p in rule.get("ports", []))
+
+
+def test_kubernetes_network_policy_admits_each_port_only_from_whom_it_serves():
+    docs = manifests()
+    policy = docs["NetworkPolicy/cxstream"]["spec"]
+    pod = docs["StatefulSet/cxstream"]["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    rules = policy["ingress"]
+    ports = [p["name"] for p in pod["spec"]["containers"][0]["ports"]]
+    # every port the pod serves is admitted by exactly one rule: none is shut by accident
+    for port in ports:
+        assert sum(_admits(rule, port) for rule in rules) == 1, port
+    assert {p["port"] for rule in rules for p in rule["ports"]} <= set(ports)
+    # the Bytewax processes' own, unauthenticated traffic: from the other cxstream pods only
+    (cluster,) = [rule for rule in rules if _admits(rule, "cluster")]
+    assert cluster["from"] == [{"podSelector": {"matchLabels": labels}}]
+    (metrics,) = [rule for rule in rules if _admits(rule, "metrics")]
+    assert metrics["from"], "metrics open to every pod"
+
+
+def test_prometheus_operator_resources_scrape_the_pods_and_carry_the_alerting_rules():
+    from cxstream.devtools.k8s import JOB, monitoring_manifests
+
+    rules = ROOT / "config" / "prometheus-alerts.yml"
+    written = list(yaml.safe_load_all((ROOT / "deploy/k8s/monitoring.yaml").read_text()))
+    assert written == monitoring_manifests(rules), "run `make k8s-monitoring`"
+    pod_monitor, rule = written
+    assert rule["spec"]["groups"] == yaml.safe_load(rules.read_text())["groups"]
+    assert pod_monitor["metadata"]["labels"] == rule["metadata"]["labels"]
+    # the PodMonitor finds the StatefulSet's pods and their metrics port ...
+    pod = manifests()["StatefulSet/cxstream"]["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    spec = pod_monitor["spec"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    (endpoint,) = spec["podMetricsEndpoints"]
+    ports = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+    assert endpoint["port"] in ports
+    assert endpoint["path"] == "/metrics"
+    # ... and names the job by a pod label whose value is the job the rules ask for (without
+    # jobLabel it would be "<namespace>/cxstream", and CxstreamDown would never match)
+    assert labels[spec["jobLabel"]] == JOB
+    prom = yaml.safe_load((ROOT / "config" / "prometheus.yml").read_text())
+    assert prom["scrape_configs"][0]["job_name"] == JOB
+    assert f'up{{job="{JOB}"}}' in rules.read_text()
