@@ -31,6 +31,15 @@ def _promtool() -> str:
     return path
 
 
+def _amtool() -> str:
+    path = shutil.which("amtool")
+    if path is None:
+        pytest.fail(
+            "amtool is missing: `bash .ci/prereqs` installs Debian's prometheus-alertmanager package"
+        )
+    return path
+
+
 def _run(*args: str, cwd: Path = ROOT) -> None:
     done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -45,6 +54,47 @@ def test_prometheus_accepts_the_rules_and_the_configuration_that_loads_them():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     mounts = compose["services"]["prometheus"]["volumes"]
     assert f"./config/{RULES.name}:/etc/prometheus/{RULES.name}:ro" in mounts
+
+
+def test_alertmanager_accepts_its_configuration_and_prometheus_sends_it_the_alerts():
+    amtool = _amtool()
+    config = ROOT / "config" / "alertmanager.yml"
+    _run(amtool, "check-config", str(config))
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    service = compose["services"]["alertmanager"]
+    assert f"./config/{config.name}:/etc/alertmanager/alertmanager.yml:ro" in service["volumes"]
+    (port,) = [p.split(":")[-1] for p in service["ports"]]
+    prom = yaml.safe_load((ROOT / "config" / "prometheus.yml").read_text())
+    targets = [
+        target
+        for manager in prom["alerting"]["alertmanagers"]
+        for static in manager["static_configs"]
+        for target in static["targets"]
+    ]
+    assert targets == [f"alertmanager:{port}"]
+    assert "alertmanager" in compose["services"]["prometheus"]["depends_on"]
+    # every alert of either severity reaches the receiver
+    for rule in _rules():
+        _run(
+            amtool,
+            "config",
+            "routes",
+            "test",
+            f"--config.file={config}",
+            "--verify.receivers=operations",
+            f"alertname={rule['alert']}",
+            f"severity={rule['labels']['severity']}",
+        )
+    # the inhibition names alerts that exist
+    names = {rule["alert"] for rule in _rules()}
+    for inhibit in yaml.safe_load(config.read_text())["inhibit_rules"]:
+        for side in ("source_matchers", "target_matchers"):
+            for label, op, value in (_MATCHER.findall(m)[0] for m in inhibit[side]):
+                assert label == "alertname"
+                if op == "=~":
+                    assert any(re.fullmatch(value, name) for name in names), value
+                else:
+                    assert value in names, value
 
 
 def test_each_alert_fires_and_stays_quiet_as_its_scenarios_expect(tmp_path):
