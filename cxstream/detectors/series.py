@@ -71,6 +71,18 @@ _WEEK_OFFSET_DAYS = 3  # 1970-01-01 was a Thursday: shift so that 0 = Monday
 _SEASONAL_MATURE = 3  # earlier days on which a time-of-day bucket is seen before it is scored
 _SEASONAL_AVERAGE = 12  # points in a seasonal stretch (docs/evaluation.md)
 _SEASONAL_TAIL = 1e-6  # a seasonal stretch's tail at the decision threshold
+_LARGEST = 1e150  # beyond it a value is no measurement (a window of its squares would overflow)
+
+
+def _usable(value: float) -> bool:
+    """Whether the detector scores and learns ``value``: finite and within +-1e150 (a missing
+    point otherwise: scored 0, not learned)."""
+    return -_LARGEST <= value <= _LARGEST
+
+
+def _when(t: float | None) -> float | None:
+    """An event time the detector can place, or None (no time: only the level is predicted)."""
+    return t if t is not None and math.isfinite(t) else None
 
 
 def _average_with(recent: deque[float], total: float, size: int, newest: float) -> float:
@@ -295,6 +307,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         if t is None or self._daily is None:
             return -1, -1
         slot = int((t % _DAY) // self._resolution)
+        if slot >= self._slots:  # a time a hair before midnight, whose remainder rounds to a day
+            slot = self._slots - 1
         day = int(t // _DAY + _WEEK_OFFSET_DAYS) % 7
         return slot, day * self._slots + slot
 
@@ -509,8 +523,9 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
     def update_novel(self, value: float, t: float | None = None) -> tuple[float, bool]:
         """:meth:`update`, and whether the point is news: a new extreme, or a stretch of surprise
         at least ``repeat_share`` of the largest recent one (see the module docstring)."""
-        if not math.isfinite(value):
+        if not _usable(value):
             return 0.0, False
+        t = _when(t)
         daily, weekly = self._buckets(t)
         raw, seasonal = self._surprise(value, daily, weekly)
         z = self._z(value)
@@ -521,19 +536,19 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
     @override
     def score_one(self, x: dict[base.typing.FeatureName, Any]) -> float:
         value = x.get(self.feature)
-        if value is None or not math.isfinite(value):
+        if value is None or not _usable(value):
             return 0.0
         v = float(value)
-        raw, seasonal = self._surprise(v, *self._buckets(x.get("t")))
+        raw, seasonal = self._surprise(v, *self._buckets(_when(x.get("t"))))
         return self._assess(v, raw, self._z(v), seasonal)[0]
 
     @override
     def learn_one(self, x: dict[base.typing.FeatureName, Any]) -> None:
         value = x.get(self.feature)
-        if value is None or not math.isfinite(value):
+        if value is None or not _usable(value):
             return
         v = float(value)
-        t = x.get("t")
+        t = _when(x.get("t"))
         daily, weekly = self._buckets(t)
         raw, seasonal = self._surprise(v, daily, weekly)
         self._learn(v, t, raw, self._z(v), daily, weekly, seasonal)

@@ -5,6 +5,8 @@ import pickle
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from river import base
 
 from cxstream.detectors.series import AlertGate, ContextLikelihoodDetector, SeriesMonitor
@@ -238,3 +240,32 @@ def test_seasonal_stretches_start_on_the_fourth_day_whatever_the_sampling(step_s
         value = 50 + 10 * math.sin(2 * math.pi * i / per_day) + rng.gauss(0, 0.5)
         detector.update(value, step_s * i)
     assert detector._s_n >= per_day - 1
+
+
+@given(
+    pattern=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=12),
+    times=st.lists(
+        st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), max_size=4
+    ),
+)
+@settings(max_examples=40, deadline=None)
+def test_any_values_and_times_are_scored_in_0_1_and_never_raise(pattern, times):
+    # a pattern of any floats (huge, tiny, infinite, NaN, alternating signs) repeated past the
+    # window's re-centring, the warm-up and a week, at 5-minute points, with odd times mixed in
+    monitor = SeriesMonitor.default()
+    river = ContextLikelihoodDetector()
+    for i in range(2_200):
+        value = pattern[i % len(pattern)]
+        t = times[i % len(times)] if times and i % 97 == 0 else FIVE_MIN * i
+        score, _ = monitor.observe(value, t)
+        assert 0.0 <= score <= 1.0
+        x = {"value": value, "t": t}
+        assert 0.0 <= river.score_one(x) <= 1.0
+        river.learn_one(x)
+
+
+def test_a_value_too_large_to_be_squared_is_a_missing_point():
+    monitor = SeriesMonitor.default()
+    for i in range(500):  # the squares of a window of them would overflow: never learned
+        assert monitor.observe((-1) ** i * 1e154, FIVE_MIN * i) == (0.0, False)
+    assert monitor.detector._n == 0
