@@ -15,6 +15,7 @@ from cxstream.errors import DataError
 
 __all__ = [
     "DELIMITERS",
+    "LARGEST",
     "MISSING_TOKENS",
     "decode_table",
     "delimiter_of",
@@ -27,6 +28,10 @@ DELIMITERS = (",", ";", "\t", "|")
 
 MISSING_TOKENS: Final = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 """How a table writes a value not measured, once stripped and in lower case."""
+
+LARGEST: Final = 1e150
+"""Beyond +-LARGEST a number is read as missing: no measurement is that large (a system's
+largest float as a "no value" sentinel is), and sums of squares of such numbers overflow."""
 
 _CURRENCY = "[$\u20ac\u00a3\u00a5]"
 _MARKS = re.compile(r"[,$%\u20ac\u00a3\u00a5]")  # a cell without any is left as it is

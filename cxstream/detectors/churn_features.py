@@ -26,7 +26,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from cxstream.csvfile import MISSING_TOKENS
+from cxstream.csvfile import LARGEST, MISSING_TOKENS
 
 __all__ = [
     "MISSING",
@@ -52,7 +52,12 @@ FloatArray = NDArray[np.float64]
 
 
 def parse_number(value: Any) -> float | None:
-    """A finite float from a cell, or None for blanks, missing markers and non-numbers."""
+    """A float from a cell, or None for blanks, missing markers, non-numbers and numbers beyond
+    +-1e150 (:data:`~cxstream.csvfile.LARGEST`: a sentinel, not a measurement).
+
+    >>> parse_number(" 3.5"), parse_number("NA"), parse_number(1.7976931348623157e308)
+    (3.5, None, None)
+    """
     if value is None or isinstance(value, bool):
         return None if value is None else float(value)
     if isinstance(value, int | float):
@@ -60,7 +65,7 @@ def parse_number(value: Any) -> float | None:
             f = float(value)
         except OverflowError:  # an int beyond any float
             return None
-        return f if math.isfinite(f) else None
+        return f if -LARGEST <= f <= LARGEST else None
     text = str(value).strip()
     if text.lower() in MISSING_TOKENS:
         return None
@@ -68,7 +73,7 @@ def parse_number(value: Any) -> float | None:
         f = float(text)
     except ValueError:
         return None
-    return f if math.isfinite(f) else None
+    return f if -LARGEST <= f <= LARGEST else None
 
 
 _PLAIN: Final = frozenset({float, int, str, bool, type(None)})  # what numpy parses as float() does
@@ -111,9 +116,9 @@ def _parse_whole(rows: Sequence[Row], columns: Sequence[str]) -> FloatArray | No
 
 
 def _numpy_floats(cells: list[Any]) -> FloatArray | None:
-    """The cells as floats in one numpy call (the usual blanks and non-finite values as NaN)
-    when each is a plain number, numeric text or one of the usual blanks; None when one is
-    anything odder (a word, an odd blank, a list), to be read cell by cell."""
+    """The cells as floats in one numpy call (the usual blanks, non-finite values and numbers
+    beyond +-1e150 as NaN) when each is a plain number, numeric text or one of the usual blanks;
+    None when one is anything odder (a word, an odd blank, a list), to be read cell by cell."""
     if not set(map(type, cells)) <= _PLAIN:
         return None
     try:
@@ -122,7 +127,7 @@ def _numpy_floats(cells: list[Any]) -> FloatArray | None:
         return None
     if out.shape != (len(cells),):
         return None
-    out[~np.isfinite(out)] = np.nan
+    out[~(np.abs(out) <= LARGEST)] = np.nan  # also inf and NaN
     return out
 
 

@@ -63,6 +63,8 @@ from typing import Any
 from river import base
 from typing_extensions import override
 
+from cxstream.csvfile import LARGEST
+
 __all__ = ["AlertGate", "ContextLikelihoodDetector", "SeriesMonitor"]
 
 _DAY = 86_400.0
@@ -71,13 +73,12 @@ _WEEK_OFFSET_DAYS = 3  # 1970-01-01 was a Thursday: shift so that 0 = Monday
 _SEASONAL_MATURE = 3  # earlier days on which a time-of-day bucket is seen before it is scored
 _SEASONAL_AVERAGE = 12  # points in a seasonal stretch (docs/evaluation.md)
 _SEASONAL_TAIL = 1e-6  # a seasonal stretch's tail at the decision threshold
-_LARGEST = 1e150  # beyond it a value is no measurement (a window of its squares would overflow)
 
 
 def _usable(value: float) -> bool:
-    """Whether the detector scores and learns ``value``: finite and within +-1e150 (a missing
-    point otherwise: scored 0, not learned)."""
-    return -_LARGEST <= value <= _LARGEST
+    """Whether the detector scores and learns ``value``: finite and within +-1e150
+    (:data:`~cxstream.csvfile.LARGEST`; a missing point otherwise: scored 0, not learned)."""
+    return -LARGEST <= value <= LARGEST
 
 
 def _when(t: float | None) -> float | None:

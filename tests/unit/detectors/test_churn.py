@@ -11,6 +11,8 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cxstream.detectors.churn import (
     CHECKPOINT_FORMAT,
@@ -463,3 +465,49 @@ def test_the_stacker_refit_stays_bounded_on_collinear_overconfident_inputs():
     assert np.isfinite(mean).all() and np.isfinite(cov).all()
     assert np.abs(mean).max() < 5
     assert abs(mean[1] + mean[2] - 0.05) < 0.05  # the blend learns how little the parts know
+
+
+def test_the_largest_float_as_a_no_value_sentinel_is_read_as_missing():
+    # some exports write a missing number as the largest float: learned as a number, its square
+    # overflows the running variance and every prediction after it is NaN
+    assert parse_number(1.7976931348623157e308) is None
+    assert parse_number("-1.7976931348623157e308") is None
+    assert parse_number(1e150) == 1e150
+    cells = [{"tenure": v} for v in [1.7976931348623157e308, "1e300", 3, "4"] * 10]
+    assert np.isnan(parse_numbers(cells, ["tenure"])[:2, 0]).all()
+    model = ChurnModel(SCHEMA)
+    rows, labels = synthetic(600)
+    for i, (row, y) in enumerate(zip(rows, labels, strict=True)):
+        if i % 7 == 0:
+            row = {**row, "charge": 1.7976931348623157e308}
+        assert 0.0 <= model.predict_proba_one(row)[True] <= 1.0
+        model.learn_one(row, y)
+    model.wait_for_refit()
+    probs, why = model.score_many(rows[:100])
+    assert ((probs >= 0.0) & (probs <= 1.0)).all()
+    assert all(math.isfinite(c.contribution) for reasons in why for c in reasons)
+
+
+@given(
+    cells=st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.integers(min_value=-(10**400), max_value=10**400),
+            st.sampled_from(["1e308", "-1e400", "inf", "nan", "", "NA", "x"]),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+@settings(max_examples=15, deadline=None)
+def test_any_numbers_leave_every_prediction_a_probability(cells):
+    model = ChurnModel(SCHEMA)
+    rows, labels = synthetic(260)  # past the trees' first fit at 200 labelled rows
+    for i, (row, y) in enumerate(zip(rows, labels, strict=True)):
+        row = {**row, "charge": cells[i % len(cells)]}
+        assert 0.0 <= model.predict_proba_one(row)[True] <= 1.0
+        model.learn_one(row, y)
+    model.wait_for_refit()
+    batch = [{**row, "charge": cells[i % len(cells)]} for i, row in enumerate(rows[:40])]
+    probs, _ = model.score_many(batch)
+    assert ((probs >= 0.0) & (probs <= 1.0)).all()
