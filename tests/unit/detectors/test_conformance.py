@@ -9,6 +9,8 @@ import pickle
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cxstream.detectors.degradation import ExperienceDropDetector
 from cxstream.detectors.series import ContextLikelihoodDetector, SeriesMonitor
@@ -70,3 +72,16 @@ def test_the_series_monitor_pickles_mid_stream_and_resumes_identically():
     copy = pickle.loads(pickle.dumps(monitor))
     for x in stream[2000:]:
         assert copy.observe(x["value"], x["t"]) == monitor.observe(x["value"], x["t"])
+
+
+@pytest.mark.parametrize(("make", "points"), DETECTORS, ids=lambda v: getattr(v, "__name__", ""))
+@given(pattern=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=8))
+@settings(max_examples=25, deadline=None)
+def test_any_value_is_scored_as_a_finite_number_and_never_raises(make, points, pattern):
+    det = make()
+    template = next(points(1))
+    key = next(k for k in template if k != "t")
+    for i, x in enumerate(points(1200)):
+        x = {**x, key: pattern[i % len(pattern)]}
+        assert math.isfinite(det.score_one(x))
+        det.learn_one(x)
