@@ -30,8 +30,9 @@ MISSING_TOKENS: Final = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 """How a table writes a value not measured, once stripped and in lower case."""
 
 LARGEST: Final = 1e150
-"""Beyond +-LARGEST a number is read as missing: no measurement is that large (a system's
-largest float as a "no value" sentinel is), and sums of squares of such numbers overflow."""
+"""Beyond +-LARGEST a number is read as missing: no measurement is that large (the largest
+float, which some systems write for "no value", is), and sums of squares of such numbers
+overflow."""
 
 _CURRENCY = "[$\u20ac\u00a3\u00a5]"
 _MARKS = re.compile(r"[,$%\u20ac\u00a3\u00a5]")  # a cell without any is left as it is
