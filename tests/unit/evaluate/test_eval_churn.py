@@ -326,3 +326,14 @@ def test_telco_reaches_the_acceptance_auc_in_one_pass():
     report = ev.run_churn(ev.Path(TELCO), "Churn", id_column="customerID")
     assert report.rows == 7043
     assert report.roc_auc >= 0.84
+
+
+def test_the_score_path_is_timed_on_rows_as_the_flow_has_them():
+    # a profile holds numbers as numbers; the table's text is parsed before the timing
+    rows = [{"tenure": "12", "charge": "", "contract": "1y"}, {"tenure": 3.0, "contract": "NA"}]
+    typed = ev._typed(rows, ["tenure", "charge"])
+    assert typed == [
+        {"tenure": 12.0, "charge": None, "contract": "1y"},
+        {"tenure": 3.0, "charge": None, "contract": "NA"},
+    ]
+    assert rows[0]["tenure"] == "12"  # the rows scored and learned are left as read
