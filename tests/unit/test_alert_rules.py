@@ -24,20 +24,19 @@ def _rules() -> list[dict[str, Any]]:
     return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
-def _promtool() -> str:
-    path = shutil.which("promtool")
+def _tool(name: str, package: str) -> str:
+    path = shutil.which(name)
     if path is None:
-        pytest.fail("promtool is missing: `bash .ci/prereqs` installs Debian's prometheus package")
+        pytest.fail(f"{name} is missing: `bash .ci/prereqs` installs Debian's {package} package")
     return path
+
+
+def _promtool() -> str:
+    return _tool("promtool", "prometheus")
 
 
 def _amtool() -> str:
-    path = shutil.which("amtool")
-    if path is None:
-        pytest.fail(
-            "amtool is missing: `bash .ci/prereqs` installs Debian's prometheus-alertmanager package"
-        )
-    return path
+    return _tool("amtool", "prometheus-alertmanager")
 
 
 def _run(*args: str, cwd: Path = ROOT) -> None:
