@@ -420,7 +420,7 @@ def run_churn(
         if on_progress is not None and i % 500 == 0:
             on_progress(i, len(rows))
     elapsed = time.perf_counter() - start
-    score_per_s = _score_speed(clf, _typed(rows[:_SPEED_ROWS], inferred.schema.numeric))
+    score_per_s = _score_speed(clf, rows, inferred.schema.numeric)
     y_arr = np.asarray(labels, dtype=bool)
     if predictions is not None:
         with predictions.open("w", newline="") as fh:
@@ -482,18 +482,22 @@ def _typed(rows: Sequence[dict[str, Any]], numeric: Sequence[str]) -> list[dict[
 
 
 def _score_speed(
-    clf: Classifier, rows: Sequence[dict[str, Any]], batch: int = 256, min_s: float = 1.0
+    clf: Classifier,
+    rows: Sequence[dict[str, Any]],
+    numeric: Sequence[str],
+    batch: int = 256,
+    min_s: float = 1.0,
 ) -> float:
     """Predictions per second of the scoring path the flow uses, on the trained model.
 
     For ``blend`` and ``bayes`` that is :meth:`ChurnModel.score_many` on batches, with
     explanations; ``trees`` and the River models score one row at a time (their
     ``predict_proba_one``). One batch first builds what a model builds once (the trees'
-    per-leaf tables, made once per refit or reload); then passes over the rows (at most
-    ``_SPEED_ROWS``, numbers already numbers: :func:`_typed`) are timed until ``min_s`` has
-    passed, so a small file is measured as long as a large one.
+    per-leaf tables, made once per refit or reload); then passes over the first
+    ``_SPEED_ROWS`` rows, their ``numeric`` columns already numbers (:func:`_typed`), are timed
+    until ``min_s`` has passed, so a small file is measured as long as a large one.
     """
-    sample = list(rows[:_SPEED_ROWS])
+    sample = _typed(rows[:_SPEED_ROWS], numeric)
     if not sample:
         return math.inf
 
