@@ -369,11 +369,11 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         return _upper_tail_score(stretch, self._s_mean, self._s_var, self._s_scale)
 
     def _s_learn(self, seasonal: float) -> None:
-        stretch = self._s_short(seasonal)
         if len(self._s_recent) == self.seasonal_average:
             self._s_sum -= self._s_recent[0]
         self._s_recent.append(seasonal)
         self._s_sum += seasonal
+        stretch = self._s_sum / len(self._s_recent)
         self._s_n += 1
         if self._s_n > self.warmup:
             faded = self._s_record * self._record_decay
