@@ -38,7 +38,7 @@ of their deviation from a slow reference (an exponential mean of normal interval
 and decision level ``drift_h``: a move of ``drift_k + 1`` deviations is found after about
 ``drift_h`` intervals, a move of ``drift_k`` or less never.
 
-Memory per cell: five detectors (at most about 58 kB each at the 5-minute context floor, a few kB
+Memory per cell: five detectors (at most about 59 kB each at the 5-minute context floor, a few kB
 for a cell younger than a day), five baselines of ``baseline`` floats, a few floats more.
 """
 

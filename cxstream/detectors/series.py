@@ -25,6 +25,11 @@ well over 100,000 points per second in pure Python:
    break the window's Gaussian. A spike must also lie at least 1 % of the range the series has
    shown from its window's mean (``spike_margin``): a flat or quantised metric that moves by one
    step has an enormous tail against a window with almost no spread, and is still no incident.
+   Spikes are news only while they are rare in the series: fewer than ``spike_rare_count`` (2)
+   such points in the last ``spike_rare_days`` (3) days of its sampling (a count fading with that
+   half-life), or one at the same time of day (its time-of-day bucket or a neighbour) within
+   those days, a scheduled job's burst. A series whose noise throws such points every day
+   (heavy-tailed counts, bursty traffic) stops paging for each of them.
 5. **Seasonal stretches.** The same likelihood over the surprise against the time of day and of
    the week alone (the level predictor left out), averaged over ``seasonal_average`` points: a
    series that goes on at its recent level where the time of day expects otherwise (a daily rise
@@ -41,15 +46,15 @@ well over 100,000 points per second in pure Python:
    series' own sampling (12 hourly points, 144 five-minute points, 720 one-minute points; at least
    10), as an operator wants one page per problem (:class:`AlertGate`).
 
-The decision settings (threshold, quiet period, repeat rule, spike rule and its margin, the
-seasonal stretch's average and tail) were
+The decision settings (threshold, quiet period, repeat rule, spike rule, its margin and its
+rarity, the seasonal stretch's average and tail) were
 chosen on small grids fixed by reasoning (docs/evaluation.md, with the leave-one-group-out figures;
 ``cxstream eval protocol`` measures any choice of the first four).
 
 Memory is bounded: three arrays per context (at most 288 daily and 2,016 weekly buckets at the
-5-minute floor) and the last ``window`` values, about 58 kB per series in the worst case — meant
-for per-cell and per-KPI series; per-subscriber state uses the much smaller
-:class:`~cxstream.detectors.ExperienceDropDetector`.
+5-minute floor), the last ``window`` values and the last 32 spike points, about 59 kB per series
+in the worst case — meant for per-cell and per-KPI series; per-subscriber state uses the much
+smaller :class:`~cxstream.detectors.ExperienceDropDetector`.
 """
 
 from __future__ import annotations
@@ -73,6 +78,9 @@ _WEEK_OFFSET_DAYS = 3  # 1970-01-01 was a Thursday: shift so that 0 = Monday
 _SEASONAL_MATURE = 3  # earlier days on which a time-of-day bucket is seen before it is scored
 _SEASONAL_AVERAGE = 12  # points in a seasonal stretch (docs/evaluation.md)
 _SEASONAL_TAIL = 1e-6  # a seasonal stretch's tail at the decision threshold
+_SPIKE_RARE_DAYS = 3.0  # spikes are news while fewer than _SPIKE_RARE_COUNT came in this many days
+_SPIKE_RARE_COUNT = 2.0
+_SPIKE_LOG = 32  # the latest spike points kept, with their time-of-day bucket
 
 
 def _usable(value: float) -> bool:
@@ -182,6 +190,11 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
     spike_margin
         Share of the range seen so far (largest minus smallest value) a spike must lie from the
         mean of its window: a one-step blip of a near-flat series is not a spike.
+    spike_rare_days, spike_rare_count
+        Spikes are news while fewer than ``spike_rare_count`` points passed the spike rule's tail,
+        range and margin in the last ``spike_rare_days`` days of the series' sampling (a count
+        fading with that half-life), or when one did at the same time of day (the point's
+        time-of-day bucket or a neighbour) within those days.
     seasonal_average
         Points in the short-term average of the seasonal surprise (against the time of day and
         of the week only).
@@ -219,11 +232,16 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         spike: float | None = 0.75,
         spike_days: float = 0.25,
         spike_margin: float = _SPIKE_MARGIN,
+        spike_rare_days: float = _SPIKE_RARE_DAYS,
+        spike_rare_count: float = _SPIKE_RARE_COUNT,
         seasonal_average: int = _SEASONAL_AVERAGE,
         seasonal_tail: float | None = _SEASONAL_TAIL,
     ) -> None:
-        if spike_days <= 0 or repeat_days <= 0:
-            msg = f"spike_days and repeat_days must be above 0, not {spike_days} and {repeat_days}"
+        if spike_days <= 0 or repeat_days <= 0 or spike_rare_days <= 0:
+            msg = (
+                "spike_days, repeat_days and spike_rare_days must be above 0, not "
+                f"{spike_days}, {repeat_days} and {spike_rare_days}"
+            )
             raise ValueError(msg)
         if seasonal_tail is not None and not 0.0 < seasonal_tail < 1.0:
             msg = f"seasonal_tail must be above 0 and below 1, not {seasonal_tail}"
@@ -248,9 +266,12 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self.spike = spike
         self.spike_days = spike_days
         self.spike_margin = spike_margin
+        self.spike_rare_days = spike_rare_days
+        self.spike_rare_count = spike_rare_count
         self.seasonal_average = seasonal_average
         self.seasonal_tail = seasonal_tail
         self._init_seasonal()
+        self._init_spike_log()
         self._far = 0.0  # the farthest recent point from its window, in window SDs, fading
         self._far_decay = 0.5 ** (1.0 / (288.0 * spike_days))  # per point; from the interval
         self._win: deque[float] = deque(maxlen=window)
@@ -285,10 +306,29 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         starts learning then)."""
         self.__dict__.update(state)
         self.__dict__.setdefault("spike_margin", _SPIKE_MARGIN)
+        if "_spike_log" not in self.__dict__:
+            self.spike_rare_days = _SPIKE_RARE_DAYS
+            self.spike_rare_count = _SPIKE_RARE_COUNT
+            self._init_spike_log()
+            # the same sampling as the quarter-day fade of the farthest point
+            self._spike_decay = self._far_decay ** (self.spike_days / self.spike_rare_days)
         if "_s_recent" not in self.__dict__:
             self.seasonal_average = _SEASONAL_AVERAGE
             self.seasonal_tail = _SEASONAL_TAIL
             self._init_seasonal()
+
+    def _init_spike_log(self) -> None:
+        self._spikes = 0.0  # points that passed the spike rule, faded to the last of them
+        self._spikes_at = 0  # the point the count was last brought up to date at
+        self._spike_decay = 0.5 ** (1.0 / (288.0 * self.spike_rare_days))  # per point
+        self._spike_log: deque[tuple[int, int]] = deque(maxlen=_SPIKE_LOG)  # (point, bucket)
+        z, step = 0.0, 64.0  # the smallest distance whose tail reaches the spike rule's
+        if self.spike is not None:
+            while step > 1e-12:
+                if self._tail(z + step) < self.spike:
+                    z += step
+                step /= 2.0
+        self._spike_z = z
 
     def _init_seasonal(self) -> None:
         self._s_recent: deque[float] = deque(maxlen=self.seasonal_average)
@@ -341,7 +381,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         return _average_with(self._recent, self._recent_sum, self.average, raw)
 
     def _assess(
-        self, value: float, raw: float, z: float, seasonal: float | None = None
+        self, value: float, raw: float, z: float, seasonal: float | None = None, daily: int = -1
     ) -> tuple[float, bool]:
         """The score, and whether the point is news (see :meth:`update_novel`)."""
         short = self._short(raw)
@@ -349,7 +389,12 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         novel = score >= 1.0 or short >= self.repeat_share * self._record
         if self.spike is not None and self._n >= self.warmup and z >= self._far:
             point = self._tail(z)
-            if point >= self.spike and self._outside(value) and self._sized(value):
+            if (
+                point >= self.spike
+                and self._outside(value)
+                and self._sized(value)
+                and self._spike_news(daily)
+            ):
                 return (point if point > score else score), True
         if seasonal is not None and self._s_n >= self.warmup:
             stretch = self._s_short(seasonal)
@@ -358,6 +403,35 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
                 if s_score >= 0.5 and s_score > score:
                     return s_score, True
         return score, novel
+
+    def _spiky(self, value: float, z: float) -> bool:
+        """Whether the point passes the spike rule's tail, range and margin (not its fade)."""
+        return (
+            self.spike is not None
+            and self._n >= self.warmup
+            and self._tail(z) >= self.spike
+            and self._outside(value)
+            and self._sized(value)
+        )
+
+    def _spike_news(self, daily: int) -> bool:
+        """Whether a spike in the time-of-day bucket ``daily`` is news: spikes are still rare
+        here, or one came in this bucket or a neighbour within ``spike_rare_days``."""
+        if (
+            self._spikes * self._spike_decay ** (self._n - 1 - self._spikes_at)
+            < self.spike_rare_count
+        ):
+            return True
+        if daily < 0 or self._slots < 1:
+            return False
+        for shift in (-1, 0, 1):
+            bucket = (daily + shift) % self._slots
+            weight = sum(
+                self._spike_decay ** (self._n - n) for n, b in self._spike_log if b == bucket
+            )
+            if weight >= 0.5:
+                return True
+        return False
 
     def _s_short(self, seasonal: float) -> float:
         """The short-term average of seasonal surprises, with ``seasonal`` as the newest."""
@@ -448,6 +522,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
                 self._record_decay = 0.5 ** (1.0 / max(points, 1.0))
                 points = self.spike_days * _DAY / max(median, 1e-3)
                 self._far_decay = 0.5 ** (1.0 / max(points, 1.0))
+                points = self.spike_rare_days * _DAY / max(median, 1e-3)
+                self._spike_decay = 0.5 ** (1.0 / max(points, 1.0))
                 self._slots = max(1, math.ceil(_DAY / self._resolution))
                 self._daily = _Context(self._slots, self.season_alpha)
                 self._weekly = _Context(7 * self._slots, self.season_alpha)
@@ -464,6 +540,10 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         weekly: int,
         seasonal: float | None = None,
     ) -> None:
+        if z >= self._spike_z and self._spiky(value, z):  # before the window and range learn it
+            self._spikes = self._spikes * self._spike_decay ** (self._n - self._spikes_at) + 1.0
+            self._spikes_at = self._n
+            self._spike_log.append((self._n, daily))
         if seasonal is not None:
             self._s_learn(seasonal)
         elif not self._s_ready and t is not None:
@@ -530,7 +610,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         daily, weekly = self._buckets(t)
         raw, seasonal = self._surprise(value, daily, weekly)
         z = self._z(value)
-        score, novel = self._assess(value, raw, z, seasonal)
+        score, novel = self._assess(value, raw, z, seasonal, daily)
         self._learn(value, t, raw, z, daily, weekly, seasonal)
         return score, novel
 
@@ -540,8 +620,9 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         if value is None or not _usable(value):
             return 0.0
         v = float(value)
-        raw, seasonal = self._surprise(v, *self._buckets(_when(x.get("t"))))
-        return self._assess(v, raw, self._z(v), seasonal)[0]
+        daily, weekly = self._buckets(_when(x.get("t")))
+        raw, seasonal = self._surprise(v, daily, weekly)
+        return self._assess(v, raw, self._z(v), seasonal, daily)[0]
 
     @override
     def learn_one(self, x: dict[base.typing.FeatureName, Any]) -> None:
