@@ -41,13 +41,17 @@ well over 100,000 points per second in pure Python:
    of it) is a repeat, not news: it raises no alert (:meth:`ContextLikelihoodDetector.update_novel`).
    "Recently" fades with a half-life of ``repeat_days`` (a week, the longest season the predictors
    know) of the series' own sampling. Bursty series whose bursts recur stop paging for each one.
+   And a stretch past the threshold but short of the likelihood's saturation (a tail between 1e-4
+   and 1e-8) is news only while such stretches are rare in the series, as spikes are: fewer than
+   ``stretch_rare_count`` (2) began in the last ``stretch_rare_days`` (3) days (a count fading with
+   that half-life). A saturated stretch, a new extreme, a spike or a seasonal stretch still is.
 
 7. **One alert per episode.** After an alert, further alerts are held back for half a day of the
    series' own sampling (12 hourly points, 144 five-minute points, 720 one-minute points; at least
    10), as an operator wants one page per problem (:class:`AlertGate`).
 
 The decision settings (threshold, quiet period, repeat rule, spike rule, its margin and its
-rarity, the seasonal stretch's average and tail) were
+rarity, the rarity of stretches, the seasonal stretch's average and tail) were
 chosen on small grids fixed by reasoning (docs/evaluation.md, with the leave-one-group-out figures;
 ``cxstream eval protocol`` measures any choice of the first four).
 
@@ -81,6 +85,8 @@ _SEASONAL_TAIL = 1e-6  # a seasonal stretch's tail at the decision threshold
 _SPIKE_RARE_DAYS = 3.0  # spikes are news while fewer than _SPIKE_RARE_COUNT came in this many days
 _SPIKE_RARE_COUNT = 2.0
 _SPIKE_LOG = 32  # the latest spike points kept, with their time-of-day bucket
+_STRETCH_RARE_DAYS = 3.0  # the same "rare" as for spikes (docs/evaluation.md)
+_STRETCH_RARE_COUNT = 2.0
 
 
 def _usable(value: float) -> bool:
@@ -195,6 +201,10 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         range and margin in the last ``spike_rare_days`` days of the series' sampling (a count
         fading with that half-life), or when one did at the same time of day (the point's
         time-of-day bucket or a neighbour) within those days.
+    stretch_rare_days, stretch_rare_count
+        A stretch whose likelihood passes the threshold without saturating is news only while
+        fewer than ``stretch_rare_count`` such stretches began in the last ``stretch_rare_days``
+        days of the series' sampling (a count fading with that half-life).
     seasonal_average
         Points in the short-term average of the seasonal surprise (against the time of day and
         of the week only).
@@ -234,13 +244,15 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         spike_margin: float = _SPIKE_MARGIN,
         spike_rare_days: float = _SPIKE_RARE_DAYS,
         spike_rare_count: float = _SPIKE_RARE_COUNT,
+        stretch_rare_days: float = _STRETCH_RARE_DAYS,
+        stretch_rare_count: float = _STRETCH_RARE_COUNT,
         seasonal_average: int = _SEASONAL_AVERAGE,
         seasonal_tail: float | None = _SEASONAL_TAIL,
     ) -> None:
-        if spike_days <= 0 or repeat_days <= 0 or spike_rare_days <= 0:
+        if min(spike_days, repeat_days, spike_rare_days, stretch_rare_days) <= 0:
             msg = (
-                "spike_days, repeat_days and spike_rare_days must be above 0, not "
-                f"{spike_days}, {repeat_days} and {spike_rare_days}"
+                "spike_days, repeat_days, spike_rare_days and stretch_rare_days must be above 0, "
+                f"not {spike_days}, {repeat_days}, {spike_rare_days} and {stretch_rare_days}"
             )
             raise ValueError(msg)
         if seasonal_tail is not None and not 0.0 < seasonal_tail < 1.0:
@@ -268,10 +280,13 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self.spike_margin = spike_margin
         self.spike_rare_days = spike_rare_days
         self.spike_rare_count = spike_rare_count
+        self.stretch_rare_days = stretch_rare_days
+        self.stretch_rare_count = stretch_rare_count
         self.seasonal_average = seasonal_average
         self.seasonal_tail = seasonal_tail
         self._init_seasonal()
         self._init_spike_log()
+        self._init_stretches()
         self._far = 0.0  # the farthest recent point from its window, in window SDs, fading
         self._far_decay = 0.5 ** (1.0 / (288.0 * spike_days))  # per point; from the interval
         self._win: deque[float] = deque(maxlen=window)
@@ -312,6 +327,11 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             self._init_spike_log()
             # the same sampling as the quarter-day fade of the farthest point
             self._spike_decay = self._far_decay ** (self.spike_days / self.spike_rare_days)
+        if "_stretches" not in self.__dict__:
+            self.stretch_rare_days = _STRETCH_RARE_DAYS
+            self.stretch_rare_count = _STRETCH_RARE_COUNT
+            self._init_stretches()
+            self._stretch_decay = self._far_decay ** (self.spike_days / self.stretch_rare_days)
         if "_s_recent" not in self.__dict__:
             self.seasonal_average = _SEASONAL_AVERAGE
             self.seasonal_tail = _SEASONAL_TAIL
@@ -329,6 +349,22 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
                     z += step
                 step /= 2.0
         self._spike_z = z
+
+    def _init_stretches(self) -> None:
+        self._stretches = 0.0  # stretches begun past the threshold, faded to the last of them
+        self._stretches_at = 0
+        self._stretch_decay = 0.5 ** (1.0 / (288.0 * self.stretch_rare_days))  # per point
+        self._in_stretch = False
+        # the likelihood's threshold (0.5) and saturation (1.0) as distances from its mean, in SDs
+        bounds = []
+        for level in (0.5, 1.0):
+            z, step = 0.0, 64.0
+            while step > 1e-12:
+                if _upper_tail_score(z + step, 0.0, 1.0, 8.0) < level:
+                    z += step
+                step /= 2.0
+            bounds.append(z)
+        self._stretch_z = (bounds[0], bounds[1])
 
     def _init_seasonal(self) -> None:
         self._s_recent: deque[float] = deque(maxlen=self.seasonal_average)
@@ -402,6 +438,14 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
                 s_score = self._s_likelihood(stretch)
                 if s_score >= 0.5 and s_score > score:
                     return s_score, True
+        if (
+            novel
+            and 0.5 <= score < 1.0
+            and self._n >= self.warmup
+            and self._stretches * self._stretch_decay ** (self._n - 1 - self._stretches_at)
+            >= self.stretch_rare_count
+        ):
+            return score, False  # such stretches are no longer rare here
         return score, novel
 
     def _spiky(self, value: float, z: float) -> bool:
@@ -524,6 +568,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
                 self._far_decay = 0.5 ** (1.0 / max(points, 1.0))
                 points = self.spike_rare_days * _DAY / max(median, 1e-3)
                 self._spike_decay = 0.5 ** (1.0 / max(points, 1.0))
+                points = self.stretch_rare_days * _DAY / max(median, 1e-3)
+                self._stretch_decay = 0.5 ** (1.0 / max(points, 1.0))
                 self._slots = max(1, math.ceil(_DAY / self._resolution))
                 self._daily = _Context(self._slots, self.season_alpha)
                 self._weekly = _Context(7 * self._slots, self.season_alpha)
@@ -582,8 +628,9 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._win_sq += x * x
         if self._n % self.window == self.window - 1:
             self._recentre()
-        self._lo = value if value < self._lo else self._lo
-        self._hi = value if value > self._hi else self._hi
+        lo, hi = self._lo, self._hi
+        self._lo = value if value < lo else lo
+        self._hi = value if value > hi else hi
         if len(self._recent) == self.average:
             self._recent_sum -= self._recent[0]
         self._recent.append(raw)
@@ -592,9 +639,25 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         if self._n >= self.warmup:
             faded = self._record * self._record_decay
             self._record = short if short > faded else faded
+            if self._in_stretch or short >= self._mean + self._stretch_z[0] * math.sqrt(
+                self._var + 1e-12
+            ):
+                self._learn_stretch(value, short, lo, hi)
         self._n += 1
         a = 0.002 if self._n > self.warmup else 1.0 / self._n
         self._mean, self._var = _ew_moments(self._mean, self._var, short, a)
+
+    def _learn_stretch(self, value: float, short: float, lo: float, hi: float) -> None:
+        """Count a stretch that begins past the likelihood's threshold without saturating it
+        (``lo`` and ``hi``: the range before this point, for the new-extreme rule)."""
+        z = (short - self._mean) / math.sqrt(self._var + 1e-12)
+        margin = self.extreme_margin * (hi - lo)
+        high = self._stretch_z[0] <= z < self._stretch_z[1] and lo - margin <= value <= hi + margin
+        if high and not self._in_stretch:
+            faded = self._stretches * self._stretch_decay ** (self._n - self._stretches_at)
+            self._stretches = faded + 1.0
+            self._stretches_at = self._n
+        self._in_stretch = high
 
     # -- public ---------------------------------------------------------------------------------
     def update(self, value: float, t: float | None = None) -> float:
