@@ -66,6 +66,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +112,24 @@ def _ew_moments(mean: float, var: float, x: float, a: float) -> tuple[float, flo
     """An exponentially weighted mean and variance after ``x``, with weight ``a``."""
     d = x - mean
     return mean + a * d, (1.0 - a) * (var + a * d * d)
+
+
+def _fade_per_point(days: float, interval: float) -> float:
+    """The per-point factor of a half-life of ``days`` at a sampling ``interval`` (seconds)."""
+    points = days * _DAY / max(interval, 1e-3)
+    factor: float = 0.5 ** (1.0 / max(points, 1.0))
+    return factor
+
+
+def _distance_to(score: Callable[[float], float], level: float) -> float:
+    """The smallest distance (in SDs, to 1e-12) at which ``score``, rising with it, reaches
+    ``level``."""
+    z, step = 0.0, 64.0
+    while step > 1e-12:
+        if score(z + step) < level:
+            z += step
+        step /= 2.0
+    return z
 
 
 def _upper_tail_score(x: float, mean: float, var: float, scale: float) -> float:
@@ -342,29 +361,20 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._spikes_at = 0  # the point the count was last brought up to date at
         self._spike_decay = 0.5 ** (1.0 / (288.0 * self.spike_rare_days))  # per point
         self._spike_log: deque[tuple[int, int]] = deque(maxlen=_SPIKE_LOG)  # (point, bucket)
-        z, step = 0.0, 64.0  # the smallest distance whose tail reaches the spike rule's
-        if self.spike is not None:
-            while step > 1e-12:
-                if self._tail(z + step) < self.spike:
-                    z += step
-                step /= 2.0
-        self._spike_z = z
+        # the smallest distance whose tail reaches the spike rule's
+        self._spike_z = 0.0 if self.spike is None else _distance_to(self._tail, self.spike)
 
     def _init_stretches(self) -> None:
         self._stretches = 0.0  # stretches begun past the threshold, faded to the last of them
         self._stretches_at = 0
         self._stretch_decay = 0.5 ** (1.0 / (288.0 * self.stretch_rare_days))  # per point
         self._in_stretch = False
+
         # the likelihood's threshold (0.5) and saturation (1.0) as distances from its mean, in SDs
-        bounds = []
-        for level in (0.5, 1.0):
-            z, step = 0.0, 64.0
-            while step > 1e-12:
-                if _upper_tail_score(z + step, 0.0, 1.0, 8.0) < level:
-                    z += step
-                step /= 2.0
-            bounds.append(z)
-        self._stretch_z = (bounds[0], bounds[1])
+        def likelihood(z: float) -> float:
+            return _upper_tail_score(z, 0.0, 1.0, 8.0)
+
+        self._stretch_z = (_distance_to(likelihood, 0.5), _distance_to(likelihood, 1.0))
 
     def _init_seasonal(self) -> None:
         self._s_recent: deque[float] = deque(maxlen=self.seasonal_average)
@@ -562,14 +572,10 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             if len(self._deltas) >= 10:
                 median = sorted(self._deltas)[len(self._deltas) // 2]
                 self._resolution = max(self.min_resolution_s, median)
-                points = self.repeat_days * _DAY / max(median, 1e-3)
-                self._record_decay = 0.5 ** (1.0 / max(points, 1.0))
-                points = self.spike_days * _DAY / max(median, 1e-3)
-                self._far_decay = 0.5 ** (1.0 / max(points, 1.0))
-                points = self.spike_rare_days * _DAY / max(median, 1e-3)
-                self._spike_decay = 0.5 ** (1.0 / max(points, 1.0))
-                points = self.stretch_rare_days * _DAY / max(median, 1e-3)
-                self._stretch_decay = 0.5 ** (1.0 / max(points, 1.0))
+                self._record_decay = _fade_per_point(self.repeat_days, median)
+                self._far_decay = _fade_per_point(self.spike_days, median)
+                self._spike_decay = _fade_per_point(self.spike_rare_days, median)
+                self._stretch_decay = _fade_per_point(self.stretch_rare_days, median)
                 self._slots = max(1, math.ceil(_DAY / self._resolution))
                 self._daily = _Context(self._slots, self.season_alpha)
                 self._weekly = _Context(7 * self._slots, self.season_alpha)

@@ -229,34 +229,25 @@ def test_a_pulse_train_pages_for_its_first_stretches_only():
     assert len(rare) <= 3 < 15 <= sum(a for _, a in run(values, always))
 
 
-def test_a_snapshot_from_before_the_spike_rarity_rule_restores_with_todays_defaults():
+@pytest.mark.parametrize(
+    ("rule", "state_keys"),
+    [
+        ("spike", ("_spikes", "_spikes_at", "_spike_decay", "_spike_log", "_spike_z")),
+        ("stretch", ("_stretches", "_stretches_at", "_stretch_decay", "_in_stretch", "_stretch_z")),
+    ],
+)
+def test_a_snapshot_from_before_a_rarity_rule_restores_with_todays_defaults(rule, state_keys):
     monitor = SeriesMonitor.default()
     run([daily(i, random.Random(3)) for i in range(600)], monitor)
     state = dict(monitor.detector.__dict__)
-    for key in ("spike_rare_days", "spike_rare_count", "_spikes", "_spikes_at", "_spike_decay"):
-        del state[key]
-    del state["_spike_log"], state["_spike_z"]
-    old = ContextLikelihoodDetector.__new__(ContextLikelihoodDetector)
-    old.__setstate__(state)
-    assert (old.spike_rare_days, old.spike_rare_count) == (3.0, 2.0)
-    assert old._spike_decay == pytest.approx(monitor.detector._spike_decay)
-    assert old._spike_z == monitor.detector._spike_z
-    assert old.update(500.0, FIVE_MIN * 600) == monitor.detector.update(500.0, FIVE_MIN * 600)
-
-
-def test_a_snapshot_from_before_the_stretch_rarity_rule_restores_with_todays_defaults():
-    monitor = SeriesMonitor.default()
-    run([daily(i, random.Random(3)) for i in range(600)], monitor)
-    state = dict(monitor.detector.__dict__)
-    for key in ("stretch_rare_days", "stretch_rare_count", "_stretches", "_stretches_at"):
-        del state[key]
-    for key in ("_stretch_decay", "_in_stretch", "_stretch_z"):
+    for key in (f"{rule}_rare_days", f"{rule}_rare_count", *state_keys):
         del state[key]
     old = ContextLikelihoodDetector.__new__(ContextLikelihoodDetector)
     old.__setstate__(state)
-    assert (old.stretch_rare_days, old.stretch_rare_count) == (3.0, 2.0)
-    assert old._stretch_decay == pytest.approx(monitor.detector._stretch_decay)
-    assert old._stretch_z == monitor.detector._stretch_z
+    assert (getattr(old, f"{rule}_rare_days"), getattr(old, f"{rule}_rare_count")) == (3.0, 2.0)
+    decay, z = f"_{rule}_decay", f"_{rule}_z"
+    assert getattr(old, decay) == pytest.approx(getattr(monitor.detector, decay))
+    assert getattr(old, z) == getattr(monitor.detector, z)
     assert old.update(500.0, FIVE_MIN * 600) == monitor.detector.update(500.0, FIVE_MIN * 600)
 
 
