@@ -27,9 +27,11 @@ well over 100,000 points per second in pure Python:
    step has an enormous tail against a window with almost no spread, and is still no incident.
    Spikes are news only while they are rare in the series: fewer than ``spike_rare_count`` (2)
    such points in the last ``spike_rare_days`` (3) days of its sampling (a count fading with that
-   half-life), or one at the same time of day (its time-of-day bucket or a neighbour) within
-   those days, a scheduled job's burst. A series whose noise throws such points every day
-   (heavy-tailed counts, bursty traffic) stops paging for each of them.
+   half-life), or at a time of day where they recur, a scheduled job's burst: such points came
+   in its time-of-day bucket (or a neighbour) on earlier days, yesterday or twice in those days
+   (a weight of 0.75 in the same fading count; points less than half a day old do not count).
+   A series whose noise throws such points every day (heavy-tailed counts, bursty traffic)
+   stops paging for each of them.
 5. **Seasonal stretches.** The same likelihood over the surprise against the time of day and of
    the week alone (the level predictor left out), averaged over ``seasonal_average`` points: a
    series that goes on at its recent level where the time of day expects otherwise (a daily rise
@@ -86,6 +88,8 @@ _SEASONAL_TAIL = 1e-6  # a seasonal stretch's tail at the decision threshold
 _SPIKE_RARE_DAYS = 3.0  # spikes are news while fewer than _SPIKE_RARE_COUNT came in this many days
 _SPIKE_RARE_COUNT = 2.0
 _SPIKE_LOG = 32  # the latest spike points kept, with their time-of-day bucket
+_SPIKE_RECUR = 0.75  # weight of earlier days' spikes at a time of day where they recur
+_SPIKE_EARLIER = 0.5  # days before a spike counts as one of an earlier day
 _STRETCH_RARE_DAYS = 3.0  # the same "rare" as for spikes (docs/evaluation.md)
 _STRETCH_RARE_COUNT = 2.0
 
@@ -218,8 +222,10 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
     spike_rare_days, spike_rare_count
         Spikes are news while fewer than ``spike_rare_count`` points passed the spike rule's tail,
         range and margin in the last ``spike_rare_days`` days of the series' sampling (a count
-        fading with that half-life), or when one did at the same time of day (the point's
-        time-of-day bucket or a neighbour) within those days.
+        fading with that half-life), or at a time of day where they recur: such points came in
+        the point's time-of-day bucket or a neighbour on earlier days (at least half a day
+        before), weighing at least 0.75 in the same fading count (yesterday's, or two within
+        those days).
     stretch_rare_days, stretch_rare_count
         A stretch whose likelihood passes the threshold without saturating is news only while
         fewer than ``stretch_rare_count`` such stretches began in the last ``stretch_rare_days``
@@ -335,17 +341,21 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._var = 1.0
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore a snapshot, also one taken before the spike rule had its margin or before
+        """Restore a snapshot, also one taken before the spike rule had its margin, before
         seasonal stretches were scored (they take today's defaults; the seasonal likelihood
-        starts learning then)."""
+        starts learning then) or without the points per day (from the spike count's fade)."""
         self.__dict__.update(state)
         self.__dict__.setdefault("spike_margin", _SPIKE_MARGIN)
+        restored_day_points = "_day_points" in state
         if "_spike_log" not in self.__dict__:
             self.spike_rare_days = _SPIKE_RARE_DAYS
             self.spike_rare_count = _SPIKE_RARE_COUNT
             self._init_spike_log()
             # the same sampling as the quarter-day fade of the farthest point
             self._spike_decay = self._far_decay ** (self.spike_days / self.spike_rare_days)
+        if not restored_day_points:  # the points per day the spike count fades over
+            half_lives = math.log2(1.0 / self._spike_decay)
+            self._day_points = 1.0 / (self.spike_rare_days * half_lives)
         if "_stretches" not in self.__dict__:
             self.stretch_rare_days = _STRETCH_RARE_DAYS
             self.stretch_rare_count = _STRETCH_RARE_COUNT
@@ -361,6 +371,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._spikes_at = 0  # the point the count was last brought up to date at
         self._spike_decay = 0.5 ** (1.0 / (288.0 * self.spike_rare_days))  # per point
         self._spike_log: deque[tuple[int, int]] = deque(maxlen=_SPIKE_LOG)  # (point, bucket)
+        self._day_points = _DAY / 300.0  # points per day; from the sampling interval once known
         # the smallest distance whose tail reaches the spike rule's
         self._spike_z = 0.0 if self.spike is None else _distance_to(self._tail, self.spike)
 
@@ -470,7 +481,10 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
 
     def _spike_news(self, daily: int) -> bool:
         """Whether a spike in the time-of-day bucket ``daily`` is news: spikes are still rare
-        here, or one came in this bucket or a neighbour within ``spike_rare_days``."""
+        here, or they recur at this time of day: the spikes of earlier days (at least
+        ``_SPIKE_EARLIER`` days before) in this bucket or a neighbour weigh ``_SPIKE_RECUR`` in
+        the fading count (yesterday's, or two within ``spike_rare_days``). One earlier spike in
+        three days at about this time is a coincidence in a series that throws several a day."""
         if (
             self._spikes * self._spike_decay ** (self._n - 1 - self._spikes_at)
             < self.spike_rare_count
@@ -478,12 +492,15 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             return True
         if daily < 0 or self._slots < 1:
             return False
+        earlier = self._n - _SPIKE_EARLIER * self._day_points
         for shift in (-1, 0, 1):
             bucket = (daily + shift) % self._slots
             weight = sum(
-                self._spike_decay ** (self._n - n) for n, b in self._spike_log if b == bucket
+                self._spike_decay ** (self._n - n)
+                for n, b in self._spike_log
+                if b == bucket and n <= earlier
             )
-            if weight >= 0.5:
+            if weight >= _SPIKE_RECUR:
                 return True
         return False
 
@@ -575,6 +592,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
                 self._record_decay = _fade_per_point(self.repeat_days, median)
                 self._far_decay = _fade_per_point(self.spike_days, median)
                 self._spike_decay = _fade_per_point(self.spike_rare_days, median)
+                self._day_points = _DAY / max(median, 1e-3)
                 self._stretch_decay = _fade_per_point(self.stretch_rare_days, median)
                 self._slots = max(1, math.ceil(_DAY / self._resolution))
                 self._daily = _Context(self._slots, self.season_alpha)

@@ -219,6 +219,33 @@ def test_spikes_and_stretches_that_come_every_day_at_random_times_stop_paging():
         assert all(r < a for r, a in zip(rare, always, strict=True))
 
 
+def test_once_spikes_are_common_one_at_a_time_of_day_where_they_recur_is_still_news(monkeypatch):
+    """Spikes came at four times of day in the last three days, so they are no longer rare. At
+    12:00 a spike is news where one came at 12:00 yesterday (a daily job), and no news where the
+    only one at 12:00 came two days ago: with several spikes a day, one earlier spike at about
+    this time is a coincidence. The five-point average is widened here so that the likelihood
+    does not saturate on a single point and only the spike rule decides."""
+
+    def at(day, hour):
+        return day * 288 + hour * 12
+
+    def news(spikes):
+        test = at(7, 12)
+        rng = random.Random(5)
+        detector = ContextLikelihoodDetector(average=50)
+        for i in range(test + 1):
+            value = 100 + rng.gauss(0, 1) + (40 if i in spikes or i == test else 0)
+            score, novel = detector.update_novel(value, FIVE_MIN * i)
+        return novel and score >= 0.5
+
+    yesterday = {at(4, 6), at(5, 0), at(5, 18), at(6, 12)}
+    two_days_ago = {at(4, 0), at(4, 18), at(5, 12), at(6, 6)}
+    assert news(yesterday)
+    assert not news(two_days_ago)
+    monkeypatch.setattr("cxstream.detectors.series._SPIKE_RECUR", 0.5)  # "once in three days"
+    assert news(two_days_ago)
+
+
 def test_a_pulse_train_pages_for_its_first_stretches_only():
     """A flat metric with a pair of pulses every 100 points (8 h 20 min): each pair is a stretch
     past the likelihood's threshold, the first two are news, and from then on such stretches are
@@ -249,6 +276,23 @@ def test_a_snapshot_from_before_a_rarity_rule_restores_with_todays_defaults(rule
     assert getattr(old, decay) == pytest.approx(getattr(monitor.detector, decay))
     assert getattr(old, z) == getattr(monitor.detector, z)
     assert old.update(500.0, FIVE_MIN * 600) == monitor.detector.update(500.0, FIVE_MIN * 600)
+
+
+@pytest.mark.parametrize("rule_keys", [("_day_points",), ("_day_points", "_spike_log")])
+def test_a_snapshot_from_before_earlier_days_were_told_apart_takes_its_series_sampling(rule_keys):
+    """A snapshot without the points per day (or without the whole spike log) restores them
+    from the sampling the spike count already fades over: a one-minute series has 1,440."""
+    detector = ContextLikelihoodDetector()
+    rng = random.Random(2)
+    for i in range(600):
+        detector.update(50 + rng.gauss(0, 1), 60.0 * i)
+    assert detector._day_points == 1440
+    state = dict(detector.__dict__)
+    for key in rule_keys:
+        del state[key]
+    old = ContextLikelihoodDetector.__new__(ContextLikelihoodDetector)
+    old.__setstate__(state)
+    assert old._day_points == pytest.approx(1440)
 
 
 def test_a_daily_rise_that_does_not_come_alerts():
