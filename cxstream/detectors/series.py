@@ -41,8 +41,10 @@ well over 100,000 points per second in pure Python:
    stretch no larger than its largest recent one is a repeat).
 6. **Novelty.** A stretch of surprise no larger than the largest one seen recently (``repeat_share``
    of it) is a repeat, not news: it raises no alert (:meth:`ContextLikelihoodDetector.update_novel`).
-   "Recently" fades with a half-life of ``repeat_days`` (a week, the longest season the predictors
-   know) of the series' own sampling. Bursty series whose bursts recur stop paging for each one.
+   "Recently" is the last ``repeat_days`` (14) days of the series' own sampling, from one
+   maximum per day. Bursty series whose bursts recur stop paging for each one, and on a series
+   without anomalies the largest stretch of a day is news only when it is the largest of the
+   last two weeks, about one day in fifteen.
    And a stretch past the threshold but short of the likelihood's saturation (a tail between 1e-4
    and 1e-8) is news only while such stretches are rare in the series, as spikes are: fewer than
    ``stretch_rare_count`` (2) began in the last ``stretch_rare_days`` (3) days (a count fading with
@@ -58,7 +60,8 @@ chosen on small grids fixed by reasoning (docs/evaluation.md, with the leave-one
 ``cxstream eval protocol`` measures any choice of the first four).
 
 Memory is bounded: three arrays per context (at most 288 daily and 2,016 weekly buckets at the
-5-minute floor), the last ``window`` values and the last 32 spike points, about 59 kB per series
+5-minute floor), the last ``window`` values, the last 32 spike points and two weeks of daily
+maxima, about 59 kB per series
 in the worst case — meant for per-cell and per-KPI series; per-subscriber state uses the much
 smaller :class:`~cxstream.detectors.ExperienceDropDetector`.
 """
@@ -180,6 +183,33 @@ class _Context:
         self.n[b] = n + 1
 
 
+class _Largest:
+    """The largest value of the last ``days`` days (today's and the days before), from one
+    maximum per day: a window of at most ``days`` + 1 numbers, that only lets a value go when
+    its day leaves the window."""
+
+    __slots__ = ("days", "maxima", "past", "today", "today_max", "value")
+
+    def __init__(self, days: float, value: float = 0.0, today: int = 0) -> None:
+        self.days = days
+        self.maxima: deque[tuple[int, float]] = deque()  # (day, its largest), the days before
+        self.past = 0.0  # the largest of them
+        self.today = today
+        self.today_max = value
+        self.value = value  # the largest of the window, today's included
+
+    def add(self, day: int, x: float) -> None:
+        if day != self.today:
+            self.maxima.append((self.today, self.today_max))
+            while self.maxima and self.maxima[0][0] < day - self.days:
+                self.maxima.popleft()
+            self.past = max((m for _, m in self.maxima), default=0.0)
+            self.today, self.today_max = day, x
+        elif x > self.today_max:
+            self.today_max = x
+        self.value = self.today_max if self.today_max > self.past else self.past
+
+
 class ContextLikelihoodDetector(base.AnomalyDetector):
     """Anomaly score in [0, 1] for a univariate series; see the module docstring.
 
@@ -203,8 +233,9 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
     repeat_share
         A stretch of surprise below this share of the recent largest one is a repeat.
     repeat_days
-        Half-life of "recent" for the largest stretch of surprise, in days of the series'
-        sampling (2,016 points when the series has no timestamps).
+        Days of the series' sampling over which "recent" runs for the largest stretch of
+        surprise (288 points a day when the series has no timestamps): the largest of each day
+        is kept, and leaves when its day is more than ``repeat_days`` old.
     window
         Points of the recent window whose two-sided Gaussian tail, on the likelihood's scale, is
         the score until the likelihood's warm-up ends (from the ``window_min``-th point on): a
@@ -261,7 +292,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         extreme_margin: float = 0.1,
         min_resolution_s: float = 300.0,
         repeat_share: float = 1.0,
-        repeat_days: float = 7.0,
+        repeat_days: float = 14.0,
         window: int = 200,
         window_min: int = 30,
         spike: float | None = 0.75,
@@ -319,10 +350,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._win_sum = 0.0
         self._win_sq = 0.0
         self._early: list[tuple[float, float]] = []  # points before the contexts exist (<= 11)
-        self._record = 0.0  # the largest recent short-term surprise, fading
-        self._record_decay = 0.5 ** (
-            1.0 / 2016.0
-        )  # per point; from the sampling interval once known
+        self._records = _Largest(repeat_days)  # short-term surprises, largest of each day
+        self._record: float = 0.0  # the largest of the last repeat_days days
         self._n = 0
         self._level = _Context(1, fast_alpha)
         self._daily: _Context | None = None
@@ -365,6 +394,11 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             self.seasonal_average = _SEASONAL_AVERAGE
             self.seasonal_tail = _SEASONAL_TAIL
             self._init_seasonal()
+        if "_records" not in self.__dict__:  # a fading record: it starts today's maximum
+            today = int(self._n // self._day_points)
+            self._records = _Largest(self.repeat_days, self._record, today)
+            self._s_records = _Largest(self.repeat_days, self._s_record, today)
+        self.__dict__.pop("_record_decay", None)
 
     def _init_spike_log(self) -> None:
         self._spikes = 0.0  # points that passed the spike rule, faded to the last of them
@@ -393,7 +427,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._s_n = 0
         self._s_mean = 0.0
         self._s_var = 1.0
-        self._s_record = 0.0
+        self._s_records = _Largest(self.repeat_days)
+        self._s_record: float = 0.0
         self._s_t0: float | None = None  # the first timestamp learned
         self._s_ready = False  # the series has run for _SEASONAL_MATURE days
         # score = -log10(tail) / _s_scale: 0.5 at seasonal_tail
@@ -521,8 +556,10 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         stretch = self._s_sum / len(self._s_recent)
         self._s_n += 1
         if self._s_n > self.warmup:
-            faded = self._s_record * self._record_decay
-            self._s_record = stretch if stretch > faded else faded
+            records, day = self._s_records, int(self._n // self._day_points)
+            if day != records.today or stretch > records.today_max:
+                records.add(day, stretch)
+                self._s_record = records.value
         a = 0.002 if self._s_n > self.warmup else 1.0 / self._s_n
         self._s_mean, self._s_var = _ew_moments(self._s_mean, self._s_var, stretch, a)
 
@@ -589,7 +626,6 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             if len(self._deltas) >= 10:
                 median = sorted(self._deltas)[len(self._deltas) // 2]
                 self._resolution = max(self.min_resolution_s, median)
-                self._record_decay = _fade_per_point(self.repeat_days, median)
                 self._far_decay = _fade_per_point(self.spike_days, median)
                 self._spike_decay = _fade_per_point(self.spike_rare_days, median)
                 self._day_points = _DAY / max(median, 1e-3)
@@ -661,8 +697,10 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._recent_sum += raw
         short = self._recent_sum / len(self._recent)
         if self._n >= self.warmup:
-            faded = self._record * self._record_decay
-            self._record = short if short > faded else faded
+            records, day = self._records, int(self._n // self._day_points)
+            if day != records.today or short > records.today_max:  # else nothing changes
+                records.add(day, short)
+                self._record = records.value
             if self._in_stretch or short >= self._mean + self._stretch_z[0] * math.sqrt(
                 self._var + 1e-12
             ):

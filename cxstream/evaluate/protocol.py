@@ -14,7 +14,7 @@ file is scored once per repeat and spike rule and each setting on the grid only 
 "Best" is the highest NAB standard score, pooled over the files it is chosen on. The grid is small
 and spaced by reasoning (likelihood tails of 1e-3, 1e-4 and 1e-5; quiet for a quarter of a day to
 two days of the series' own sampling after an alert; no repeat rule, or 80 % / 100 % of the largest
-surprise of the last day / week; no spike rule, or single points with tails of 1e-6 / 1e-8 beyond
+surprise of the last day / week, or 100 % of the last two weeks'; no spike rule, or single points with tails of 1e-6 / 1e-8 beyond
 the farthest point of the last quarter / half day), so that the figures measure the choice, not a
 search.
 """
@@ -79,12 +79,12 @@ GRID: tuple[Setting, ...] = tuple(
     Setting(threshold, days, share, span, spike, spike_days)
     for threshold in (0.375, 0.5, 0.625)
     for days in (0.25, 0.5, 1.0, 2.0)
-    for share, span in ((0.0, 7.0), (0.8, 1.0), (0.8, 7.0), (1.0, 7.0))
+    for share, span in ((0.0, 7.0), (0.8, 1.0), (0.8, 7.0), (1.0, 7.0), (1.0, 14.0))
     for spike, spike_days in ((None, 0.25), (0.75, 0.25), (1.0, 0.25), (0.75, 0.5))
 )
 """Thresholds: -log10 tail / 8 of 1e-3, 1e-4, 1e-5; holds: a quarter of a day to two days of
 the series' own sampling; repeats: none, or below 80 % or 100 % of the largest surprise of the
-last day or week; spikes: none, or a point's tail of 1e-6 or 1e-8 beyond the farthest point of
+last day or week, or below the largest of the last two weeks; spikes: none, or a point's tail of 1e-6 or 1e-8 beyond the farthest point of
 the last quarter or half day."""
 
 

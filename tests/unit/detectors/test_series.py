@@ -9,7 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from river import base
 
-from cxstream.detectors.series import AlertGate, ContextLikelihoodDetector, SeriesMonitor
+from cxstream.detectors.series import (
+    AlertGate,
+    ContextLikelihoodDetector,
+    SeriesMonitor,
+    _Largest,
+)
 
 FIVE_MIN = 300.0
 
@@ -35,6 +40,53 @@ def test_false_alarm_rate_on_clean_seasonal_and_white_noise_is_low():
         rng = random.Random(seed + 10)
         alerts += sum(a for _, a in run([rng.gauss(0, 1) for _ in range(288 * 10)]))
     assert alerts <= 10
+
+
+def test_the_false_alarm_bound_holds_on_long_clean_series_after_their_first_week():
+    """The same clean series over 30 days, alerts counted from day 8 on (after NAB's probation
+    of a long file): a stretch of noise is news only when it is the largest of the last two
+    weeks. Measured: 6 alerts in 220 series-days; with a memory of 3 days, 32 (the largest
+    stretch of one day in four beats the three before it)."""
+
+    def alerts(**settings):
+        count = 0
+        for seed in range(5):
+            for kind in ("daily", "white"):
+                rng = random.Random(seed + (10 if kind == "white" else 0))
+                monitor = SeriesMonitor(ContextLikelihoodDetector(**settings), AlertGate())
+                for i in range(288 * 30):
+                    value = daily(i, rng) if kind == "daily" else rng.gauss(0, 1)
+                    alert = monitor.observe(value, FIVE_MIN * i)[1]
+                    count += alert and i >= 288 * 8
+        return count
+
+    bound = 0.1 * 10 * 22
+    assert alerts() <= bound < alerts(repeat_days=3.0)
+
+
+def test_the_largest_stretch_is_remembered_for_its_days_then_leaves():
+    largest = _Largest(days=2)
+    for day, x in [(0, 5.0), (0, 3.0), (1, 1.0), (2, 2.0)]:
+        largest.add(day, x)
+    assert largest.value == 5.0  # day 0 is two days old
+    largest.add(3, 1.0)
+    assert largest.value == 2.0  # day 0 has left; day 2's largest remains
+    largest.add(3, 4.0)
+    assert largest.value == 4.0
+
+
+def test_a_snapshot_with_a_fading_record_restores_it_as_todays_largest():
+    monitor = SeriesMonitor.default()
+    run([daily(i, random.Random(3)) for i in range(900)], monitor)
+    state = pickle.loads(pickle.dumps(monitor.detector)).__dict__
+    record, s_record = state["_record"], state["_s_record"]
+    del state["_records"], state["_s_records"]
+    state["_record_decay"] = 0.9997
+    old = ContextLikelihoodDetector.__new__(ContextLikelihoodDetector)
+    old.__setstate__(state)
+    assert "_record_decay" not in old.__dict__
+    assert (old._records.value, old._s_records.value) == (record, s_record)
+    assert old.update(50.0, FIVE_MIN * 900) == monitor.detector.update(50.0, FIVE_MIN * 900)
 
 
 def test_a_value_that_is_normal_in_range_but_wrong_for_the_time_of_day_alerts():
@@ -196,10 +248,10 @@ def test_a_snapshot_from_before_the_spike_margin_restores_with_todays_default():
 def test_spikes_and_stretches_that_come_every_day_at_random_times_stop_paging():
     """Heavy-tailed noise (Pareto, shape 2, times a daily cycle) throws points past the spike
     rule's tail, and stretches past the likelihood's threshold, every day. Once two came within
-    the last three days, a spike is news only at a time of day where one came before, and such a
-    stretch is no news. Measured: 53 alerts in 100 series-days; 101 without the spikes' rarity
-    rule, 77 without the stretches', 109 without either (5 seeds x 20 days;
-    docs/evaluation.md)."""
+    the last three days, a spike is news only at a time of day where spikes recur, and such a
+    stretch is no news. Measured: 45 alerts in 100 series-days; 101 without the spikes' rarity
+    rule, 48 without the stretches' (the two-week repeat rule mutes most of those stretches
+    already), 5 seeds x 20 days; docs/evaluation.md."""
 
     def alerts(**settings):
         per_seed = []
@@ -214,9 +266,10 @@ def test_spikes_and_stretches_that_come_every_day_at_random_times_stop_paging():
         return per_seed
 
     rare = alerts()
-    assert sum(rare) <= 65
-    for always in (alerts(spike_rare_count=math.inf), alerts(stretch_rare_count=math.inf)):
-        assert all(r < a for r, a in zip(rare, always, strict=True))
+    assert sum(rare) <= 55
+    always_spikes = alerts(spike_rare_count=math.inf)
+    assert all(r < a for r, a in zip(rare, always_spikes, strict=True))
+    assert sum(rare) < sum(alerts(stretch_rare_count=math.inf))
 
 
 def test_once_spikes_are_common_one_at_a_time_of_day_where_they_recur_is_still_news(monkeypatch):
