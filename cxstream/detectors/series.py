@@ -61,9 +61,8 @@ chosen on small grids fixed by reasoning (docs/evaluation.md, with the leave-one
 
 Memory is bounded: three arrays per context (at most 288 daily and 2,016 weekly buckets at the
 5-minute floor), the last ``window`` values, the last 32 spike points and two weeks of daily
-maxima, about 59 kB per series
-in the worst case — meant for per-cell and per-KPI series; per-subscriber state uses the much
-smaller :class:`~cxstream.detectors.ExperienceDropDetector`.
+maxima, about 59 kB per series in the worst case — meant for per-cell and per-KPI series;
+per-subscriber state uses the much smaller :class:`~cxstream.detectors.ExperienceDropDetector`.
 """
 
 from __future__ import annotations
