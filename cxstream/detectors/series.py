@@ -198,15 +198,19 @@ class _Largest:
         self.value = value  # the largest of the window, today's included
 
     def add(self, day: int, x: float) -> None:
-        if day != self.today:
-            self.maxima.append((self.today, self.today_max))
-            while self.maxima and self.maxima[0][0] < day - self.days:
-                self.maxima.popleft()
-            self.past = max((m for _, m in self.maxima), default=0.0)
-            self.today, self.today_max = day, x
-        elif x > self.today_max:
-            self.today_max = x
-        self.value = self.today_max if self.today_max > self.past else self.past
+        """Learn ``x`` of day ``day`` (days only go forward)."""
+        if day == self.today:
+            if x > self.today_max:
+                self.today_max = x
+                if x > self.value:
+                    self.value = x
+            return
+        self.maxima.append((self.today, self.today_max))
+        while self.maxima and self.maxima[0][0] < day - self.days:
+            self.maxima.popleft()
+        self.past = max((m for _, m in self.maxima), default=0.0)
+        self.today, self.today_max = day, x
+        self.value = x if x > self.past else self.past
 
 
 class ContextLikelihoodDetector(base.AnomalyDetector):
@@ -350,7 +354,6 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._win_sq = 0.0
         self._early: list[tuple[float, float]] = []  # points before the contexts exist (<= 11)
         self._records = _Largest(repeat_days)  # short-term surprises, largest of each day
-        self._record: float = 0.0  # the largest of the last repeat_days days
         self._n = 0
         self._level = _Context(1, fast_alpha)
         self._daily: _Context | None = None
@@ -395,8 +398,9 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             self._init_seasonal()
         if "_records" not in self.__dict__:  # a fading record: it starts today's maximum
             today = int(self._n // self._day_points)
-            self._records = _Largest(self.repeat_days, self._record, today)
-            self._s_records = _Largest(self.repeat_days, self._s_record, today)
+            self._records = _Largest(self.repeat_days, self.__dict__.pop("_record", 0.0), today)
+            s_record = self.__dict__.pop("_s_record", 0.0)
+            self._s_records = _Largest(self.repeat_days, s_record, today)
         self.__dict__.pop("_record_decay", None)
 
     def _init_spike_log(self) -> None:
@@ -426,8 +430,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._s_n = 0
         self._s_mean = 0.0
         self._s_var = 1.0
-        self._s_records = _Largest(self.repeat_days)
-        self._s_record: float = 0.0
+        self._s_records = _Largest(self.repeat_days)  # seasonal stretches, largest of each day
         self._s_t0: float | None = None  # the first timestamp learned
         self._s_ready = False  # the series has run for _SEASONAL_MATURE days
         # score = -log10(tail) / _s_scale: 0.5 at seasonal_tail
@@ -477,7 +480,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         """The score, and whether the point is news (see :meth:`update_novel`)."""
         short = self._short(raw)
         score = self._tail(z) if self._n < self.warmup else self._likelihood(value, short)
-        novel = score >= 1.0 or short >= self.repeat_share * self._record
+        novel = score >= 1.0 or short >= self.repeat_share * self._records.value
         if self.spike is not None and self._n >= self.warmup and z >= self._far:
             point = self._tail(z)
             if (
@@ -489,7 +492,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
                 return (point if point > score else score), True
         if seasonal is not None and self._s_n >= self.warmup:
             stretch = self._s_short(seasonal)
-            if stretch >= self._s_record:  # a repeat is no news, whatever its tail
+            if stretch >= self._s_records.value:  # a repeat is no news, whatever its tail
                 s_score = self._s_likelihood(stretch)
                 if s_score >= 0.5 and s_score > score:
                     return s_score, True
@@ -547,7 +550,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         scale (0.5 at ``seasonal_tail``)."""
         return _upper_tail_score(stretch, self._s_mean, self._s_var, self._s_scale)
 
-    def _s_learn(self, seasonal: float) -> None:
+    def _s_learn(self, seasonal: float, day: int) -> None:
         if len(self._s_recent) == self.seasonal_average:
             self._s_sum -= self._s_recent[0]
         self._s_recent.append(seasonal)
@@ -555,10 +558,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         stretch = self._s_sum / len(self._s_recent)
         self._s_n += 1
         if self._s_n > self.warmup:
-            records, day = self._s_records, int(self._n // self._day_points)
-            if day != records.today or stretch > records.today_max:
-                records.add(day, stretch)
-                self._s_record = records.value
+            self._s_records.add(day, stretch)
         a = 0.002 if self._s_n > self.warmup else 1.0 / self._s_n
         self._s_mean, self._s_var = _ew_moments(self._s_mean, self._s_var, stretch, a)
 
@@ -649,8 +649,9 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             self._spikes = self._spikes * self._spike_decay ** (self._n - self._spikes_at) + 1.0
             self._spikes_at = self._n
             self._spike_log.append((self._n, daily))
+        day = int(self._n // self._day_points)  # of the series' sampling, for the repeat records
         if seasonal is not None:
-            self._s_learn(seasonal)
+            self._s_learn(seasonal, day)
         elif not self._s_ready and t is not None:
             if self._s_t0 is None:
                 self._s_t0 = t
@@ -696,10 +697,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._recent_sum += raw
         short = self._recent_sum / len(self._recent)
         if self._n >= self.warmup:
-            records, day = self._records, int(self._n // self._day_points)
-            if day != records.today or short > records.today_max:  # else nothing changes
-                records.add(day, short)
-                self._record = records.value
+            self._records.add(day, short)
             if self._in_stretch or short >= self._mean + self._stretch_z[0] * math.sqrt(
                 self._var + 1e-12
             ):

@@ -14,9 +14,9 @@ file is scored once per repeat and spike rule and each setting on the grid only 
 "Best" is the highest NAB standard score, pooled over the files it is chosen on. The grid is small
 and spaced by reasoning (likelihood tails of 1e-3, 1e-4 and 1e-5; quiet for a quarter of a day to
 two days of the series' own sampling after an alert; no repeat rule, or 80 % / 100 % of the largest
-surprise of the last day / week, or 100 % of the last two weeks'; no spike rule, or single points with tails of 1e-6 / 1e-8 beyond
-the farthest point of the last quarter / half day), so that the figures measure the choice, not a
-search.
+surprise of the last day / week, or 100 % of the last two weeks'; no spike rule, or single points
+with tails of 1e-6 / 1e-8 beyond the farthest point of the last quarter / half day), so that the
+figures measure the choice, not a search.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ GRID: tuple[Setting, ...] = tuple(
 )
 """Thresholds: -log10 tail / 8 of 1e-3, 1e-4, 1e-5; holds: a quarter of a day to two days of
 the series' own sampling; repeats: none, or below 80 % or 100 % of the largest surprise of the
-last day or week, or below the largest of the last two weeks; spikes: none, or a point's tail of 1e-6 or 1e-8 beyond the farthest point of
-the last quarter or half day."""
+last day or week, or below the largest of the last two weeks; spikes: none, or a point's tail of
+1e-6 or 1e-8 beyond the farthest point of the last quarter or half day."""
 
 
 @dataclass

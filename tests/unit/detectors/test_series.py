@@ -79,12 +79,11 @@ def test_a_snapshot_with_a_fading_record_restores_it_as_todays_largest():
     monitor = SeriesMonitor.default()
     run([daily(i, random.Random(3)) for i in range(900)], monitor)
     state = pickle.loads(pickle.dumps(monitor.detector)).__dict__
-    record, s_record = state["_record"], state["_s_record"]
-    del state["_records"], state["_s_records"]
-    state["_record_decay"] = 0.9997
+    record, s_record = state.pop("_records").value, state.pop("_s_records").value
+    state.update(_record=record, _s_record=s_record, _record_decay=0.9997)
     old = ContextLikelihoodDetector.__new__(ContextLikelihoodDetector)
     old.__setstate__(state)
-    assert "_record_decay" not in old.__dict__
+    assert not {"_record_decay", "_record", "_s_record"} & set(old.__dict__)
     assert (old._records.value, old._s_records.value) == (record, s_record)
     assert old.update(50.0, FIVE_MIN * 900) == monitor.detector.update(50.0, FIVE_MIN * 900)
 
