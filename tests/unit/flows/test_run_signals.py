@@ -15,8 +15,8 @@ import sys, time
 if sys.argv[1] == "restore":
     from cxstream.flows.run import _interruptible
     _interruptible()
-print("ready", flush=True)
-try:
+try:  # "ready" inside it: the parent's signal may come as soon as the line is out
+    print("ready", flush=True)
     time.sleep(30)
 except KeyboardInterrupt:
     sys.exit(7)
