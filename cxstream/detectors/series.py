@@ -44,7 +44,9 @@ well over 100,000 points per second in pure Python:
    "Recently" is the last ``repeat_days`` (14) days of the series' own sampling, from one
    maximum per day. Bursty series whose bursts recur stop paging for each one, and on a series
    without anomalies the largest stretch of a day is news only when it is the largest of the
-   last two weeks, about one day in fifteen.
+   last two weeks, about one day in fifteen. A stretch that saturates the likelihood is news
+   anyway, unless its point lies within the range of the last ``window`` points and the stretch
+   is below 80 % of that largest: a burst the series has shown, smaller than its recent largest.
    And a stretch past the threshold but short of the likelihood's saturation (a tail between 1e-4
    and 1e-8) is news only while such stretches are rare in the series, as spikes are: fewer than
    ``stretch_rare_count`` (2) began in the last ``stretch_rare_days`` (3) days (a count fading with
@@ -94,6 +96,7 @@ _SPIKE_RECUR = 0.75  # weight of earlier days' spikes at a time of day where the
 _SPIKE_EARLIER = 0.5  # days before a spike counts as one of an earlier day
 _STRETCH_RARE_DAYS = 3.0  # the same "rare" as for spikes (docs/evaluation.md)
 _STRETCH_RARE_COUNT = 2.0
+_SATURATED_REPEAT = 0.8  # share of the recent largest stretch a saturated one within range repeats
 
 
 def _usable(value: float) -> bool:
@@ -480,7 +483,15 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         """The score, and whether the point is news (see :meth:`update_novel`)."""
         short = self._short(raw)
         score = self._tail(z) if self._n < self.warmup else self._likelihood(value, short)
-        novel = score >= 1.0 or short >= self.repeat_share * self._records.value
+        if score >= 1.0:  # saturated: news unless a smaller burst within the recent window's range
+            novel = (
+                self._n < self.warmup
+                or short >= _SATURATED_REPEAT * self._records.value
+                or self._extreme(value)
+                or self._outside(value)
+            )
+        else:
+            novel = short >= self.repeat_share * self._records.value
         if self.spike is not None and self._n >= self.warmup and z >= self._far:
             point = self._tail(z)
             if (

@@ -298,6 +298,35 @@ def test_once_spikes_are_common_one_at_a_time_of_day_where_they_recur_is_still_n
     assert news(two_days_ago)
 
 
+def test_a_saturated_stretch_within_the_window_and_below_the_recent_largest_is_a_repeat(
+    monkeypatch,
+):
+    """A point 11 SDs out saturates the likelihood two days after one 30 SDs out (a new extreme,
+    the largest stretch of the fortnight). Where the last 200 points already hold a value as far
+    out, it repeats a burst the series has shown and is no news; where they do not, it is."""
+
+    def test_point(marker):
+        rng = random.Random(7)
+        detector = ContextLikelihoodDetector()
+        big, test = 450, 450 + 2 * 288 + 100
+        for i in range(test + 1):
+            value = 100 + rng.gauss(0, 1)
+            if i == big:
+                value = 130.0
+            if marker and i == test - 190:
+                value = 111.5
+            if i == test:
+                value = 111.0
+                assert not detector._extreme(value)
+            score, novel = detector.update_novel(value, FIVE_MIN * i)
+        return score, novel
+
+    assert test_point(marker=True) == (1.0, False)
+    assert test_point(marker=False) == (1.0, True)
+    monkeypatch.setattr("cxstream.detectors.series._SATURATED_REPEAT", 0.0)  # always news
+    assert test_point(marker=True) == (1.0, True)
+
+
 def test_a_pulse_train_pages_for_its_first_stretches_only():
     """A flat metric with a pair of pulses every 100 points (8 h 20 min): each pair is a stretch
     past the likelihood's threshold, the first two are news, and from then on such stretches are
