@@ -25,6 +25,10 @@ well over 100,000 points per second in pure Python:
    break the window's Gaussian. A spike must also lie at least 1 % of the range the series has
    shown from its window's mean (``spike_margin``): a flat or quantised metric that moves by one
    step has an enormous tail against a window with almost no spread, and is still no incident.
+   While every value of the series has been a count (a non-negative whole number), the window's
+   mean and deviation and the point's distance are taken on Anscombe's transform of the counts,
+   ``2 sqrt(x + 3/8)``: a low count is skewed, and against the Gaussian tail of a quiet night's
+   window an ordinary daytime count would be a one-in-a-million point.
    Spikes are news only while they are rare in the series: fewer than ``spike_rare_count`` (2)
    such points in the last ``spike_rare_days`` (3) days of its sampling (a count fading with that
    half-life), or at a time of day where they recur, a scheduled job's burst: such points came
@@ -103,6 +107,17 @@ def _usable(value: float) -> bool:
     """Whether the detector scores and learns ``value``: finite and within +-1e150
     (:data:`~cxstream.csvfile.LARGEST`; a missing point otherwise: scored 0, not learned)."""
     return -LARGEST <= value <= LARGEST
+
+
+def _whole(value: float) -> bool:
+    """Whether ``value`` could be a count: a non-negative whole number."""
+    return value >= 0.0 and value == math.floor(value)
+
+
+def _anscombe(count: float) -> float:
+    """Anscombe's transform of a count, ``2 sqrt(x + 3/8)``: Poisson counts have a standard
+    deviation close to 1 on it whatever their level."""
+    return 2.0 * math.sqrt(count + 0.375)
 
 
 def _when(t: float | None) -> float | None:
@@ -355,6 +370,9 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._win_shift: float | None = None  # sums are of value - shift (no cancellation)
         self._win_sum = 0.0
         self._win_sq = 0.0
+        self._counts = True  # every value learned so far a count (a non-negative whole number)
+        self._count_sum = 0.0  # the window's Anscombe-transformed values, while it holds counts
+        self._count_sq = 0.0
         self._early: list[tuple[float, float]] = []  # points before the contexts exist (<= 11)
         self._records = _Largest(repeat_days)  # short-term surprises, largest of each day
         self._n = 0
@@ -405,6 +423,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             s_record = self.__dict__.pop("_s_record", 0.0)
             self._s_records = _Largest(self.repeat_days, s_record, today)
         self.__dict__.pop("_record_decay", None)
+        if "_counts" not in self.__dict__:  # not known to be counts: scored as before
+            self._counts, self._count_sum, self._count_sq = False, 0.0, 0.0
 
     def _init_spike_log(self) -> None:
         self._spikes = 0.0  # points that passed the spike rule, faded to the last of them
@@ -583,14 +603,21 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
 
     def _z(self, value: float) -> float:
         """How far ``value`` is from the mean of the last ``window`` points, in their standard
-        deviations (0 until the window holds ``window_min`` points)."""
+        deviations (0 until the window holds ``window_min`` points), on the Anscombe scale while
+        the series is one of counts."""
         n = len(self._win)
         if n < self.window_min or self._win_shift is None:
             return 0.0
-        mean = self._win_sum / n
-        var = self._win_sq / n - mean * mean
-        d = value - self._win_shift - mean
-        floor = 1e-9 * (abs(mean + self._win_shift) + 1.0)
+        if self._counts and _whole(value):  # on the counts' Anscombe scale
+            mean = self._count_sum / n
+            var = self._count_sq / n - mean * mean
+            d = _anscombe(value) - mean
+            floor = 1e-9 * (mean + 1.0)
+        else:
+            mean = self._win_sum / n
+            var = self._win_sq / n - mean * mean
+            d = value - self._win_shift - mean
+            floor = 1e-9 * (abs(mean + self._win_shift) + 1.0)
         return abs(d) / math.sqrt(var if var > floor * floor else floor * floor)
 
     def _recentre(self) -> None:
@@ -606,6 +633,10 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._win.extend(values)
         self._win_sum = math.fsum(values)
         self._win_sq = math.fsum(x * x for x in values)
+        if self._counts:
+            counts = [_anscombe(max(x + self._win_shift, 0.0)) for x in values]
+            self._count_sum = math.fsum(counts)
+            self._count_sq = math.fsum(c * c for c in counts)
 
     def _outside(self, value: float) -> bool:
         """Whether ``value`` lies beyond every point of the recent window."""
@@ -690,6 +721,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         if self._win_shift is None:
             self._win_shift = value
         x = value - self._win_shift
+        if self._counts:
+            self._learn_count(value)
         if len(self._win) == self.window:
             old = self._win[0]
             self._win_sum -= old
@@ -716,6 +749,20 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._n += 1
         a = 0.002 if self._n > self.warmup else 1.0 / self._n
         self._mean, self._var = _ew_moments(self._mean, self._var, short, a)
+
+    def _learn_count(self, value: float) -> None:
+        """Keep the window's Anscombe-transformed sums while the series is one of counts (called
+        before ``value`` joins the window)."""
+        if not _whole(value):
+            self._counts = False
+            return
+        if len(self._win) == self.window:
+            gone = _anscombe(max(self._win[0] + (self._win_shift or 0.0), 0.0))
+            self._count_sum -= gone
+            self._count_sq -= gone * gone
+        c = _anscombe(value)
+        self._count_sum += c
+        self._count_sq += c * c
 
     def _learn_stretch(self, value: float, short: float, lo: float, hi: float) -> None:
         """Count a stretch that begins past the likelihood's threshold without saturating it
