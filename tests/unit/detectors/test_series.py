@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import math
 import pickle
 import random
@@ -108,6 +109,23 @@ def test_a_series_is_scored_as_counts_until_a_value_is_not_a_whole_number():
     assert detector._count_sum == counts  # no longer kept
     detector.update(3.0, FIVE_MIN * 501)
     assert not detector._counts  # once a value was not a count, never again
+
+
+def test_a_snapshot_from_before_counts_were_told_apart_is_scored_as_before():
+    detector = ContextLikelihoodDetector()
+    for i in range(400):
+        detector.update(float(i % 7), FIVE_MIN * i)
+    state = {k: v for k, v in detector.__dict__.items() if not k.startswith("_count")}
+    old = ContextLikelihoodDetector.__new__(ContextLikelihoodDetector)
+    old.__setstate__(copy.deepcopy(state))
+    assert not old._counts  # its window's counts were never summed: on the values' own scale
+    reference = ContextLikelihoodDetector.__new__(ContextLikelihoodDetector)
+    reference.__setstate__(
+        copy.deepcopy({**state, "_counts": False, "_count_sum": 0.0, "_count_sq": 0.0})
+    )
+    for i in range(400, 800):
+        value, t = float(i % 7), FIVE_MIN * i
+        assert old.update(value, t) == reference.update(value, t)
 
 
 def test_the_largest_stretch_is_remembered_for_its_days_then_leaves():
