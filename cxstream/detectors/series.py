@@ -26,9 +26,10 @@ well over 100,000 points per second in pure Python:
    shown from its window's mean (``spike_margin``): a flat or quantised metric that moves by one
    step has an enormous tail against a window with almost no spread, and is still no incident.
    While every value of the series has been a count (a non-negative whole number), the window's
-   mean and deviation and the point's distance are taken on Anscombe's transform of the counts,
-   ``2 sqrt(x + 3/8)``: a low count is skewed, and against the Gaussian tail of a quiet night's
-   window an ordinary daytime count would be a one-in-a-million point.
+   mean and deviation and the point's distance (here and in the warm-up's score) are taken on
+   Anscombe's transform of the counts, ``2 sqrt(x + 3/8)``: a low count is skewed, and against
+   the Gaussian tail of a quiet night's window an ordinary daytime count would be a
+   one-in-a-million point.
    Spikes are news only while they are rare in the series: fewer than ``spike_rare_count`` (2)
    such points in the last ``spike_rare_days`` (3) days of its sampling (a count fading with that
    half-life), or at a time of day where they recur, a scheduled job's burst: such points came
