@@ -635,7 +635,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._win_sum = math.fsum(values)
         self._win_sq = math.fsum(x * x for x in values)
         if self._counts:
-            counts = [_anscombe(max(x + self._win_shift, 0.0)) for x in values]
+            counts = [self._count_of(x) for x in values]
             self._count_sum = math.fsum(counts)
             self._count_sq = math.fsum(c * c for c in counts)
 
@@ -751,6 +751,11 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         a = 0.002 if self._n > self.warmup else 1.0 / self._n
         self._mean, self._var = _ew_moments(self._mean, self._var, short, a)
 
+    def _count_of(self, x: float) -> float:
+        """The Anscombe transform of a window entry ``x`` (stored less the window's shift; the
+        shift's rounding can leave a count of 0 a hair below it)."""
+        return _anscombe(max(x + (self._win_shift or 0.0), 0.0))
+
     def _learn_count(self, value: float) -> None:
         """Keep the window's Anscombe-transformed sums while the series is one of counts (called
         before ``value`` joins the window)."""
@@ -758,7 +763,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             self._counts = False
             return
         if len(self._win) == self.window:
-            gone = _anscombe(max(self._win[0] + (self._win_shift or 0.0), 0.0))
+            gone = self._count_of(self._win[0])
             self._count_sum -= gone
             self._count_sq -= gone * gone
         c = _anscombe(value)
