@@ -36,7 +36,10 @@ well over 100,000 points per second in pure Python:
    in its time-of-day bucket (or a neighbour) on earlier days, yesterday or twice in those days
    (a weight of 0.75 in the same fading count; points less than half a day old do not count).
    A series whose noise throws such points every day (heavy-tailed counts, bursty traffic)
-   stops paging for each of them.
+   stops paging for each of them. Nor is a point a spike where the same time last week predicts
+   it: within ``_WEEK_PREDICTS`` (2) of the level predictor's usual deviation of that time of
+   week's mean. The window only holds the last 200 points, so the first rush hour after a quiet
+   weekend lies far beyond it; a week later the time of week expects it.
 5. **Seasonal stretches.** The same likelihood over the surprise against the time of day and of
    the week alone (the level predictor left out), averaged over ``seasonal_average`` points: a
    series that goes on at its recent level where the time of day expects otherwise (a daily rise
@@ -102,6 +105,7 @@ _SPIKE_EARLIER = 0.5  # days before a spike counts as one of an earlier day
 _STRETCH_RARE_DAYS = 3.0  # the same "rare" as for spikes (docs/evaluation.md)
 _STRETCH_RARE_COUNT = 2.0
 _SATURATED_REPEAT = 0.8  # share of the recent largest stretch a saturated one within range repeats
+_WEEK_PREDICTS = 2.0  # usual deviations within which the time of week's mean predicts a spike
 
 
 def _usable(value: float) -> bool:
@@ -499,7 +503,13 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         return _average_with(self._recent, self._recent_sum, self.average, raw)
 
     def _assess(
-        self, value: float, raw: float, z: float, seasonal: float | None = None, daily: int = -1
+        self,
+        value: float,
+        raw: float,
+        z: float,
+        seasonal: float | None = None,
+        daily: int = -1,
+        weekly: int = -1,
     ) -> tuple[float, bool]:
         """The score, and whether the point is news (see :meth:`update_novel`)."""
         short = self._short(raw)
@@ -520,6 +530,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
                 and self._outside(value)
                 and self._sized(value)
                 and self._spike_news(daily)
+                and not self._week_predicts(value, weekly)
             ):
                 return (point if point > score else score), True
         if seasonal is not None and self._s_n >= self.warmup:
@@ -572,6 +583,17 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             if weight >= _SPIKE_RECUR:
                 return True
         return False
+
+    def _week_predicts(self, value: float, weekly: int) -> bool:
+        """Whether the time of week (bucket ``weekly``, seen at least once) expects ``value``: it
+        lies within ``_WEEK_PREDICTS`` of the level predictor's usual deviation of the bucket's
+        mean. Monday's first rush hour after a quiet weekend is no spike once a Monday was seen."""
+        week = self._weekly
+        if weekly < 0 or week is None or week.n[weekly] < 1:
+            return False
+        floor = self._step * 0.05 + 1e-9
+        dev = self._level.dev[0]
+        return abs(value - week.mean[weekly]) < _WEEK_PREDICTS * (dev if dev > floor else floor)
 
     def _s_short(self, seasonal: float) -> float:
         """The short-term average of seasonal surprises, with ``seasonal`` as the newest."""
@@ -796,7 +818,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         daily, weekly = self._buckets(t)
         raw, seasonal = self._surprise(value, daily, weekly)
         z = self._z(value)
-        score, novel = self._assess(value, raw, z, seasonal, daily)
+        score, novel = self._assess(value, raw, z, seasonal, daily, weekly)
         self._learn(value, t, raw, z, daily, weekly, seasonal)
         return score, novel
 
@@ -808,7 +830,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         v = float(value)
         daily, weekly = self._buckets(_when(x.get("t")))
         raw, seasonal = self._surprise(v, daily, weekly)
-        return self._assess(v, raw, self._z(v), seasonal, daily)[0]
+        return self._assess(v, raw, self._z(v), seasonal, daily, weekly)[0]
 
     @override
     def learn_one(self, x: dict[base.typing.FeatureName, Any]) -> None:
