@@ -36,15 +36,21 @@ looks like the last. So those two KPIs also keep a one-sided CUSUM (Page, 1954)
 of their deviation from a slow reference (an exponential mean of normal intervals over about
 ``drift_window`` of them), in units of its exponential standard deviation, with allowance ``drift_k``
 and decision level ``drift_h``: a move of ``drift_k + 1`` deviations is found after about
-``drift_h`` intervals, a move of ``drift_k`` or less never.
+``drift_h`` intervals, a move of ``drift_k`` or less never. A KPI that follows the load through
+the day (loss at the busy hour) moves like such a drift, so the CUSUM measures a value against
+the worse of that reference and the usual level at its time of day: the mean of its
+``context_resolution_s`` slot over the normal intervals of earlier days (blended once a day, the
+latest day weighing 0.3, as in the detector's contexts). The first day has no usual level yet.
 
 Memory per cell: five detectors (at most about 59 kB each at the 5-minute context floor, a few kB
-for a cell younger than a day), five baselines of ``baseline`` floats, a few floats more.
+for a cell younger than a day), five baselines of ``baseline`` floats, two time-of-day profiles
+(12 bytes a slot: 1.2 kB each at the 15-minute default), a few floats more.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
@@ -69,6 +75,8 @@ KPIS: dict[str, Direction] = {
 """Each KPI, and the direction in which it is bad."""
 
 _MAD_TO_SD = 1.4826  # a normal distribution's standard deviation per median absolute deviation
+_DAY = 86_400.0
+_PROFILE_ALPHA = 0.3  # weight of the latest day in a time-of-day profile (the detector's contexts')
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,13 @@ class _Kpi:
     ref_n: int = 0
     cusum: float = 0.0
     drift_since: float = 0.0
+    # the time of day: each slot's mean over its normal intervals, blended once a day (None until
+    # the first interval), the days each slot was seen, and the slot being summed now
+    profile: array[float] | None = None
+    profile_days: array[int] | None = None
+    slot: int = -1
+    slot_sum: float = 0.0
+    slot_n: int = 0
 
     def baseline(self) -> tuple[float, float]:
         """The median of the recent normal intervals, and their robust deviation (at least 5 %
@@ -248,25 +263,40 @@ class CellKpis:
             k.limit = limit
             k.pending, k.held = (end, value, base, score), [value]
             return self._confirmed(k, score)
-        if k.name in _DRIFTING and self._drifted(k, end, value):
+        drifted_from = self._drift(k, end, value) if k.name in _DRIFTING else None
+        if drifted_from is not None:
             sd = math.sqrt(k.ref_var)
-            k.limit = k.ref - s.persist_z * sd if k.bad == "down" else k.ref + s.persist_z * sd
-            k.anomaly = KpiAnomaly(k.name, k.drift_since, value, k.ref, score)
+            k.limit = (
+                drifted_from - s.persist_z * sd
+                if k.bad == "down"
+                else drifted_from + s.persist_z * sd
+            )
+            k.anomaly = KpiAnomaly(k.name, k.drift_since, value, drifted_from, score)
             k.cusum = 0.0
             return k.anomaly
         k.recent.append(value)
         return None
 
-    def _drifted(self, k: _Kpi, end: float, value: float) -> bool:
-        """Update the slow reference and the CUSUM with a normal interval; True at a drift."""
+    def _drift(self, k: _Kpi, end: float, value: float) -> float | None:
+        """Update the slow reference, the time-of-day profile and the CUSUM with a normal
+        interval; at a drift, the level it drifted from (else None). The CUSUM measures the
+        value against the worse of the slow reference and the usual level at this time of day
+        (once an earlier day has shown it): a KPI that follows the load through the day, such as
+        loss at the busy hour, is no drift; a KPI worse than both is."""
         s = self.settings
         if k.ref_n == 0:
             k.ref = value
         d = value - k.ref
         k.ref_n += 1
+        usual = self._usual(k, end, value)
+        if math.isnan(usual):
+            expected = k.ref
+        else:
+            expected = min(k.ref, usual) if k.bad == "down" else max(k.ref, usual)
         drifted = False
         if k.ref_n > s.baseline and k.ref_var > 0.0:  # the deviation is known: standardise
-            z = (-d if k.bad == "down" else d) / math.sqrt(k.ref_var)
+            off = value - expected
+            z = (-off if k.bad == "down" else off) / math.sqrt(k.ref_var)
             if k.cusum == 0.0:
                 k.drift_since = end
             k.cusum = max(0.0, k.cusum + z - s.drift_k)
@@ -274,7 +304,31 @@ class CellKpis:
         a = max(1.0 / k.ref_n, 1.0 / s.drift_window)
         k.ref += a * d
         k.ref_var = (1.0 - a) * (k.ref_var + a * d * d)
-        return drifted
+        return expected if drifted else None
+
+    def _usual(self, k: _Kpi, end: float, value: float) -> float:
+        """Learn ``value`` into its time-of-day slot (``context_resolution_s`` wide); the slot's
+        usual level from earlier days, NaN before one has shown it."""
+        width = self.settings.context_resolution_s
+        slots = max(1, math.ceil(_DAY / width))
+        if k.profile is None or k.profile_days is None:
+            k.profile = array("d", bytes(8 * slots))
+            k.profile_days = array("i", bytes(4 * slots))
+        profile, days = k.profile, k.profile_days
+        now = int(end // width)
+        if now != k.slot:
+            if k.slot_n:  # the previous slot is over: its mean joins that time of day's profile
+                i = min(int((k.slot * width) % _DAY // width), slots - 1)
+                mean = k.slot_sum / k.slot_n
+                profile[i] = (
+                    mean if days[i] == 0 else profile[i] + _PROFILE_ALPHA * (mean - profile[i])
+                )
+                days[i] += 1
+            k.slot, k.slot_sum, k.slot_n = now, 0.0, 0
+        k.slot_sum += value
+        k.slot_n += 1
+        i = min(int(end % _DAY // width), slots - 1)
+        return profile[i] if days[i] else math.nan
 
     def _confirmed(self, k: _Kpi, score: float) -> KpiAnomaly | None:
         """The pending alert, once ``confirm`` more intervals stayed beyond the limit."""

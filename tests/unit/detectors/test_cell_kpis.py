@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import random
 
@@ -109,6 +110,61 @@ def test_a_slow_ramp_is_found_by_the_drift_statistic():
     [incident] = found
     assert incident.cause == "kpi_anomaly"
     assert incident.at < T0 + 900 + 20 * 60  # long before the ramp is done
+
+
+def busy_hour_loss(kpis, days, rng, *, degraded_at=None):
+    """Loss that rises with the load twice a day (by 2 points at 9:00, five times its noise),
+    one 10-second interval at a time; from ``degraded_at`` (epoch seconds) it ramps 1 point
+    higher over 30 minutes. Returns the times of the anomalies, per day."""
+    midnight = T0 - T0 % 86_400
+    found: dict[int, list[float]] = {day: [] for day in range(days)}
+    for i in range(days * 8_640):
+        t = midnight + 10.0 * (i + 1)
+        hour = t % 86_400 / 3_600
+        load = math.exp(-((hour - 9) ** 2) / 1.7) + 0.67 * math.exp(-((hour - 18) ** 2) / 4)
+        extra = (
+            0.0 if degraded_at is None or t < degraded_at else min(1.0, (t - degraded_at) / 1_800)
+        )
+        loss = max(0.0, 0.3 + 2.0 * load + extra + rng.gauss(0, 0.2))
+        found[i // 8_640] += [t for _ in kpis.close(t, {"loss_pct": loss})]
+    return found
+
+
+def test_a_kpi_that_follows_the_busy_hour_each_day_drifts_only_on_the_first():
+    """The drift statistic's reference is a half-hour mean, so the busy hour's rise looks like a
+    drift: it opens anomalies on the first day (8 here), before any day has shown the time of
+    day. From the second day the usual level at that time is known, and the busy hour is no
+    drift."""
+    found = busy_hour_loss(CellKpis(KpiSettings(interval_s=10)), 3, random.Random(1))
+    assert found[0]
+    assert found[1] == found[2] == []
+
+
+def test_a_drift_worse_than_the_usual_level_at_its_time_of_day_is_still_found():
+    """On the third day, loss ramps 1 point above its usual level at 3:00, where the load is
+    low: found within half an hour, as on a cell without a busy hour."""
+    midnight = T0 - T0 % 86_400
+    at = midnight + 2 * 86_400 + 3 * 3_600
+    found = busy_hour_loss(
+        CellKpis(KpiSettings(interval_s=10)), 3, random.Random(2), degraded_at=at
+    )
+    assert found[1] == []
+    assert any(at <= t < at + 1_800 for t in found[2])
+
+
+def test_a_kpi_snapshot_from_before_the_time_of_day_profile_restores_and_learns_it():
+    kpis = CellKpis(KpiSettings(interval_s=10))
+    rng = random.Random(3)
+    for i in range(100):
+        kpis.close(T0 + 10 * i, {"loss_pct": 0.3 + abs(rng.gauss(0, 0.1))})
+    for k in kpis._kpis:  # as a snapshot taken before the profile was kept
+        for name in ("profile", "profile_days", "slot", "slot_sum", "slot_n"):
+            k.__dict__.pop(name, None)
+    copy = pickle.loads(pickle.dumps(kpis))
+    for i in range(100, 300):
+        copy.close(T0 + 10 * i, {"loss_pct": 0.3 + abs(rng.gauss(0, 0.1))})
+    loss = next(k for k in copy._kpis if k.name == "loss_pct")
+    assert loss.profile is not None and sum(loss.profile_days) >= 1
 
 
 def test_an_open_kpi_incident_explains_held_alerts():
