@@ -13,6 +13,7 @@ a typo such as ``kafka: {brokerz: ...}`` is an error naming ``kafka.brokerz``.
 from __future__ import annotations
 
 import os
+import zoneinfo
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -317,6 +318,18 @@ class KpiSettingsModel(BaseModel):
     drift_h: Annotated[float, Field(gt=0, le=10_000)] = 10.0
     max_anomaly_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 3_600.0
     max_gap_intervals: Annotated[int, Field(ge=1, le=100_000)] = 360
+    # the subscribers' wall clock, whose time of day and week the KPI contexts follow (IANA name)
+    timezone: Annotated[str, Field(max_length=64)] = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            msg = f"unknown IANA time zone {value!r} (for example Europe/London or UTC)"
+            raise ValueError(msg) from exc
+        return value
 
 
 class CellSettingsModel(BaseModel):

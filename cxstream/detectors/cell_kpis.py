@@ -41,6 +41,8 @@ the day (loss at the busy hour) moves like such a drift, so the CUSUM measures a
 the worse of that reference and the usual level at its time of day: the mean of its
 ``context_resolution_s`` slot over the normal intervals of earlier days (blended once a day, the
 latest day weighing 0.3, as in the detector's contexts). The first day has no usual level yet.
+Times of day and week are those of ``timezone`` (the subscribers' wall clock, an IANA name): the
+busy hour stays in its slot when the clocks change.
 
 Memory per cell: five detectors (at most about 59 kB each at the 5-minute context floor, a few kB
 for a cell younger than a day), five baselines of ``baseline`` floats, two time-of-day profiles
@@ -50,9 +52,11 @@ for a cell younger than a day), five baselines of ``baseline`` floats, two time-
 from __future__ import annotations
 
 import math
+import zoneinfo
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from cxstream.detectors.series import AlertGate, ContextLikelihoodDetector
@@ -94,6 +98,7 @@ class KpiSettings:
     drift_h: float = 10.0
     max_anomaly_s: float = 3_600.0
     max_gap_intervals: int = 360
+    timezone: str = "UTC"
 
 
 @dataclass(frozen=True)
@@ -177,6 +182,9 @@ class CellKpis:
     settings: KpiSettings = field(default_factory=KpiSettings)
     _kpis: list[_Kpi] = field(default_factory=list)
     next_close: float = -math.inf
+    # the time zone's UTC offset, and the quarter hour it was looked up for
+    _zone_offset: float = 0.0
+    _zone_at: int = -1
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -229,17 +237,32 @@ class CellKpis:
         """Score one interval (ending at ``end``) of KPI values (a missing or NaN KPI had no
         samples); returns the KPIs that became anomalous with it."""
         new: list[KpiAnomaly] = []
+        local = self._local(end)
         for k in self._kpis:
             value = values.get(k.name, math.nan)
             if math.isfinite(value):
-                found = self._close_one(k, end, value)
+                found = self._close_one(k, end, value, local)
                 if found is not None:
                     new.append(found)
         return new
 
-    def _close_one(self, k: _Kpi, end: float, value: float) -> KpiAnomaly | None:
+    def _local(self, end: float) -> float:
+        """``end`` on the wall clock of ``settings.timezone`` (epoch seconds plus its UTC offset,
+        looked up once a quarter hour): the time of day and week the contexts see follow the
+        subscribers' day, across a daylight-saving change too."""
+        zone = self.settings.timezone
+        if zone == "UTC":
+            return end
+        quarter = int(end // 900)
+        if quarter != self._zone_at:
+            offset = datetime.fromtimestamp(end, zoneinfo.ZoneInfo(zone)).utcoffset()
+            self._zone_offset = offset.total_seconds() if offset is not None else 0.0
+            self._zone_at = quarter
+        return end + self._zone_offset
+
+    def _close_one(self, k: _Kpi, end: float, value: float, local: float) -> KpiAnomaly | None:
         s = self.settings
-        score, novel = k.detector.update_novel(value, end)  # score before learn
+        score, novel = k.detector.update_novel(value, local)  # score before learn
         current = k.anomaly
         if current is not None:
             persists = k.worse(value, k.limit)
@@ -263,7 +286,7 @@ class CellKpis:
             k.limit = limit
             k.pending, k.held = (end, value, base, score), [value]
             return self._confirmed(k, score)
-        drifted_from = self._drift(k, end, value) if k.name in _DRIFTING else None
+        drifted_from = self._drift(k, end, value, local) if k.name in _DRIFTING else None
         if drifted_from is not None:
             sd = math.sqrt(k.ref_var)
             k.limit = (
@@ -277,7 +300,7 @@ class CellKpis:
         k.recent.append(value)
         return None
 
-    def _drift(self, k: _Kpi, end: float, value: float) -> float | None:
+    def _drift(self, k: _Kpi, end: float, value: float, local: float) -> float | None:
         """Update the slow reference, the time-of-day profile and the CUSUM with a normal
         interval; at a drift, the level it drifted from (else None). The CUSUM measures the
         value against the worse of the slow reference and the usual level at this time of day
@@ -288,7 +311,7 @@ class CellKpis:
             k.ref = value
         d = value - k.ref
         k.ref_n += 1
-        usual = self._usual(k, end, value)
+        usual = self._usual(k, local, value)
         if math.isnan(usual):
             expected = k.ref
         else:
@@ -307,8 +330,9 @@ class CellKpis:
         return expected if drifted else None
 
     def _usual(self, k: _Kpi, end: float, value: float) -> float:
-        """Learn ``value`` into its time-of-day slot (``context_resolution_s`` wide); the slot's
-        usual level from earlier days, NaN before one has shown it."""
+        """Learn ``value`` into its time-of-day slot (``context_resolution_s`` wide, ``end`` on
+        the local wall clock); the slot's usual level from earlier days, NaN before one has
+        shown it."""
         width = self.settings.context_resolution_s
         slots = max(1, math.ceil(_DAY / width))
         if k.profile is None or k.profile_days is None:

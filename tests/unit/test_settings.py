@@ -118,6 +118,15 @@ def test_a_gil_switch_interval_of_zero_is_an_error_naming_the_key(tmp_path):
     assert "flow.gil_switch_interval_s" in str(info.value)
 
 
+def test_an_unknown_time_zone_for_the_cell_kpis_is_an_error_naming_the_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("cells:\n  kpis:\n    timezone: Europe/Atlantis\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "cells.kpis.timezone" in str(info.value)
+    assert "Europe/Atlantis" in str(info.value)
+
+
 def test_a_bad_environment_variable_is_reported_under_its_name(tmp_path, monkeypatch):
     config = tmp_path / "c.yaml"
     config.write_text("flow:\n  workers: 2\n")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import pickle
 import random
+import zoneinfo
+from datetime import UTC, datetime
 
 from cxstream.detectors.cell_kpis import CellKpis, KpiSettings, median
 from cxstream.detectors.cells import CellMonitor, CellSettings
@@ -150,6 +152,29 @@ def test_a_drift_worse_than_the_usual_level_at_its_time_of_day_is_still_found():
     )
     assert found[1] == []
     assert any(at <= t < at + 1_800 for t in found[2])
+
+
+def test_the_busy_hour_keeps_its_slot_when_the_clocks_go_forward():
+    """London's clocks went forward on 2026-03-29: the busy hour (9:00 local) came an hour earlier
+    in UTC, ahead of the profile's rise, and drifts for three days with UTC slots (7, 7 and 4
+    anomalies here, 0 on the day before). On the subscribers' wall clock it keeps its slot:
+    none."""
+    london = zoneinfo.ZoneInfo("Europe/London")
+    start = datetime(2026, 3, 27, tzinfo=UTC).timestamp()
+
+    def anomalies_after_the_change(zone):
+        kpis, rng, found = CellKpis(KpiSettings(interval_s=10, timezone=zone)), random.Random(4), 0
+        for i in range(5 * 8_640):
+            t = start + 10.0 * (i + 1)
+            clock = datetime.fromtimestamp(t, london)
+            hour = clock.hour + clock.minute / 60 + clock.second / 3_600
+            load = math.exp(-((hour - 9) ** 2) / 1.7) + 0.67 * math.exp(-((hour - 18) ** 2) / 4)
+            new = kpis.close(t, {"loss_pct": max(0.0, 0.3 + 2.0 * load + rng.gauss(0, 0.2))})
+            found += len(new) if clock.day >= 29 else 0
+        return found
+
+    assert anomalies_after_the_change("Europe/London") == 0
+    assert anomalies_after_the_change("UTC") > 0
 
 
 def test_a_kpi_snapshot_from_before_the_time_of_day_profile_restores_and_learns_it():
