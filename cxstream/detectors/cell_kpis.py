@@ -335,8 +335,8 @@ class CellKpis:
         shown it."""
         width = self.settings.context_resolution_s
         slots = max(1, math.ceil(_DAY / width))
-        if k.profile is None or k.profile_days is None:
-            k.profile = array("d", bytes(8 * slots))
+        if k.profile is None or k.profile_days is None or len(k.profile) != slots:
+            k.profile = array("d", bytes(8 * slots))  # (new, or of another slot width)
             k.profile_days = array("i", bytes(4 * slots))
         profile, days = k.profile, k.profile_days
         now = int(end // width)
