@@ -394,7 +394,7 @@ def test_a_saturated_stretch_within_the_window_and_below_the_recent_largest_is_a
 
 def test_the_first_rush_hour_after_a_quiet_weekend_is_no_spike_once_a_week_was_seen(monkeypatch):
     """Counts with weekday rush hours (up to 200 at 9:00, 140 at 18:00) and weekends at a fifth of
-    that, a cell's active subscribers: on Monday morning the window of the last 200 points holds
+    that (sessions, subscribers): on Monday morning the window of the last 200 points holds
     only the quiet weekend, and the rush hour lies far beyond it. From the second week the time of
     week expects it. Measured: 2 alerts on the 20 Mondays after the first week of 5 series (1 on
     the other days); 14 when the time of week is left out."""
