@@ -71,6 +71,7 @@ __all__ = [
     "decode_qos",
     "invalid_id_positions",
     "key_written_twice",
+    "known_time_zone",
     "parse_action",
     "parse_alarm_command",
     "parse_customer",
@@ -228,6 +229,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def known_time_zone(value: str) -> str:
+    """``value`` if it names an IANA time zone (the validator of customers' and the cells' zones)."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        msg = f"unknown IANA time zone {value!r}"
+        raise ValueError(msg) from exc
+    return value
+
+
 def _as_utc_or_none(value: datetime | None) -> datetime | None:
     return None if value is None else _as_utc(value)
 
@@ -359,15 +370,7 @@ class CustomerContext(BaseModel):
 
     _utc_consent = field_validator("consent_updated", "updated_at")(_as_utc_or_none)
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            msg = f"unknown IANA time zone {value!r}"
-            raise ValueError(msg) from exc
-        return value
+    _known_zone = field_validator("timezone")(known_time_zone)
 
     def may_contact(self, channel: Channel) -> bool:
         """Whether consent for ``channel`` is explicitly granted (unknown means no)."""

@@ -13,7 +13,6 @@ a typo such as ``kafka: {brokerz: ...}`` is an error naming ``kafka.brokerz``.
 from __future__ import annotations
 
 import os
-import zoneinfo
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -39,6 +38,7 @@ from pydantic_settings import (
 from cxstream import yamlfile
 from cxstream.actions.signing import secret_key
 from cxstream.errors import ConfigError, SignatureError
+from cxstream.events import known_time_zone
 from cxstream.kafkalog import KAFKA_LOGGER
 from cxstream.privacy import SubscriberPseudonyms
 
@@ -321,15 +321,7 @@ class KpiSettingsModel(BaseModel):
     # the subscribers' wall clock, whose time of day and week the KPI contexts follow (IANA name)
     timezone: Annotated[str, Field(max_length=64)] = "UTC"
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            msg = f"unknown IANA time zone {value!r} (for example Europe/London or UTC)"
-            raise ValueError(msg) from exc
-        return value
+    _known_zone = field_validator("timezone")(known_time_zone)
 
 
 class CellSettingsModel(BaseModel):
