@@ -110,21 +110,24 @@ def test_check_config_accepts_the_shipped_example():
     assert '"qos": "cx.qos"' in result.output
 
 
-def test_a_gil_switch_interval_of_zero_is_an_error_naming_the_key(tmp_path):
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("flow:\n  gil_switch_interval_s: 0\n", ["flow.gil_switch_interval_s"]),
+        (
+            "cells:\n  kpis:\n    timezone: Europe/Atlantis\n",
+            ["cells.kpis.timezone", "Europe/Atlantis"],
+        ),
+    ],
+    ids=["gil_switch_interval_of_zero", "unknown_cell_time_zone"],
+)
+def test_a_bad_nested_value_is_an_error_naming_the_key(tmp_path, text, named):
     path = tmp_path / "bad.yaml"
-    path.write_text("flow:\n  gil_switch_interval_s: 0\n")
+    path.write_text(text)
     with pytest.raises(ConfigError) as info:
         load_settings(path)
-    assert "flow.gil_switch_interval_s" in str(info.value)
-
-
-def test_an_unknown_time_zone_for_the_cell_kpis_is_an_error_naming_the_key(tmp_path):
-    path = tmp_path / "bad.yaml"
-    path.write_text("cells:\n  kpis:\n    timezone: Europe/Atlantis\n")
-    with pytest.raises(ConfigError) as info:
-        load_settings(path)
-    assert "cells.kpis.timezone" in str(info.value)
-    assert "Europe/Atlantis" in str(info.value)
+    for words in named:
+        assert words in str(info.value)
 
 
 def test_a_bad_environment_variable_is_reported_under_its_name(tmp_path, monkeypatch):

@@ -114,20 +114,24 @@ def test_a_slow_ramp_is_found_by_the_drift_statistic():
     assert incident.at < T0 + 900 + 20 * 60  # long before the ramp is done
 
 
+def loss_at(hour, rng, extra=0.0):
+    """Loss that rises with the load twice a day: by 2 points at 9:00 (ten times its noise) and
+    by 1.3 at 18:00, plus ``extra``."""
+    load = math.exp(-((hour - 9) ** 2) / 1.7) + 0.67 * math.exp(-((hour - 18) ** 2) / 4)
+    return max(0.0, 0.3 + 2.0 * load + extra + rng.gauss(0, 0.2))
+
+
 def busy_hour_loss(kpis, days, rng, *, degraded_at=None):
-    """Loss that rises with the load twice a day (by 2 points at 9:00, five times its noise),
-    one 10-second interval at a time; from ``degraded_at`` (epoch seconds) it ramps 1 point
-    higher over 30 minutes. Returns the times of the anomalies, per day."""
+    """:func:`loss_at`, one 10-second interval at a time; from ``degraded_at`` (epoch seconds) it
+    ramps 1 point higher over 30 minutes. Returns the times of the anomalies, per day."""
     midnight = T0 - T0 % 86_400
     found: dict[int, list[float]] = {day: [] for day in range(days)}
     for i in range(days * 8_640):
         t = midnight + 10.0 * (i + 1)
-        hour = t % 86_400 / 3_600
-        load = math.exp(-((hour - 9) ** 2) / 1.7) + 0.67 * math.exp(-((hour - 18) ** 2) / 4)
         extra = (
             0.0 if degraded_at is None or t < degraded_at else min(1.0, (t - degraded_at) / 1_800)
         )
-        loss = max(0.0, 0.3 + 2.0 * load + extra + rng.gauss(0, 0.2))
+        loss = loss_at(t % 86_400 / 3_600, rng, extra)
         found[i // 8_640] += [t for _ in kpis.close(t, {"loss_pct": loss})]
     return found
 
@@ -168,8 +172,7 @@ def test_the_busy_hour_keeps_its_slot_when_the_clocks_go_forward():
             t = start + 10.0 * (i + 1)
             clock = datetime.fromtimestamp(t, london)
             hour = clock.hour + clock.minute / 60 + clock.second / 3_600
-            load = math.exp(-((hour - 9) ** 2) / 1.7) + 0.67 * math.exp(-((hour - 18) ** 2) / 4)
-            new = kpis.close(t, {"loss_pct": max(0.0, 0.3 + 2.0 * load + rng.gauss(0, 0.2))})
+            new = kpis.close(t, {"loss_pct": loss_at(hour, rng)})
             found += len(new) if clock.day >= 29 else 0
         return found
 
