@@ -852,17 +852,18 @@ class AlertGate:
     """Turn scores into alerts: at ``threshold`` or above, then quiet for a while.
 
     The quiet period is ``hold_days`` of the series' own sampling (its median interval, from the
-    first timestamps given to :meth:`decide`), at least ``min_hold`` points: one page per problem
-    per half day, whether a point is a minute or an hour. Without timestamps, or before the
-    interval is known, it is ``hold`` points; ``hold_days=None`` always uses ``hold``.
+    first timestamps given to :meth:`decide`; the median of the gaps seen so far until 50 are),
+    at least ``min_hold`` points: one page per problem per half day, whether a point is a minute
+    or an hour. Without timestamps, or at the first timestamp, it is ``hold`` points;
+    ``hold_days=None`` always uses ``hold``.
 
     >>> gate = AlertGate(threshold=0.5, hold=2, hold_days=None)
     >>> [gate.decide(s) for s in (0.9, 0.9, 0.9, 0.9, 0.1)]
     [True, False, False, True, False]
-    >>> hourly = AlertGate(hold=5, hold_days=0.5)  # 5 points until 50 gaps are seen, then 12
+    >>> hourly = AlertGate(hold=5, hold_days=0.5)  # 5 points at the first point, then 12
     >>> alerts = [hourly.decide(0.9, 3600.0 * i) for i in range(90)]
     >>> [i for i, a in enumerate(alerts) if a]
-    [0, 6, 12, 18, 24, 30, 36, 42, 48, 54, 67, 80]
+    [0, 6, 19, 32, 45, 58, 71, 84]
     """
 
     threshold: float = 0.5
@@ -880,10 +881,23 @@ class AlertGate:
             gaps.append(t - self._prev_t)
             self._gaps = gaps
             if len(gaps) >= _INTERVAL_SAMPLE and self.hold_days is not None:
-                interval = sorted(gaps)[len(gaps) // 2]
-                self._interval_hold = max(self.min_hold, round(self.hold_days * _DAY / interval))
+                self._interval_hold = self._hold_for(gaps)
                 self._gaps = None
         self._prev_t = t
+
+    def _hold_for(self, gaps: list[float]) -> int:
+        """``hold_days`` in points of the median of ``gaps`` (at least ``min_hold``)."""
+        interval = sorted(gaps)[len(gaps) // 2]
+        return max(self.min_hold, round((self.hold_days or 0.0) * _DAY / interval))
+
+    def _hold_now(self) -> int:
+        """The quiet period an alert starts now: in the series' sampling once a gap is seen (a
+        fixed ``hold`` of points would be days of an hourly series' silence)."""
+        if self._interval_hold is not None:
+            return self._interval_hold
+        if self._gaps and self.hold_days is not None:
+            return self._hold_for(self._gaps)
+        return self.hold
 
     def decide(self, score: float, t: float | None = None) -> bool:
         """Whether this score (of a point at epoch seconds ``t``) raises an alert."""
@@ -893,7 +907,7 @@ class AlertGate:
             self._quiet -= 1
             return False
         if score >= self.threshold:
-            self._quiet = self._interval_hold if self._interval_hold is not None else self.hold
+            self._quiet = self._hold_now()
             return True
         return False
 

@@ -246,6 +246,16 @@ def test_gate_holds_after_an_alert():
     assert [gate.decide(1.0) for _ in range(6)] == [True, False, False, False, True, False]
 
 
+def test_an_alert_before_the_interval_is_known_holds_half_a_day_of_the_series_sampling():
+    """On an hourly series, an alert on its second day is quiet for 12 points, not for the
+    150 points (six days) meant for series without timestamps: a problem on its third day pages."""
+    gate = AlertGate()
+    alerts = [i for i in range(100) if gate.decide(0.9 if i in (30, 50) else 0.0, 3600.0 * i)]
+    assert alerts == [30, 50]
+    untimed = AlertGate()
+    assert [i for i in range(100) if untimed.decide(0.9 if i in (30, 50) else 0.0)] == [30]
+
+
 def test_noise_free_periodic_series_raise_no_alert():
     """A daily pattern without noise is learned, not paged: a context seen once already predicts
     its value (with the series' overall spread as its scale) on the second day. (The very first
