@@ -5,7 +5,8 @@ well over 100,000 points per second in pure Python:
 
 1. **Contextual prediction.** Three predictors of the next value: a fast EWMA of recent level, the
    usual value at this time of day, and at this time of the week (context buckets at the series' own
-   sampling interval, learned from the first timestamps, never finer than 5 minutes). A point's raw
+   sampling interval, learned from the first timestamps that move forward, never finer than 5
+   minutes). A point's raw
    surprise is its error against the predictor that explains it *best*, in units of that
    predictor's usual error: a value is only surprising if no context expects it (daily and weekly
    seasonality and level shifts are thereby absorbed).
@@ -106,6 +107,7 @@ _STRETCH_RARE_DAYS = 3.0  # the same "rare" as for spikes (docs/evaluation.md)
 _STRETCH_RARE_COUNT = 2.0
 _SATURATED_REPEAT = 0.8  # share of the recent largest stretch a saturated one within range repeats
 _WEEK_PREDICTS = 2.0  # usual deviations within which the time of week's mean predicts a spike
+_EARLY_MAX = 64  # points kept for the contexts while the sampling interval is not yet known
 
 
 def _usable(value: float) -> bool:
@@ -378,7 +380,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         self._counts = True  # every value learned so far a count (a non-negative whole number)
         self._count_sum = 0.0  # the window's Anscombe-transformed values, while it holds counts
         self._count_sq = 0.0
-        self._early: list[tuple[float, float]] = []  # points before the contexts exist (<= 11)
+        self._early: list[tuple[float, float]] = []  # before the contexts exist (<= _EARLY_MAX)
         self._records = _Largest(repeat_days)  # short-term surprises, largest of each day
         self._n = 0
         self._level = _Context(1, fast_alpha)
@@ -685,7 +687,9 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         return value > self._hi + margin or value < self._lo - margin
 
     def _learn_time(self, t: float) -> None:
-        if self._prev_t is not None:
+        # only time that moves forward is an interval: points stamped alike (a batch written with
+        # one timestamp) would otherwise make the interval 0 and a "day" endless
+        if self._prev_t is not None and t > self._prev_t:
             self._deltas.append(t - self._prev_t)
             if len(self._deltas) >= 10:
                 median = sorted(self._deltas)[len(self._deltas) // 2]
@@ -726,6 +730,8 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             self._daily.learn(daily, value)
             self._weekly.learn(weekly, value)
         elif t is not None and self._daily is None:
+            if len(self._early) >= _EARLY_MAX:  # timestamps that do not move: bounded anyway
+                del self._early[0]
             self._early.append((value, t))
             self._learn_time(t)
             if self._daily is not None:  # the contexts exist now: they learn what came before

@@ -256,6 +256,22 @@ def test_an_alert_before_the_interval_is_known_holds_half_a_day_of_the_series_sa
     assert [i for i in range(100) if untimed.decide(0.9 if i in (30, 50) else 0.0)] == [30]
 
 
+def test_points_stamped_alike_are_no_sampling_interval():
+    """A series whose first points share one timestamp (a batch written at once) learns its
+    interval from the time that moves: five-minute points make 288 points a day, not an endless
+    day of zero-second points; one whose timestamps never move keeps a bounded state."""
+    t0 = 1.4e9
+    detector = ContextLikelihoodDetector()
+    for i in range(60):
+        detector.update_novel(10.0 + i % 3, t0 if i < 20 else t0 + 300.0 * (i - 19))
+    assert detector._day_points == pytest.approx(288.0)
+    stuck = ContextLikelihoodDetector()
+    for i in range(3000):
+        stuck.update_novel(10.0 + i % 3, t0)
+    assert len(stuck._early) <= 64
+    assert len(pickle.dumps(stuck)) < 10_000
+
+
 def test_noise_free_periodic_series_raise_no_alert():
     """A daily pattern without noise is learned, not paged: a context seen once already predicts
     its value (with the series' overall spread as its scale) on the second day. (The very first
