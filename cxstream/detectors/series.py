@@ -6,10 +6,9 @@ well over 100,000 points per second in pure Python:
 1. **Contextual prediction.** Three predictors of the next value: a fast EWMA of recent level, the
    usual value at this time of day, and at this time of the week (context buckets at the series' own
    sampling interval, learned from the first timestamps that move forward, never finer than 5
-   minutes). A point's raw
-   surprise is its error against the predictor that explains it *best*, in units of that
-   predictor's usual error: a value is only surprising if no context expects it (daily and weekly
-   seasonality and level shifts are thereby absorbed).
+   minutes). A point's raw surprise is its error against the predictor that explains it *best*, in
+   units of that predictor's usual error: a value is only surprising if no context expects it
+   (daily and weekly seasonality and level shifts are thereby absorbed).
 2. **Anomaly likelihood** (Ahmad et al., 2017). The short-term average of raw surprises is compared
    with their long-run distribution; the Gaussian tail probability of that average says how unusual
    the recent stretch is. The score is ``-log10(tail) / 8`` clipped to [0, 1], so the fixed decision
