@@ -83,6 +83,12 @@ _DAY = 86_400.0
 _PROFILE_ALPHA = 0.3  # weight of the latest day in a time-of-day profile (the detector's contexts')
 
 
+def _time_of_day_slot(t: float, width: float, slots: int) -> int:
+    """The ``width``-second slot of the day that ``t`` falls in (the last of ``slots`` for a time
+    a hair before midnight, whose remainder rounds to a whole day)."""
+    return min(int(t % _DAY // width), slots - 1)
+
+
 @dataclass(frozen=True)
 class KpiSettings:
     """How cell KPIs are formed and judged (see the module docstring)."""
@@ -342,7 +348,7 @@ class CellKpis:
         now = int(end // width)
         if now != k.slot:
             if k.slot_n:  # the previous slot is over: its mean joins that time of day's profile
-                i = min(int((k.slot * width) % _DAY // width), slots - 1)
+                i = _time_of_day_slot(k.slot * width, width, slots)
                 mean = k.slot_sum / k.slot_n
                 profile[i] = (
                     mean if days[i] == 0 else profile[i] + _PROFILE_ALPHA * (mean - profile[i])
@@ -351,7 +357,7 @@ class CellKpis:
             k.slot, k.slot_sum, k.slot_n = now, 0.0, 0
         k.slot_sum += value
         k.slot_n += 1
-        i = min(int(end % _DAY // width), slots - 1)
+        i = _time_of_day_slot(end, width, slots)
         return profile[i] if days[i] else math.nan
 
     def _confirmed(self, k: _Kpi, score: float) -> KpiAnomaly | None:
