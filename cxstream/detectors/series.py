@@ -481,7 +481,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         its surprise against the time of day and week alone (``None`` until the series has run
         for ``_SEASONAL_MATURE`` days and the time-of-day bucket has been seen as many times: on
         three earlier days, as points finer than a bucket fill it several times a day)."""
-        floor = self._step * 0.05 + 1e-9
+        floor = self._dev_floor()
         raw = self._level.error(0, value, floor)
         seasonal = None
         if daily >= 0 and self._daily is not None and self._weekly is not None:
@@ -498,6 +498,10 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
             ):
                 seasonal = 0.0 if season == math.inf else min(season, 20.0)
         return (0.0 if raw == math.inf else min(raw, 20.0)), seasonal
+
+    def _dev_floor(self) -> float:
+        """The least usual deviation a predictor is credited with: 5 % of the series' usual step."""
+        return self._step * 0.05 + 1e-9
 
     def _short(self, raw: float) -> float:
         """The short-term average of surprises, with ``raw`` as the newest."""
@@ -592,7 +596,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         week = self._weekly
         if weekly < 0 or week is None or week.n[weekly] < 1:
             return False
-        floor = self._step * 0.05 + 1e-9
+        floor = self._dev_floor()
         dev = self._level.dev[0]
         return abs(value - week.mean[weekly]) < _WEEK_PREDICTS * (dev if dev > floor else floor)
 
