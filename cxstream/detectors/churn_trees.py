@@ -68,7 +68,7 @@ class TreeSettings:
 
     The booster's values are LightGBM's usual small-data settings (shallow trees of 15 leaves,
     shrinkage 0.05 over 200 rounds, 80 % row and column subsampling, at least 20 rows per leaf);
-    ``docs/evaluation.md#churn`` shows they hold on both shared churn files.
+    ``docs/evaluation.md#churn-risk`` shows they hold on both shared churn files.
     """
 
     rounds: int = 200

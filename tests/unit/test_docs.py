@@ -32,6 +32,9 @@ def test_relative_links_and_their_anchors_resolve(page):
         assert linked.exists(), f"{page.name} links to missing {path}"
         if anchor and path.endswith(".md"):
             assert anchor[1:] in _anchors(linked), f"{page.name}: no {anchor} in {path}"
+    own = _anchors(page)
+    for anchor in re.findall(r"\]\(#([^)]+)\)", text):
+        assert anchor in own, f"{page.name}: no #{anchor} on the page itself"
 
 
 def _anchors(page: Path) -> set[str]:
