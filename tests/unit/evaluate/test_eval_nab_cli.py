@@ -228,7 +228,7 @@ def test_the_resampling_script_in_the_docs_writes_a_tree_eval_nab_scores(tmp_pat
     it prints: the script runs as printed and writes a tree with every file, a twelfth of the
     points and every window."""
     page = (Path(__file__).parents[3] / "docs" / "evaluation.md").read_text(encoding="utf-8")
-    section = page[page.index("**Other sampling intervals and lengths.**") :]
+    section = page[page.index("#### Other sampling intervals and lengths") :]
     start = section.index("```python\n") + len("```python\n")
     script = section[start : section.index("\n```", start)]
     (tmp_path / "resample.py").write_text(script, encoding="utf-8")
