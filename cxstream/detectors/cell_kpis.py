@@ -40,7 +40,12 @@ and decision level ``drift_h``: a move of ``drift_k + 1`` deviations is found af
 the day (loss at the busy hour) moves like such a drift, so the CUSUM measures a value against
 the worse of that reference and the usual level at its time of day: the mean of its
 ``context_resolution_s`` slot over the normal intervals of earlier days (blended once a day, the
-latest day weighing 0.3, as in the detector's contexts). The first day has no usual level yet.
+latest day weighing 0.3, as in the detector's contexts). The first day has no usual level yet:
+until a slot has one, an interval in which the cell's load (its volume) lies above its own slow
+reference by more than ``drift_k`` deviations adds nothing to the CUSUM, so the first busy hour,
+whose quality follows its rising load, is no drift either. A fault that ramps while the load
+rises on a cell's first day is then left to the detector's score and to the subscribers' own
+alerts.
 Times of day and week are those of ``timezone`` (the subscribers' wall clock, an IANA name): the
 busy hour stays in its slot when the clocks change.
 
@@ -191,6 +196,10 @@ class CellKpis:
     # the time zone's UTC offset, and the quarter hour it was looked up for
     _zone_offset: float = 0.0
     _zone_at: int = -1
+    # the load (the volume KPI) against its own slow reference, as the drift rule keeps one
+    _load_ref: float = 0.0
+    _load_var: float = 0.0
+    _load_n: int = 0
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -244,13 +253,36 @@ class CellKpis:
         samples); returns the KPIs that became anomalous with it."""
         new: list[KpiAnomaly] = []
         local = self._local(end)
+        rising = self._load_rising(values.get("volume", math.nan))
         for k in self._kpis:
             value = values.get(k.name, math.nan)
             if math.isfinite(value):
-                found = self._close_one(k, end, value, local)
+                found = self._close_one(k, end, value, local, rising)
                 if found is not None:
                     new.append(found)
         return new
+
+    def _load_rising(self, volume: float) -> bool:
+        """Learn this interval's ``volume`` into the load's slow reference; whether it lies above
+        the reference by more than the drift rule's allowance (``drift_k`` deviations, at least
+        Poisson's, the square root of the reference: it is a count): the load is rising, as it
+        does towards the busy hour."""
+        if not math.isfinite(volume):
+            return False
+        s = self.settings
+        if self._load_n == 0:
+            self._load_ref = volume
+        d = volume - self._load_ref
+        rising = (
+            self._load_n > s.baseline
+            and self._load_var > 0.0
+            and d > s.drift_k * math.sqrt(max(self._load_var, self._load_ref))
+        )
+        self._load_n += 1
+        a = max(1.0 / self._load_n, 1.0 / s.drift_window)
+        self._load_ref += a * d
+        self._load_var = (1.0 - a) * (self._load_var + a * d * d)
+        return rising
 
     def _local(self, end: float) -> float:
         """``end`` on the wall clock of ``settings.timezone`` (epoch seconds plus its UTC offset,
@@ -266,7 +298,9 @@ class CellKpis:
             self._zone_at = quarter
         return end + self._zone_offset
 
-    def _close_one(self, k: _Kpi, end: float, value: float, local: float) -> KpiAnomaly | None:
+    def _close_one(
+        self, k: _Kpi, end: float, value: float, local: float, load_rising: bool = False
+    ) -> KpiAnomaly | None:
         s = self.settings
         score, novel = k.detector.update_novel(value, local)  # score before learn
         current = k.anomaly
@@ -292,7 +326,9 @@ class CellKpis:
             k.limit = limit
             k.pending, k.held = (end, value, base, score), [value]
             return self._confirmed(k, score)
-        drifted_from = self._drift(k, end, value, local) if k.name in _DRIFTING else None
+        drifted_from = (
+            self._drift(k, end, value, local, load_rising) if k.name in _DRIFTING else None
+        )
         if drifted_from is not None:
             sd = math.sqrt(k.ref_var)
             k.limit = (
@@ -306,7 +342,9 @@ class CellKpis:
         k.recent.append(value)
         return None
 
-    def _drift(self, k: _Kpi, end: float, value: float, local: float) -> float | None:
+    def _drift(
+        self, k: _Kpi, end: float, value: float, local: float, load_rising: bool = False
+    ) -> float | None:
         """Update the slow reference, the time-of-day profile and the CUSUM with a normal
         interval; at a drift, the level it drifted from (else None). The CUSUM measures the
         value against the worse of the slow reference and the usual level at this time of day
@@ -326,6 +364,8 @@ class CellKpis:
         if k.ref_n > s.baseline and k.ref_var > 0.0:  # the deviation is known: standardise
             off = value - expected
             z = (-off if k.bad == "down" else off) / math.sqrt(k.ref_var)
+            if load_rising and math.isnan(usual):
+                z = 0.0  # no earlier day to compare with: the load's own rise explains it
             if k.cusum == 0.0:
                 k.drift_since = end
             k.cusum = max(0.0, k.cusum + z - s.drift_k)

@@ -8,6 +8,8 @@ import random
 import zoneinfo
 from datetime import UTC, datetime
 
+import pytest
+
 from cxstream.detectors.cell_kpis import CellKpis, KpiSettings, median
 from cxstream.detectors.cells import CellMonitor, CellSettings
 
@@ -114,16 +116,22 @@ def test_a_slow_ramp_is_found_by_the_drift_statistic():
     assert incident.at < T0 + 900 + 20 * 60  # long before the ramp is done
 
 
+def load_at(hour):
+    """The day's load: busy at 9:00 (1) and at 18:00 (0.67), quiet at night."""
+    return math.exp(-((hour - 9) ** 2) / 1.7) + 0.67 * math.exp(-((hour - 18) ** 2) / 4)
+
+
 def loss_at(hour, rng, extra=0.0):
     """Loss that rises with the load twice a day: by 2 points at 9:00 (ten times its noise) and
     by 1.3 at 18:00, plus ``extra``."""
-    load = math.exp(-((hour - 9) ** 2) / 1.7) + 0.67 * math.exp(-((hour - 18) ** 2) / 4)
-    return max(0.0, 0.3 + 2.0 * load + extra + rng.gauss(0, 0.2))
+    return max(0.0, 0.3 + 2.0 * load_at(hour) + extra + rng.gauss(0, 0.2))
 
 
-def busy_hour_loss(kpis, days, rng, *, degraded_at=None):
+def busy_hour_loss(kpis, days, rng, *, degraded_at=None, volume=False):
     """:func:`loss_at`, one 10-second interval at a time; from ``degraded_at`` (epoch seconds) it
-    ramps 1 point higher over 30 minutes. Returns the times of the anomalies, per day."""
+    ramps 1 point higher over 30 minutes. With ``volume``, the cell's events follow the load too
+    (100 an interval at night, 300 at 9:00, Poisson-like noise). Returns the times of the
+    anomalies, per day."""
     midnight = T0 - T0 % 86_400
     found: dict[int, list[float]] = {day: [] for day in range(days)}
     for i in range(days * 8_640):
@@ -131,28 +139,50 @@ def busy_hour_loss(kpis, days, rng, *, degraded_at=None):
         extra = (
             0.0 if degraded_at is None or t < degraded_at else min(1.0, (t - degraded_at) / 1_800)
         )
-        loss = loss_at(t % 86_400 / 3_600, rng, extra)
-        found[i // 8_640] += [t for _ in kpis.close(t, {"loss_pct": loss})]
+        hour = t % 86_400 / 3_600
+        values = {"loss_pct": loss_at(hour, rng, extra)}
+        if volume:
+            events = 100.0 + 200.0 * load_at(hour)
+            values["volume"] = max(0.0, round(events + rng.gauss(0, math.sqrt(events))))
+        found[i // 8_640] += [t for _ in kpis.close(t, values)]
     return found
 
 
-def test_a_kpi_that_follows_the_busy_hour_each_day_drifts_only_on_the_first():
-    """The drift statistic's reference is a half-hour mean, so the busy hour's rise looks like a
-    drift: it opens anomalies on the first day (8 here), before any day has shown the time of
-    day. From the second day the usual level at that time is known, and the busy hour is no
-    drift."""
+def test_a_kpi_that_rises_at_a_time_of_day_each_day_drifts_only_on_the_first():
+    """The drift statistic's reference is a half-hour mean, so a daily rise looks like a drift:
+    where the cell's load does not rise with it (no volume here), it opens anomalies on the
+    first day (8 here), before any day has shown the time of day. From the second day the usual
+    level at that time is known, and the daily rise is no drift."""
     found = busy_hour_loss(CellKpis(KpiSettings(interval_s=10)), 3, random.Random(1))
     assert found[0]
     assert found[1] == found[2] == []
 
 
-def test_a_drift_worse_than_the_usual_level_at_its_time_of_day_is_still_found():
+def test_the_first_busy_hour_is_no_drift_where_the_load_rises_with_it():
+    """Loss that rises with the cell's load opens nothing on the first day either: while the
+    load lies above its own half-hour reference and no earlier day gives a usual level, the
+    rise is the load's. A ramp at 3:00 of that day, where the load is flat, is still found
+    within half an hour."""
+    assert busy_hour_loss(
+        CellKpis(KpiSettings(interval_s=10)), 3, random.Random(1), volume=True
+    ) == {0: [], 1: [], 2: []}
+    midnight = T0 - T0 % 86_400
+    at = midnight + 3 * 3_600
+    [found] = busy_hour_loss(
+        CellKpis(KpiSettings(interval_s=10)), 1, random.Random(2), degraded_at=at, volume=True
+    ).values()
+    assert found
+    assert all(at <= t < at + 1_800 for t in found[:1])
+
+
+@pytest.mark.parametrize("volume", [False, True])
+def test_a_drift_worse_than_the_usual_level_at_its_time_of_day_is_still_found(volume):
     """On the third day, loss ramps 1 point above its usual level at 3:00, where the load is
     low: found within half an hour, as on a cell without a busy hour."""
     midnight = T0 - T0 % 86_400
     at = midnight + 2 * 86_400 + 3 * 3_600
     found = busy_hour_loss(
-        CellKpis(KpiSettings(interval_s=10)), 3, random.Random(2), degraded_at=at
+        CellKpis(KpiSettings(interval_s=10)), 3, random.Random(2), degraded_at=at, volume=volume
     )
     assert found[1] == []
     assert any(at <= t < at + 1_800 for t in found[2])
