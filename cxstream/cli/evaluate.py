@@ -282,6 +282,12 @@ def eval_churn(
     help="Events per second of event time (peak hour).",
 )
 @seed_option(1)
+@click.option(
+    "--clean",
+    is_flag=True,
+    help="No incidents, from midnight: every cell incident opened is a false one, reported per "
+    "cell-day (with --duration 172800, a first day and a day with time-of-day profiles).",
+)
 @json_option
 def eval_incidents(
     config: Path | None,
@@ -291,6 +297,7 @@ def eval_incidents(
     duration: float,
     rate: float,
     seed: int,
+    clean: bool,
     as_json: bool,
 ) -> None:
     """Run the simulator's labelled scenarios (each: a lone degrading subscriber, a cell outage, a
@@ -298,9 +305,11 @@ def eval_incidents(
     as delivery goes wrong, a probe with a clock two minutes fast in the outage's cell and five
     probes uploading two minutes of measurements ten minutes late) through parsing, detection and
     cell demarcation; report precision, recall and median detection delay of cell incidents
-    (also per kind) and of individual degradations.
+    (also per kind) and of individual degradations, and the false cell incidents per cell-day.
 
-    Example: cxstream eval incidents --scenarios 10 --json"""
+    Example: cxstream eval incidents --scenarios 10 --json
+
+    Example: cxstream eval incidents --clean --scenarios 2 --duration 172800 --rate 30"""
     from cxstream.evaluate.incidents import run_incidents
 
     settings = settings_from(config)
@@ -314,6 +323,7 @@ def eval_incidents(
         seed=seed,
         settings=settings,
         on_scenario=lambda k: progress(f"scenario {k + 1}/{scenarios}"),
+        clean=clean,
     )
     progress.done()
     s = report.summary()
@@ -336,6 +346,9 @@ def eval_incidents(
     click.echo(
         "silent cells whose outage names the neighbour their subscribers went to: "
         f"{s['silent_neighbour_named']:.3f}"
+    )
+    click.echo(
+        f"false cell incidents: {s['cell_false']} ({s['cell_false_per_cell_day']} per cell-day)"
     )
     for kind, k in s["cell_by_kind"].items():
         click.echo(

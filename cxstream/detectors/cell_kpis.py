@@ -36,7 +36,10 @@ looks like the last. So those two KPIs also keep a one-sided CUSUM (Page, 1954)
 of their deviation from a slow reference (an exponential mean of normal intervals over about
 ``drift_window`` of them), in units of its exponential standard deviation, with allowance ``drift_k``
 and decision level ``drift_h``: a move of ``drift_k + 1`` deviations is found after about
-``drift_h`` intervals, a move of ``drift_k`` or less never. A KPI that follows the load through
+``drift_h`` intervals, a move of ``drift_k`` or less never. An interval far out counts as at
+most ``persist_z`` deviations unless the interval before it was beyond the allowance too: one
+interval (a quiet night's median of two subscribers) must not make a drift alone, while a shift
+of the whole cell, far out interval after interval, is still found within a few. A KPI that follows the load through
 the day (loss at the busy hour) moves like such a drift, so the CUSUM measures a value against
 the worse of that reference and the usual level at its time of day: the mean of its
 ``context_resolution_s`` slot over the normal intervals of earlier days (blended once a day, the
@@ -165,6 +168,7 @@ class _Kpi:
     ref_var: float = 0.0
     ref_n: int = 0
     cusum: float = 0.0
+    bad_before: bool = False  # the last interval's deviation passed the allowance
     drift_since: float = 0.0
     # the time of day: each slot's mean over its normal intervals, blended once a day (None until
     # the first interval), the days each slot was seen, and the slot being summed now
@@ -368,6 +372,9 @@ class CellKpis:
                 z = 0.0  # no earlier day to compare with: the load's own rise explains it
             if k.cusum == 0.0:
                 k.drift_since = end
+            if not k.bad_before:  # alone, one interval far out counts as persist_z at most
+                z = min(z, s.persist_z)
+            k.bad_before = z > s.drift_k
             k.cusum = max(0.0, k.cusum + z - s.drift_k)
             drifted = k.cusum > s.drift_h
         a = max(1.0 / k.ref_n, 1.0 / s.drift_window)

@@ -102,6 +102,28 @@ def test_a_silent_cells_outage_names_the_cells_its_subscribers_went_to():
     assert cell.moved_to(0.0) == {}
 
 
+def test_one_interval_far_out_makes_no_drift():
+    """A quiet night's median of two subscribers can fall far below the usual level for one
+    interval: as a CUSUM increment it would pass the decision level alone. After an interval
+    within the allowance it counts at most persist_z deviations, so it opens nothing (the
+    detector's score asks for confirmation too); a lasting shift still does."""
+    kpis = CellKpis(KpiSettings(interval_s=10))
+    rng = random.Random(3)
+    t = T0
+    found = []
+    for i in range(400):
+        t += 10.0
+        # 8 points down: 16 deviations of the reference, within the score rule's 3 robust
+        # deviations (at least 5 % of the level each)
+        value = {299: 98.0, 300: 90.0}.get(i, 98.0 + rng.gauss(0, 0.5))
+        found += kpis.close(t, {"experience": value})
+    assert found == []
+    for _ in range(12):
+        t += 10.0
+        found += kpis.close(t, {"experience": 94.0 + rng.gauss(0, 0.5)})
+    assert [a.kpi for a in found] == ["experience"]
+
+
 def test_a_slow_ramp_is_found_by_the_drift_statistic():
     cell = CellMonitor("c1")
     rng = random.Random(4)
