@@ -97,6 +97,13 @@ def _time_of_day_slot(t: float, width: float, slots: int) -> int:
     return min(int(t % _DAY // width), slots - 1)
 
 
+def _slow_step(mean: float, var: float, n: int, d: float, window: int) -> tuple[float, float]:
+    """An exponential mean and variance over about ``window`` points (an exact mean over the
+    first ones) moved by the ``n``-th point, which lies ``d`` from ``mean``."""
+    a = max(1.0 / n, 1.0 / window)
+    return mean + a * d, (1.0 - a) * (var + a * d * d)
+
+
 @dataclass(frozen=True)
 class KpiSettings:
     """How cell KPIs are formed and judged (see the module docstring)."""
@@ -283,9 +290,9 @@ class CellKpis:
             and d > s.drift_k * math.sqrt(max(self._load_var, self._load_ref))
         )
         self._load_n += 1
-        a = max(1.0 / self._load_n, 1.0 / s.drift_window)
-        self._load_ref += a * d
-        self._load_var = (1.0 - a) * (self._load_var + a * d * d)
+        self._load_ref, self._load_var = _slow_step(
+            self._load_ref, self._load_var, self._load_n, d, s.drift_window
+        )
         return rising
 
     def _local(self, end: float) -> float:
@@ -377,9 +384,7 @@ class CellKpis:
             k.bad_before = z > s.drift_k
             k.cusum = max(0.0, k.cusum + z - s.drift_k)
             drifted = k.cusum > s.drift_h
-        a = max(1.0 / k.ref_n, 1.0 / s.drift_window)
-        k.ref += a * d
-        k.ref_var = (1.0 - a) * (k.ref_var + a * d * d)
+        k.ref, k.ref_var = _slow_step(k.ref, k.ref_var, k.ref_n, d, s.drift_window)
         return expected if drifted else None
 
     def _usual(self, k: _Kpi, end: float, value: float) -> float:
