@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from cxstream.detectors.series import AlertGate, ContextLikelihoodDetector
+from cxstream.detectors.series import AlertGate, ContextLikelihoodDetector, ew_moments
 
 __all__ = ["KPIS", "CellKpis", "KpiAnomaly", "KpiSettings", "median"]
 
@@ -97,11 +97,10 @@ def _time_of_day_slot(t: float, width: float, slots: int) -> int:
     return min(int(t % _DAY // width), slots - 1)
 
 
-def _slow_step(mean: float, var: float, n: int, d: float, window: int) -> tuple[float, float]:
+def _slow_step(mean: float, var: float, n: int, x: float, window: int) -> tuple[float, float]:
     """An exponential mean and variance over about ``window`` points (an exact mean over the
-    first ones) moved by the ``n``-th point, which lies ``d`` from ``mean``."""
-    a = max(1.0 / n, 1.0 / window)
-    return mean + a * d, (1.0 - a) * (var + a * d * d)
+    first ones) after ``x``, the ``n``-th point."""
+    return ew_moments(mean, var, x, max(1.0 / n, 1.0 / window))
 
 
 @dataclass(frozen=True)
@@ -291,7 +290,7 @@ class CellKpis:
         )
         self._load_n += 1
         self._load_ref, self._load_var = _slow_step(
-            self._load_ref, self._load_var, self._load_n, d, s.drift_window
+            self._load_ref, self._load_var, self._load_n, volume, s.drift_window
         )
         return rising
 
@@ -364,7 +363,6 @@ class CellKpis:
         s = self.settings
         if k.ref_n == 0:
             k.ref = value
-        d = value - k.ref
         k.ref_n += 1
         usual = self._usual(k, local, value)
         if math.isnan(usual):
@@ -384,7 +382,7 @@ class CellKpis:
             k.bad_before = z > s.drift_k
             k.cusum = max(0.0, k.cusum + z - s.drift_k)
             drifted = k.cusum > s.drift_h
-        k.ref, k.ref_var = _slow_step(k.ref, k.ref_var, k.ref_n, d, s.drift_window)
+        k.ref, k.ref_var = _slow_step(k.ref, k.ref_var, k.ref_n, value, s.drift_window)
         return expected if drifted else None
 
     def _usual(self, k: _Kpi, end: float, value: float) -> float:

@@ -89,7 +89,7 @@ from typing_extensions import override
 
 from cxstream.csvfile import LARGEST
 
-__all__ = ["AlertGate", "ContextLikelihoodDetector", "SeriesMonitor"]
+__all__ = ["AlertGate", "ContextLikelihoodDetector", "SeriesMonitor", "ew_moments"]
 
 _DAY = 86_400.0
 _SPIKE_MARGIN = 0.01  # share of the range seen a spike must move (docs/evaluation.md)
@@ -138,7 +138,7 @@ def _average_with(recent: deque[float], total: float, size: int, newest: float) 
     return (total - (recent[0] if full else 0.0) + newest) / (size if full else len(recent) + 1)
 
 
-def _ew_moments(mean: float, var: float, x: float, a: float) -> tuple[float, float]:
+def ew_moments(mean: float, var: float, x: float, a: float) -> tuple[float, float]:
     """An exponentially weighted mean and variance after ``x``, with weight ``a``."""
     d = x - mean
     return mean + a * d, (1.0 - a) * (var + a * d * d)
@@ -619,7 +619,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         if self._s_n > self.warmup:
             self._s_records.add(day, stretch)
         a = 0.002 if self._s_n > self.warmup else 1.0 / self._s_n
-        self._s_mean, self._s_var = _ew_moments(self._s_mean, self._s_var, stretch, a)
+        self._s_mean, self._s_var = ew_moments(self._s_mean, self._s_var, stretch, a)
 
     def _likelihood(self, value: float, short: float) -> float:
         """The anomaly likelihood of the short-term average of surprises ``short``."""
@@ -780,7 +780,7 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
                 self._learn_stretch(value, short, lo, hi)
         self._n += 1
         a = 0.002 if self._n > self.warmup else 1.0 / self._n
-        self._mean, self._var = _ew_moments(self._mean, self._var, short, a)
+        self._mean, self._var = ew_moments(self._mean, self._var, short, a)
 
     def _count_of(self, x: float) -> float:
         """The Anscombe transform of a window entry ``x`` (stored less the window's shift; the
