@@ -77,6 +77,7 @@ class IncidentReport:
         def median(xs: list[float]) -> float | None:
             return round(statistics.median(xs), 2) if xs else None
 
+        false = self.cell_opened - self.cell_correct
         return {
             "scenarios": self.scenarios,
             "events": self.events,
@@ -92,12 +93,8 @@ class IncidentReport:
             "dead_letters": self.dead_letters,
             "late_events": self.late_events,
             "silent_neighbour_named": self._ratio(self.silent_neighbour_named, self.silent_found),
-            "cell_false": self.cell_opened - self.cell_correct,
-            "cell_false_per_cell_day": (
-                round((self.cell_opened - self.cell_correct) / self.cell_days, 3)
-                if self.cell_days
-                else 0.0
-            ),
+            "cell_false": false,
+            "cell_false_per_cell_day": round(false / self.cell_days, 3) if self.cell_days else 0.0,
             "cell_by_kind": {
                 kind: {
                     "incidents": truth,
