@@ -309,7 +309,7 @@ class CellKpis:
         return end + self._zone_offset
 
     def _close_one(
-        self, k: _Kpi, end: float, value: float, local: float, load_rising: bool = False
+        self, k: _Kpi, end: float, value: float, local: float, load_rising: bool
     ) -> KpiAnomaly | None:
         s = self.settings
         score, novel = k.detector.update_novel(value, local)  # score before learn
@@ -353,7 +353,7 @@ class CellKpis:
         return None
 
     def _drift(
-        self, k: _Kpi, end: float, value: float, local: float, load_rising: bool = False
+        self, k: _Kpi, end: float, value: float, local: float, load_rising: bool
     ) -> float | None:
         """Update the slow reference, the time-of-day profile and the CUSUM with a normal
         interval; at a drift, the level it drifted from (else None). The CUSUM measures the
