@@ -20,8 +20,10 @@ crosses its own degradation threshold. That holds only where a cell usually has 
 subscribers in an interval: where it has one or two, the median is theirs, and their own trouble
 or their leaving would look like the cell's; :attr:`CellKpis.usual_active` tells, and
 :class:`~cxstream.detectors.cells.CellMonitor` judges a cell by its KPIs only where it is at least
-``min_affected``. An interval without any event is still an interval (volume
-and active 0): a cell that falls silent is seen, which a share of degraded events never shows.
+``min_affected``, and measures the quality KPIs (experience, loss, throughput) of an interval
+only from at least ``min_affected`` subscribers. An interval without any event is still an
+interval (volume and active 0): a cell that falls silent is seen, which a share of degraded
+events never shows.
 
 A KPI is **anomalous** when the detector's score reaches ``threshold`` on a move in the bad
 direction beyond ``persist_z`` robust deviations of its baseline (the median of its last

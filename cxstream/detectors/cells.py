@@ -14,7 +14,8 @@ traffic volume and active subscribers; :mod:`cxstream.detectors.cell_kpis`) are 
 series detector ``cxstream eval nab`` measures. A KPI anomalous in the bad direction opens an
 incident too, even when no subscriber crosses its own threshold, in a cell that usually has at
 least ``min_affected`` subscribers in an interval (with fewer, the KPIs are one or two
-subscribers' own; :attr:`~cxstream.detectors.cell_kpis.CellKpis.usual_active`): cause ``kpi_anomaly``, or
+subscribers' own; :attr:`~cxstream.detectors.cell_kpis.CellKpis.usual_active`; an interval with
+fewer has no quality KPIs, only its volume and active count): cause ``kpi_anomaly``, or
 ``outage`` when the cell's volume collapsed (it went silent; :meth:`CellMonitor.tick` closes its
 intervals from the shard's clock when none of its own events come). An incident stays open while
 a KPI is still anomalous. Each incident says its ``cause`` and the KPIs behind it; an
@@ -340,14 +341,14 @@ class CellMonitor(Generic[T]):
         for k, end in enumerate(ends):
             if k == 0:
                 seen = [sub for sub in self._subs.values() if end - step <= sub[0] < end]
-                tput = [sub[5] for sub in seen if sub[5] == sub[5]]  # not NaN
-                values = {
-                    "experience": median([sub[2] for sub in seen]),
-                    "loss_pct": median([sub[4] for sub in seen]),
-                    "throughput": median(tput),
-                    "volume": float(self._volume),
-                    "active": float(len(seen)),
-                }
+                values = {"volume": float(self._volume), "active": float(len(seen))}
+                # with fewer subscribers than min_affected, an interval's median is one
+                # subscriber's own trouble, not the cell's quality: that interval has none
+                if len(seen) >= self.settings.min_affected:
+                    tput = [sub[5] for sub in seen if sub[5] == sub[5]]  # not NaN
+                    values["experience"] = median([sub[2] for sub in seen])
+                    values["loss_pct"] = median([sub[4] for sub in seen])
+                    values["throughput"] = median(tput)
             else:
                 values = {"volume": 0.0, "active": 0.0}
             self.kpis.close(end, values)
