@@ -235,6 +235,12 @@ class CellKpis:
         return [k.anomaly for k in self._kpis if k.anomaly is not None]
 
     @property
+    def deciding(self) -> bool:
+        """Whether a KPI's alert awaits its ``confirm`` intervals: an incident may open within
+        ``(confirm + 1) * interval_s`` of its first."""
+        return any(k.pending is not None for k in self._kpis)
+
+    @property
     def usual_active(self) -> float:
         """The subscribers the cell usually has in an interval: the median of the ``active``
         KPI over its recent normal intervals (0 before any)."""

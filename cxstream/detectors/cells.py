@@ -24,7 +24,9 @@ where subscribers last seen in it turned up since, a surge on its neighbours).
 
 Individual degradation alerts are **held** for ``hold_s`` before release: if an incident opens in the
 meantime (or is already open), they come out *explained* by it, and the policy sends no individual
-outreach for them.
+outreach for them. While a KPI's alert awaits its confirmation (:attr:`CellKpis.deciding
+<cxstream.detectors.cell_kpis.CellKpis.deciding>`), they wait up to ``(kpis.confirm + 1) *
+kpis.interval_s`` (30 s) instead, the time the incident it may open takes.
 """
 
 from __future__ import annotations
@@ -481,6 +483,9 @@ class CellMonitor(Generic[T]):
         if not self._held:
             return []
         due = self.clock - self.settings.hold_s
+        if self.kpis.deciding:  # an alert may wait for the KPI incident that would explain it
+            kpis = self.settings.kpis
+            due = min(due, self.clock - (kpis.confirm + 1) * kpis.interval_s)
         incident = self._incident
         out: list[Released[T]] = []
         keep: list[tuple[float, str, T]] = []

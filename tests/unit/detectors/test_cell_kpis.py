@@ -278,6 +278,25 @@ def test_an_open_kpi_incident_explains_held_alerts():
     assert released and {r.explained_by for r in released} == {cell.incident.incident_id}
 
 
+def test_alerts_held_while_a_kpi_anomaly_awaits_confirmation_wait_for_its_incident():
+    """The shift's first interval starts the KPI's confirmation (two more intervals, 30 s); an
+    alert of a subscriber it hurt, held 10 s, waits for it and comes out explained instead of
+    going to individual outreach."""
+    cell = CellMonitor("c1", CellSettings(hold_s=10))
+    rng = random.Random(5)
+    run(cell, T0, T0 + 900, rng=rng)
+    _, released = run(cell, T0 + 900, T0 + 905, experience=75.0, rng=rng)
+    _, more = cell.observe(
+        T0 + 905, "s1", degraded=True, experience=30.0, loss=8.0, throughput=20_000.0,
+        alert="alert-s1",
+    )  # fmt: skip
+    released += more
+    for start in range(905, 960, 5):
+        released += run(cell, T0 + start, T0 + start + 5, experience=75.0, bad={"s1"}, rng=rng)[1]
+    assert cell.incident is not None and cell.incident.opened_at > T0 + 905 + 10
+    assert released and {r.explained_by for r in released} == {cell.incident.incident_id}
+
+
 def test_cell_kpis_pickle_and_keep_bounded_state():
     kpis = CellKpis(KpiSettings(interval_s=10))
     rng = random.Random(6)
