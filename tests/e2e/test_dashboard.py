@@ -134,7 +134,9 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alarm_upda
             row.wait_for(timeout=60_000)
             assert page.evaluate("window.__loadedOnce") is True  # it arrived without a reload
             incident_id = row.get_attribute("data-incident")
-            assert page.locator("#cells .cell.incident").count() >= 1
+            # the cell grid follows the cells' summaries (every cells.stats_s), which may come
+            # a moment after the incident itself
+            page.locator("#cells .cell.incident").first.wait_for(timeout=15_000)
             page.wait_for_timeout(1500)  # let the cell grid and the action log fill in
             page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
             for section in ("incidents", "customers", "actions"):
