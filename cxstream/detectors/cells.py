@@ -483,7 +483,8 @@ class CellMonitor(Generic[T]):
         if not self._held:
             return []
         due = self.clock - self.settings.hold_s
-        if self.kpis.deciding:  # an alert may wait for the KPI incident that would explain it
+        # an alert may wait for the KPI incident that would explain it (where KPIs can open one)
+        if self.kpis.deciding and self.kpis.usual_active >= self.settings.min_affected:
             kpis = self.settings.kpis
             due = min(due, self.clock - (kpis.confirm + 1) * kpis.interval_s)
         incident = self._incident
