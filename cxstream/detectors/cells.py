@@ -219,6 +219,14 @@ class CellMonitor(Generic[T]):
         """The open incident, if any."""
         return self._incident
 
+    @property
+    def judged_by_kpis(self) -> bool:
+        """Whether the cell's KPIs can open an incident: only where they are a crowd's. With
+        fewer subscribers than ``min_affected`` in an interval, the median is one subscriber's
+        own trouble, and their leaving is not the cell going dark (their own alerts speak for
+        them)."""
+        return self.kpis.usual_active >= self.settings.min_affected
+
     def observe(
         self,
         t: float,
@@ -367,11 +375,8 @@ class CellMonitor(Generic[T]):
         affected = {sid: sub[3] for sid, sub in self._subs.items() if sub[1]}
         share = len(affected) / active if active else 0.0
         experience = sum(sub[2] for sub in self._subs.values()) / active if active else 0.0
-        # a cell is judged by its KPIs only where they are a crowd's: with fewer subscribers
-        # than min_affected in an interval, the median is one subscriber's own trouble, and their
-        # leaving is not the cell going dark (their own alerts speak for them)
         kpis = tuple(self.kpis.anomalies)
-        if kpis and self.kpis.usual_active < s.min_affected:
+        if kpis and not self.judged_by_kpis:
             kpis = ()
         if self.clock >= self._next_stats:
             self._next_stats = _next_slot(self.clock, s.stats_s)
@@ -483,8 +488,8 @@ class CellMonitor(Generic[T]):
         if not self._held:
             return []
         due = self.clock - self.settings.hold_s
-        # an alert may wait for the KPI incident that would explain it (where KPIs can open one)
-        if self.kpis.deciding and self.kpis.usual_active >= self.settings.min_affected:
+        # an alert may wait for the KPI incident that would explain it
+        if self.kpis.deciding and self.judged_by_kpis:
             kpis = self.settings.kpis
             due = min(due, self.clock - (kpis.confirm + 1) * kpis.interval_s)
         incident = self._incident
