@@ -40,9 +40,10 @@ of their deviation from a slow reference (an exponential mean of normal interval
 and decision level ``drift_h``: a move of ``drift_k + 1`` deviations is found after about
 ``drift_h`` intervals, a move of ``drift_k`` or less never. An interval far out counts as at
 most ``persist_z`` deviations unless the interval before it was beyond the allowance too: one
-interval (a quiet night's median of two subscribers) must not make a drift alone, while a shift
-of the whole cell, far out interval after interval, is still found within a few. A KPI that follows the load through
-the day (loss at the busy hour) moves like such a drift, so the CUSUM measures a value against
+interval (a quiet night's median of a few subscribers) must not make a drift alone, while a
+shift of the whole cell, far out interval after interval, is still found within a few. A KPI
+that follows the load through the day (loss at the busy hour) moves like such a drift, so the
+CUSUM measures a value against
 the worse of that reference and the usual level at its time of day: the mean of its
 ``context_resolution_s`` slot over the normal intervals of earlier days (blended once a day, the
 latest day weighing 0.3, as in the detector's contexts). The first day has no usual level yet:
