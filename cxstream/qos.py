@@ -52,6 +52,7 @@ class Measure:
     required: bool = False
     default: float | None = None  # the value when absent (None: "not reported", NaN in a batch)
     detector_input: bool = False  # its usual level is tracked and named when experience drops
+    higher_is_worse: bool = True  # a detector input's bad direction: up (delay, loss) or down
     penalty: Penalty | None = None  # its part in the experience score, beyond the core formula
     doc: str = ""
 
@@ -83,9 +84,9 @@ MEASURES: tuple[Measure, ...] = (
     Measure("loss_pct", float, "%", 0, 100, default=0.0, detector_input=True,
             doc="packet loss"),
     Measure("throughput_kbps", float, "kbit/s", 0, 10_000_000, detector_input=True,
-            doc="delivered throughput"),
+            higher_is_worse=False, doc="delivered throughput"),
     Measure("rsrp_dbm", float, "dBm", -156, -31, doc="reference signal received power"),
-    Measure("sinr_db", float, "dB", -23, 40, detector_input=True,
+    Measure("sinr_db", float, "dB", -23, 40, detector_input=True, higher_is_worse=False,
             doc="signal to interference and noise"),
     Measure("rsrq_db", float, "dB", -43, 20, doc="reference signal received quality"),
     Measure("cqi", int, "index", 0, 15, doc="channel quality indicator (3GPP TS 36.213, 38.214)"),
@@ -113,6 +114,8 @@ class QosTable:
         self.measures = tuple(measures)
         self.columns = tuple(names)
         self.inputs = tuple(m.name for m in measures if m.detector_input)
+        # +1 where an input's rise lowers experience, -1 where its fall does
+        self.worse = tuple(1.0 if m.higher_is_worse else -1.0 for m in measures if m.detector_input)
         self.penalties = tuple(
             (i, m.penalty) for i, m in enumerate(measures) if m.penalty is not None
         )

@@ -23,7 +23,7 @@ from typing import Any
 from river import base
 from typing_extensions import override
 
-from cxstream.detectors.experience import experience_score
+from cxstream.detectors.experience import demand_evident, experience_score
 from cxstream.qos import QOS
 
 __all__ = [
@@ -200,6 +200,25 @@ class Detection:
 INPUTS = QOS.inputs
 """The measures whose usual level each subscriber's monitor tracks (see :mod:`cxstream.qos`)."""
 
+RATE = "throughput_kbps"
+"""The input tracked only from sessions whose rate measures the network
+(:func:`~cxstream.detectors.experience.demand_evident`): a light-use session's rate is what the
+app needed, so its usual level would mix a browsing user's kbit/s with a download's Mbit/s, and
+every download would look like a move."""
+
+
+def tracked_inputs(measurements: dict[str, float | None]) -> dict[str, float | None]:
+    """The detector inputs of one event, the rate only where it measures the network."""
+    tracked = {name: measurements.get(name) for name in INPUTS}
+    if not demand_evident(
+        measurements.get("transfer_active"),
+        measurements.get("stalls"),
+        measurements.get("demand_kbps"),
+    ):
+        tracked[RATE] = None
+    return tracked
+
+
 CLEAR_S = 60.0
 """Seconds of event time a subscriber's experience must have been back before their episode
 ends: a dip again within them is the same problem (one alarm, not one raised and cleared per
@@ -288,7 +307,8 @@ class SubscriberMonitor:
             self.fallen = False
             self.in_episode = True
             baseline = det.baseline_of(service)
-            why = explain_drop(exp, baseline, self.inputs, measurements)
+            tracked = tracked_inputs(measurements)
+            why = explain_drop(exp, baseline, self.inputs, tracked)
             detection = Detection(score, exp, baseline, why)
         elif self.in_episode and not bad and (t is None or t - self.last_bad_t >= self.clear_s):
             self.in_episode = False
@@ -296,8 +316,7 @@ class SubscriberMonitor:
             self.last_bad_t = max(self.last_bad_t, t)
         det.learn_one(x)
         if not self.in_episode:
-            for name in INPUTS:
-                value = measurements.get(name)
+            for name, value in tracked_inputs(measurements).items():
                 if value is not None:
                     old = self.inputs.get(name)
                     self.inputs[name] = value if old is None else 0.9 * old + 0.1 * value
@@ -320,15 +339,24 @@ def explain_drop(
     inputs: dict[str, float],
     measurements: dict[str, float | None],
 ) -> dict[str, Any]:
-    """Which inputs moved, from their usual level to now, largest relative move first."""
+    """The inputs that moved the way that lowers experience (delay and loss up, rate and signal
+    down), from their usual level to now, largest relative move first: one that improved is no
+    reason for a drop.
+
+    >>> why = explain_drop(40.0, 90.0, {"rtt_ms": 40.0, "sinr_db": 15.0},
+    ...                    {"rtt_ms": 400.0, "sinr_db": 18.0})
+    >>> why["inputs"]
+    [{'input': 'rtt_ms', 'from': 40.0, 'to': 400.0}]
+    """
     moved = []
-    for name in INPUTS:
+    for name, worse in zip(INPUTS, QOS.worse, strict=True):
         now = measurements.get(name)
         usual = inputs.get(name)
         if now is None or usual is None:
             continue
-        change = (now - usual) / max(abs(usual), 1e-3)
-        moved.append((abs(change), {"input": name, "from": round(usual, 2), "to": round(now, 2)}))
+        change = worse * (now - usual) / max(abs(usual), 1e-3)
+        if change > 0:
+            moved.append((change, {"input": name, "from": round(usual, 2), "to": round(now, 2)}))
     moved.sort(key=lambda item: item[0], reverse=True)
     return {
         "experience": {

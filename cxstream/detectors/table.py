@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from cxstream.detectors.degradation import CLEAR_S, INPUTS, decay_episodes, explain_drop
+from cxstream.detectors.degradation import (
+    CLEAR_S,
+    INPUTS,
+    RATE,
+    decay_episodes,
+    explain_drop,
+)
 from cxstream.detectors.experience import (
     _CQI,
     _RSRP,
@@ -431,6 +437,7 @@ class SubscriberTable:
         close = was & ~bad & (t - last_bad >= self.clear_s)
         now_in = (was | new) & ~close
         self.last_bad_t[r] = np.where(now_in & bad, np.maximum(last_bad, t), last_bad)
+        values = _tracked(m)
         for j in np.flatnonzero(new):
             row = r[j]
             inputs = {
@@ -438,7 +445,7 @@ class SubscriberTable:
                 for c, name in enumerate(INPUTS)
                 if not math.isnan(self.inputs[row, c])
             }
-            measured = {name: _opt(m[j, c]) for name, c in zip(INPUTS, _INPUT_COLUMNS, strict=True)}
+            measured = {name: _opt(values[j, c]) for c, name in enumerate(INPUTS)}
             why = explain_drop(float(exp[j]), float(mean[j]), inputs, measured)
             detections[int(pos[j])] = (float(score[j]), float(exp[j]), why)
             decayed = decay_episodes(self.episodes[row], self.episodes_t[row], float(t[j]))
@@ -461,7 +468,6 @@ class SubscriberTable:
         self.fast[r] = cand
         self.n[r] = n + 1
         # the inputs' usual levels, outside episodes
-        values = m[:, _INPUT_COLUMNS]
         old = self.inputs[r]
         update = ~now_in[:, None] & ~np.isnan(values)
         with np.errstate(invalid="ignore"):
@@ -479,6 +485,18 @@ class SubscriberTable:
 
 
 _INPUT_COLUMNS = np.array([QOS.column(name) for name in INPUTS])
+_RATE = INPUTS.index(RATE)
+_DEMAND_COLUMNS = np.array([QOS.column(n) for n in ("transfer_active", "stalls", "demand_kbps")])
+
+
+def _tracked(m: F64) -> F64:
+    """The detector inputs of a batch's rows (:func:`~cxstream.detectors.degradation.
+    tracked_inputs`): the rate NaN where no demand shows."""
+    values = m[:, _INPUT_COLUMNS]
+    with np.errstate(invalid="ignore"):
+        demand = (m[:, _DEMAND_COLUMNS] > 0).any(axis=1)
+    values[~demand, _RATE] = np.nan
+    return values
 
 
 def _opt(value: float) -> float | None:

@@ -65,6 +65,32 @@ def test_a_degradation_raises_one_alert_per_episode_with_its_why():
     assert len(run(monitor, rng, 10, bad=True)) == 1
 
 
+def test_the_why_names_only_inputs_that_moved_the_bad_way_and_rates_that_measure_the_network():
+    rng = random.Random(6)
+    monitor = SubscriberMonitor(ExperienceDropDetector())
+    for i in range(200):  # light use at about 1.5 Mbit/s, and now and then a fast download
+        m = normal_measurements(rng)
+        if i % 4:
+            m = {**m, "throughput_kbps": rng.uniform(1_000, 2_000), "transfer_active": None}
+        else:
+            m = {**m, "throughput_kbps": rng.uniform(35_000, 45_000)}
+        monitor.observe("data", m, 100)
+    detections = []
+    for _ in range(10):  # loss and delay up, a download at half its usual rate, signal better
+        better = {"sinr_db": 25.0, "jitter_ms": 1.0}
+        m = {**normal_measurements(rng), "throughput_kbps": 20_000.0, **better}
+        bad = {**m, "loss_pct": 6.0, "rtt_ms": 400.0}
+        _, _, d = monitor.observe("data", bad, 100)
+        detections += [d] if d is not None else []
+    assert len(detections) == 1
+    named = {entry["input"]: entry for entry in detections[0].why["inputs"]}
+    # the rate is named against the usual download (about 40 Mbit/s), not against a mix with
+    # light use that 20 Mbit/s would exceed; the better signal is no reason
+    assert "sinr_db" not in named
+    assert named["throughput_kbps"]["from"] > 30_000 > named["throughput_kbps"]["to"]
+    assert {"loss_pct", "rtt_ms"} <= set(named)
+
+
 def test_bad_from_the_first_event_is_still_caught_by_the_absolute_level():
     rng = random.Random(5)
     monitor = SubscriberMonitor(ExperienceDropDetector())
