@@ -13,7 +13,7 @@ Radio ranges follow the 3GPP TS 36.133 / 38.133 reporting ranges.
 >>> QOS.columns[:3]
 ('rtt_ms', 'jitter_ms', 'loss_pct')
 >>> QOS.inputs
-('rtt_ms', 'jitter_ms', 'loss_pct', 'throughput_kbps', 'sinr_db')
+('rtt_ms', 'jitter_ms', 'loss_pct', 'throughput_kbps', 'sinr_db', 'radio_generation')
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ MEASURES: tuple[Measure, ...] = (
     Measure("cqi", int, "index", 0, 15, doc="channel quality indicator (3GPP TS 36.213, 38.214)"),
     Measure("stalls", int, "count", 0, 10_000, penalty=stall_penalty,
             doc="playback stalls in the session"),
-    Measure("radio_generation", int, "3GPP generation", 2, 5, penalty=generation_penalty,
-            doc="of the serving radio access: 2 GSM/GPRS/EDGE, 3 UMTS/HSPA, 4 LTE, 5 NR"),
+    Measure("radio_generation", int, "3GPP generation", 2, 5, detector_input=True,
+            higher_is_worse=False, penalty=generation_penalty, doc="of the serving radio access: 2 GSM/GPRS/EDGE, 3 UMTS/HSPA, 4 LTE, 5 NR"),
     Measure("transfer_active", int, "flag", 0, 1,
             doc="1: the session moved data as fast as the network let it (a bulk download, a "
                 "stream filling its buffer); 0 or absent: light or idle use"),

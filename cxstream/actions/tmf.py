@@ -163,6 +163,7 @@ _CAUSE_BY_INPUT = {
     "loss_pct": "performanceDegraded",
     "throughput_kbps": "performanceDegraded",
     "sinr_db": "degradedSignal",
+    "radio_generation": "degradedSignal",  # a fall to 2G/3G: the newer access's signal was lost
 }
 
 

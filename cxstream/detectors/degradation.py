@@ -171,6 +171,18 @@ class ExperienceDropDetector(base.AnomalyDetector):
         self._baselines[group] = (n + 1, mean, var)
         self._n += 1
 
+    def input_weight(self, score: float, group: Any = None) -> float:
+        """The weight with which the usual levels of the raw inputs behind a point learn it (a
+        point of ``group`` that scored ``score``, before it is learned): the baseline's
+        ``slow_alpha``, a twentieth of it where the baseline would find the point suspicious,
+        and at least ``1 / (n + 1)`` over the first points, an exact mean. So an input's usual
+        level is what it was while the experience was usual, not the first minutes of a slow
+        decline or of a fall to 3G that the experience score only catches a few points later.
+        """
+        n = self._baselines.get(group, (0, math.nan, 25.0))[0]
+        suspicious = n >= self.grace_events and score >= 0.5
+        return max(self.slow_alpha * (0.05 if suspicious else 1.0), 1.0 / (self._n + 1))
+
     def baseline_of(self, group: Any = None) -> float:
         """The learned normal level of a group (NaN before its first point)."""
         return self._baselines.get(group, (0, math.nan, 25.0))[1]
@@ -228,7 +240,7 @@ dip), and a minute is the span over which a cell's demarcation counts its degrad
 
 @dataclass
 class SubscriberMonitor:
-    """Everything the flow remembers about one subscriber (about 760 bytes pickled, with a
+    """Everything the flow remembers about one subscriber (about 780 bytes pickled, with a
     baseline for each of three services)."""
 
     detector: ExperienceDropDetector
@@ -314,12 +326,13 @@ class SubscriberMonitor:
             self.in_episode = False
         if self.in_episode and bad and t is not None:
             self.last_bad_t = max(self.last_bad_t, t)
+        weight = det.input_weight(score, service)
         det.learn_one(x)
         if not self.in_episode:
             for name, value in tracked_inputs(measurements).items():
                 if value is not None:
                     old = self.inputs.get(name)
-                    self.inputs[name] = value if old is None else 0.9 * old + 0.1 * value
+                    self.inputs[name] = value if old is None else old + weight * (value - old)
         self.last_experience = exp
         return score, exp, detection
 
@@ -355,8 +368,9 @@ def explain_drop(
         if now is None or usual is None:
             continue
         change = worse * (now - usual) / max(abs(usual), 1e-3)
-        if change > 0:
-            moved.append((change, {"input": name, "from": round(usual, 2), "to": round(now, 2)}))
+        shown = round(usual, 2), round(now, 2)
+        if change > 0 and shown[0] != shown[1]:  # no "4.0 -> 4.0"
+            moved.append((change, {"input": name, "from": shown[0], "to": shown[1]}))
     moved.sort(key=lambda item: item[0], reverse=True)
     return {
         "experience": {

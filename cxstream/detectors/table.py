@@ -10,7 +10,7 @@ times in a batch is processed in rounds (its first events, then its second ...),
 of its events is kept. ``tests/unit/detectors/test_table.py`` checks it against the per-event
 monitor on random streams.
 
-Memory: 169 bytes of arrays per subscriber (a baseline per service, the usual levels of the
+Memory: 186 bytes of arrays per subscriber (a baseline per service, the usual levels of the
 inputs, the cell of its last event so that a move is seen ...) plus its id in the index (about
 100 bytes in a dict), and one entry per cell seen; docs/performance.md gives the measured total.
 """
@@ -226,7 +226,8 @@ class SubscriberTable:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore a snapshot, also one taken before the table kept radio generations or a
-        voice codec (none known yet; G.711 with concealment), cells or a baseline per service."""
+        voice codec (none known yet; G.711 with concealment), cells, a baseline per service or
+        the usual level of every input of :data:`~cxstream.qos.QOS`."""
         self.__dict__.update(state)
         if "generation" not in state:
             self.generation = np.full(len(self.n), np.nan)
@@ -252,6 +253,9 @@ class SubscriberTable:
             self.clear_s = CLEAR_S
         if "fallen" not in state:
             self.fallen = np.zeros(len(self.n), dtype=bool)
+        missing = len(INPUTS) - self.inputs.shape[1]
+        if missing > 0:  # inputs are added at the end (the radio generation): unknown until seen
+            self.inputs = np.hstack([self.inputs, np.full((len(self.inputs), missing), np.nan)])
 
     def __len__(self) -> int:
         return self.size
@@ -467,11 +471,14 @@ class SubscriberTable:
         self.z[r] = z
         self.fast[r] = cand
         self.n[r] = n + 1
-        # the inputs' usual levels, outside episodes
+        # the inputs' usual levels, outside episodes (ExperienceDropDetector.input_weight)
+        weight = np.maximum(self.slow_alpha * np.where(suspicious, 0.05, 1.0), 1.0 / (n + 1.0))[
+            :, None
+        ]
         old = self.inputs[r]
         update = ~now_in[:, None] & ~np.isnan(values)
         with np.errstate(invalid="ignore"):
-            moved = np.where(np.isnan(old), values, 0.9 * old + 0.1 * values)
+            moved = np.where(np.isnan(old), values, old + weight * (values - old))
         self.inputs[r] = np.where(update, moved, old)
         # history samples
         due = t - self.last_sample_t[r] >= self.sample_interval_s

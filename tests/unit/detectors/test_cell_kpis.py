@@ -356,6 +356,28 @@ def test_a_table_snapshot_from_before_radio_generations_restores_and_runs():
     assert restored.clear_s == 60.0 and not restored.fallen.any()
 
 
+def test_a_table_snapshot_from_before_an_input_was_tracked_restores_and_learns_it():
+    import numpy as np
+
+    from cxstream.detectors.table import SubscriberTable
+    from cxstream.qos import QOS
+
+    table = SubscriberTable()
+    m = np.full((1, len(QOS.columns)), np.nan)
+    m[:, QOS.column("rtt_ms")] = 40.0
+    m[:, QOS.column("jitter_ms")] = m[:, QOS.column("loss_pct")] = 0.0
+    table.observe(["a"], np.array([1.0]), np.zeros(1, np.int8), m, np.full(1, np.nan))
+    state = dict(table.__dict__)
+    state["inputs"] = table.inputs[:, :-1].copy()  # as a table tracking one input fewer
+    restored = object.__new__(SubscriberTable)
+    restored.__setstate__(pickle.loads(pickle.dumps(state)))
+    m[:, QOS.column("radio_generation")] = 4.0
+    restored.observe(["a"], np.array([2.0]), np.zeros(1, np.int8), m, np.full(1, np.nan))
+    row = restored.index["a"]
+    assert restored.inputs[row, QOS.inputs.index("rtt_ms")] == 40.0
+    assert restored.inputs[row, -1] == 4.0
+
+
 def test_a_table_snapshot_with_one_baseline_for_all_services_gives_each_service_that_baseline():
     import numpy as np
 

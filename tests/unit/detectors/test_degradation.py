@@ -91,6 +91,23 @@ def test_the_why_names_only_inputs_that_moved_the_bad_way_and_rates_that_measure
     assert {"loss_pct", "rtt_ms"} <= set(named)
 
 
+def test_a_fall_to_3g_with_nothing_else_moving_is_named_in_the_why():
+    rng = random.Random(7)
+    monitor = SubscriberMonitor(ExperienceDropDetector())
+    for _ in range(100):
+        monitor.observe("data", {**normal_measurements(rng), "radio_generation": 4}, 100)
+    detections = []
+    for _ in range(10):
+        fallen = {**normal_measurements(rng), "radio_generation": 3}
+        _, _, d = monitor.observe("data", fallen, 100)
+        detections += [d] if d is not None else []
+    assert len(detections) == 1
+    named = {entry["input"]: entry for entry in detections[0].why["inputs"]}
+    # from the usual 4G, not from a level that learned the first events on 3G before the alert
+    assert named["radio_generation"]["from"] > 3.95
+    assert named["radio_generation"]["to"] == 3
+
+
 def test_bad_from_the_first_event_is_still_caught_by_the_absolute_level():
     rng = random.Random(5)
     monitor = SubscriberMonitor(ExperienceDropDetector())
