@@ -167,6 +167,16 @@ _CAUSE_BY_INPUT = {
 }
 
 
+def inputs_text(why: dict[str, Any]) -> str:
+    """The inputs of a why as people read them.
+
+    >>> inputs_text({"inputs": [{"input": "rtt_ms", "from": 40.0, "to": 400.0}]})
+    'rtt_ms 40.0 -> 400.0'
+    """
+    inputs = why.get("inputs") or []
+    return ", ".join(f"{i['input']} {i['from']} -> {i['to']}" for i in inputs if "input" in i)
+
+
 def probable_cause(why: dict[str, Any]) -> str:
     """The X.733 probable cause of a degradation, after the measure that moved most (the first
     of ``why["inputs"]``).
@@ -192,9 +202,8 @@ def alarm_from_alert(alert: Alert) -> dict[str, Any]:
     >>> a["alarmType"], a["probableCause"], a["alarmedObject"]["id"], a["state"]
     ('qualityOfServiceAlarm', 'responseTimeExcessive', 's1', 'raised')
     """
-    inputs = alert.why.get("inputs") or []
     experience = alert.why.get("experience") or {}
-    moved = ", ".join(f"{i['input']} {i['from']} -> {i['to']}" for i in inputs if "input" in i)
+    moved = inputs_text(alert.why)
     problem = f"experience {experience.get('from')} -> {alert.experience:.0f}/100"
     alarm: dict[str, Any] = {
         "@type": "Alarm",

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import redis
 
+from cxstream.actions.tmf import inputs_text
 from cxstream.cli.app import (
     Progress,
     bad_ratio_option,
@@ -393,6 +394,13 @@ def replay(
             f"letters{f' ({reasons})' if reasons else ''}; {t['alerts']} alerts, "
             f"{t['degraded_minutes']} degraded minutes; minutes by radio access: {rats}"
         )
+        for at, why in zip(t["alert_times"], t["alert_why"], strict=True):
+            experience = why.get("experience") or {}
+            moved = inputs_text(why)
+            click.echo(
+                f"  alert at {at}: experience {experience.get('from')} -> "
+                f"{experience.get('to')}{f'; {moved}' if moved else ''}"
+            )
     rate = round(s["rows"] / report.seconds) if report.seconds else 0
     click.echo(
         f"{s['traces']} traces, {s['rows']} rows: {s['events']} events, {s['dead_letters']} "

@@ -50,6 +50,7 @@ class TraceResult:
     degraded_minutes: int = 0
     rat_minutes: dict[str, float] = field(default_factory=dict)
     alert_times: list[str] = field(default_factory=list)
+    alert_why: list[dict[str, Any]] = field(default_factory=list)  # each alert's why, in order
     reasons: dict[str, int] = field(default_factory=dict)  # dead letters by reason
 
     def summary(self) -> dict[str, Any]:
@@ -62,6 +63,7 @@ class TraceResult:
             "degraded_minutes": self.degraded_minutes,
             "rat_minutes": self.rat_minutes,
             "alert_times": self.alert_times,
+            "alert_why": self.alert_why,
         }
 
 
@@ -156,6 +158,7 @@ def _replay_one(trace: Trace, settings: Settings, batch: int) -> TraceResult:
     alerts.sort(key=lambda c: c.alert.event_time)
     result.alerts = len(alerts)
     result.alert_times = [c.alert.event_time.isoformat() for c in alerts]
+    result.alert_why = [c.alert.why for c in alerts]
     result.degraded_minutes = len(degraded)
     return result
 

@@ -1,5 +1,5 @@
 """``cxstream replay`` on the real UCC traces: every row accounted for, sustained fallbacks to
-3G/2G alerted inside the stretch, static 5G traces quiet."""
+3G/2G alerted inside the stretch with the fall as their why, static 5G traces quiet."""
 
 from __future__ import annotations
 
@@ -50,9 +50,16 @@ def test_replay_of_the_ucc_traces():
         t = by_file[str(path.relative_to(UCC_TRACES))]
         assert t["events"] + t["dead_letters"] == t["rows"]
         alerts = [datetime.fromisoformat(a) for a in t["alert_times"]]
+        fell = [
+            any(i["input"] == "radio_generation" and i["to"] <= 3 for i in why["inputs"])
+            for why in t["alert_why"]
+        ]
         for start, end in fallback_stretches(path):
             fallbacks += 1
             assert any(start <= a <= end for a in alerts), (t["file"], start, end, alerts)
+            # and its why says so: the radio generation fell
+            inside = [f for a, f in zip(alerts, fell, strict=True) if start <= a <= end]
+            assert any(inside), (t["file"], start, end, t["alert_why"])
         if "Static" in path.parts and set(t["rat_minutes"]) == {"5G"}:
             static += 1
             hours = sum(t["rat_minutes"].values()) / 60
