@@ -101,7 +101,7 @@ async function showCustomer(id) {
     <section><h2>Experience <small>index over the last ${spanText(c.history)}</small></h2>${spark(c.history)}${c.alerts.map((a) => `<div>${time(a.event_time)}: ${esc(a.why.experience.from)} → ${esc(a.why.experience.to)} (${(a.why.inputs || []).map((m) => `${esc(m.input)} ${esc(m.from)}→${esc(m.to)}`).join("; ")})${a.explained_by ? ` — cell incident ${esc(a.explained_by)}` : ""}</div>`).join("") || '<p class="empty">No degradation seen.</p>'}</section>
     <section><h2>Incidents</h2>${c.incidents.map((i) => `<div>${esc(i.id)} in ${esc(i.cell_id)}: ${esc(i.state)} since ${time(i.since)}</div>`).join("") || '<p class="empty">None.</p>'}</section>
     <section><h2>Contacts: sent, deferred, suppressed</h2><table><thead><tr><th>when</th><th>signal</th><th>kind</th><th>result</th><th>rule</th></tr></thead><tbody>
-      ${c.decisions.map((d) => `<tr><td>${time(d.decided_at)}</td><td>${esc(d.signal)}</td><td>${esc(d.kind)}</td><td>${esc(d.result)}${d.send_at ? " until " + time(d.send_at) : ""}</td><td>${esc(d.rule)}</td></tr>`).join("")}</tbody></table></section>
+      ${c.decisions.map((d) => `<tr><td>${time(d.decided_at)}</td><td>${esc(d.signal)}</td><td>${esc(d.kind)}</td><td class="words">${esc(d.result).replace(":", ":<wbr>")}${d.send_at ? " until " + time(d.send_at) : ""}</td><td class="wrap">${esc(d.rule)}</td></tr>`).join("")}</tbody></table></section>
     <section><h2>Offers and outcomes</h2>${c.offers.map((o) => `<div>${time(o.decided_at)}: ${esc(o.kind)} ${esc(o.result)}${o.accepted ? " — accepted" : ""}</div>`).join("") || '<p class="empty">No offer made.</p>'}
       ${c.outcomes.map((o) => `<div>outcome: ${esc(o.outcome)}</div>`).join("")}</section>`;
 }
