@@ -93,7 +93,8 @@ MEASURES: tuple[Measure, ...] = (
     Measure("stalls", int, "count", 0, 10_000, penalty=stall_penalty,
             doc="playback stalls in the session"),
     Measure("radio_generation", int, "3GPP generation", 2, 5, detector_input=True,
-            higher_is_worse=False, penalty=generation_penalty, doc="of the serving radio access: 2 GSM/GPRS/EDGE, 3 UMTS/HSPA, 4 LTE, 5 NR"),
+            higher_is_worse=False, penalty=generation_penalty,
+            doc="of the serving radio access: 2 GSM/GPRS/EDGE, 3 UMTS/HSPA, 4 LTE, 5 NR"),
     Measure("transfer_active", int, "flag", 0, 1,
             doc="1: the session moved data as fast as the network let it (a bulk download, a "
                 "stream filling its buffer); 0 or absent: light or idle use"),

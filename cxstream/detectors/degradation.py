@@ -304,6 +304,7 @@ class SubscriberMonitor:
             demand_kbps=measurements.get("demand_kbps"),
         )
         x: dict[base.typing.FeatureName, Any] = {"experience": exp, "service": service}
+        tracked = tracked_inputs(measurements)
         det = self.detector
         score = det.score_one(x)
         detection = None
@@ -319,7 +320,6 @@ class SubscriberMonitor:
             self.fallen = False
             self.in_episode = True
             baseline = det.baseline_of(service)
-            tracked = tracked_inputs(measurements)
             why = explain_drop(exp, baseline, self.inputs, tracked)
             detection = Detection(score, exp, baseline, why)
         elif self.in_episode and not bad and (t is None or t - self.last_bad_t >= self.clear_s):
@@ -329,7 +329,7 @@ class SubscriberMonitor:
         weight = det.input_weight(score, service)
         det.learn_one(x)
         if not self.in_episode:
-            for name, value in tracked_inputs(measurements).items():
+            for name, value in tracked.items():
                 if value is not None:
                     old = self.inputs.get(name)
                     self.inputs[name] = value if old is None else old + weight * (value - old)
