@@ -91,6 +91,34 @@ def test_the_why_names_only_inputs_that_moved_the_bad_way_and_rates_that_measure
     assert {"loss_pct", "rtt_ms"} <= set(named)
 
 
+def test_on_simulated_incidents_no_alert_is_explained_by_an_input_that_improved():
+    from datetime import UTC, datetime, timedelta
+
+    from cxstream.devtools.simulate import Simulator, plan_incidents
+    from cxstream.qos import QOS
+
+    sim = Simulator(300, 15, seed=1)
+    start = datetime(2026, 3, 3, 10, tzinfo=UTC)
+    sim.add_incidents(plan_incidents(sim, start, 900.0, random.Random(1)))
+    monitors: dict[str, SubscriberMonitor] = {}
+    # +1: worse going up; -1: worse going down (the test's own table, not the code's)
+    worse = {"rtt_ms": 1, "jitter_ms": 1, "loss_pct": 1}
+    worse |= {"throughput_kbps": -1, "sinr_db": -1, "radio_generation": -1}
+    named = 0
+    for t in sim.timeline(start, 40.0, diurnal=False):
+        if t >= start + timedelta(seconds=900):
+            break
+        e = sim.event(t)
+        sub = e["subscriber_id"]
+        monitor = monitors.setdefault(sub, SubscriberMonitor(ExperienceDropDetector()))
+        measured = {k: e.get(k) for k in QOS.columns}
+        _, _, d = monitor.observe(e["service"], measured, sim.plan_mbps[sub], t.timestamp())
+        for entry in d.why["inputs"] if d is not None else ():
+            named += 1
+            assert worse[entry["input"]] * (entry["to"] - entry["from"]) > 0, (sub, d.why)
+    assert named >= 50  # the scenarios' incidents were found and explained
+
+
 def test_a_fall_to_3g_with_nothing_else_moving_is_named_in_the_why():
     rng = random.Random(7)
     monitor = SubscriberMonitor(ExperienceDropDetector())
