@@ -26,7 +26,10 @@ Individual degradation alerts are **held** for ``hold_s`` before release: if an 
 meantime (or is already open), they come out *explained* by it, and the policy sends no individual
 outreach for them. While a KPI's alert awaits its confirmation (:attr:`CellKpis.deciding
 <cxstream.detectors.cell_kpis.CellKpis.deciding>`), they wait up to ``(kpis.confirm + 1) *
-kpis.interval_s`` (30 s) instead, the time the incident it may open takes.
+kpis.interval_s`` (30 s) instead, the time the incident it may open takes; while the cell has
+``min_affected - 1`` degraded subscribers, so that one more would meet the incident's count, up
+to ``window_s``: a decline that reaches a cell's subscribers one after another opens its incident
+after the first of them have alerted. A ``hold_s`` of 0 holds nothing, and waits for neither.
 """
 
 from __future__ import annotations
@@ -484,15 +487,24 @@ class CellMonitor(Generic[T]):
             moved_to=self.moved_to(opened_at - self.settings.window_s) if cause == "outage" else {},
         )
 
+    def _degraded_now(self) -> int:
+        """Subscribers degraded at their last event in the cell within ``window_s``."""
+        horizon = self.clock - self.settings.window_s
+        return sum(1 for sub in self._subs.values() if sub[1] and sub[0] >= horizon)
+
     def _release(self, force: bool = False) -> list[Released[T]]:
         if not self._held:
             return []
-        due = self.clock - self.settings.hold_s
-        # an alert may wait for the KPI incident that would explain it
-        if self.kpis.deciding and self.judged_by_kpis:
-            kpis = self.settings.kpis
-            due = min(due, self.clock - (kpis.confirm + 1) * kpis.interval_s)
+        s = self.settings
+        due = self.clock - s.hold_s
         incident = self._incident
+        if s.hold_s > 0:  # 0: no holding at all
+            # an alert may wait for the KPI incident that would explain it
+            if self.kpis.deciding and self.judged_by_kpis:
+                due = min(due, self.clock - (s.kpis.confirm + 1) * s.kpis.interval_s)
+            # or for the incident that one more degraded subscriber would open
+            if incident is None and self._degraded_now() >= s.min_affected - 1:
+                due = min(due, self.clock - s.window_s)
         out: list[Released[T]] = []
         keep: list[tuple[float, str, T]] = []
         for held_at, sid, item in self._held:

@@ -38,6 +38,40 @@ def test_lone_degradation_is_released_after_the_hold_unexplained():
     assert [(r.subscriber_id, r.explained_by) for r in released] == [("s1", None)]
 
 
+def test_alerts_wait_while_one_more_degraded_subscriber_would_open_an_incident():
+    cell = CellMonitor("c1", SETTINGS)
+    updates, released = [], []
+    for t in range(0, 40):  # a slow decline: s0 at 0 s, s1 from 5 s, s2 from 25 s
+        bad = {"s0"} | ({"s1"} if t >= 5 else set()) | ({"s2"} if t >= 25 else set())
+        u, r = tick(cell, t, degraded=bad, alerts={"s0"} if t == 0 else {"s1"} if t == 5 else ())
+        updates += u
+        released += r
+    [opened] = [u for u in updates if u.state == "open"]
+    # two degraded at once: they waited (up to window_s) for the incident that came at 25 s
+    assert {r.subscriber_id for r in released} == {"s0", "s1"}
+    assert {r.explained_by for r in released} == {opened.incident_id}
+
+
+def test_alerts_waiting_for_an_incident_that_never_comes_are_released_after_window_s():
+    cell = CellMonitor("c1", SETTINGS)
+    released_at = {}
+    for t in range(0, 90):
+        u, r = tick(cell, t, degraded={"s0", "s1"}, alerts={"s0", "s1"} if t == 0 else ())
+        assert u == []
+        released_at |= {x.subscriber_id: t for x in r if x.explained_by is None}
+    assert set(released_at) == {"s0", "s1"}
+    assert all(60 <= at <= 62 for at in released_at.values())
+
+
+def test_a_hold_of_zero_releases_at_once_even_one_short_of_an_incident():
+    import dataclasses
+
+    cell = CellMonitor("c1", dataclasses.replace(SETTINGS, hold_s=0))
+    _, released = tick(cell, 0, degraded={"s0", "s1"}, alerts={"s0", "s1"})
+    released += tick(cell, 1, degraded={"s0", "s1"})[1]
+    assert {r.subscriber_id for r in released} == {"s0", "s1"}
+
+
 def test_cell_incident_opens_explains_held_alerts_updates_and_resolves():
     cell = CellMonitor("c1", SETTINGS)
     tiers = {"s0": "gold", "s1": "bronze", "s2": "silver", "s3": "gold"}
