@@ -27,9 +27,10 @@ meantime (or is already open), they come out *explained* by it, and the policy s
 outreach for them. While a KPI's alert awaits its confirmation (:attr:`CellKpis.deciding
 <cxstream.detectors.cell_kpis.CellKpis.deciding>`), they wait up to ``(kpis.confirm + 1) *
 kpis.interval_s`` (30 s) instead, the time the incident it may open takes; while the cell has
-``min_affected - 1`` degraded subscribers, so that one more would meet the incident's count, up
-to ``window_s``: a decline that reaches a cell's subscribers one after another opens its incident
-after the first of them have alerted. A ``hold_s`` of 0 holds nothing, and waits for neither.
+``min_affected - 1`` degraded subscribers, so that one more would meet the incident's count (and
+no operator's resolve holds it closed), up to ``window_s``: a decline that reaches a cell's
+subscribers one after another opens its incident after the first of them have alerted. A
+``hold_s`` of 0 holds nothing, and waits for neither.
 """
 
 from __future__ import annotations
@@ -502,8 +503,10 @@ class CellMonitor(Generic[T]):
             # an alert may wait for the KPI incident that would explain it
             if self.kpis.deciding and self.judged_by_kpis:
                 due = min(due, self.clock - (s.kpis.confirm + 1) * s.kpis.interval_s)
-            # or for the incident that one more degraded subscriber would open
-            if incident is None and self._degraded_now() >= s.min_affected - 1:
+            # or for the incident that one more degraded subscriber would open (none can while
+            # an operator's resolve holds the cell closed)
+            forming = incident is None and self.clock >= self._reopen_after
+            if forming and self._degraded_now() >= s.min_affected - 1:
                 due = min(due, self.clock - s.window_s)
         out: list[Released[T]] = []
         keep: list[tuple[float, str, T]] = []

@@ -211,6 +211,18 @@ def test_an_operators_resolve_closes_the_incident_and_holds_it_closed_for_a_wind
     assert pickle.loads(pickle.dumps(cell)).incident.incident_id == after[0].incident_id
 
 
+def test_after_an_operators_resolve_alerts_do_not_wait_for_an_incident_that_cannot_open():
+    cell = CellMonitor("c1", SETTINGS)
+    bad = {"s0", "s1", "s2", "s3"}
+    opened = [u for t in range(0, 4) for u in tick(cell, t, degraded=bad)[0]]
+    cell.resolve(opened[0].incident_id, "alice")  # closed for window_s, the cell still degraded
+    released_at = {}
+    for t in range(4, 30):
+        _, r = tick(cell, t, degraded=bad | {"s4"}, alerts={"s4"} if t == 5 else ())
+        released_at |= {x.subscriber_id: t for x in r}
+    assert released_at == {"s4": 15}  # after hold_s, not window_s
+
+
 def test_a_cell_with_nobody_active_reports_no_experience_rather_than_zero():
     cell = CellMonitor("c1", SETTINGS)
     for t in range(10):
