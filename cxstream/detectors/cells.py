@@ -493,21 +493,28 @@ class CellMonitor(Generic[T]):
         horizon = self.clock - self.settings.window_s
         return sum(1 for sub in self._subs.values() if sub[1] and sub[0] >= horizon)
 
-    def _release(self, force: bool = False) -> list[Released[T]]:
-        if not self._held:
-            return []
+    @property
+    def hold_wait_s(self) -> float:
+        """How long held alerts wait now (see the module docstring): ``hold_s``, or longer
+        while an incident that would explain them may be about to open."""
         s = self.settings
-        due = self.clock - s.hold_s
-        incident = self._incident
+        wait = s.hold_s
         if s.hold_s > 0:  # 0: no holding at all
             # an alert may wait for the KPI incident that would explain it
             if self.kpis.deciding and self.judged_by_kpis:
-                due = min(due, self.clock - (s.kpis.confirm + 1) * s.kpis.interval_s)
+                wait = max(wait, (s.kpis.confirm + 1) * s.kpis.interval_s)
             # or for the incident that one more degraded subscriber would open (none can while
             # an operator's resolve holds the cell closed)
-            forming = incident is None and self.clock >= self._reopen_after
+            forming = self._incident is None and self.clock >= self._reopen_after
             if forming and self._degraded_now() >= s.min_affected - 1:
-                due = min(due, self.clock - s.window_s)
+                wait = max(wait, s.window_s)
+        return wait
+
+    def _release(self, force: bool = False) -> list[Released[T]]:
+        if not self._held:
+            return []
+        due = self.clock - self.hold_wait_s
+        incident = self._incident
         out: list[Released[T]] = []
         keep: list[tuple[float, str, T]] = []
         for held_at, sid, item in self._held:

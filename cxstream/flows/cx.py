@@ -112,8 +112,9 @@ class _CellLogic(
     """One shard of cells: their demarcation states, and the operators' commands on them.
 
     Held alerts are released by each cell's own event-time clock while traffic flows; if a cell
-    goes quiet, a wall-clock timer releases them after ``cells.hold_s``, and at end of input
-    everything held is released.
+    goes quiet, a wall-clock timer releases them after the cell's current wait
+    (:attr:`~cxstream.detectors.cells.CellMonitor.hold_wait_s`: ``cells.hold_s``, or longer while
+    an incident may be about to open), and at end of input everything held is released.
     """
 
     def __init__(
@@ -122,12 +123,10 @@ class _CellLogic(
         self._pipeline = pipeline
         self._cells: dict[str, CellMonitor[Candidate]] = resume if resume is not None else {}
         self._due: dict[str, datetime] = {}
-        hold = timedelta(seconds=pipeline.settings.cells.hold_s)
-        self._hold = hold
         for cell_id, monitor in self._cells.items():
             if monitor.holding:  # alerts held when the snapshot was taken
                 metrics.HELD_ALERTS.inc(monitor.held_count)
-                self._due[cell_id] = datetime.now(UTC) + hold
+                self._due[cell_id] = datetime.now(UTC) + timedelta(seconds=monitor.hold_wait_s)
 
     @override
     def on_batch(self, values: list[CellBatch | AlarmCommand]) -> tuple[list[CellOutput], bool]:
@@ -136,10 +135,11 @@ class _CellLogic(
         out = self._pipeline.demarcate_shard(self._cells, batches) if batches else []
         if commands:  # after the shard's events: a command acts on the state they left
             out.extend(self._pipeline.apply_commands(self._cells, commands))
-        due = datetime.now(UTC) + self._hold
+        now = datetime.now(UTC)
         for cell_id in {c for v in batches for c in v.cells}:
-            if self._cells[cell_id].holding:
-                self._due[cell_id] = due
+            monitor = self._cells[cell_id]
+            if monitor.holding:  # released at once if the cell goes quiet for its wait
+                self._due[cell_id] = now + timedelta(seconds=monitor.hold_wait_s)
             else:
                 self._due.pop(cell_id, None)
         return out, StatefulBatchLogic.RETAIN

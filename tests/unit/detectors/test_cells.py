@@ -63,6 +63,19 @@ def test_alerts_waiting_for_an_incident_that_never_comes_are_released_after_wind
     assert all(60 <= at <= 62 for at in released_at.values())
 
 
+def test_the_current_wait_is_the_hold_or_the_window_while_an_incident_may_open():
+    import dataclasses
+
+    cell = CellMonitor("c1", SETTINGS)
+    tick(cell, 0, degraded={"s0"}, alerts={"s0"})
+    assert cell.hold_wait_s == 10  # one degraded: the hold (the flow's quiet-cell timer too)
+    tick(cell, 1, degraded={"s0", "s1"})
+    assert cell.hold_wait_s == 60  # one short of an incident: up to window_s
+    idle = CellMonitor("c1", dataclasses.replace(SETTINGS, hold_s=0))
+    tick(idle, 0, degraded={"s0", "s1"})
+    assert idle.hold_wait_s == 0
+
+
 def test_a_hold_of_zero_releases_at_once_even_one_short_of_an_incident():
     import dataclasses
 
