@@ -155,13 +155,13 @@ class ExperienceDropDetector(base.AnomalyDetector):
         # Points that already look suspicious (score >= 0.5) barely move the baseline, and every
         # update is clipped at 3 standard deviations, so one outlier cannot inflate the variance
         # and hide the next one.
-        suspicious = n >= self.grace_events and self._score(value, group) >= 0.5
+        slow = self._slow_weight(n, self._score(value, group))
         self._z = self._candidate_z(value, n, mean, var)
         self._fast = self._candidate_fast(value)
         if n == 0:
             mean = value
         else:
-            alpha = self.slow_alpha * (0.05 if suspicious else 1.0)
+            alpha = slow
             if n < self.grace_events:
                 alpha = max(alpha, 1.0 / (n + 1))
             limit = 3.0 * max(math.sqrt(var), self.min_std)
@@ -170,6 +170,11 @@ class ExperienceDropDetector(base.AnomalyDetector):
             var = (1.0 - alpha) * (var + alpha * delta * delta)
         self._baselines[group] = (n + 1, mean, var)
         self._n += 1
+
+    def _slow_weight(self, n: int, score: float) -> float:
+        """``slow_alpha``, a twentieth of it for a point that already looks suspicious (score 0.5
+        or more, once its group has ``grace_events`` points)."""
+        return self.slow_alpha * (0.05 if n >= self.grace_events and score >= 0.5 else 1.0)
 
     def input_weight(self, score: float, group: Any = None) -> float:
         """The weight with which the usual levels of the raw inputs behind a point learn it (a
@@ -180,8 +185,7 @@ class ExperienceDropDetector(base.AnomalyDetector):
         decline or of a fall to 3G that the experience score only catches a few points later.
         """
         n = self._baselines.get(group, (0, math.nan, 25.0))[0]
-        suspicious = n >= self.grace_events and score >= 0.5
-        return max(self.slow_alpha * (0.05 if suspicious else 1.0), 1.0 / (self._n + 1))
+        return max(self._slow_weight(n, score), 1.0 / (self._n + 1))
 
     def baseline_of(self, group: Any = None) -> float:
         """The learned normal level of a group (NaN before its first point)."""

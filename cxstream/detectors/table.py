@@ -54,6 +54,14 @@ _RADIO_BANDS = {
 }
 
 
+def _demand_shown(measurements: F64, table: QosTable = QOS) -> NDArray[np.bool_]:
+    """:func:`~cxstream.detectors.experience.demand_evident` for the rows of a measurement
+    matrix (NaN, not reported, is no demand)."""
+    with np.errstate(invalid="ignore"):
+        columns = [table.column(n) for n in ("transfer_active", "stalls", "demand_kbps")]
+        return np.asarray((measurements[:, columns] > 0).any(axis=1))
+
+
 def experience_scores(
     service: NDArray[np.int8],
     measurements: F64,
@@ -93,11 +101,7 @@ def experience_scores(
             np.where(asked, demand, np.minimum(promised, VIDEO_TARGET_KBPS)),
             np.minimum(0.5 * promised, DATA_TARGET_KBPS),
         )
-        judged = (
-            (measurements[:, col("transfer_active")] > 0)
-            | (measurements[:, col("stalls")] > 0)
-            | asked
-        )
+        judged = _demand_shown(measurements, table)
         tp = np.where(np.isnan(throughput) | ~judged, target, throughput)
         tp_score = np.where(target > 0, 100.0 * np.minimum(1.0, tp / target) ** 0.5, 100.0)
         latency_penalty = np.maximum(0.0, (rtt - 80.0) / 10.0)
@@ -459,8 +463,8 @@ class SubscriberTable:
         closed.extend(pos[close].tolist())
         # learn (ExperienceDropDetector.learn_one)
         suspicious = trusted & (score >= 0.5)
-        alpha = self.slow_alpha * np.where(suspicious, 0.05, 1.0)
-        alpha = np.where(gn < self.grace_events, np.maximum(alpha, 1.0 / (gn + 1)), alpha)
+        slow = self.slow_alpha * np.where(suspicious, 0.05, 1.0)
+        alpha = np.where(gn < self.grace_events, np.maximum(slow, 1.0 / (gn + 1)), slow)
         limit = 3.0 * std
         with np.errstate(invalid="ignore"):
             delta = np.clip(exp - mean, -limit, limit)
@@ -472,9 +476,7 @@ class SubscriberTable:
         self.fast[r] = cand
         self.n[r] = n + 1
         # the inputs' usual levels, outside episodes (ExperienceDropDetector.input_weight)
-        weight = np.maximum(self.slow_alpha * np.where(suspicious, 0.05, 1.0), 1.0 / (n + 1.0))[
-            :, None
-        ]
+        weight = np.maximum(slow, 1.0 / (n + 1.0))[:, None]
         old = self.inputs[r]
         update = ~now_in[:, None] & ~np.isnan(values)
         with np.errstate(invalid="ignore"):
@@ -493,16 +495,13 @@ class SubscriberTable:
 
 _INPUT_COLUMNS = np.array([QOS.column(name) for name in INPUTS])
 _RATE = INPUTS.index(RATE)
-_DEMAND_COLUMNS = np.array([QOS.column(n) for n in ("transfer_active", "stalls", "demand_kbps")])
 
 
 def _tracked(m: F64) -> F64:
     """The detector inputs of a batch's rows (:func:`~cxstream.detectors.degradation.
     tracked_inputs`): the rate NaN where no demand shows."""
     values = m[:, _INPUT_COLUMNS]
-    with np.errstate(invalid="ignore"):
-        demand = (m[:, _DEMAND_COLUMNS] > 0).any(axis=1)
-    values[~demand, _RATE] = np.nan
+    values[~_demand_shown(m), _RATE] = np.nan
     return values
 
 
