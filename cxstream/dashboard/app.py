@@ -5,7 +5,8 @@ once as ``?token=...``, which sets an HttpOnly cookie):
 
 * ``GET /`` — the page; ``GET /static/...`` — its assets (served locally, no CDN);
 * ``GET /api/overview`` — incidents, cells, degraded customers, actions, health;
-* ``GET /api/events`` — server-sent events: the overview again whenever it changed;
+* ``GET /api/events`` — server-sent events: the overview again whenever it changed, and the
+  health line alone (``event: health``) whenever only it did;
 * ``GET /api/customers?q=...`` and ``GET /api/customers/{id}`` — search and a customer's whole
   story (profile, consent, churn risk with its reasons, experience, alerts, incidents, contacts,
   offers, outcomes);
@@ -25,7 +26,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -221,8 +222,9 @@ class _Health:
                     lag += sample.value
                 elif sample.name == "cxstream_flow_health" and sample.value == 1:
                     state = sample.labels["cxstream_flow_health"]
+        rate = self._rate(values)
         return {
-            "events_per_s": round(self._rate(values), 1),
+            "events_per_s": None if rate is None else round(rate, 1),
             "processed": values.get("processed", 0.0),
             "dead_letters": values.get("dead_letter", 0.0),
             "webhook_delivered": values.get("webhook_delivered", 0.0),
@@ -231,14 +233,42 @@ class _Health:
             "state": state,
         }
 
-    def _rate(self, values: dict[str, float]) -> float:
-        """Events done per second over the last window: a rolling rate, steady between polls."""
+    def _rate(self, values: dict[str, float]) -> float | None:
+        """Events done per second over the last window: a rolling rate, steady between polls
+        (None at the first read, which has nothing to compare with)."""
         now = self._clock()
         self._done.append((now, values.get("processed", 0.0) + values.get("dead_letter", 0.0)))
         while len(self._done) > 2 and now - self._done[1][0] >= self._window_s:
             self._done.popleft()
         (t0, first), (t1, last) = self._done[0], self._done[-1]
-        return (last - first) / (t1 - t0) if t1 > t0 else 0.0
+        return (last - first) / (t1 - t0) if t1 > t0 else None
+
+
+async def _updates(
+    state: DashboardState,
+    overview: Callable[[], dict[str, Any]],
+    health: _Health,
+    update_s: float,
+    disconnected: Callable[[], Awaitable[bool]],
+) -> AsyncIterator[bytes]:
+    """The page's server-sent events, one every ``update_s``: the whole overview when the state
+    changed; otherwise the health line alone when it changed, since a flow that has stalled, or
+    whose Redis is down, changes nothing else (a keep-alive comment when neither did)."""
+    seen, shown = -1, None
+    while not await disconnected():
+        if state.version != seen:
+            seen = state.version
+            data = await asyncio.to_thread(overview)
+            shown = data["health"]
+            yield b"event: overview\ndata: " + orjson.dumps(data) + b"\n\n"
+        else:
+            now = health.read()
+            if now != shown:
+                shown = now
+                yield b"event: health\ndata: " + orjson.dumps({"health": now}) + b"\n\n"
+            else:
+                yield b": keep-alive\n\n"
+        await asyncio.sleep(update_s)
 
 
 def create_app(
@@ -308,19 +338,10 @@ def create_app(
         return JSONResponse(OPENAPI)
 
     async def events(request: Request) -> Response:
-        async def stream() -> AsyncIterator[bytes]:
-            seen = -1
-            while not await request.is_disconnected():
-                if state.version != seen:
-                    seen = state.version
-                    data = await asyncio.to_thread(overview)
-                    yield b"event: overview\ndata: " + orjson.dumps(data) + b"\n\n"
-                else:
-                    yield b": keep-alive\n\n"
-                await asyncio.sleep(update_s)
-
         return StreamingResponse(
-            stream(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+            _updates(state, overview, health, update_s, request.is_disconnected),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache"},
         )
 
     async def search(request: Request) -> Response:

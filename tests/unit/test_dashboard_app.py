@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.testclient import TestClient
 
-from cxstream.dashboard.app import _Health, create_app
+from cxstream.dashboard.app import _Health, _updates, create_app
 from cxstream.dashboard.state import DashboardState
 
 ALARM = {
@@ -123,6 +123,67 @@ def test_events_per_second_is_a_rolling_rate_not_a_flicker():
             done[0] += 1000
         rates.append(health._rate({"processed": done[0]}))
     assert all(850 <= r <= 1100 for r in rates[-20:]), rates[-20:]  # never 0 between batches
+
+
+def test_the_first_read_has_no_rate_rather_than_zero():
+    now = [0.0]
+    health = _Health(window_s=10.0, clock=lambda: now[0])
+    assert health._rate({"processed": 5_000.0}) is None  # nothing to compare with yet
+    now[0] = 1.0
+    assert health._rate({"processed": 5_600.0}) == 600.0
+
+
+def test_the_health_line_is_pushed_while_nothing_else_changes():
+    # A stalled flow (or one whose Redis is down) emits nothing, so the state's version stands
+    # still: the page must still learn that the flow stalled and the lag grew.
+    import asyncio
+
+    state = DashboardState()
+    readings = iter(
+        [
+            {"state": "ok", "lag": 0.0},  # in the first overview
+            {"state": "ok", "lag": 0.0},  # unchanged: a keep-alive
+            {"state": "stalled", "lag": 5_000.0},  # pushed alone
+            {"state": "stalled", "lag": 9_000.0},  # pushed alone
+            {"state": "ok", "lag": 0.0},  # in the overview, once the state changes again
+        ]
+    )
+
+    class Health:
+        def read(self):
+            return next(readings)
+
+    health = Health()
+
+    def overview():
+        return {"version": state.version, "health": health.read()}
+
+    async def collect(ticks):
+        out = []
+
+        async def disconnected():
+            if len(out) == 4:
+                state.on_cell({"cell_id": "c1", "experience": 80.0})  # the flow is back
+            return len(out) >= ticks
+
+        async for chunk in _updates(state, overview, health, 0.0, disconnected):
+            out.append(chunk)
+        return out
+
+    chunks = asyncio.run(collect(5))
+    kinds = [c.split(b"\n", 1)[0] for c in chunks]
+    assert kinds == [
+        b"event: overview",
+        b": keep-alive",
+        b"event: health",
+        b"event: health",
+        b"event: overview",
+    ], kinds
+    import orjson
+
+    pushed = [orjson.loads(c.split(b"data: ", 1)[1]) for c in chunks if c.startswith(b"event: h")]
+    assert [p["health"]["lag"] for p in pushed] == [5_000.0, 9_000.0]
+    assert pushed[0]["health"]["state"] == "stalled"
 
 
 def test_acknowledgement_is_recorded_and_published_as_a_tmf642_update():

@@ -50,12 +50,15 @@ function renderActions(actions) {
       <td class="wrap">${esc(a.status)}${a.error ? ` <small>${esc(a.error)}</small>` : ""}</td><td>${time(a.decided_at)}</td></tr>`).join("");
 }
 
+let disabledHooks = [];  // from the last overview: a health event carries the health line alone
+
 function renderHealth(h, disabled) {
+  disabledHooks = disabled || disabledHooks;
   const state = h.state && h.state !== "ok" ? `<span class="flow-${esc(h.state)}">flow <b>${esc(h.state)}</b></span>` : "";
-  const gone = (disabled || []).length
-    ? `<span class="flow-stalled" title="${esc(disabled[0].problem || "")}">webhook <b>disabled</b> <small>(410 Gone since ${time(disabled[0].since)})</small></span>`
+  const gone = disabledHooks.length
+    ? `<span class="flow-stalled" title="${esc(disabledHooks[0].problem || "")}">webhook <b>disabled</b> <small>(410 Gone since ${time(disabledHooks[0].since)})</small></span>`
     : "";
-  $("#health").innerHTML = `${state}${gone}<span><b>${Math.round(h.events_per_s)}</b> events/s <small>(10 s)</small></span><span>lag <b>${h.lag}</b> events</span>
+  $("#health").innerHTML = `${state}${gone}<span><b>${h.events_per_s == null ? "…" : Math.round(h.events_per_s)}</b> events/s <small>(10 s)</small></span><span>lag <b>${h.lag}</b> events</span>
     <span>dead letters <b>${h.dead_letters}</b> events</span><span>webhooks <b>${h.webhook_delivered}</b> ok / <b>${h.webhook_failed}</b> failed</span>`;
 }
 
@@ -151,4 +154,5 @@ fetch("/api/me").then((r) => (r.ok ? r.json() : me)).then((who) => { me = who; }
   .then((r) => { if (r.status === 401) location.href = "/login"; return r.json(); }).then(render);
 const events = new EventSource("/api/events");
 events.addEventListener("overview", (ev) => render(JSON.parse(ev.data)));
+events.addEventListener("health", (ev) => renderHealth(JSON.parse(ev.data).health));
 route();
