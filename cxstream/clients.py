@@ -24,6 +24,7 @@ from redis.exceptions import RedisClusterException
 from cxstream.actions.store import ClaimStore
 from cxstream.actions.webhook import CircuitBreaker, WebhookSender
 from cxstream.errors import ConfigError, ServiceError
+from cxstream.redis_guard import guarded_connection_options
 from cxstream.settings import Settings
 
 __all__ = [
@@ -54,7 +55,7 @@ def redis_client(settings: Settings, url: SecretStr | None = None) -> redis.Redi
     """A Redis client from the settings (TLS with ``rediss://``, password in the URL): ``url``
     if given, else ``redis.url``."""
     address, timeouts = _connection(settings, url)
-    return redis.Redis.from_url(address, **timeouts)
+    return redis.Redis.from_url(address, **timeouts, **guarded_connection_options(address))
 
 
 def _connection(settings: Settings, url: SecretStr | None) -> tuple[str, dict[str, float]]:

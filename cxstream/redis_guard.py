@@ -1,0 +1,194 @@
+"""Fail Redis calls at once while the server does not answer, instead of waiting on each.
+
+A Redis server that is stopped refuses connections at once, but one that hangs (frozen, overloaded,
+behind a network partition that drops packets) lets every call wait its socket timeout, and
+redis-py's default retries wait that ten times over: about 26 s a call with the default 2 s
+timeout. The flow makes several calls a batch, so it stalled for as long as Redis hung, although
+it is built to go on without Redis (cached context marked stale, outreach held back and decided
+again later).
+
+:class:`RedisBreaker` is shared by every connection to one server in a process. After a timeout,
+or a connection that could not be made, calls fail at once (``redis.ConnectionError``, which
+every caller already handles as Redis being down) for a second; then one call, in one thread, tries
+the server again; each failed try doubles the wait, up to 8 s. So while Redis hangs the flow loses
+at most one socket timeout in every 8 s, and a server that is back is noticed within 8 s. Any
+reply, an error reply too, closes the breaker. A connection reset on an idle pooled connection
+(a restarted server) does not open it: redis-py reconnects once, and only if that fails is the
+server taken as down.
+
+>>> t = [0.0]
+>>> b = RedisBreaker(clock=lambda: t[0])
+>>> b.failed(); b.open
+True
+>>> t[0] = 1.0; b.check()  # a second later: this call tries the server again
+>>> b.failed(); b.wait_s  # it timed out too: the next try in 2 s
+2.0
+>>> b.answered(); b.open
+False
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.retry import Retry
+
+from cxstream.errors import ServiceError
+
+__all__ = ["RedisBreaker", "RedisUnanswered", "guarded_connection_options"]
+
+log = logging.getLogger(__name__)
+
+FIRST_WAIT_S = 1.0
+MAX_WAIT_S = 8.0
+
+
+class RedisUnanswered(ServiceError, redis.ConnectionError):
+    """Raised at once, without a network call, while the server is taken as down (a
+    ``redis.ConnectionError``, so callers handle it as any outage)."""
+
+
+class RedisBreaker:
+    """Whether calls to one Redis server may go out now (see the module's docstring).
+
+    Thread-safe: while the server is taken as down, exactly one thread at a time tries it again
+    (its connect and its command both go through), the others fail at once.
+    """
+
+    def __init__(
+        self,
+        first_wait_s: float = FIRST_WAIT_S,
+        max_wait_s: float = MAX_WAIT_S,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "redis",
+    ) -> None:
+        self.first_wait_s = first_wait_s
+        self.max_wait_s = max_wait_s
+        self.wait_s = first_wait_s
+        self.name = name
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._retry_at: float | None = None  # None: closed, calls go out
+        self._trial: int | None = None  # the thread trying the server again
+        self._trial_until = 0.0
+
+    @property
+    def open(self) -> bool:
+        """Whether the server is taken as down."""
+        return self._retry_at is not None
+
+    def check(self) -> None:
+        """Return if a call may go out now; else raise :class:`RedisUnanswered`."""
+        if self._retry_at is None:
+            return
+        with self._lock:
+            if self._retry_at is None:
+                return
+            me, now = threading.get_ident(), self._clock()
+            if self._trial == me:
+                return
+            if now >= self._retry_at and (self._trial is None or now >= self._trial_until):
+                # a trial whose thread never reported (an exception elsewhere) expires
+                self._trial, self._trial_until = me, now + 4 * self.max_wait_s
+                return
+            left = max(self._retry_at - now, 0.0)
+        msg = f"{self.name} did not answer; calls fail at once, next try in {left:.1f} s"
+        raise RedisUnanswered(msg)
+
+    def failed(self) -> None:
+        """A call timed out, or no connection could be made: take the server as down."""
+        with self._lock:
+            now = self._clock()
+            if self._retry_at is None:
+                self.wait_s = self.first_wait_s
+                log.warning(
+                    "%s does not answer: its calls fail at once, tried again after %.0f s, "
+                    "then at most every %.0f s",
+                    self.name,
+                    self.wait_s,
+                    self.max_wait_s,
+                )
+            elif self._trial == threading.get_ident():
+                self.wait_s = min(self.wait_s * 2, self.max_wait_s)
+            self._trial = None
+            self._retry_at = max(self._retry_at or 0.0, now + self.wait_s)
+
+    def answered(self) -> None:
+        """The server replied: calls go out again."""
+        if self._retry_at is None:
+            return
+        with self._lock:
+            if self._retry_at is None:
+                return
+            self._retry_at, self._trial, self.wait_s = None, None, self.first_wait_s
+        log.info("%s answers again", self.name)
+
+
+class _Guarded:
+    """Mixed into a redis-py connection class: every connect and command asks the breaker."""
+
+    breaker: RedisBreaker
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        self.breaker.check()
+        try:
+            super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        except RedisUnanswered:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError):
+            self.breaker.failed()
+            raise
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        self.breaker.check()
+        try:
+            super().send_packed_command(command, check_health)  # type: ignore[misc]
+        except redis.TimeoutError:
+            self.breaker.failed()
+            raise
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except redis.TimeoutError:
+            self.breaker.failed()
+            raise
+        except redis.ResponseError:
+            self.breaker.answered()
+            raise
+        self.breaker.answered()
+        return response
+
+
+_BASES: dict[str, type[Connection]] = {
+    "redis": Connection,
+    "rediss": SSLConnection,
+    "unix": UnixDomainSocketConnection,  # type: ignore[dict-item]
+}
+_breakers: dict[str, RedisBreaker] = {}
+_breakers_lock = threading.Lock()
+
+
+def guarded_connection_options(url: str) -> dict[str, Any]:
+    """Keyword arguments for ``redis.Redis.from_url(url, ...)``: a connection class guarded by
+    the breaker of the server ``url`` names (shared in this process; a new client starts it
+    closed), and one retry without backoff (a reconnect after an idle connection was reset),
+    instead of redis-py's ten."""
+    scheme, _, rest = url.partition("://")
+    base = _BASES.get(scheme.lower(), Connection)
+    server = rest.rpartition("@")[2].split("/", 1)[0].split("?", 1)[0] or rest
+    where = f"{scheme}://{server}"
+    with _breakers_lock:
+        breaker = _breakers.get(where)
+        if breaker is None:
+            breaker = _breakers[where] = RedisBreaker(name=f"Redis at {where}")
+        breaker.answered()
+    guarded = type(f"Guarded{base.__name__}", (_Guarded, base), {"breaker": breaker})
+    return {"connection_class": guarded, "retry": Retry(NoBackoff(), 1)}
