@@ -52,6 +52,7 @@ from cxstream.dashboard.auth import ROLES, Identity, Sessions, Users, allowed
 from cxstream.dashboard.openapi import OPENAPI
 from cxstream.dashboard.risk import RiskView
 from cxstream.dashboard.state import DashboardState
+from cxstream.errors import ServiceError
 from cxstream.events import is_id, utcnow
 
 __all__ = ["create_app"]
@@ -59,7 +60,8 @@ __all__ = ["create_app"]
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-Publish = Callable[[str, bytes, bytes], None]  # (topic, key, value)
+# (topic, key, value); raises ServiceError when Kafka did not take the record
+Publish = Callable[[str, bytes, bytes], None]
 
 
 def _same(given: str, token: str) -> bool:
@@ -398,11 +400,7 @@ def create_app(
         # a signed-in person is who they are; the shared token (demo, API clients) names its user
         user = identity.user or str(body.get("user") or "noc-operator")[:64]
         at = utcnow().isoformat()
-        incident = (
-            state.acknowledge(incident_id, user, at)
-            if verb == "ack"
-            else state.incidents.get(incident_id)
-        )
+        incident = state.incidents.get(incident_id)
         if incident is None:
             return JSONResponse({"error": f"unknown incident {incident_id}"}, status_code=404)
         # TMF642's own fields: who acknowledged (ackUserId, ackSystemId) or cleared (clearUserId,
@@ -438,12 +436,18 @@ def create_app(
             "event": {"alarm": update},
         }
         if publish is not None:
-            await asyncio.to_thread(
-                publish,
-                updates_topic,
-                incident["alarmedObject"]["id"].encode(),
-                orjson.dumps(event),
-            )
+            try:
+                await asyncio.to_thread(
+                    publish,
+                    updates_topic,
+                    incident["alarmedObject"]["id"].encode(),
+                    orjson.dumps(event),
+                )
+            except ServiceError as exc:  # not taken by Kafka: the flow would never hear of it
+                log.warning("incident %s: %s by %s not sent: %s", incident_id, verb, user, exc)
+                return JSONResponse({"error": f"not sent: {exc}; try again"}, status_code=503)
+        if verb == "ack":
+            state.acknowledge(incident_id, user, at)
         state.on_alarm_update(event)
         log.info("incident %s: %s by %s", incident_id, verb, user)
         return JSONResponse({"ok": True, "incident": incident_id, "by": user, "at": at})

@@ -223,6 +223,7 @@ OPENAPI: dict[str, Any] = {
                     "200": _json({"type": "object"}, "recorded and published"),
                     "401": _UNAUTHORIZED,
                     "404": _json(_ERROR, "unknown incident or verb"),
+                    "503": _json(_ERROR, "Kafka did not confirm it within 10 s: not recorded"),
                 },
             }
         },

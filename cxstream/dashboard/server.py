@@ -9,20 +9,21 @@ import time
 from dataclasses import dataclass
 
 import uvicorn
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Producer
 
 from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
 from cxstream.churn_state import RedisChurnState
 from cxstream.clients import redis_client
 from cxstream.context import ContextStore
-from cxstream.dashboard.app import create_app
+from cxstream.dashboard.app import Publish, create_app
 from cxstream.dashboard.auth import Sessions, Users
 from cxstream.dashboard.feed import KafkaFeed
 from cxstream.dashboard.risk import RiskView
 from cxstream.dashboard.state import DashboardState
+from cxstream.errors import ServiceError
 from cxstream.settings import Settings
 
-__all__ = ["Dashboard", "start_dashboard"]
+__all__ = ["Dashboard", "kafka_publisher", "start_dashboard"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,31 @@ class Dashboard:
         self.feed.stop()
 
 
+def kafka_publisher(producer: Producer, timeout_s: float = 10.0) -> Publish:
+    """Send an operator's command and wait until Kafka has it; if it has not within
+    ``timeout_s``, drop it from the producer's queue (it must not reach the flow after the
+    operator was told it failed) and raise :class:`ServiceError`."""
+    lock = threading.Lock()  # one command at a time: a purge drops only the failed one
+
+    def publish(topic: str, key: bytes, value: bytes) -> None:
+        outcome: list[KafkaError | None] = []
+        answer: KafkaError | str | None
+        with lock:
+            producer.produce(
+                topic, key=key, value=value, on_delivery=lambda err, _msg: outcome.append(err)
+            )
+            producer.flush(timeout_s)
+            answer = outcome[0] if outcome else "no answer"
+            if not outcome:
+                producer.purge(in_queue=True, in_flight=False)
+                producer.poll(0)
+        if answer is not None:
+            msg = f"Kafka did not confirm it within {timeout_s:.0f} s ({answer})"
+            raise ServiceError(msg)
+
+    return publish
+
+
 def start_dashboard(settings: Settings, context: ContextStore | None) -> Dashboard:
     """Serve the dashboard on ``dashboard.host:port``; returns where (with the token, if any)."""
     d = settings.dashboard
@@ -52,11 +78,7 @@ def start_dashboard(settings: Settings, context: ContextStore | None) -> Dashboa
         # the shared token: configured, or generated when nobody else can sign in
         token = d.token.get_secret_value() if d.token is not None else secrets.token_urlsafe(18)
     secret = d.session_secret.get_secret_value().encode() if d.session_secret else None
-    producer = Producer(settings.kafka.producer_settings())
-
-    def publish(topic: str, key: bytes, value: bytes) -> None:
-        producer.produce(topic, key=key, value=value)
-        producer.flush(10)
+    publish = kafka_publisher(Producer(settings.kafka.producer_settings()))
 
     state = DashboardState()
     pseudonyms = settings.privacy.pseudonyms()

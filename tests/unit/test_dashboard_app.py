@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from starlette.testclient import TestClient
 
 from cxstream.dashboard.app import _Health, _updates, create_app
@@ -123,6 +124,39 @@ def test_events_per_second_is_a_rolling_rate_not_a_flicker():
             done[0] += 1000
         rates.append(health._rate({"processed": done[0]}))
     assert all(850 <= r <= 1100 for r in rates[-20:]), rates[-20:]  # never 0 between batches
+
+
+def test_a_command_kafka_did_not_take_is_refused_and_not_recorded():
+    from cxstream.errors import ServiceError
+
+    state = DashboardState()
+    state.on_alert(dict(ALARM))
+
+    def publish(topic, key, value):
+        raise ServiceError("Kafka did not confirm it within 10 s (no answer)")
+
+    app = create_app(state, context=None, publish=publish, updates_topic="u", token=None)
+    client = TestClient(app)
+    for verb in ("ack", "resolve"):
+        res = command(client, f"/api/incidents/inc-c1-1/{verb}", {"user": "alice"})
+        assert res.status_code == 503
+        assert "Kafka did not confirm" in res.json()["error"]
+    [incident] = client.get("/api/overview").json()["incidents"]
+    assert incident["state"] == "raised"  # the page does not show what the flow never heard
+    assert not incident.get("acknowledged_by") and state.acks == {}
+
+
+def test_the_publisher_drops_a_command_kafka_did_not_take():
+    from confluent_kafka import Producer
+
+    from cxstream.dashboard.server import kafka_publisher
+    from cxstream.errors import ServiceError
+
+    producer = Producer({"bootstrap.servers": "127.0.0.1:1", "log_level": 0})
+    publish = kafka_publisher(producer, timeout_s=0.5)
+    with pytest.raises(ServiceError, match="did not confirm"):
+        publish("cx.alarm-updates", b"c1", b"{}")
+    assert len(producer) == 0  # not left queued, to reach the flow after the operator retried
 
 
 def test_the_first_read_has_no_rate_rather_than_zero():

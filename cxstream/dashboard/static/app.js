@@ -135,10 +135,24 @@ document.addEventListener("click", async (ev) => {
   if (!btn) return;
   btn.disabled = true;
   const user = me.user || localStorage.getItem("cx-user") || "noc-operator";
-  await fetch(`/api/incidents/${encodeURIComponent(btn.dataset.id)}/${btn.dataset.verb}`, {
+  const res = await fetch(`/api/incidents/${encodeURIComponent(btn.dataset.id)}/${btn.dataset.verb}`, {
     method: "POST", headers: {"content-type": "application/json", "x-csrf-token": csrf()}, body: JSON.stringify({user}),
-  });
+  }).catch(() => null);
+  if (!res || !res.ok) {  // not recorded: say so, and let the operator try again
+    const body = res ? await res.json().catch(() => ({})) : {};
+    notice(`${btn.dataset.verb === "ack" ? "Acknowledge" : "Resolve"} ${btn.dataset.id}: ${body.error || (res ? res.statusText : "no answer from the dashboard")}`);
+    btn.disabled = false;
+  }
 });
+
+let noticeTimer = null;
+function notice(text) {
+  const el = $("#notice");
+  el.textContent = text;
+  el.hidden = false;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => { el.hidden = true; }, 20000);
+}
 
 $("#search").addEventListener("submit", async (ev) => {
   ev.preventDefault();
