@@ -1,4 +1,4 @@
-"""Redis frozen for 15 seconds in the middle of a run (SIGSTOP: it accepts connections and
+"""Redis frozen for 10 seconds in the middle of a run (SIGSTOP: it accepts connections and
 answers nothing, as a hung server or a partition that drops packets does): the flow keeps up
 with its input on cached context, instead of waiting every call's timeout, and uses Redis again
 once it answers."""
@@ -24,7 +24,7 @@ from tests.faults.conftest import SECRET, ended, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
-FREEZE_AT, FREEZE_S, RUN_S, RATE = 5.0, 15.0, 26.0, 400
+FREEZE_AT, FREEZE_S, RUN_S, RATE = 5.0, 10.0, 19.0, 400
 
 
 def test_a_frozen_redis_does_not_stall_the_flow(live_settings, tmp_path):
@@ -77,9 +77,9 @@ def test_a_frozen_redis_does_not_stall_the_flow(live_settings, tmp_path):
         finally:
             flow.stop()
         (before, sent_before), (back, sent_back) = marks["frozen"], marks["back"]
-        # it kept up while Redis hung: about 88 % of the events sent while it was frozen were
-        # done by the time it answered (the rest waited behind the calls that tried it again);
-        # when every call waited its timeout and redis-py's ten retries, 48 %
+        # it kept up while Redis hung: about all the events sent while it was frozen were done
+        # by the time it answered; when every call waited its timeout and redis-py's ten
+        # retries, 31-40 %
         assert ended(back) - ended(before) >= 0.75 * (sent_back - sent_before), (
             ended(back) - ended(before),
             sent_back - sent_before,
