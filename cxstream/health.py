@@ -25,7 +25,7 @@ from enum import StrEnum
 
 from prometheus_client import REGISTRY
 
-__all__ = ["FlowHealth", "HealthMonitor", "LagWatch", "registry_progress"]
+__all__ = ["HEARTBEAT", "FlowHealth", "HealthMonitor", "Heartbeat", "LagWatch", "registry_progress"]
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,15 @@ class LagWatch:
         self.max_lag = 0.0
         self._samples: deque[tuple[float, float, float]] = deque()
 
-    def update(self, now: float, lag: float, done: float) -> FlowHealth:
-        """Add a sample (seconds, events waiting, events done so far); return the state."""
+    def update(
+        self, now: float, lag: float, done: float, awake_at: float | None = None
+    ) -> FlowHealth:
+        """Add a sample (seconds, events waiting, events done so far, and when the dataflow's
+        worker last woke up, if known); return the state.
+
+        A worker that has not woken up for a whole window, with nothing done, is stalled whatever
+        the lag says: the lag is reported by the Kafka consumer as it polls, so a blocked worker's
+        stands still at what it was when it stopped, often below ``min_lag``."""
         lag = max(lag, 0.0)
         self.max_lag = max(self.max_lag, lag)
         self._samples.append((now, lag, done))
@@ -64,7 +71,9 @@ class LagWatch:
         ref_t, ref_lag, ref_done = self._samples[0]
         if now - ref_t < self.after_s:
             return self.state  # not a whole window seen yet
-        if lag < self.min_lag:
+        if awake_at is not None and now - awake_at >= self.after_s and done <= ref_done:
+            self.state = FlowHealth.STALLED
+        elif lag < self.min_lag:
             self.state = FlowHealth.OK
         elif done <= ref_done:
             self.state = FlowHealth.STALLED
@@ -73,6 +82,22 @@ class LagWatch:
         else:
             self.state = FlowHealth.OK
         return self.state
+
+
+class Heartbeat:
+    """When the dataflow's worker last woke up: a source it polls at least every second, busy or
+    idle, calls :meth:`beat` (``last`` is None in a process whose worker has not, e.g. a worker
+    of a cluster that does not run that source)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.last: float | None = None
+
+    def beat(self) -> None:
+        self.last = self._clock()
+
+
+HEARTBEAT = Heartbeat()
 
 
 def registry_progress() -> tuple[float, float]:
@@ -98,10 +123,12 @@ class HealthMonitor(threading.Thread):
         read: Callable[[], tuple[float, float]] = registry_progress,
         on_state: Callable[[FlowHealth], None] | None = None,
         interval_s: float = 5.0,
+        awake_at: Callable[[], float | None] = lambda: HEARTBEAT.last,
     ) -> None:
         super().__init__(name="cxstream-health", daemon=True)
         self.watch = watch
         self._read = read
+        self._awake_at = awake_at
         self._on_state = on_state
         self._interval_s = interval_s
         self._halt = threading.Event()
@@ -110,7 +137,7 @@ class HealthMonitor(threading.Thread):
         while not self._halt.wait(self._interval_s):
             before = self.watch.state
             lag, done = self._read()
-            state = self.watch.update(time.monotonic(), lag, done)
+            state = self.watch.update(time.monotonic(), lag, done, self._awake_at())
             if self._on_state is not None:
                 self._on_state(state)
             if state is not before:
@@ -130,5 +157,5 @@ class HealthMonitor(threading.Thread):
 _WHY = {
     FlowHealth.OK: "keeping up again",
     FlowHealth.LAGGING: "the lag grew while events arrived; it processes less than arrives",
-    FlowHealth.STALLED: "no event was processed while events waited",
+    FlowHealth.STALLED: "no event was processed while events waited, or its worker is blocked",
 }

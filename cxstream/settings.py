@@ -502,8 +502,9 @@ class FlowSettings(BaseModel):
     metrics_port_per_process: bool = True
     workers: Annotated[int, Field(ge=1, le=256)] = 1
     # falling behind: the input lag grew for this long while events arrived (lagging), or
-    # events waited and none was processed for this long (stalled); a lag under
-    # lag_alert_events is never reported. Logged, on the dashboard, cxstream_flow_health.
+    # events waited and none was processed for this long, or the worker did not wake up for
+    # this long (stalled); a lag under lag_alert_events is never reported. Logged, on the
+    # dashboard, cxstream_flow_health.
     lag_alert_s: Annotated[float, Field(ge=5, le=86_400)] = 60.0
     lag_alert_events: Annotated[int, Field(ge=0)] = 1000
     # state keys: subscribers and cells are grouped into this many shards (per whole cluster);

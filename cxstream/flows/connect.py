@@ -33,6 +33,7 @@ from cxstream.events import Action, CustomerErasure, CustomerUpdate
 from cxstream.flows.routing import shard_keys
 from cxstream.flows.sinks import CustomerSink, KafkaOutSink, WebhookSink
 from cxstream.flows.source import BatchKafkaSource
+from cxstream.health import HEARTBEAT
 from cxstream.pipeline import Pipeline
 from cxstream.settings import Settings
 
@@ -109,6 +110,7 @@ class DeferredSource(SimplePollingSource[list[Decision]]):
 
     @override
     def next_item(self) -> list[Decision]:
+        HEARTBEAT.beat()  # the worker is awake (cxstream.health tells a blocked one by it)
         now = self._clock()
         if now < self._next:
             raise SimplePollingSource.Retry(self._wake)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -67,3 +68,36 @@ def test_the_monitor_logs_each_change_of_state_once(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert sum("the flow is stalled" in m for m in messages) == 1
     assert sum("the flow is ok" in m for m in messages) == 1
+
+
+def test_a_worker_that_has_not_woken_for_a_window_is_stalled_whatever_its_lag():
+    # a blocked worker does not poll, so the consumer's lag stands still where it was (89): only
+    # the heartbeat tells
+    watch = LagWatch(after_s=20, min_lag=1_000)
+    blocked = feed_awake(watch, [(t, 89, 5_000, 0.0) for t in range(0, 41, 5)])
+    assert blocked[-1] == "stalled"
+    assert "stalled" not in blocked[:4]  # not before a whole window
+    # awake again and working: ok
+    assert feed_awake(watch, [(45, 0, 9_000, 45.0)]) == ["ok"]
+    # an idle flow wakes all the time: a small lag and nothing done is fine
+    idle = LagWatch(after_s=20, min_lag=1_000)
+    assert set(feed_awake(idle, [(t, 0, 5_000, float(t)) for t in range(0, 61, 5)])) == {"ok"}
+    # a process whose worker never woke (it does not run the heartbeat's source) is judged by
+    # its lag alone
+    other = LagWatch(after_s=20, min_lag=1_000)
+    assert set(feed_awake(other, [(t, 89, 5_000, None) for t in range(0, 61, 5)])) == {"ok"}
+
+
+def feed_awake(watch, samples):
+    return [watch.update(t, lag=lag, done=done, awake_at=a).value for t, lag, done, a in samples]
+
+
+def test_the_deferred_source_beats_the_heartbeat_each_time_it_wakes():
+    from cxstream.flows.connect import DeferredSource
+    from cxstream.health import HEARTBEAT
+
+    HEARTBEAT.last = None
+    source = DeferredSource(list, 60.0, wake_s=0.02)
+    with contextlib.suppress(DeferredSource.Retry):  # nothing to release: it sleeps again
+        source.next_item()
+    assert HEARTBEAT.last is not None and time.monotonic() - HEARTBEAT.last < 5
