@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import time
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 import redis
+from confluent_kafka import Producer
 
 from cxstream.context import ContextStore
 from cxstream.devtools.simulate import Incident, Simulator
@@ -52,6 +54,37 @@ def outage_stream(
     sim.add_incidents([Incident("cell_outage", "cell-0003", began, ended_s)])
     times = sim.timeline(start, 500, diurnal=False)
     return sim, store, [sim.encoded(next(times)) for _ in range(events)]
+
+
+def stream_in_real_time(
+    settings: Settings,
+    sim: Simulator,
+    start: datetime,
+    rate: float,
+    run_s: float,
+    before_each: Callable[[float, int], None],
+) -> int:
+    """Produce the simulator's events to the QoS topic as they happen, ``rate`` a second of event
+    time from ``start``, for ``run_s`` seconds of wall time; ``before_each(elapsed_s, sent)`` runs
+    before each event (to inject a fault at a moment). Returns how many were sent."""
+    producer = Producer(settings.kafka.client_config())
+    t0 = time.monotonic()
+    sent = 0
+    for t in sim.timeline(start, rate, diurnal=False):
+        ahead = (t - start).total_seconds() - (time.monotonic() - t0)
+        if ahead > 0:
+            time.sleep(ahead)
+        elapsed = time.monotonic() - t0
+        if elapsed >= run_s:
+            break
+        before_each(elapsed, sent)
+        key, value = sim.encoded(t)
+        producer.produce(settings.kafka.topics.qos, value=value, key=key)
+        sent += 1
+        if sent % 200 == 0:
+            producer.poll(0)
+    producer.flush(30)
+    return sent
 
 
 def actions_on_topic(settings: Settings) -> dict[str, dict]:

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 import redis
-from confluent_kafka import Producer
 from pydantic import SecretStr
 
 from cxstream.clients import ensure_topics
@@ -20,7 +18,7 @@ from cxstream.devtools.flowprocess import FlowProcess
 from cxstream.devtools.services import EmbeddedRedis
 from cxstream.devtools.simulate import Simulator
 from cxstream.events import utcnow
-from tests.faults.conftest import SECRET, ended, wait_until
+from tests.faults.conftest import SECRET, ended, stream_in_real_time, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
@@ -29,7 +27,6 @@ FREEZE_AT, FREEZE_S, RUN_S, RATE = 5.0, 10.0, 19.0, 400
 
 def test_a_frozen_redis_does_not_stall_the_flow(live_settings, tmp_path):
     server = EmbeddedRedis().start()
-    frozen = False
     try:
         settings = live_settings.model_copy(
             update={
@@ -43,34 +40,20 @@ def test_a_frozen_redis_does_not_stall_the_flow(live_settings, tmp_path):
         client = redis.Redis.from_url(server.url)
         ContextStore(client, prefix=settings.redis.key_prefix).put_many(list(sim.profiles()))
         flow = FlowProcess(settings, tmp_path, SECRET)
-        producer = Producer(settings.kafka.client_config())
         try:
             flow.wait_ready()
             start = utcnow()
-            times = sim.timeline(start, RATE, diurnal=False)
-            t0 = time.monotonic()
-            sent, marks = 0, {}
-            for t in times:
-                ahead = (t - start).total_seconds() - (time.monotonic() - t0)
-                if ahead > 0:
-                    time.sleep(ahead)
-                elapsed = time.monotonic() - t0
-                if elapsed >= RUN_S:
-                    break
+            marks = {}
+
+            def freeze_then_thaw(elapsed, sent):
                 if "frozen" not in marks and elapsed >= FREEZE_AT:
                     marks["frozen"] = (flow.counters(), sent)
                     os.kill(server.proc.pid, signal.SIGSTOP)
-                    frozen = True
-                if frozen and elapsed >= FREEZE_AT + FREEZE_S:
+                if "frozen" in marks and "back" not in marks and elapsed >= FREEZE_AT + FREEZE_S:
                     marks["back"] = (flow.counters(), sent)
                     os.kill(server.proc.pid, signal.SIGCONT)
-                    frozen = False
-                key, value = sim.encoded(t)
-                producer.produce(settings.kafka.topics.qos, value=value, key=key)
-                sent += 1
-                if sent % 200 == 0:
-                    producer.poll(0)
-            producer.flush(30)
+
+            sent = stream_in_real_time(settings, sim, start, RATE, RUN_S, freeze_then_thaw)
             wait_until(lambda: ended(flow.counters()) >= sent, 60, "every event")
             end = flow.counters()
             assert flow.proc.poll() is None
@@ -95,6 +78,5 @@ def test_a_frozen_redis_does_not_stall_the_flow(live_settings, tmp_path):
         assert grew(stale, before, back) > 0  # it went on with the cached context, marked stale
         assert grew(miss, back, end) > 0  # and read Redis again once it answered
     finally:
-        if frozen:
-            os.kill(server.proc.pid, signal.SIGCONT)
+        os.kill(server.proc.pid, signal.SIGCONT)  # if a failure left it frozen
         server.stop()

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 import orjson
 import pytest
 import redis
-from confluent_kafka import Producer
 from pydantic import SecretStr
 
 from cxstream.actions.receiver import WebhookReceiver
@@ -28,6 +27,7 @@ from tests.faults.conftest import (
     daytime_policy,
     ended,
     parked_actions,
+    stream_in_real_time,
     wait_until,
 )
 from tests.integration.kafka_helpers import read_topic
@@ -81,36 +81,22 @@ def test_redis_outage_of_30_seconds(live_settings, tmp_path):
             ]
         )
         flow = FlowProcess(settings, tmp_path, SECRET)
-        producer = Producer(settings.kafka.client_config())
         try:
             flow.wait_ready()
-            times = sim.timeline(start, RATE, diurnal=False)
-            t0 = time.monotonic()
-            sent, stopped, restarted = 0, False, False
-            marks = {}
-            for t in times:
-                ahead = (t - start).total_seconds() - (time.monotonic() - t0)
-                if ahead > 0:
-                    time.sleep(ahead)
-                elapsed = time.monotonic() - t0
-                if elapsed >= RUN_S:
-                    break
-                if not stopped and elapsed >= OUTAGE_AT:
+            marks, moments = {}, {}
+
+            def stop_then_restart(elapsed, sent):
+                if "before" not in marks and elapsed >= OUTAGE_AT:
                     marks["before"] = flow.counters()
                     server.halt()
-                    down_at = utcnow()
-                    stopped = True
-                if stopped and not restarted and elapsed >= OUTAGE_AT + OUTAGE_S:
+                    moments["down"] = utcnow()
+                if "before" in marks and "outage" not in marks and elapsed >= OUTAGE_AT + OUTAGE_S:
                     marks["outage"] = flow.counters()
-                    up_at = utcnow()
+                    moments["up"] = utcnow()
                     server.start()
-                    restarted = True
-                key, value = sim.encoded(t)
-                producer.produce(settings.kafka.topics.qos, value=value, key=key)
-                sent += 1
-                if sent % 200 == 0:
-                    producer.poll(0)
-            producer.flush(30)
+
+            sent = stream_in_real_time(settings, sim, start, RATE, RUN_S, stop_then_restart)
+            down_at, up_at = moments["down"], moments["up"]
             wait_until(lambda: ended(flow.counters()) >= sent, 60, "every event")
             wait_until(
                 lambda: flow.counters().get("cxstream_held_alerts", 0) == 0, 30, "held alerts"
