@@ -16,6 +16,8 @@ from cxstream.devtools.services import EmbeddedRedis
 from cxstream.redis_guard import RedisBreaker, RedisUnanswered
 from cxstream.settings import Settings
 
+pytestmark = pytest.mark.integration
+
 
 def client_of(server: EmbeddedRedis, timeout_s: float = 0.3) -> redis.Redis:
     s = Settings()
