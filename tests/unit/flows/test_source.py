@@ -9,7 +9,8 @@ from confluent_kafka import OFFSET_BEGINNING
 from cxstream.errors import RecoveryError
 from cxstream.flows.source import BatchKafkaSource
 
-NOWHERE = ["127.0.0.1:9"]  # never contacted: building a partition does not connect
+NOWHERE = ["127.0.0.1:9"]  # no broker: building a partition needs none (librdkafka's own
+# thread tries this closed port in the background and is refused)
 
 
 class Processor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 import redis
 
 from cxstream.churn_state import RedisChurnState
@@ -15,6 +16,8 @@ from cxstream.settings import Settings
 from cxstream.steps.churn_risk import SCHEDULED, BaseScoring, ChurnRisk
 from cxstream.steps.common import RedisTrouble
 from tests.unit.steps.test_steps import signal
+
+pytestmark = pytest.mark.integration
 
 NOON = datetime(2026, 5, 4, 12, tzinfo=UTC)
 

@@ -10,6 +10,8 @@ from confluent_kafka.admin import AdminClient
 from cxstream.devtools.services import free_port
 from cxstream.kafkalog import KAFKA_LOGGER, RateLimit
 
+pytestmark = pytest.mark.integration
+
 
 def record(fac: str, level: int = logging.ERROR) -> logging.LogRecord:
     return logging.LogRecord("k", level, "", 0, "%s [%s] %s", (fac, "rdkafka#1", "x"), None)

@@ -9,6 +9,8 @@ from cxstream.devtools.services import free_port
 from cxstream.flows.run import _tune_gil, serve_metrics
 from cxstream.settings import load_settings
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def switch_interval():
