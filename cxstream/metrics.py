@@ -42,6 +42,7 @@ __all__ = [
     "KAFKA_OUT_QUEUED",
     "KAFKA_OUT_RECORDS",
     "POLICY_RELOADS",
+    "REDIS_UNANSWERED",
     "WEBHOOK_DELIVERIES",
 ]
 
@@ -105,6 +106,12 @@ DECISIONS = Counter(
 DECISIONS_WAITING = Gauge(
     "decisions_waiting",
     "Signals suppressed only because Redis could not be read, waiting to be decided again.",
+    namespace=_NS,
+)
+REDIS_UNANSWERED = Gauge(
+    "redis_unanswered",
+    "Redis servers this process takes as down because a call timed out or no connection could "
+    "be made: their calls fail at once until one answers (cxstream/redis_guard.py).",
     namespace=_NS,
 )
 DECISIONS_EXPIRED = Counter(

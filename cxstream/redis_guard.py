@@ -41,6 +41,7 @@ from redis.connection import Connection, SSLConnection, UnixDomainSocketConnecti
 from redis.retry import Retry
 
 from cxstream.errors import ServiceError
+from cxstream.metrics import REDIS_UNANSWERED
 
 __all__ = ["RedisBreaker", "RedisUnanswered", "guarded_connection_options"]
 
@@ -108,6 +109,7 @@ class RedisBreaker:
             now = self._clock()
             if self._retry_at is None:
                 self.wait_s = self.first_wait_s
+                REDIS_UNANSWERED.inc()
                 log.warning(
                     "%s does not answer: its calls fail at once, tried again after %.0f s, "
                     "then at most every %.0f s",
@@ -128,6 +130,7 @@ class RedisBreaker:
             if self._retry_at is None:
                 return
             self._retry_at, self._trial, self.wait_s = None, None, self.first_wait_s
+            REDIS_UNANSWERED.dec()
         log.info("%s answers again", self.name)
 
 

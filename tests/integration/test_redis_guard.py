@@ -9,6 +9,7 @@ import time
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from cxstream.clients import redis_client
@@ -38,9 +39,11 @@ def test_a_frozen_redis_fails_each_call_at_once_after_the_first_and_is_used_agai
 ):
     client, other = client_of(server), client_of(server)  # e.g. the context's and the state's
     client.set("k", "v")
+    down = REGISTRY.get_sample_value("cxstream_redis_unanswered")
     os.kill(server.proc.pid, signal.SIGSTOP)  # accepts connections, answers nothing
     with pytest.raises(redis.RedisError):
         client.get("k")  # waits its socket timeout once
+    assert REGISTRY.get_sample_value("cxstream_redis_unanswered") == down + 1  # for the SREs
     for _ in range(50):  # then the calls fail without touching the network
         with pytest.raises(RedisUnanswered):
             client.get("k")
@@ -56,6 +59,7 @@ def test_a_frozen_redis_fails_each_call_at_once_after_the_first_and_is_used_agai
             assert time.monotonic() < deadline, "the Redis that is back was never tried again"
             time.sleep(0.2)
     assert client.get("k") == b"v"
+    assert REGISTRY.get_sample_value("cxstream_redis_unanswered") == down
     with client.pipeline() as pipe:
         assert pipe.get("k").set("k2", "w").execute() == [b"v", True]
 
