@@ -40,6 +40,7 @@ from redis.backoff import NoBackoff
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.retry import Retry
 
+from cxstream.breaker import CircuitBreaker
 from cxstream.errors import ServiceError
 from cxstream.metrics import REDIS_UNANSWERED
 
@@ -56,12 +57,11 @@ class RedisUnanswered(ServiceError, redis.ConnectionError):
     ``redis.ConnectionError``, so callers handle it as any outage)."""
 
 
-class RedisBreaker:
-    """Whether calls to one Redis server may go out now (see the module's docstring).
-
-    Thread-safe: while the server is taken as down, exactly one thread at a time tries it again
-    (its connect and its command both go through), the others fail at once.
-    """
+class RedisBreaker(CircuitBreaker):
+    """Whether calls to one Redis server may go out now (see the module's docstring): a
+    :class:`~cxstream.breaker.CircuitBreaker` that opens at the first failure, whose trial is a
+    thread's (its connect and its command both go out), logged and counted in
+    ``cxstream_redis_unanswered``."""
 
     def __init__(
         self,
@@ -70,67 +70,46 @@ class RedisBreaker:
         clock: Callable[[], float] = time.monotonic,
         name: str = "redis",
     ) -> None:
-        self.first_wait_s = first_wait_s
-        self.max_wait_s = max_wait_s
-        self.wait_s = first_wait_s
+        super().__init__(
+            1,
+            first_wait_s,
+            clock,
+            max_reset_s=max_wait_s,
+            trial_per_thread=True,
+            on_open=self._opened,
+            on_close=self._closed,
+        )
         self.name = name
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._retry_at: float | None = None  # None: closed, calls go out
-        self._trial: int | None = None  # the thread trying the server again
-        self._trial_until = 0.0
-
-    @property
-    def open(self) -> bool:
-        """Whether the server is taken as down."""
-        return self._retry_at is not None
 
     def check(self) -> None:
         """Return if a call may go out now; else raise :class:`RedisUnanswered`."""
-        if self._retry_at is None:
-            return
-        with self._lock:
-            if self._retry_at is None:
-                return
-            me, now = threading.get_ident(), self._clock()
-            if self._trial == me:
-                return
-            if now >= self._retry_at and (self._trial is None or now >= self._trial_until):
-                # a trial whose thread never reported (an exception elsewhere) expires
-                self._trial, self._trial_until = me, now + 4 * self.max_wait_s
-                return
-            left = max(self._retry_at - now, 0.0)
-        msg = f"{self.name} did not answer; calls fail at once, next try in {left:.1f} s"
-        raise RedisUnanswered(msg)
+        if not self.allow():
+            msg = (
+                f"{self.name} did not answer; calls fail at once, "
+                f"next try in {self.retry_in():.1f} s"
+            )
+            raise RedisUnanswered(msg)
 
     def failed(self) -> None:
         """A call timed out, or no connection could be made: take the server as down."""
-        with self._lock:
-            now = self._clock()
-            if self._retry_at is None:
-                self.wait_s = self.first_wait_s
-                REDIS_UNANSWERED.inc()
-                log.warning(
-                    "%s does not answer: its calls fail at once, tried again after %.0f s, "
-                    "then at most every %.0f s",
-                    self.name,
-                    self.wait_s,
-                    self.max_wait_s,
-                )
-            elif self._trial == threading.get_ident():
-                self.wait_s = min(self.wait_s * 2, self.max_wait_s)
-            self._trial = None
-            self._retry_at = max(self._retry_at or 0.0, now + self.wait_s)
+        self.record(False)
 
     def answered(self) -> None:
         """The server replied: calls go out again."""
-        if self._retry_at is None:
-            return
-        with self._lock:
-            if self._retry_at is None:
-                return
-            self._retry_at, self._trial, self.wait_s = None, None, self.first_wait_s
-            REDIS_UNANSWERED.dec()
+        self.record(True)
+
+    def _opened(self, _failures: int) -> None:
+        REDIS_UNANSWERED.inc()
+        log.warning(
+            "%s does not answer: its calls fail at once, tried again after %.0f s, "
+            "then at most every %.0f s",
+            self.name,
+            self.reset_s,
+            self.max_reset_s,
+        )
+
+    def _closed(self) -> None:
+        REDIS_UNANSWERED.dec()
         log.info("%s answers again", self.name)
 
 

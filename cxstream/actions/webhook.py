@@ -48,6 +48,7 @@ import httpx
 import orjson
 import redis
 
+from cxstream import breaker
 from cxstream.actions.signing import sign_headers
 from cxstream.actions.store import ClaimStore
 from cxstream.actions.tmf import communication_message
@@ -356,8 +357,9 @@ def _retry_after(value: str | None) -> float | None:
     return min(max(seconds, 0.0), 86_400.0)
 
 
-class CircuitBreaker:
-    """Stop calling an endpoint after ``failures`` failures in a row; try again after ``reset_s``.
+class CircuitBreaker(breaker.CircuitBreaker):
+    """Stop calling an endpoint after ``failures`` failures in a row; try again after ``reset_s``
+    (:class:`cxstream.breaker.CircuitBreaker`, logging when it opens).
 
     >>> t = [0.0]
     >>> cb = CircuitBreaker(failures=2, reset_s=10, clock=lambda: t[0])
@@ -372,42 +374,11 @@ class CircuitBreaker:
     def __init__(
         self, failures: int = 5, reset_s: float = 30.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.failures = failures
-        self.reset_s = reset_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._count = 0
-        self._opened_at: float | None = None
-        self._trial = False
+        super().__init__(failures, reset_s, clock, on_open=_log_opened)
 
-    @property
-    def open(self) -> bool:
-        """Whether calls are currently refused."""
-        return self._opened_at is not None
 
-    def allow(self) -> bool:
-        """Whether a call may be made now."""
-        with self._lock:
-            if self._opened_at is None:
-                return True
-            if self._clock() - self._opened_at >= self.reset_s and not self._trial:
-                self._trial = True  # half-open: exactly one trial until it reports back
-                return True
-            return False
-
-    def record(self, success: bool) -> None:
-        """Report the result of a call."""
-        with self._lock:
-            self._trial = False
-            if success:
-                self._count = 0
-                self._opened_at = None
-                return
-            self._count += 1
-            if self._count >= self.failures:
-                if self._opened_at is None:
-                    log.warning("webhook circuit opened after %d failures in a row", self._count)
-                self._opened_at = self._clock()
+def _log_opened(failures: int) -> None:
+    log.warning("webhook circuit opened after %d failures in a row", failures)
 
 
 Report = Callable[[Action, DeliveryOutcome, int, str | None], None]
