@@ -35,7 +35,7 @@ class FlowHealth(StrEnum):
 
     OK = "ok"
     LAGGING = "lagging"  # the lag grew over the whole window while input arrived
-    STALLED = "stalled"  # events waited and none was done over the whole window
+    STALLED = "stalled"  # nothing done over the window: events waited, or the worker never woke
 
 
 class LagWatch:
