@@ -77,11 +77,31 @@ class LagWatch:
             self.state = FlowHealth.OK
         elif done <= ref_done:
             self.state = FlowHealth.STALLED
-        elif lag > ref_lag and done + lag > ref_done + ref_lag:  # growing, input arriving
+        elif self._grew(now) and done + lag > ref_done + ref_lag:  # input arriving
             self.state = FlowHealth.LAGGING
         else:
             self.state = FlowHealth.OK
         return self.state
+
+    def _grew(self, now: float) -> bool:
+        """Whether the lag grew over the window, beyond its jitter.
+
+        The lag of a flow that keeps up jumps between polls (a poll's or a producer's burst of
+        events waits, then is done at once), so a later sample above an earlier one says nothing.
+        It grew when even the smallest lag of the window's last quarter is above the largest of
+        its first quarter and at least ``min_lag``; or, slower, when no sample of the whole window
+        fell below ``min_lag`` (a lag that only jitters goes back below it) and the last quarter's
+        mean is above the first's."""
+        quarter = self.after_s / 4
+        start = self._samples[0][0]
+        early = [lag for t, lag, _ in self._samples if t <= start + quarter]
+        late = [lag for t, lag, _ in self._samples if t >= now - quarter]
+        if min(late) < self.min_lag:
+            return False
+        if min(late) > max(early):
+            return True
+        held = all(lag >= self.min_lag for _, lag, _ in self._samples)
+        return held and sum(late) / len(late) > sum(early) / len(early)
 
 
 class Heartbeat:
