@@ -39,6 +39,7 @@ __all__ = [
     "FLOW_HEALTH",
     "HELD_ALERTS",
     "KAFKA_DELIVERY_ERRORS",
+    "KAFKA_INPUT_SILENT",
     "KAFKA_OUT_QUEUED",
     "KAFKA_OUT_RECORDS",
     "POLICY_RELOADS",
@@ -173,6 +174,12 @@ KAFKA_OUT_RECORDS = Counter(
 KAFKA_OUT_QUEUED = Gauge(
     "kafka_out_queued",
     "Output records handed to the Kafka producer and not yet acknowledged by the broker.",
+    namespace=_NS,
+)
+KAFKA_INPUT_SILENT = Gauge(
+    "kafka_input_silent_seconds",
+    "Seconds since the broker leading one of this process's input partitions last answered its "
+    "consumer (the longest over them): under a second while the brokers answer.",
     namespace=_NS,
 )
 KAFKA_DELIVERY_ERRORS = Counter(

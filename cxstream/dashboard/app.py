@@ -201,9 +201,15 @@ def _story(
     }
 
 
+KAFKA_SILENT_SHOWN_S = 10.0
+"""An input broker silent this long is shown: a consumer's fetch is answered every half second."""
+
+
 class _Health:
-    """Events per second (over the last ``window_s``), lag, dead letters, webhook failures and
-    whether the flow keeps up (``cxstream_flow_health``), from this process's registry."""
+    """Events per second (over the last ``window_s``), lag, dead letters, webhook failures,
+    whether the flow keeps up (``cxstream_flow_health``) and, once it is
+    :data:`KAFKA_SILENT_SHOWN_S` or more, how long its input's broker has not answered
+    (``cxstream_kafka_input_silent_seconds``), from this process's registry."""
 
     def __init__(self, window_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._window_s = window_s
@@ -212,7 +218,7 @@ class _Health:
 
     def read(self) -> dict[str, Any]:
         values: dict[str, float] = {}
-        lag = 0.0
+        lag = silent = 0.0
         state = "ok"
         for family in REGISTRY.collect():
             for sample in family.samples:
@@ -224,6 +230,8 @@ class _Health:
                     lag += sample.value
                 elif sample.name == "cxstream_flow_health" and sample.value == 1:
                     state = sample.labels["cxstream_flow_health"]
+                elif sample.name == "cxstream_kafka_input_silent_seconds":
+                    silent = sample.value
         rate = self._rate(values)
         return {
             "events_per_s": None if rate is None else round(rate, 1),
@@ -233,6 +241,7 @@ class _Health:
             "webhook_failed": values.get("webhook_failed", 0.0),
             "lag": lag,
             "state": state,
+            "kafka_silent_s": round(silent) if silent >= KAFKA_SILENT_SHOWN_S else None,
         }
 
     def _rate(self, values: dict[str, float]) -> float | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,10 +43,73 @@ from typing_extensions import override
 
 from cxstream.batches import RawBatch
 from cxstream.errors import RecoveryError, ServiceError
+from cxstream.metrics import KAFKA_INPUT_SILENT
 
-__all__ = ["BatchKafkaSource", "PollProcessor", "RawBatch", "SourceError"]
+__all__ = ["BatchKafkaSource", "InputSilence", "PollProcessor", "RawBatch", "SourceError"]
 
 log = logging.getLogger(__name__)
+
+
+class InputSilence:
+    """How long the broker leading an input partition has not answered its consumer.
+
+    Read from librdkafka's statistics: ``rxidle``, the time since the leader's connection last
+    received anything, measured in librdkafka's own clock (``ts``), so statistics that queued
+    up while the worker was busy are each judged as of when they were taken. A consumer's fetch
+    is answered at least every ``fetch.wait.max.ms`` (500 ms by default), data or none, so an
+    input whose broker answers is never silent for more than about that. A broker that hangs
+    (a frozen process, a partition that drops packets) keeps the connection up and answers
+    nothing: the silence grows; once librdkafka gives up on the connection and reconnects
+    (``socket.timeout.ms``), the leader is not ``UP`` and the silence goes on growing until it
+    answers again.
+
+    >>> def stats(at_s, state, idle_s, leader=1):
+    ...     broker = {"nodeid": leader, "state": state, "rxidle": int(idle_s * 1e6)}
+    ...     return {"ts": int(at_s * 1e6), "brokers": {"kafka-0:9092/1": broker}}, leader
+    >>> silence = InputSilence()
+    >>> silence.observe(*stats(10, "UP", 0.4)); round(silence.seconds, 1)
+    0.4
+    >>> silence.observe(*stats(40, "UP", 30.4)); round(silence.seconds, 1)  # nothing received
+    30.4
+    >>> silence.observe(*stats(75, "APIVERSION_QUERY", -1e-6)); round(silence.seconds, 1)
+    65.4
+    >>> silence.observe(*stats(76, "UP", 0.2)); round(silence.seconds, 1)  # it answers again
+    0.2
+    """
+
+    def __init__(self) -> None:
+        self._heard: int | None = None  # when the leader last answered, librdkafka's clock (µs)
+        self.seconds = 0.0
+
+    def observe(self, stats: dict[str, Any], leader: int | None) -> None:
+        """Take one statistics report and the partition's leader (its broker id, if known)."""
+        ts = stats.get("ts")
+        if not isinstance(ts, int):
+            return
+        if leader is not None and leader >= 0:
+            for broker in stats.get("brokers", {}).values():
+                if broker.get("nodeid") == leader:
+                    idle = broker.get("rxidle", -1)
+                    if broker.get("state") == "UP" and isinstance(idle, int) and idle >= 0:
+                        self._heard = ts - idle
+                    break
+        if self._heard is None:  # the first report: silence is counted from here
+            self._heard = ts
+        self.seconds = max(0.0, (ts - self._heard) / 1e6)
+
+
+_SILENCES: dict[int, InputSilence] = {}
+_SILENCES_LOCK = threading.Lock()
+
+
+def longest_input_silence() -> float:
+    """``cxstream_kafka_input_silent_seconds``: the longest silence over this process's input
+    partitions (0 with none)."""
+    with _SILENCES_LOCK:
+        return max((s.seconds for s in _SILENCES.values()), default=0.0)
+
+
+KAFKA_INPUT_SILENT.set_function(longest_input_silence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +161,9 @@ class _Partition(StatefulSourcePartition[Any, Any]):
         self._partition = partition
         self._batch_size = batch_size
         self._labels = {"step_id": step_id, "topic": topic, "partition": partition}
+        self._silence = InputSilence()
+        with _SILENCES_LOCK:
+            _SILENCES[id(self)] = self._silence
         self._consumer = Consumer({**config, "stats_cb": self._stats})
         if offset == OFFSET_END:
             offset = self._offset = self._first_offset(start_file)
@@ -142,10 +209,15 @@ class _Partition(StatefulSourcePartition[Any, Any]):
         return int(marks[1])
 
     def _stats(self, raw: str) -> None:
-        stats = json.loads(raw)["topics"][self._topic]["partitions"][str(self._partition)]
-        if self._offset > 0:
+        # called from inside consume(): whatever it raised would end the poll, so nothing is
+        # assumed of the report's shape (a partition is missing until its metadata arrives)
+        stats = json.loads(raw)
+        topic = stats.get("topics", {}).get(self._topic, {})
+        part = topic.get("partitions", {}).get(str(self._partition), {})
+        self._silence.observe(stats, part.get("leader"))
+        if self._offset > 0 and isinstance(part.get("ls_offset"), int):
             lag = BYTEWAX_CONSUMER_LAG_GAUGE.labels(**self._labels)
-            lag.set(stats["ls_offset"] - self._offset)
+            lag.set(part["ls_offset"] - self._offset)
 
     @override
     def next_awake(self) -> datetime | None:
@@ -207,6 +279,8 @@ class _Partition(StatefulSourcePartition[Any, Any]):
 
     @override
     def close(self) -> None:
+        with _SILENCES_LOCK:
+            _SILENCES.pop(id(self), None)
         self._consumer.close()
 
 

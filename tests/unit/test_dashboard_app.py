@@ -145,6 +145,18 @@ def test_a_command_kafka_did_not_take_is_refused_and_not_recorded():
     assert not incident.get("acknowledged_by") and state.acks == {}
 
 
+def test_an_input_broker_silent_for_ten_seconds_or_more_is_in_the_health_line(monkeypatch):
+    from cxstream.flows import source
+
+    silence = source.InputSilence()
+    monkeypatch.setitem(source._SILENCES, -1, silence)
+    health = _Health()
+    silence.seconds = 9.6  # a blip: fetches are answered every half second
+    assert health.read()["kafka_silent_s"] is None
+    silence.seconds = 37.6
+    assert health.read()["kafka_silent_s"] == 38
+
+
 def test_the_first_read_has_no_rate_rather_than_zero():
     now = [0.0]
     health = _Health(window_s=10.0, clock=lambda: now[0])

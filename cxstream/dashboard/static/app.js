@@ -58,7 +58,10 @@ function renderHealth(h, disabled) {
   const gone = disabledHooks.length
     ? `<span class="flow-stalled" title="${esc(disabledHooks[0].problem || "")}">webhook <b>disabled</b> <small>(410 Gone since ${time(disabledHooks[0].since)})</small></span>`
     : "";
-  $("#health").innerHTML = `${state}${gone}<span><b>${h.events_per_s == null ? "…" : Math.round(h.events_per_s)}</b> events/s <small>(10 s)</small></span><span>lag <b>${h.lag}</b> events</span>
+  const silent = h.kafka_silent_s
+    ? `<span class="flow-stalled" title="the broker leading the flow's input has not answered its consumer: the figures stand still">Kafka <b>not answering</b> <small>(${h.kafka_silent_s} s)</small></span>`
+    : "";
+  $("#health").innerHTML = `${state}${silent}${gone}<span><b>${h.events_per_s == null ? "…" : Math.round(h.events_per_s)}</b> events/s <small>(10 s)</small></span><span>lag <b>${h.lag}</b> events</span>
     <span>dead letters <b>${h.dead_letters}</b> events</span><span>webhooks <b>${h.webhook_delivered}</b> ok / <b>${h.webhook_failed}</b> failed</span>`;
 }
 

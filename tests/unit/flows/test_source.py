@@ -3,11 +3,13 @@ a consumer connects lazily, and these tests never poll)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from confluent_kafka import OFFSET_BEGINNING
 
 from cxstream.errors import RecoveryError
-from cxstream.flows.source import BatchKafkaSource
+from cxstream.flows.source import BatchKafkaSource, longest_input_silence
 
 NOWHERE = ["127.0.0.1:9"]  # no broker: building a partition needs none (librdkafka's own
 # thread tries this closed port in the background and is refused)
@@ -76,3 +78,44 @@ def test_a_damaged_start_record_is_refused_naming_the_file(tmp_path, damage):
     source = BatchKafkaSource(NOWHERE, ["actions"], from_end=True, start_dir=tmp_path)
     with pytest.raises(RecoveryError, match="actions-0 should hold the offset"):
         source.build_part("actions_in", "0-actions", None)
+
+
+def report(at_s, *, leader=1, state="UP", idle_s=0.3, ls_offset=None):
+    """A librdkafka statistics report (the fields the partition reads)."""
+    part = {"leader": leader} if ls_offset is None else {"leader": leader, "ls_offset": ls_offset}
+    broker = {"nodeid": 1, "state": state, "rxidle": int(idle_s * 1e6)}
+    return json.dumps(
+        {
+            "ts": int(at_s * 1e6),
+            "brokers": {"kafka-0:9092/1": broker},
+            "topics": {"qos": {"partitions": {"0": part}}},
+        }
+    )
+
+
+def test_a_broker_that_stops_answering_shows_in_the_input_silence_gauge():
+    part = BatchKafkaSource(NOWHERE, ["qos"]).build_part("qos_in", "0-qos", 99)
+    try:
+        part._stats(report(100.0, ls_offset=120))
+        assert longest_input_silence() == pytest.approx(0.3)
+        part._stats(report(130.0, idle_s=30.3))  # the connection is up, nothing comes back
+        assert longest_input_silence() == pytest.approx(30.3)
+        # librdkafka gave up on the connection and is reconnecting: the silence goes on
+        part._stats(report(170.0, state="CONNECT", idle_s=-1e-6))
+        assert longest_input_silence() == pytest.approx(70.3)
+        part._stats(report(171.0, idle_s=0.1))
+        assert longest_input_silence() == pytest.approx(0.1)
+    finally:
+        part.close()
+    assert longest_input_silence() == 0.0  # a closed partition is no longer watched
+
+
+def test_a_report_without_the_partition_does_not_break_the_poll():
+    # the report is read inside consume(): an exception there would end the poll
+    part = BatchKafkaSource(NOWHERE, ["qos"]).build_part("qos_in", "0-qos", 99)
+    try:
+        part._stats(json.dumps({"ts": 5_000_000, "brokers": {}, "topics": {}}))
+        part._stats(json.dumps({"ts": 9_000_000}))
+        assert longest_input_silence() == pytest.approx(4.0)  # no leader known: silent since
+    finally:
+        part.close()
