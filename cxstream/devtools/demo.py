@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,12 @@ from cxstream.devtools.flowprocess import DemoSummary, Flow, summarize
 from cxstream.devtools.generations import Generations
 from cxstream.devtools.producer import produce_events
 from cxstream.devtools.services import embedded_services
-from cxstream.devtools.simulate import Simulator, churn_probability, plan_incidents
+from cxstream.devtools.simulate import Incident, Simulator, churn_probability, plan_incidents
 from cxstream.events import Channel, ConsentStatus, CustomerContext, utcnow
 from cxstream.health import FlowHealth, LagWatch
 from cxstream.settings import Settings
 
-__all__ = ["DemoOptions", "run_demo", "summary_json", "summary_lines"]
+__all__ = ["Catches", "DemoOptions", "run_demo", "summary_json", "summary_lines"]
 
 ROTATION_RETRY_S = 30.0  # after a broker replacement put off because the flow had work in hand
 CRM_FIRST_S = 20.0  # the CRM's first report: the flow's start-up pass has scored every profile
@@ -52,6 +52,10 @@ CRM_EVERY_S = 10.0  # then a report this often
 CRM_SHARE = 0.02  # of the customers per report
 
 log = logging.getLogger(__name__)
+
+CAUGHT_SLACK = timedelta(seconds=120)  # an incident opened this long after the planned one ended
+# still counts: demarcation's window (60 s) and the KPI series' confirmation come first
+CAUGHT_EVERY_S = 5.0  # the dashboard's overview is read this often while incidents wait
 
 # The simulated probes export their measurements a quarter of a second at a time, as network
 # collectors do, instead of one small batch every few milliseconds. The embedded broker (Tansu's
@@ -169,11 +173,15 @@ def run_demo(
                 say(f"dashboard: {flow.dashboard_url}")
                 say(f"webhook receiver (stands in for marketing) at {receiver.url}")
                 watch = LagWatch(options.lag_alert_s, options.lag_alert_events)
-                tick = _Report(say, progress, watch, observe)
+                kpis = live.cells.kpis
+                catches = Catches(say, kpis.baseline * kpis.interval_s)
+                tick = _Report(say, progress, watch, observe, catches)
                 crm = _Crm(sim, profiles, live, random.Random(options.seed))
                 produced = _stream(live, sim, options, flow, receiver, tick, stop, crm)
                 say("draining: waiting until every event is processed or dead-lettered ...")
                 summary = _drain(flow, produced, receiver, options.drain_timeout_s, tick.last)
+                catches.look(flow.dashboard_url, now=True)
+                summary.caught = catches.lines()
                 summary.max_lag = int(watch.max_lag)
                 summary.crm_outcomes = crm.sent
                 if options.capture_dir is not None:
@@ -201,8 +209,10 @@ class _Report:
         progress: Callable[[str], None] | None,
         watch: LagWatch,
         observe: Callable[[Flow, int, DemoSummary], None] | None,
+        catches: Catches,
     ) -> None:
         self.say, self.progress, self.watch, self.observe = say, progress, watch, observe
+        self.catches = catches
         self.last = DemoSummary()
 
     def __call__(self, flow: Flow, receiver: WebhookReceiver, produced: int) -> None:
@@ -227,6 +237,7 @@ class _Report:
                     )
                     + f"; flow log: {flow.log_path}"
                 )
+        self.catches.look(flow.dashboard_url)
         if self.observe is not None:
             self.observe(flow, produced, s)
         if self.progress is not None:
@@ -263,6 +274,108 @@ def _capture(settings: Settings, receiver: WebhookReceiver, out: Path, secret: s
     requests = receiver.kept_requests()
     (out / "webhooks.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in requests))
     (out / "webhook-secret.txt").write_text(secret + "\n")
+
+
+class Catches:
+    """Which planned incidents the system caught, read from the dashboard's overview (what the
+    NOC sees) while the demo runs: for a cell's incident, an incident opened in that cell from
+    its start to :data:`CAUGHT_SLACK` after its end; for the lone subscriber, their own
+    degradation alert (not one an incident explains) in that time. Each catch is said once,
+    with its delay; :meth:`lines` ends the summary with every planned incident.
+
+    ``warmup_s``: the traffic a cell's KPI series needs before it scores (``cells.kpis.baseline``
+    intervals), which a mild shift or a silent cell planned earlier than that cannot be seen by.
+    """
+
+    def __init__(self, say: Callable[[str], None], warmup_s: float) -> None:
+        self._say = say
+        self._warmup_s = warmup_s
+        self.started = utcnow()
+        self.planned: list[Incident] = []
+        self.caught: dict[int, tuple[float, str]] = {}  # planned index -> delay (s), how
+        self._next_look = 0.0
+        self._http = httpx.Client(timeout=2.0)
+
+    def add(self, incidents: list[Incident]) -> None:
+        self.planned.extend(incidents)
+
+    def look(self, dashboard_url: str, *, now: bool = False) -> None:
+        """Read the overview (at most every :data:`CAUGHT_EVERY_S`, unless ``now``) and say the
+        new catches."""
+        at = time.monotonic()
+        waiting = [i for i in range(len(self.planned)) if i not in self.caught]
+        if not waiting or (at < self._next_look and not now):
+            return
+        self._next_look = at + CAUGHT_EVERY_S
+        try:
+            overview = self._http.get(f"{dashboard_url}api/overview").json()
+        except (httpx.HTTPError, ValueError):
+            return  # a flow being replaced, or busy: the next look
+        self.match(overview, waiting)
+
+    def match(self, overview: dict[str, Any], waiting: list[int]) -> None:
+        for i in waiting:
+            found = _caught(self.planned[i], overview)
+            if found is None:
+                continue
+            at, how = found
+            inc = self.planned[i]
+            delay = max(0.0, (at - inc.start).total_seconds())
+            self.caught[i] = (delay, how)
+            self._say(f"caught: {_named(inc)}, {delay:.0f} s after it began ({how})")
+
+    def lines(self) -> list[str]:
+        """The summary's lines: each planned incident, caught (after how long, how) or not."""
+        if not self.planned:
+            return []
+        out = [f"  planned incidents caught: {len(self.caught)} of {len(self.planned)}"]
+        width = max(len(_named(inc)) for inc in self.planned)
+        for i, inc in enumerate(self.planned):
+            if i in self.caught:
+                delay, how = self.caught[i]
+                out.append(f"    {_named(inc):<{width}}  after {delay:.0f} s ({how})")
+                continue
+            began = (inc.start - self.started).total_seconds()
+            why = "not caught"
+            if inc.kind in ("kpi_shift", "silent_outage") and began < self._warmup_s:
+                why += (
+                    f": it began {max(began, 0):.0f} s into the run, before the cell's KPI "
+                    f"series had its first {self._warmup_s:.0f} s of traffic"
+                )
+            elif inc.start > utcnow():
+                why += ": it had not begun"
+            out.append(f"    {_named(inc):<{width}}  {why}")
+        return out
+
+
+def _named(inc: Incident) -> str:
+    who = f" for {inc.subscriber_id}" if inc.subscriber_id else ""
+    return f"{inc.kind} in {inc.cell_id}{who}"
+
+
+def _caught(inc: Incident, overview: dict[str, Any]) -> tuple[datetime, str] | None:
+    """When and how the overview shows ``inc`` caught (the earliest sign), if it does."""
+    hits: list[tuple[datetime, str]] = []
+    if inc.subscriber_id is None:
+        for row in overview.get("incidents", []):
+            at = _time(row.get("since"))
+            if row.get("cell_id") == inc.cell_id and at is not None:
+                hits.append((at, f"cell incident, cause {row.get('cause')}"))
+    else:
+        for row in overview.get("customers", []):
+            at = _time(row.get("last_alert"))
+            own = row.get("subscriber_id") == inc.subscriber_id and not row.get("explained_by")
+            if own and at is not None:
+                hits.append((at, "the subscriber's own alert"))
+    hits = [(at, how) for at, how in hits if inc.start <= at <= inc.end + CAUGHT_SLACK]
+    return min(hits) if hits else None
+
+
+def _time(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
 
 
 class _Crm:
@@ -328,6 +441,7 @@ def _stream(
     def plan(cycle_start: datetime) -> None:
         incidents = plan_incidents(sim, cycle_start, span, sim.rng)
         sim.add_incidents(incidents)
+        tick.catches.add(incidents)
         for inc in incidents:
             where = f" for {inc.subscriber_id}" if inc.subscriber_id else ""
             offset = (inc.start - cycle_start).total_seconds()
@@ -419,6 +533,7 @@ def summary_lines(summary: DemoSummary) -> list[str]:
         causes = ", ".join(f"{c} {n}" for c, n in sorted(summary.incidents_opened.items()))
         total = sum(summary.incidents_opened.values())
         lines.append(f"  cell incidents opened: {total} ({causes})")
+    lines += summary.caught
     if summary.crm_outcomes:
         learned = summary.churn.get("learned", 0)
         lines.append(

@@ -52,6 +52,9 @@ class DemoSummary:
     churn: dict[str, float] = field(  # outcomes by result, the learner's revision, rolling AUC
         default_factory=dict, repr=False, metadata={"json": False}
     )
+    caught: list[str] = field(  # the planned incidents, each caught (when, how) or not
+        default_factory=list, repr=False, metadata={"json": False}
+    )
 
 
 def scrape_counters(
@@ -232,6 +235,8 @@ class Flow(Protocol):
     def log_path(self) -> Path: ...
     @property
     def hold_s(self) -> float: ...
+    @property
+    def dashboard_url(self) -> str: ...
     def counters(self, only: Sequence[str] | None = None) -> dict[str, float]: ...
 
 

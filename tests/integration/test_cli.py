@@ -102,6 +102,11 @@ def test_demo_runs_the_whole_loop_on_embedded_services(tmp_path):
         "silent_outage",
     }
     assert "incident planned: cell_outage" in result.stderr
+    # the summary names every planned incident, caught or not, as the dashboard showed it
+    caught = re.search(r"planned incidents caught: (\d+) of 6\n((?:    .+\n){6})", result.stdout)
+    assert caught is not None, result.stdout
+    assert all(f"    {kind} in cell-" in caught[2] for kind in kinds)
+    assert len(re.findall(r"after \d+ s \(", caught[2])) == int(caught[1])
     # the stand-in CRM reported outcomes 20 s in, and the churn model learned them
     learned = re.search(r"churn model: (\d+) of the CRM's (\d+) outcomes learned", result.stdout)
     assert learned is not None and int(learned[2]) > 0 and int(learned[1]) > 0
