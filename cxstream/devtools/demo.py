@@ -294,6 +294,7 @@ class Catches:
         self.planned: list[Incident] = []
         self.caught: dict[int, tuple[float, str]] = {}  # planned index -> delay (s), how
         self._next_look = 0.0
+        self._overview: dict[str, Any] = {}
         self._http = httpx.Client(timeout=2.0)
 
     def add(self, incidents: list[Incident]) -> None:
@@ -314,6 +315,7 @@ class Catches:
         self.match(overview, waiting)
 
     def match(self, overview: dict[str, Any], waiting: list[int]) -> None:
+        self._overview = overview
         for i in waiting:
             found = _caught(self.planned[i], overview)
             if found is None:
@@ -344,6 +346,8 @@ class Catches:
                 )
             elif inc.start > utcnow():
                 why += ": it had not begun"
+            elif _open_before(inc, self._overview):
+                why += ": the cell's incident opened before it was still open"
             out.append(f"    {_named(inc):<{width}}  {why}")
         return out
 
@@ -369,6 +373,18 @@ def _caught(inc: Incident, overview: dict[str, Any]) -> tuple[datetime, str] | N
                 hits.append((at, "the subscriber's own alert"))
     hits = [(at, how) for at, how in hits if inc.start <= at <= inc.end + CAUGHT_SLACK]
     return min(hits) if hits else None
+
+
+def _open_before(inc: Incident, overview: dict[str, Any]) -> bool:
+    """Whether the cell had an incident opened before ``inc`` began and still open then (a cell
+    picked again while its earlier incident lasted: no new one opens)."""
+    for row in overview.get("incidents", []):
+        since, changed = _time(row.get("since")), _time(row.get("changed"))
+        if row.get("cell_id") != inc.cell_id or since is None or since >= inc.start:
+            continue
+        if row.get("state") != "cleared" or (changed is not None and changed >= inc.start):
+            return True
+    return False
 
 
 def _time(text: Any) -> datetime | None:

@@ -16,7 +16,15 @@ from cxstream.devtools.services import EmbeddedBroker
 from cxstream.errors import ServiceError
 from cxstream.settings import Settings
 
-__all__ = ["Generations"]
+__all__ = ["CARRIED_GAUGES", "Generations"]
+
+CARRIED_GAUGES = frozenset(
+    {"cxstream_churn_model_revision", "cxstream_churn_roc_auc", "cxstream_churn_log_loss"}
+)
+"""The churn model's figures: the model goes on in the next generation (its checkpoint is in
+Redis), but these are set again only once it learns there, which may be an hour away (the demo's
+CRM reports each customer once a round). Until then the summary would read revision 0 and a
+ROC AUC of 0."""
 
 
 class Generations:
@@ -51,6 +59,7 @@ class Generations:
         self._broker = broker
         self._say = say
         self._base: dict[str, float] = {}
+        self._carried: dict[str, float] = {}
         self._dashboard_port: int | None = None
         self.generation = 0
         self.current = self._start()
@@ -89,15 +98,30 @@ class Generations:
         return self.current.dashboard_url
 
     def counters(self, only: Sequence[str] | None = None) -> dict[str, float]:
-        """The current process's counters plus the earlier generations' totals."""
+        """The current process's counters plus the earlier generations' totals; the churn
+        model's gauges (:data:`CARRIED_GAUGES`) as the last generation that set them left them,
+        until this one sets them."""
         now = self.current.counters(only)
         for key, value in self._base.items():
             if key in now or only is None:
                 now[key] = now.get(key, 0.0) + value
+        for key, value in self._carried.items():
+            if not now.get(key) and (key in now or only is None):
+                now[key] = value
         return now
 
     def stop(self) -> None:
         self.current.stop()
+
+    def retire(self, final: dict[str, float]) -> None:
+        """Keep what a stopped generation's counters (its ``final`` read) add to the totals,
+        and its churn model's figures."""
+        for key, value in final.items():
+            name = key.split("{", 1)[0]
+            if name.endswith("_total"):
+                self._base[key] = self._base.get(key, 0.0) + value
+            elif name in CARRIED_GAUGES and value:
+                self._carried[key] = value
 
     def rotate(self, produced: int, receiver: WebhookReceiver, timeout_s: float = 60.0) -> bool:
         """Replace the broker (see the class's docstring) once everything produced is done;
@@ -132,9 +156,7 @@ class Generations:
         time.sleep(2 * self.settings.flow.snapshot_interval_s + 0.5)
         final = self.current.counters()
         self.current.stop()
-        for key, value in final.items():
-            if key.split("{", 1)[0].endswith("_total"):
-                self._base[key] = self._base.get(key, 0.0) + value
+        self.retire(final)
         self._broker.restart()
         ensure_topics(self.settings)
         if not self.settings.flow.inputs_from_start:

@@ -72,3 +72,20 @@ def test_an_incident_yet_to_begin_says_so():
     later = utcnow() + timedelta(hours=1)
     catches.add([Incident("gradual", "cell-0017", later, later + timedelta(minutes=5))])
     assert catches.lines()[1].endswith("not caught: it had not begun")
+
+
+def test_a_cell_picked_again_while_its_earlier_incident_is_open_says_so():
+    catches = Catches(lambda line: None, warmup_s=300)
+    t0 = catches.started = utcnow() - timedelta(seconds=900)
+    again = Incident(
+        "kpi_shift", "cell-0034", t0 + timedelta(seconds=516), t0 + timedelta(seconds=564)
+    )
+    catches.add([again])
+    earlier = {"cell_id": "cell-0034", "since": at(t0, 405), "cause": "kpi_anomaly"}
+    catches.match({"incidents": [{**earlier, "state": "updated", "changed": at(t0, 530)}]}, [0])
+    assert catches.lines()[1].endswith(
+        "not caught: the cell's incident opened before it was still open"
+    )
+    # cleared before the new one began: a plain miss
+    catches.match({"incidents": [{**earlier, "state": "cleared", "changed": at(t0, 470)}]}, [0])
+    assert catches.lines()[1].endswith("not caught")
