@@ -1,4 +1,4 @@
-"""The broker frozen for 12 seconds in the middle of a run (SIGSTOP: connections stay open and
+"""The broker frozen for 9 seconds in the middle of a run (SIGSTOP: connections stay open and
 nothing is answered, as a hung broker or a partition that drops packets does): the flow shows it
 in ``cxstream_kafka_input_silent_seconds`` (its own health cannot: the lag stands still), loses
 nothing, and reads on once the broker answers."""
@@ -19,7 +19,7 @@ from tests.faults.conftest import SECRET, ended, stream_in_real_time, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
-FREEZE_AT, FREEZE_S, RUN_S, RATE = 5.0, 12.0, 20.0, 300
+FREEZE_AT, FREEZE_S, RUN_S, RATE = 4.0, 9.0, 15.0, 300
 SILENT = "cxstream_kafka_input_silent_seconds"
 
 

@@ -335,7 +335,7 @@ def test_a_stalled_flow_is_reported_and_the_demo_fails(tmp_path):
             "cxstream",
             "demo",
             "--duration",
-            "30",
+            "20",
             "--rate",
             "400",
             "--subscribers",
