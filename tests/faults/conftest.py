@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import os
+import signal
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -85,6 +87,26 @@ def stream_in_real_time(
             producer.poll(0)
     producer.flush(30)
     return sent
+
+
+def freeze_then_thaw(
+    pid: int, at_s: float, for_s: float, read: Callable[[], dict[str, float]]
+) -> tuple[Callable[[float, int], None], dict[str, tuple[dict[str, float], int]]]:
+    """A ``before_each`` for :func:`stream_in_real_time` that freezes process ``pid`` (SIGSTOP:
+    it keeps its connections and answers nothing) ``at_s`` seconds in and thaws it ``for_s``
+    later, and the marks it leaves: ``frozen`` and ``back``, each ``read()`` (the flow's
+    counters) and the events sent at that moment."""
+    marks: dict[str, tuple[dict[str, float], int]] = {}
+
+    def before_each(elapsed: float, sent: int) -> None:
+        if "frozen" not in marks and elapsed >= at_s:
+            marks["frozen"] = (read(), sent)
+            os.kill(pid, signal.SIGSTOP)
+        if "frozen" in marks and "back" not in marks and elapsed >= at_s + for_s:
+            marks["back"] = (read(), sent)
+            os.kill(pid, signal.SIGCONT)
+
+    return before_each, marks
 
 
 def actions_on_topic(settings: Settings) -> dict[str, dict]:

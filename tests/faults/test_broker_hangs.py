@@ -15,7 +15,13 @@ from cxstream.devtools.flowprocess import FlowProcess
 from cxstream.devtools.services import EmbeddedBroker
 from cxstream.devtools.simulate import Simulator
 from cxstream.events import utcnow
-from tests.faults.conftest import SECRET, ended, stream_in_real_time, wait_until
+from tests.faults.conftest import (
+    SECRET,
+    ended,
+    freeze_then_thaw,
+    stream_in_real_time,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
@@ -34,24 +40,16 @@ def test_a_frozen_broker_is_seen_and_nothing_is_lost(live_settings, tmp_path):
         flow = FlowProcess(settings, tmp_path, SECRET)
         try:
             flow.wait_ready()
-            marks = {}
-
-            def freeze_then_thaw(elapsed, sent):
-                if "frozen" not in marks and elapsed >= FREEZE_AT:
-                    marks["frozen"] = flow.counters()
-                    os.kill(broker.proc.pid, signal.SIGSTOP)
-                if "frozen" in marks and "back" not in marks and elapsed >= FREEZE_AT + FREEZE_S:
-                    marks["back"] = flow.counters()  # the flow itself answers while frozen
-                    os.kill(broker.proc.pid, signal.SIGCONT)
-
-            sent = stream_in_real_time(settings, sim, utcnow(), RATE, RUN_S, freeze_then_thaw)
+            # the flow itself answers while the broker is frozen
+            freeze, marks = freeze_then_thaw(broker.proc.pid, FREEZE_AT, FREEZE_S, flow.counters)
+            sent = stream_in_real_time(settings, sim, utcnow(), RATE, RUN_S, freeze)
             wait_until(lambda: ended(flow.counters()) >= sent, 60, "every event")
             wait_until(lambda: flow.counters()[SILENT] < 2, 10, "the silence to end")
             end = flow.counters()
             assert flow.proc.poll() is None
         finally:
             flow.stop()
-        before, back = marks["frozen"], marks["back"]
+        (before, _), (back, _) = marks["frozen"], marks["back"]
         assert before[SILENT] < 2  # fetches are answered every half second
         assert back[SILENT] >= FREEZE_S - 3  # statistics come every second
         assert ended(back) - ended(before) < 0.1 * RATE * FREEZE_S  # nothing could be read

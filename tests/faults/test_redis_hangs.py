@@ -18,7 +18,13 @@ from cxstream.devtools.flowprocess import FlowProcess
 from cxstream.devtools.services import EmbeddedRedis
 from cxstream.devtools.simulate import Simulator
 from cxstream.events import utcnow
-from tests.faults.conftest import SECRET, ended, stream_in_real_time, wait_until
+from tests.faults.conftest import (
+    SECRET,
+    ended,
+    freeze_then_thaw,
+    stream_in_real_time,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
@@ -43,17 +49,8 @@ def test_a_frozen_redis_does_not_stall_the_flow(live_settings, tmp_path):
         try:
             flow.wait_ready()
             start = utcnow()
-            marks = {}
-
-            def freeze_then_thaw(elapsed, sent):
-                if "frozen" not in marks and elapsed >= FREEZE_AT:
-                    marks["frozen"] = (flow.counters(), sent)
-                    os.kill(server.proc.pid, signal.SIGSTOP)
-                if "frozen" in marks and "back" not in marks and elapsed >= FREEZE_AT + FREEZE_S:
-                    marks["back"] = (flow.counters(), sent)
-                    os.kill(server.proc.pid, signal.SIGCONT)
-
-            sent = stream_in_real_time(settings, sim, start, RATE, RUN_S, freeze_then_thaw)
+            freeze, marks = freeze_then_thaw(server.proc.pid, FREEZE_AT, FREEZE_S, flow.counters)
+            sent = stream_in_real_time(settings, sim, start, RATE, RUN_S, freeze)
             wait_until(lambda: ended(flow.counters()) >= sent, 60, "every event")
             end = flow.counters()
             assert flow.proc.poll() is None
