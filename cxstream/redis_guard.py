@@ -3,8 +3,8 @@
 A Redis server that is stopped refuses connections at once, but one that hangs (frozen, overloaded,
 behind a network partition that drops packets) lets every call wait its socket timeout, and
 redis-py's default retries wait that ten times over: about 26 s a call with the default 2 s
-timeout. The flow makes several calls a batch, so it stalled for as long as Redis hung, although
-it is built to go on without Redis (cached context marked stale, outreach held back and decided
+timeout. The flow makes several calls a batch, so it would stand still for as long as Redis
+hangs, although it is built to go on without Redis (cached context marked stale, outreach held back and decided
 again later).
 
 :class:`RedisBreaker` is shared by every connection to one server in a process. After a timeout,

@@ -202,7 +202,8 @@ def _story(
 
 
 KAFKA_SILENT_SHOWN_S = 10.0
-"""An input broker silent this long is shown: a consumer's fetch is answered every half second."""
+"""An input broker silent this long is shown: a consumer's fetch is answered at least every
+``fetch.wait.max.ms`` (250 ms at most as shipped)."""
 
 
 class _Health:

@@ -459,12 +459,9 @@ def _stream(
         sim.add_incidents(incidents)
         tick.catches.add(incidents)
         for inc in incidents:
-            where = f" for {inc.subscriber_id}" if inc.subscriber_id else ""
             offset = (inc.start - cycle_start).total_seconds()
             length = (inc.end - inc.start).total_seconds()
-            say(
-                f"incident planned: {inc.kind} in {inc.cell_id}{where} at +{offset:.0f}s for {length:.0f}s"
-            )
+            say(f"incident planned: {_named(inc)} at +{offset:.0f}s for {length:.0f}s")
         if options.truth_path is not None:
             with options.truth_path.open("ab") as truth:
                 truth.writelines(inc.to_json() + b"\n" for inc in incidents)
