@@ -50,6 +50,7 @@ from starlette.staticfiles import StaticFiles
 from cxstream.context import ContextStore
 from cxstream.dashboard.auth import ROLES, Identity, Sessions, Users, allowed
 from cxstream.dashboard.openapi import OPENAPI
+from cxstream.dashboard.peers import Peers, figures, worst
 from cxstream.dashboard.risk import RiskView
 from cxstream.dashboard.state import DashboardState
 from cxstream.errors import ServiceError
@@ -210,49 +211,59 @@ class _Health:
     """Events per second (over the last ``window_s``), lag, dead letters, webhook failures,
     whether the flow keeps up (``cxstream_flow_health``) and, once it is
     :data:`KAFKA_SILENT_SHOWN_S` or more, how long its input's broker has not answered
-    (``cxstream_kafka_input_silent_seconds``), from this process's registry."""
+    (``cxstream_kafka_input_silent_seconds``): this process's, and in a cluster (``peers``) the
+    whole cluster's: counts and lags summed, the worst state, the longest silence, and the
+    processes whose figures could not be read named (``unanswered``)."""
 
-    def __init__(self, window_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        window_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        peers: Peers | None = None,
+    ) -> None:
         self._window_s = window_s
         self._clock = clock
-        self._done: deque[tuple[float, float]] = deque()
+        self._peers = peers
+        self._done: dict[int, deque[tuple[float, float]]] = {}
 
     def read(self) -> dict[str, Any]:
-        values: dict[str, float] = {}
-        lag = silent = 0.0
-        state = "ok"
-        for family in REGISTRY.collect():
-            for sample in family.samples:
-                if sample.name == "cxstream_events_total":
-                    values[sample.labels["outcome"]] = sample.value
-                elif sample.name == "cxstream_webhook_deliveries_total":
-                    values[f"webhook_{sample.labels['outcome']}"] = sample.value
-                elif sample.name == "bytewax_kafka_consumer_lag":
-                    lag += sample.value
-                elif sample.name == "cxstream_flow_health" and sample.value == 1:
-                    state = sample.labels["cxstream_flow_health"]
-                elif sample.name == "cxstream_kafka_input_silent_seconds":
-                    silent = sample.value
-        rate = self._rate(values)
+        processes = {0: figures(REGISTRY.collect())}
+        unanswered: list[int] = []
+        if self._peers is not None:
+            fresh, unanswered = self._peers.read()
+            processes.update(fresh)
+        done: dict[str, float] = {}
+        for f in processes.values():
+            for outcome, value in f.done.items():
+                done[outcome] = done.get(outcome, 0.0) + value
+        rates = [r for i, f in processes.items() if (r := self._rate(f.done, i)) is not None]
+        silent = max(f.silent_s for f in processes.values())
         return {
-            "events_per_s": None if rate is None else round(rate, 1),
-            "processed": values.get("processed", 0.0),
-            "dead_letters": values.get("dead_letter", 0.0),
-            "webhook_delivered": values.get("webhook_delivered", 0.0),
-            "webhook_failed": values.get("webhook_failed", 0.0),
-            "lag": lag,
-            "state": state,
+            "events_per_s": round(sum(rates), 1) if rates else None,
+            "processed": done.get("processed", 0.0),
+            "dead_letters": done.get("dead_letter", 0.0),
+            "webhook_delivered": done.get("webhook_delivered", 0.0),
+            "webhook_failed": done.get("webhook_failed", 0.0),
+            "lag": sum(f.lag for f in processes.values()),
+            "state": worst(f.state for f in processes.values()),
             "kafka_silent_s": round(silent) if silent >= KAFKA_SILENT_SHOWN_S else None,
+            "processes": 1 if self._peers is None else self._peers.processes,
+            "unanswered": unanswered,
         }
 
-    def _rate(self, values: dict[str, float]) -> float | None:
-        """Events done per second over the last window: a rolling rate, steady between polls
-        (None at the first read, which has nothing to compare with)."""
+    def _rate(self, values: dict[str, float], process: int = 0) -> float | None:
+        """Events one process did per second over the last window: a rolling rate, steady
+        between polls (None at its first read, which has nothing to compare with, and after its
+        counters went back, as when it restarted)."""
         now = self._clock()
-        self._done.append((now, values.get("processed", 0.0) + values.get("dead_letter", 0.0)))
-        while len(self._done) > 2 and now - self._done[1][0] >= self._window_s:
-            self._done.popleft()
-        (t0, first), (t1, last) = self._done[0], self._done[-1]
+        total = values.get("processed", 0.0) + values.get("dead_letter", 0.0)
+        done = self._done.setdefault(process, deque())
+        if done and total < done[-1][1]:
+            done.clear()
+        done.append((now, total))
+        while len(done) > 2 and now - done[1][0] >= self._window_s:
+            done.popleft()
+        (t0, first), (t1, last) = done[0], done[-1]
         return (last - first) / (t1 - t0) if t1 > t0 else None
 
 
@@ -297,11 +308,13 @@ def create_app(
     sessions: Sessions | None = None,
     proxy_user_header: str | None = None,
     proxy_role_header: str | None = None,
+    peers: Peers | None = None,
 ) -> Starlette:
     """Build the app; ``publish`` sends acknowledgements to Kafka; with ``pseudonyms`` (privacy
     settings) a subscriber id typed by an agent is looked up by its pseudonym; ``risk`` gives
-    churn probabilities and values (without it, value at risk is not shown)."""
-    health = _Health()
+    churn probabilities and values (without it, value at risk is not shown); ``peers``, the other
+    processes of a cluster, whose figures join this one's in the health line."""
+    health = _Health(peers=peers)
 
     def known_as(sid: str) -> str:
         return pseudonyms(sid) if pseudonyms is not None else sid

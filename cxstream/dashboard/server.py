@@ -18,6 +18,7 @@ from cxstream.context import ContextStore
 from cxstream.dashboard.app import Publish, create_app
 from cxstream.dashboard.auth import Sessions, Users
 from cxstream.dashboard.feed import KafkaFeed
+from cxstream.dashboard.peers import Peers
 from cxstream.dashboard.risk import RiskView
 from cxstream.dashboard.state import DashboardState
 from cxstream.errors import ServiceError
@@ -36,11 +37,14 @@ class Dashboard:
     state: DashboardState
     server: uvicorn.Server
     feed: KafkaFeed
+    peers: Peers | None = None
 
     def stop(self) -> None:
-        """Stop serving and consuming."""
+        """Stop serving, consuming and reading the other processes' figures."""
         self.server.should_exit = True
         self.feed.stop()
+        if self.peers is not None:
+            self.peers.stop()
 
 
 def kafka_publisher(producer: Producer, timeout_s: float = 10.0) -> Publish:
@@ -68,8 +72,11 @@ def kafka_publisher(producer: Producer, timeout_s: float = 10.0) -> Publish:
     return publish
 
 
-def start_dashboard(settings: Settings, context: ContextStore | None) -> Dashboard:
-    """Serve the dashboard on ``dashboard.host:port``; returns where (with the token, if any)."""
+def start_dashboard(
+    settings: Settings, context: ContextStore | None, peers: Peers | None = None
+) -> Dashboard:
+    """Serve the dashboard on ``dashboard.host:port``; returns where (with the token, if any).
+    In a cluster, ``peers`` reads the other processes' health figures (started here)."""
     d = settings.dashboard
     token: str | None = None
     users = Users.load(d.users_file) if d.auth and d.users_file is not None else None
@@ -110,6 +117,7 @@ def start_dashboard(settings: Settings, context: ContextStore | None) -> Dashboa
         sessions=Sessions(secret, hours=d.session_hours),
         proxy_user_header=d.proxy_user_header if d.auth else None,
         proxy_role_header=d.proxy_role_header if d.auth else None,
+        peers=peers.start() if peers is not None else None,
     )
     server = uvicorn.Server(
         uvicorn.Config(app, host=d.host, port=d.port, log_level="warning", access_log=False)
@@ -123,4 +131,4 @@ def start_dashboard(settings: Settings, context: ContextStore | None) -> Dashboa
     # a configured token is the operator's secret: never shown; a generated one must be, once
     shown = token if token and d.token is None else None
     url = f"http://{host}:{d.port}/" + (f"?token={shown}" if shown else "")
-    return Dashboard(url, state, server, feed)
+    return Dashboard(url, state, server, feed, peers)

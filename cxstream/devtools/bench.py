@@ -54,7 +54,7 @@ from cxstream.devtools.probes import (
     read_latencies,
     summary_time,
 )
-from cxstream.devtools.services import embedded_services, free_port
+from cxstream.devtools.services import embedded_services, free_port, free_ports
 from cxstream.devtools.simulate import Simulator, plan_incidents
 from cxstream.devtools.state_probe import probe_state
 from cxstream.events import Channel, ConsentStatus, utcnow
@@ -363,8 +363,16 @@ def _start_flows(
     if workers == 1:
         return [FlowProcess(settings, _mkdir(tmp / "p0"), secret, cpus=cpus(0))]
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(workers))
+    base = free_ports(workers)
     return [
-        FlowProcess(settings, _mkdir(tmp / f"p{i}"), secret, cluster=(i, addresses), cpus=cpus(i))
+        FlowProcess(
+            settings,
+            _mkdir(tmp / f"p{i}"),
+            secret,
+            cluster=(i, addresses),
+            metrics_base=base,
+            cpus=cpus(i),
+        )
         for i in range(workers)
     ]
 

@@ -121,11 +121,14 @@ class FlowProcess:
         dashboard_port: int | None = None,
         *,
         cluster: tuple[int, str] | None = None,
+        metrics_base: int | None = None,
         cpus: set[int] | None = None,
         dashboard_users: Path | None = None,
     ) -> None:
-        self.port = free_port()
         process_id = cluster[0] if cluster is not None else 0
+        # a cluster's processes serve metrics on one base port plus their id, where process 0's
+        # dashboard reads the others' (``metrics_base``: see services.free_ports)
+        self.port = free_port() if metrics_base is None else metrics_base + process_id
         self.hold_s = settings.cells.hold_s
         config = workdir / "cxstream.yaml"
         _flow_config(settings, config)

@@ -29,6 +29,7 @@ __all__ = [
     "Services",
     "embedded_services",
     "free_port",
+    "free_ports",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,25 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_ports(count: int, attempts: int = 50) -> int:
+    """The first of ``count`` consecutive TCP ports on 127.0.0.1 that are free right now (a
+    cluster's processes serve metrics on a base port plus their id)."""
+    for _ in range(attempts):
+        base = free_port()
+        if base + count > 65_536:
+            continue
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in range(base, base + count):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    msg = f"no {count} consecutive free ports found in {attempts} attempts"
+    raise ServiceError(msg)
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout_s: float) -> None:

@@ -142,9 +142,19 @@ def run_flow(
     flow = build_flow(settings, pipeline, kafka_io(settings, pipeline))
     dashboard = None
     if settings.dashboard.enabled and (process_id or 0) == 0:
+        from cxstream.dashboard.peers import Peers, peer_urls
         from cxstream.dashboard.server import start_dashboard
 
-        dashboard = start_dashboard(settings, pipeline.context)
+        peers = None
+        if addresses is not None and len(addresses) > 1:
+            f = settings.flow
+            urls = peer_urls(addresses, 0, f.metrics_port, per_process=f.metrics_port_per_process)
+            if not urls:
+                log.warning(
+                    "flow.metrics_port is 0: the dashboard's health line shows process 0 only"
+                )
+            peers = Peers(len(addresses), urls)
+        dashboard = start_dashboard(settings, pipeline.context, peers)
         # the log never carries the token; a generated one is shown once, on the terminal
         log.info("dashboard at %s", dashboard.url.split("?", 1)[0])
         print(f"dashboard: {dashboard.url}", flush=True)

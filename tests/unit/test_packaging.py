@@ -220,6 +220,8 @@ def test_kubernetes_network_policy_admits_each_port_only_from_whom_it_serves():
     assert cluster["from"] == [{"podSelector": {"matchLabels": labels}}]
     (metrics,) = [rule for rule in rules if _admits(rule, "metrics")]
     assert metrics["from"], "metrics open to every pod"
+    # ... and to the other cxstream pods: process 0's dashboard reads their figures
+    assert {"podSelector": {"matchLabels": labels}} in metrics["from"]
 
 
 def test_prometheus_operator_resources_scrape_the_pods_and_carry_the_alerting_rules():

@@ -61,7 +61,11 @@ function renderHealth(h, disabled) {
   const silent = h.kafka_silent_s
     ? `<span class="flow-stalled" title="the broker leading the flow's input has not answered its consumer: the figures stand still">Kafka <b>not answering</b> <small>(${h.kafka_silent_s} s)</small></span>`
     : "";
-  $("#health").innerHTML = `${state}${silent}${gone}<span><b>${h.events_per_s == null ? "…" : Math.round(h.events_per_s)}</b> events/s <small>(10 s)</small></span><span>lag <b>${h.lag}</b> events</span>
+  const missing = h.unanswered && h.unanswered.length
+    ? `<span class="flow-stalled" title="their metrics could not be read: the figures are the other processes' only">process${h.unanswered.length > 1 ? "es" : ""} <b>${h.unanswered.map(esc).join(", ")}</b> not answering</span>`
+    : "";
+  const over = h.processes > 1 ? `, ${h.processes} processes` : "";
+  $("#health").innerHTML = `${state}${silent}${missing}${gone}<span><b>${h.events_per_s == null ? "…" : Math.round(h.events_per_s)}</b> events/s <small>(10 s${over})</small></span><span>lag <b>${h.lag}</b> events</span>
     <span>dead letters <b>${h.dead_letters}</b> events</span><span>webhooks <b>${h.webhook_delivered}</b> ok / <b>${h.webhook_failed}</b> failed</span>`;
 }
 
