@@ -24,7 +24,11 @@ from redis.exceptions import RedisClusterException
 from cxstream.actions.store import ClaimStore
 from cxstream.actions.webhook import CircuitBreaker, WebhookSender
 from cxstream.errors import ConfigError, ServiceError
-from cxstream.redis_guard import guarded_connection_options
+from cxstream.redis_guard import (
+    GuardedCluster,
+    guarded_cluster_options,
+    guarded_connection_options,
+)
 from cxstream.settings import Settings
 
 __all__ = [
@@ -45,7 +49,7 @@ def context_client(settings: Settings) -> redis.Redis | RedisCluster:
         return redis_client(settings, r.context_url)
     url, timeouts = _connection(settings, r.context_url)
     try:
-        return RedisCluster.from_url(url, **timeouts)
+        return GuardedCluster.from_url(url, **timeouts, **guarded_cluster_options(url))
     except (redis.RedisError, RedisClusterException) as exc:
         msg = f"cannot reach the Redis Cluster of redis.context_url: {exc}"
         raise ServiceError(msg) from exc

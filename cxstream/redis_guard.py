@@ -16,6 +16,10 @@ reply, an error reply too, closes the breaker. A connection reset on an idle poo
 (a restarted server) does not open it: redis-py reconnects once, and only if that fails is the
 server taken as down.
 
+A Redis Cluster client (:class:`GuardedCluster`, :func:`guarded_cluster_options`) has a breaker
+per node, keyed by the node's own address, and retries a command twice instead of redis-py's ten
+times (each of which would wait a socket timeout on a frozen node again).
+
 >>> t = [0.0]
 >>> b = RedisBreaker(clock=lambda: t[0])
 >>> b.failed(); b.open
@@ -37,14 +41,24 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from cxstream.breaker import CircuitBreaker
 from cxstream.errors import ServiceError
 from cxstream.metrics import REDIS_UNANSWERED
 
-__all__ = ["RedisBreaker", "RedisUnanswered", "guarded_connection_options"]
+__all__ = [
+    "CLUSTER_RETRIES",
+    "GuardedCluster",
+    "RedisBreaker",
+    "RedisClusterUnanswered",
+    "RedisUnanswered",
+    "guarded_cluster_options",
+    "guarded_connection_options",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +69,12 @@ MAX_WAIT_S = 8.0
 class RedisUnanswered(ServiceError, redis.ConnectionError):
     """Raised at once, without a network call, while the server is taken as down (a
     ``redis.ConnectionError``, so callers handle it as any outage)."""
+
+
+class RedisClusterUnanswered(ServiceError, redis.ConnectionError):
+    """A Redis Cluster command failed at the cluster's level (no node could be reached, a slot no
+    node serves): redis-py raises those as ``RedisClusterException``, which is not a
+    ``redis.RedisError``; this one is, so callers handle it as any outage."""
 
 
 class RedisBreaker(CircuitBreaker):
@@ -118,35 +138,56 @@ class _Guarded:
 
     breaker: RedisBreaker
 
+    def _guard(self) -> RedisBreaker:
+        return self.breaker
+
     def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
-        self.breaker.check()
+        self._guard().check()
         try:
             super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
         except RedisUnanswered:
             raise
         except (redis.ConnectionError, redis.TimeoutError):
-            self.breaker.failed()
+            self._guard().failed()
             raise
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        self.breaker.check()
+        self._guard().check()
         try:
             super().send_packed_command(command, check_health)  # type: ignore[misc]
         except redis.TimeoutError:
-            self.breaker.failed()
+            self._guard().failed()
             raise
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
             response = super().read_response(*args, **kwargs)  # type: ignore[misc]
         except redis.TimeoutError:
-            self.breaker.failed()
+            self._guard().failed()
             raise
         except redis.ResponseError:
-            self.breaker.answered()
+            self._guard().answered()
             raise
-        self.breaker.answered()
+        self._guard().answered()
         return response
+
+
+class _GuardedNode(_Guarded):
+    """A connection guarded by the breaker of the server it connects to (its own host and
+    port): a Redis Cluster client makes one connection pool per node from one connection
+    class, and a node that hangs must not take the others down with it."""
+
+    scheme: str
+    host: str
+    port: int
+
+    def _guard(self) -> RedisBreaker:
+        breaker: RedisBreaker | None = self.__dict__.get("_node_breaker")
+        if breaker is None:
+            breaker = self.__dict__["_node_breaker"] = _breaker(
+                f"{self.scheme}://{self.host}:{self.port}"
+            )
+        return breaker
 
 
 _BASES: dict[str, type[Connection]] = {
@@ -166,11 +207,58 @@ def guarded_connection_options(url: str) -> dict[str, Any]:
     scheme, _, rest = url.partition("://")
     base = _BASES.get(scheme.lower(), Connection)
     server = rest.rpartition("@")[2].split("/", 1)[0].split("?", 1)[0] or rest
-    where = f"{scheme}://{server}"
+    breaker = _breaker(f"{scheme}://{server}")
+    breaker.answered()
+    guarded = type(f"Guarded{base.__name__}", (_Guarded, base), {"breaker": breaker})
+    return {"connection_class": guarded, "retry": Retry(NoBackoff(), 1)}
+
+
+CLUSTER_RETRIES = 2
+"""A Redis Cluster client's retries of a command, each after a topology refresh (enough for a
+slot that moved, or a replica promoted, to be found), instead of redis-py's ten with backoff."""
+
+
+def guarded_cluster_options(url: str) -> dict[str, Any]:
+    """Keyword arguments for ``RedisCluster.from_url(url, ...)``: every node's connections
+    guarded by that node's breaker, and :data:`CLUSTER_RETRIES` retries without backoff. Without
+    them one frozen node held a lookup of keys spread over the cluster for more than five
+    minutes: each of redis-py's retries waited a socket timeout on it again."""
+    scheme = url.partition("://")[0].lower()
+    base = _BASES.get(scheme, Connection)
+    guarded = type(f"GuardedNode{base.__name__}", (_GuardedNode, base), {"scheme": scheme})
+    return {"connection_class": guarded, "retry": Retry(NoBackoff(), CLUSTER_RETRIES)}
+
+
+class GuardedCluster(RedisCluster):
+    """A Redis Cluster client whose cluster-level failures are :class:`RedisClusterUnanswered`
+    (a ``redis.ConnectionError``), its pipelines' too: with every node down, redis-py raised
+    ``RedisClusterUnreachableError``, which no ``except redis.RedisError`` catches. Build it with
+    :func:`guarded_cluster_options`."""
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except RedisClusterException as exc:
+            raise RedisClusterUnanswered(str(exc)) from exc
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)  # type: ignore[no-untyped-call]
+        execute = pipe.execute
+
+        def translated(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return execute(*args, **kwargs)
+            except RedisClusterException as exc:
+                raise RedisClusterUnanswered(str(exc)) from exc
+
+        pipe.execute = translated
+        return pipe
+
+
+def _breaker(where: str) -> RedisBreaker:
+    """The breaker of the server at ``where`` (scheme://host:port), shared in this process."""
     with _breakers_lock:
         breaker = _breakers.get(where)
         if breaker is None:
             breaker = _breakers[where] = RedisBreaker(name=f"Redis at {where}")
-        breaker.answered()
-    guarded = type(f"Guarded{base.__name__}", (_Guarded, base), {"breaker": breaker})
-    return {"connection_class": guarded, "retry": Retry(NoBackoff(), 1)}
+        return breaker

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -50,9 +51,10 @@ def redis_conn(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[str]:
-    """A three-node Redis Cluster (no replicas) from redis-server and redis-cli on PATH; its URL."""
+@contextlib.contextmanager
+def redis_cluster_nodes() -> Iterator[tuple[str, list[EmbeddedRedis]]]:
+    """A three-node Redis Cluster (no replicas) from redis-server and redis-cli on PATH: its URL
+    and its nodes, stopped at the end."""
     nodes = [
         EmbeddedRedis(
             args=(
@@ -77,16 +79,25 @@ def redis_cluster() -> Iterator[str]:
             capture_output=True,
             timeout=60,
         )
-        probe = redis.Redis(port=nodes[0].port)
         deadline = time.monotonic() + 30
-        while probe.cluster("info").get("cluster_state") != "ok":
-            if time.monotonic() > deadline:
-                pytest.fail("the test Redis Cluster did not become ready")
-            time.sleep(0.1)
-        yield nodes[0].url.removesuffix("/0")
+        for node in nodes:  # every node agrees, not only the one a client asks first
+            probe = redis.Redis(port=node.port)
+            while probe.cluster("info").get("cluster_state") != "ok":
+                if time.monotonic() > deadline:
+                    pytest.fail("the test Redis Cluster did not become ready")
+                time.sleep(0.1)
+            probe.close()
+        yield nodes[0].url.removesuffix("/0"), nodes
     finally:
         for node in nodes:
             node.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[str]:
+    """A three-node Redis Cluster for this test session; its URL."""
+    with redis_cluster_nodes() as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="session")

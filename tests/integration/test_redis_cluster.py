@@ -111,3 +111,53 @@ def test_the_dataflow_enriches_from_a_cluster(live_settings, redis_cluster, tmp_
     assert counters.get("cxstream_enrichment_lookups_total{result=absent}", 0) == 0
     assert counters.get("cxstream_enrichment_lookups_total{result=stale}", 0) == 0
     client.close()
+
+
+def test_a_node_that_hangs_costs_one_timeout_and_a_cluster_down_is_an_outage():
+    # An own cluster: its nodes are frozen and stopped here. Before the guard, one frozen node
+    # held this lookup for more than five minutes (redis-py's cluster client retried it ten
+    # times, each waiting a timeout), and with every node down it raised an exception that is
+    # not a redis.RedisError, which no step catches.
+    import os
+    import signal
+
+    import redis
+
+    from tests.conftest import redis_cluster_nodes
+
+    with redis_cluster_nodes() as (url, nodes):
+        settings = load_settings(
+            overrides={
+                "redis": {
+                    "url": "redis://127.0.0.1:1/0",
+                    "context_url": url,
+                    "context_cluster": True,
+                    "socket_timeout_s": 0.5,
+                }
+            }
+        )
+        store = ContextStore(context_client(settings), prefix="cxhang", max_entries=0)
+        store.put_many([CustomerContext(subscriber_id=f"s{i}") for i in range(300)])
+        ids = [f"s{i}" for i in range(300)]
+        os.kill(nodes[2].proc.pid, signal.SIGSTOP)
+        try:
+            took = []
+            for _ in range(3):
+                t0 = time.monotonic()
+                found = store.get_many(ids)
+                took.append(time.monotonic() - t0)
+                assert all(found[i].stale and found[i].customer is None for i in ids)
+        finally:
+            os.kill(nodes[2].proc.pid, signal.SIGCONT)
+        assert took[0] < 3.0, took  # one socket timeout (0.5 s), not one per retry
+        assert max(took[1:]) < 0.5, took  # then at once, while the node is taken as down
+        deadline = time.monotonic() + 15
+        while any(v.stale for v in store.get_many(ids).values()):  # tried again within 8 s
+            assert time.monotonic() < deadline, "the thawed node was not read again"
+            time.sleep(0.2)
+        for node in nodes:
+            node.stop()
+        found = store.get_many(ids)
+        assert all(found[i].stale for i in ids)
+        with pytest.raises(redis.ConnectionError):  # what every caller handles as an outage
+            store.put_many([CustomerContext(subscriber_id="s1")])
