@@ -31,6 +31,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from prometheus_client.metrics_core import Metric
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 MAX_PAGE_BYTES = 4 << 20
 """A process's metrics page is a few tens of kB; more than this is not read."""
+
+_MAX_THREADS = 16  # peers read at the same time
 
 _STATES = ("ok", "lagging", "stalled")  # cxstream.health.FlowHealth, from best to worst
 
@@ -149,22 +152,33 @@ class Peers:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def poll(self) -> None:
-        """Read every peer's page once."""
-        for i, url in self.urls.items():
-            try:
-                read = figures(text_string_to_metric_families(self._fetch(url, self._timeout_s)))
-            except Exception as exc:  # a peer down, or answering garbage, is a state
-                if i not in self._failed:
-                    log.warning("process %d's metrics (%s) not read: %s", i, url, exc)
-                    self._failed.add(i)
-                continue
-            if i in self._failed:
-                log.info("process %d's metrics read again", i)
-                self._failed.discard(i)
-            with self._lock:
-                self._read[i] = (self._clock(), read)
+        """Read every peer's page once, all at the same time: peers that hang cost one
+        ``timeout_s`` together, and the others' figures stay fresh meanwhile."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=min(_MAX_THREADS, max(1, len(self.urls))),
+                thread_name_prefix="dashboard-peer",
+            )
+        for _ in self._pool.map(self._read_one, self.urls.items()):
+            pass
+
+    def _read_one(self, peer: tuple[int, str]) -> None:
+        i, url = peer
+        try:
+            read = figures(text_string_to_metric_families(self._fetch(url, self._timeout_s)))
+        except Exception as exc:  # a peer down, or answering garbage, is a state
+            if i not in self._failed:
+                log.warning("process %d's metrics (%s) not read: %s", i, url, exc)
+                self._failed.add(i)
+            return
+        if i in self._failed:
+            log.info("process %d's metrics read again", i)
+            self._failed.discard(i)
+        with self._lock:
+            self._read[i] = (self._clock(), read)
 
     def read(self) -> tuple[dict[int, Figures], list[int]]:
         """The peers' latest figures (those read within ``stale_s``) and the ids of the others."""
@@ -181,7 +195,9 @@ class Peers:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self._timeout_s * max(1, len(self.urls)) + 1)
+            self._thread.join(timeout=self._timeout_s + 1)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -142,3 +142,23 @@ def test_a_process_alone_has_no_peers():
     health = _Health()
     line = health.read()
     assert (line["processes"], line["unanswered"]) == (1, [])
+
+
+def test_peers_are_read_at_the_same_time_so_one_that_hangs_does_not_hold_the_others():
+    import threading
+
+    asked = {1: threading.Event(), 2: threading.Event()}
+
+    def fetch(url: str, timeout_s: float) -> str:
+        me = 1 if "p1" in url else 2
+        asked[me].set()
+        # each answers only once the other was asked: read one after the other, neither would
+        if not asked[3 - me].wait(5.0):
+            raise TimeoutError
+        return page(10.0)
+
+    p = Peers(3, {1: "http://p1/metrics", 2: "http://p2/metrics"}, fetch=fetch)
+    p.poll()
+    fresh, unanswered = p.read()
+    assert set(fresh) == {1, 2} and unanswered == []
+    p.stop()
