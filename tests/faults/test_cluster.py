@@ -1,5 +1,6 @@
 """A two-process Bytewax cluster, as deploy/k8s runs three: the input's partitions are shared
-between the processes, every event is processed once, and the dashboard (served by process 0)
+between the processes, every event is processed once, a cell whose subscribers' events arrive at
+both processes is judged in one place (one incident), and the dashboard (served by process 0)
 shows the whole cluster's figures, naming a process whose figures it cannot read."""
 
 from __future__ import annotations
@@ -12,13 +13,10 @@ import pytest
 
 from cxstream.devtools.flowprocess import FlowProcess, stop_all
 from cxstream.devtools.services import free_port, free_ports
-from cxstream.devtools.simulate import Simulator
-from cxstream.events import utcnow
-from tests.faults.conftest import SECRET, ended, stream_in_real_time, wait_until
+from tests.faults.conftest import SECRET, ended, outage_stream, wait_until
+from tests.integration.kafka_helpers import produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
-
-RATE, RUN_S = 300, 5.0
 
 
 def test_a_cluster_shares_the_input_and_its_dashboard_shows_every_process(live_settings, tmp_path):
@@ -38,14 +36,25 @@ def test_a_cluster_shares_the_input_and_its_dashboard_shows_every_process(live_s
         for flow in flows:
             flow.wait_ready()
 
-        def health():
-            return httpx.get(f"{first.dashboard_url}api/overview", timeout=5).json()["health"]
+        def overview():
+            return httpx.get(f"{first.dashboard_url}api/overview", timeout=5).json()
 
-        sim = Simulator(200, 6, seed=61)
-        sent = stream_in_real_time(live_settings, sim, utcnow(), RATE, RUN_S, lambda *_: None)
+        def health():
+            return overview()["health"]
+
+        _, _, records = outage_stream(live_settings, 67, 15_000, outage_s=(5, 25))
+        produce(live_settings, live_settings.kafka.topics.qos, records)
+        sent = len(records)
         wait_until(lambda: sum(ended(f.counters()) for f in flows) >= sent, 60, "every event")
         counts = [ended(f.counters()) for f in flows]
         assert sum(counts) == sent and min(counts) > 0, counts  # each read its partition
+        # the failed cell's subscribers send to both partitions; its events meet in one place
+        opened = wait_until(
+            lambda: [i for i in overview()["incidents"] if i["cell_id"] == "cell-0003"],
+            30,
+            "the outage's incident",
+        )
+        assert len(opened) == 1, opened
         line = wait_until(
             lambda: (h := health())["processed"] + h["dead_letters"] == sent and h, 10, "the sum"
         )
