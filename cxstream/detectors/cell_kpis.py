@@ -31,7 +31,9 @@ direction beyond ``persist_z`` robust deviations of its baseline (the median of 
 interval is not an incident). It then stays anomalous while the KPI remains that far on the bad
 side, for at most ``max_anomaly_s``: the detector itself learns a new level within minutes, the
 episode must not end with it. After the longest episode the level is taken as the cell's new
-normal.
+normal. Until the detector scores (its first points), an interval without any event in a cell
+busy enough that the silence is news by its baseline alone starts an anomaly of the volume too
+(:meth:`CellKpis._silence`): a cell that goes dark in its first minutes is seen.
 
 A slow drift of quality (experience, loss) hides from any detector that adapts: each interval
 looks like the last. So those two KPIs also keep a one-sided CUSUM (Page, 1954)
@@ -72,7 +74,7 @@ from typing import Literal
 
 from cxstream.detectors.series import AlertGate, ContextLikelihoodDetector, ew_moments
 
-__all__ = ["KPIS", "CellKpis", "KpiAnomaly", "KpiSettings", "median"]
+__all__ = ["KPIS", "SILENCE_CHANCE", "CellKpis", "KpiAnomaly", "KpiSettings", "median"]
 
 Direction = Literal["down", "up"]
 
@@ -88,6 +90,10 @@ KPIS: dict[str, Direction] = {
     "active": "down",
 }
 """Each KPI, and the direction in which it is bad."""
+
+SILENCE_CHANCE = 1e-4
+"""The chance at which a confirmed silence is news without the detector: the one-in-10,000
+stretch its threshold (0.5) stands for."""
 
 _MAD_TO_SD = 1.4826  # a normal distribution's standard deviation per median absolute deviation
 _DAY = 86_400.0
@@ -281,6 +287,19 @@ class CellKpis:
                     new.append(found)
         return new
 
+    def _silence(self, volume: float, base: float, limit: float) -> bool:
+        """Whether an interval without any event is news by the baseline alone, while the
+        series detector cannot score yet (its first ``window_min`` points; after them it judges
+        silence too, and learns from its contexts a silence that comes every night, as where a
+        capacity cell is switched off to save energy). The cell usually carries ``base`` events
+        an interval (the median): were its events a Poisson stream, an empty interval and the
+        ``confirm`` empty ones that must follow it would have a chance of
+        ``exp(-base * (confirm + 1))``. News where that is at most :data:`SILENCE_CHANCE`, and
+        where no event at all also lies ``persist_z`` robust deviations below the baseline (a
+        cell whose counts swing that far is left to the detector)."""
+        confirmed = self.settings.confirm + 1
+        return volume == 0.0 and volume < limit and base * confirmed >= -math.log(SILENCE_CHANCE)
+
     def _load_rising(self, volume: float) -> bool:
         """Learn this interval's ``volume`` into the load's slow reference; whether it lies above
         the reference by more than the drift rule's allowance (``drift_k`` deviations, at least
@@ -341,7 +360,9 @@ class CellKpis:
         base, spread = k.baseline() if ready else (value, 0.0)
         limit = base - s.persist_z * spread if k.bad == "down" else base + s.persist_z * spread
         bad = ready and novel and k.worse(value, limit)
-        if k.gate.decide(score if bad else 0.0, end):
+        alert = k.gate.decide(score if bad else 0.0, end)
+        silent = ready and k.name == "volume" and not k.detector.scoring
+        if alert or (silent and self._silence(value, base, limit)):
             k.limit = limit
             k.pending, k.held = (end, value, base, score), [value]
             return self._confirmed(k, score)

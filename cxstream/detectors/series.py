@@ -818,6 +818,12 @@ class ContextLikelihoodDetector(base.AnomalyDetector):
         """Score ``value`` (at epoch seconds ``t``), then learn it; the fast path for streams."""
         return self.update_novel(value, t)[0]
 
+    @property
+    def scoring(self) -> bool:
+        """Whether a point can score above 0 yet: the recent window holds ``window_min`` points
+        (before, every score is 0)."""
+        return len(self._win) >= self.window_min
+
     def update_novel(self, value: float, t: float | None = None) -> tuple[float, bool]:
         """:meth:`update`, and whether the point is news: a new extreme, or a stretch of surprise
         at least ``repeat_share`` of the largest recent one (see the module docstring)."""

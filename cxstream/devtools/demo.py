@@ -35,6 +35,7 @@ from confluent_kafka import Producer
 from cxstream.actions.receiver import WebhookReceiver
 from cxstream.clients import context_client, ensure_topics
 from cxstream.context import ContextStore
+from cxstream.detectors.series import ContextLikelihoodDetector
 from cxstream.devtools.flowprocess import DemoSummary, Flow, summarize
 from cxstream.devtools.generations import Generations
 from cxstream.devtools.producer import produce_events
@@ -42,7 +43,7 @@ from cxstream.devtools.services import embedded_services
 from cxstream.devtools.simulate import Incident, Simulator, churn_probability, plan_incidents
 from cxstream.events import Channel, ConsentStatus, CustomerContext, utcnow
 from cxstream.health import FlowHealth, LagWatch
-from cxstream.settings import Settings
+from cxstream.settings import KpiSettingsModel, Settings
 
 __all__ = ["Catches", "DemoOptions", "run_demo", "summary_json", "summary_lines"]
 
@@ -173,8 +174,7 @@ def run_demo(
                 say(f"dashboard: {flow.dashboard_url}")
                 say(f"webhook receiver (stands in for marketing) at {receiver.url}")
                 watch = LagWatch(options.lag_alert_s, options.lag_alert_events)
-                kpis = live.cells.kpis
-                catches = Catches(say, kpis.baseline * kpis.interval_s)
+                catches = Catches(say, kpi_warmup(live.cells.kpis))
                 tick = _Report(say, progress, watch, observe, catches)
                 crm = _Crm(sim, profiles, live, random.Random(options.seed))
                 produced = _stream(live, sim, options, flow, receiver, tick, stop, crm)
@@ -283,11 +283,11 @@ class Catches:
     degradation alert (not one an incident explains) in that time. Each catch is said once,
     with its delay; :meth:`lines` ends the summary with every planned incident.
 
-    ``warmup_s``: the traffic a cell's KPI series needs before it scores (``cells.kpis.baseline``
-    intervals), which a mild shift or a silent cell planned earlier than that cannot be seen by.
+    ``warmup_s``: by kind, the traffic a cell's KPI series needs before it can see such an
+    incident (:func:`kpi_warmup`); one planned earlier than that cannot be seen.
     """
 
-    def __init__(self, say: Callable[[str], None], warmup_s: float) -> None:
+    def __init__(self, say: Callable[[str], None], warmup_s: dict[str, float]) -> None:
         self._say = say
         self._warmup_s = warmup_s
         self.started = utcnow()
@@ -339,10 +339,11 @@ class Catches:
                 continue
             began = (inc.start - self.started).total_seconds()
             why = "not caught"
-            if inc.kind in ("kpi_shift", "silent_outage") and began < self._warmup_s:
+            warmup = self._warmup_s.get(inc.kind, 0.0)
+            if began < warmup:
                 why += (
                     f": it began {max(began, 0):.0f} s into the run, before the cell's KPI "
-                    f"series had its first {self._warmup_s:.0f} s of traffic"
+                    f"series had its first {warmup:.0f} s of traffic"
                 )
             elif inc.start > utcnow():
                 why += ": it had not begun"
@@ -350,6 +351,18 @@ class Catches:
                 why += ": the cell's incident opened before it was still open"
             out.append(f"    {_named(inc):<{width}}  {why}")
         return out
+
+
+def kpi_warmup(kpis: KpiSettingsModel) -> dict[str, float]:
+    """The traffic, in seconds, a cell's KPI series needs before it can see a mild shift (the
+    series detector's first ``window_min`` points, and a baseline) or a silent cell (a baseline
+    of ``min(10, baseline)`` intervals, whose empty intervals that alone makes news)."""
+    baseline = min(10, kpis.baseline)
+    scoring = ContextLikelihoodDetector().window_min
+    return {
+        "kpi_shift": max(baseline, scoring) * kpis.interval_s,
+        "silent_outage": baseline * kpis.interval_s,
+    }
 
 
 def _named(inc: Incident) -> str:

@@ -4,9 +4,36 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from cxstream.devtools.demo import Catches
+from cxstream.devtools.demo import Catches, kpi_warmup
 from cxstream.devtools.simulate import Incident
 from cxstream.events import utcnow
+from cxstream.settings import KpiSettingsModel
+
+WARMUP = kpi_warmup(KpiSettingsModel())
+
+
+def test_a_silent_cell_is_seen_sooner_than_a_mild_shift():
+    # a silent cell needs a baseline (10 intervals of 10 s); a mild shift the series detector's
+    # first 30 points too
+    assert WARMUP == {"kpi_shift": 300.0, "silent_outage": 100.0}
+    catches = Catches(lambda line: None, warmup_s=WARMUP)
+    t0 = catches.started = utcnow() - timedelta(seconds=600)
+    catches.add(
+        [
+            Incident(
+                "silent_outage",
+                "cell-0038",
+                t0 + timedelta(seconds=s),
+                t0 + timedelta(seconds=s + 90),
+            )
+            for s in (80, 150)
+        ]
+    )
+    early, late = catches.lines()[1:]
+    assert early.endswith(
+        "began 80 s into the run, before the cell's KPI series had its first 100 s of traffic"
+    )
+    assert late.endswith("not caught")
 
 
 def at(base, seconds):
@@ -15,7 +42,7 @@ def at(base, seconds):
 
 def test_each_catch_is_said_once_with_its_delay_and_misses_are_explained():
     said = []
-    catches = Catches(said.append, warmup_s=300)
+    catches = Catches(said.append, warmup_s=WARMUP)
     t0 = catches.started = utcnow() - timedelta(seconds=600)  # the run began 10 minutes ago
     outage = Incident(
         "cell_outage", "cell-0001", t0 + timedelta(seconds=60), t0 + timedelta(seconds=160)
@@ -68,14 +95,14 @@ def test_each_catch_is_said_once_with_its_delay_and_misses_are_explained():
 
 
 def test_an_incident_yet_to_begin_says_so():
-    catches = Catches(lambda line: None, warmup_s=300)
+    catches = Catches(lambda line: None, warmup_s=WARMUP)
     later = utcnow() + timedelta(hours=1)
     catches.add([Incident("gradual", "cell-0017", later, later + timedelta(minutes=5))])
     assert catches.lines()[1].endswith("not caught: it had not begun")
 
 
 def test_a_cell_picked_again_while_its_earlier_incident_is_open_says_so():
-    catches = Catches(lambda line: None, warmup_s=300)
+    catches = Catches(lambda line: None, warmup_s=WARMUP)
     t0 = catches.started = utcnow() - timedelta(seconds=900)
     again = Incident(
         "kpi_shift", "cell-0034", t0 + timedelta(seconds=516), t0 + timedelta(seconds=564)

@@ -85,6 +85,60 @@ def test_a_cell_gone_silent_opens_an_outage_from_the_shard_clock():
     assert [u.state for u in updates][-1] == "resolved"
 
 
+def test_a_cell_gone_silent_in_its_first_minutes_is_an_outage_before_the_detector_scores():
+    # 2 minutes of traffic (100 events an interval) are 12 intervals: the series detector
+    # scores from its 30th point, the Poisson chance of three empty intervals is e^-300
+    cell = CellMonitor("c1")
+    run(cell, T0, T0 + 120, rng=random.Random(4))
+    assert not next(k for k in cell.kpis._kpis if k.name == "volume").detector.scoring
+    updates, _ = run(cell, T0 + 120, T0 + 200, silent=True)
+    [incident] = opened(updates)
+    assert incident.cause == "outage"
+    assert "volume" in {k.kpi for k in incident.kpis}
+    assert incident.at - (T0 + 120) <= 40  # the empty interval and its two confirmations
+
+
+@pytest.mark.parametrize("per_interval", [0.5, 2.0])
+def test_a_quiet_cell_falling_silent_early_is_left_to_the_detector(per_interval):
+    # with a median of 2 events an interval, three empty ones have a Poisson chance of e^-6
+    kpis = CellKpis()
+    rng = random.Random(5)
+    for i in range(15):
+        volume = float(sum(rng.random() < per_interval / 20 for _ in range(20)))
+        kpis.close(T0 + 10 * i, {"volume": volume, "active": min(volume, 3.0)})
+    found = [kpis.close(T0 + 10 * i, {"volume": 0.0, "active": 0.0}) for i in range(15, 20)]
+    assert found == [[]] * 5
+
+
+def test_once_the_detector_scores_a_silence_is_its_call():
+    # a detector that has learnt this cell's nightly silence (a capacity cell switched off to
+    # save energy) finds nothing new in it: the baseline's Poisson reading must not overrule it
+    class Learnt:
+        scoring = True
+
+        def update_novel(self, value, t):
+            return 0.0, False
+
+    kpis = CellKpis()
+    busy = {"volume": 100.0, "active": 20.0}
+    for i in range(40):
+        kpis.close(T0 + 10 * i, busy)
+    next(k for k in kpis._kpis if k.name == "volume").detector = Learnt()
+    # (the active subscribers as usual: only the volume's rule is under test)
+    found = [kpis.close(T0 + 10 * i, {"volume": 0.0, "active": 20.0}) for i in range(40, 45)]
+    assert found == [[]] * 5
+
+
+def test_one_empty_interval_early_on_is_not_an_outage():
+    kpis = CellKpis()
+    busy = {"volume": 100.0, "active": 20.0}
+    for i in range(12):
+        kpis.close(T0 + 10 * i, busy)
+    assert kpis.close(T0 + 120, {"volume": 0.0, "active": 0.0}) == []
+    assert [kpis.close(T0 + 10 * i, busy) for i in range(13, 20)] == [[]] * 7
+    assert kpis.anomalies == []
+
+
 def test_a_silent_cells_outage_names_the_cells_its_subscribers_went_to():
     cell = CellMonitor("c1")
     run(cell, T0, T0 + 900, rng=random.Random(3))
