@@ -139,6 +139,15 @@ def run_flow(
     pipeline = pipeline_from_settings(settings)
     pipeline.context.ping()
     metrics_server = serve_metrics(settings, process_id)
+    elsewhere = hosts_not_reaching_metrics(settings.flow.metrics_host, addresses or [])
+    if elsewhere:
+        log.warning(
+            "flow.metrics_host is %s: the cluster's processes on other hosts (%s), process 0's "
+            "dashboard among them, cannot read this process's metrics; set it to 0.0.0.0 or "
+            "this host's address",
+            settings.flow.metrics_host,
+            ", ".join(elsewhere),
+        )
     flow = build_flow(settings, pipeline, kafka_io(settings, pipeline))
     dashboard = None
     if settings.dashboard.enabled and (process_id or 0) == 0:
@@ -186,6 +195,29 @@ def run_flow(
         dashboard.stop()
     if metrics_server is not None:
         metrics_server.shutdown()
+
+
+def hosts_not_reaching_metrics(metrics_host: str, addresses: list[str]) -> list[str]:
+    """The cluster's hosts (from its ``host:port`` addresses) that cannot read metrics served
+    on ``metrics_host``: every host but this one's loopback, when that is where they listen.
+
+    >>> hosts_not_reaching_metrics("127.0.0.1", ["127.0.0.1:2101", "cx-1.cx:2101"])
+    ['cx-1.cx']
+    >>> hosts_not_reaching_metrics("0.0.0.0", ["cx-0.cx:2101", "cx-1.cx:2101"])
+    []
+    """
+    if not _loopback(metrics_host):
+        return []
+    return sorted({host for a in addresses if not _loopback(host := a.rsplit(":", 1)[0])})
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface only.
+
+    >>> _loopback("127.0.0.1"), _loopback("localhost"), _loopback("[::1]"), _loopback("0.0.0.0")
+    (True, True, True, False)
+    """
+    return host.strip("[]") in ("localhost", "::1") or host.startswith("127.")
 
 
 def serve_metrics(settings: Settings, process_id: int | None = None) -> WSGIServer | None:
