@@ -20,6 +20,7 @@ import orjson
 import redis
 from pydantic import ValidationError
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from cxstream import metrics
 from cxstream.erasure import action_index_key
@@ -82,6 +83,8 @@ return out
 
 log = logging.getLogger(__name__)
 
+_UNREAD = object()  # a profile whose Redis (or cluster node) did not answer
+
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
@@ -98,7 +101,8 @@ class ContextStore:
     ----------
     client
         A ``redis.Redis``, or a ``RedisCluster``: lookups are then split by hash slot (one
-        pipelined ``MGET`` per slot); writes are pipelined either way.
+        pipelined ``MGET`` per slot), and one that fails is asked again node by node, so a node
+        that does not answer leaves only its own profiles stale; writes are pipelined either way.
     ttl_s
         How long a cached answer (including "absent") is trusted at most: each entry expires at
         random between ``1 - jitter`` and 1 times ``ttl_s``, so profiles fetched together (all
@@ -167,17 +171,25 @@ class ContextStore:
         return out
 
     def _fetch(self, missing: list[str], out: dict[str, Lookup], now: float) -> None:
+        keys = [self.key(sid) for sid in missing]
         try:
-            raws = self._mget([self.key(sid) for sid in missing])
+            raws: list[Any] = self._mget(keys)
         except redis.RedisError as exc:
             self._log_outage(exc)
-            for sid in missing:
-                cached = self._cache.get(sid)
-                out[sid] = Lookup(cached[1].customer if cached else None, stale=True)
-            metrics.ENRICHMENT.labels("stale").inc(len(missing))
-            return
+            client = self._client
+            raws = (
+                self._by_node(client, keys)
+                if isinstance(client, RedisCluster)
+                else [_UNREAD] * len(keys)
+            )
+        unread = 0
         absent = 0
         for sid, raw in zip(missing, raws, strict=True):
+            if raw is _UNREAD:  # Redis (or this profile's cluster node) did not answer
+                cached = self._cache.get(sid)
+                out[sid] = Lookup(cached[1].customer if cached else None, stale=True)
+                unread += 1
+                continue
             customer = None
             if raw is not None:
                 try:
@@ -191,9 +203,33 @@ class ContextStore:
                 absent += 1
             out[sid] = Lookup(customer)
             self._remember(sid, self._expiry(now), customer)
-        metrics.ENRICHMENT.labels("miss").inc(len(missing) - absent)
+        if unread:
+            metrics.ENRICHMENT.labels("stale").inc(unread)
+        if len(missing) > unread + absent:
+            metrics.ENRICHMENT.labels("miss").inc(len(missing) - unread - absent)
         if absent:
             metrics.ENRICHMENT.labels("absent").inc(absent)
+
+    def _by_node(self, client: RedisCluster, keys: list[str]) -> list[Any]:
+        """A Redis Cluster lookup that failed, asked again node by node: the keys of the nodes
+        that answer are read, the others are :data:`_UNREAD` (a node that hangs fails at once
+        once its breaker is open), so one node down leaves only its own profiles stale."""
+        out: list[Any] = [_UNREAD] * len(keys)
+        try:
+            by_node: dict[str, list[int]] = {}
+            for i, key in enumerate(keys):
+                node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+                by_node.setdefault(node.name, []).append(i)
+        except (redis.RedisError, RedisClusterException):  # no slot map to split by
+            return out
+        for idx in by_node.values():
+            try:
+                values = client.mget_nonatomic([keys[i] for i in idx])
+            except redis.RedisError:
+                continue
+            for i, value in zip(idx, values, strict=True):
+                out[i] = value
+        return out
 
     def _expiry(self, now: float) -> float:
         return now + self._ttl_s * (1.0 - self._jitter * self._random())
