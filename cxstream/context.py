@@ -28,7 +28,7 @@ from cxstream.errors import ServiceError
 from cxstream.events import CustomerContext, CustomerUpdate
 from cxstream.privacy import pseudonym
 
-__all__ = ["ContextStore", "Lookup"]
+__all__ = ["ContextStore", "Lookup", "MergePending"]
 
 # KEYS[1] the profile; ARGV: the patch (JSON, only the fields the update carries), its time,
 # its consent time, the key's TTL in seconds (0: none), the subscriber id. Each field's time is
@@ -92,6 +92,17 @@ class Lookup:
 
     customer: CustomerContext | None
     stale: bool = False
+
+
+class MergePending(redis.ConnectionError):
+    """Some customer updates of a merge were applied and ``pending`` were not: their Redis
+    Cluster node did not answer (a ``redis.ConnectionError``, so a caller that does not look at
+    ``pending`` takes the whole merge as failed, and applying them all again is safe: a merge
+    never lets an older update override a newer one)."""
+
+    def __init__(self, pending: list[CustomerUpdate], cause: Exception) -> None:
+        super().__init__(f"{len(pending)} customer updates not applied: {cause}")
+        self.pending = pending
 
 
 class ContextStore:
@@ -362,14 +373,32 @@ class ContextStore:
         Only the fields an update carries change; each field keeps the time of the update that
         last set it (the update's ``updated_at``, else ``now``), and an older update never
         overrides a newer one. Consent goes channel by channel, each with its own time (the
-        update's ``consent_updated``, else its time). Raises ``redis.RedisError`` if Redis fails.
+        update's ``consent_updated``, else its time). Raises ``redis.RedisError`` if Redis fails;
+        on a Redis Cluster whose nodes answer in part, :class:`MergePending` with the updates
+        whose node did not answer, the others applied.
         """
         if not updates:
             return
         default_ts = (now or datetime.now(UTC)).timestamp()
+        client = self._client
+        try:
+            merged = list(zip(updates, self._merge_pipelined(updates, default_ts), strict=True))
+        except redis.RedisError as exc:
+            if not isinstance(client, RedisCluster):
+                raise
+            merged, pending = self._merge_by_node(client, updates, default_ts)
+            self._remember_merged(merged)
+            if pending:
+                raise MergePending(pending, exc) from exc
+            return
+        self._remember_merged(merged)
+
+    def _merge_pipelined(
+        self, updates: Sequence[CustomerUpdate], default_ts: float, client: Any = None
+    ) -> list[Any]:
         if self._merge is None:
             self._merge = self._client.register_script(_MERGE_LUA)
-        pipe = self._client.pipeline(transaction=False)
+        pipe = (client or self._client).pipeline(transaction=False)
         ttl = str(self._customer_ttl_s or 0)
         for update in updates:
             c = update.customer
@@ -381,9 +410,42 @@ class ContextStore:
                 args=[orjson.dumps(patch), repr(ts), repr(consent_ts), ttl, c.subscriber_id],
                 client=pipe,
             )
-        merged = pipe.execute()
+        merged: list[Any] = pipe.execute()
+        return merged
+
+    def _merge_by_node(
+        self, client: RedisCluster, updates: Sequence[CustomerUpdate], default_ts: float
+    ) -> tuple[list[tuple[CustomerUpdate, Any]], list[CustomerUpdate]]:
+        """A Redis Cluster merge that failed, done again node by node: the updates of the nodes
+        that answer are applied (a consent withdrawn must not wait for another node, while
+        lookups on its own node are answered), the others are returned as pending."""
+        by_node: dict[str, tuple[Any, list[CustomerUpdate]]] = {}
+        try:
+            for update in updates:
+                key = self.key(update.customer.subscriber_id)
+                node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+                by_node.setdefault(node.name, (node, []))[1].append(update)
+        except (redis.RedisError, RedisClusterException):  # no slot map to split by
+            return [], list(updates)
+        merged: list[tuple[CustomerUpdate, Any]] = []
+        pending: list[CustomerUpdate] = []
+        for node, group in by_node.values():
+            try:
+                # the node's own client: a cluster pipeline would first ask every node whether
+                # it has the script, the silent one too
+                own = client.get_redis_connection(node)
+                applied = self._merge_pipelined(group, default_ts, own)
+            except (redis.RedisError, RedisClusterException):
+                pending.extend(group)
+                continue
+            merged.extend(zip(group, applied, strict=True))
+        order = {id(u): i for i, u in enumerate(updates)}
+        pending.sort(key=lambda u: order[id(u)])
+        return merged, pending
+
+    def _remember_merged(self, merged: list[tuple[CustomerUpdate, Any]]) -> None:
         now_m = self._clock()
-        for update, raw in zip(updates, merged, strict=True):
+        for update, raw in merged:
             sid = update.customer.subscriber_id
             try:
                 customer = CustomerContext.model_validate_json(raw)

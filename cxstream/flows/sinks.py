@@ -26,7 +26,7 @@ from cxstream.actions.retries import RetryStore
 from cxstream.actions.tmf import endpoint_alarm
 from cxstream.actions.webhook import DEFAULT_SCHEDULE_S, DeliveryPool, WebhookSender
 from cxstream.clients import produce_waiting
-from cxstream.context import ContextStore
+from cxstream.context import ContextStore, MergePending
 from cxstream.errors import ConfigError
 from cxstream.events import Action, BadEvent, CustomerErasure, CustomerUpdate, utcnow
 from cxstream.privacy import pseudonym
@@ -422,14 +422,20 @@ class _CustomerPartition(StatelessSinkPartition[CustomerUpdate | CustomerErasure
         except redis.RedisError as exc:
             # Not lost: kept to be applied when Redis is back (updates are versioned, so a late
             # one never overrides a newer one), and dead-lettered with its own bytes meanwhile.
+            # With a Redis Cluster answering in part, only those of the silent nodes wait.
+            pending = exc.pending if isinstance(exc, MergePending) else batch
+            waiting = {id(u) for u in pending}
+            new = [u for u in items if id(u) in waiting]
             log.warning(
                 "Redis unavailable, %d customer updates wait for it (dead-lettered meanwhile): %s",
-                len(items),
+                len(new),
                 exc,
             )
-            metrics.CUSTOMER_UPDATES.labels("dead_letter").inc(len(items))
+            if len(pending) < len(batch):
+                metrics.CUSTOMER_UPDATES.labels("applied").inc(len(batch) - len(pending))
+            metrics.CUSTOMER_UPDATES.labels("dead_letter").inc(len(new))
             if self._dlq is not None:
-                for update in items:
+                for update in new:
                     bad = BadEvent.of(
                         "redis_unavailable",
                         str(exc),
@@ -444,7 +450,7 @@ class _CustomerPartition(StatelessSinkPartition[CustomerUpdate | CustomerErasure
                     )
                     metrics.DEAD_LETTERS.labels("customer", "redis_unavailable").inc()
                 self._dlq.flush(10)
-            self._waiting = batch[-MAX_WAITING_UPDATES:]
+            self._waiting = pending[-MAX_WAITING_UPDATES:]
             return
         if self._waiting:
             log.info("%d customer updates applied now that Redis is back", len(self._waiting))

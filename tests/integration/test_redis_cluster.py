@@ -123,8 +123,11 @@ def test_a_node_that_hangs_costs_one_timeout_and_a_cluster_down_is_an_outage():
 
     import redis
 
+    from cxstream.context import MergePending
+    from cxstream.events import CustomerUpdate
     from tests.conftest import redis_cluster_nodes
 
+    tickets = frozenset({"open_tickets"})
     with redis_cluster_nodes() as (url, nodes):
         settings = load_settings(
             overrides={
@@ -152,6 +155,16 @@ def test_a_node_that_hangs_costs_one_timeout_and_a_cluster_down_is_an_outage():
                 # only the frozen node's profiles are unknown; the others are read
                 assert {i for i in ids if found[i].stale} == on_frozen
                 assert all(found[i].customer is not None for i in ids if i not in on_frozen)
+            # updates too: those of the nodes that answer are applied, the others wait
+            updates = [
+                CustomerUpdate(CustomerContext(subscriber_id=i, open_tickets=1), tickets, b"")
+                for i in ids
+            ]
+            with pytest.raises(MergePending) as pending:
+                store.merge_many(updates)
+            assert {u.customer.subscriber_id for u in pending.value.pending} == on_frozen
+            found = store.get_many(ids)
+            assert all(found[i].customer.open_tickets == 1 for i in ids if i not in on_frozen)
         finally:
             os.kill(nodes[2].proc.pid, signal.SIGCONT)
         assert took[0] < 3.0, took  # one socket timeout (0.5 s), not one per retry

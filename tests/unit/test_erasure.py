@@ -3,6 +3,7 @@ tests/integration/test_erasure.py)."""
 
 from __future__ import annotations
 
+import base64
 import math
 import pickle
 
@@ -137,3 +138,45 @@ def test_the_dashboard_drops_an_erased_customer_and_ignores_later_records():
     state.restore("s1")
     state.on_decision({**decision, "action_id": "a3"})
     assert state.customer("s1")["decisions"]
+
+
+def test_with_a_cluster_node_down_only_its_customers_updates_wait():
+    # a consent withdrawn for a customer on a node that answers must not wait for another node
+    from cxstream.context import MergePending
+    from cxstream.events import CustomerContext
+
+    class HalfCluster:
+        def __init__(self):
+            self.down = {"s2"}
+            self.applied = []
+
+        def merge_many(self, batch):
+            pending = [u for u in batch if u.customer.subscriber_id in self.down]
+            self.applied += [u.customer.subscriber_id for u in batch if u not in pending]
+            if pending:
+                raise MergePending(pending, ConnectionError("node 2 does not answer"))
+
+    class Dlq:
+        def __init__(self):
+            self.values = []
+
+        def produce(self, topic, value, key, **kwargs):
+            self.values.append(value)
+
+        def flush(self, timeout):
+            return 0
+
+    def update(sid):
+        customer = CustomerContext(subscriber_id=sid)
+        return CustomerUpdate(customer, frozenset({"consent"}), f"raw-{sid}".encode())
+
+    store, dlq = HalfCluster(), Dlq()
+    part = _CustomerPartition(store, dlq, "dlq")
+    part.write_batch([update("s1"), update("s2"), update("s3")])
+    assert store.applied == ["s1", "s3"]
+    assert [u.customer.subscriber_id for u in part._waiting] == ["s2"]
+    [dead] = [BadEvent.model_validate_json(v) for v in dlq.values]  # only s2's is dead-lettered
+    assert dead.raw_b64 == base64.b64encode(b"raw-s2").decode()
+    store.down = set()
+    part.write_batch([update("s4")])
+    assert store.applied == ["s1", "s3", "s2", "s4"] and part._waiting == []
