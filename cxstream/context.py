@@ -94,7 +94,7 @@ class Lookup:
     stale: bool = False
 
 
-class MergePending(redis.ConnectionError):
+class MergePending(ServiceError, redis.ConnectionError):
     """Some customer updates of a merge were applied and ``pending`` were not: their Redis
     Cluster node did not answer (a ``redis.ConnectionError``, so a caller that does not look at
     ``pending`` takes the whole merge as failed, and applying them all again is safe: a merge
