@@ -94,6 +94,19 @@ class Lookup:
     stale: bool = False
 
 
+def _by_node(client: RedisCluster, keys: list[str]) -> list[tuple[Any, list[int]]]:
+    """The cluster nodes holding ``keys``, each with the indices of its keys (by the client's
+    slot map; none without one)."""
+    by_node: dict[str, tuple[Any, list[int]]] = {}
+    try:
+        for i, key in enumerate(keys):
+            node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+            by_node.setdefault(node.name, (node, []))[1].append(i)
+    except (redis.RedisError, RedisClusterException):  # no slot map to split by
+        return []
+    return list(by_node.values())
+
+
 class MergePending(ServiceError, redis.ConnectionError):
     """Some customer updates of a merge were applied and ``pending`` were not: their Redis
     Cluster node did not answer (a ``redis.ConnectionError``, so a caller that does not look at
@@ -189,7 +202,7 @@ class ContextStore:
             self._log_outage(exc)
             client = self._client
             raws = (
-                self._by_node(client, keys)
+                self._read_by_node(client, keys)
                 if isinstance(client, RedisCluster)
                 else [_UNREAD] * len(keys)
             )
@@ -221,19 +234,12 @@ class ContextStore:
         if absent:
             metrics.ENRICHMENT.labels("absent").inc(absent)
 
-    def _by_node(self, client: RedisCluster, keys: list[str]) -> list[Any]:
+    def _read_by_node(self, client: RedisCluster, keys: list[str]) -> list[Any]:
         """A Redis Cluster lookup that failed, asked again node by node: the keys of the nodes
         that answer are read, the others are :data:`_UNREAD` (a node that hangs fails at once
         once its breaker is open), so one node down leaves only its own profiles stale."""
         out: list[Any] = [_UNREAD] * len(keys)
-        try:
-            by_node: dict[str, list[int]] = {}
-            for i, key in enumerate(keys):
-                node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
-                by_node.setdefault(node.name, []).append(i)
-        except (redis.RedisError, RedisClusterException):  # no slot map to split by
-            return out
-        for idx in by_node.values():
+        for _, idx in _by_node(client, keys):
             try:
                 values = client.mget_nonatomic([keys[i] for i in idx])
             except redis.RedisError:
@@ -419,29 +425,22 @@ class ContextStore:
         """A Redis Cluster merge that failed, done again node by node: the updates of the nodes
         that answer are applied (a consent withdrawn must not wait for another node, while
         lookups on its own node are answered), the others are returned as pending."""
-        by_node: dict[str, tuple[Any, list[CustomerUpdate]]] = {}
-        try:
-            for update in updates:
-                key = self.key(update.customer.subscriber_id)
-                node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
-                by_node.setdefault(node.name, (node, []))[1].append(update)
-        except (redis.RedisError, RedisClusterException):  # no slot map to split by
-            return [], list(updates)
+        keys = [self.key(u.customer.subscriber_id) for u in updates]
+        groups = _by_node(client, keys)
         merged: list[tuple[CustomerUpdate, Any]] = []
-        pending: list[CustomerUpdate] = []
-        for node, group in by_node.values():
+        failed: list[int] = [] if groups else list(range(len(updates)))
+        for node, idx in groups:
+            group = [updates[i] for i in idx]
             try:
                 # the node's own client: a cluster pipeline would first ask every node whether
                 # it has the script, the silent one too
                 own = client.get_redis_connection(node)
                 applied = self._merge_pipelined(group, default_ts, own)
             except (redis.RedisError, RedisClusterException):
-                pending.extend(group)
+                failed += idx
                 continue
             merged.extend(zip(group, applied, strict=True))
-        order = {id(u): i for i, u in enumerate(updates)}
-        pending.sort(key=lambda u: order[id(u)])
-        return merged, pending
+        return merged, [updates[i] for i in sorted(failed)]
 
     def _remember_merged(self, merged: list[tuple[CustomerUpdate, Any]]) -> None:
         now_m = self._clock()

@@ -123,16 +123,15 @@ def _fetch(url: str, timeout_s: float) -> str:
 class Peers:
     """Reads the other processes' health figures in a background thread.
 
-    ``processes`` is the cluster's size and ``own`` this process's id; ``urls`` maps each other
-    process's id to its ``/metrics`` URL (a process without one is always unanswered: its
-    metrics are off)."""
+    ``processes`` is the cluster's size; ``urls`` maps each other process's id to its
+    ``/metrics`` URL (a process without one is always unanswered: its metrics are off). This
+    process, the dashboard's, is process 0."""
 
     def __init__(
         self,
         processes: int,
         urls: dict[int, str],
         *,
-        own: int = 0,
         interval_s: float = 1.0,
         timeout_s: float = 2.0,
         stale_s: float = 5.0,
@@ -140,7 +139,7 @@ class Peers:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.processes = processes
-        self._others = [i for i in range(processes) if i != own]
+        self._others = list(range(1, processes))
         self.urls = dict(urls)
         self._interval_s = interval_s
         self._timeout_s = timeout_s

@@ -74,7 +74,15 @@ from typing import Literal
 
 from cxstream.detectors.series import AlertGate, ContextLikelihoodDetector, ew_moments
 
-__all__ = ["KPIS", "SILENCE_CHANCE", "CellKpis", "KpiAnomaly", "KpiSettings", "median"]
+__all__ = [
+    "BASELINE_READY",
+    "KPIS",
+    "SILENCE_CHANCE",
+    "CellKpis",
+    "KpiAnomaly",
+    "KpiSettings",
+    "median",
+]
 
 Direction = Literal["down", "up"]
 
@@ -90,6 +98,9 @@ KPIS: dict[str, Direction] = {
     "active": "down",
 }
 """Each KPI, and the direction in which it is bad."""
+
+BASELINE_READY = 10
+"""Normal intervals a KPI's baseline needs before it judges (fewer where ``baseline`` is)."""
 
 SILENCE_CHANCE = 1e-4
 """The chance at which a confirmed silence is news without the detector: the one-in-10,000
@@ -356,7 +367,7 @@ class CellKpis:
                 return self._confirmed(k, score)
             k.recent.extend(k.held)  # not confirmed: noise, normal after all
             k.pending, k.held = None, []
-        ready = len(k.recent) >= min(10, s.baseline)
+        ready = len(k.recent) >= min(BASELINE_READY, s.baseline)
         base, spread = k.baseline() if ready else (value, 0.0)
         limit = base - s.persist_z * spread if k.bad == "down" else base + s.persist_z * spread
         bad = ready and novel and k.worse(value, limit)

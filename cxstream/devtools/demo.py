@@ -35,6 +35,7 @@ from confluent_kafka import Producer
 from cxstream.actions.receiver import WebhookReceiver
 from cxstream.clients import context_client, ensure_topics
 from cxstream.context import ContextStore
+from cxstream.detectors.cell_kpis import BASELINE_READY
 from cxstream.detectors.series import ContextLikelihoodDetector
 from cxstream.devtools.flowprocess import DemoSummary, Flow, summarize
 from cxstream.devtools.generations import Generations
@@ -356,8 +357,9 @@ class Catches:
 def kpi_warmup(kpis: KpiSettingsModel) -> dict[str, float]:
     """The traffic, in seconds, a cell's KPI series needs before it can see a mild shift (the
     series detector's first ``window_min`` points, and a baseline) or a silent cell (a baseline
-    of ``min(10, baseline)`` intervals, whose empty intervals that alone makes news)."""
-    baseline = min(10, kpis.baseline)
+    of ``min(BASELINE_READY, baseline)`` intervals, whose empty intervals that alone makes
+    news)."""
+    baseline = min(BASELINE_READY, kpis.baseline)
     scoring = ContextLikelihoodDetector().window_min
     return {
         "kpi_shift": max(baseline, scoring) * kpis.interval_s,
