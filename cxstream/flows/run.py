@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 from wsgiref.simple_server import WSGIServer
 
+from bytewax.errors import BytewaxRuntimeError
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 from prometheus_client import start_http_server
@@ -100,7 +101,31 @@ def _tune_gil(switch_interval_s: float, *, cluster: bool) -> None:
         sys.setswitchinterval(switch_interval_s)
 
 
-def _interruptible() -> None:
+class _Stop:
+    """The handler of SIGINT and SIGTERM: Bytewax's shutdown (a ``KeyboardInterrupt`` in its
+    run loop), and a record of the signal, so that the stop it asked for ends the process
+    quietly and with status 0."""
+
+    def __init__(self) -> None:
+        self.by: str | None = None  # the signal's name, once one came
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.by is not None:  # a second Ctrl-C while stopping: the stop goes on, unbroken
+            log.info("%s: the dataflow is already stopping", name)
+            return
+        self.by = name
+        log.info("%s: stopping the dataflow", name)
+        raise KeyboardInterrupt
+
+    def asked_for(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the shutdown a signal asked for (not a crash)."""
+        if self.by is None:
+            return False
+        return isinstance(exc, KeyboardInterrupt) or "signal received" in str(exc)
+
+
+def _interruptible() -> _Stop:
     """Let SIGINT stop the dataflow even when this process was started with it ignored, and
     SIGTERM stop it the same way.
 
@@ -108,21 +133,17 @@ def _interruptible() -> None:
     script), or by any launcher that ignores SIGINT, passes that on to its children, and Python
     keeps an inherited ``SIG_IGN``: Bytewax then never sees the interrupt, and ``demo`` and
     ``bench``, which stop their flows with SIGINT, had to kill them 20 s later (every run of a
-    bench started that way). The default handler raises ``KeyboardInterrupt``, which Bytewax
-    turns into a shutdown.
+    bench started that way). SIGTERM (what Kubernetes, ``docker stop`` and systemd send) stops
+    the dataflow as Ctrl-C does, instead of ending the process where it stands.
     """
+    stop = _Stop()
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         log.info("SIGINT was ignored when this process started; it stops the dataflow now")
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.default_int_handler):
+        signal.signal(signal.SIGINT, stop)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _terminated)
-
-
-def _terminated(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM (what Kubernetes, ``docker stop`` and systemd send) stops the dataflow as Ctrl-C
-    does, instead of ending the process where it stands."""
-    log.info("SIGTERM: stopping the dataflow")
-    raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, stop)
+    return stop
 
 
 def run_flow(
@@ -177,24 +198,38 @@ def run_flow(
     )
     monitor.start()
     _tune_gc(settings.flow.gc_threshold)
-    _interruptible()
+    stop = _interruptible()
     per_process = workers or settings.flow.workers
     _tune_gil(
         settings.flow.gil_switch_interval_s, cluster=per_process > 1 or process_id is not None
     )
-    cli_main(  # type: ignore[no-untyped-call]
-        flow,
-        workers_per_process=per_process,
-        process_id=process_id,
-        addresses=addresses,
-        epoch_interval=timedelta(seconds=settings.flow.snapshot_interval_s),
-        recovery_config=recovery,
-    )
-    monitor.stop()
-    if dashboard is not None:
-        dashboard.stop()
-    if metrics_server is not None:
-        metrics_server.shutdown()
+    try:
+        cli_main(  # type: ignore[no-untyped-call]
+            flow,
+            workers_per_process=per_process,
+            process_id=process_id,
+            addresses=addresses,
+            epoch_interval=timedelta(seconds=settings.flow.snapshot_interval_s),
+            recovery_config=recovery,
+        )
+    except (BytewaxRuntimeError, KeyboardInterrupt) as exc:
+        # Bytewax stops on a signal by panicking out of its run loop (it prints a line
+        # "panicked at src/run.rs ... Box<dyn Any>") and raising "signal received"
+        if not stop.asked_for(exc):
+            raise
+        log.info(
+            "stopped by %s; %s",
+            stop.by,
+            "a restart resumes from the last recovery snapshot"
+            if recovery is not None
+            else "without a recovery directory, a restart starts from fresh state",
+        )
+    finally:
+        monitor.stop()
+        if dashboard is not None:
+            dashboard.stop()
+        if metrics_server is not None:
+            metrics_server.shutdown()
 
 
 def hosts_not_reaching_metrics(metrics_host: str, addresses: list[str]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import signal
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -123,8 +124,13 @@ def test_events_end_processed_or_dead_lettered_incident_alerts_and_webhook_is_si
 
             wait_for(done, 90, "every event to be processed or dead-lettered and a delivery")
             counters = flow.counters()
+            # stopped as Kubernetes stops a pod: a clean stop, with status 0 and no traceback
+            flow.proc.send_signal(signal.SIGTERM)
+            assert flow.proc.wait(20) == 0
         finally:
             flow.stop()
+        log_text = flow.log_path.read_text()
+        assert "stopped by SIGTERM" in log_text and "Traceback" not in log_text, log_text[-2000:]
 
         assert counters["cxstream_events_total{outcome=processed}"] == len(good)
         assert counters["cxstream_events_total{outcome=dead_letter}"] == len(bad)

@@ -1,5 +1,5 @@
 """A flow process started with SIGINT ignored (a background job of a script) still stops on it,
-and SIGTERM stops it the same way."""
+SIGTERM stops it the same way, and the stop a signal asked for is not taken for a crash."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import sys
 import time
 
 import pytest
+from bytewax.errors import BytewaxRuntimeError
+
+from cxstream.flows.run import _Stop
 
 _CHILD = """
 import sys, time
@@ -61,3 +64,16 @@ def test_sigterm_stops_the_flow_as_ctrl_c_does(mode, code):
     finally:
         proc.kill()
         proc.wait(5)
+
+
+def test_the_stop_a_signal_asked_for_is_told_from_a_crash():
+    stopped = BytewaxRuntimeError("(src/run.rs:134:60): signal received")
+    stop = _Stop()
+    assert not stop.asked_for(stopped)  # no signal came: a crash, raised as it is
+    with pytest.raises(KeyboardInterrupt):  # what Bytewax's run loop turns into its shutdown
+        stop(signal.SIGTERM, None)
+    assert stop.by == "SIGTERM"
+    assert stop.asked_for(stopped) and stop.asked_for(KeyboardInterrupt())
+    assert not stop.asked_for(BytewaxRuntimeError("(src/worker.rs:1:1): error calling step"))
+    stop(signal.SIGINT, None)  # a second signal while stopping does not break the stop
+    assert stop.by == "SIGTERM"
