@@ -1,7 +1,7 @@
 """Feed the dashboard state from Kafka (partitions assigned, no consumer-group join).
 
 With a Redis ``store``, what the dashboard knows is saved there every ``save_s`` seconds
-(when it changed) together with the offset of the last record read from each topic partition,
+(when it changed), and at once after a customer's erasure (a tombstone), together with the offset of the last record read from each topic partition,
 as one JSON document under ``key``; a restarted dashboard loads it and reads each partition
 from the next offset, so it shows the same incidents, decisions and customers at once without
 re-reading the topics from the beginning. A partition whose saved offset is no longer on the
@@ -45,6 +45,7 @@ class KafkaFeed:
         self._key = key
         self._save_s = save_s
         self._offsets: dict[tuple[str, int], int] = {}
+        self._erased = False  # a customer was erased since the last save
         self.resumed = False  # whether the last start loaded a saved state
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             topics.alerts: state.on_alert,
@@ -127,6 +128,7 @@ class KafkaFeed:
             sid = self._pseudonyms(sid)
         if value is None:
             self._state.forget(sid)
+            self._erased = True  # the saved state forgets them at once, not within save_s
         elif sid in self._state.erased:
             self._state.restore(sid)
 
@@ -145,11 +147,12 @@ class KafkaFeed:
                 ]
             consumer.assign(parts)
             while not self._stop.is_set():
-                if (
+                if self._erased or (
                     self._state.version != saved_version
                     and time.monotonic() - saved_at >= self._save_s
                 ):
                     saved_version, saved_at = self._state.version, time.monotonic()
+                    self._erased = False
                     self._save()
                 for msg in consumer.consume(500, timeout=0.2):
                     value, name = msg.value(), msg.topic()

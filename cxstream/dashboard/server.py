@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import threading
@@ -24,7 +25,7 @@ from cxstream.dashboard.state import DashboardState
 from cxstream.errors import ServiceError
 from cxstream.settings import Settings
 
-__all__ = ["Dashboard", "kafka_publisher", "start_dashboard"]
+__all__ = ["Dashboard", "erasure_keys", "kafka_publisher", "start_dashboard"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,18 @@ def kafka_publisher(producer: Producer, timeout_s: float = 10.0) -> Publish:
     return publish
 
 
+def erasure_keys(settings: Settings) -> list[bytes]:
+    """The keys of the digests the dashboard keeps of erased customers' ids: derived from the
+    webhook signing secret (kept out of Redis and Kafka), the one being retired matched too.
+    Without a secret the digests are unkeyed: no id is saved in the clear either way."""
+    w = settings.webhook
+    return [
+        hashlib.sha256(b"dashboard erasures:" + secret.get_secret_value().encode()).digest()
+        for secret in (w.secret, w.previous_secret)
+        if secret is not None
+    ]
+
+
 def start_dashboard(
     settings: Settings, context: ContextStore | None, peers: Peers | None = None
 ) -> Dashboard:
@@ -87,7 +100,7 @@ def start_dashboard(
     secret = d.session_secret.get_secret_value().encode() if d.session_secret else None
     publish = kafka_publisher(Producer(settings.kafka.producer_settings()))
 
-    state = DashboardState()
+    state = DashboardState(erasure_keys=erasure_keys(settings))
     pseudonyms = settings.privacy.pseudonyms()
     policy = PolicySource(settings.policy.file, default=DEFAULT_POLICY)
     churn = RedisChurnState(

@@ -9,8 +9,12 @@ methods are thread-safe: the Kafka feed writes from its thread, the web app read
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -23,6 +27,66 @@ _TIER_VALUE = {"platinum": 4, "gold": 3, "silver": 2, "bronze": 1, None: 0}
 def _trim(store: OrderedDict[str, Any], limit: int) -> None:
     while len(store) > limit:
         store.popitem(last=False)
+
+
+_DIGEST = re.compile(r"[0-9a-f]{32}")
+_UNKEYED = b"cxstream dashboard erasures"  # where no secret is configured: still no plain ids
+
+
+class _Erased:
+    """The customers erased (tombstones read), most recent last, at most ``limit``: kept, and
+    saved in Redis with the rest of the state, as keyed digests of their ids (HMAC-SHA256, 128
+    bits), never the ids themselves, so that the saved state names nobody who was erased.
+
+    ``keys``: new erasures are digested with the first; every key is matched, so a key being
+    retired still recognises what it digested.
+
+    >>> erased = _Erased([b"k"])
+    >>> erased.add("s1")
+    >>> "s1" in erased, "s2" in erased, "s1" in "".join(erased.dump())
+    (True, False, False)
+    """
+
+    def __init__(self, keys: Sequence[bytes] = (), limit: int = 100_000) -> None:
+        self._keys = list(keys) or [_UNKEYED]
+        self._limit = limit
+        self._digests: OrderedDict[str, None] = OrderedDict()
+
+    @staticmethod
+    def _digest(key: bytes, sid: str) -> str:
+        return hmac.new(key, sid.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:32]
+
+    def add(self, sid: str) -> None:
+        digest = self._digest(self._keys[0], sid)
+        self._digests.pop(digest, None)
+        self._digests[digest] = None
+        _trim(self._digests, self._limit)
+
+    def discard(self, sid: str) -> None:
+        for key in self._keys:
+            self._digests.pop(self._digest(key, sid), None)
+
+    def __contains__(self, sid: object) -> bool:
+        if not self._digests or not isinstance(sid, str):
+            return False
+        return any(self._digest(key, sid) in self._digests for key in self._keys)
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def dump(self) -> list[str]:
+        return list(self._digests)
+
+    def load(self, value: object) -> None:
+        """Take what :meth:`dump` gave; an entry that is not a digest is an id saved in the
+        clear (by a version that kept them so) and is digested now."""
+        self._digests = OrderedDict()
+        for entry in value if isinstance(value, list) else []:
+            if isinstance(entry, str) and _DIGEST.fullmatch(entry):
+                self._digests[entry] = None
+            elif isinstance(entry, str):
+                self.add(entry)
+        _trim(self._digests, self._limit)
 
 
 class _Histories:
@@ -77,7 +141,12 @@ class DashboardState:
     """Bounded, thread-safe state for the dashboard."""
 
     def __init__(
-        self, *, max_items: int = 5_000, per_subscriber: int = 50, max_history: int = 20_000
+        self,
+        *,
+        max_items: int = 5_000,
+        per_subscriber: int = 50,
+        max_history: int = 20_000,
+        erasure_keys: Sequence[bytes] = (),
     ) -> None:
         self._lock = threading.Lock()
         self.version = 0
@@ -95,7 +164,7 @@ class DashboardState:
         self.decisions = _Histories(per_subscriber, max_history, max_items)
         self.outcomes = _Histories(per_subscriber, max_history, max_items)
         self._early_status: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self.erased: OrderedDict[str, None] = OrderedDict()  # tombstones read, most recent last
+        self.erased = _Erased(erasure_keys)  # the tombstones read, as digests of the ids
 
     def _changed(self) -> None:
         self.version += 1
@@ -116,7 +185,7 @@ class DashboardState:
                 "decisions": self.decisions.dump(),
                 "outcomes": self.outcomes.dump(),
                 "early_status": self._early_status,
-                "erased": list(self.erased),
+                "erased": self.erased.dump(),
             }
 
     def load(self, data: dict[str, Any]) -> None:
@@ -161,10 +230,7 @@ class DashboardState:
                 (str(k), v) for k, v in (early.items() if isinstance(early, dict) else [])
                 if isinstance(v, dict)
             )  # fmt: skip
-            erased = data.get("erased")
-            self.erased = OrderedDict(
-                (str(s), None) for s in (erased if isinstance(erased, list) else [])
-            )
+            self.erased.load(data.get("erased"))
             self._changed()
 
     def dumps(self) -> bytes:
@@ -177,8 +243,7 @@ class DashboardState:
         and ignore records about them read from now on."""
         sid = subscriber_id
         with self._lock:
-            self.erased[sid] = None
-            _trim(self.erased, 100_000)
+            self.erased.add(sid)
             self.customers.pop(sid, None)
             self.decisions.pop(sid)
             self.outcomes.pop(sid)
@@ -194,7 +259,7 @@ class DashboardState:
     def restore(self, subscriber_id: str) -> None:
         """The customer was created again after an erasure: records about them count again."""
         with self._lock:
-            self.erased.pop(subscriber_id, None)
+            self.erased.discard(subscriber_id)
 
     def _is_erased(self, record: dict[str, Any]) -> bool:
         return bool(self.erased) and record.get("subscriber_id") in self.erased
@@ -468,7 +533,7 @@ class DashboardState:
             return [s for s in known if q in s.lower()][:limit]
 
 
-def _scrub(alarm: dict[str, Any], erased: OrderedDict[str, None]) -> None:
+def _scrub(alarm: dict[str, Any], erased: _Erased) -> None:
     """Replace erased customers' ids in an alarm's affected services (the count stays)."""
     for entry in alarm.get("affectedService", []):
         if entry.get("id") in erased:

@@ -115,3 +115,24 @@ def test_a_restart_with_nothing_new_reads_nothing_again(live_settings, redis_con
         feed.stop()
     assert second.read == 0
     assert [d["action_id"] for d in second.customer("s1")["decisions"]] == ["a3", "a2", "a1"]
+
+
+def test_an_erased_customer_leaves_the_saved_state_at_once(live_settings, redis_conn):
+    """The saved state is written again as soon as a tombstone is read, not at the next
+    interval: a process that stops short (a kill) must not bring the customer back."""
+    settings = live_settings
+    topics = settings.kafka.topics
+    ensure_topics(settings)
+    produce(settings, topics.decisions, [(b"s1", orjson.dumps(decision(1)))])
+    key = f"{settings.redis.key_prefix}:dashboard:state"
+    state = CountingState()
+    feed = KafkaFeed(settings, state, store=redis_conn, key=key, save_s=3600).start()
+    try:
+        wait_for(lambda: state.read == 1, 30, "the customer's decision")
+        assert redis_conn.get(key) is None  # the interval's save is an hour away
+        produce(settings, topics.customers, [(b"s1", None)])
+        wait_for(lambda: redis_conn.get(key) is not None, 10, "the erasure saved")
+        saved = orjson.loads(redis_conn.get(key))
+        assert b'"s1"' not in redis_conn.get(key) and saved["state"]["erased"]
+    finally:
+        feed.stop()

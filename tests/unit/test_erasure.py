@@ -8,6 +8,7 @@ import math
 import pickle
 
 import numpy as np
+import orjson
 
 from cxstream.batches import RawBatch
 from cxstream.context import ContextStore
@@ -138,6 +139,29 @@ def test_the_dashboard_drops_an_erased_customer_and_ignores_later_records():
     state.restore("s1")
     state.on_decision({**decision, "action_id": "a3"})
     assert state.customer("s1")["decisions"]
+
+
+def test_the_dashboards_saved_state_names_no_erased_customer_and_still_ignores_them():
+    key, retired = b"k" * 32, b"old" * 11
+    state = DashboardState(erasure_keys=[key, retired])
+    state.on_decision({"subscriber_id": "sub-0000390", "result": "sent", "kind": "k"})
+    state.forget("sub-0000390")
+    saved = state.dumps()
+    assert b"sub-0000390" not in saved  # the list of erased customers holds digests only
+    again = DashboardState(erasure_keys=[key])  # a restart loads it
+    again.load(orjson.loads(saved))
+    again.on_decision({"subscriber_id": "sub-0000390", "result": "sent", "kind": "k"})
+    assert again.customer("sub-0000390")["decisions"] == []
+    # one erased under the key being retired is still recognised
+    before = DashboardState(erasure_keys=[retired])
+    before.forget("s9")
+    rotated = DashboardState(erasure_keys=[key, retired])
+    rotated.load(orjson.loads(before.dumps()))
+    assert "s9" in rotated.erased and "s8" not in rotated.erased
+    # a state saved with ids in the clear is read, and saved again as digests
+    legacy = DashboardState(erasure_keys=[key])
+    legacy.load({**orjson.loads(DashboardState().dumps()), "erased": ["s7"]})
+    assert "s7" in legacy.erased and b"s7" not in legacy.dumps()
 
 
 def test_with_a_cluster_node_down_only_its_customers_updates_wait():
