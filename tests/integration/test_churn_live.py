@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import random
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,6 +41,17 @@ def seed_model(settings, state, secret=SECRET):
         risky = contract == "month_to_month" and tenure < 12
         model.learn_one(row, rng.random() < (0.9 if risky else 0.05))
     state.save_checkpoint(7, model.to_bytes({"revision": 7.0}, key=checkpoint_key(secret)))
+
+
+def committed_epoch(recovery: Path) -> int:
+    """The last epoch whose snapshots Bytewax has committed in every recovery partition (what a
+    restart resumes from), -1 before the first."""
+    epochs = []
+    for part in sorted(recovery.glob("part-*.sqlite3")):
+        with sqlite3.connect(part) as db:
+            (epoch,) = db.execute("SELECT max(commit_epoch) FROM commits").fetchone()
+        epochs.append(-1 if epoch is None else epoch)
+    return min(epochs, default=-1)
 
 
 def daytime_policy(tmp_path):
@@ -163,6 +175,12 @@ def test_outcomes_learn_from_snapshots_restart_restores_and_payload_explains(
                 ],
             )
             wait_for(lambda: len(churn_records(live)) >= 3, 60, "the calm customer's outcome")
+            # stopped once a snapshot taken after the third outcome is committed: epochs close
+            # every second, and later on a busy machine (the one open now, and the one before,
+            # whose snapshots may still await their commit, can hold the learning)
+            recovery = tmp_path / "recovery"
+            settled = committed_epoch(recovery) + 3
+            wait_for(lambda: committed_epoch(recovery) >= settled, 60, "a committed snapshot")
         finally:
             flow.stop()
 
