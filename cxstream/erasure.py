@@ -28,11 +28,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import redis
+
+from cxstream.errors import ServiceError
 
 if TYPE_CHECKING:
     from cxstream.settings import Settings
 
-__all__ = ["Eraser", "ErasureReport", "action_index_key", "deferred_key", "erase_customer"]
+__all__ = [
+    "Eraser",
+    "ErasurePending",
+    "ErasureReport",
+    "action_index_key",
+    "deferred_key",
+    "erase_customer",
+]
 
 _SCAN = 1_000
 
@@ -45,6 +55,17 @@ class ErasureReport:
     redis_keys_deleted: int
     audit_entries_deleted: int
     members_removed: int  # actions in shared keys (household caps, the deferred queue)
+
+
+class ErasurePending(ServiceError, redis.ConnectionError):
+    """Some customers of an erasure were erased from Redis and ``pending`` were not: Redis (or
+    their Redis Cluster node, or that of a key they share) did not answer. A
+    ``redis.ConnectionError``, so a caller that does not look at ``pending`` takes the whole
+    erasure as failed; erasing a customer again is safe (it finds nothing left)."""
+
+    def __init__(self, pending: list[str], cause: Exception) -> None:
+        super().__init__(f"{len(pending)} customers not erased from Redis: {cause}")
+        self.pending = pending
 
 
 def deferred_key(prefix: str) -> str:

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+import redis
+
 from cxstream.actions.ledger import ContactLedger, DeferredQueue, ExperimentLedger, MemoryLedger
 from cxstream.actions.policy import ContactPolicy, Decision, SignalIn
 from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
@@ -27,7 +29,7 @@ from cxstream.context import ContextStore
 from cxstream.detectors.cells import CellMonitor
 from cxstream.detectors.churn import ChurnLearner, ChurnModel
 from cxstream.detectors.table import SubscriberTable
-from cxstream.erasure import Eraser
+from cxstream.erasure import Eraser, ErasurePending
 from cxstream.errors import ConfigError
 from cxstream.events import (
     AlarmCommand,
@@ -184,17 +186,28 @@ class Pipeline:
         return pseudonymise(parse_customer_batch(messages), self.ingest_step.pseudonyms)
 
     def erase_customers(self, subscriber_ids: Sequence[str]) -> None:
-        """Forget erased customers (tombstones on the customers topic): whatever Redis still
-        holds about them (``cxstream erase`` removed it; this catches what was written since),
-        their cached context, their detector state (every table, at its next batch) and their
-        outreach waiting to be decided again. Raises ``redis.RedisError`` if Redis fails."""
-        if self.eraser is not None:
-            for sid in subscriber_ids:
-                self.eraser.erase(sid)
+        """Forget erased customers (tombstones on the customers topic). At once, whatever Redis
+        does: their cached context, their detector state (every table, at its next batch) and
+        their outreach waiting to be decided again. Then, customer by customer, whatever Redis
+        still holds about them (``cxstream erase`` removed it; this catches what was written
+        since). Raises :class:`~cxstream.erasure.ErasurePending` naming those Redis could not
+        be reached for (asked again for them, they are forgotten again: what came since too)."""
         self.context.forget(subscriber_ids)
         self.deferred.forget(subscriber_ids)
         self.detect_step.erasures.add(subscriber_ids)
         self.decide_step.forget(subscriber_ids)
+        if self.eraser is None:
+            return
+        pending: list[str] = []
+        cause: Exception | None = None
+        for sid in subscriber_ids:
+            try:
+                self.eraser.erase(sid)
+            except redis.RedisError as exc:
+                pending.append(sid)
+                cause = exc
+        if cause is not None:
+            raise ErasurePending(pending, cause)
 
     def parse_outcome_batch(self, messages: Sequence[Any]) -> list[Outcome | BadEvent]:
         """See :func:`~cxstream.steps.ingest.parse_outcome_batch` (ids pseudonymised when the

@@ -27,6 +27,7 @@ from cxstream.actions.tmf import endpoint_alarm
 from cxstream.actions.webhook import DEFAULT_SCHEDULE_S, DeliveryPool, WebhookSender
 from cxstream.clients import produce_waiting
 from cxstream.context import ContextStore, MergePending
+from cxstream.erasure import ErasurePending
 from cxstream.errors import ConfigError
 from cxstream.events import Action, BadEvent, CustomerErasure, CustomerUpdate, utcnow
 from cxstream.privacy import pseudonym
@@ -405,8 +406,11 @@ class _CustomerPartition(StatelessSinkPartition[CustomerUpdate | CustomerErasure
         try:
             self._erase(todo)
         except redis.RedisError as exc:
-            log.warning("Redis unavailable, %d erasures wait for it: %s", len(todo), exc)
-            self._erasing = todo[-MAX_WAITING_UPDATES:]
+            # with a Redis Cluster answering in part, only those it could not reach wait
+            pending = exc.pending if isinstance(exc, ErasurePending) else todo
+            log.warning("Redis unavailable, %d erasures wait for it: %s", len(pending), exc)
+            metrics.CUSTOMER_UPDATES.labels("erased").inc(len(todo) - len(pending))
+            self._erasing = pending[-MAX_WAITING_UPDATES:]
             return
         metrics.CUSTOMER_UPDATES.labels("erased").inc(len(todo))
         self._erasing = []

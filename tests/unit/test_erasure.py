@@ -9,14 +9,21 @@ import pickle
 
 import numpy as np
 import orjson
+import pytest
+import redis
 
+from cxstream.actions.rules import DEFAULT_POLICY, PolicySource
+from cxstream.actions.store import MemoryClaimStore
 from cxstream.batches import RawBatch
 from cxstream.context import ContextStore
 from cxstream.dashboard.state import DashboardState
 from cxstream.detectors.table import SubscriberTable
-from cxstream.events import BadEvent, CustomerErasure, CustomerUpdate
+from cxstream.erasure import ErasurePending
+from cxstream.events import BadEvent, CustomerContext, CustomerErasure, CustomerUpdate
 from cxstream.flows.sinks import _CustomerPartition
+from cxstream.pipeline import Pipeline
 from cxstream.qos import QOS
+from cxstream.settings import load_settings
 from cxstream.steps.detect import Erasures
 from cxstream.steps.ingest import parse_customer_batch
 from tests.fakes import FakeRedis
@@ -204,3 +211,55 @@ def test_with_a_cluster_node_down_only_its_customers_updates_wait():
     store.down = set()
     part.write_batch([update("s4")])
     assert store.applied == ["s1", "s3", "s2", "s4"] and part._waiting == []
+
+
+def test_an_erasure_forgets_at_once_and_retries_only_the_customers_redis_did_not_answer_for():
+    # On a Redis Cluster with one node down, the customers whose keys live elsewhere are erased
+    # now; every erased customer is forgotten in memory at once, whatever Redis does.
+    class Eraser:
+        def __init__(self):
+            self.down = {"s2"}
+            self.erased = []
+
+        def erase(self, sid):
+            if sid in self.down:
+                raise redis.ConnectionError("node 2 does not answer")
+            self.erased.append(sid)
+
+    settings = load_settings()
+    context = ContextStore(FakeRedis())
+    context.put_many([CustomerContext(subscriber_id=s) for s in ("s1", "s2", "s3")])
+    context.get_many(["s1", "s2", "s3"])  # cached
+    eraser = Eraser()
+    pipeline = Pipeline(
+        settings,
+        context=context,
+        claims=MemoryClaimStore(),
+        policy=PolicySource(None, default=DEFAULT_POLICY),
+        eraser=eraser,
+    )
+    forgotten = []
+    pipeline.detect_step.erasures.add = forgotten.extend
+    with pytest.raises(ErasurePending) as failed:
+        pipeline.erase_customers(["s1", "s2", "s3"])
+    assert failed.value.pending == ["s2"] and isinstance(failed.value, redis.ConnectionError)
+    assert eraser.erased == ["s1", "s3"] and forgotten == ["s1", "s2", "s3"]
+    assert not context._cache  # the cached profiles are gone, s2's too
+    eraser.down = set()
+    pipeline.erase_customers(["s2"])  # asked again for the one left
+    assert eraser.erased == ["s1", "s3", "s2"] and forgotten == ["s1", "s2", "s3", "s2"]
+
+    # the customer sink keeps only the pending ones
+    calls, down = [], {"s2"}
+
+    def erase(ids):
+        calls.append(list(ids))
+        if down & set(ids):
+            raise ErasurePending(sorted(down & set(ids)), redis.ConnectionError("node 2"))
+
+    part = _CustomerPartition(ContextStore(FakeRedis()), None, "dlq", erase)
+    part.write_batch([CustomerErasure("s2"), CustomerErasure("s1")])
+    assert calls == [["s2"], ["s2", "s1"], ["s2"]]  # s1 is not held back by s2
+    down.clear()
+    part.write_batch([])
+    assert calls[-1] == ["s2"] and part._erasing == []
