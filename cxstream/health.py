@@ -25,7 +25,15 @@ from enum import StrEnum
 
 from prometheus_client import REGISTRY
 
-__all__ = ["HEARTBEAT", "FlowHealth", "HealthMonitor", "Heartbeat", "LagWatch", "registry_progress"]
+__all__ = [
+    "HEARTBEAT",
+    "FlowHealth",
+    "HealthMonitor",
+    "Heartbeat",
+    "LagWatch",
+    "PartitionWatch",
+    "registry_progress",
+]
 
 log = logging.getLogger(__name__)
 
@@ -179,3 +187,63 @@ _WHY = {
     FlowHealth.LAGGING: "the lag grew while events arrived; it processes less than arrives",
     FlowHealth.STALLED: "no event was processed while events waited, or its worker is blocked",
 }
+
+
+class PartitionWatch(threading.Thread):
+    """Every ``interval_s``, compares each input topic's partitions on the broker (``count``)
+    with those the flow read at its start (``read``): partitions added since are not read
+    until every process of the flow restarts (Bytewax lists a source's partitions once). Calls
+    ``on_unread(topic, n)`` for every topic, and logs a warning when ``n`` grows. A broker that
+    cannot be asked is skipped until the next check (the lag and silence figures tell of it).
+
+    >>> watch = PartitionWatch(lambda: {"cx.qos": 8}, lambda topic: 12)
+    >>> watch.check()
+    {'cx.qos': 4}
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], dict[str, int]],
+        count: Callable[[str], int],
+        on_unread: Callable[[str, int], None] | None = None,
+        interval_s: float = 60.0,
+    ) -> None:
+        super().__init__(name="cxstream-partitions", daemon=True)
+        self._read = read
+        self._count = count
+        self._on_unread = on_unread
+        self._interval_s = interval_s
+        self._said: dict[str, int] = {}
+        self._halt = threading.Event()
+
+    def check(self) -> dict[str, int]:
+        """The partitions of each input topic that the flow does not read."""
+        unread: dict[str, int] = {}
+        for topic, read in self._read().items():
+            try:
+                on_broker = self._count(topic)
+            except Exception as exc:  # any client error (a topic gone too): asked again later
+                log.debug("partitions of %s not counted: %s", topic, exc)
+                continue
+            unread[topic] = n = max(0, on_broker - read)
+            if n > self._said.get(topic, 0):
+                log.warning(
+                    "Kafka topic %s has %d partitions and this flow reads %d, those it had at "
+                    "its start: restart every process of the flow to read the %d new ones "
+                    "(their records wait on the broker)",
+                    topic,
+                    on_broker,
+                    read,
+                    n,
+                )
+            self._said[topic] = n
+            if self._on_unread is not None:
+                self._on_unread(topic, n)
+        return unread
+
+    def run(self) -> None:
+        while not self._halt.wait(self._interval_s):
+            self.check()
+
+    def stop(self) -> None:
+        self._halt.set()

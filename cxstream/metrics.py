@@ -40,6 +40,7 @@ __all__ = [
     "HELD_ALERTS",
     "KAFKA_DELIVERY_ERRORS",
     "KAFKA_INPUT_SILENT",
+    "KAFKA_INPUT_UNREAD",
     "KAFKA_OUT_QUEUED",
     "KAFKA_OUT_RECORDS",
     "POLICY_RELOADS",
@@ -180,6 +181,13 @@ KAFKA_INPUT_SILENT = Gauge(
     "kafka_input_silent_seconds",
     "Seconds since the broker leading one of this process's input partitions last answered its "
     "consumer (the longest over them): under a second while the brokers answer.",
+    namespace=_NS,
+)
+KAFKA_INPUT_UNREAD = Gauge(
+    "kafka_input_partitions_unread",
+    "Partitions of an input topic this process does not read, by topic: added on the broker "
+    "after the flow started (a restart of every process of the flow reads them).",
+    ["topic"],
     namespace=_NS,
 )
 KAFKA_DELIVERY_ERRORS = Counter(

@@ -19,10 +19,11 @@ from prometheus_client import start_http_server
 
 from cxstream.clients import ensure_topics
 from cxstream.errors import ServiceError
-from cxstream.flows.connect import kafka_io, pipeline_from_settings
+from cxstream.flows.connect import FlowIO, kafka_io, pipeline_from_settings
 from cxstream.flows.cx import build_flow
-from cxstream.health import FlowHealth, HealthMonitor, LagWatch
-from cxstream.metrics import FLOW_HEALTH
+from cxstream.flows.source import BatchKafkaSource
+from cxstream.health import FlowHealth, HealthMonitor, LagWatch, PartitionWatch
+from cxstream.metrics import FLOW_HEALTH, KAFKA_INPUT_UNREAD
 from cxstream.privacy import configure as configure_pseudonyms
 from cxstream.settings import Settings
 
@@ -169,7 +170,8 @@ def run_flow(
             settings.flow.metrics_host,
             ", ".join(elsewhere),
         )
-    flow = build_flow(settings, pipeline, kafka_io(settings, pipeline))
+    io = kafka_io(settings, pipeline)
+    flow = build_flow(settings, pipeline, io)
     dashboard = None
     if settings.dashboard.enabled and (process_id or 0) == 0:
         from cxstream.dashboard.peers import Peers, peer_urls
@@ -197,6 +199,8 @@ def run_flow(
         interval_s=min(5.0, settings.flow.lag_alert_s / 6),
     )
     monitor.start()
+    partitions = partition_watch(io)
+    partitions.start()
     _tune_gc(settings.flow.gc_threshold)
     stop = _interruptible()
     per_process = workers or settings.flow.workers
@@ -226,10 +230,37 @@ def run_flow(
         )
     finally:
         monitor.stop()
+        partitions.stop()
         if dashboard is not None:
             dashboard.stop()
         if metrics_server is not None:
             metrics_server.shutdown()
+
+
+def partition_watch(io: FlowIO, interval_s: float = 60.0) -> PartitionWatch:
+    """Watches the partitions of the flow's Kafka inputs (``cxstream_kafka_input_partitions_
+    unread``, exported at 0 from the start): partitions added to a topic while the flow runs
+    are read only after a restart of every process, and until then this says so."""
+    sources = [
+        s
+        for s in (io.qos_source, io.customer_source, io.action_source, io.outcome_source,
+                  io.control_source)
+        if isinstance(s, BatchKafkaSource)
+    ]  # fmt: skip
+    for source in sources:
+        for topic in source.topics:
+            KAFKA_INPUT_UNREAD.labels(topic).set(0)
+
+    def read() -> dict[str, int]:
+        return {topic: n for s in sources for topic, n in s.listed.items()}
+
+    def count(topic: str) -> int:
+        return next(s for s in sources if topic in s.listed).partitions_on_broker(topic)
+
+    def export(topic: str, unread: int) -> None:
+        KAFKA_INPUT_UNREAD.labels(topic).set(unread)
+
+    return PartitionWatch(read, count, export, interval_s)
 
 
 def hosts_not_reaching_metrics(metrics_host: str, addresses: list[str]) -> list[str]:

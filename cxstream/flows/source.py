@@ -151,6 +151,7 @@ class _Partition(StatefulSourcePartition[Any, Any]):
         linger_s: float = 0.0,
         start_file: Path | None = None,
         from_start: bool = False,
+        added: bool = False,
     ) -> None:
         self._offset = offset
         self._linger = timedelta(seconds=linger_s)
@@ -166,7 +167,7 @@ class _Partition(StatefulSourcePartition[Any, Any]):
             _SILENCES[id(self)] = self._silence
         self._consumer = Consumer({**config, "stats_cb": self._stats})
         if offset == OFFSET_END:
-            offset = self._offset = self._first_offset(start_file)
+            offset = self._offset = self._first_offset(start_file, added)
         elif offset >= 0 and from_start:
             log.info(
                 "%s[%d]: the snapshot's offset %d is not used: the topic is new, read from its start",
@@ -177,9 +178,11 @@ class _Partition(StatefulSourcePartition[Any, Any]):
             offset = self._offset = OFFSET_BEGINNING
         self._consumer.assign([TopicPartition(topic, partition, offset)])
 
-    def _first_offset(self, start_file: Path | None) -> int:
+    def _first_offset(self, start_file: Path | None, added: bool) -> int:
         """Where a start without a snapshot begins: the offset recorded by the first such start,
-        if ``start_file`` holds one, else the partition's end now (then recorded there)."""
+        if ``start_file`` holds one, else the partition's end now (then recorded there), or its
+        first offset for a partition ``added`` after the first start (everything on it came
+        since)."""
         if start_file is not None and start_file.exists():
             text = start_file.read_text(errors="replace").strip()
             if not (text.isascii() and text.isdigit()):  # '²' is a digit to isdigit(), not to int()
@@ -198,15 +201,17 @@ class _Partition(StatefulSourcePartition[Any, Any]):
         if marks is None:
             msg = f"could not read the end offset of {self._topic}[{self._partition}] within 30 s"
             raise ServiceError(msg)
+        first = marks[0] if added else marks[1]
+        if added:
+            log.info(
+                "%s[%d]: added after the first start, read from its first offset %d",
+                self._topic,
+                self._partition,
+                first,
+            )
         if start_file is not None:
-            start_file.parent.mkdir(parents=True, exist_ok=True)
-            scratch = start_file.with_name(f".{start_file.name}.tmp")
-            with scratch.open("w") as f:
-                f.write(str(marks[1]))
-                f.flush()
-                os.fsync(f.fileno())
-            scratch.replace(start_file)  # atomic: a crash leaves the old file or the new one
-        return int(marks[1])
+            _write_atomically(start_file, str(first))
+        return int(first)
 
     def _stats(self, raw: str) -> None:
         # called from inside consume(): whatever it raised would end the poll, so nothing is
@@ -316,7 +321,9 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         records each partition's end offset (a file per partition). A later start that still
         has no snapshot to resume from (the process died before its first snapshot) begins at
         the recorded offset, not at the end as it is by then: what the dead run's epoch put on
-        the topic is read, not skipped.
+        the topic is read, not skipped. It also records how many partitions each topic had
+        (``<topic>.partitions``): a partition added since, which has neither a snapshot nor a
+        recorded offset, is read from its first offset (everything on it came since).
     from_start
         Resume each partition's state from the snapshot but read the partition from its start,
         not from the snapshot's offset: the topics are new ones of the same names (the demo
@@ -347,6 +354,7 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
             raise TypeError(msg)
         self._brokers = list(brokers)
         self._topics = list(topics)
+        self.topics = tuple(self._topics)  # the topics it reads
         self._add_config = dict(add_config or {})
         self._admin_config = dict(admin_config) if admin_config is not None else self._add_config
         self._batch_size = batch_size
@@ -355,6 +363,7 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         self._from_end = from_end
         self._start_dir = start_dir
         self._from_start = from_start
+        self.listed: dict[str, int] = {}  # partitions per topic when Bytewax listed them
 
     def _with_brokers(self, config: dict[str, str]) -> dict[str, Any]:
         return {"bootstrap.servers": ",".join(self._brokers), **config}
@@ -372,7 +381,28 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
                 msg = f"cannot list the partitions of Kafka topic {topic!r}: {meta.error.str()}"
                 raise ServiceError(msg)
             parts.extend(f"{i}-{topic}" for i in meta.partitions)
+            self.listed[topic] = len(meta.partitions)
+            count = self._count_file(topic)
+            if count is not None and not count.exists():  # the first start: what it found
+                _write_atomically(count, str(len(meta.partitions)))
         return parts
+
+    def _count_file(self, topic: str) -> Path | None:
+        """Where a source that starts from the end records how many partitions ``topic`` had
+        at its first start: a partition numbered beyond them was added since."""
+        return (
+            self._start_dir / f"{topic}.partitions" if self._from_end and self._start_dir else None
+        )
+
+    def partitions_on_broker(self, topic: str, timeout_s: float = 10.0) -> int:
+        """How many partitions ``topic`` has now (compared with :attr:`listed`: Bytewax lists a
+        source's partitions once, at the start)."""
+        client = AdminClient(self._with_brokers(self._admin_config))
+        meta = client.list_topics(topic, timeout=timeout_s).topics[topic]
+        if meta.error is not None:
+            msg = f"cannot list the partitions of Kafka topic {topic!r}: {meta.error.str()}"
+            raise ServiceError(msg)
+        return len(meta.partitions)
 
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _Partition:
@@ -394,9 +424,12 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
             offset = resume_state
         if self.processor is not None and state is None:
             state = self.processor.new_state()
-        start_file = None
-        if self._from_end and self._start_dir is not None:
-            start_file = self._start_dir / f"{topic}-{idx}"
+        start_file, added = None, False
+        count = self._count_file(topic)
+        if count is not None:
+            start_file = count.with_name(f"{topic}-{idx}")
+            text = count.read_text(errors="replace").strip() if count.exists() else ""
+            added = text.isascii() and text.isdigit() and int(idx) >= int(text)
         return _Partition(
             step_id,
             config,
@@ -409,4 +442,16 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
             self._linger_s,
             start_file,
             self._from_start,
+            added,
         )
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path``'s content with ``text``: a crash leaves the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.tmp")
+    with scratch.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    scratch.replace(path)

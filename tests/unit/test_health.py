@@ -1,4 +1,5 @@
-"""Telling a flow that falls behind from one that catches up (cxstream/health.py)."""
+"""Telling a flow that falls behind from one that catches up, and one that does not read every
+partition of its inputs (cxstream/health.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import contextlib
 import logging
 import time
 
-from cxstream.health import FlowHealth, HealthMonitor, LagWatch
+from prometheus_client import REGISTRY
+
+from cxstream.flows.connect import FlowIO
+from cxstream.flows.run import partition_watch
+from cxstream.flows.source import BatchKafkaSource
+from cxstream.health import FlowHealth, HealthMonitor, LagWatch, PartitionWatch
 
 
 def feed(watch, samples):
@@ -131,3 +137,51 @@ def test_the_deferred_source_beats_the_heartbeat_each_time_it_wakes():
         assert HEARTBEAT.last is not None and time.monotonic() - HEARTBEAT.last < 5
     finally:
         HEARTBEAT.last = before
+
+
+def test_partitions_added_while_the_flow_runs_are_reported_until_a_restart(caplog):
+    on_broker = {"cx.qos": 8, "cx.customers": 1}
+    exported = {}
+
+    def count(topic):
+        if topic == "cx.customers" and on_broker[topic] < 0:
+            raise RuntimeError("broker not answering")
+        return on_broker[topic]
+
+    watch = PartitionWatch(lambda: {"cx.qos": 8, "cx.customers": 1}, count, exported.__setitem__)
+    with caplog.at_level(logging.WARNING, logger="cxstream.health"):
+        assert watch.check() == {"cx.qos": 0, "cx.customers": 0}
+        assert not caplog.records
+        on_broker["cx.qos"] = 12  # an operator added four partitions
+        assert watch.check()["cx.qos"] == 4
+        assert watch.check()["cx.qos"] == 4
+        on_broker["cx.customers"] = -1  # cannot be asked: skipped, not a crash
+        assert watch.check() == {"cx.qos": 4}
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "restart every process" in warned[0] and "4 new ones" in warned[0]
+    assert exported == {"cx.qos": 4, "cx.customers": 0}
+
+
+def test_the_run_watches_every_kafka_input_and_exports_zero_from_the_start():
+    def source(topic, now):
+        s = BatchKafkaSource(["127.0.0.1:9"], [topic])
+        s.listed = {topic: 2}
+        s.partitions_on_broker = lambda t: now  # what the broker says
+        return s
+
+    io = FlowIO(
+        qos_source=source("t-qos", 3),
+        kafka_sink=None,  # type: ignore[arg-type]
+        customer_source=source("t-customers", 2),
+        outcome_source=source("t-outcomes", 2),
+    )
+    watch = partition_watch(io)
+    for topic in ("t-qos", "t-customers", "t-outcomes"):
+        sample = REGISTRY.get_sample_value(
+            "cxstream_kafka_input_partitions_unread", {"topic": topic}
+        )
+        assert sample == 0
+    assert watch.check() == {"t-qos": 1, "t-customers": 0, "t-outcomes": 0}
+    assert (
+        REGISTRY.get_sample_value("cxstream_kafka_input_partitions_unread", {"topic": "t-qos"}) == 1
+    )
