@@ -16,9 +16,11 @@ demo: $(VENV)/.installed
 soak: $(VENV)/.installed  # not part of the tests: 30 minutes of the demo, lag and memory reported
 	$(PY) -m cxstream soak $(ARGS)
 
+# pytest-xdist workers: most of the slow tests wait on real time (streams, outages), not on a core
+TEST_PROCESSES ?= 2
 test: $(VENV)/.installed
 	bash .ci/prereqs
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) $(ARGS)
 
 screenshots: $(VENV)/.installed  # the dashboard screenshots in README.md, from the browser test
 	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest -p no:cacheprovider tests/e2e

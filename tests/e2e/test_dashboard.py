@@ -22,7 +22,7 @@ from cxstream.events import utcnow
 from tests.integration.kafka_helpers import produce, read_topic
 from tests.integration.test_churn_live import seed_model
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow]
 
 SECRET = "whsec_" + base64.b64encode(b"dashboard-e2e-secret-0000").decode()
 # `make screenshots` points this at docs/screenshots for the README; tests write to tmp_path

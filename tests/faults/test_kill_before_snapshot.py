@@ -24,7 +24,7 @@ from tests.faults.conftest import (
 )
 from tests.integration.kafka_helpers import produce
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
 
 class Stuck(BaseHTTPRequestHandler):

@@ -17,7 +17,7 @@ from cxstream.events import utcnow
 from tests.faults.conftest import SECRET, ended, wait_until
 from tests.integration.kafka_helpers import read_topic
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
 REASONS = {"not_json", "missing_field", "bad_type", "out_of_range", "stale", "future"}
 

@@ -20,7 +20,7 @@ from cxstream.events import ID_MAX, utcnow
 from tests.faults.conftest import SECRET, ended, wait_until
 from tests.integration.kafka_helpers import read_topic
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
 
 def qos(sub: str, cell: str, event_id: str, seconds_ago: float, *, bad: bool) -> dict:

@@ -23,7 +23,7 @@ from cxstream.events import Channel, ConsentStatus, utcnow
 from tests.integration.kafka_helpers import produce, read_topic
 from tests.integration.test_pipeline_live import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SECRET = "whsec_" + base64.b64encode(b"churn-integration-secret").decode()
 

@@ -113,6 +113,7 @@ def test_the_dataflow_enriches_from_a_cluster(live_settings, redis_cluster, tmp_
     client.close()
 
 
+@pytest.mark.slow
 def test_a_node_that_hangs_costs_one_timeout_and_a_cluster_down_is_an_outage():
     # An own cluster: its nodes are frozen and stopped here. Unguarded, one frozen node held
     # this lookup for more than five minutes (redis-py's cluster client retried it ten times,

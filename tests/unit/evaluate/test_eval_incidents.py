@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from cxstream.cli import main
@@ -62,6 +63,7 @@ def test_eval_incidents_meets_the_bar_on_a_few_scenarios():
     assert all(kinds[k]["median_delay_s"] < limit for k, limit in limits.items()), kinds
 
 
+@pytest.mark.slow
 def test_eval_incidents_clean_counts_the_false_cell_incidents_of_a_quiet_night():
     """Without incidents every cell incident is a false one. From midnight to 6:00 a cell's
     median experience is that of two or three subscribers an interval: a single interval far
