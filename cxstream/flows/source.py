@@ -364,6 +364,7 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         self._start_dir = start_dir
         self._from_start = from_start
         self.listed: dict[str, int] = {}  # partitions per topic when Bytewax listed them
+        self._admin: AdminClient | None = None
 
     def _with_brokers(self, config: dict[str, str]) -> dict[str, Any]:
         return {"bootstrap.servers": ",".join(self._brokers), **config}
@@ -397,8 +398,9 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
     def partitions_on_broker(self, topic: str, timeout_s: float = 10.0) -> int:
         """How many partitions ``topic`` has now (compared with :attr:`listed`: Bytewax lists a
         source's partitions once, at the start)."""
-        client = AdminClient(self._with_brokers(self._admin_config))
-        meta = client.list_topics(topic, timeout=timeout_s).topics[topic]
+        if self._admin is None:  # one client for every check (each holds threads and sockets)
+            self._admin = AdminClient(self._with_brokers(self._admin_config))
+        meta = self._admin.list_topics(topic, timeout=timeout_s).topics[topic]
         if meta.error is not None:
             msg = f"cannot list the partitions of Kafka topic {topic!r}: {meta.error.str()}"
             raise ServiceError(msg)
