@@ -27,7 +27,7 @@ from cxstream.metrics import FLOW_HEALTH, KAFKA_INPUT_UNREAD
 from cxstream.privacy import configure as configure_pseudonyms
 from cxstream.settings import Settings
 
-__all__ = ["run_flow", "wait_for_kafka"]
+__all__ = ["partition_watch", "run_flow", "wait_for_kafka"]
 
 log = logging.getLogger(__name__)
 
@@ -238,9 +238,9 @@ def run_flow(
 
 
 def partition_watch(io: FlowIO, interval_s: float = 60.0) -> PartitionWatch:
-    """Watches the partitions of the flow's Kafka inputs (``cxstream_kafka_input_partitions_
-    unread``, exported at 0 from the start): partitions added to a topic while the flow runs
-    are read only after a restart of every process, and until then this says so."""
+    """Watches the partitions of the flow's Kafka inputs: partitions added to a topic while
+    the flow runs are read only after a restart of every process, and until then the gauge
+    ``cxstream_kafka_input_partitions_unread`` (0 from the start) and the log say so."""
     sources = [
         s
         for s in (io.qos_source, io.customer_source, io.action_source, io.outcome_source,
