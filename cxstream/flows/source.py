@@ -377,15 +377,12 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         client = AdminClient(self._with_brokers(self._admin_config))
         parts: list[str] = []
         for topic in self._topics:
-            meta = client.list_topics(topic).topics[topic]
-            if meta.error is not None:
-                msg = f"cannot list the partitions of Kafka topic {topic!r}: {meta.error.str()}"
-                raise ServiceError(msg)
-            parts.extend(f"{i}-{topic}" for i in meta.partitions)
-            self.listed[topic] = len(meta.partitions)
+            partitions = _partitions(client, topic)
+            parts.extend(f"{i}-{topic}" for i in partitions)
+            self.listed[topic] = len(partitions)
             count = self._count_file(topic)
             if count is not None and not count.exists():  # the first start: what it found
-                _write_atomically(count, str(len(meta.partitions)))
+                _write_atomically(count, str(len(partitions)))
         return parts
 
     def _count_file(self, topic: str) -> Path | None:
@@ -400,11 +397,7 @@ class BatchKafkaSource(FixedPartitionedSource[Any, Any]):
         source's partitions once, at the start)."""
         if self._admin is None:  # one client for every check (each holds threads and sockets)
             self._admin = AdminClient(self._with_brokers(self._admin_config))
-        meta = self._admin.list_topics(topic, timeout=timeout_s).topics[topic]
-        if meta.error is not None:
-            msg = f"cannot list the partitions of Kafka topic {topic!r}: {meta.error.str()}"
-            raise ServiceError(msg)
-        return len(meta.partitions)
+        return len(_partitions(self._admin, topic, timeout_s))
 
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _Partition:
@@ -457,3 +450,12 @@ def _write_atomically(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     scratch.replace(path)
+
+
+def _partitions(client: AdminClient, topic: str, timeout_s: float = -1) -> list[int]:
+    """The partition ids of ``topic`` (``timeout_s`` -1: librdkafka's default wait)."""
+    meta = client.list_topics(topic, timeout=timeout_s).topics[topic]
+    if meta.error is not None:
+        msg = f"cannot list the partitions of Kafka topic {topic!r}: {meta.error.str()}"
+        raise ServiceError(msg)
+    return list(meta.partitions)
