@@ -61,9 +61,19 @@ def wait_for_kafka(
 
 
 def _recovery(directory: Path, partitions: int) -> RecoveryConfig:
-    """Bytewax recovery in ``directory``, creating its partitions the first time."""
+    """Bytewax recovery in ``directory``, creating its partitions the first time: when it
+    holds none, whatever else it holds (a new volume's ``lost+found``, which a directory that
+    had to be empty made Bytewax fail on at every start)."""
     directory.mkdir(parents=True, exist_ok=True)
-    if not any(directory.iterdir()):
+    if not any(directory.glob("part-*.sqlite3")):
+        others = sorted(p.name for p in directory.iterdir() if p.name != "lost+found")
+        if others:
+            log.warning(
+                "the recovery directory %s holds no recovery partitions but %s: starting from "
+                "fresh state (delete the directory as a whole to start afresh)",
+                directory,
+                ", ".join(others[:5]),
+            )
         init_db_dir(directory, partitions)  # type: ignore[no-untyped-call]
         log.info("created %d recovery partitions in %s", partitions, directory)
     else:
