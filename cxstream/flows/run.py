@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import shutil
 import signal
 import sys
 import time
@@ -60,24 +62,50 @@ def wait_for_kafka(
             delay *= 2
 
 
-def _recovery(directory: Path, partitions: int) -> RecoveryConfig:
+def _recovery(
+    directory: Path, partitions: int, *, create: bool = True, wait_s: float = 120.0
+) -> RecoveryConfig:
     """Bytewax recovery in ``directory``, creating its partitions the first time: when it
     holds none, whatever else it holds (a new volume's ``lost+found``, which a directory that
-    had to be empty made Bytewax fail on at every start)."""
+    had to be empty made Bytewax fail on at every start).
+
+    In a cluster only process 0 creates them (``create``), and the others wait up to ``wait_s``
+    for them: processes started together (a StatefulSet's parallel pods) each decided for
+    themselves, so one could resume from partitions another was still writing, or two create
+    them at once (Bytewax refuses a second creation). Each file is written aside and moved in
+    whole, and the others go on once process 0's scratch directory is gone."""
     directory.mkdir(parents=True, exist_ok=True)
-    if not any(directory.glob("part-*.sqlite3")):
-        others = sorted(p.name for p in directory.iterdir() if p.name != "lost+found")
-        if others:
-            log.warning(
-                "the recovery directory %s holds no recovery partitions but %s: starting from "
-                "fresh state (delete the directory as a whole to start afresh)",
-                directory,
-                ", ".join(others[:5]),
-            )
-        init_db_dir(directory, partitions)  # type: ignore[no-untyped-call]
-        log.info("created %d recovery partitions in %s", partitions, directory)
-    else:
+    if create:
+        for stale in directory.glob(".creating-*"):  # left by a process 0 that died creating
+            shutil.rmtree(stale, ignore_errors=True)
+    if any(directory.glob("part-*.sqlite3")) or not create:
+        deadline = time.monotonic() + wait_s
+        while not any(directory.glob("part-*.sqlite3")) or any(directory.glob(".creating-*")):
+            if time.monotonic() >= deadline:
+                msg = (
+                    f"process 0 has not created the recovery partitions in {directory} within "
+                    f"{wait_s:.0f} s: every process of a cluster must see the same directory "
+                    "(a shared volume), and process 0 must be running"
+                )
+                raise ServiceError(msg)
+            time.sleep(0.5)
         log.info("resuming from the recovery snapshots in %s", directory)
+        return RecoveryConfig(str(directory))  # type: ignore[no-untyped-call]
+    others = sorted(p.name for p in directory.iterdir() if p.name != "lost+found")
+    if others:
+        log.warning(
+            "the recovery directory %s holds no recovery partitions but %s: starting from "
+            "fresh state (delete the directory as a whole to start afresh)",
+            directory,
+            ", ".join(others[:5]),
+        )
+    aside = directory / f".creating-{os.getpid()}"
+    aside.mkdir()
+    init_db_dir(aside, partitions)  # type: ignore[no-untyped-call]
+    for part in sorted(aside.glob("part-*.sqlite3")):
+        part.replace(directory / part.name)
+    aside.rmdir()
+    log.info("created %d recovery partitions in %s", partitions, directory)
     return RecoveryConfig(str(directory))  # type: ignore[no-untyped-call]
 
 
@@ -202,7 +230,11 @@ def run_flow(
         print(f"dashboard: {dashboard.url}", flush=True)
     recovery = None
     if settings.flow.recovery_dir is not None:
-        recovery = _recovery(Path(settings.flow.recovery_dir), settings.flow.recovery_partitions)
+        recovery = _recovery(
+            Path(settings.flow.recovery_dir),
+            settings.flow.recovery_partitions,
+            create=(process_id or 0) == 0,
+        )
     monitor = HealthMonitor(
         LagWatch(settings.flow.lag_alert_s, settings.flow.lag_alert_events),
         on_state=_export_health,

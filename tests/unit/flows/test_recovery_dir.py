@@ -1,9 +1,15 @@
-"""The recovery directory: created on first use whatever else it holds, resumed after."""
+"""The recovery directory: created on first use whatever else it holds, by process 0 alone in a
+cluster, resumed after."""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
+import pytest
+
+from cxstream.errors import ServiceError
 from cxstream.flows.run import _recovery
 
 
@@ -31,3 +37,30 @@ def test_a_directory_holding_something_else_starts_fresh_and_says_so(tmp_path, c
         _recovery(tmp_path, 1)
     assert (tmp_path / "part-0.sqlite3").exists()
     assert "holds no recovery partitions but actions-start" in caplog.text
+
+
+def test_in_a_cluster_process_0_creates_the_partitions_and_the_others_wait_for_them(tmp_path):
+    # a StatefulSet's parallel pods start together on one shared volume: each created the
+    # partitions at once and all but one failed
+    (tmp_path / ".creating-999").mkdir()  # left by a process 0 that died while creating
+    waited: list[float] = []
+
+    def other_process():
+        start = time.monotonic()
+        _recovery(tmp_path, 4, create=False, wait_s=30)
+        waited.append(time.monotonic() - start)
+
+    other = threading.Thread(target=other_process)
+    other.start()
+    time.sleep(1.0)
+    assert not waited  # nothing to resume yet
+    _recovery(tmp_path, 4)  # process 0
+    other.join(10)
+    assert waited and waited[0] >= 1.0
+    assert len(list(tmp_path.glob("part-*.sqlite3"))) == 4
+    assert not list(tmp_path.glob(".creating-*"))
+
+
+def test_a_process_that_never_sees_the_partitions_names_the_shared_directory(tmp_path):
+    with pytest.raises(ServiceError, match="must see the same directory"):
+        _recovery(tmp_path, 2, create=False, wait_s=0.6)
