@@ -23,18 +23,27 @@ def test_a_cluster_shares_the_input_and_its_dashboard_shows_every_process(live_s
     assert live_settings.kafka.topics.partitions == 2
     addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
     base = free_ports(2)
+    # one recovery directory for both, as the StatefulSet's shared volume, holding lost+found
+    recovery = tmp_path / "recovery"
+    (recovery / "lost+found").mkdir(parents=True)
+    settings = live_settings.model_copy(
+        update={"flow": live_settings.flow.model_copy(update={"recovery_dir": str(recovery)})}
+    )
     flows: list[FlowProcess] = []
     try:
-        for i in range(2):
+        for i in (1, 0):  # process 1 first: it waits for process 0 to create the partitions
             workdir = tmp_path / f"p{i}"
             workdir.mkdir()
             cluster = (i, addresses)
-            flows.append(
-                FlowProcess(live_settings, workdir, SECRET, cluster=cluster, metrics_base=base)
+            flows.insert(
+                0, FlowProcess(settings, workdir, SECRET, cluster=cluster, metrics_base=base)
             )
         first, second = flows
         for flow in flows:
             flow.wait_ready()
+        wait_until(lambda: "resuming" in second.log_path.read_text(), 30, "process 1 to find them")
+        assert len(list(recovery.glob("part-*.sqlite3"))) == settings.flow.recovery_partitions
+        assert "created" in first.log_path.read_text()
 
         def overview():
             return httpx.get(f"{first.dashboard_url}api/overview", timeout=5).json()
