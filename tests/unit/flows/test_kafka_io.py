@@ -47,7 +47,7 @@ def test_partitions_are_listed_without_consumer_only_properties(monkeypatch):
         def __init__(self, config: dict[str, str]) -> None:
             seen.append(config)
 
-        def list_topics(self, topic: str) -> object:
+        def list_topics(self, topic: str, timeout: float = -1) -> object:
             return type("Meta", (), {"topics": {topic: Topic()}})()
 
     monkeypatch.setattr("cxstream.flows.source.AdminClient", Admin)
