@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import SecretStr
 
@@ -42,11 +44,31 @@ REDIS_INSTALL_HINT = (
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
+    """A TCP port on 127.0.0.1 that is free right now, drawn below the kernel's range of
+    ephemeral ports: a port the kernel hands out (bind to port 0) is also the source port of
+    the next outgoing connections, and one of those took a cluster's port before its process
+    bound it (seen with two test processes and their brokers on one machine)."""
+    low, high = _below_ephemeral()
+    for _ in range(100):
+        port = random.randint(low, high)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # that range is full: any free port
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
+
+
+def _below_ephemeral() -> tuple[int, int]:
+    """Up to 12,000 ports just below the ephemeral range (Linux's, else 32768-60999)."""
+    start = 32_768
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        start = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return max(1_024, start - 12_000), max(1_025, start - 1)
 
 
 def free_ports(count: int, attempts: int = 50) -> int:
