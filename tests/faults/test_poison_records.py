@@ -79,7 +79,13 @@ def test_poison_records_are_dead_lettered_and_never_crash_loop_the_flow(live_set
         producer.flush(30)
         total = len(poison) + len(valid)
         wait_until(lambda: ended(flow.counters()) >= total, 60, "every record to end")
-        time.sleep(2.0 + settings.cells.hold_s)  # the held alerts, the incident, a snapshot
+        # the long cell's incident (its held alerts are released by a timer, later on a busy
+        # machine), then its alerts out and a snapshot
+        wait_until(
+            lambda: flow.counters().get("cxstream_cell_incidents_total", 0) >= 1, 60, "incident"
+        )
+        wait_until(lambda: flow.counters().get("cxstream_held_alerts", 0) == 0, 60, "held alerts")
+        time.sleep(2.0)
         counters = flow.counters()
         assert flow.proc.poll() is None, "the flow died"
     finally:
