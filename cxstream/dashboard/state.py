@@ -534,13 +534,22 @@ class DashboardState:
 
 
 def _scrub(alarm: dict[str, Any], erased: _Erased) -> None:
-    """Replace erased customers' ids in an alarm's affected services (the count stays)."""
+    """Replace erased customers' ids in an alarm: its affected services, the subscribers new
+    in its update and its tiers by subscriber (the counts stay)."""
     for entry in alarm.get("affectedService", []):
-        if entry.get("id") in erased:
+        if isinstance(entry, dict) and entry.get("id") in erased:
             entry["id"] = "(erased)"
-    tiers = alarm.get("x-cxstream", {}).get("affected_tiers")
+    own = alarm.get("x-cxstream")
+    if not isinstance(own, dict):
+        return
+    new = own.get("new_affected")
+    if isinstance(new, list):
+        own["new_affected"] = ["(erased)" if sid in erased else sid for sid in new]
+    tiers = own.get("affected_tiers")
     if isinstance(tiers, dict):
-        for n, sid in enumerate([sid for sid in tiers if sid in erased]):
+        # numbered on from those erased before, so that none overwrites another
+        taken = sum(1 for key in tiers if isinstance(key, str) and key.startswith("(erased "))
+        for n, sid in enumerate([sid for sid in tiers if sid in erased], start=taken):
             tiers[f"(erased {n})"] = tiers.pop(sid)
 
 

@@ -120,7 +120,11 @@ def test_the_dashboard_drops_an_erased_customer_and_ignores_later_records():
         "alarmedObject": {"id": "c1"},
         "state": "raised",
         "perceivedSeverity": "major",
-        "affectedService": [{"id": "s1"}, {"id": "s2"}],
+        "affectedService": [{"id": "s1"}, {"id": "s2"}, {"id": "s3"}],
+        "x-cxstream": {
+            "new_affected": ["s1", "s2"],
+            "affected_tiers": {"s1": "gold", "s2": "silver", "s3": "gold"},
+        },
     }
     state.on_alert(alarm)
     state.on_alert({"kind": "degradation", "subscriber_id": "s1", "cell_id": "c1"})
@@ -142,7 +146,11 @@ def test_the_dashboard_drops_an_erased_customer_and_ignores_later_records():
     assert state.search("s1") == []
     overview = state.overview()
     assert "s1" not in str(overview)
-    assert overview["incidents"][0]["affected"] == 2  # the count stays, the id goes
+    assert overview["incidents"][0]["affected"] == 3  # the count stays, the id goes
+    assert b'"s1"' not in state.dumps()  # nor anywhere in the state saved in Redis
+    state.forget("s3")  # a second erasure from the same incident keeps the first's tier
+    tiers = state.dump()["incidents"][0]["x-cxstream"]["affected_tiers"]
+    assert sorted(tiers.values()) == ["gold", "gold", "silver"] and "s3" not in tiers
     state.restore("s1")
     state.on_decision({**decision, "action_id": "a3"})
     assert state.customer("s1")["decisions"]
