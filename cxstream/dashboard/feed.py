@@ -1,10 +1,11 @@
 """Feed the dashboard state from Kafka (partitions assigned, no consumer-group join).
 
 With a Redis ``store``, what the dashboard knows is saved there every ``save_s`` seconds
-(when it changed), and at once after a customer's erasure (a tombstone), together with the offset of the last record read from each topic partition,
-as one JSON document under ``key``; a restarted dashboard loads it and reads each partition
-from the next offset, so it shows the same incidents, decisions and customers at once without
-re-reading the topics from the beginning. A partition whose saved offset is no longer on the
+(when it changed), and at once after a customer's erasure (a tombstone), together with the
+offset of the last record read from each topic partition, as one JSON document under ``key``;
+a restarted dashboard loads it and reads each partition from the next offset, so it shows the
+same incidents, decisions and customers at once without re-reading the topics from the
+beginning. A partition whose saved offset is no longer on the
 broker (a topic recreated, an embedded broker replaced) is read from its start."""
 
 from __future__ import annotations

@@ -75,10 +75,7 @@ def _recovery(
     them at once (Bytewax refuses a second creation). Each file is written aside and moved in
     whole, and the others go on once process 0's scratch directory is gone."""
     directory.mkdir(parents=True, exist_ok=True)
-    if create:
-        for stale in directory.glob(".creating-*"):  # left by a process 0 that died creating
-            shutil.rmtree(stale, ignore_errors=True)
-    if any(directory.glob("part-*.sqlite3")) or not create:
+    if not create:
         deadline = time.monotonic() + wait_s
         while not any(directory.glob("part-*.sqlite3")) or any(directory.glob(".creating-*")):
             if time.monotonic() >= deadline:
@@ -89,6 +86,10 @@ def _recovery(
                 )
                 raise ServiceError(msg)
             time.sleep(0.5)
+    else:
+        for stale in directory.glob(".creating-*"):  # left by a process 0 that died creating
+            shutil.rmtree(stale, ignore_errors=True)
+    if any(directory.glob("part-*.sqlite3")):
         log.info("resuming from the recovery snapshots in %s", directory)
         return RecoveryConfig(str(directory))  # type: ignore[no-untyped-call]
     others = sorted(p.name for p in directory.iterdir() if p.name != "lost+found")
