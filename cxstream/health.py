@@ -141,7 +141,26 @@ def registry_progress() -> tuple[float, float]:
     return lag, done
 
 
-class HealthMonitor(threading.Thread):
+class _Every(threading.Thread):
+    """A daemon thread that calls :meth:`tick` every ``interval_s`` until :meth:`stop`."""
+
+    def __init__(self, name: str, interval_s: float) -> None:
+        super().__init__(name=name, daemon=True)
+        self._interval_s = interval_s
+        self._halt = threading.Event()
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        while not self._halt.wait(self._interval_s):
+            self.tick()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+
+class HealthMonitor(_Every):
     """Samples ``read()`` every ``interval_s``, keeps a :class:`LagWatch`, logs each change of
     state, and calls ``on_state`` with it (for example, to update a gauge)."""
 
@@ -153,33 +172,27 @@ class HealthMonitor(threading.Thread):
         interval_s: float = 5.0,
         awake_at: Callable[[], float | None] = lambda: HEARTBEAT.last,
     ) -> None:
-        super().__init__(name="cxstream-health", daemon=True)
+        super().__init__("cxstream-health", interval_s)
         self.watch = watch
         self._read = read
         self._awake_at = awake_at
         self._on_state = on_state
-        self._interval_s = interval_s
-        self._halt = threading.Event()
 
-    def run(self) -> None:
-        while not self._halt.wait(self._interval_s):
-            before = self.watch.state
-            lag, done = self._read()
-            state = self.watch.update(time.monotonic(), lag, done, self._awake_at())
-            if self._on_state is not None:
-                self._on_state(state)
-            if state is not before:
-                say = log.info if state is FlowHealth.OK else log.warning
-                say(
-                    "the flow is %s: %.0f events wait in its input (over the last %.0f s: %s)",
-                    state.value,
-                    lag,
-                    self.watch.after_s,
-                    _WHY[state],
-                )
-
-    def stop(self) -> None:
-        self._halt.set()
+    def tick(self) -> None:
+        before = self.watch.state
+        lag, done = self._read()
+        state = self.watch.update(time.monotonic(), lag, done, self._awake_at())
+        if self._on_state is not None:
+            self._on_state(state)
+        if state is not before:
+            say = log.info if state is FlowHealth.OK else log.warning
+            say(
+                "the flow is %s: %.0f events wait in its input (over the last %.0f s: %s)",
+                state.value,
+                lag,
+                self.watch.after_s,
+                _WHY[state],
+            )
 
 
 _WHY = {
@@ -189,7 +202,7 @@ _WHY = {
 }
 
 
-class PartitionWatch(threading.Thread):
+class PartitionWatch(_Every):
     """Every ``interval_s``, compares each input topic's partitions on the broker (``count``)
     with those the flow read at its start (``read``): partitions added since are not read
     until every process of the flow restarts (Bytewax lists a source's partitions once). Calls
@@ -208,13 +221,11 @@ class PartitionWatch(threading.Thread):
         on_unread: Callable[[str, int], None] | None = None,
         interval_s: float = 60.0,
     ) -> None:
-        super().__init__(name="cxstream-partitions", daemon=True)
+        super().__init__("cxstream-partitions", interval_s)
         self._read = read
         self._count = count
         self._on_unread = on_unread
-        self._interval_s = interval_s
         self._said: dict[str, int] = {}
-        self._halt = threading.Event()
 
     def check(self) -> dict[str, int]:
         """The partitions of each input topic that the flow does not read."""
@@ -241,9 +252,5 @@ class PartitionWatch(threading.Thread):
                 self._on_unread(topic, n)
         return unread
 
-    def run(self) -> None:
-        while not self._halt.wait(self._interval_s):
-            self.check()
-
-    def stop(self) -> None:
-        self._halt.set()
+    def tick(self) -> None:
+        self.check()
