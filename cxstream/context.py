@@ -27,6 +27,7 @@ from cxstream.erasure import action_index_key
 from cxstream.errors import ServiceError
 from cxstream.events import CustomerContext, CustomerUpdate
 from cxstream.privacy import pseudonym
+from cxstream.redis_guard import RedisPending
 
 __all__ = ["ContextStore", "Lookup", "MergePending"]
 
@@ -107,15 +108,12 @@ def _by_node(client: RedisCluster, keys: list[str]) -> list[tuple[Any, list[int]
     return list(by_node.values())
 
 
-class MergePending(ServiceError, redis.ConnectionError):
+class MergePending(RedisPending[CustomerUpdate]):
     """Some customer updates of a merge were applied and ``pending`` were not: their Redis
-    Cluster node did not answer (a ``redis.ConnectionError``, so a caller that does not look at
-    ``pending`` takes the whole merge as failed, and applying them all again is safe: a merge
-    never lets an older update override a newer one)."""
+    Cluster node did not answer (applying them all again is safe: a merge never lets an older
+    update override a newer one)."""
 
-    def __init__(self, pending: list[CustomerUpdate], cause: Exception) -> None:
-        super().__init__(f"{len(pending)} customer updates not applied: {cause}")
-        self.pending = pending
+    not_done = "customer updates not applied"
 
 
 class ContextStore:

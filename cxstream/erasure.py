@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import redis
 
-from cxstream.errors import ServiceError
+from cxstream.redis_guard import RedisPending
 
 if TYPE_CHECKING:
     from cxstream.settings import Settings
@@ -57,15 +56,12 @@ class ErasureReport:
     members_removed: int  # actions in shared keys (household caps, the deferred queue)
 
 
-class ErasurePending(ServiceError, redis.ConnectionError):
+class ErasurePending(RedisPending[str]):
     """Some customers of an erasure were erased from Redis and ``pending`` were not: Redis (or
-    their Redis Cluster node, or that of a key they share) did not answer. A
-    ``redis.ConnectionError``, so a caller that does not look at ``pending`` takes the whole
-    erasure as failed; erasing a customer again is safe (it finds nothing left)."""
+    their Redis Cluster node, or that of a key they share) did not answer (erasing a customer
+    again is safe: it finds nothing left)."""
 
-    def __init__(self, pending: list[str], cause: Exception) -> None:
-        super().__init__(f"{len(pending)} customers not erased from Redis: {cause}")
-        self.pending = pending
+    not_done = "customers not erased from Redis"
 
 
 def deferred_key(prefix: str) -> str:

@@ -7,7 +7,9 @@ dead-letter topic. Exceptions are for misconfiguration and for services that can
     ├── ConfigError          a settings, policy or mapping file is invalid
     ├── DataError            an input file (a table to load or evaluate on) cannot be used
     ├── ServiceError         a broker, Redis or binary needed at start-up is missing or unreachable
-    │   └── RedisUnanswered  (cxstream.redis_guard) a call refused at once while Redis does not answer
+    │   ├── RedisUnanswered  (cxstream.redis_guard) a call refused at once while Redis does not answer
+    │   └── RedisPending     (cxstream.redis_guard) part of a batch left undone where Redis did not
+    │                        answer: MergePending (updates), ErasurePending (erasures)
     ├── RecoveryError        the recovery directory does not fit this flow (its inputs or offsets)
     ├── ActionError          an action could not be delivered and could not be dead-lettered
     ├── SignatureError       a webhook's signature is missing, malformed, wrong or out of date

@@ -37,7 +37,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -55,12 +55,15 @@ __all__ = [
     "GuardedCluster",
     "RedisBreaker",
     "RedisClusterUnanswered",
+    "RedisPending",
     "RedisUnanswered",
     "guarded_cluster_options",
     "guarded_connection_options",
 ]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 FIRST_WAIT_S = 1.0
 MAX_WAIT_S = 8.0
@@ -69,6 +72,19 @@ MAX_WAIT_S = 8.0
 class RedisUnanswered(ServiceError, redis.ConnectionError):
     """Raised at once, without a network call, while the server is taken as down (a
     ``redis.ConnectionError``, so callers handle it as any outage)."""
+
+
+class RedisPending(ServiceError, redis.ConnectionError, Generic[_T]):
+    """Part of a batch was done and ``pending`` was not: Redis, or the Redis Cluster node of
+    those items, did not answer. A ``redis.ConnectionError``, so a caller that does not look at
+    ``pending`` takes the whole batch as failed (doing it all again must then be safe).
+    ``not_done`` says what was not done, for the message."""
+
+    not_done = "items not done"
+
+    def __init__(self, pending: list[_T], cause: Exception) -> None:
+        super().__init__(f"{len(pending)} {self.not_done}: {cause}")
+        self.pending = pending
 
 
 class RedisClusterUnanswered(ServiceError, redis.ConnectionError):
