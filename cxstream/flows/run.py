@@ -20,7 +20,7 @@ from bytewax.run import cli_main
 from prometheus_client import start_http_server
 
 from cxstream.clients import ensure_topics
-from cxstream.errors import ServiceError
+from cxstream.errors import ConfigError, ServiceError
 from cxstream.flows.connect import FlowIO, kafka_io, pipeline_from_settings
 from cxstream.flows.cx import build_flow
 from cxstream.flows.source import BatchKafkaSource
@@ -64,6 +64,22 @@ def wait_for_kafka(
 
 def _recovery(
     directory: Path, partitions: int, *, create: bool = True, wait_s: float = 120.0
+) -> RecoveryConfig:
+    """:func:`_open_recovery`, a directory the process cannot create or write named in a
+    :class:`ConfigError` (a volume owned by root, an image run as an unprivileged user)."""
+    try:
+        return _open_recovery(directory, partitions, create=create, wait_s=wait_s)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(directory) else ""
+        msg = (
+            f"flow.recovery_dir {directory}: {exc.strerror or exc}{where}; this process "
+            f"(uid {os.getuid()}) must be able to create and write it"
+        )
+        raise ConfigError(msg) from exc
+
+
+def _open_recovery(
+    directory: Path, partitions: int, *, create: bool, wait_s: float
 ) -> RecoveryConfig:
     """Bytewax recovery in ``directory``, creating its partitions the first time: when it
     holds none, whatever else it holds (a new volume's ``lost+found``, which a directory that

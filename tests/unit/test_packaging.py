@@ -198,6 +198,45 @@ def test_kubernetes_cluster_forms_for_any_size_and_every_probe_finds_its_process
     assert dashboard["ports"][0]["targetPort"] in ports
 
 
+def dockerfile() -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined, comments dropped."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
+
+
+def test_the_image_runs_unprivileged_and_owns_what_its_commands_write(tmp_path):
+    steps = dockerfile()
+    users = [line.split()[1] for line in steps if line.startswith("USER ")]
+    assert users, "the image runs as root"
+    uid, _, gid = users[-1].partition(":")
+    # numeric, so that Kubernetes' runAsNonRoot can check it without reading /etc/passwd
+    assert uid.isdigit() and int(uid) != 0 and gid.isdigit()
+    owned = " ".join(line for line in steps if "chown" in line)
+    assert f"chown -R {uid}:{gid}" in owned
+    # docker-compose: every volume a service of the image writes is a directory the user owns
+    for name, service in compose()["services"].items():
+        if service.get("build"):
+            for volume in service.get("volumes", []):
+                target = volume.split(":")[1]
+                assert target in owned.split(), f"{name} writes {target}, owned by root"
+    # Kubernetes: the pod runs as that user, its volumes are made its group's, and the root
+    # filesystem is read-only: every path the flow writes is a volume
+    pod = manifests()["StatefulSet/cxstream"]["spec"]["template"]["spec"]
+    security = pod["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert (security["runAsUser"], security["fsGroup"]) == (int(uid), int(gid))
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    (tmp_path / "cxstream.yaml").write_text(
+        manifests()["ConfigMap/cxstream-config"]["data"]["cxstream.yaml"]
+    )
+    recovery = load_settings(tmp_path / "cxstream.yaml").flow.recovery_dir
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {recovery, "/tmp"} <= mounts  # noqa: S108 - the pod's own emptyDir
+    assert recovery.startswith("/var/lib/cxstream/")  # owned in the image too (docker run -v)
+
+
 def _admits(rule: dict, port: str) -> bool:
     return any(p["port"] == port for p in rule.get("ports", []))
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cxstream.errors import ServiceError
+from cxstream.errors import ConfigError, ServiceError
 from cxstream.flows.run import _recovery
 
 
@@ -64,3 +64,20 @@ def test_in_a_cluster_process_0_creates_the_partitions_and_the_others_wait_for_t
 def test_a_process_that_never_sees_the_partitions_names_the_shared_directory(tmp_path):
     with pytest.raises(ServiceError, match="must see the same directory"):
         _recovery(tmp_path, 2, create=False, wait_s=0.6)
+
+
+def test_a_directory_the_process_cannot_write_is_named_with_its_setting(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match=r"flow.recovery_dir .*file/rec: Not a directory"):
+        _recovery(tmp_path / "file" / "rec", 1)
+
+    # a volume owned by root, mounted where an unprivileged image writes (the tests may run
+    # as root, whom permissions do not stop, so the refusal is the file system's answer)
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr("pathlib.Path.mkdir", refuse)
+    with pytest.raises(
+        ConfigError, match=r"volume: Permission denied; this process \(uid \d+\) must be able"
+    ):
+        _recovery(tmp_path / "volume", 1)
