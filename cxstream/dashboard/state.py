@@ -39,18 +39,28 @@ class _Erased:
     bits), never the ids themselves, so that the saved state names nobody who was erased.
 
     ``keys``: new erasures are digested with the first; every key is matched, so a key being
-    retired still recognises what it digested.
+    retired still recognises what it digested, and a customer it recognises is filed again
+    under the first (once the retired key is dropped, those seen during the rotation are
+    still known).
 
     >>> erased = _Erased([b"k"])
     >>> erased.add("s1")
     >>> "s1" in erased, "s2" in erased, "s1" in "".join(erased.dump())
     (True, False, False)
+    >>> rotated = _Erased([b"new", b"k"])
+    >>> rotated.load(erased.dump())
+    >>> "s1" in rotated, "s1" in _Erased([b"new"], rotated.dump())
+    (True, True)
     """
 
-    def __init__(self, keys: Sequence[bytes] = (), limit: int = 100_000) -> None:
+    def __init__(
+        self, keys: Sequence[bytes] = (), saved: object = None, limit: int = 100_000
+    ) -> None:
         self._keys = list(keys) or [_UNKEYED]
         self._limit = limit
         self._digests: OrderedDict[str, None] = OrderedDict()
+        if saved is not None:
+            self.load(saved)
 
     @staticmethod
     def _digest(key: bytes, sid: str) -> str:
@@ -69,7 +79,14 @@ class _Erased:
     def __contains__(self, sid: object) -> bool:
         if not self._digests or not isinstance(sid, str):
             return False
-        return any(self._digest(key, sid) in self._digests for key in self._keys)
+        for n, key in enumerate(self._keys):
+            digest = self._digest(key, sid)
+            if digest in self._digests:
+                if n:  # a retired key's: filed under the current one (as if erased now)
+                    del self._digests[digest]
+                    self._digests[self._digest(self._keys[0], sid)] = None
+                return True
+        return False
 
     def __bool__(self) -> bool:
         return bool(self._digests)

@@ -173,6 +173,11 @@ def test_the_dashboards_saved_state_names_no_erased_customer_and_still_ignores_t
     rotated = DashboardState(erasure_keys=[key, retired])
     rotated.load(orjson.loads(before.dumps()))
     assert "s9" in rotated.erased and "s8" not in rotated.erased
+    # ... and, once recognised, filed under the new key: the rotation may end
+    after = DashboardState(erasure_keys=[key])
+    after.load(orjson.loads(rotated.dumps()))
+    after.on_decision({"subscriber_id": "s9", "result": "sent", "kind": "k"})
+    assert after.customer("s9")["decisions"] == []
     # a state saved with ids in the clear is read, and saved again as digests
     legacy = DashboardState(erasure_keys=[key])
     legacy.load({**orjson.loads(DashboardState().dumps()), "erased": ["s7"]})
