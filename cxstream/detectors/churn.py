@@ -34,6 +34,7 @@ import dataclasses
 import hashlib
 import hmac
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, Future
 from concurrent.futures import wait as futures_wait
@@ -681,7 +682,22 @@ class QualityMonitor:
 
     Each labelled outcome is first scored with the model as it was (the probability stored at
     scoring time is not used: the model may have learned since), then learned.
+
+    The ROC AUC is :attr:`measured` once the window holds at least :attr:`LEAST` outcomes of
+    each kind: over a handful it says nothing (a fresh model's first outcomes, all scored 0.5,
+    give 0.5; two churners and three retained give 0, 0.5 or 1), and the standard error of an
+    AUC near 0.75 over 30 of each is about 0.05, so a window that reads below 0.6 then is a poor
+    model, not chance.
+
+    >>> q = QualityMonitor(window=100)
+    >>> for n in range(60):
+    ...     _ = q.update(n % 2 == 0, 0.5)
+    >>> q.measured
+    True
     """
+
+    LEAST: Final = 30
+    _labels: deque[bool] | None = None  # the window's outcomes (absent from older snapshots)
 
     def __init__(self, window: int = 1_000, delta: float = 0.002) -> None:
         from river import drift, metrics, utils
@@ -697,6 +713,9 @@ class QualityMonitor:
     def update(self, y: bool, p: float) -> bool:
         """Record one outcome; True when the loss distribution changed (a drift)."""
         self.n += 1
+        if self._labels is None:
+            self._labels = deque(maxlen=self.window)
+        self._labels.append(y)
         self.auc.update(y, p)
         self.log_loss.update(y, p)
         clipped = min(max(p, 1e-15), 1 - 1e-15)
@@ -705,6 +724,14 @@ class QualityMonitor:
             self.drifts += 1
             return True
         return False
+
+    @property
+    def measured(self) -> bool:
+        """Whether the window holds enough outcomes of each kind for its ROC AUC to mean
+        something (:attr:`LEAST`)."""
+        labels = self._labels or ()
+        churned = sum(labels)
+        return min(churned, len(labels) - churned) >= self.LEAST
 
     def report(self) -> dict[str, float]:
         """``roc_auc``, ``log_loss`` over the window, outcomes seen, drifts flagged."""

@@ -17,6 +17,7 @@ import base64
 import contextlib
 import dataclasses
 import logging
+import math
 import random
 import secrets
 import tempfile
@@ -564,10 +565,11 @@ def summary_lines(summary: DemoSummary) -> list[str]:
     lines += summary.caught
     if summary.crm_outcomes:
         learned = summary.churn.get("learned", 0)
+        auc = summary.churn.get("roc_auc", math.nan)
         lines.append(
             f"  churn model: {learned:.0f} of the CRM's {summary.crm_outcomes} outcomes learned, "
             f"revision {summary.churn.get('revision', 0):.0f}, rolling ROC AUC "
-            f"{summary.churn.get('roc_auc', 0.0):.2f}"
+            + (f"{auc:.2f}" if auc == auc and auc else "not measured yet (too few outcomes)")
         )
     if summary.decisions:
         lines.append("  contact decisions:")

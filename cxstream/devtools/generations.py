@@ -106,7 +106,7 @@ class Generations:
             if key in now or only is None:
                 now[key] = now.get(key, 0.0) + value
         for key, value in self._carried.items():
-            if not now.get(key) and (key in now or only is None):
+            if not _set(now.get(key)) and (key in now or only is None):
                 now[key] = value
         return now
 
@@ -120,7 +120,7 @@ class Generations:
             name = key.split("{", 1)[0]
             if name.endswith("_total"):
                 self._base[key] = self._base.get(key, 0.0) + value
-            elif name in CARRIED_GAUGES and value:
+            elif name in CARRIED_GAUGES and _set(value):
                 self._carried[key] = value
 
     def rotate(self, produced: int, receiver: WebhookReceiver, timeout_s: float = 60.0) -> bool:
@@ -168,3 +168,8 @@ class Generations:
             "the flow resumed from its snapshot"
         )
         return True
+
+
+def _set(value: float | None) -> bool:
+    """Whether a gauge holds a figure: 0 is a gauge never set, NaN one not measured yet."""
+    return value is not None and value == value and value != 0.0

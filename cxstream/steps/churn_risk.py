@@ -385,7 +385,8 @@ class ChurnRisk:
     def _save(self, learner: ChurnLearner, done: dict[str, dict[str, Any]]) -> None:
         """After a batch: the quality gauges, one checkpoint, and the learned snapshots moved."""
         quality = learner.quality.report()
-        metrics.CHURN_ROC_AUC.set(quality["roc_auc"])
+        # NaN (no figure, no alert) until the window's AUC means something
+        metrics.CHURN_ROC_AUC.set(quality["roc_auc"] if learner.quality.measured else math.nan)
         metrics.CHURN_LOG_LOSS.set(quality["log_loss"])
         try:
             # revisions only grow, also after a restart resumed an older learner: scorers reload

@@ -36,3 +36,12 @@ def test_totals_add_up_and_the_churn_figures_carry_over_until_set_again():
     now = g.counters()
     assert (now[LEARNED], now[REVISION], now[AUC]) == (1020.0, 62.0, 0.78)
     assert g.counters(only=["cxstream_held_alerts"]) == {}  # only what was asked for
+
+
+def test_a_roc_auc_not_measured_yet_is_not_carried_nor_shown():
+    nan = float("nan")
+    g = generations(Process({}))
+    g.retire({AUC: 0.76})
+    g.retire({AUC: nan})  # a generation whose window held too few outcomes
+    g.current = Process({AUC: nan})
+    assert g.counters()[AUC] == 0.76

@@ -162,6 +162,24 @@ def test_churn_outcomes_are_learned_once_from_the_snapshot():
     assert churn.learn_outcomes(learner, [took])[1][0]["churn_outcome"]["result"] == "not_a_label"
 
 
+def test_the_roc_auc_gauge_is_not_a_figure_until_the_window_can_measure_it():
+    # a fresh model's first outcomes, all scored 0.5, give an AUC of 0.5: the gauge read that
+    # for as long as no more came (hours, for a CRM reporting daily), and the "model poor"
+    # alert fired on it
+    from cxstream import metrics
+
+    churn = churn_step()
+    subs = [f"s{n}" for n in range(70)]
+    churn.score([signal(customer(s)) for s in subs], NOON)
+    kinds = (OutcomeKind.CHURNED, OutcomeKind.RETAINED)
+    outcomes = [Outcome(subscriber_id=s, kind=kinds[n % 2], time=NOON) for n, s in enumerate(subs)]
+    learner, _ = churn.learn_outcomes(None, outcomes[:5])
+    assert learner.quality.report()["outcomes"] == 5
+    assert math.isnan(metrics.CHURN_ROC_AUC._value.get())
+    churn.learn_outcomes(learner, outcomes[5:])  # 35 of each kind
+    assert metrics.CHURN_ROC_AUC._value.get() == learner.quality.report()["roc_auc"]
+
+
 def test_a_batch_of_outcomes_is_learned_in_order_with_one_checkpoint():
     churn = churn_step()
     saved: list[int] = []
