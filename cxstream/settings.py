@@ -532,9 +532,10 @@ class FlowSettings(BaseModel):
     recovery_dir: str | None = None
     recovery_partitions: Annotated[int, Field(ge=1, le=1_024)] = 1
     snapshot_interval_s: Annotated[float, Field(gt=0, le=3_600)] = 2.0
-    # resume the snapshot's state but read every input from its start: the topics are new ones
-    # of the same names (set by the demo when it replaces its embedded broker; with Kafka, an
-    # offset beyond a partition's end is reset by auto.offset.reset instead)
+    # resume the snapshot's state but read every input, and the dashboard every topic it shows,
+    # from its start: the topics are new ones of the same names (set by the demo when it
+    # replaces its embedded broker; with Kafka, an offset beyond a partition's end is reset by
+    # auto.offset.reset instead)
     inputs_from_start: bool = False
     # Reconciliation: the id of every processed event is added to this Redis set (off by default;
     # about 60 bytes an event) so that "every event accounted for" can be checked after a crash.

@@ -5,8 +5,10 @@ With a Redis ``store``, what the dashboard knows is saved there every ``save_s``
 offset of the last record read from each topic partition, as one JSON document under ``key``;
 a restarted dashboard loads it and reads each partition from the next offset, so it shows the
 same incidents, decisions and customers at once without re-reading the topics from the
-beginning. A partition whose saved offset is no longer on the
-broker (a topic recreated, an embedded broker replaced) is read from its start."""
+beginning. On Kafka, a partition whose saved offset is no longer there (a topic recreated) is
+read from its start (``auto.offset.reset``). The embedded broker does not say so: a consumer
+asking past a partition's end waits there, so with ``flow.inputs_from_start`` (set by the demo
+when it replaces that broker: the topics are new) every partition is read from its start."""
 
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ class KafkaFeed:
             topics.deliveries: state.on_delivery,
         }
         self._customers = topics.customers  # read for its tombstones (erased customers)
+        self._from_start = settings.flow.inputs_from_start  # new topics: no saved offset holds
         self._state = state
         self._pseudonyms = pseudonyms  # the customers topic carries real ids; outputs do not
         self._config = {
@@ -112,13 +115,12 @@ class KafkaFeed:
         except redis.RedisError as exc:
             log.warning("dashboard state not saved: %s", exc)
 
-    @staticmethod
-    def _start(saved: int | None) -> int:
-        """Where to read a partition from: after the saved offset. One that is no longer on the
-        broker (past the end of a replaced broker's partition, or before its retention) is read
-        from the start (``auto.offset.reset``). The broker's listed end offsets are not asked:
-        the embedded broker's lag behind its last batch."""
-        return OFFSET_BEGINNING if saved is None else saved + 1
+    def _start(self, saved: int | None) -> int:
+        """Where to read a partition from: after the saved offset, unless the topics are new
+        (``flow.inputs_from_start``). On Kafka, one no longer on the broker (a recreated topic,
+        or before its retention) is read from the start (``auto.offset.reset``). The broker's
+        listed end offsets are not asked: the embedded broker's lag behind its last batch."""
+        return OFFSET_BEGINNING if saved is None or self._from_start else saved + 1
 
     def _customer_record(self, key: bytes | None, value: bytes | None) -> None:
         """A tombstone erases the customer it is keyed by; a later profile creates them again."""

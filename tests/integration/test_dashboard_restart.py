@@ -73,23 +73,36 @@ def test_a_restarted_dashboard_resumes_its_state_and_offsets(live_settings, redi
     assert [d["action_id"] for d in page["decisions"]] == ["a3", "a2", "a1"]
 
 
-def test_a_saved_offset_no_longer_on_the_broker_reads_the_topic_from_its_start(
-    live_settings, redis_conn
-):
+def test_on_new_topics_the_saved_offsets_are_not_used(live_settings, redis_conn):
+    """The demo replaces its embedded broker (the topics are new; flow.inputs_from_start) and the
+    dashboard resumes from its saved state: the offsets saved on the old topics are past the
+    new ones' ends, and the embedded broker does not answer out of range there (which would
+    reset them): the consumer waited, and the dashboard showed nothing new until each topic
+    grew past its old offset (in the demo, nothing after its first replacement at 10 minutes)."""
     settings = live_settings
+    topics = settings.kafka.topics
     ensure_topics(settings)
-    produce(settings, settings.kafka.topics.alerts, [(b"c1", orjson.dumps(ALARM))])
     key = f"{settings.redis.key_prefix}:dashboard:state"
     state = DashboardState()
-    saved = {"state": state.dump(), "offsets": [[settings.kafka.topics.alerts, 0, 999]]}
-    redis_conn.set(key, orjson.dumps(saved))  # as if the broker had been replaced
+    state.on_decision(decision(1))  # shown before the replacement, kept after it
+    every = [
+        [t, p, 999] for t in (topics.alerts, topics.decisions) for p in range(topics.partitions)
+    ]
+    redis_conn.set(key, orjson.dumps({"state": state.dump(), "offsets": every}))
+    produce(settings, topics.alerts, [(b"c1", orjson.dumps(ALARM))])
+    produce(settings, topics.decisions, [(b"s1", orjson.dumps(decision(2)))])
+    new_topics = settings.model_copy(
+        update={"flow": settings.flow.model_copy(update={"inputs_from_start": True})}
+    )
     counting = CountingState()
-    feed = KafkaFeed(settings, counting, store=redis_conn, key=key, save_s=0.2).start()
+    feed = KafkaFeed(new_topics, counting, store=redis_conn, key=key, save_s=0.2).start()
     try:
-        wait_for(lambda: counting.read == 1, 30, "the alarm to be read from the start")
+        wait_for(lambda: feed.resumed, 30, "the saved state to load")
+        wait_for(lambda: counting.read == 2, 30, "the new topics' records, from their start")
     finally:
         feed.stop()
     assert [i["id"] for i in counting.overview()["incidents"]] == ["inc-c1-1"]
+    assert [d["action_id"] for d in counting.customer("s1")["decisions"]] == ["a2", "a1"]
 
 
 def test_a_restart_with_nothing_new_reads_nothing_again(live_settings, redis_conn):
