@@ -321,7 +321,8 @@ def create_app(
 
     def overview() -> dict[str, Any]:
         """The main page's data; incidents with their value at risk, and the degraded customers
-        ranked by expected loss (Redis is read here: call it off the event loop)."""
+        ranked by expected loss, those recovered after them (Redis is read here: call it off
+        the event loop)."""
         data = state.overview()
         data["currency"] = risk.currency if risk is not None else None
         for incident in data["incidents"]:
@@ -330,7 +331,12 @@ def create_app(
         if risk is not None and data["customers"]:
             per = risk.customers([c["subscriber_id"] for c in data["customers"]])
             customers = [{**c, **per.get(c["subscriber_id"], {})} for c in data["customers"]]
-            customers.sort(key=lambda c: -((c.get("expected_loss") or {}).get("amount") or 0.0))
+            customers.sort(  # the degraded first, those recovered after them
+                key=lambda c: (
+                    bool(c.get("cleared_at")),
+                    -((c.get("expected_loss") or {}).get("amount") or 0.0),
+                )
+            )
             data["customers"] = customers
         data["health"] = health.read()
         return data

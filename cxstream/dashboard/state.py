@@ -477,13 +477,19 @@ class DashboardState:
         """Everything the main page shows, compact."""
         with self._lock:
             incidents = self._incident_rows(50)
-            customers = sorted(
-                self.customers.values(),
+            # those still degraded (by tier, then the worst experience), then those whose
+            # degradation has cleared, the latest first: a long run must not fill the list
+            # with valuable customers hurt hours ago while someone is hurt now
+            degraded, recovered = [], []
+            for c in reversed(self.customers.values()):  # the latest alert first
+                (recovered if c.get("cleared_at") else degraded).append(c)
+            degraded.sort(
                 key=lambda c: (
                     -_TIER_VALUE.get(c.get("value_tier"), 0),
                     c.get("experience_index") or 100,
-                ),
-            )[:limit]
+                )
+            )
+            customers = (degraded + recovered)[:limit]
             actions = list(reversed(self.actions.values()))[:limit]
             cells = sorted(self.cells.values(), key=lambda c: c["cell_id"])
             return {

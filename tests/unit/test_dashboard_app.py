@@ -289,8 +289,8 @@ def test_a_disabled_webhook_endpoint_is_shown_and_is_not_an_incident():
     assert "410" in gone["problem"]
 
 
-def risk_client():
-    """The app with a risk view: four affected customers with profiles and churn scores."""
+def risk_view():
+    """A risk view of four customers with profiles and churn scores, and their context store."""
     from cxstream.actions.rules import ValueModel
     from cxstream.churn_state import MemoryChurnState
     from cxstream.context import ContextStore
@@ -314,6 +314,12 @@ def risk_client():
     )  # fmt: skip
     model = ValueModel(weights={}, currency="USD", revenue_months=12)
     risk = RiskView(context, churn, lambda: model)
+    return risk, context
+
+
+def risk_client():
+    """The app with a risk view: four affected customers with profiles and churn scores."""
+    risk, context = risk_view()
     state = DashboardState()
     state.on_alert(dict(ALARM))
     for sid in ("s1", "s2"):
@@ -345,6 +351,26 @@ def test_value_at_risk_is_money_and_at_risk_customers_rank_by_expected_loss():
     assert [a["subscriber_id"] for a in incident["affected"]] == ["s1", "s2", "s3", "s4"]
     assert incident["affected"][1]["churn_probability"] == 0.9
     assert incident["affected"][1]["value"] == {"amount": 240.0, "currency": "USD"}
+
+
+def test_customers_still_degraded_come_before_those_recovered():
+    # over a long run the list filled with valuable customers hurt hours ago, and a bronze
+    # customer degraded now fell below its 200 rows
+    state = DashboardState()
+    for sid, tier in (("s1", "platinum"), ("s2", "gold"), ("s3", "bronze")):
+        state.on_alert({"kind": "degradation", "subscriber_id": sid, "cell_id": "c1",
+                        "value_tier": tier, "experience_index": 30.0, "alert_id": f"al-{sid}"})  # fmt: skip
+    for sid in ("s1", "s2"):  # their degradations cleared, s2's last
+        state.on_alert({"x-cxstream": {"kind": "degradation_cleared", "subscriber_id": sid,
+                        "alert_id": f"al-{sid}"}, "alarmClearedTime": "2026-01-01T00:05:00Z"})  # fmt: skip
+    assert [c["subscriber_id"] for c in state.overview(limit=1)["customers"]] == ["s3"]
+    assert [c["subscriber_id"] for c in state.overview()["customers"]] == ["s3", "s2", "s1"]
+    # by expected loss (s1 480, s2 216, s3 120), the degraded first: s3 is hurt now
+    risk, _ = risk_view()
+    app = create_app(state, context=None, publish=None, updates_topic="u", token=None, risk=risk)
+    ranked = TestClient(app).get("/api/overview").json()["customers"]
+    assert [c["subscriber_id"] for c in ranked] == ["s3", "s1", "s2"]
+    assert ranked[1]["cleared_at"] == "2026-01-01T00:05:00Z"
 
 
 def test_the_customer_api_tells_the_whole_story_with_the_documented_keys():

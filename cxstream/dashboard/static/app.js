@@ -37,9 +37,9 @@ function renderCells(cells) {
 
 function renderCustomers(customers) {
   $("#customers tbody").innerHTML = customers.map((c) => `
-    <tr><td><a href="#/customer/${encodeURIComponent(c.subscriber_id)}">${esc(c.subscriber_id)}</a></td>
+    <tr${c.cleared_at ? ' class="recovered"' : ""}><td><a href="#/customer/${encodeURIComponent(c.subscriber_id)}">${esc(c.subscriber_id)}</a></td>
       <td>${esc(c.value_tier)}</td><td title="${esc(reasons(c.reasons))}">${pct(c.churn_probability)}</td><td>${esc(money(c.expected_loss))}${c.value ? ` <small>of ${esc(money(c.value))}</small>` : ""}</td>
-      <td>${c.experience_index == null ? "" : `${esc(c.experience_index)} / 100`}</td><td>${esc(c.cell_id)}</td>
+      <td>${c.experience_index == null ? "" : `${esc(c.experience_index)} / 100`}${c.cleared_at ? ` <small title="its degradation cleared">recovered ${esc(time(c.cleared_at))}</small>` : ""}</td><td>${esc(c.cell_id)}</td>
       <td class="wrap">${c.why && c.why.inputs ? c.why.inputs.map((m) => `${esc(m.input)} ${esc(m.from)}→${esc(m.to)}`).join("; ") : ""}</td>
       <td class="wrap">${esc(c.explained_by ? "explained by " + c.explained_by : c.policy || "")}</td></tr>`).join("");
 }
