@@ -480,7 +480,8 @@ class DashboardState:
             # those still degraded (by tier, then the worst experience), then those whose
             # degradation has cleared, the latest first: a long run must not fill the list
             # with valuable customers hurt hours ago while someone is hurt now
-            degraded, recovered = [], []
+            degraded: list[dict[str, Any]] = []
+            recovered: list[dict[str, Any]] = []
             for c in reversed(self.customers.values()):  # the latest alert first
                 (recovered if c.get("cleared_at") else degraded).append(c)
             degraded.sort(
