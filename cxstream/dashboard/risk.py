@@ -7,6 +7,11 @@ monthly charge x ``value_model.revenue_months``) and the expected loss, probabil
 in ``value_model.currency``. An incident's value at risk is the sum of its affected customers'
 expected losses. Answers are cached for ``ttl_s`` so a busy page costs few Redis round trips;
 a customer without a profile or a score has ``None`` there and adds nothing to a sum.
+
+Once an outcome is learned the snapshot moves to the learned record
+(:mod:`cxstream.churn_state`) until the next scheduled scoring writes a new one: a customer who
+stayed keeps the score of that record meanwhile (it is still their latest), and one who left
+has no probability (nothing more is at risk).
 """
 
 from __future__ import annotations
@@ -95,6 +100,13 @@ class RiskView:
                 profiles = {sid: found[sid].customer for sid in ids}
             if self._churn is not None:
                 snapshots = self._churn.get_snapshots(ids)
+                since = [sid for sid, snap in zip(ids, snapshots, strict=True) if snap is None]
+                if since:  # scored, then an outcome learned: the learned record holds the score
+                    learned = dict(zip(since, self._churn.get_learned(since), strict=True))
+                    snapshots = [
+                        _stayed(learned.get(sid)) if snap is None else snap
+                        for sid, snap in zip(ids, snapshots, strict=True)
+                    ]
         except redis.RedisError as exc:  # the page still shows what it knows
             log.warning("value at risk unavailable: %s", exc)
         out = {}
@@ -125,3 +137,9 @@ class RiskView:
         rows.sort(key=lambda r: -(r["expected_loss"] or {"amount": 0.0})["amount"])
         total = sum(r["expected_loss"]["amount"] for r in rows if r["expected_loss"])
         return {"amount": round(total, 2), "currency": self.currency}, rows
+
+
+def _stayed(learned: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A learned record as the customer's latest score if its outcome says they stayed."""
+    outcome = learned.get("outcome") if isinstance(learned, dict) else None
+    return learned if isinstance(outcome, str) and outcome.startswith("retained@") else None

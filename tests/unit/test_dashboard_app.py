@@ -373,6 +373,32 @@ def test_customers_still_degraded_come_before_those_recovered():
     assert ranked[1]["cleared_at"] == "2026-01-01T00:05:00Z"
 
 
+def test_a_customer_whose_outcome_was_learned_keeps_their_last_score_until_scored_again():
+    # the snapshot moves to the learned record with the outcome: the page said "Not scored
+    # yet" and the list showed no risk for a scored customer until the next scheduled pass
+    from cxstream.actions.rules import ValueModel
+    from cxstream.churn_state import MemoryChurnState
+    from cxstream.dashboard.risk import RiskView
+
+    churn = MemoryChurnState()
+    scored = {"risk": 0.3, "scored_at": "2026-01-01T00:00:00+00:00", "features": {"x": 1.0}}
+    churn.save_snapshots([("stays", scored), ("leaves", scored), ("new", scored)])
+    churn.mark_learned(
+        [
+            ("stays", {**scored, "outcome": "retained@2026-01-02T00:00:00+00:00"}),
+            ("leaves", {**scored, "outcome": "churned@2026-01-02T00:00:00+00:00"}),
+        ]
+    )
+    churn.save_snapshots([("new", {**scored, "risk": 0.6})])
+    model = ValueModel(weights={}, currency="USD", revenue_months=12)
+    per = RiskView(None, churn, lambda: model).customers(["stays", "leaves", "new", "never"])
+    assert per["stays"]["churn_probability"] == 0.3  # still their latest score
+    assert per["stays"]["scored_at"] == "2026-01-01T00:00:00+00:00"
+    assert per["leaves"]["churn_probability"] is None  # gone: nothing more at risk
+    assert per["new"]["churn_probability"] == 0.6
+    assert per["never"]["churn_probability"] is None
+
+
 def test_the_customer_api_tells_the_whole_story_with_the_documented_keys():
     from cxstream.dashboard.openapi import OPENAPI
 

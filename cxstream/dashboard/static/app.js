@@ -98,7 +98,9 @@ async function showCustomer(id) {
        <span>scored</span><span>${esc(churn.scored_at ? new Date(churn.scored_at).toLocaleString() : "")}</span>
        <span>trend</span><span class="trend">${(churn.trend || []).map(([, p]) => pct(p)).join(" → ")}</span></div>
        <ul class="reasons">${(churn.explanation || []).map((r) => `<li>${r.contribution > 0 ? "raises" : "lowers"} risk: ${esc(r.feature)} <small>(${Number(r.contribution).toFixed(2)})</small></li>`).join("")}</ul>`
-    : '<p class="empty">Not scored yet.</p>';
+    : (c.outcomes || []).some((o) => o.outcome === "churned")
+      ? '<p class="empty">No score: the customer has left.</p>'
+      : '<p class="empty">Not scored yet.</p>';
   view.innerHTML = `
     <section><h2>Customer ${esc(id)}</h2><div class="kv">
       <span>value tier</span><b>${esc(p.value_tier)}</b><span>plan</span><span>${esc(p.plan)} (${esc(p.plan_mbps)} Mbps), ${esc(p.monthly_charge)}/month</span>
