@@ -464,6 +464,8 @@ class DashboardState:
                     "affected_ids": [a.get("id") for a in affected if a.get("id")],
                     "tiers": _count_tiers(_tiers(alarm)),
                     "cause": extra.get("cause"),
+                    # an outage names no affected subscriber: where its subscribers turned up
+                    "moved_to": _moved_to(extra),
                     "resolved_by": alarm.get("clearUserId"),
                     "share": extra.get("share"),
                     "ack": self.acks.get(alarm["id"]),
@@ -555,6 +557,15 @@ class DashboardState:
                 s for s in self.decisions.by_sub if s not in self.customers
             ]
             return [s for s in known if q in s.lower()][:limit]
+
+
+def _moved_to(extra: dict[str, Any]) -> dict[str, int]:
+    """An outage's ``why.moved_to`` (cell -> subscribers), or nothing where it has none."""
+    why = extra.get("why")
+    moved = why.get("moved_to") if isinstance(why, dict) else None
+    if not isinstance(moved, dict):
+        return {}
+    return {str(c): n for c, n in moved.items() if isinstance(n, int)}
 
 
 def _scrub(alarm: dict[str, Any], erased: _Erased) -> None:
