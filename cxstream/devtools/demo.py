@@ -350,7 +350,9 @@ class Catches:
             elif inc.start > utcnow():
                 why += ": it had not begun"
             elif _open_before(inc, self._overview):
-                why += ": the cell's incident opened before it was still open"
+                why += (
+                    ": an incident the cell had before it began was still open (no new one opens)"
+                )
             out.append(f"    {_named(inc):<{width}}  {why}")
         return out
 

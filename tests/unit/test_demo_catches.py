@@ -111,7 +111,7 @@ def test_a_cell_picked_again_while_its_earlier_incident_is_open_says_so():
     earlier = {"cell_id": "cell-0034", "since": at(t0, 405), "cause": "kpi_anomaly"}
     catches.match({"incidents": [{**earlier, "state": "updated", "changed": at(t0, 530)}]}, [0])
     assert catches.lines()[1].endswith(
-        "not caught: the cell's incident opened before it was still open"
+        "not caught: an incident the cell had before it began was still open (no new one opens)"
     )
     # cleared before the new one began: a plain miss
     catches.match({"incidents": [{**earlier, "state": "cleared", "changed": at(t0, 470)}]}, [0])
