@@ -17,7 +17,6 @@ import base64
 import contextlib
 import dataclasses
 import logging
-import math
 import random
 import secrets
 import tempfile
@@ -39,7 +38,7 @@ from cxstream.context import ContextStore
 from cxstream.detectors.cell_kpis import BASELINE_READY
 from cxstream.detectors.series import ContextLikelihoodDetector
 from cxstream.devtools.flowprocess import DemoSummary, Flow, summarize
-from cxstream.devtools.generations import Generations
+from cxstream.devtools.generations import Generations, has_figure
 from cxstream.devtools.producer import produce_events
 from cxstream.devtools.services import embedded_services
 from cxstream.devtools.simulate import Incident, Simulator, churn_probability, plan_incidents
@@ -567,11 +566,11 @@ def summary_lines(summary: DemoSummary) -> list[str]:
     lines += summary.caught
     if summary.crm_outcomes:
         learned = summary.churn.get("learned", 0)
-        auc = summary.churn.get("roc_auc", math.nan)
+        auc = summary.churn.get("roc_auc")
         lines.append(
             f"  churn model: {learned:.0f} of the CRM's {summary.crm_outcomes} outcomes learned, "
             f"revision {summary.churn.get('revision', 0):.0f}, rolling ROC AUC "
-            + (f"{auc:.2f}" if auc == auc and auc else "not measured yet (too few outcomes)")
+            + (f"{auc:.2f}" if has_figure(auc) else "not measured yet (too few outcomes)")
         )
     if summary.decisions:
         lines.append("  contact decisions:")

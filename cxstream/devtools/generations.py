@@ -16,7 +16,7 @@ from cxstream.devtools.services import EmbeddedBroker
 from cxstream.errors import ServiceError
 from cxstream.settings import Settings
 
-__all__ = ["CARRIED_GAUGES", "Generations"]
+__all__ = ["CARRIED_GAUGES", "Generations", "has_figure"]
 
 CARRIED_GAUGES = frozenset(
     {"cxstream_churn_model_revision", "cxstream_churn_roc_auc", "cxstream_churn_log_loss"}
@@ -106,7 +106,7 @@ class Generations:
             if key in now or only is None:
                 now[key] = now.get(key, 0.0) + value
         for key, value in self._carried.items():
-            if not _set(now.get(key)) and (key in now or only is None):
+            if not has_figure(now.get(key)) and (key in now or only is None):
                 now[key] = value
         return now
 
@@ -120,7 +120,7 @@ class Generations:
             name = key.split("{", 1)[0]
             if name.endswith("_total"):
                 self._base[key] = self._base.get(key, 0.0) + value
-            elif name in CARRIED_GAUGES and _set(value):
+            elif name in CARRIED_GAUGES and has_figure(value):
                 self._carried[key] = value
 
     def rotate(self, produced: int, receiver: WebhookReceiver, timeout_s: float = 60.0) -> bool:
@@ -170,6 +170,6 @@ class Generations:
         return True
 
 
-def _set(value: float | None) -> bool:
+def has_figure(value: float | None) -> bool:
     """Whether a gauge holds a figure: 0 is a gauge never set, NaN one not measured yet."""
     return value is not None and value == value and value != 0.0
