@@ -345,7 +345,9 @@ def eval_incidents(
     )
     click.echo(
         "silent cells whose outage names the neighbour their subscribers went to: "
-        f"{s['silent_neighbour_named']:.3f}"
+        f"{s['silent_neighbour_named']:.3f}; of their subscribers in the minute before, named "
+        f"as affected: {s['silent_subscribers_named']:.3f} ({s['silent_named_elsewhere']} "
+        "named who were not the cell's)"
     )
     click.echo(
         f"false cell incidents: {s['cell_false']} ({s['cell_false_per_cell_day']} per cell-day)"

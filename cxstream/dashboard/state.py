@@ -463,7 +463,7 @@ class DashboardState:
                     "affected_ids": [a.get("id") for a in affected if a.get("id")],
                     "tiers": _count_tiers(_tiers(alarm)),
                     "cause": extra.get("cause"),
-                    # an outage names no affected subscriber: where its subscribers turned up
+                    # an outage: where its subscribers turned up since
                     "moved_to": _moved_to(extra),
                     "resolved_by": alarm.get("clearUserId"),
                     "share": extra.get("share"),

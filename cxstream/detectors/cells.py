@@ -20,7 +20,12 @@ fewer has no quality KPIs, only its volume and active count): cause ``kpi_anomal
 intervals from the shard's clock when none of its own events come). An incident stays open while
 a KPI is still anomalous. Each incident says its ``cause`` and the KPIs behind it; an
 ``outage`` also says where the cell's subscribers went (:meth:`CellMonitor.departed`: the cells
-where subscribers last seen in it turned up since, a surge on its neighbours).
+where subscribers last seen in it turned up since, a surge on its neighbours), and names as
+affected the subscribers it left in the dark: those seen in it in the ``window_s`` before its
+last event, less those seen elsewhere before that event (a silent cell keeps them until its traffic
+comes back; the departures it remembers are its last :data:`DEPARTURES_KEPT`, so in a cell with
+more handovers than that in the minute before the silence, a subscriber who had left just before
+may be named too).
 
 Individual degradation alerts are **held** for ``hold_s`` before release: if an incident opens in the
 meantime (or is already open), they come out *explained* by it, and the policy sends no individual
@@ -142,7 +147,8 @@ cheap)."""
 
 @dataclass
 class CellMonitor(Generic[T]):
-    """The demarcation state of one cell (bounded by its active subscribers)."""
+    """The demarcation state of one cell (bounded by its active subscribers; while the cell is
+    silent, by those of its last ``window_s`` of traffic)."""
 
     cell_id: str
     settings: CellSettings = field(default_factory=CellSettings)
@@ -152,6 +158,7 @@ class CellMonitor(Generic[T]):
     _held: list[tuple[float, str, T]] = field(default_factory=list)
     _next_eval: float = float("-inf")
     _incident: IncidentUpdate | None = None
+    _last_seen: float = float("-inf")  # the latest event time of the cell's own traffic
     _quiet_since: float | None = None
     _last_update: float = float("-inf")
     _volume: int = 0
@@ -187,6 +194,8 @@ class CellMonitor(Generic[T]):
             self.kpis = CellKpis(self.settings.kpis)
             self._volume = 0
             self._subs = {sid: (*sub[:4], 0.0, math.nan) for sid, sub in self._subs.items()}
+        if "_last_seen" not in state:
+            self._last_seen = max((sub[0] for sub in self._subs.values()), default=self.clock)
 
     def resolve(self, incident_id: str, user: str) -> IncidentUpdate | None:
         """An operator resolved the open incident ``incident_id``: it closes now (its update,
@@ -253,6 +262,8 @@ class CellMonitor(Generic[T]):
                 self.clock = t
             else:  # too far ahead: taken at the cell's time, it moves nothing
                 t = self.clock
+        if t > self._last_seen:
+            self._last_seen = t
         if self.kpis.due(self.clock):  # the intervals this event ends, without it
             self._close_kpis()
         sub = self._subs.get(subscriber_id)
@@ -277,7 +288,7 @@ class CellMonitor(Generic[T]):
         evaluation is due and nothing is held. Returns False, having done nothing, otherwise."""
         if t >= self._next_eval or self._held or t < self.clock:
             return False
-        self.clock = t
+        self.clock = self._last_seen = t
         self._subs[subscriber_id] = (t, degraded, experience, tier, loss, throughput)
         self._volume += 1
         return True
@@ -370,15 +381,34 @@ class CellMonitor(Generic[T]):
             self._volume = 0
         self._next_eval = min(self._next_eval, self.kpis.next_close)
 
+    def _in_the_dark(self) -> dict[str, str | None]:
+        """The subscribers a silent cell left in the dark (subscriber -> value tier): seen here
+        in the ``window_s`` before its last event, less those seen elsewhere after their last
+        event here and before that one."""
+        last = self._last_seen
+        left = {sid: t for t, _, sid in self._departures if t <= last}
+        since = last - self.settings.window_s
+        return {
+            sid: sub[3]
+            for sid, sub in self._subs.items()
+            if sub[0] >= since and left.get(sid, -math.inf) <= sub[0]
+        }
+
     def _evaluate(self) -> IncidentUpdate | None:
         s = self.settings
         horizon = self.clock - s.window_s
-        for sid in [sid for sid, sub in self._subs.items() if sub[0] < horizon]:
+        # while the cell is silent, the subscribers of its last window are kept (an outage
+        # names them); only those of the window up to its clock count as active
+        keep = min(horizon, self._last_seen - s.window_s)
+        for sid in [sid for sid, sub in self._subs.items() if sub[0] < keep]:
             del self._subs[sid]
-        active = len(self._subs)
-        affected = {sid: sub[3] for sid, sub in self._subs.items() if sub[1]}
+        subs = self._subs
+        if keep < horizon:
+            subs = {sid: sub for sid, sub in subs.items() if sub[0] >= horizon}
+        active = len(subs)
+        affected = {sid: sub[3] for sid, sub in subs.items() if sub[1]}
         share = len(affected) / active if active else 0.0
-        experience = sum(sub[2] for sub in self._subs.values()) / active if active else 0.0
+        experience = sum(sub[2] for sub in subs.values()) / active if active else 0.0
         kpis = tuple(self.kpis.anomalies)
         if kpis and not self.judged_by_kpis:
             kpis = ()
@@ -400,6 +430,8 @@ class CellMonitor(Generic[T]):
                 self._quiet_since = None
                 self._last_update = self.clock
                 cause = _cause(kpis, "degraded_share" if shared else "kpi_anomaly")
+                if cause == "outage":
+                    affected = {**self._in_the_dark(), **affected}
                 # named by the evaluation slot, not by the event that happened to cross it, so
                 # that a replay, whose partitions interleave differently, mostly names it alike
                 slot = _next_slot(self.clock, s.step_s) - s.step_s
@@ -437,6 +469,9 @@ class CellMonitor(Generic[T]):
                 return resolved
             return None
         self._quiet_since = None
+        cause = _cause(kpis, current.cause)
+        if cause == "outage" and current.cause != "outage":
+            affected = {**self._in_the_dark(), **affected}
         grown = {**current.affected, **affected}  # everyone caught in it stays listed
         new_kpis = {k.kpi for k in kpis} - {k.kpi for k in current.kpis}
         if (
@@ -453,7 +488,7 @@ class CellMonitor(Generic[T]):
                 share,
                 experience,
                 new,
-                _cause(kpis, current.cause),
+                cause,
                 kpis or current.kpis,
             )
             return self._incident

@@ -14,7 +14,10 @@ demarcate per cell, decide — and the output is compared with the ground truth:
 * **individual degradations**: an individual alert that no cell incident explained matches a true
   single-subscriber incident for the same subscriber in the same time span;
 * **delay**: event time from the true start to the first matching detection;
-* **outreach**: individual actions emitted for alerts a cell incident explained (must be 0).
+* **outreach**: individual actions emitted for alerts a cell incident explained (must be 0);
+* **silent cells**: the share whose outage names the neighbour their subscribers went to, the
+  share of the subscribers seen in a silent cell in the window before it went dark that its
+  outage names as affected, and how many it names who were not the cell's (must be 0).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import statistics
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -65,6 +68,9 @@ class IncidentReport:
     by_kind: dict[str, tuple[int, int, list[float]]] = field(default_factory=dict)
     silent_found: int = 0  # silent cells whose outage was seen
     silent_neighbour_named: int = 0  # ... and whose why names the cell its subscribers went to
+    silent_subscribers: int = 0  # subscribers seen in a seen silent cell in its last window
+    silent_subscribers_named: int = 0  # ... that its outage names as affected
+    silent_named_elsewhere: int = 0  # subscribers an outage names who were not the cell's
     cell_days: float = 0.0  # cells x days of event time watched
 
     @staticmethod
@@ -93,6 +99,10 @@ class IncidentReport:
             "dead_letters": self.dead_letters,
             "late_events": self.late_events,
             "silent_neighbour_named": self._ratio(self.silent_neighbour_named, self.silent_found),
+            "silent_subscribers_named": self._ratio(
+                self.silent_subscribers_named, self.silent_subscribers
+            ),
+            "silent_named_elsewhere": self.silent_named_elsewhere,
             "cell_false": false,
             "cell_false_per_cell_day": round(false / self.cell_days, 3) if self.cell_days else 0.0,
             "cell_by_kind": {
@@ -140,11 +150,16 @@ def _run_scenario(
     table = pipeline.new_table()
     cell_monitors: dict[str, CellMonitor[Candidate]] = {}
     opened: list[CellIncident] = []
+    named: dict[str, set[str]] = {}  # incident -> everyone its updates named as affected
     released: list[Candidate] = []
     end = start + timedelta(seconds=duration_s)
     late = _LateDelivery(sim, truth, start, duration_s)
     skewed = _skewed_probe(sim, truth)
     polled: list[tuple[datetime, int, bytes]] = []  # arrival time, partition, value
+    # the subscribers seen in each silent cell in the window before it goes dark
+    window = timedelta(seconds=settings.cells.window_s)
+    dark = {i.cell_id: i for i in truth if i.kind == "silent_outage"}
+    in_dark: dict[str, set[str]] = {cell: set() for cell in dark}
 
     def run(polled: list[tuple[datetime, int, bytes]]) -> None:
         nonlocal now
@@ -165,6 +180,9 @@ def _run_scenario(
             if isinstance(item, CellIncident):
                 if item.state == "open":
                     opened.append(item)
+                named.setdefault(item.incident_id, set()).update(
+                    a.subscriber_id for a in item.affected
+                )
             elif isinstance(item, Candidate):
                 released.append(item)
 
@@ -173,6 +191,9 @@ def _run_scenario(
         if t >= end:
             break
         record = sim.event(t)
+        going_dark = dark.get(record["cell_id"])
+        if going_dark is not None and going_dark.start - window <= t < going_dark.start:
+            in_dark[going_dark.cell_id].add(record["subscriber_id"])
         if record["subscriber_id"] == skewed:  # a probe whose clock runs ahead
             record["event_time"] = (t + _SKEW).isoformat()
         item = (zlib.crc32(record["subscriber_id"].encode()) % _PARTITIONS, orjson.dumps(record))
@@ -202,6 +223,7 @@ def _run_scenario(
         if d.action is not None and d.signal.signal == "degradation" and d.signal.explained_by
     )
     _score(report, truth, opened, released, settings.cells.window_s)
+    _score_dark(report, sim, dark.values(), in_dark, opened, named, window)
 
 
 _PARTITIONS = 4
@@ -238,6 +260,29 @@ class _LateDelivery:
 
     def holds(self, record: dict[str, object], t: datetime) -> bool:
         return record["subscriber_id"] in self.probes and self.start <= t < self.end
+
+
+def _score_dark(
+    report: IncidentReport,
+    sim: Simulator,
+    dark: Iterable[Incident],
+    in_dark: dict[str, set[str]],
+    opened: list[CellIncident],
+    named_by: dict[str, set[str]],
+    slack: timedelta,
+) -> None:
+    """Whom each seen silent cell's outage names as affected (in any of its updates: an
+    incident that opened for another cause may become the outage): its subscribers of the
+    window before it went dark, and nobody who was not the cell's."""
+    for i in dark:
+        seen = [o for o in opened
+                if o.cell_id == i.cell_id and i.start <= o.opened_at <= i.end + slack]  # fmt: skip
+        if not seen:
+            continue  # not seen: its recall counts that
+        named = set().union(*(named_by[o.incident_id] for o in seen))
+        report.silent_subscribers += len(in_dark[i.cell_id])
+        report.silent_subscribers_named += len(named & in_dark[i.cell_id])
+        report.silent_named_elsewhere += sum(1 for s in named if sim.home_cell[s] != i.cell_id)
 
 
 def _match(

@@ -399,24 +399,27 @@ def test_a_customer_whose_outcome_was_learned_keeps_their_last_score_until_score
     assert per["never"]["churn_probability"] is None
 
 
-def test_an_outage_row_says_where_the_cells_subscribers_went():
-    # a silent cell names no affected subscriber: the row read "0 customers" and nothing else
+def test_an_outage_row_says_where_the_cells_subscribers_went_and_whom_it_left_in_the_dark():
     from datetime import UTC, datetime
 
     from cxstream.actions.tmf import alarm_from_incident
-    from cxstream.events import CellIncident
+    from cxstream.events import AffectedSubscriber, CellIncident
 
     t = datetime(2026, 1, 1, tzinfo=UTC)
+    dark = [AffectedSubscriber(subscriber_id="s1", value_tier="gold"),
+            AffectedSubscriber(subscriber_id="s2", value_tier="bronze")]  # fmt: skip
     outage = CellIncident(incident_id="inc-c9-1", cell_id="c9", state="open", severity="critical",
-                          opened_at=t, updated_at=t, affected=[], active_subscribers=0, share=0.0,
-                          experience=100.0, cause="outage",
+                          opened_at=t, updated_at=t, affected=dark, active_subscribers=0,
+                          share=0.0, experience=100.0, cause="outage",
                           why={"cause": "outage", "moved_to": {"c8": 5, "c7": 2}})  # fmt: skip
     state = DashboardState()
     state.on_alert(alarm_from_incident(outage, 0.3))
     state.on_alert(dict(ALARM))
     rows = {r["id"]: r for r in state.overview()["incidents"]}
     assert rows["inc-c9-1"]["moved_to"] == {"c8": 5, "c7": 2}
-    assert rows["inc-c9-1"]["cause"] == "outage" and rows["inc-c9-1"]["affected"] == 0
+    assert rows["inc-c9-1"]["cause"] == "outage" and rows["inc-c9-1"]["affected"] == 2
+    assert rows["inc-c9-1"]["affected_ids"] == ["s1", "s2"]
+    assert rows["inc-c9-1"]["tiers"] == {"gold": 1, "bronze": 1}
     assert rows["inc-c1-1"]["moved_to"] == {}
 
 

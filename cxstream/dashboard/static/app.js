@@ -21,7 +21,7 @@ function renderIncidents(incidents) {
     <tr data-incident="${esc(i.id)}">
       <td class="sev-${esc(i.severity)}">${esc(i.severity)}</td>
       <td>${esc(i.cell_id)}</td>
-      <td>${i.cause === "outage" && !i.affected ? `cell silent <small>${Object.keys(i.moved_to || {}).length ? `its subscribers turned up in ${Object.entries(i.moved_to).map(([c, n]) => `${esc(c)} (${esc(n)})`).join(", ")}` : "no traffic"}</small>` : `${i.affected} customers <small>${Object.entries(i.tiers).map(([t, n]) => `${esc(t)} ${n}`).join(", ")}</small>`}</td>
+      <td>${i.affected ? `${i.affected} customers <small>${Object.entries(i.tiers).map(([t, n]) => `${esc(t)} ${n}`).join(", ")}</small>` : ""}${i.cause === "outage" ? `${i.affected ? "<br>" : ""}cell silent <small>${Object.keys(i.moved_to || {}).length ? `its subscribers turned up in ${Object.entries(i.moved_to).map(([c, n]) => `${esc(c)} (${esc(n)})`).join(", ")}` : "no traffic"}</small>` : i.affected ? "" : "0 customers"}</td>
       <td class="var">${esc(money(i.value_at_risk))}</td>
       <td>${time(i.since)}</td>
       <td class="state">${esc(i.state)}${i.resolved_by ? ` <small class="resolved-by">by ${esc(i.resolved_by)}</small>` : ""}</td>

@@ -17,7 +17,10 @@ SUBS = [f"s{i}" for i in range(20)]
 T0 = 1_780_000_000.0  # a Tuesday afternoon, on the 10-second grid
 
 
-def run(cell, start, end, *, experience=90.0, loss=0.2, bad=(), silent=False, rng=None, alerts=()):
+def run(
+    cell, start, end, *, experience=90.0, loss=0.2, bad=(), silent=False, rng=None, alerts=(),
+    subs=SUBS,
+):  # fmt: skip
     """Every subscriber reports about every 2 s of [start, end); returns (updates, released)."""
     rng = rng or random.Random(0)
     updates, released = [], []
@@ -26,7 +29,7 @@ def run(cell, start, end, *, experience=90.0, loss=0.2, bad=(), silent=False, rn
         if silent:
             u, r = cell.tick(t)
         else:
-            sid = rng.choice(SUBS)
+            sid = rng.choice(subs)
             worse = sid in bad
             u, r = cell.observe(
                 t,
@@ -154,6 +157,41 @@ def test_a_silent_cells_outage_names_the_cells_its_subscribers_went_to():
     # the subscribers' ids are not kept longer than they can serve
     run(cell, T0 + 1000, T0 + 1700, silent=True)
     assert cell.moved_to(0.0) == {}
+
+
+def test_a_silent_cells_outage_names_the_subscribers_it_left_in_the_dark():
+    cell = CellMonitor("c1")
+    rng = random.Random(6)
+    run(cell, T0, T0 + 500, rng=rng)
+    cell.observe(T0 + 500, "visitor", degraded=False, experience=90.0)  # long before the silence
+    run(cell, T0 + 500.05, T0 + 890, rng=rng)
+    run(cell, T0 + 890, T0 + 900, rng=rng, subs=SUBS[:18])
+    cell.departed(T0 + 891, "c2", "s18")  # two turned up next door before the cell went dark
+    cell.departed(T0 + 892, "c2", "s19")
+    cell.departed(T0 + 905, "c2", "s0")  # and one after: the outage reached them
+    updates, _ = run(cell, T0 + 900, T0 + 1000, silent=True)
+    [incident] = opened(updates)
+    assert incident.cause == "outage"
+    assert set(incident.affected) == set(incident.new_affected) == set(SUBS[:18])
+    # once its traffic is back, the subscribers of its last window who did not return go
+    assert "s17" in cell._subs
+    run(cell, T0 + 1000, T0 + 1100, rng=rng, subs=SUBS[:15])
+    assert set(cell._subs) == set(SUBS[:15])
+
+
+def test_an_incident_that_turns_into_an_outage_names_the_subscribers_in_the_dark():
+    cell = CellMonitor("c1")
+    rng = random.Random(7)
+    run(cell, T0, T0 + 900, rng=rng)
+    bad = set(SUBS[:8])  # 8 of 20 degrade: an incident for them, then the cell goes dark
+    before, _ = run(cell, T0 + 900, T0 + 960, rng=rng, bad=bad)
+    [incident] = opened(before)
+    assert incident.cause == "degraded_share" and set(before[-1].affected) <= bad
+    updates, _ = run(cell, T0 + 960, T0 + 1060, silent=True)
+    outage = next(u for u in updates if u.cause == "outage")
+    assert outage.incident_id == incident.incident_id and outage.state == "updated"
+    assert set(outage.affected) == set(SUBS)
+    assert set(outage.new_affected) == set(SUBS) - set(before[-1].affected)
 
 
 def test_one_interval_far_out_makes_no_drift():

@@ -41,6 +41,9 @@ def test_eval_incidents_meets_the_bar_on_a_few_scenarios():
     assert s["outreach_for_explained"] == 0
     # a silent cell's outage names where its subscribers went (the simulator's neighbour)
     assert s["silent_neighbour_named"] >= 0.9
+    # ... and names as affected its subscribers of the minute before it went dark, nobody else
+    assert s["silent_subscribers_named"] >= 0.9
+    assert s["silent_named_elsewhere"] == 0
     assert s["late_events"] > 0  # the backlog was late, and counted
     kinds = s["cell_by_kind"]
     assert set(kinds) == {

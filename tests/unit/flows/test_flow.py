@@ -293,6 +293,42 @@ def test_a_cell_outage_is_one_incident_with_area_notices_and_no_individual_outre
     assert len(explained) == len(degradations)
 
 
+def test_a_silent_cells_outage_sends_its_area_notice_to_the_subscribers_it_left_in_the_dark():
+    settings = short_stream_settings()
+    sim = Simulator(60, 2, seed=12)
+    dark, neighbour = "cell-0001", "cell-0000"
+    start = NOON - timedelta(minutes=10)
+    went_dark = start + timedelta(seconds=150)
+    sim.add_incidents([Incident("silent_outage", dark, went_dark, went_dark + timedelta(seconds=60),
+                                moved_to=neighbour)])  # fmt: skip
+    context = ContextStore(FakeRedis())
+    context.put_many(daytime_profiles(sim))
+    qos = make_messages(sim, start, 44_000)  # 220 s at 200 events/s
+    in_dark = {
+        orjson.loads(m.value)["subscriber_id"]
+        for m in qos
+        if orjson.loads(m.value)["cell_id"] == dark
+        and went_dark - timedelta(seconds=60) <= datetime.fromisoformat(
+            orjson.loads(m.value)["event_time"]) < went_dark
+    }  # fmt: skip
+    assert len(in_dark) > 20
+
+    kafka_out, webhooks, _ = run_flow(settings, make_pipeline(settings, context), qos)
+
+    alarms = [a for a in on_topic(kafka_out, settings.kafka.topics.alerts)
+              if a["alarmedObjectType"] == "Cell"]  # fmt: skip
+    [raised] = [a for a in alarms if a["state"] == "raised"]
+    assert raised["alarmedObject"]["id"] == dark and raised["x-cxstream"]["cause"] == "outage"
+    assert {a["id"] for a in raised["affectedService"]} == in_dark
+    assert raised["x-cxstream"]["why"]["moved_to"] == {neighbour: len(in_dark)}
+    notices = [d for d in on_topic(kafka_out, settings.kafka.topics.decisions)
+               if d["signal"] == "cell_incident"]  # fmt: skip
+    assert sorted(d["subscriber_id"] for d in notices) == sorted(in_dark)
+    sent = {a.subscriber_id for a in webhooks if a.kind == "area_notice"}
+    assert sent == {d["subscriber_id"] for d in notices if d["result"] == "sent"}
+    assert len(sent) > 0.5 * len(in_dark)
+
+
 def churn_trained_state(settings, revision=4):
     """A checkpoint of a model that learned: short month-to-month customers whose experience
     index is below 75 (the index when a degradation is first detected: one bad session against
