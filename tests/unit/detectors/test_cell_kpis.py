@@ -429,6 +429,18 @@ def test_a_cell_snapshot_from_before_the_kpi_series_restores_and_runs():
     assert restored.kpis.next_close > T0 + 590
 
 
+def test_a_cell_snapshot_from_before_it_kept_its_last_seen_time_restores_and_names_the_dark():
+    cell = CellMonitor("c1")
+    run(cell, T0, T0 + 900, rng=random.Random(8))
+    old = pickle.loads(pickle.dumps(cell)).__dict__
+    del old["_last_seen"]
+    restored = object.__new__(CellMonitor)
+    restored.__setstate__(old)
+    assert restored._last_seen == max(sub[0] for sub in cell._subs.values())
+    [incident] = opened(run(restored, T0 + 900, T0 + 1000, silent=True)[0])
+    assert incident.cause == "outage" and set(incident.affected) == set(SUBS)
+
+
 def test_a_table_snapshot_from_before_radio_generations_restores_and_runs():
     import numpy as np
 
