@@ -124,6 +124,7 @@ class Decide:
                             details={
                                 "cell_id": item.cell_id,
                                 "incident_state": item.state,
+                                "cause": item.cause,  # outage: the cell went dark
                                 "share": item.share,
                             },
                         )

@@ -327,6 +327,8 @@ def test_a_silent_cells_outage_sends_its_area_notice_to_the_subscribers_it_left_
     sent = {a.subscriber_id for a in webhooks if a.kind == "area_notice"}
     assert sent == {d["subscriber_id"] for d in notices if d["result"] == "sent"}
     assert len(sent) > 0.5 * len(in_dark)
+    # the marketing system is told it is an outage (TMF681's explanation characteristic)
+    assert {a.details["cause"] for a in webhooks} == {"outage"}
 
 
 def churn_trained_state(settings, revision=4):
