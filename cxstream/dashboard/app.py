@@ -11,7 +11,8 @@ once as ``?token=...``, which sets an HttpOnly cookie):
   story (profile, consent, churn risk with its reasons, experience, alerts, incidents, contacts,
   offers, outcomes);
 * ``GET /api/incidents`` — the cell incidents with their value at risk in money and each
-  affected customer's churn probability and expected loss;
+  affected customer's churn probability and expected loss; ``GET /api/incidents/{id}`` — one
+  of them, each affected customer with their value tier too (what the page unfolds);
 * ``GET /api/openapi.json`` — the OpenAPI description of these endpoints;
 * ``POST /api/incidents/{id}/ack`` (``{"user": ...}``) and ``.../resolve`` — recorded and
   published on the alarm-updates topic as a TMF642 event whose ``alarm`` has the alarm's id and
@@ -341,18 +342,24 @@ def create_app(
         data["health"] = health.read()
         return data
 
+    def valued(incident: dict[str, Any]) -> dict[str, Any]:
+        """An incident row with its value at risk and, for each affected customer, highest
+        expected loss first, their churn probability, value and expected loss (and value tier,
+        where the row carries ``affected_tiers``)."""
+        ids = incident.pop("affected_ids")
+        tier_of = incident.pop("affected_tiers", None)
+        if risk is not None:
+            total, rows = risk.incident_value(ids)
+        else:
+            total, rows = None, [{"subscriber_id": sid} for sid in ids]
+        if tier_of is not None:
+            rows = [{**row, "value_tier": tier_of.get(row["subscriber_id"])} for row in rows]
+        return {**incident, "value_at_risk": total, "affected": rows}
+
     def incidents() -> dict[str, Any]:
         """Every incident the dashboard holds, each with its value at risk and its affected
         customers' churn probability, value and expected loss."""
-        out = []
-        for incident in state.incident_rows():
-            ids = incident.pop("affected_ids")
-            if risk is not None:
-                total, rows = risk.incident_value(ids)
-            else:
-                total, rows = None, [{"subscriber_id": sid} for sid in ids]
-            out.append({**incident, "value_at_risk": total, "affected": rows})
-        return {"incidents": out}
+        return {"incidents": [valued(incident) for incident in state.incident_rows()]}
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html")
@@ -363,6 +370,14 @@ def create_app(
 
     async def api_incidents(request: Request) -> Response:
         data = await asyncio.to_thread(incidents)
+        return Response(orjson.dumps(data), media_type="application/json")
+
+    async def api_incident(request: Request) -> Response:
+        incident_id = request.path_params["incident_id"]
+        row = state.incident_row(incident_id)
+        if row is None:
+            return JSONResponse({"error": f"unknown incident {incident_id}"}, status_code=404)
+        data = await asyncio.to_thread(valued, row)
         return Response(orjson.dumps(data), media_type="application/json")
 
     async def api_openapi(request: Request) -> Response:
@@ -485,6 +500,7 @@ def create_app(
         Route("/", index),
         Route("/api/overview", api_overview),
         Route("/api/incidents", api_incidents),
+        Route("/api/incidents/{incident_id}", api_incident),
         Route("/api/openapi.json", api_openapi),
         Route("/api/events", events),
         Route("/api/customers", search),

@@ -25,6 +25,7 @@ _AFFECTED = {
     "required": ["subscriber_id", "churn_probability", "value", "expected_loss"],
     "properties": {
         "subscriber_id": {"type": "string"},
+        "value_tier": {"type": ["string", "null"], "description": "in GET /api/incidents/{id}"},
         "churn_probability": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
         "scored_at": {"type": ["string", "null"], "format": "date-time"},
         "reasons": {"type": "array", "items": _REASON},
@@ -154,6 +155,28 @@ OPENAPI: dict[str, Any] = {
                         "the incidents the dashboard holds, newest first",
                     ),
                     "401": _UNAUTHORIZED,
+                },
+            }
+        },
+        "/api/incidents/{incident_id}": {
+            "get": {
+                "summary": "One cell incident, its value at risk and affected customers",
+                "parameters": [
+                    {
+                        "name": "incident_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(
+                        {"$ref": "#/components/schemas/Incident"},
+                        "the incident; each affected customer with their value tier, highest "
+                        "expected loss first",
+                    ),
+                    "401": _UNAUTHORIZED,
+                    "404": _json(_ERROR, "the dashboard holds no incident of that id"),
                 },
             }
         },

@@ -446,33 +446,43 @@ class DashboardState:
         with self._lock:
             return self._incident_rows(limit)
 
+    def incident_row(self, incident_id: str) -> dict[str, Any] | None:
+        """One incident as :meth:`incident_rows` lists it, with ``affected_tiers`` (each
+        affected subscriber's value tier); None if the dashboard does not hold it."""
+        with self._lock:
+            alarm = self.incidents.get(incident_id)
+            if alarm is None:
+                return None
+            return {**self._incident_row(alarm), "affected_tiers": _tier_of(alarm)}
+
     def _incident_rows(self, limit: int) -> list[dict[str, Any]]:
         incidents = []
         for alarm in reversed(self.incidents.values()):
-            extra = alarm.get("x-cxstream", {})
-            affected = alarm.get("affectedService", [])
-            incidents.append(
-                {
-                    "id": alarm["id"],
-                    "cell_id": alarm["alarmedObject"]["id"],
-                    "state": alarm["state"],
-                    "severity": alarm["perceivedSeverity"],
-                    "since": alarm.get("alarmRaisedTime"),
-                    "changed": alarm.get("alarmChangedTime"),
-                    "affected": len(affected),
-                    "affected_ids": [a.get("id") for a in affected if a.get("id")],
-                    "tiers": _count_tiers(_tiers(alarm)),
-                    "cause": extra.get("cause"),
-                    # an outage: where its subscribers turned up since
-                    "moved_to": _moved_to(extra),
-                    "resolved_by": alarm.get("clearUserId"),
-                    "share": extra.get("share"),
-                    "ack": self.acks.get(alarm["id"]),
-                }
-            )
+            incidents.append(self._incident_row(alarm))
             if len(incidents) >= limit:
                 break
         return incidents
+
+    def _incident_row(self, alarm: dict[str, Any]) -> dict[str, Any]:
+        extra = alarm.get("x-cxstream", {})
+        affected = alarm.get("affectedService", [])
+        return {
+            "id": alarm["id"],
+            "cell_id": alarm["alarmedObject"]["id"],
+            "state": alarm["state"],
+            "severity": alarm["perceivedSeverity"],
+            "since": alarm.get("alarmRaisedTime"),
+            "changed": alarm.get("alarmChangedTime"),
+            "affected": len(affected),
+            "affected_ids": [a.get("id") for a in affected if a.get("id")],
+            "tiers": _count_tiers(_tiers(alarm)),
+            "cause": extra.get("cause"),
+            # an outage: where its subscribers turned up since
+            "moved_to": _moved_to(extra),
+            "resolved_by": alarm.get("clearUserId"),
+            "share": extra.get("share"),
+            "ack": self.acks.get(alarm["id"]),
+        }
 
     def overview(self, *, limit: int = 200) -> dict[str, Any]:
         """Everything the main page shows, compact."""
@@ -585,6 +595,14 @@ def _scrub(alarm: dict[str, Any], erased: _Erased) -> None:
         taken = sum(1 for key in tiers if isinstance(key, str) and key.startswith("(erased "))
         for n, sid in enumerate([sid for sid in tiers if sid in erased], start=taken):
             tiers[f"(erased {n})"] = tiers.pop(sid)
+
+
+def _tier_of(alarm: dict[str, Any]) -> dict[str, str | None]:
+    """Each affected subscriber's value tier (subscriber -> tier) in a cell incident's alarm."""
+    tiers = alarm.get("x-cxstream", {}).get("affected_tiers")
+    if isinstance(tiers, dict):
+        return {str(sid): tier for sid, tier in tiers.items()}
+    return {a["id"]: a.get("valueTier") for a in alarm.get("affectedService", []) if a.get("id")}
 
 
 def _tiers(alarm: dict[str, Any]) -> list[str | None]:

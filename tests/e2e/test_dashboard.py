@@ -147,6 +147,19 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alarm_upda
             at_risk = row.locator("td.var").inner_text()
             assert "€" in at_risk or "EUR" in at_risk, at_risk
 
+            # which customers: the count unfolds to the customers themselves, each a link to
+            # their page, and stays unfolded while live updates redraw the table
+            row.locator("td.affected summary").click()
+            row.locator("td.affected .ids a").first.wait_for(timeout=5_000)
+            shown_ids = row.locator("td.affected .ids a").all_inner_texts()
+            assert set(shown_ids) <= {s for s in sim.subscriber_ids if sim.home_cell[s] == cell}
+            first = row.locator("td.affected .ids tr").first.locator("td").all_inner_texts()
+            assert first[1] in ("platinum", "gold", "silver", "bronze") and "%" in first[2], first
+            # a live update redraws the table, as each new overview does
+            page.evaluate("fetch('/api/overview').then((r) => r.json()).then(render)")
+            unfolded = page.locator("#incidents tbody tr", has_text=cell).first
+            assert unfolded.locator("td.affected details[open] .ids a").count() >= len(shown_ids)
+
             row.locator(".ack-btn[data-verb=ack]").click()
             page.locator("#incidents tbody tr", has_text=cell).locator(
                 ".ack", has_text="olga"

@@ -78,6 +78,7 @@ def test_unauthenticated_requests_are_refused_when_auth_is_on():
         "/api/customers?q=s",
         "/api/customers/s1",
         "/api/incidents",
+        "/api/incidents/inc-c1-1",
         "/api/openapi.json",
         "/api/events",
         "/static/app.js",
@@ -351,6 +352,21 @@ def test_value_at_risk_is_money_and_at_risk_customers_rank_by_expected_loss():
     assert [a["subscriber_id"] for a in incident["affected"]] == ["s1", "s2", "s3", "s4"]
     assert incident["affected"][1]["churn_probability"] == 0.9
     assert incident["affected"][1]["value"] == {"amount": 240.0, "currency": "USD"}
+
+
+def test_one_incident_unfolds_to_its_customers_with_their_tier_highest_expected_loss_first():
+    client = risk_client()
+    incident = client.get("/api/incidents/inc-c1-1").json()
+    assert incident["id"] == "inc-c1-1" and incident["cell_id"] == "c1"
+    assert incident["value_at_risk"] == {"amount": 936.0, "currency": "USD"}
+    assert [(a["subscriber_id"], a["value_tier"], a["expected_loss"]["amount"])
+            for a in incident["affected"]] == [
+        ("s1", "gold", 480.0), ("s2", "bronze", 216.0), ("s3", "platinum", 120.0),
+        ("s4", "bronze", 120.0),
+    ]  # fmt: skip
+    missing = client.get("/api/incidents/inc-c9-9")
+    assert missing.status_code == 404 and "inc-c9-9" in missing.json()["error"]
+    assert "/api/incidents/{incident_id}" in client.get("/api/openapi.json").json()["paths"]
 
 
 def test_customers_still_degraded_come_before_those_recovered():

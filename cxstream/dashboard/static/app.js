@@ -14,6 +14,40 @@ const colour = (x) => {  // experience 0..100 -> red..amber..green
   return `hsl(${hue}, 70%, 50%)`;
 };
 
+const openIncidents = new Set();  // incidents whose affected customers are shown: kept across updates
+const affectedRows = new Map();  // incident -> {n: affected count when fetched, html}
+document.addEventListener("click", (ev) => {  // before the details toggles, and before any redraw
+  const details = ev.target.closest("td.affected summary") && ev.target.closest("details");
+  if (!details) return;
+  const id = details.dataset.incident;
+  if (details.open) { openIncidents.delete(id); return; }
+  openIncidents.add(id);
+  fetchAffected(id, Number(details.dataset.n));
+});
+const SHOWN_AFFECTED = 200;
+
+async function fetchAffected(id, n) {  // the incident's customers, highest expected loss first
+  const cached = affectedRows.get(id);
+  if (cached && (cached.n === n || cached.loading)) return;
+  affectedRows.set(id, {n, html: cached ? cached.html : "loading…", loading: true});
+  const res = await fetch(`/api/incidents/${encodeURIComponent(id)}`).catch(() => null);
+  const data = res && res.ok ? await res.json() : null;
+  const rows = data ? data.affected.slice(0, SHOWN_AFFECTED) : [];
+  const more = data && data.affected.length > rows.length ? `<small>and ${data.affected.length - rows.length} more</small>` : "";
+  const html = data ? `<table class="mini">${rows.map((c) => `<tr><td>${String(c.subscriber_id).startsWith("(erased") ? esc(c.subscriber_id) : `<a href="#/customer/${encodeURIComponent(c.subscriber_id)}">${esc(c.subscriber_id)}</a>`}</td><td>${esc(c.value_tier)}</td><td>${pct(c.churn_probability)}</td><td>${esc(money(c.expected_loss))}</td></tr>`).join("")}</table>${more}` : "not available: try again";
+  affectedRows.set(id, {n: data ? n : -1, html});
+  const box = document.querySelector(`details[data-incident="${CSS.escape(id)}"] .ids`);
+  if (box) box.innerHTML = html;
+}
+
+function affected(i) {  // "N customers" by tier, unfolding to the customers themselves
+  if (!i.affected) return "";
+  const open = openIncidents.has(i.id);
+  if (open) fetchAffected(i.id, i.affected);  // again when more customers were caught in it
+  const cached = affectedRows.get(i.id);
+  return `<details data-incident="${esc(i.id)}" data-n="${i.affected}"${open ? " open" : ""}><summary>${i.affected} customers <small>${Object.entries(i.tiers).map(([t, n]) => `${esc(t)} ${n}`).join(", ")}</small></summary><div class="ids">${cached ? cached.html : "loading…"}</div></details>`;
+}
+
 function renderIncidents(incidents) {
   const body = $("#incidents tbody");
   $("#no-incidents").hidden = incidents.length > 0;
@@ -21,7 +55,7 @@ function renderIncidents(incidents) {
     <tr data-incident="${esc(i.id)}">
       <td class="sev-${esc(i.severity)}">${esc(i.severity)}</td>
       <td>${esc(i.cell_id)}</td>
-      <td>${i.affected ? `${i.affected} customers <small>${Object.entries(i.tiers).map(([t, n]) => `${esc(t)} ${n}`).join(", ")}</small>` : ""}${i.cause === "outage" ? `${i.affected ? "<br>" : ""}cell silent <small>${Object.keys(i.moved_to || {}).length ? `its subscribers turned up in ${Object.entries(i.moved_to).map(([c, n]) => `${esc(c)} (${esc(n)})`).join(", ")}` : "no traffic"}</small>` : i.affected ? "" : "0 customers"}</td>
+      <td class="affected">${affected(i)}${i.cause === "outage" ? `cell silent <small>${Object.keys(i.moved_to || {}).length ? `its subscribers turned up in ${Object.entries(i.moved_to).map(([c, n]) => `${esc(c)} (${esc(n)})`).join(", ")}` : "no traffic"}</small>` : i.affected ? "" : "0 customers"}</td>
       <td class="var">${esc(money(i.value_at_risk))}</td>
       <td>${time(i.since)}</td>
       <td class="state">${esc(i.state)}${i.resolved_by ? ` <small class="resolved-by">by ${esc(i.resolved_by)}</small>` : ""}</td>
