@@ -104,7 +104,12 @@ _CUSTOMER = {
             },
         },
         "alerts": {"type": "array", "items": {"type": "object"}},
-        "incidents": {"type": "array", "items": {"type": "object"}},
+        "incidents": {
+            "type": "array",
+            "description": "the cell incidents that reached the customer (id, cell_id, state, "
+            "since, cause: degraded_share, kpi_anomaly or outage)",
+            "items": {"type": "object"},
+        },
         "contacts": {
             "type": "array",
             "description": "every contact decision (sent, deferred, suppressed) with its reason",

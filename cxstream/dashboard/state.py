@@ -545,6 +545,7 @@ class DashboardState:
                             "cell_id": alarm["alarmedObject"]["id"],
                             "state": alarm["state"],
                             "since": alarm.get("alarmRaisedTime"),
+                            "cause": alarm.get("x-cxstream", {}).get("cause"),
                         }
                     )
             return {

@@ -436,6 +436,9 @@ def test_an_outage_row_says_where_the_cells_subscribers_went_and_whom_it_left_in
     assert rows["inc-c9-1"]["cause"] == "outage" and rows["inc-c9-1"]["affected"] == 2
     assert rows["inc-c9-1"]["affected_ids"] == ["s1", "s2"]
     assert rows["inc-c9-1"]["tiers"] == {"gold": 1, "bronze": 1}
+    # a care agent opening one of them reads that their cell went dark
+    causes = {i["id"]: i["cause"] for i in state.customer("s1")["incidents"]}
+    assert causes == {"inc-c9-1": "outage", "inc-c1-1": None}  # (that alarm says no cause)
     assert rows["inc-c1-1"]["moved_to"] == {}
 
 
