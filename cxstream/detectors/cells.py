@@ -23,7 +23,8 @@ a KPI is still anomalous. Each incident says its ``cause`` and the KPIs behind i
 where subscribers last seen in it turned up since, a surge on its neighbours), and names as
 affected the subscribers it left in the dark: those seen in it in the ``window_s`` before its
 last event, less those seen elsewhere before that event (a silent cell keeps them until its traffic
-comes back; the departures it remembers are its last :data:`DEPARTURES_KEPT`, so in a cell with
+comes back, for at most :data:`DEPARTURES_MAX_AGE_S`; the departures it remembers are its last
+:data:`DEPARTURES_KEPT`, so in a cell with
 more handovers than that in the minute before the silence, a subscriber who had left just before
 may be named too).
 
@@ -59,8 +60,9 @@ IncidentCause = Literal["degraded_share", "kpi_anomaly", "outage"]
 DEPARTURES_KEPT = 64
 """Subscribers seen leaving a cell that its monitor remembers (evidence for an outage)."""
 DEPARTURES_MAX_AGE_S = 600.0
-"""How long a departure is remembered, in event time: a silent cell's outage is confirmed within
-about a minute of the silence, and no subscriber id is kept longer than it can serve."""
+"""How long a departure is remembered, and how long a silent cell keeps the subscribers of its
+last window, in event time: a silent cell's outage is confirmed within about a minute of the
+silence, and no subscriber id is kept longer than it can serve."""
 
 
 @dataclass(frozen=True)
@@ -147,8 +149,8 @@ cheap)."""
 
 @dataclass
 class CellMonitor(Generic[T]):
-    """The demarcation state of one cell (bounded by its active subscribers; while the cell is
-    silent, by those of its last ``window_s`` of traffic)."""
+    """The demarcation state of one cell (bounded by its active subscribers; for ten minutes of a
+    silence, by those of its last ``window_s`` of traffic)."""
 
     cell_id: str
     settings: CellSettings = field(default_factory=CellSettings)
@@ -397,9 +399,12 @@ class CellMonitor(Generic[T]):
     def _evaluate(self) -> IncidentUpdate | None:
         s = self.settings
         horizon = self.clock - s.window_s
-        # while the cell is silent, the subscribers of its last window are kept (an outage
-        # names them); only those of the window up to its clock count as active
-        keep = min(horizon, self._last_seen - s.window_s)
+        # while the cell is silent (up to DEPARTURES_MAX_AGE_S), the subscribers of its last
+        # window are kept (an outage names them); only those of the window up to its clock
+        # count as active
+        keep = horizon
+        if self.clock - self._last_seen <= DEPARTURES_MAX_AGE_S:
+            keep = min(horizon, self._last_seen - s.window_s)
         for sid in [sid for sid, sub in self._subs.items() if sub[0] < keep]:
             del self._subs[sid]
         subs = self._subs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import pickle
 import random
@@ -175,8 +176,14 @@ def test_a_silent_cells_outage_names_the_subscribers_it_left_in_the_dark():
     assert set(incident.affected) == set(incident.new_affected) == set(SUBS[:18])
     # once its traffic is back, the subscribers of its last window who did not return go
     assert "s17" in cell._subs
-    run(cell, T0 + 1000, T0 + 1100, rng=rng, subs=SUBS[:15])
-    assert set(cell._subs) == set(SUBS[:15])
+    back = copy.deepcopy(cell)
+    run(back, T0 + 1000, T0 + 1100, rng=rng, subs=SUBS[:15])
+    assert set(back._subs) == set(SUBS[:15])
+    # and while it stays silent, they are kept no longer than they can serve (ten minutes)
+    run(cell, T0 + 1000, T0 + 1490, silent=True)
+    assert "s17" in cell._subs
+    run(cell, T0 + 1490, T0 + 1530, silent=True)
+    assert cell._subs == {}
 
 
 def test_an_incident_that_turns_into_an_outage_names_the_subscribers_in_the_dark():
