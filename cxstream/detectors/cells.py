@@ -21,12 +21,12 @@ intervals from the shard's clock when none of its own events come). An incident 
 a KPI is still anomalous. Each incident says its ``cause`` and the KPIs behind it; an
 ``outage`` also says where the cell's subscribers went (:meth:`CellMonitor.departed`: the cells
 where subscribers last seen in it turned up since, a surge on its neighbours), and names as
-affected the subscribers it left in the dark: those seen in it in the ``window_s`` before its
-last event, less those seen elsewhere before that event (a silent cell keeps them until its traffic
-comes back, for at most :data:`DEPARTURES_MAX_AGE_S`; the departures it remembers are its last
-:data:`DEPARTURES_KEPT`, so in a cell with
-more handovers than that in the minute before the silence, a subscriber who had left just before
-may be named too).
+affected the subscribers it left in the dark: those seen in it in the ``window_s`` before it
+went dark (its last event before the silence; a short silence's outage is confirmed as its
+traffic comes back), less those seen elsewhere before it did (a silent cell keeps them until its
+traffic comes back, for at most :data:`DEPARTURES_MAX_AGE_S`; the departures it remembers are
+its last :data:`DEPARTURES_KEPT`, so in a cell with more handovers than that in the minute before
+the silence, a subscriber who had left just before may be named too).
 
 Individual degradation alerts are **held** for ``hold_s`` before release: if an incident opens in the
 meantime (or is already open), they come out *explained* by it, and the policy sends no individual
@@ -161,6 +161,9 @@ class CellMonitor(Generic[T]):
     _next_eval: float = float("-inf")
     _incident: IncidentUpdate | None = None
     _last_seen: float = float("-inf")  # the latest event time of the cell's own traffic
+    # the last gap in it longer than a KPI interval: its last event before, its first after
+    _dark_from: float = float("-inf")
+    _back_at: float = float("-inf")
     _quiet_since: float | None = None
     _last_update: float = float("-inf")
     _volume: int = 0
@@ -198,6 +201,7 @@ class CellMonitor(Generic[T]):
             self._subs = {sid: (*sub[:4], 0.0, math.nan) for sid, sub in self._subs.items()}
         if "_last_seen" not in state:
             self._last_seen = max((sub[0] for sub in self._subs.values()), default=self.clock)
+            self._dark_from = self._back_at = float("-inf")
 
     def resolve(self, incident_id: str, user: str) -> IncidentUpdate | None:
         """An operator resolved the open incident ``incident_id``: it closes now (its update,
@@ -265,6 +269,8 @@ class CellMonitor(Generic[T]):
             else:  # too far ahead: taken at the cell's time, it moves nothing
                 t = self.clock
         if t > self._last_seen:
+            if t - self._last_seen > self.settings.kpis.interval_s:
+                self._dark_from, self._back_at = self._last_seen, t
             self._last_seen = t
         if self.kpis.due(self.clock):  # the intervals this event ends, without it
             self._close_kpis()
@@ -383,11 +389,25 @@ class CellMonitor(Generic[T]):
             self._volume = 0
         self._next_eval = min(self._next_eval, self.kpis.next_close)
 
+    def _dark_since(self) -> float | None:
+        """The cell's last event before its traffic stopped: its last event while it is silent
+        (none for a KPI interval), or, within a KPI interval of its traffic coming back, its
+        last before the gap (a short silence's outage is confirmed as the traffic comes back:
+        the intervals it left empty close on the first event after it); None otherwise."""
+        step = self.settings.kpis.interval_s
+        if self.clock - self._last_seen > step:
+            return self._last_seen
+        if self._last_seen - self._back_at <= step:
+            return self._dark_from
+        return None
+
     def _in_the_dark(self) -> dict[str, str | None]:
         """The subscribers a silent cell left in the dark (subscriber -> value tier): seen here
-        in the ``window_s`` before its last event, less those seen elsewhere after their last
-        event here and before that one."""
-        last = self._last_seen
+        in the ``window_s`` before its last event before the silence (or since), less those
+        seen elsewhere after their last event here and before that one."""
+        last = self._dark_since()
+        if last is None:
+            last = self._last_seen
         left = {sid: t for t, _, sid in self._departures if t <= last}
         since = last - self.settings.window_s
         return {
@@ -403,8 +423,9 @@ class CellMonitor(Generic[T]):
         # window are kept (an outage names them); only those of the window up to its clock
         # count as active
         keep = horizon
-        if self.clock - self._last_seen <= DEPARTURES_MAX_AGE_S:
-            keep = min(horizon, self._last_seen - s.window_s)
+        dark = self._dark_since()
+        if dark is not None and self.clock - dark <= DEPARTURES_MAX_AGE_S:
+            keep = min(horizon, dark - s.window_s)
         for sid in [sid for sid, sub in self._subs.items() if sub[0] < keep]:
             del self._subs[sid]
         subs = self._subs

@@ -186,6 +186,22 @@ def test_a_silent_cells_outage_names_the_subscribers_it_left_in_the_dark():
     assert cell._subs == {}
 
 
+def test_a_short_silence_confirmed_as_its_traffic_comes_back_names_those_it_left_in_the_dark():
+    # the intervals it left empty close on the first event after it, and the outage opens
+    # then: named by the last event before the silence, not by that first one
+    cell = CellMonitor("c1")
+    rng = random.Random(9)
+    run(cell, T0, T0 + 900, rng=rng)
+    for k, sid in enumerate(SUBS[:12]):  # they turn up next door meanwhile
+        cell.departed(T0 + 905 + k, "c2", sid)
+    quiet, _ = run(cell, T0 + 900, T0 + 939, silent=True)
+    assert opened(quiet) == []  # not yet confirmed on the shard's clock
+    updates, _ = run(cell, T0 + 942, T0 + 950, rng=rng, subs=SUBS[:3])
+    [incident] = opened(updates)
+    assert incident.cause == "outage"
+    assert set(incident.affected) == set(SUBS)
+
+
 def test_an_incident_that_turns_into_an_outage_names_the_subscribers_in_the_dark():
     cell = CellMonitor("c1")
     rng = random.Random(7)
