@@ -50,7 +50,7 @@ function affected(i) {  // "N customers" by tier, unfolding to the customers the
   const open = openIncidents.has(i.id);
   if (open) fetchAffected(i.id, i.affected);  // again when more customers were caught in it
   const cached = affectedRows.get(i.id);
-  return `<details data-incident="${esc(i.id)}" data-n="${i.affected}"${open ? " open" : ""}><summary>${i.affected} customers <small>${Object.entries(i.tiers).map(([t, n]) => `${esc(t)} ${n}`).join(", ")}</small></summary><div class="ids">${cached ? cached.html : "loading…"}</div></details>`;
+  return `<details data-incident="${esc(i.id)}" data-n="${i.affected}"${open ? " open" : ""}><summary>${i.affected} customer${i.affected === 1 ? "" : "s"} <small>${Object.entries(i.tiers).map(([t, n]) => `${esc(t)} ${n}`).join(", ")}</small></summary><div class="ids">${cached ? cached.html : "loading…"}</div></details>`;
 }
 
 function renderIncidents(incidents) {
