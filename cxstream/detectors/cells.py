@@ -404,10 +404,12 @@ class CellMonitor(Generic[T]):
     def _in_the_dark(self) -> dict[str, str | None]:
         """The subscribers a silent cell left in the dark (subscriber -> value tier): seen here
         in the ``window_s`` before its last event before the silence (or since), less those
-        seen elsewhere after their last event here and before that one."""
+        seen elsewhere after their last event here and before that one. Nobody where the cell
+        did not go silent (its volume only fell below half its baseline: who is still served
+        is not known from it)."""
         last = self._dark_since()
         if last is None:
-            last = self._last_seen
+            return {}
         left = {sid: t for t, _, sid in self._departures if t <= last}
         since = last - self.settings.window_s
         return {

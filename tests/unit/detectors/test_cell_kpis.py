@@ -202,6 +202,17 @@ def test_a_short_silence_confirmed_as_its_traffic_comes_back_names_those_it_left
     assert set(incident.affected) == set(SUBS)
 
 
+def test_a_cell_whose_traffic_falls_by_half_without_going_silent_names_nobody_in_the_dark():
+    # 12 of its 20 subscribers stop: an outage by its volume, but the 8 still served are not
+    # in the dark, and nothing tells which of the others are
+    cell = CellMonitor("c1")
+    rng = random.Random(11)
+    run(cell, T0, T0 + 900, rng=rng)
+    updates, _ = run(cell, T0 + 900, T0 + 1000, rng=rng, subs=SUBS[:8])
+    [incident] = opened(updates)
+    assert incident.cause == "outage" and incident.affected == {}
+
+
 def test_an_incident_that_turns_into_an_outage_names_the_subscribers_in_the_dark():
     cell = CellMonitor("c1")
     rng = random.Random(7)
