@@ -271,14 +271,20 @@ def _score_dark(
     named_by: dict[str, set[str]],
     slack: timedelta,
 ) -> None:
-    """Whom each seen silent cell's outage names as affected (in any of its updates: an
-    incident that opened for another cause may become the outage): its subscribers of the
-    window before it went dark, and nobody who was not the cell's."""
+    """For each seen silent cell: whether its outage names the neighbour its subscribers went
+    to, and whom it names as affected (in any of its updates: an incident that opened for
+    another cause may become the outage): its subscribers of the window before it went dark,
+    and nobody who was not the cell's."""
     for i in dark:
         seen = [o for o in opened
                 if o.cell_id == i.cell_id and i.start <= o.opened_at <= i.end + slack]  # fmt: skip
         if not seen:
             continue  # not seen: its recall counts that
+        if i.moved_to is not None:
+            report.silent_found += 1
+            report.silent_neighbour_named += any(
+                i.moved_to in o.why.get("moved_to", {}) for o in seen
+            )
         named = set().union(*(named_by[o.incident_id] for o in seen))
         report.silent_subscribers += len(in_dark[i.cell_id])
         report.silent_subscribers_named += len(named & in_dark[i.cell_id])
@@ -323,17 +329,6 @@ def _score(
         _, k_found, k_delays = _match(predicted, of_kind, slack)
         n, f, d = report.by_kind.get(kind, (0, 0, []))
         report.by_kind[kind] = (n + len(of_kind), f + k_found, d + k_delays)
-    for i in truth:
-        if i.kind == "silent_outage" and i.moved_to is not None:
-            seen = [
-                o for o in opened
-                if o.cell_id == i.cell_id and i.start <= o.opened_at <= i.end + slack
-            ]  # fmt: skip
-            if seen:
-                report.silent_found += 1
-                report.silent_neighbour_named += any(
-                    i.moved_to in o.why.get("moved_to", {}) for o in seen
-                )
     report.cell_truth += len(cell_truth)
     report.cell_opened += len(opened)
     report.cell_correct += correct
