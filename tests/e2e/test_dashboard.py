@@ -108,7 +108,8 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alarm_upda
                     time.sleep(0.3)
             sign_in(page, "olga")
             page.evaluate("window.__loadedOnce = true")
-            assert page.locator("#no-incidents").is_visible()
+            for empty in ("#no-incidents", "#no-customers", "#no-actions"):
+                assert page.locator(empty).is_visible(), f"{empty}: an empty table says so"
 
             # now the network: 60 s of traffic in which one cell fails from 20 s to 50 s
             start = utcnow() - timedelta(seconds=60)
@@ -141,6 +142,8 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alarm_upda
             page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
             for section in ("incidents", "customers", "actions"):
                 assert _fits(page, section), f"the {section} table is cut off at 1400x1000"
+            for empty in ("#no-incidents", "#no-customers", "#no-actions"):
+                assert not page.locator(empty).is_visible(), f"{empty} shown beside its rows"
             assert "events/s" in page.locator("#health").inner_text()
 
             # value at risk in money: the affected customers' churn probability x revenue

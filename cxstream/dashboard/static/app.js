@@ -75,6 +75,7 @@ function renderCells(cells) {
 }
 
 function renderCustomers(customers) {
+  $("#no-customers").hidden = customers.length > 0;
   $("#customers tbody").innerHTML = customers.map((c) => `
     <tr${c.cleared_at ? ' class="recovered"' : ""}><td><a href="#/customer/${encodeURIComponent(c.subscriber_id)}">${esc(c.subscriber_id)}</a></td>
       <td>${esc(c.value_tier)}</td><td title="${esc(reasons(c.reasons))}">${pct(c.churn_probability)}</td><td>${esc(money(c.expected_loss))}${c.value ? ` <small>of ${esc(money(c.value))}</small>` : ""}</td>
@@ -84,6 +85,7 @@ function renderCustomers(customers) {
 }
 
 function renderActions(actions) {
+  $("#no-actions").hidden = actions.length > 0;
   $("#actions tbody").innerHTML = actions.map((a) => `
     <tr><td class="id" title="${esc(a.action_id)}">${esc(a.action_id)}</td><td>${esc(a.subscriber_id)}</td><td>${esc(a.kind)}</td>
       <td class="wrap">${esc(a.status)}${a.error ? ` <small>${esc(a.error)}</small>` : ""}</td><td>${time(a.decided_at)}</td></tr>`).join("");
