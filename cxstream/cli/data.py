@@ -391,7 +391,8 @@ def replay(
         reasons = ", ".join(f"{r} {n}" for r, n in sorted(result.reasons.items()))
         click.echo(
             f"{t['file']}: {t['rows']} rows, {t['events']} events, {t['dead_letters']} dead "
-            f"letters{f' ({reasons})' if reasons else ''}; {t['alerts']} alerts, "
+            f"letters{f' ({reasons})' if reasons else ''}; {t['alerts']} "
+            f"alert{'' if t['alerts'] == 1 else 's'}, "
             f"{t['degraded_minutes']} degraded minutes; minutes by radio access: {rats}"
         )
         for at, why in zip(t["alert_times"], t["alert_why"], strict=True):
