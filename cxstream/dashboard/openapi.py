@@ -45,6 +45,15 @@ _INCIDENT = {
         "since": {"type": ["string", "null"], "format": "date-time"},
         "changed": {"type": ["string", "null"], "format": "date-time"},
         "resolved_by": {"type": ["string", "null"]},
+        "kpis": {
+            "type": "object",
+            "description": "the cell's KPIs out of their normal (experience, loss_pct, "
+            "throughput, volume, active), each with its value and baseline",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {"value": {"type": "number"}, "baseline": {"type": "number"}},
+            },
+        },
         "value_at_risk": {**_MONEY, "description": "the affected customers' expected losses"},
         "affected": {"type": "array", "items": _AFFECTED},
     },

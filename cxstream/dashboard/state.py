@@ -479,6 +479,8 @@ class DashboardState:
             "cause": extra.get("cause"),
             # an outage: where its subscribers turned up since
             "moved_to": _moved_to(extra),
+            # the cell's own measures out of their normal (what a KPI anomaly saw)
+            "kpis": _kpis(extra),
             "resolved_by": alarm.get("clearUserId"),
             "share": extra.get("share"),
             "ack": self.acks.get(alarm["id"]),
@@ -576,6 +578,23 @@ def _moved_to(extra: dict[str, Any]) -> dict[str, int]:
     if not isinstance(moved, dict):
         return {}
     return {str(c): n for c, n in moved.items() if isinstance(n, int)}
+
+
+def _kpis(extra: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The incident's ``why.anomalous_kpis``: each KPI out of its normal, with its value and
+    baseline; nothing where it has none."""
+    why = extra.get("why")
+    kpis = why.get("anomalous_kpis") if isinstance(why, dict) else None
+    if not isinstance(kpis, dict):
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for name, kpi in kpis.items():
+        if not isinstance(kpi, dict):
+            continue
+        value, baseline = kpi.get("value"), kpi.get("baseline")
+        if isinstance(value, int | float) and isinstance(baseline, int | float):
+            out[str(name)] = {"value": value, "baseline": baseline}
+    return out
 
 
 def _scrub(alarm: dict[str, Any], erased: _Erased) -> None:

@@ -442,6 +442,34 @@ def test_an_outage_row_says_where_the_cells_subscribers_went_and_whom_it_left_in
     assert rows["inc-c1-1"]["moved_to"] == {}
 
 
+def test_a_kpi_anomaly_row_says_which_measures_of_the_cell_left_their_normal():
+    from datetime import UTC, datetime
+
+    from cxstream.actions.tmf import alarm_from_incident
+    from cxstream.events import CellIncident
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    shift = {"experience": {"value": 84.2, "baseline": 97.1, "score": 0.99, "direction": "down"},
+             "loss_pct": {"value": 2.5, "baseline": 0.3, "score": 0.98, "direction": "up"}}  # fmt: skip
+    incident = CellIncident(incident_id="inc-c4-1", cell_id="c4", state="open", severity="minor",
+                            opened_at=t, updated_at=t, affected=[], active_subscribers=20,
+                            share=0.0, experience=84.2, cause="kpi_anomaly",
+                            why={"cause": "kpi_anomaly", "anomalous_kpis": shift})  # fmt: skip
+    state = DashboardState()
+    state.on_alert(alarm_from_incident(incident, 0.3))
+    broken = dict(ALARM, id="inc-c5-1")
+    broken["x-cxstream"] = {"why": {"anomalous_kpis": {"experience": {"value": "high"}, "x": 3}}}
+    state.on_alert(broken)
+    rows = {r["id"]: r for r in state.overview()["incidents"]}
+    assert rows["inc-c4-1"]["affected"] == 0  # none degraded alone: the cell's measures say it
+    assert rows["inc-c4-1"]["kpis"] == {
+        "experience": {"value": 84.2, "baseline": 97.1},
+        "loss_pct": {"value": 2.5, "baseline": 0.3},
+    }
+    assert rows["inc-c5-1"]["kpis"] == {}  # a malformed why shows nothing, and breaks nothing
+    assert state.incident_row("inc-c4-1")["kpis"] == rows["inc-c4-1"]["kpis"]
+
+
 def test_the_customer_api_tells_the_whole_story_with_the_documented_keys():
     from cxstream.dashboard.openapi import OPENAPI
 

@@ -53,6 +53,13 @@ function affected(i) {  // "N customers" by tier, unfolding to the customers the
   return `<details data-incident="${esc(i.id)}" data-n="${i.affected}"${open ? " open" : ""}><summary>${i.affected} customer${i.affected === 1 ? "" : "s"} <small>${Object.entries(i.tiers).map(([t, n]) => `${esc(t)} ${n}`).join(", ")}</small></summary><div class="ids">${cached ? cached.html : "loading…"}</div></details>`;
 }
 
+const KPI_NAMES = {experience: "experience index", loss_pct: "loss %", throughput: "throughput kbit/s", volume: "traffic", active: "active subscribers"};
+const num = (v) => Number(v).toLocaleString(undefined, {maximumFractionDigits: 1});
+function kpis(i) {  // what the cell's own measures say, beside whom it hurt
+  const moved = Object.entries(i.kpis || {});
+  return moved.length ? ` <small class="kpis">${moved.map(([k, v]) => `${esc(KPI_NAMES[k] || k)} ${num(v.value)} (normal ${num(v.baseline)})`).join(", ")}</small>` : "";
+}
+
 function renderIncidents(incidents) {
   const body = $("#incidents tbody");
   $("#no-incidents").hidden = incidents.length > 0;
@@ -60,7 +67,7 @@ function renderIncidents(incidents) {
     <tr data-incident="${esc(i.id)}">
       <td class="sev-${esc(i.severity)}">${esc(i.severity)}</td>
       <td>${esc(i.cell_id)}</td>
-      <td class="affected">${affected(i)}${i.cause === "outage" ? `cell silent <small>${Object.keys(i.moved_to || {}).length ? `its subscribers turned up in ${Object.entries(i.moved_to).map(([c, n]) => `${esc(c)} (${esc(n)})`).join(", ")}` : "no traffic"}</small>` : i.affected ? "" : "0 customers"}</td>
+      <td class="affected">${affected(i)}${i.cause === "outage" ? `cell silent <small>${Object.keys(i.moved_to || {}).length ? `its subscribers turned up in ${Object.entries(i.moved_to).map(([c, n]) => `${esc(c)} (${esc(n)})`).join(", ")}` : "no traffic"}</small>` : `${i.affected ? "" : "0 customers"}${kpis(i)}`}</td>
       <td class="var">${esc(money(i.value_at_risk))}</td>
       <td>${time(i.since)}</td>
       <td class="state">${esc(i.state)}${i.resolved_by ? ` <small class="resolved-by">by ${esc(i.resolved_by)}</small>` : ""}</td>
