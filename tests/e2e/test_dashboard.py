@@ -163,6 +163,24 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alarm_upda
             unfolded = page.locator("#incidents tbody tr", has_text=cell).first
             assert unfolded.locator("td.affected details[open] .ids a").count() >= len(shown_ids)
 
+            # a cell gone dark is drawn down, not coloured by the last minute it served (its
+            # summary still holds that minute's subscribers for a while): rendered and read in
+            # one step, before a live update redraws it
+            looks = page.evaluate(
+                """fetch('/api/overview').then((r) => r.json()).then((d) => {
+                  const id = d.incidents[0].id, cell = d.incidents[0].cell_id;
+                  d.incidents[0].cause = 'outage';
+                  d.cells.forEach((c) => { if (c.id === cell) c.i = id; });
+                  render(d);
+                  const down = [...document.querySelectorAll('#cells .cell.down')];
+                  d.incidents[0].state = 'cleared';
+                  render(d);
+                  return [down.map((e) => e.title), document.querySelectorAll('#cells .cell.down').length];
+                })"""
+            )
+            assert looks == [[f"{cell}: down: an outage"], 0], looks
+            page.evaluate("fetch('/api/overview').then((r) => r.json()).then(render)")
+
             row.locator(".ack-btn[data-verb=ack]").click()
             page.locator("#incidents tbody tr", has_text=cell).locator(
                 ".ack", has_text="olga"

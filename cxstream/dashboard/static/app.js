@@ -76,9 +76,15 @@ function renderIncidents(incidents) {
     </tr>`).join("");
 }
 
-function renderCells(cells) {
-  $("#cells").innerHTML = cells.map((c) =>
-    `<div class="cell${c.i ? " incident" : ""}${c.x == null ? " idle" : ""}" style="background:${c.x == null ? "#4a4f57" : colour(c.x)}" title="${esc(c.id)}: ${c.x == null ? "no subscriber active" : `experience ${c.x}, ${c.d}/${c.a} degraded`}">${esc(c.id.slice(-3))}</div>`).join("");
+function renderCells(cells, incidents) {
+  // a cell gone dark is down, not idle, nor coloured by the last minute it served
+  const dark = new Set(incidents.filter((i) => i.cause === "outage" && i.state !== "cleared").map((i) => i.id));
+  $("#cells").innerHTML = cells.map((c) => {
+    const down = c.i && dark.has(c.i);
+    const look = down ? " down" : c.x == null ? " idle" : "";
+    const what = down ? "down: an outage" : c.x == null ? "no subscriber active" : `experience ${c.x}, ${c.d}/${c.a} degraded`;
+    return `<div class="cell${c.i ? " incident" : ""}${look}" style="background:${down ? "#000" : c.x == null ? "#4a4f57" : colour(c.x)}" title="${esc(c.id)}: ${what}">${esc(c.id.slice(-3))}</div>`;
+  }).join("");
 }
 
 function renderCustomers(customers) {
@@ -120,7 +126,7 @@ function renderHealth(h, disabled) {
 function render(data) {
   const t0 = performance.now();
   renderIncidents(data.incidents);
-  renderCells(data.cells);
+  renderCells(data.cells, data.incidents);
   renderCustomers(data.customers);
   renderActions(data.actions);
   renderHealth(data.health, data.webhook_disabled);
