@@ -407,7 +407,14 @@ class DashboardState:
         with self._lock:
             if sid in self.erased:
                 return
-            self.outcomes.add(sid, {"outcome": joined.get("outcome"), "group": joined.get("group")})
+            self.outcomes.add(
+                sid,
+                {
+                    "outcome": joined.get("outcome"),
+                    "time": joined.get("time"),
+                    "group": joined.get("group"),
+                },
+            )
             self._changed()
 
     def on_delivery(self, record: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ class Outcomes:
             record: dict[str, str | None] = {
                 "subscriber_id": outcome.subscriber_id,
                 "outcome": outcome.kind.value,
+                "time": outcome.time.isoformat(),
                 "group": None,
             }
             try:

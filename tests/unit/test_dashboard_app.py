@@ -326,7 +326,15 @@ def risk_client():
     for sid in ("s1", "s2"):
         state.on_alert({"kind": "degradation", "subscriber_id": sid, "cell_id": "c1",
                         "value_tier": "gold", "experience_index": 30.0})  # fmt: skip
-    state.on_decision({"joined_outcome": {"subscriber_id": "s1", "outcome": "offer_accepted"}})
+    state.on_decision(
+        {
+            "joined_outcome": {
+                "subscriber_id": "s1",
+                "outcome": "offer_accepted",
+                "time": "2026-01-02T10:00:00+00:00",
+            }
+        }
+    )
     state.on_decision({"subscriber_id": "s1", "signal": "churn_risk", "kind": "retention_offer",
                        "result": "sent", "rule": "r", "action_id": "a9",
                        "decided_at": "2026-01-01T00:00:01+00:00"})  # fmt: skip
@@ -493,7 +501,9 @@ def test_the_customer_api_tells_the_whole_story_with_the_documented_keys():
     two = client.get("/api/customers/s9").json()["consent"]
     assert two["channels"] == {"sms": "granted"}
     assert two["changed_at"] == {"sms": "2026-03-01T10:00:00+00:00"}
-    assert [o["outcome"] for o in story["outcomes"]] == ["offer_accepted"]
+    assert [(o["outcome"], o["time"]) for o in story["outcomes"]] == [
+        ("offer_accepted", "2026-01-02T10:00:00+00:00")  # a care agent reads when it happened
+    ]
     assert [(o["kind"], o["accepted"]) for o in story["offers"]] == [("retention_offer", True)]
     assert story["tickets"] == {"open": 1}
     # a customer the dashboard never showed, known only from Redis: found, and opened

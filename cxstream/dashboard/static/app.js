@@ -169,7 +169,7 @@ async function showCustomer(id) {
     <section><h2>Contacts: sent, deferred, suppressed</h2><table><thead><tr><th>when</th><th>signal</th><th>kind</th><th>result</th><th>rule</th></tr></thead><tbody>
       ${c.decisions.map((d) => `<tr><td>${time(d.decided_at)}</td><td>${esc(d.signal)}</td><td>${esc(d.kind)}</td><td class="words">${esc(d.result).replace(":", ":<wbr>")}${d.send_at ? " until " + time(d.send_at) : ""}</td><td class="wrap">${esc(d.rule)}</td></tr>`).join("")}</tbody></table></section>
     <section><h2>Offers and outcomes</h2>${c.offers.map((o) => `<div>${time(o.decided_at)}: ${esc(o.kind)} ${esc(o.result)}${o.accepted ? " — accepted" : ""}</div>`).join("") || '<p class="empty">No offer made.</p>'}
-      ${c.outcomes.map((o) => `<div>outcome: ${esc(o.outcome)}</div>`).join("")}</section>`;
+      ${c.outcomes.map((o) => `<div>${o.time ? `${esc(new Date(o.time).toLocaleString())}: ` : ""}outcome: ${esc(o.outcome)}</div>`).join("")}</section>`;
 }
 
 function spanText(h) {

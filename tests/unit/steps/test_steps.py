@@ -445,6 +445,7 @@ def test_outcomes_join_the_customers_group_or_say_it_has_none():
         ]
     )
     assert [r["group"] for r in joined] == ["control", None]
+    assert [r["time"] for r in joined] == [NOON.isoformat()] * 2  # when the CRM says it happened
 
 
 def test_redis_trouble_is_logged_now_and_then(caplog):
