@@ -185,6 +185,7 @@ def run_demo(
                 summary.caught = catches.lines()
                 summary.max_lag = int(watch.max_lag)
                 summary.crm_outcomes = crm.sent
+                summary.crm_left = crm.left
                 if options.capture_dir is not None:
                     _capture(live, receiver, options.capture_dir, secret)
                     say(f"captured the run's outputs in {options.capture_dir}")
@@ -437,7 +438,12 @@ class _Crm:
     once a round) whether they left or stayed, drawn from the simulated world's
     :func:`~cxstream.devtools.simulate.churn_probability` (``hurt``: an incident had reached
     them). A new round starts once the flow's scheduled pass has scored everybody again
-    (``churn.score_base_every_s``), so each outcome has a snapshot to be learned from."""
+    (``churn.score_base_every_s``), so each outcome has a snapshot to be learned from.
+
+    A customer who left leaves the simulated network (no traffic of theirs from then on) and
+    the CRM's reports; a new customer takes their place, their profile sent on the customers
+    topic as a CRM would (:meth:`Simulator.replace`), and is reported on from the next round.
+    A customer whose own planned incident is not over yet is reported on after it."""
 
     def __init__(
         self,
@@ -449,11 +455,13 @@ class _Crm:
         self._sim, self._rng = sim, rng
         self._topic = settings.kafka.topics.outcomes
         self._round_s = settings.churn.score_base_every_s
+        self._customers = settings.kafka.topics.customers
         self._profiles = {p.subscriber_id: p for p in profiles}
         self._per_report = max(1, round(len(self._profiles) * CRM_SHARE))
         self._order: list[str] = []
         self._round_at = self.next_at = time.monotonic() + CRM_FIRST_S
         self.sent = 0
+        self.left = 0  # customers who left the network (each replaced by a newcomer)
 
     def report(self, producer: Producer, now: float) -> None:
         """Send the next report's outcomes (none between rounds)."""
@@ -469,10 +477,23 @@ class _Crm:
         for sid in batch:
             hurt = self._sim.hurt(sid, at)
             left = self._rng.random() < churn_probability(self._profiles[sid], hurt=hurt)
+            newcomer = self._sim.replace(sid, at) if left else None
+            if left and newcomer is None:  # their own incident is under way: see it through
+                self._order.append(sid)
+                continue
             kind = "churned" if left else "retained"
             value = orjson.dumps({"subscriber_id": sid, "kind": kind, "time": at.isoformat()})
             producer.produce(self._topic, key=sid.encode(), value=value)
-        self.sent += len(batch)
+            self.sent += 1
+            if newcomer is not None:
+                del self._profiles[sid]
+                self._profiles[newcomer.subscriber_id] = newcomer
+                producer.produce(
+                    self._customers,
+                    key=newcomer.subscriber_id.encode(),
+                    value=newcomer.model_dump_json().encode(),
+                )
+                self.left += 1
 
 
 def _stream(
@@ -592,6 +613,11 @@ def summary_lines(summary: DemoSummary) -> list[str]:
             f"revision {summary.churn.get('revision', 0):.0f}, rolling ROC AUC "
             + (f"{auc:.2f}" if has_figure(auc) else "not measured yet (too few outcomes)")
         )
+        if summary.crm_left:
+            lines.append(
+                f"  customers who left the network: {summary.crm_left}, each replaced by a "
+                "newcomer (their profile sent on the customers topic)"
+            )
     if summary.decisions:
         lines.append("  contact decisions:")
         for (kind, result), n in sorted(summary.decisions.items()):

@@ -49,6 +49,7 @@ class DemoSummary:
         default_factory=dict, repr=False, metadata={"json": False}
     )
     crm_outcomes: int = field(default=0, repr=False, metadata={"json": False})  # the demo's CRM
+    crm_left: int = field(default=0, repr=False, metadata={"json": False})  # each replaced
     churn: dict[str, float] = field(  # outcomes by result, the learner's revision, rolling AUC
         default_factory=dict, repr=False, metadata={"json": False}
     )

@@ -250,6 +250,8 @@ class Simulator:
             s: self.rng.choice((25.0, 50.0, 100.0, 300.0)) for s in self.subscriber_ids
         }
         self._profile_seed = self.rng.random()
+        self._first = list(self.subscriber_ids)  # the base the simulation started with
+        self._joined = subscribers  # numbers the customers who join later
         self.incidents: list[Incident] = []
         self._by_cell: dict[str, list[Incident]] = {}
         self._by_sub: dict[str, list[Incident]] = {}
@@ -375,48 +377,75 @@ class Simulator:
             busy = load_factor(t, floor) if diurnal else 1.0
             t += timedelta(seconds=self.rng.expovariate(rate * busy))
 
+    def replace(self, subscriber_id: str, t: datetime) -> CustomerContext | None:
+        """``subscriber_id`` leaves the network: no event is theirs from now on, and a new
+        customer (a new id and account, a home cell, no tenure yet) takes their place, so the
+        base keeps its size. Returns the newcomer's profile; None, leaving everything as it was,
+        for an unknown subscriber or one whose own incident is not over at ``t`` (it must be
+        seen through).
+
+        >>> from datetime import UTC
+        >>> sim = Simulator(subscribers=3, cells=2, seed=1)
+        >>> new = sim.replace("sub-0000001", datetime(2026, 1, 1, tzinfo=UTC))
+        >>> new.subscriber_id, new.tenure_months, sim.subscriber_ids
+        ('sub-0000003', 0, ['sub-0000000', 'sub-0000003', 'sub-0000002'])
+        """
+        try:
+            at = self.subscriber_ids.index(subscriber_id)
+        except ValueError:
+            return None
+        if any(inc.end > t for inc in self._by_sub.get(subscriber_id, ())):
+            return None
+        self.subscriber_ids[at] = new = f"sub-{self._joined:07d}"
+        self._joined += 1
+        self.home_cell[new] = self.rng.choice(self.cell_ids)
+        self.plan_mbps[new] = self.rng.choice((25.0, 50.0, 100.0, 300.0))
+        # an account of its own, numbered beyond the first base's (at most one per customer)
+        profile = self._profile(self.rng, new, f"acct-{self._joined + len(self._first):07d}")
+        return profile.model_copy(update={"tenure_months": 0})
+
     def profiles(self) -> Iterator[CustomerContext]:
-        """A customer profile for every simulated subscriber (seeded; households share accounts)."""
+        """A customer profile for every subscriber the simulation started with (seeded;
+        households share accounts); :meth:`replace` gives those who join later."""
         rng = random.Random(self._profile_seed)
         account = 0
-        for i, sub in enumerate(self.subscriber_ids):
+        for i, sub in enumerate(self._first):
             if i == 0 or rng.random() > 0.3:
                 account += 1
-            charge = round(rng.uniform(15.0, 120.0), 2)
-            tier = (
-                ValueTier.PLATINUM
-                if charge >= 100
-                else ValueTier.GOLD
-                if charge >= 70
-                else ValueTier.SILVER
-                if charge >= 35
-                else ValueTier.BRONZE
-            )
-            consent = {
-                Channel.SMS: _consent(rng, 0.85),
-                Channel.EMAIL: _consent(rng, 0.7),
-                Channel.PUSH: _consent(rng, 0.5),
-                Channel.VOICE_CALL: _consent(rng, 0.3),
-            }
-            yield CustomerContext(
-                subscriber_id=sub,
-                account_id=f"acct-{account:07d}",
-                plan=f"mobile-{int(self.plan_mbps[sub])}",
-                plan_mbps=self.plan_mbps[sub],
-                monthly_charge=charge,
-                tenure_months=rng.randrange(0, 73),
-                contract=rng.choices(
-                    ("month_to_month", "one_year", "two_year"), (0.55, 0.21, 0.24)
-                )[0],
-                value_tier=tier,
-                consent=consent,
-                preferred_channel=rng.choice(
-                    (Channel.SMS, Channel.SMS, Channel.EMAIL, Channel.PUSH)
-                ),
-                timezone=rng.choice(_ZONES),
-                language=rng.choice(_LANGS),
-                open_tickets=1 if rng.random() < 0.04 else 0,
-            )
+            yield self._profile(rng, sub, f"acct-{account:07d}")
+
+    def _profile(self, rng: random.Random, sub: str, account: str) -> CustomerContext:
+        charge = round(rng.uniform(15.0, 120.0), 2)
+        tier = (
+            ValueTier.PLATINUM
+            if charge >= 100
+            else ValueTier.GOLD
+            if charge >= 70
+            else ValueTier.SILVER
+            if charge >= 35
+            else ValueTier.BRONZE
+        )
+        consent = {
+            Channel.SMS: _consent(rng, 0.85),
+            Channel.EMAIL: _consent(rng, 0.7),
+            Channel.PUSH: _consent(rng, 0.5),
+            Channel.VOICE_CALL: _consent(rng, 0.3),
+        }
+        return CustomerContext(
+            subscriber_id=sub,
+            account_id=account,
+            plan=f"mobile-{int(self.plan_mbps[sub])}",
+            plan_mbps=self.plan_mbps[sub],
+            monthly_charge=charge,
+            tenure_months=rng.randrange(0, 73),
+            contract=rng.choices(("month_to_month", "one_year", "two_year"), (0.55, 0.21, 0.24))[0],
+            value_tier=tier,
+            consent=consent,
+            preferred_channel=rng.choice((Channel.SMS, Channel.SMS, Channel.EMAIL, Channel.PUSH)),
+            timezone=rng.choice(_ZONES),
+            language=rng.choice(_LANGS),
+            open_tickets=1 if rng.random() < 0.04 else 0,
+        )
 
 
 def _consent(rng: random.Random, p_granted: float) -> ConsentStatus:

@@ -188,16 +188,25 @@ class ChurnRisk:
         """Score stored profiles (the scheduled pass) and keep their snapshots; returns how many.
 
         A snapshot taken at a signal is kept: it holds the experience that may explain the
-        outcome to come. The pass writes one where there is none or where the last was its own.
+        outcome to come. The pass writes one where there is none or where the last was its own,
+        but not for a customer whose last learned outcome says they left: nothing of theirs is
+        at risk any more (a signal about them, were they still seen, scores them again).
         """
         if not profiles or not self.settings.churn.enabled:
             return 0
         ids = [sid for sid, _ in profiles]
         existing = self.state.get_snapshots(ids)
+        unscored = [sid for sid, snap in zip(ids, existing, strict=True) if snap is None]
+        gone = {
+            sid
+            for sid, learned in zip(unscored, self.state.get_learned(unscored), strict=True)
+            if _left(learned)
+        }
         todo = [
             (sid, customer)
             for (sid, customer), snap in zip(profiles, existing, strict=True)
-            if snap is None or snap.get("source_id") == SCHEDULED
+            if (snap is None and sid not in gone)
+            or (snap is not None and snap.get("source_id") == SCHEDULED)
         ]
         before = dict(zip(ids, existing, strict=True))
         if not todo:
@@ -428,6 +437,12 @@ def _trend(previous: dict[str, Any] | None, scored_at: str, p: float) -> list[li
         [x for x in kept if isinstance(x, list) and len(x) == 2] if isinstance(kept, list) else []
     )
     return [*trend[-(TREND_KEPT - 1) :], [scored_at, round(p, 4)]]
+
+
+def _left(learned: dict[str, Any] | None) -> bool:
+    """Whether a learned record's outcome says the customer left (``churned@<time>``)."""
+    outcome = learned.get("outcome") if isinstance(learned, dict) else None
+    return isinstance(outcome, str) and outcome.startswith(f"{OutcomeKind.CHURNED.value}@")
 
 
 class BaseScoring:

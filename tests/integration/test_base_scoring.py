@@ -89,6 +89,29 @@ def test_a_snapshot_taken_at_a_signal_is_kept_and_outcomes_of_untroubled_custome
     assert learner.model.n_learned == 1
 
 
+def test_the_pass_does_not_score_again_a_customer_who_left(redis_conn):
+    churn, scoring, clock = setup(redis_conn, 6)
+    run_pass(scoring)
+    churn.learn_outcomes(
+        None,
+        [
+            Outcome(subscriber_id="s1", kind=OutcomeKind.CHURNED, time=NOON),
+            Outcome(subscriber_id="s2", kind=OutcomeKind.RETAINED, time=NOON),
+        ],
+    )
+    clock.t = 600.0
+    assert run_pass(scoring)["churn_base_scored"]["customers"] == 5  # all but the one who left
+    left, stayed = churn.state.get_snapshots(["s1", "s2"])
+    assert left is None  # so the dashboard says they left, with no score at risk
+    assert stayed is not None and stayed["source_id"] == SCHEDULED
+    # were they still seen degrading, the signal scores them again, and the pass keeps it
+    (customer,) = ContextStore(redis_conn, prefix="t").get_many(["s1"]).values()
+    churn.score([signal(customer.customer)], NOON)
+    clock.t = 1200.0
+    assert run_pass(scoring)["churn_base_scored"]["customers"] == 5
+    assert churn.state.get_snapshots(["s1"])[0]["source_id"] == "deg-s1"
+
+
 def test_a_redis_failure_ends_the_pass_and_it_is_retried(redis_conn):
     _, scoring, clock = setup(redis_conn, 5)
 
@@ -130,8 +153,9 @@ def test_snapshots_and_learned_outcomes_that_are_not_json_objects_read_as_missin
     )
     assert record["churn_outcome"]["result"] == "learned" and learner.revision == 1
     assert churn.state.revision() == 1
-    # the pass reads them too: s3 keeps the snapshot of its signal, the others are scored
-    assert run_pass(scoring)["churn_base_scored"]["customers"] == 3
+    # the pass reads them too: s3 keeps the snapshot of its signal, s0 left (its churn was
+    # learned), s1 and s2 are scored
+    assert run_pass(scoring)["churn_base_scored"]["customers"] == 2
 
 
 def churn_customer(sid: str) -> CustomerContext:
