@@ -173,12 +173,22 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alarm_upda
                   d.cells.forEach((c) => { if (c.id === cell) c.i = id; });
                   render(d);
                   const down = [...document.querySelectorAll('#cells .cell.down')];
+                  const said = [];  // a cell gone dark, then one whose traffic fell by half
+                  for (const value of [0, 30]) {
+                    d.incidents[0].kpis = {volume: {value, baseline: 90}};
+                    render(d);
+                    said.push(document.querySelector('#incidents tbody td.affected').innerText);
+                  }
                   d.incidents[0].state = 'cleared';
                   render(d);
-                  return [down.map((e) => e.title), document.querySelectorAll('#cells .cell.down').length];
+                  return [down.map((e) => e.title), document.querySelectorAll('#cells .cell.down').length, said];
                 })"""
             )
-            assert looks == [[f"{cell}: down: an outage"], 0], looks
+            assert looks[:2] == [[f"{cell}: down: an outage"], 0], looks
+            dark, halved = looks[2]
+            assert "cell silent" in dark and "traffic collapsed" not in dark, dark
+            assert "traffic collapsed traffic 30 (normal 90)" in halved, halved
+            assert "cell silent" not in halved and "no traffic" not in halved, halved
             page.evaluate("fetch('/api/overview').then((r) => r.json()).then(render)")
 
             row.locator(".ack-btn[data-verb=ack]").click()

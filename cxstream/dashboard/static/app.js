@@ -60,6 +60,14 @@ function kpis(i) {  // what the cell's own measures say, beside whom it hurt
   return moved.length ? ` <small class="kpis">${moved.map(([k, v]) => `${esc(KPI_NAMES[k] || k)} ${num(v.value)} (normal ${num(v.baseline)})`).join(", ")}</small>` : "";
 }
 
+function outage(i) {  // the cell went dark, or its traffic fell below half its normal without stopping
+  const moved = Object.entries(i.moved_to || {});
+  const where = moved.length ? `its subscribers turned up in ${moved.map(([c, n]) => `${esc(c)} (${esc(n)})`).join(", ")}` : "";
+  const some = Object.entries(i.kpis || {}).some(([k, v]) => (k === "volume" || k === "active") && v.value > 0);
+  if (!some) return `cell silent <small>${where || "no traffic"}</small>`;
+  return `traffic collapsed${kpis(i)}${where ? ` <small>${where}</small>` : ""}`;
+}
+
 function renderIncidents(incidents) {
   const body = $("#incidents tbody");
   $("#no-incidents").hidden = incidents.length > 0;
@@ -67,7 +75,7 @@ function renderIncidents(incidents) {
     <tr data-incident="${esc(i.id)}">
       <td class="sev-${esc(i.severity)}">${esc(i.severity)}</td>
       <td>${esc(i.cell_id)}</td>
-      <td class="affected">${affected(i)}${i.cause === "outage" ? `cell silent <small>${Object.keys(i.moved_to || {}).length ? `its subscribers turned up in ${Object.entries(i.moved_to).map(([c, n]) => `${esc(c)} (${esc(n)})`).join(", ")}` : "no traffic"}</small>` : `${i.affected ? "" : "0 customers"}${kpis(i)}`}</td>
+      <td class="affected">${affected(i)}${i.cause === "outage" ? outage(i) : `${i.affected ? "" : "0 customers"}${kpis(i)}`}</td>
       <td class="var">${esc(money(i.value_at_risk))}</td>
       <td>${time(i.since)}</td>
       <td class="state">${esc(i.state)}${i.resolved_by ? ` <small class="resolved-by">by ${esc(i.resolved_by)}</small>` : ""}</td>
