@@ -292,6 +292,13 @@ def endpoint_alarm(url: str, reason: str, at: datetime) -> dict[str, Any]:
 
 
 def _specific_problem(incident: CellIncident) -> str:
+    if incident.state == "resolved":  # the figures of now beside those it caught, not mixed
+        now = round(incident.share * incident.active_subscribers)
+        return (
+            f"cleared: {now} of {incident.active_subscribers} active subscribers degraded now, "
+            f"mean experience {incident.experience:.0f}/100; {len(incident.affected)} were "
+            "affected"
+        )
     kpis = incident.why.get("anomalous_kpis") or {}
     if incident.cause == "degraded_share" or not kpis:
         return (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from cxstream.actions.tmf import alarm_from_incident
+from cxstream.actions.tmf import alarm_from_incident, service_problem_from_incident
 from cxstream.events import AffectedSubscriber, CellIncident
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,6 +64,16 @@ def test_a_silent_cell_is_a_loss_of_signal_and_a_kpi_incident_names_its_kpi():
     assert alarm["crossedThresholdInformation"]["indicatorName"] == "volume"
     assert alarm["crossedThresholdInformation"]["direction"] == "down"
     assert "collapsed" in alarm["specificProblem"]
+    # cleared, it says how the cell is now beside how many it caught, not one mixed with the
+    # other ("3 of 20 degraded; mean experience 97" for a cell where none is degraded)
+    hurt = [AffectedSubscriber(subscriber_id=f"s{i}", value_tier="gold") for i in range(3)]
+    over = outage.model_copy(
+        update={"state": "resolved", "affected": hurt, "active_subscribers": 20, "experience": 97.0}
+    )
+    assert alarm_from_incident(over, 0.3)["specificProblem"] == (
+        "cleared: 0 of 20 active subscribers degraded now, mean experience 97/100; 3 were affected"
+    )
+    assert service_problem_from_incident(over)["description"].startswith("cleared: 0 of 20")
     mild = outage.model_copy(update={"cause": "kpi_anomaly", "severity": "minor"})
     alarm = alarm_from_incident(mild, 0.3)
     assert (alarm["alarmType"], alarm["probableCause"]) == (
