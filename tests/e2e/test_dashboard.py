@@ -220,6 +220,7 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alarm_upda
             care.locator("#customer ul.reasons li").first.wait_for(timeout=10_000)
             assert "%" in care.locator("#customer section.churn b").first.inner_text()
             care.locator("#customer svg.spark polyline").wait_for(timeout=10_000)
+            assert care.locator("#customer p.empty", has_text="No contact decided.").is_visible()
             care.screenshot(path=str(shots / "care.png"), full_page=True)
             care.close()
 
