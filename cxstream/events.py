@@ -531,7 +531,9 @@ class Action(BaseModel):
     alert_id: Id
     event_time: AwareDatetime
     created_at: AwareDatetime
+    # the language of ``content``: the customer's, "en" where the policy has no text in it
     language: str = "en"
+    customer_language: str | None = None  # the customer's own, for a sender that translates
     value_tier: ValueTier | None = None
     priority: int = 50
     rule: str | None = None  # the policy rule that chose it
@@ -539,7 +541,7 @@ class Action(BaseModel):
     offer: dict[str, Any] | None = None  # the catalogue offer, for credits and retention
     send_at: AwareDatetime | None = None  # set when quiet hours deferred it
     details: dict[str, Any] = Field(default_factory=dict)
-    content: str | None = None  # the message, in the customer's language (policy messages)
+    content: str | None = None  # the message, in ``language`` (policy messages)
 
 
 RecordKind = Literal["qos", "customer", "outcome", "action", "command"]

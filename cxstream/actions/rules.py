@@ -323,8 +323,14 @@ class PolicyConfig(BaseModel):
             merged.setdefault(kind, {}).update(by_language)
         return merged
 
+    def message_language(self, kind: ActionKind, language: str) -> str:
+        """The language an action's text will be in: the customer's, "en" when the policy has
+        no text of that kind in it."""
+        return language if self.messages.get(kind, {}).get(language) else "en"
+
     def message(self, kind: ActionKind, language: str, values: dict[str, str]) -> str:
-        """The text of one action for the customer's language ("en" when it has none)."""
+        """The text of one action for the customer's language ("en" when it has none: see
+        :meth:`message_language`)."""
         by_language = self.messages.get(kind, {})
         template: str = (
             by_language.get(language) or by_language.get("en") or MESSAGES[kind].get("en", "")

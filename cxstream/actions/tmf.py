@@ -363,6 +363,8 @@ def communication_message(action: Action) -> dict[str, Any]:
         # characteristic like the other additions
         {"name": "language", "value": action.language},
     ]
+    if action.customer_language is not None:  # where content is not in it, a sender can translate
+        characteristic.append({"name": "customerLanguage", "value": action.customer_language})
     if action.offer is not None:
         characteristic.append({"name": "offer", "value": action.offer})
     if action.details:

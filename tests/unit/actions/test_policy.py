@@ -11,6 +11,7 @@ import pytest
 from cxstream.actions.ledger import ExperimentLedger, MemoryLedger
 from cxstream.actions.policy import ContactPolicy, SignalIn
 from cxstream.actions.rules import DEFAULT_POLICY, Cap, PolicyConfig, PolicySource, QuietHours
+from cxstream.actions.tmf import communication_message
 from cxstream.events import Channel, ConsentStatus, CustomerContext, ValueTier
 
 NOON = datetime(2026, 5, 4, 12, tzinfo=UTC)  # 12:00 UTC: daytime in London and Berlin
@@ -375,10 +376,19 @@ def test_every_action_carries_its_message_in_the_customers_language():
         )
         for c in (english, french, german)
     ]
-    texts = [d.action.content for d in policy.decide_many(signals, NOON)]
+    actions = [d.action for d in policy.decide_many(signals, NOON)]
+    texts = [a.content for a in actions]
     assert texts[0].startswith("We noticed your connection")
     assert texts[1] == "Désolés pour cell-7 !"
     assert texts[2] == texts[0]
+    # each says the language its text is in, and the customer's own where the two differ
+    assert [(a.language, a.customer_language) for a in actions] == [
+        ("en", "en"),
+        ("fr", "fr"),
+        ("en", "de"),
+    ]
+    sent = {c["name"]: c["value"] for c in communication_message(actions[2])["characteristic"]}
+    assert (sent["language"], sent["customerLanguage"]) == ("en", "de")
 
 
 @pytest.mark.parametrize("template", ["{customer.name}", "{offer[0]}", "{subscriber_id}", "{"])

@@ -110,6 +110,7 @@ def test_communication_messages_validate(deferred):
             "details": {"churn": {"probability": 0.4}},
             "content": "We are sorry about the interruption.",
             "language": "en",
+            "customer_language": "de",
         }
     )
     message = communication_message(action)
