@@ -387,7 +387,7 @@ def replay(
     progress.done()
     s = report.summary()
     for t, result in zip(s["per_trace"], report.traces, strict=True):
-        rats = ", ".join(f"{m} {v}" for m, v in t["rat_minutes"].items())
+        rats = ", ".join(f"{m} {v}" for m, v in t["rat_minutes"].items()) or "none"
         reasons = ", ".join(f"{r} {n}" for r, n in sorted(result.reasons.items()))
         click.echo(
             f"{t['file']}: {t['rows']} rows, {t['events']} events, {t['dead_letters']} dead "
