@@ -352,10 +352,15 @@ def eval_incidents(
     click.echo(
         f"false cell incidents: {s['cell_false']} ({s['cell_false_per_cell_day']} per cell-day)"
     )
+    if s["cell_open_share"] is not None:
+        click.echo(
+            f"true cell incidents' span with an incident open in their cell: "
+            f"{s['cell_open_share']:.3f} on average"
+        )
     for kind, k in s["cell_by_kind"].items():
         click.echo(
             f"  {kind:<15} {k['incidents']:>3} incidents  recall {k['recall']:.3f}  "
-            f"median delay {k['median_delay_s']} s"
+            f"median delay {k['median_delay_s']} s  open for {k['open_share']} of it"
         )
     if as_json:
         click.echo(json.dumps(s))

@@ -30,7 +30,9 @@ direction beyond ``persist_z`` robust deviations of its baseline (the median of 
 ``baseline`` normal intervals), confirmed by the ``confirm`` intervals that follow (one noisy
 interval is not an incident). It then stays anomalous while the KPI remains that far on the bad
 side, for at most ``max_anomaly_s``: the detector itself learns a new level within minutes, the
-episode must not end with it. After the longest episode the level is taken as the cell's new
+episode must not end with it. It ends when the KPI has been back inside that limit for
+``confirm + 1`` intervals in a row: one interval back is no more a recovery than one out is an
+incident (a mild shift of a few subscribers' median crosses its limit now and then). After the longest episode the level is taken as the cell's new
 normal. Until the detector scores (its first points), an interval without any event in a cell
 busy enough that the silence is news by its baseline alone starts an anomaly of the volume too
 (:meth:`CellKpis._silence`): a cell that goes dark in its first minutes is seen.
@@ -189,6 +191,9 @@ class _Kpi:
     held: list[float] = field(default_factory=list)
     # frozen at the anomaly's start: how far off the bad side it must stay to persist
     limit: float = 0.0
+    # the intervals an anomaly has been back inside its limit, in a row (it ends after
+    # ``confirm + 1``: one interval is no more a recovery than it is an incident)
+    back: tuple[float, ...] = ()
     # the slow drift: the reference level, the CUSUM and the interval where it last left 0
     ref: float = math.nan
     ref_var: float = 0.0
@@ -355,12 +360,17 @@ class CellKpis:
         current = k.anomaly
         if current is not None:
             persists = k.worse(value, k.limit)
-            if persists and end - current.since < s.max_anomaly_s:
+            k.back = () if persists else (*k.back, value)
+            # still out, or not back for long enough yet
+            if end - current.since < s.max_anomaly_s and len(k.back) <= s.confirm:
                 k.anomaly = KpiAnomaly(k.name, current.since, value, current.baseline, score)
                 return None
             k.anomaly = None
+            back, k.back = k.back, ()
             if persists:  # the longest episode is over: this level is the new normal
                 k.recent.clear()
+            else:  # recovered: the intervals back before this one were normal (this one below)
+                k.recent.extend(back[:-1])
         if k.pending is not None:
             if k.worse(value, k.limit):
                 k.held.append(value)

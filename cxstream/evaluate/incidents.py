@@ -14,6 +14,9 @@ demarcate per cell, decide — and the output is compared with the ground truth:
 * **individual degradations**: an individual alert that no cell incident explained matches a true
   single-subscriber incident for the same subscriber in the same time span;
 * **delay**: event time from the true start to the first matching detection;
+* **open share**: the share of a true cell incident's span during which an incident was open in
+  its cell (from its opening to its resolution): the delay costs some, and so does an incident
+  that closes while the trouble goes on;
 * **outreach**: individual actions emitted for alerts a cell incident explained (must be 0);
 * **silent cells**: the share whose outage names the neighbour their subscribers went to, the
   share of the subscribers seen in a silent cell in the window before it went dark that its
@@ -72,6 +75,8 @@ class IncidentReport:
     silent_subscribers_named: int = 0  # ... that its outage names as affected
     silent_named_elsewhere: int = 0  # subscribers an outage names who were not the cell's
     cell_days: float = 0.0  # cells x days of event time watched
+    # per true cell incident, by kind: the share of its span an incident was open in its cell
+    open_share: dict[str, list[float]] = field(default_factory=dict)
 
     @staticmethod
     def _ratio(num: int, den: int) -> float:
@@ -82,6 +87,9 @@ class IncidentReport:
 
         def median(xs: list[float]) -> float | None:
             return round(statistics.median(xs), 2) if xs else None
+
+        def mean(xs: list[float]) -> float | None:
+            return round(statistics.fmean(xs), 3) if xs else None
 
         false = self.cell_opened - self.cell_correct
         return {
@@ -105,11 +113,13 @@ class IncidentReport:
             "silent_named_elsewhere": self.silent_named_elsewhere,
             "cell_false": false,
             "cell_false_per_cell_day": round(false / self.cell_days, 3) if self.cell_days else 0.0,
+            "cell_open_share": mean([x for xs in self.open_share.values() for x in xs]),
             "cell_by_kind": {
                 kind: {
                     "incidents": truth,
                     "recall": self._ratio(found, truth),
                     "median_delay_s": median(delays),
+                    "open_share": mean(self.open_share.get(kind, [])),
                 }
                 for kind, (truth, found, delays) in sorted(self.by_kind.items())
             },
@@ -150,6 +160,7 @@ def _run_scenario(
     table = pipeline.new_table()
     cell_monitors: dict[str, CellMonitor[Candidate]] = {}
     opened: list[CellIncident] = []
+    spans: dict[str, tuple[str, datetime, datetime | None]] = {}  # incident -> cell, open, end
     named: dict[str, set[str]] = {}  # incident -> everyone its updates named as affected
     released: list[Candidate] = []
     end = start + timedelta(seconds=duration_s)
@@ -180,6 +191,10 @@ def _run_scenario(
             if isinstance(item, CellIncident):
                 if item.state == "open":
                     opened.append(item)
+                    spans[item.incident_id] = (item.cell_id, item.opened_at, None)
+                elif item.state == "resolved" and item.incident_id in spans:
+                    cell, at, _ = spans[item.incident_id]
+                    spans[item.incident_id] = (cell, at, item.updated_at)
                 named.setdefault(item.incident_id, set()).update(
                     a.subscriber_id for a in item.affected
                 )
@@ -223,6 +238,7 @@ def _run_scenario(
         if d.action is not None and d.signal.signal == "degradation" and d.signal.explained_by
     )
     _score(report, truth, opened, released, settings.cells.window_s)
+    _score_open(report, truth, spans.values(), end)
     _score_dark(report, sim, dark.values(), in_dark, opened, named, window)
 
 
@@ -289,6 +305,33 @@ def _score_dark(
         report.silent_subscribers += len(in_dark[i.cell_id])
         report.silent_subscribers_named += len(named & in_dark[i.cell_id])
         report.silent_named_elsewhere += sum(1 for s in named if sim.home_cell[s] != i.cell_id)
+
+
+def _score_open(
+    report: IncidentReport,
+    truth: Sequence[Incident],
+    spans: Iterable[tuple[str, datetime, datetime | None]],
+    end: datetime,
+) -> None:
+    """For each true cell incident, the share of its span an incident was open in its cell (one
+    still open at the end counts to the end)."""
+    by_cell: dict[str, list[tuple[datetime, datetime]]] = {}
+    for cell, opened_at, resolved_at in spans:
+        by_cell.setdefault(cell, []).append((opened_at, resolved_at or end))
+    for inc in truth:
+        if inc.subscriber_id is not None:
+            continue
+        stop = min(inc.end, end)
+        span = (stop - inc.start).total_seconds()
+        if span <= 0:
+            continue
+        covered, reached = 0.0, inc.start
+        for a, b in sorted(by_cell.get(inc.cell_id, [])):  # the union, clipped to the span
+            a, b = max(a, reached), min(b, stop)
+            if b > a:
+                covered += (b - a).total_seconds()
+                reached = b
+        report.open_share.setdefault(inc.kind, []).append(covered / span)
 
 
 def _match(

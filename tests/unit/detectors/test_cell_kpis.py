@@ -249,6 +249,42 @@ def test_one_interval_far_out_makes_no_drift():
     assert [a.kpi for a in found] == ["experience"]
 
 
+def test_an_anomaly_ends_only_after_confirm_plus_one_intervals_back_inside_its_limit():
+    """A mild shift's median crosses back inside its limit now and then; ended by one such
+    interval, the episode's incident closed while the shift went on (and the detector, having
+    learned the new level by then, opened nothing again)."""
+    settings = KpiSettings(interval_s=10)
+    kpis = CellKpis(settings)
+    rng = random.Random(5)
+    t = T0
+    for _ in range(300):
+        t += 10.0
+        kpis.close(t, {"experience": 98.0 + rng.gauss(0, 0.5)})
+    found = []
+    for _ in range(10):
+        t += 10.0
+        found += kpis.close(t, {"experience": 90.0 + rng.gauss(0, 0.5)})
+    assert [a.kpi for a in found] == ["experience"] and kpis.anomalies
+    since = kpis.anomalies[0].since
+
+    def back_inside(n: int) -> None:  # n intervals at the old level, then the shift again
+        nonlocal t
+        for _ in range(n):
+            t += 10.0
+            kpis.close(t, {"experience": 98.0})
+            assert kpis.anomalies and kpis.anomalies[0].since == since  # the same episode
+        t += 10.0
+        kpis.close(t, {"experience": 90.0})
+
+    for n in range(1, settings.confirm + 1):  # back for 1, then 2 (confirm) intervals
+        back_inside(n)
+    assert [a.since for a in kpis.anomalies] == [since]
+    for _ in range(settings.confirm + 1):  # back for confirm + 1 in a row: it is over
+        t += 10.0
+        kpis.close(t, {"experience": 98.0})
+    assert kpis.anomalies == []
+
+
 def test_an_interval_of_fewer_than_min_affected_subscribers_has_no_quality_kpis():
     """At a quiet moment a cell that usually has several subscribers an interval sees one: the
     median is that subscriber's own bad minute, not the cell's quality. Two such intervals in a

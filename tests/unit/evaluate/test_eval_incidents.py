@@ -64,6 +64,35 @@ def test_eval_incidents_meets_the_bar_on_a_few_scenarios():
         "gradual": 450,
     }
     assert all(kinds[k]["median_delay_s"] < limit for k, limit in limits.items()), kinds
+    # and an incident stays open while the trouble lasts (its delay costs the rest)
+    assert s["cell_open_share"] >= 0.9, s["cell_open_share"]
+    assert all(k["open_share"] >= 0.8 for k in kinds.values()), kinds
+
+
+def test_the_open_share_is_the_union_of_a_cells_incidents_over_the_true_span():
+    from datetime import UTC, datetime, timedelta
+
+    from cxstream.devtools.simulate import Incident
+    from cxstream.evaluate.incidents import IncidentReport, _score_open
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def at(s: float) -> datetime:
+        return t0 + timedelta(seconds=s)
+
+    truth = [
+        Incident("kpi_shift", "c1", at(0), at(100)),
+        Incident("cell_outage", "c2", at(0), at(50)),
+    ]
+    spans = [
+        ("c1", at(10), at(50)),
+        ("c1", at(40), at(60)),  # overlaps the first: counted once
+        ("c1", at(80), None),  # still open at the end of the run
+        ("c9", at(0), at(100)),  # another cell's
+    ]
+    report = IncidentReport()
+    _score_open(report, truth, spans, at(200))
+    assert report.open_share == {"kpi_shift": [0.7], "cell_outage": [0.0]}
 
 
 @pytest.mark.slow
