@@ -379,8 +379,9 @@ class Simulator:
 
     def replace(self, subscriber_id: str, t: datetime) -> CustomerContext | None:
         """``subscriber_id`` leaves the network: no event is theirs from now on, and a new
-        customer (a new id and account, a home cell, no tenure yet) takes their place, so the
-        base keeps its size. Returns the newcomer's profile; None, leaving everything as it was,
+        customer (a new id and account, no tenure yet) takes their place in their home cell, so
+        the base and each cell keep their size (the demo's churn is hours of a real base in
+        minutes: cells left to lose their leavers would empty out, and look like faults). Returns the newcomer's profile; None, leaving everything as it was,
         for an unknown subscriber or one whose own incident is not over at ``t`` (it must be
         seen through).
 
@@ -398,7 +399,7 @@ class Simulator:
             return None
         self.subscriber_ids[at] = new = f"sub-{self._joined:07d}"
         self._joined += 1
-        self.home_cell[new] = self.rng.choice(self.cell_ids)
+        self.home_cell[new] = self.home_cell[subscriber_id]
         self.plan_mbps[new] = self.rng.choice((25.0, 50.0, 100.0, 300.0))
         # an account of its own, numbered beyond the first base's (at most one per customer)
         profile = self._profile(self.rng, new, f"acct-{self._joined + len(self._first):07d}")

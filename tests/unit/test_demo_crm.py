@@ -96,6 +96,10 @@ def test_a_customer_who_left_leaves_the_network_and_a_newcomer_takes_their_place
     assert not set(left) & set(sim.subscriber_ids)
     assert {c.subscriber_id for c in joined} <= set(sim.subscriber_ids) - set(first)
     assert all(c.tenure_months == 0 and c.consent for c in joined)
+    # each in the cell of the one who left: no cell empties out (which would look like a fault)
+    assert sorted(sim.home_cell[s] for s in left) == sorted(
+        sim.home_cell[c.subscriber_id] for c in joined
+    )
     # none of their traffic from then on; the newcomers' instead
     seen = {sim.event(t)["subscriber_id"] for _ in range(20_000)}
     assert not seen & set(left) and {c.subscriber_id for c in joined} <= seen
