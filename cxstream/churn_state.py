@@ -29,7 +29,20 @@ import redis
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ChurnState", "MemoryChurnState", "RedisChurnState"]
+__all__ = ["ChurnState", "MemoryChurnState", "RedisChurnState", "learned_outcome"]
+
+
+def learned_outcome(learned: dict[str, Any] | None) -> str | None:
+    """The kind of outcome a learned record holds (``"churned"`` of ``"churned@<time>"``), or
+    None where there is no record or it holds none.
+
+    >>> learned_outcome({"outcome": "churned@2026-01-05T10:00:00+00:00"})
+    'churned'
+    >>> learned_outcome({"outcome": "not_a_label"}) is None, learned_outcome(None) is None
+    (True, True)
+    """
+    outcome = learned.get("outcome") if isinstance(learned, dict) else None
+    return outcome.partition("@")[0] if isinstance(outcome, str) and "@" in outcome else None
 
 
 class ChurnState(Protocol):

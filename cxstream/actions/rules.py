@@ -331,10 +331,8 @@ class PolicyConfig(BaseModel):
     def message(self, kind: ActionKind, language: str, values: dict[str, str]) -> str:
         """The text of one action for the customer's language ("en" when it has none: see
         :meth:`message_language`)."""
-        by_language = self.messages.get(kind, {})
-        template: str = (
-            by_language.get(language) or by_language.get("en") or MESSAGES[kind].get("en", "")
-        )
+        chosen = self.message_language(kind, language)
+        template: str = self.messages.get(kind, {}).get(chosen) or MESSAGES[kind].get("en", "")
         return template.format_map({f: values.get(f, "") for f in MESSAGE_FIELDS})
 
     @model_validator(mode="after")

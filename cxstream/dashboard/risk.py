@@ -26,8 +26,9 @@ from typing import Any
 import redis
 
 from cxstream.actions.rules import ValueModel
-from cxstream.churn_state import ChurnState
+from cxstream.churn_state import ChurnState, learned_outcome
 from cxstream.context import ContextStore
+from cxstream.events import OutcomeKind
 
 __all__ = ["RiskView", "money"]
 
@@ -141,5 +142,4 @@ class RiskView:
 
 def _stayed(learned: dict[str, Any] | None) -> dict[str, Any] | None:
     """A learned record as the customer's latest score if its outcome says they stayed."""
-    outcome = learned.get("outcome") if isinstance(learned, dict) else None
-    return learned if isinstance(outcome, str) and outcome.startswith("retained@") else None
+    return learned if learned_outcome(learned) == OutcomeKind.RETAINED.value else None

@@ -32,10 +32,11 @@ interval is not an incident). It then stays anomalous while the KPI remains that
 side, for at most ``max_anomaly_s``: the detector itself learns a new level within minutes, the
 episode must not end with it. It ends when the KPI has been back inside that limit for
 ``confirm + 1`` intervals in a row: one interval back is no more a recovery than one out is an
-incident (a mild shift of a few subscribers' median crosses its limit now and then). After the longest episode the level is taken as the cell's new
-normal. Until the detector scores (its first points), an interval without any event in a cell
-busy enough that the silence is news by its baseline alone starts an anomaly of the volume too
-(:meth:`CellKpis._silence`): a cell that goes dark in its first minutes is seen.
+incident (a mild shift of a few subscribers' median crosses its limit now and then). After the
+longest episode the level is taken as the cell's new normal. Until the detector scores (its
+first points), an interval without any event in a cell busy enough that the silence is news by
+its baseline alone starts an anomaly of the volume too (:meth:`CellKpis._silence`): a cell that
+goes dark in its first minutes is seen.
 
 A slow drift of quality (experience, loss) hides from any detector that adapts: each interval
 looks like the last. So those two KPIs also keep a one-sided CUSUM (Page, 1954)

@@ -63,6 +63,7 @@ _SERVICES = ("voice", "video", "data")
 _SERVICE_WEIGHTS = (0.3, 0.3, 0.4)
 _RENDITIONS_KBPS = (3_000.0, 5_000.0, 8_000.0)  # SD, HD, full-HD renditions of a stream
 _BULK_SHARE = 0.4  # data sessions that are bulk downloads; the rest is light use
+_PLANS_MBPS = (25.0, 50.0, 100.0, 300.0)  # the speeds customers subscribe to
 
 
 @dataclass(frozen=True)
@@ -246,9 +247,7 @@ class Simulator:
         # Per-cell radio quality (some cells are at the edge of coverage) and per-subscriber device.
         self.cell_rsrp = {c: self.rng.gauss(-88.0, 5.0) for c in self.cell_ids}
         self.cell_sinr = {c: self.rng.gauss(16.0, 3.0) for c in self.cell_ids}
-        self.plan_mbps = {
-            s: self.rng.choice((25.0, 50.0, 100.0, 300.0)) for s in self.subscriber_ids
-        }
+        self.plan_mbps = {s: self.rng.choice(_PLANS_MBPS) for s in self.subscriber_ids}
         self._profile_seed = self.rng.random()
         self._first = list(self.subscriber_ids)  # the base the simulation started with
         self._joined = subscribers  # numbers the customers who join later
@@ -381,9 +380,9 @@ class Simulator:
         """``subscriber_id`` leaves the network: no event is theirs from now on, and a new
         customer (a new id and account, no tenure yet) takes their place in their home cell, so
         the base and each cell keep their size (the demo's churn is hours of a real base in
-        minutes: cells left to lose their leavers would empty out, and look like faults). Returns the newcomer's profile; None, leaving everything as it was,
-        for an unknown subscriber or one whose own incident is not over at ``t`` (it must be
-        seen through).
+        minutes: cells left to lose their leavers would empty out, and look like faults).
+        Returns the newcomer's profile; None, leaving everything as it was, for an unknown
+        subscriber or one whose own incident is not over at ``t`` (it must be seen through).
 
         >>> from datetime import UTC
         >>> sim = Simulator(subscribers=3, cells=2, seed=1)
@@ -400,7 +399,7 @@ class Simulator:
         self.subscriber_ids[at] = new = f"sub-{self._joined:07d}"
         self._joined += 1
         self.home_cell[new] = self.home_cell[subscriber_id]
-        self.plan_mbps[new] = self.rng.choice((25.0, 50.0, 100.0, 300.0))
+        self.plan_mbps[new] = self.rng.choice(_PLANS_MBPS)
         # an account of its own, numbered beyond the first base's (at most one per customer)
         profile = self._profile(self.rng, new, f"acct-{self._joined + len(self._first):07d}")
         return profile.model_copy(update={"tenure_months": 0})

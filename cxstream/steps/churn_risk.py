@@ -22,7 +22,7 @@ import redis
 
 from cxstream import metrics
 from cxstream.actions.policy import SignalIn
-from cxstream.churn_state import ChurnState
+from cxstream.churn_state import ChurnState, learned_outcome
 from cxstream.detectors.churn import (
     ChurnLearner,
     ChurnModel,
@@ -440,9 +440,8 @@ def _trend(previous: dict[str, Any] | None, scored_at: str, p: float) -> list[li
 
 
 def _left(learned: dict[str, Any] | None) -> bool:
-    """Whether a learned record's outcome says the customer left (``churned@<time>``)."""
-    outcome = learned.get("outcome") if isinstance(learned, dict) else None
-    return isinstance(outcome, str) and outcome.startswith(f"{OutcomeKind.CHURNED.value}@")
+    """Whether a learned record's outcome says the customer left."""
+    return learned_outcome(learned) == OutcomeKind.CHURNED.value
 
 
 class BaseScoring:
