@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 CAUGHT_SLACK = timedelta(seconds=120)  # an incident opened this long after the planned one ended
 # still counts: demarcation's window (60 s) and the KPI series' confirmation come first
 CAUGHT_EVERY_S = 5.0  # the dashboard's overview is read this often while incidents wait
+WARMUP_SLACK_S = 60.0  # an incident only the KPI series can see starts this long after their
+# warm-up: the flow starts a few seconds after the first events, intervals align to their grid
 
 # The simulated probes export their measurements a quarter of a second at a time, as network
 # collectors do, instead of one small batch every few milliseconds. The embedded broker (Tansu's
@@ -291,7 +293,7 @@ class Catches:
 
     def __init__(self, say: Callable[[str], None], warmup_s: dict[str, float]) -> None:
         self._say = say
-        self._warmup_s = warmup_s
+        self.warmup_s = warmup_s
         self.started = utcnow()
         self.planned: list[Incident] = []
         self.caught: dict[int, tuple[float, str]] = {}  # planned index -> delay (s), how
@@ -301,6 +303,21 @@ class Catches:
 
     def add(self, incidents: list[Incident]) -> None:
         self.planned.extend(incidents)
+
+    def seeable(self, inc: Incident, cycle_end: datetime) -> Incident | None:
+        """``inc`` where the cells' KPI series can see it: a mild shift or a silent cell planned
+        in their warm-up (its kind's, and :data:`WARMUP_SLACK_S`) cannot be seen, and its level
+        would be learned as the cell's normal. Such an incident is moved to the warm-up's end
+        (its length kept) if that is before ``cycle_end``, else left out (None)."""
+        warmup = self.warmup_s.get(inc.kind)
+        if warmup is None:
+            return inc
+        ready = self.started + timedelta(seconds=warmup + WARMUP_SLACK_S)
+        if inc.start >= ready:
+            return inc
+        if ready >= cycle_end:
+            return None
+        return dataclasses.replace(inc, start=ready, end=ready + (inc.end - inc.start))
 
     def look(self, dashboard_url: str, *, now: bool = False) -> None:
         """Read the overview (at most every :data:`CAUGHT_EVERY_S`, unless ``now``) and say the
@@ -341,7 +358,7 @@ class Catches:
                 continue
             began = (inc.start - self.started).total_seconds()
             why = "not caught"
-            warmup = self._warmup_s.get(inc.kind, 0.0)
+            warmup = self.warmup_s.get(inc.kind, 0.0)
             if began < warmup:
                 why += (
                     f": it began {max(began, 0):.0f} s into the run, before the cell's KPI "
@@ -367,7 +384,7 @@ class Catches:
         cell's KPI warm-up (``warmup_s``): unseen, its level went into the series' baseline and
         windows as normal, so the same shift or silence soon after is no news to them."""
         inc = self.planned[i]
-        warmup = self._warmup_s.get(inc.kind)
+        warmup = self.warmup_s.get(inc.kind)
         if warmup is None:
             return None
         for j, p in enumerate(self.planned[:i]):
@@ -513,7 +530,18 @@ def _stream(
     say = tick.say
 
     def plan(cycle_start: datetime) -> None:
-        incidents = plan_incidents(sim, cycle_start, span, sim.rng)
+        incidents = []
+        cycle_end = cycle_start + timedelta(seconds=span)
+        for inc in plan_incidents(sim, cycle_start, span, sim.rng):
+            seen = tick.catches.seeable(inc, cycle_end)
+            if seen is None:
+                warmup = tick.catches.warmup_s[inc.kind]
+                say(
+                    f"incident left out: {_named(inc)} (the cells' KPI series see one after "
+                    f"their first {warmup:.0f} s of traffic)"
+                )
+            else:
+                incidents.append(seen)
         sim.add_incidents(incidents)
         tick.catches.add(incidents)
         for inc in incidents:

@@ -120,3 +120,29 @@ def test_a_cell_picked_again_while_its_earlier_incident_is_open_says_so():
     # cleared before the new one began: a plain miss
     catches.match({"incidents": [{**earlier, "state": "cleared", "changed": at(t0, 470)}]}, [0])
     assert catches.lines()[1].endswith("not caught")
+
+
+def test_an_incident_only_the_kpi_series_see_is_planned_after_their_warm_up():
+    """A mild shift in a cell's first minutes cannot be seen (and is learned as its normal):
+    the demo moves it past the warm-up in its cycle, or leaves it out where the cycle ends
+    first; other kinds stay where they were planned."""
+    catches = Catches(lambda line: None, warmup_s=WARMUP)
+    t0 = catches.started
+    ready = t0 + timedelta(seconds=WARMUP["kpi_shift"] + 60)
+
+    def plan(kind, start_s, cycle_s):
+        inc = Incident(
+            kind,
+            "cell-0040",
+            t0 + timedelta(seconds=start_s),
+            t0 + timedelta(seconds=start_s + 360),
+        )
+        return catches.seeable(inc, t0 + timedelta(seconds=cycle_s))
+
+    moved = plan("kpi_shift", 270, 900)
+    assert (moved.start, moved.end) == (ready, ready + timedelta(seconds=360))
+    assert plan("kpi_shift", 36, 120) is None  # a two-minute cycle ends before the warm-up
+    assert plan("kpi_shift", 400, 900).start == t0 + timedelta(seconds=400)
+    assert plan("cell_outage", 30, 120).start == t0 + timedelta(seconds=30)
+    silent = plan("silent_outage", 30, 900)
+    assert silent.start == t0 + timedelta(seconds=WARMUP["silent_outage"] + 60)
