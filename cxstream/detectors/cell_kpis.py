@@ -360,7 +360,9 @@ class CellKpis:
         score, novel = k.detector.update_novel(value, local)  # score before learn
         current = k.anomaly
         if current is not None:
-            persists = k.worse(value, k.limit)
+            # back means back past half-way to the baseline: a mild shift hovers about its
+            # opening limit, and would close and open as its noise crosses it
+            persists = k.worse(value, 0.5 * (current.baseline + k.limit))
             k.back = () if persists else (*k.back, value)
             # still out, or not back for long enough yet
             if end - current.since < s.max_anomaly_s and len(k.back) <= s.confirm:

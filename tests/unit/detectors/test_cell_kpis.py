@@ -285,6 +285,32 @@ def test_an_anomaly_ends_only_after_confirm_plus_one_intervals_back_inside_its_l
     assert kpis.anomalies == []
 
 
+def test_an_anomaly_holding_short_of_half_way_back_to_its_baseline_goes_on():
+    """Back inside its opening limit is not back: a mild shift whose KPI hovers about that
+    limit stays one episode until the KPI comes back past half-way to its baseline."""
+    settings = KpiSettings(interval_s=10)
+    kpis = CellKpis(settings)
+    rng = random.Random(5)
+    t = T0
+    for _ in range(300):
+        t += 10.0
+        kpis.close(t, {"experience": 98.0 + rng.gauss(0, 0.5)})
+    for _ in range(10):
+        t += 10.0
+        kpis.close(t, {"experience": 90.0 + rng.gauss(0, 0.5)})
+    (anomaly,) = kpis.anomalies
+    (limit,) = [k.limit for k in kpis._kpis if k.name == "experience"]
+    hovering = limit + 0.25 * (anomaly.baseline - limit)  # inside the limit, short of half-way
+    for _ in range(20):
+        t += 10.0
+        kpis.close(t, {"experience": hovering})
+        assert [a.since for a in kpis.anomalies] == [anomaly.since]
+    for _ in range(settings.confirm + 1):
+        t += 10.0
+        kpis.close(t, {"experience": anomaly.baseline})
+    assert kpis.anomalies == []
+
+
 def test_an_interval_of_fewer_than_min_affected_subscribers_has_no_quality_kpis():
     """At a quiet moment a cell that usually has several subscribers an interval sees one: the
     median is that subscriber's own bad minute, not the cell's quality. Two such intervals in a
