@@ -30,9 +30,10 @@ direction beyond ``persist_z`` robust deviations of its baseline (the median of 
 ``baseline`` normal intervals), confirmed by the ``confirm`` intervals that follow (one noisy
 interval is not an incident). It then stays anomalous while the KPI remains that far on the bad
 side, for at most ``max_anomaly_s``: the detector itself learns a new level within minutes, the
-episode must not end with it. It ends when the KPI has been back inside that limit for
-``confirm + 1`` intervals in a row: one interval back is no more a recovery than one out is an
-incident (a mild shift of a few subscribers' median crosses its limit now and then). After the
+episode must not end with it. It ends when the KPI has been back past half-way from that
+limit to its baseline for ``confirm + 1`` intervals in a row: one interval back is no more a
+recovery than one out is an incident, and a mild shift of a few subscribers' median hovers
+about the limit it opened at, crossing it now and then. After the
 longest episode the level is taken as the cell's new normal. Until the detector scores (its
 first points), an interval without any event in a cell busy enough that the silence is news by
 its baseline alone starts an anomaly of the volume too (:meth:`CellKpis._silence`): a cell that
@@ -192,7 +193,7 @@ class _Kpi:
     held: list[float] = field(default_factory=list)
     # frozen at the anomaly's start: how far off the bad side it must stay to persist
     limit: float = 0.0
-    # the intervals an anomaly has been back inside its limit, in a row (it ends after
+    # the intervals an anomaly has been back past half-way to its baseline, in a row (it ends after
     # ``confirm + 1``: one interval is no more a recovery than it is an incident)
     back: tuple[float, ...] = ()
     # the slow drift: the reference level, the CUSUM and the interval where it last left 0
