@@ -178,6 +178,9 @@ class CellMonitor(Generic[T]):
     )
     # after an operator resolved the incident, none opens again before this event time
     _reopen_after: float = float("-inf")
+    # the last span of event time in which the cell's whole shard carried no event (the feed
+    # stopped, not the cell): the KPI intervals it touches have no volume to judge
+    _unseen: tuple[float, float] = (float("-inf"), float("-inf"))
 
     def __post_init__(self) -> None:
         self.kpis = CellKpis(self.settings.kpis)
@@ -222,6 +225,19 @@ class CellMonitor(Generic[T]):
         self._quiet_since = None
         self._reopen_after = self.clock + self.settings.window_s
         return resolved
+
+    @property
+    def last_seen(self) -> float:
+        """The event time of the cell's latest own event."""
+        return self._last_seen
+
+    def feed_gap(self, start: float, end: float) -> None:
+        """Note that the cell's whole shard carried no event from ``start`` to ``end`` (event
+        time): the feed stopped (a collector restarted, a producer paused), not the cell. The
+        KPI intervals that span touches close without volume or active subscribers: an
+        interval the feed left empty or half-empty tells nothing of the cell's traffic, and
+        judged, every busy cell would open an outage as the feed came back."""
+        self._unseen = (start, end)
 
     @property
     def held_count(self) -> int:
@@ -371,10 +387,14 @@ class CellMonitor(Generic[T]):
         first of them, the others were silent."""
         ends = self.kpis.slots_due(self.clock)
         step = self.settings.kpis.interval_s
+        unseen_from, unseen_to = self._unseen
         for k, end in enumerate(ends):
+            blind = end > unseen_from and end - step < unseen_to  # the feed's gap touches it
             if k == 0:
                 seen = [sub for sub in self._subs.values() if end - step <= sub[0] < end]
-                values = {"volume": float(self._volume), "active": float(len(seen))}
+                values = (
+                    {} if blind else {"volume": float(self._volume), "active": float(len(seen))}
+                )
                 # with fewer subscribers than min_affected, an interval's median is one
                 # subscriber's own trouble, not the cell's quality: that interval has none
                 if len(seen) >= self.settings.min_affected:
@@ -383,7 +403,7 @@ class CellMonitor(Generic[T]):
                     values["loss_pct"] = median([sub[4] for sub in seen])
                     values["throughput"] = median(tput)
             else:
-                values = {"volume": 0.0, "active": 0.0}
+                values = {} if blind else {"volume": 0.0, "active": 0.0}
             self.kpis.close(end, values)
         if ends:
             self._volume = 0

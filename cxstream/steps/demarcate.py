@@ -4,6 +4,8 @@ not) and periodic cell stats come out."""
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
@@ -18,6 +20,8 @@ from cxstream.settings import Settings
 from cxstream.steps.common import Candidate, CellOutput
 
 __all__ = ["Demarcate"]
+
+log = logging.getLogger(__name__)
 
 
 class Demarcate:
@@ -39,6 +43,9 @@ class Demarcate:
         out: list[CellOutput] = []
         held = 0
         metrics.CELL_EVENTS.inc(sum(map(len, batches)))
+        t_all = np.concatenate([b.t for b in batches]) if batches else np.empty(0)
+        if len(t_all) and monitors:
+            self._feed_gap(monitors, float(t_all.min()))
         for b in batches:
             for t_moved, left, arrived, sid in b.departures:
                 gone = monitors.get(left)
@@ -86,13 +93,34 @@ class Demarcate:
                     out.append(stats)
         if held:
             metrics.HELD_ALERTS.inc(held)
-        if batches:
+        if len(t_all):
             # the shard's clock: the median event time of the poll, so that a few events far
             # ahead (a probe's skewed clock) move no cell
-            t = np.concatenate([b.t for b in batches])
-            if len(t):
-                out.extend(self._tick(monitors, float(np.median(t))))
+            out.extend(self._tick(monitors, float(np.median(t_all))))
         return out
+
+    def _feed_gap(self, monitors: dict[str, CellMonitor[Candidate]], first: float) -> None:
+        """Where the shard carried no event for more than a KPI interval before this poll's
+        first (``first``), and at least two of its cells had traffic in the interval before,
+        the feed stopped, not its cells: every cell notes the gap
+        (:meth:`~cxstream.detectors.cells.CellMonitor.feed_gap`), so that none opens an outage
+        for it as the feed comes back. A cell alone in its shard cannot tell its own silence
+        from the feed's: its outage opens as its traffic comes back."""
+        step = self.settings.cells.kpis.interval_s
+        seen = [m.last_seen for m in monitors.values()]
+        last = max(seen)
+        if not math.isfinite(last) or first - last <= step:
+            return
+        if sum(1 for t in seen if t >= last - step) < 2:
+            return
+        log.warning(
+            "no event in a shard of %d cells for %.0f s of event time: the feed stopped, not "
+            "the cells; their traffic volume is not judged over the gap",
+            len(monitors),
+            first - last,
+        )
+        for monitor in monitors.values():
+            monitor.feed_gap(last, first)
 
     def _tick(self, monitors: dict[str, CellMonitor[Candidate]], now: float) -> list[CellOutput]:
         """Move the cells without recent events of their own along the shard's event-time clock

@@ -455,3 +455,77 @@ def test_redis_trouble_is_logged_now_and_then(caplog):
         now[0] = t
         trouble("contact state", ConnectionError("down"))
     assert sum("Redis unavailable" in r.getMessage() for r in caplog.records) == 2
+
+
+def _cell_traffic(start: float, cells: list[str], seconds: int, rng) -> list:
+    """One batch per second of event time: every cell carries about five events a second,
+    from twenty subscribers in good health."""
+    import numpy as np
+
+    from cxstream.batches import CellBatch
+
+    out = []
+    for s in range(seconds):
+        t, subs, where = [], [], []
+        for cell in cells:
+            for _ in range(rng.randint(3, 7)):
+                t.append(start + s + rng.random())
+                subs.append(f"{cell}-s{rng.randrange(20)}")
+                where.append(cell)
+        n = len(t)
+        out.append(
+            CellBatch(
+                t=np.array(t),
+                subscribers=subs,
+                cells=where,
+                event_ids=[f"e{start + s}-{i}" for i in range(n)],
+                degraded=np.zeros(n, dtype=bool),
+                experience=np.array([95.0 + rng.gauss(0, 1) for _ in range(n)]),
+                loss=np.full(n, 0.1),
+                throughput=np.full(n, 20_000.0),
+                tiers=[None] * n,
+                sample=np.zeros(n, dtype=bool),
+                candidates={},
+            )
+        )
+    return out
+
+
+def _incidents(out) -> list[CellIncident]:
+    return [o for o in out if isinstance(o, CellIncident)]
+
+
+def test_a_stop_of_the_whole_feed_opens_no_outage_in_its_cells(caplog):
+    """Forty seconds without any event in the shard: the feed stopped (a collector restarted),
+    not its cells, and none of them opens an outage as the traffic comes back."""
+    import random
+
+    rng = random.Random(3)
+    cells = ["cell-a", "cell-b", "cell-c"]
+    demarcate, monitors = Demarcate(SETTINGS), {}
+    t0 = NOON.timestamp()
+    out = []
+    for b in _cell_traffic(t0, cells, 600, rng):  # ten minutes: the KPI series are warm
+        out += demarcate.demarcate_shard(monitors, [b])
+    assert _incidents(out) == []
+    with caplog.at_level(logging.WARNING, logger="cxstream.steps.demarcate"):
+        for b in _cell_traffic(t0 + 640, cells, 120, rng):  # after 40 s with no event at all
+            out += demarcate.demarcate_shard(monitors, [b])
+    assert _incidents(out) == []
+    assert "no event in a shard of 3 cells for 40 s" in caplog.text
+
+
+def test_a_cell_silent_while_the_rest_of_its_shard_goes_on_is_still_an_outage():
+    import random
+
+    rng = random.Random(3)
+    cells = ["cell-a", "cell-b", "cell-c"]
+    demarcate, monitors = Demarcate(SETTINGS), {}
+    t0 = NOON.timestamp()
+    out = []
+    for b in _cell_traffic(t0, cells, 600, rng):
+        out += demarcate.demarcate_shard(monitors, [b])
+    for b in _cell_traffic(t0 + 600, cells[1:], 120, rng):  # cell-a falls silent
+        out += demarcate.demarcate_shard(monitors, [b])
+    (opened,) = [i for i in _incidents(out) if i.state == "open"]
+    assert (opened.cell_id, opened.cause) == ("cell-a", "outage")
