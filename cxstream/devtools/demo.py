@@ -39,7 +39,7 @@ from cxstream.detectors.cell_kpis import BASELINE_READY
 from cxstream.detectors.series import ContextLikelihoodDetector
 from cxstream.devtools.flowprocess import DemoSummary, Flow, summarize
 from cxstream.devtools.generations import Generations, has_figure
-from cxstream.devtools.producer import produce_events
+from cxstream.devtools.producer import produce_backlog, produce_events
 from cxstream.devtools.services import embedded_services
 from cxstream.devtools.simulate import Incident, Simulator, churn_probability, plan_incidents
 from cxstream.events import Channel, ConsentStatus, CustomerContext, utcnow
@@ -572,11 +572,24 @@ def _stream(
         if end is not None and now >= end:
             break
         if next_rotation is not None and now >= next_rotation:
+            paused = utcnow()
             if flow.rotate(produced, receiver):
                 out = producer()
                 next_rotation = time.monotonic() + flow.rotation_s
             else:  # try again soon: the broker must not grow for a whole period more
                 next_rotation = time.monotonic() + min(ROTATION_RETRY_S, flow.rotation_s)
+            # the network did not stop while the demo waited for its flow and replaced its
+            # broker: its events of that while come now, as collectors send what they buffered
+            # (a stream with a hole in it would read as every cell of a shard going dark)
+            produced += produce_backlog(
+                out,
+                settings.kafka.topics.qos,
+                sim,
+                rate=options.rate,
+                floor=LOAD_FLOOR,
+                since=paused,
+                until=utcnow(),
+            )
         elif now >= next_plan:
             plan(utcnow())
             next_plan = now + span

@@ -13,7 +13,7 @@ from cxstream.clients import produce_waiting
 from cxstream.devtools.simulate import Simulator
 from cxstream.events import utcnow
 
-__all__ = ["produce_events"]
+__all__ = ["produce_backlog", "produce_events"]
 
 
 def produce_events(
@@ -69,4 +69,32 @@ def produce_events(
     producer.flush(30)
     if on_progress is not None:
         on_progress(produced)
+    return produced
+
+
+def produce_backlog(
+    producer: Producer,
+    topic: str,
+    sim: Simulator,
+    *,
+    rate: float,
+    since: datetime,
+    until: datetime,
+    floor: float = 0.0,
+) -> int:
+    """Produce, as fast as the producer takes them, the events of ``[since, until)`` at the
+    times a paced run would have given them (``rate`` and ``floor`` as in
+    :func:`produce_events`): what probes measured while their broker was away, sent once it is
+    back, as network collectors buffer and resend. Returns the number produced (all flushed).
+    """
+    produced = 0
+    for t in sim.timeline(since, rate, floor=floor):
+        if t >= until:
+            break
+        key, value = sim.encoded(t)
+        produce_waiting(producer, topic, value, key)
+        produced += 1
+        if produced % 1000 == 0:
+            producer.poll(0)
+    producer.flush(30)
     return produced
