@@ -45,6 +45,10 @@ _INCIDENT = {
         "since": {"type": ["string", "null"], "format": "date-time"},
         "changed": {"type": ["string", "null"], "format": "date-time"},
         "resolved_by": {"type": ["string", "null"]},
+        "active": {
+            "type": ["integer", "null"],
+            "description": "the cell's active subscribers at the incident's last update",
+        },
         "kpis": {
             "type": "object",
             "description": "the cell's KPIs out of their normal (experience, loss_pct, "

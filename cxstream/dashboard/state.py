@@ -490,6 +490,8 @@ class DashboardState:
             "kpis": _kpis(extra),
             "resolved_by": alarm.get("clearUserId"),
             "share": extra.get("share"),
+            # the cell's active subscribers at its last update (the affected are among them)
+            "active": _count(extra.get("active_subscribers")),
             "ack": self.acks.get(alarm["id"]),
         }
 
@@ -644,6 +646,11 @@ def _apply_status(action: dict[str, Any], record: dict[str, Any]) -> None:
     action["status"] = record.get("status")
     action["attempts"] = record.get("attempts")
     action["error"] = record.get("error")
+
+
+def _count(value: Any) -> int | None:
+    """A count carried by an alarm, or None where it carries none (or not a count)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _count_tiers(tiers: list[str | None]) -> dict[str, int]:

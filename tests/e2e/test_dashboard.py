@@ -179,13 +179,18 @@ def test_cell_outage_appears_live_and_the_acknowledgement_reaches_the_alarm_upda
                     render(d);
                     said.push(document.querySelector('#incidents tbody td.affected').innerText);
                   }
+                  // a KPI anomaly nobody degraded in alone: of how many the cell speaks
+                  Object.assign(d.incidents[0], {cause: 'kpi_anomaly', affected: 0, active: 22});
+                  render(d);
+                  said.push(document.querySelector('#incidents tbody td.affected').innerText);
                   d.incidents[0].state = 'cleared';
                   render(d);
                   return [down.map((e) => e.title), document.querySelectorAll('#cells .cell.down').length, said];
                 })"""
             )
             assert looks[:2] == [[f"{cell}: down: an outage"], 0], looks
-            dark, halved = looks[2]
+            dark, halved, shifted = looks[2]
+            assert shifted.startswith("0 of 22 customers degraded traffic 30 (normal 90)"), shifted
             assert "cell silent" in dark and "traffic collapsed" not in dark, dark
             assert "traffic collapsed traffic 30 (normal 90)" in halved, halved
             assert "cell silent" not in halved and "no traffic" not in halved, halved

@@ -470,6 +470,7 @@ def test_a_kpi_anomaly_row_says_which_measures_of_the_cell_left_their_normal():
     state.on_alert(broken)
     rows = {r["id"]: r for r in state.overview()["incidents"]}
     assert rows["inc-c4-1"]["affected"] == 0  # none degraded alone: the cell's measures say it
+    assert rows["inc-c4-1"]["active"] == 20 and rows["inc-c5-1"]["active"] is None
     assert rows["inc-c4-1"]["kpis"] == {
         "experience": {"value": 84.2, "baseline": 97.1},
         "loss_pct": {"value": 2.5, "baseline": 0.3},

@@ -60,6 +60,9 @@ function kpis(i) {  // what the cell's own measures say, beside whom it hurt
   return moved.length ? ` <small class="kpis">${moved.map(([k, v]) => `${esc(KPI_NAMES[k] || k)} ${num(v.value)} (normal ${num(v.baseline)})`).join(", ")}</small>` : "";
 }
 
+// a KPI anomaly with nobody degraded alone: of how many the cell's measures speak
+const noneDegraded = (i) => (i.active ? `0 of ${i.active} customers degraded` : "0 customers degraded");
+
 function outage(i) {  // the cell went dark, or its traffic fell below half its normal without stopping
   const moved = Object.entries(i.moved_to || {});
   const where = moved.length ? `its subscribers turned up in ${moved.map(([c, n]) => `${esc(c)} (${esc(n)})`).join(", ")}` : "";
@@ -75,7 +78,7 @@ function renderIncidents(incidents) {
     <tr data-incident="${esc(i.id)}">
       <td class="sev-${esc(i.severity)}">${esc(i.severity)}</td>
       <td>${esc(i.cell_id)}</td>
-      <td class="affected">${affected(i)}${i.cause === "outage" ? outage(i) : `${i.affected ? "" : "0 customers"}${kpis(i)}`}</td>
+      <td class="affected">${affected(i)}${i.cause === "outage" ? outage(i) : `${i.affected ? "" : noneDegraded(i)}${kpis(i)}`}</td>
       <td class="var">${esc(money(i.value_at_risk))}</td>
       <td>${time(i.since)}</td>
       <td class="state">${esc(i.state)}${i.resolved_by ? ` <small class="resolved-by">by ${esc(i.resolved_by)}</small>` : ""}</td>
