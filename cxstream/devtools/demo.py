@@ -581,14 +581,21 @@ def _stream(
             # the network did not stop while the demo waited for its flow and replaced its
             # broker: its events of that while come now, as collectors send what they buffered
             # (a stream with a hole in it would read as every cell of a shard going dark)
-            produced += produce_backlog(
+            resumed = utcnow()
+            backlog = produce_backlog(
                 out,
                 settings.kafka.topics.qos,
                 sim,
                 rate=options.rate,
                 floor=LOAD_FLOOR,
                 since=paused,
-                until=utcnow(),
+                until=resumed,
+            )
+            produced += backlog
+            say(
+                f"the stream's {backlog:,} events of those "
+                f"{(resumed - paused).total_seconds():.0f} s sent after, at their own times: "
+                "a backlog for the flow to catch up"
             )
         elif now >= next_plan:
             plan(utcnow())
