@@ -288,7 +288,8 @@ class Catches:
     with its delay; :meth:`lines` ends the summary with every planned incident.
 
     ``warmup_s``: by kind, the traffic a cell's KPI series needs before it can see such an
-    incident (:func:`kpi_warmup`); one planned earlier than that cannot be seen.
+    incident (:func:`kpi_warmup`); one planned earlier than that cannot be seen, and
+    :meth:`seeable` moves it later or leaves it out.
     """
 
     def __init__(self, say: Callable[[str], None], warmup_s: dict[str, float]) -> None:
@@ -356,42 +357,15 @@ class Catches:
                 delay, how = self.caught[i]
                 out.append(f"    {_named(inc):<{width}}  after {delay:.0f} s ({how})")
                 continue
-            began = (inc.start - self.started).total_seconds()
             why = "not caught"
-            warmup = self.warmup_s.get(inc.kind, 0.0)
-            if began < warmup:
-                why += (
-                    f": it began {max(began, 0):.0f} s into the run, before the cell's KPI "
-                    f"series had its first {warmup:.0f} s of traffic"
-                )
-            elif inc.start > utcnow():
+            if inc.start > utcnow():
                 why += ": it had not begun"
-            elif (first := self._learned_before(i)) is not None:
-                gap = (inc.start - first.start).total_seconds()
-                why += (
-                    f": the cell's {first.kind} {gap:.0f} s before came during its KPI series' "
-                    "warm-up, and the series learned that as the cell's normal"
-                )
             elif _open_before(inc, self._overview):
                 why += (
                     ": an incident the cell had before it began was still open (no new one opens)"
                 )
             out.append(f"    {_named(inc):<{width}}  {why}")
         return out
-
-    def _learned_before(self, i: int) -> Incident | None:
-        """An earlier planned incident of the same kind in the same cell that began during the
-        cell's KPI warm-up (``warmup_s``): unseen, its level went into the series' baseline and
-        windows as normal, so the same shift or silence soon after is no news to them."""
-        inc = self.planned[i]
-        warmup = self.warmup_s.get(inc.kind)
-        if warmup is None:
-            return None
-        for j, p in enumerate(self.planned[:i]):
-            early = (p.start - self.started).total_seconds() < warmup
-            if p.cell_id == inc.cell_id and p.kind == inc.kind and early and j not in self.caught:
-                return p
-        return None
 
 
 def kpi_warmup(kpis: KpiSettingsModel) -> dict[str, float]:
