@@ -36,6 +36,7 @@ __all__ = [
     "EXPERIMENT_RATE",
     "EXPERIMENT_SUBJECTS",
     "EXPERIMENT_UPLIFT",
+    "FEED_GAPS",
     "FLOW_HEALTH",
     "HELD_ALERTS",
     "KAFKA_DELIVERY_ERRORS",
@@ -164,6 +165,12 @@ CELL_EVENTS = Counter(
     "cell_events",
     "Events fed to the cells' demarcation: behind events_total{outcome=processed} by what is "
     "on its way between the two steps (the cells' input lag, in events).",
+    namespace=_NS,
+)
+FEED_GAPS = Counter(
+    "feed_gaps",
+    "Spans of more than a KPI interval in which a whole shard of cells carried no event (the "
+    "feed stopped, not the cells: their traffic volume is not judged over it).",
     namespace=_NS,
 )
 KAFKA_OUT_RECORDS = Counter(

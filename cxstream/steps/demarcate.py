@@ -119,6 +119,7 @@ class Demarcate:
             len(monitors),
             first - last,
         )
+        metrics.FEED_GAPS.inc()
         for monitor in monitors.values():
             monitor.feed_gap(last, first)
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import redis
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from cxstream.actions.ledger import DeferredQueue, ExperimentLedger, MemoryLedger
@@ -508,11 +509,13 @@ def test_a_stop_of_the_whole_feed_opens_no_outage_in_its_cells(caplog):
     for b in _cell_traffic(t0, cells, 600, rng):  # ten minutes: the KPI series are warm
         out += demarcate.demarcate_shard(monitors, [b])
     assert _incidents(out) == []
+    gaps = REGISTRY.get_sample_value("cxstream_feed_gaps_total") or 0.0
     with caplog.at_level(logging.WARNING, logger="cxstream.steps.demarcate"):
         for b in _cell_traffic(t0 + 640, cells, 120, rng):  # after 40 s with no event at all
             out += demarcate.demarcate_shard(monitors, [b])
     assert _incidents(out) == []
     assert "no event in a shard of 3 cells for 40 s" in caplog.text
+    assert REGISTRY.get_sample_value("cxstream_feed_gaps_total") == gaps + 1
 
 
 def test_a_cell_silent_while_the_rest_of_its_shard_goes_on_is_still_an_outage():
