@@ -93,17 +93,14 @@ def test_demo_runs_the_whole_loop_on_embedded_services(tmp_path):
     assert summary["webhook_deliveries"] > 0
     assert summary["webhook_deliveries"] == summary["actions"]
     kinds = {json.loads(line)["kind"] for line in truth.read_text().splitlines()}
-    assert kinds == {
-        "cell_outage",
-        "subscriber_degradation",
-        "flapping",
-        "gradual",
-        "kpi_shift",
-        "silent_outage",
-    }
+    assert kinds == {"cell_outage", "subscriber_degradation", "flapping", "gradual"}
     assert "incident planned: cell_outage" in result.stderr
+    # the KPI series cannot see a mild shift or a silent cell in their first minutes: a run
+    # this short plans none
+    for kind in ("kpi_shift", "silent_outage"):
+        assert f"incident left out: {kind} in cell-" in result.stderr
     # the summary names every planned incident, caught or not, as the dashboard showed it
-    caught = re.search(r"planned incidents caught: (\d+) of 6\n((?:    .+\n){6})", result.stdout)
+    caught = re.search(r"planned incidents caught: (\d+) of 4\n((?:    .+\n){4})", result.stdout)
     assert caught is not None, result.stdout
     assert all(f"    {kind} in cell-" in caught[2] for kind in kinds)
     assert len(re.findall(r"after \d+ s \(", caught[2])) == int(caught[1])
