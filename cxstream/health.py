@@ -61,6 +61,12 @@ class LagWatch:
         self.max_lag = 0.0
         self._samples: deque[tuple[float, float, float]] = deque()
 
+    def restart(self) -> None:
+        """Judge from here on only (the largest lag seen is kept): a new flow has started, and
+        the backlog it was handed (a broker replaced, a restart) is its first window's to show
+        as caught up, or growing."""
+        self._samples.clear()
+
     def update(
         self, now: float, lag: float, done: float, awake_at: float | None = None
     ) -> FlowHealth:

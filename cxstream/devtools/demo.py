@@ -566,6 +566,7 @@ def _stream(
                 until=resumed,
             )
             produced += backlog
+            tick.watch.restart()  # the backlog is the new flow's to catch up, not a lag yet
             say(
                 f"the stream's {backlog:,} events of those "
                 f"{(resumed - paused).total_seconds():.0f} s sent after, at their own times: "

@@ -35,6 +35,32 @@ def test_a_shrinking_backlog_is_not_a_problem():
     assert set(states) == {"ok"}
 
 
+def test_a_restarted_watch_judges_a_backlog_handed_over_by_its_catching_up():
+    def handover(watch, start):
+        """1,000 events/s arrive throughout; a new flow is handed 12,000 at once (the demo's
+        broker replaced), starts for 20 s doing nothing, then does 3,000 a second"""
+        samples, lag, done = [], 12_000.0, 60_000.0
+        for t in range(0, 91, 5):
+            samples.append((start + t, lag, done))
+            rate = 0 if t < 20 else min(3_000, 1_000 + lag / 5)
+            lag, done = lag + 5 * (1_000 - rate), done + 5 * rate
+        return samples
+
+    keeping_up = [(t, 50, 1_000 * t) for t in range(0, 61, 5)]
+    watch = LagWatch(after_s=60, min_lag=1_000)
+    feed(watch, keeping_up)
+    assert "lagging" in feed(watch, handover(watch, 65))  # judged against the old flow's window
+    watch = LagWatch(after_s=60, min_lag=1_000)
+    feed(watch, keeping_up)
+    watch.restart()
+    assert set(feed(watch, handover(watch, 65))) == {"ok"}  # caught up within its first window
+    assert watch.max_lag > 12_000
+    # one that cannot keep up is still lagging after a window of its own
+    watch.restart()
+    falling_behind = [(200 + t, 12_000 + 200 * t, 240_000 + 800 * t) for t in range(0, 91, 5)]
+    assert feed(watch, falling_behind)[-1] == "lagging"
+
+
 # The lag the demo saw every ~6 s of a 300 s run at 650-1,000 events/s while the flow kept up:
 # events produced in bursts wait for the next poll, then are done at once.
 KEEPING_UP = [46, 75, 91, 44, 62, 836, 148, 580, 622, 213, 98, 50, 819, 886, 493, 552, 74, 20]
