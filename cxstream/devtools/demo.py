@@ -566,7 +566,7 @@ def _stream(
                 until=resumed,
             )
             produced += backlog
-            tick.watch.restart()  # the backlog is the new flow's to catch up, not a lag yet
+            tick.watch.restart()  # a backlog handed over at once: judged by its catching up
             say(
                 f"the stream's {backlog:,} events of those "
                 f"{(resumed - paused).total_seconds():.0f} s sent after, at their own times: "
