@@ -292,8 +292,10 @@ def endpoint_alarm(url: str, reason: str, at: datetime) -> dict[str, Any]:
 
 
 def _specific_problem(incident: CellIncident) -> str:
-    if incident.state == "resolved":  # the figures of now beside those it caught, not mixed
-        now = round(incident.share * incident.active_subscribers)
+    # the figures of now beside those it caught, not mixed ("29 of 28 active subscribers
+    # degraded" where one affected had left the cell)
+    now = round(incident.share * incident.active_subscribers)
+    if incident.state == "resolved":
         return (
             f"cleared: {now} of {incident.active_subscribers} active subscribers degraded now, "
             f"mean experience {incident.experience:.0f}/100; {len(incident.affected)} were "
@@ -301,9 +303,11 @@ def _specific_problem(incident: CellIncident) -> str:
         )
     kpis = incident.why.get("anomalous_kpis") or {}
     if incident.cause == "degraded_share" or not kpis:
+        caught = len(incident.affected)
         return (
-            f"{len(incident.affected)} of {incident.active_subscribers} active subscribers "
-            f"degraded; mean experience {incident.experience:.0f}/100"
+            f"{now} of {incident.active_subscribers} active subscribers degraded; mean "
+            f"experience {incident.experience:.0f}/100"
+            + (f"; {caught} affected so far" if caught != now else "")
         )
     moved = ", ".join(f"{k} {v['value']} (normal {v['baseline']})" for k, v in kpis.items())
     what = "cell traffic collapsed" if incident.cause == "outage" else "cell KPIs out of normal"

@@ -74,6 +74,19 @@ def test_a_silent_cell_is_a_loss_of_signal_and_a_kpi_incident_names_its_kpi():
         "cleared: 0 of 20 active subscribers degraded now, mean experience 97/100; 3 were affected"
     )
     assert service_problem_from_incident(over)["description"].startswith("cleared: 0 of 20")
+    # open, the same: 28 of the 28 active degraded now, and 29 caught (one has left the cell)
+    moved = [AffectedSubscriber(subscriber_id=f"s{i}", value_tier="gold") for i in range(29)]
+    busy = outage.model_copy(
+        update={"cause": "degraded_share", "why": {}, "affected": moved, "share": 1.0,
+                "active_subscribers": 28, "experience": 38.0}
+    )  # fmt: skip
+    assert alarm_from_incident(busy, 0.3)["specificProblem"] == (
+        "28 of 28 active subscribers degraded; mean experience 38/100; 29 affected so far"
+    )
+    just = busy.model_copy(update={"affected": moved[:14], "share": 0.5})
+    assert alarm_from_incident(just, 0.3)["specificProblem"] == (
+        "14 of 28 active subscribers degraded; mean experience 38/100"
+    )
     mild = outage.model_copy(update={"cause": "kpi_anomaly", "severity": "minor"})
     alarm = alarm_from_incident(mild, 0.3)
     assert (alarm["alarmType"], alarm["probableCause"]) == (
