@@ -249,11 +249,9 @@ def test_one_interval_far_out_makes_no_drift():
     assert [a.kpi for a in found] == ["experience"]
 
 
-def test_an_anomaly_ends_only_after_confirm_plus_one_intervals_back_inside_its_limit():
-    """A mild shift's median crosses back inside its limit now and then; ended by one such
-    interval, the episode's incident closed while the shift went on (and the detector, having
-    learned the new level by then, opened nothing again)."""
-    settings = KpiSettings(interval_s=10)
+def _shifted(settings: KpiSettings):
+    """A cell's experience KPI 50 minutes at 98, then 10 intervals shifted to 90: the KPIs,
+    the time of the last interval and the anomalies the shift opened."""
     kpis = CellKpis(settings)
     rng = random.Random(5)
     t = T0
@@ -264,6 +262,15 @@ def test_an_anomaly_ends_only_after_confirm_plus_one_intervals_back_inside_its_l
     for _ in range(10):
         t += 10.0
         found += kpis.close(t, {"experience": 90.0 + rng.gauss(0, 0.5)})
+    return kpis, t, found
+
+
+def test_an_anomaly_ends_only_after_confirm_plus_one_intervals_back_inside_its_limit():
+    """A mild shift's median crosses back inside its limit now and then; ended by one such
+    interval, the episode's incident closed while the shift went on (and the detector, having
+    learned the new level by then, opened nothing again)."""
+    settings = KpiSettings(interval_s=10)
+    kpis, t, found = _shifted(settings)
     assert [a.kpi for a in found] == ["experience"] and kpis.anomalies
     since = kpis.anomalies[0].since
 
@@ -289,15 +296,7 @@ def test_an_anomaly_holding_short_of_half_way_back_to_its_baseline_goes_on():
     """Back inside its opening limit is not back: a mild shift whose KPI hovers about that
     limit stays one episode until the KPI comes back past half-way to its baseline."""
     settings = KpiSettings(interval_s=10)
-    kpis = CellKpis(settings)
-    rng = random.Random(5)
-    t = T0
-    for _ in range(300):
-        t += 10.0
-        kpis.close(t, {"experience": 98.0 + rng.gauss(0, 0.5)})
-    for _ in range(10):
-        t += 10.0
-        kpis.close(t, {"experience": 90.0 + rng.gauss(0, 0.5)})
+    kpis, t, _ = _shifted(settings)
     (anomaly,) = kpis.anomalies
     (limit,) = [k.limit for k in kpis._kpis if k.name == "experience"]
     hovering = limit + 0.25 * (anomaly.baseline - limit)  # inside the limit, short of half-way
