@@ -22,7 +22,7 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -381,6 +381,30 @@ def kpi_warmup(kpis: KpiSettingsModel) -> dict[str, float]:
     }
 
 
+PLAN_CELLS = 7
+"""The cells a cycle's plan needs: five for its cell incidents, the lone subscriber's, and a
+neighbour for the silent cell's subscribers."""
+
+
+def _latest_cells(planned: Sequence[Incident], n: int) -> list[str]:
+    """Up to ``n`` cells of earlier incidents, the latest to end first: the next plan picks
+    among the others while it can. A cell whose incident may still be open would hide a new one
+    (no new incident opens), and one whose level changed in its KPI warm-up has learned it as
+    normal; the cells least recently used have neither.
+
+    >>> from datetime import UTC
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> planned = [Incident("cell_outage", c, t, t + timedelta(seconds=s)) for c, s in
+    ...            [("a", 60), ("b", 90), ("a", 30)]]
+    >>> _latest_cells(planned, 1), _latest_cells(planned, 5), _latest_cells(planned, 0)
+    (['b'], ['b', 'a'], [])
+    """
+    ends: dict[str, datetime] = {}
+    for inc in planned:
+        ends[inc.cell_id] = max(inc.end, ends.get(inc.cell_id, inc.end))
+    return sorted(ends, key=ends.__getitem__, reverse=True)[: max(0, n)]
+
+
 def _named(inc: Incident) -> str:
     who = f" for {inc.subscriber_id}" if inc.subscriber_id else ""
     return f"{inc.kind} in {inc.cell_id}{who}"
@@ -506,7 +530,8 @@ def _stream(
     def plan(cycle_start: datetime) -> None:
         incidents = []
         cycle_end = cycle_start + timedelta(seconds=span)
-        for inc in plan_incidents(sim, cycle_start, span, sim.rng):
+        avoid = _latest_cells(tick.catches.planned, len(sim.cell_ids) - PLAN_CELLS)
+        for inc in plan_incidents(sim, cycle_start, span, sim.rng, avoid=avoid):
             seen = tick.catches.seeable(inc, cycle_end)
             if seen is None:
                 warmup = tick.catches.warmup_s[inc.kind]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -164,14 +164,22 @@ def churn_probability(profile: CustomerContext, *, hurt: bool) -> float:
 
 
 def plan_incidents(
-    sim: Simulator, start: datetime, span_s: float, rng: random.Random
+    sim: Simulator,
+    start: datetime,
+    span_s: float,
+    rng: random.Random,
+    *,
+    avoid: Collection[str] = (),
 ) -> list[Incident]:
     """One incident of each kind inside ``[start, start + span_s)``, each in its own cell (as many
     kinds as there are cells to spare), placed so detectors have a baseline first: a subscriber
     degrades at 25 %, a cell goes down at 35 %, another flaps from 45 %, a fourth degrades
     gradually from 20 % (over 30 minutes, or 60 % of a shorter span), a fifth gets mildly worse
     from 30 %, a sixth goes silent from 40 %. Severities are random: from a partial degradation
-    (0.4) to an outage (1.0); the mild shift is 0.08 to 0.12."""
+    (0.4) to an outage (1.0); the mild shift is 0.08 to 0.12.
+
+    ``avoid``: cells (and their subscribers, for the lone victim) not to pick while enough others
+    remain, such as cells whose earlier incident may still be open."""
 
     def at(fraction: float) -> datetime:
         return start + timedelta(seconds=span_s * fraction)
@@ -180,10 +188,16 @@ def plan_incidents(
         return round(rng.uniform(0.4, 1.0), 2)  # from a partial degradation to an outage
 
     spare = len(sim.cell_ids) - 2  # the lone victim's cell, and a neighbour for the silent one
-    cells = rng.sample(sim.cell_ids, k=max(1, min(5, spare)))
+    wanted = max(1, min(5, spare))
+    avoided = set(avoid)
+    rested = [c for c in sim.cell_ids if c not in avoided] if avoided else sim.cell_ids
+    pool = rested if len(rested) >= wanted + 2 else sim.cell_ids
+    cells = rng.sample(pool, k=wanted)
     others = [c for c in sim.cell_ids if c not in cells]
     # The lone victim lives elsewhere, so the truth is unambiguous (one customer vs. a cell).
     elsewhere = [s for s in sim.subscriber_ids if sim.home_cell[s] not in cells]
+    if avoided:
+        elsewhere = [s for s in elsewhere if sim.home_cell[s] not in avoided] or elsewhere
     victim = rng.choice(elsewhere or sim.subscriber_ids)
     incidents = [
         Incident(

@@ -94,6 +94,20 @@ def test_plan_incidents_has_one_of_each_kind_with_baseline_first():
     assert len({i.cell_id for i in few}) == len(few) == 2
 
 
+def test_a_plan_avoids_the_cells_it_is_told_to_while_enough_others_remain():
+    sim = Simulator(200, 12, seed=6)
+    busy = sim.cell_ids[:5]
+    for _ in range(20):
+        planned = plan_incidents(sim, T0, 100, sim.rng, avoid=busy)
+        assert not {i.cell_id for i in planned} & set(busy)  # the victim's home cell too
+    # too few others left: it picks among all cells rather than plan fewer incidents
+    crowded = plan_incidents(sim, T0, 100, sim.rng, avoid=sim.cell_ids[:8])
+    assert len({i.cell_id for i in crowded}) == len(crowded) == 6
+    # nothing to avoid: the same plan as before the parameter, so evaluations do not move
+    a, b = Simulator(200, 12, seed=3), Simulator(200, 12, seed=3)
+    assert plan_incidents(a, T0, 100, a.rng) == plan_incidents(b, T0, 100, b.rng, avoid=())
+
+
 def test_a_silent_cell_reports_nothing_and_its_subscribers_appear_next_door():
     sim = Simulator(200, 8, seed=7)
     planned = plan_incidents(sim, T0, 1000, sim.rng)
