@@ -91,7 +91,7 @@ def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
     "alerts.jsonl (TMF642 Alarms), service-problems.jsonl (TMF656), alarm-updates.jsonl, "
     "decisions.jsonl, webhooks.jsonl (each request's Standard Webhooks headers and CloudEvent "
     "body) and webhook-secret.txt (the run's throw-away signing secret). With broker rotation "
-    "the topics hold what came since the last rotation.",
+    "the topics are read before each replacement too, so the files hold the whole run.",
 )
 @click.option(
     "--json",

@@ -171,7 +171,9 @@ def run_demo(
                 update={"webhook": live.webhook.model_copy(update={"url": receiver.url})}
             )
             rotation = options.broker_rotation_s if services.broker is not None else 0.0
-            flow = Generations(live, Path(tmp), secret, services.broker, rotation, say)
+            capture = None if options.capture_dir is None else _Capture(options.capture_dir)
+            before = None if capture is None else capture.topics
+            flow = Generations(live, Path(tmp), secret, services.broker, rotation, say, before)
             try:
                 say(f"dataflow running; metrics at {flow.metrics_url}")
                 say(f"dashboard: {flow.dashboard_url}")
@@ -188,8 +190,8 @@ def run_demo(
                 summary.max_lag = int(watch.max_lag)
                 summary.crm_outcomes = crm.sent
                 summary.crm_left = crm.left
-                if options.capture_dir is not None:
-                    _capture(live, receiver, options.capture_dir, secret)
+                if capture is not None:
+                    capture.finish(live, receiver, secret)
                     say(f"captured the run's outputs in {options.capture_dir}")
                 if not summary.drained:
                     waiting = produced - summary.events_processed - summary.dead_letters
@@ -261,23 +263,37 @@ CAPTURED_TOPICS = {
 }
 
 
-def _capture(settings: Settings, receiver: WebhookReceiver, out: Path, secret: str) -> None:
-    """Write what the run emitted, one JSON document per line: the records now on the alerts
-    (TMF642 Alarms), service-problems (TMF656), alarm-updates (TMF642 events) and decisions
-    topics, and every accepted webhook request (its Standard Webhooks headers and the CloudEvent
-    body), with the run's throw-away signing secret in ``webhook-secret.txt`` so the signatures
-    can be verified. With broker rotation the topics hold what came since the last rotation."""
-    from cxstream.clients import read_topic
+class _Capture:
+    """What the run emitted, written to ``out`` one JSON document per line: the records on the
+    alerts (TMF642 Alarms), service-problems (TMF656), alarm-updates (TMF642 events) and
+    decisions topics, read before each broker replacement drops them and at the end, and every
+    accepted webhook request (its Standard Webhooks headers and the CloudEvent body), with the
+    run's throw-away signing secret in ``webhook-secret.txt`` so the signatures can be
+    verified. Files of an earlier run in ``out`` are replaced."""
 
-    out.mkdir(parents=True, exist_ok=True)
-    topics = settings.kafka.topics
-    for name, attr in CAPTURED_TOPICS.items():
-        values = read_topic(settings, getattr(topics, attr))
-        lines = [v.decode() for v in values if v is not None]
-        (out / name).write_text("".join(f"{line}\n" for line in lines))
-    requests = receiver.kept_requests()
-    (out / "webhooks.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in requests))
-    (out / "webhook-secret.txt").write_text(secret + "\n")
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
+        for name in CAPTURED_TOPICS:
+            (out / name).write_bytes(b"")
+
+    def topics(self, settings: Settings) -> None:
+        """Append what the topics hold now."""
+        from cxstream.clients import read_topic
+
+        topics = settings.kafka.topics
+        for name, attr in CAPTURED_TOPICS.items():
+            values = read_topic(settings, getattr(topics, attr))
+            with (self.out / name).open("ab") as f:
+                f.writelines(v + b"\n" for v in values if v is not None)
+
+    def finish(self, settings: Settings, receiver: WebhookReceiver, secret: str) -> None:
+        self.topics(settings)
+        requests = receiver.kept_requests()
+        (self.out / "webhooks.jsonl").write_bytes(
+            b"".join(orjson.dumps(r) + b"\n" for r in requests)
+        )
+        (self.out / "webhook-secret.txt").write_text(secret + "\n")
 
 
 class Catches:

@@ -36,7 +36,9 @@ class Generations:
     lets a recovery snapshot be taken, stops the flow, starts an empty broker on the same
     port, and starts the flow again from the snapshot: every subscriber's baseline, the cells,
     incidents and held alerts go on; the inputs start at the new topics' beginnings
-    (``flow.inputs_from_start``). It offers the parts of
+    (``flow.inputs_from_start``). ``before_rotation(settings)`` is called once the flow has
+    stopped and before the broker's records are dropped (the demo's capture reads its topics
+    there). It offers the parts of
     :class:`FlowProcess` the demo reads; counters are totals over every generation.
     """
 
@@ -48,6 +50,7 @@ class Generations:
         broker: EmbeddedBroker | None,
         rotation_s: float,
         say: Callable[[str], None],
+        before_rotation: Callable[[Settings], None] | None = None,
     ) -> None:
         self.rotation_s = rotation_s if broker is not None else 0.0
         if self.rotation_s:
@@ -58,6 +61,7 @@ class Generations:
         self._secret = secret
         self._broker = broker
         self._say = say
+        self._before_rotation = before_rotation
         self._base: dict[str, float] = {}
         self._carried: dict[str, float] = {}
         self._dashboard_port: int | None = None
@@ -157,6 +161,8 @@ class Generations:
         final = self.current.counters()
         self.current.stop()
         self.retire(final)
+        if self._before_rotation is not None:
+            self._before_rotation(self.settings)
         self._broker.restart()
         ensure_topics(self.settings)
         if not self.settings.flow.inputs_from_start:

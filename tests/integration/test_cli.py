@@ -304,6 +304,8 @@ def test_the_embedded_broker_is_replaced_and_nothing_is_lost(tmp_path):
             "--broker-rotation",
             "12",
             "--json",
+            "--capture",
+            str(tmp_path / "captured"),
         ],
         capture_output=True,
         text=True,
@@ -318,6 +320,12 @@ def test_the_embedded_broker_is_replaced_and_nothing_is_lost(tmp_path):
     assert result.stderr.count("embedded broker replaced with an empty one") >= 2
     # a healthy flow settles before each replacement (the pending work counts every generation)
     assert "not replaced now" not in result.stderr, result.stderr[-3000:]
+    # the capture holds every generation's records, not only the last broker's
+    captured = tmp_path / "captured"
+    assert len(jsonl(captured / "alerts.jsonl")) >= summary["alerts"] > 0
+    decided = {d.get("action_id") for d in jsonl(captured / "decisions.jsonl")}
+    delivered = {r["headers"]["webhook-id"] for r in jsonl(captured / "webhooks.jsonl")}
+    assert delivered and delivered <= decided
 
 
 @pytest.mark.slow
