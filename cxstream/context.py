@@ -29,7 +29,10 @@ from cxstream.events import CustomerContext, CustomerUpdate
 from cxstream.privacy import pseudonym
 from cxstream.redis_guard import RedisPending
 
-__all__ = ["ContextStore", "Lookup", "MergePending"]
+__all__ = ["ContextStore", "HistorySample", "Lookup", "MergePending"]
+
+HistorySample = tuple[str, float, float] | tuple[str, float, float, str]
+"""``(subscriber, epoch, experience index)``, or with the cell the sample was taken in."""
 
 # KEYS[1] the profile; ARGV: the patch (JSON, only the fields the update carries), its time,
 # its consent time, the key's TTL in seconds (0: none), the subscriber id. Each field's time is
@@ -299,24 +302,27 @@ class ContextStore:
 
     def append_history(
         self,
-        samples: Sequence[tuple[str, float, float]],
+        samples: Sequence[HistorySample],
         *,
         keep: int,
         recent_keep: int = 0,
         slot_s: float = 300.0,
         recent_s: float = 300.0,
     ) -> None:
-        """Append ``(subscriber, epoch, experience index)`` samples. With ``recent_keep``, each
-        goes to the recent list (its last ``recent_keep`` kept), and the first of each
-        ``slot_s`` slot (the sample within ``recent_s`` after the slot began) to the long list
-        (its last ``keep`` kept); without, every sample goes to the long list. A Redis outage
-        loses samples (logged, rate-limited), never the event."""
+        """Append ``(subscriber, epoch, experience index[, cell])`` samples. With
+        ``recent_keep``, each goes to the recent list (its last ``recent_keep`` kept) as
+        ``epoch:index:cell``, and the first of each ``slot_s`` slot (the sample within
+        ``recent_s`` after the slot began) to the long list (its last ``keep`` kept) as
+        ``epoch:index``: where the subscriber was is kept only as long as the recent list (data
+        minimisation, and a third of the memory). Without ``recent_keep``, every sample goes to
+        the long list, without its cell. A Redis outage loses samples (logged, rate-limited),
+        never the event."""
         pipe = self._client.pipeline(transaction=False)
-        for sid, t, value in samples:
+        for sid, t, value, *cell in samples:
             text = f"{t:.0f}:{value:.1f}"
             if recent_keep:
                 recent = self.recent_history_key(sid)
-                pipe.rpush(recent, text)
+                pipe.rpush(recent, f"{text}:{cell[0]}" if cell and cell[0] else text)
                 pipe.ltrim(recent, -recent_keep, -1)
                 if t // slot_s == (t - recent_s) // slot_s:
                     continue  # not the first sample of its slot
@@ -356,13 +362,22 @@ class ContextStore:
     def history(self, subscriber_id: str) -> list[tuple[float, float]]:
         """A subscriber's recorded ``(epoch, experience index)`` samples, oldest first: the long
         list's (one per slot) up to where the recent list's (one a minute) begin."""
+        return [(t, value) for t, value, _ in self.samples(subscriber_id)]
 
-        def parse(key: str) -> list[tuple[float, float]]:
+    def samples(self, subscriber_id: str) -> list[tuple[float, float, str | None]]:
+        """:meth:`history` with the cell each sample was taken in (None where not recorded: the
+        long list's). An entry that does not parse is skipped."""
+
+        def parse(key: str) -> list[tuple[float, float, str | None]]:
             out = []
             for raw in self._client.lrange(key, 0, -1):
-                text = raw.decode() if isinstance(raw, bytes) else str(raw)
-                t, _, value = text.partition(":")
-                out.append((float(t), float(value)))
+                text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+                t, _, rest = text.partition(":")
+                value, _, cell = rest.partition(":")
+                try:
+                    out.append((float(t), float(value), cell or None))
+                except ValueError:
+                    continue
             return out
 
         coarse = parse(self.history_key(subscriber_id))

@@ -410,19 +410,20 @@ def create_app(
 
     async def customer(request: Request) -> Response:
         sid = known_as(request.path_params["subscriber_id"])
-        data = state.customer(sid)
         profile = None
-        history: list[tuple[float, float]] = []
+        samples: list[tuple[float, float, str | None]] = []
         consent_changes: dict[str, str] = {}
         if context is not None:
             lookup = await asyncio.to_thread(context.get_many, [sid])
             found = lookup[sid].customer
             profile = found.model_dump(mode="json") if found is not None else None
             try:
-                history = await asyncio.to_thread(context.history, sid)
+                samples = await asyncio.to_thread(context.samples, sid)
                 consent_changes = await asyncio.to_thread(context.consent_changes, sid)
             except redis.RedisError:
-                history = []  # Redis is down: the page still shows what the dashboard saw
+                samples = []  # Redis is down: the page still shows what the dashboard saw
+        history = [(t, value) for t, value, _ in samples]
+        data = state.customer(sid, [(t, cell) for t, _, cell in samples if cell])
         data["profile"] = profile
         data["history"] = history
         data["consent_changes"] = consent_changes

@@ -120,7 +120,9 @@ _CUSTOMER = {
         "incidents": {
             "type": "array",
             "description": "the cell incidents that reached the customer (id, cell_id, state, "
-            "since, cause: degraded_share, kpi_anomaly or outage)",
+            "since, cause: degraded_share, kpi_anomaly or outage; how: affected where the "
+            "incident names them, explained where it explains a degradation of theirs, in_cell "
+            "where an experience sample of theirs was taken in the cell while it was open)",
             "items": {"type": "object"},
         },
         "contacts": {

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -541,24 +543,38 @@ class DashboardState:
                 ],
             }
 
-    def customer(self, subscriber_id: str) -> dict[str, Any]:
-        """What the dashboard saw about one subscriber."""
+    def customer(
+        self, subscriber_id: str, seen_in: Sequence[tuple[float, str | None]] = ()
+    ) -> dict[str, Any]:
+        """What the dashboard saw about one subscriber. ``seen_in``: where their recent
+        experience samples were taken (``(epoch, cell)``, from their history), so the cell
+        incidents they were in are listed too where the incident did not name them (a KPI
+        anomaly names nobody; an outage only those it left in the dark)."""
         with self._lock:
             alerts = [a for a in self.degradations if a.get("subscriber_id") == subscriber_id][:50]
             incident_ids = {a.get("explained_by") for a in alerts if a.get("explained_by")}
             incidents = []
             for alarm in self.incidents.values():
                 ids = {x.get("id") for x in alarm.get("affectedService", [])}
-                if subscriber_id in ids or alarm["id"] in incident_ids:
-                    incidents.append(
-                        {
-                            "id": alarm["id"],
-                            "cell_id": alarm["alarmedObject"]["id"],
-                            "state": alarm["state"],
-                            "since": alarm.get("alarmRaisedTime"),
-                            "cause": alarm.get("x-cxstream", {}).get("cause"),
-                        }
-                    )
+                cell = alarm.get("alarmedObject", {}).get("id")
+                if subscriber_id in ids:
+                    how = "affected"
+                elif alarm["id"] in incident_ids:
+                    how = "explained"
+                elif _was_in(alarm, cell, seen_in):
+                    how = "in_cell"
+                else:
+                    continue
+                incidents.append(
+                    {
+                        "id": alarm["id"],
+                        "cell_id": cell,
+                        "state": alarm["state"],
+                        "since": alarm.get("alarmRaisedTime"),
+                        "cause": alarm.get("x-cxstream", {}).get("cause"),
+                        "how": how,
+                    }
+                )
             return {
                 "outcomes": self.outcomes.get(subscriber_id),
                 "summary": self.customers.get(subscriber_id),
@@ -578,6 +594,25 @@ class DashboardState:
                 s for s in self.decisions.by_sub if s not in self.customers
             ]
             return [s for s in known if q in s.lower()][:limit]
+
+
+def _was_in(alarm: dict[str, Any], cell: Any, seen_in: Sequence[tuple[float, str | None]]) -> bool:
+    """Whether a sample of ``seen_in`` was taken in ``cell`` while ``alarm`` was open (from its
+    raising to its clearing, or now)."""
+    if not seen_in or not isinstance(cell, str):
+        return False
+    since = _epoch(alarm.get("alarmRaisedTime"))
+    if since is None:
+        return False
+    until = _epoch(alarm.get("alarmClearedTime")) or math.inf
+    return any(c == cell and since <= t <= until for t, c in seen_in)
+
+
+def _epoch(text: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(text).timestamp() if isinstance(text, str) else None
+    except ValueError:
+        return None
 
 
 def _moved_to(extra: dict[str, Any]) -> dict[str, int]:

@@ -16,7 +16,7 @@ import redis
 from cxstream import metrics
 from cxstream.actions.tmf import probable_cause
 from cxstream.batches import AlarmClear, CellBatch, ShardBatch, group_by_shard, shard_of
-from cxstream.context import ContextStore
+from cxstream.context import ContextStore, HistorySample
 from cxstream.detectors.table import SubscriberTable
 from cxstream.events import Alert, bounded_id
 from cxstream.qos import QOS
@@ -229,16 +229,18 @@ class Detect:
         (without the event ids and samples, which demarcation does not use)."""
         h = self.settings.history
         if h.enabled:
-            samples: list[tuple[str, float, float]] = []
+            samples: list[HistorySample] = []
             for _, b in items:
                 due = np.flatnonzero(b.sample)
                 if len(due):
-                    subs = b.subscribers
+                    at = due.tolist()
+                    subs, cells = b.subscribers, b.cells
                     samples.extend(
                         zip(
-                            [subs[i] for i in due.tolist()],
+                            [subs[i] for i in at],
                             b.t[due].tolist(),
                             b.experience[due].tolist(),
+                            [cells[i] for i in at],
                             strict=True,
                         )
                     )

@@ -102,6 +102,19 @@ def test_history_keeps_minutes_for_recent_hours_and_one_sample_per_slot_for_days
     assert [t for t, _ in history] == sorted(t for t, _ in history)
 
 
+def test_the_recent_history_keeps_the_cell_of_each_sample_and_the_long_one_does_not(setup):
+    client, _, store = setup
+    samples = [("s1", 60.0 * m, 80.0, f"cell-{m // 10}") for m in range(20)]
+    store.append_history(samples, keep=100, recent_keep=6, slot_s=300.0, recent_s=60.0)
+    seen = store.samples("s1")
+    assert seen[:3] == [(0.0, 80.0, None), (300.0, 80.0, None), (600.0, 80.0, None)]
+    assert seen[3:] == [(60.0 * m, 80.0, "cell-1") for m in range(14, 20)]
+    assert store.history("s1") == [(t, v) for t, v, _ in seen]
+    # entries written without a cell, and one that does not parse, are read as they can be
+    client.lists[store.recent_history_key("s2")] = [b"60:70.0", b"junk", b"120:71.5:cell:7"]
+    assert store.samples("s2") == [(60.0, 70.0, None), (120.0, 71.5, "cell:7")]
+
+
 def test_log_lines_carry_a_pseudonym_never_the_subscriber_id(setup, caplog):
     client, _, store = setup
     client.data[store.key("sub-4155550123")] = b'{"subscriber_id": ""}'

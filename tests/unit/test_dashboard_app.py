@@ -342,6 +342,7 @@ def risk_client():
                      risk=risk)  # fmt: skip
     client = TestClient(app)
     client.app_context = context  # the tests write profiles through it
+    client.dashboard_state = state
     return client
 
 
@@ -514,6 +515,31 @@ def test_the_customer_api_tells_the_whole_story_with_the_documented_keys():
     assert never_seen["churn"]["probability"] == 0.1 and never_seen["alerts"] == []
     served = client.get("/api/openapi.json").json()
     assert served["openapi"].startswith("3.1") and "/api/incidents" in served["paths"]
+
+
+def test_a_customer_page_lists_the_cell_incidents_they_were_in_though_none_named_them():
+    from datetime import UTC, datetime
+
+    client = risk_client()
+    kpi = {**ALARM, "id": "inc-c7-1", "alarmedObject": {"id": "c7", "@referredType": "Cell"},
+           "affectedService": [], "x-cxstream": {"cause": "kpi_anomaly"}, "state": "cleared",
+           "alarmClearedTime": "2026-01-01T00:10:00+00:00"}  # fmt: skip
+    at = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    client.app_context.append_history(
+        [("s3", at - 120, 90.0, "c7"), ("s3", at + 300, 80.0, "c7"),  # before it, then in it
+         ("s4", at + 300, 90.0, "c8"),  # elsewhere while it lasted
+         ("s2", at + 1200, 90.0, "c7")],  # in the cell after it cleared
+        keep=10, recent_keep=10, slot_s=60.0, recent_s=60.0,
+    )  # fmt: skip
+    client.dashboard_state.on_alert(kpi)  # a KPI anomaly names nobody
+
+    def incidents(sid):
+        page = client.get(f"/api/customers/{sid}").json()
+        return {i["id"]: i["how"] for i in page["incidents"]}
+
+    assert incidents("s3") == {"inc-c1-1": "affected", "inc-c7-1": "in_cell"}
+    assert incidents("s4") == {"inc-c1-1": "affected"}
+    assert incidents("s2") == {"inc-c1-1": "affected"}
 
 
 def people_client(tmp_path, **kw):

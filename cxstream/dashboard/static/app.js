@@ -25,6 +25,11 @@ document.addEventListener("click", (ev) => {  // before the details toggles, and
   fetchAffected(id, Number(details.dataset.n));
 });
 const SHOWN_AFFECTED = 200;
+const HOW = {  // how a cell incident concerns the customer, as their page says it
+  affected: "affected them",
+  explained: "explains a degradation of theirs",
+  in_cell: "they were in the cell while it lasted",
+};
 const CAUSES = {  // what opened a cell incident, as the customer page says it
   outage: "the cell went dark: no service there",
   degraded_share: "many of the cell's customers degraded together",
@@ -176,7 +181,7 @@ async function showCustomer(id) {
     </div></section>
     <section class="churn"><h2>Churn risk</h2>${churnHtml}</section>
     <section><h2>Experience <small>index over the last ${spanText(c.history)}</small></h2>${spark(c.history)}${c.alerts.map((a) => `<div>${time(a.event_time)}: experience ${esc(a.why.experience.from)} → ${esc(a.why.experience.to)} (${(a.why.inputs || []).map((m) => `${esc(m.input)} ${esc(m.from)}→${esc(m.to)}`).join("; ")})${a.explained_by ? ` — cell incident ${esc(a.explained_by)}` : ""}</div>`).join("") || '<p class="empty">No degradation seen.</p>'}</section>
-    <section><h2>Incidents</h2>${c.incidents.map((i) => `<div>${esc(i.id)} in ${esc(i.cell_id)}: ${esc(i.state)} since ${time(i.since)}${CAUSES[i.cause] ? ` <small>(${CAUSES[i.cause]})</small>` : ""}</div>`).join("") || '<p class="empty">None.</p>'}</section>
+    <section><h2>Incidents</h2>${c.incidents.map((i) => `<div>${esc(i.id)} in ${esc(i.cell_id)}: ${esc(i.state)} since ${time(i.since)}${CAUSES[i.cause] ? ` <small>(${CAUSES[i.cause]})</small>` : ""}${HOW[i.how] ? ` — ${HOW[i.how]}` : ""}</div>`).join("") || '<p class="empty">None.</p>'}</section>
     <section><h2>Contacts: sent, deferred, suppressed</h2>${c.decisions.length ? `<table><thead><tr><th>when</th><th>signal</th><th>kind</th><th>result</th><th>rule</th></tr></thead><tbody>
       ${c.decisions.map((d) => `<tr><td>${time(d.decided_at)}</td><td>${esc(d.signal)}</td><td>${esc(d.kind)}</td><td class="words">${esc(d.result).replace(":", ":<wbr>")}${d.send_at ? " until " + time(d.send_at) : ""}</td><td class="wrap">${esc(d.rule)}</td></tr>`).join("")}</tbody></table>` : '<p class="empty">No contact decided.</p>'}</section>
     <section><h2>Offers and outcomes</h2>${c.offers.map((o) => `<div>${time(o.decided_at)}: ${esc(o.kind)} ${esc(o.result)}${o.accepted ? " — accepted" : ""}</div>`).join("") || '<p class="empty">No offer made.</p>'}
