@@ -183,6 +183,7 @@ def run_demo(
                 tick = _Report(say, progress, watch, observe, catches)
                 crm = _Crm(sim, profiles, live, random.Random(options.seed))
                 produced = _stream(live, sim, options, flow, receiver, tick, stop, crm)
+                catches.stopped_at = utcnow()
                 say("draining: waiting until every event is processed or dead-lettered ...")
                 summary = _drain(flow, produced, receiver, options.drain_timeout_s, tick.last)
                 catches.look(flow.dashboard_url, now=True)
@@ -314,6 +315,7 @@ class Catches:
         self.started = utcnow()
         self.planned: list[Incident] = []
         self.caught: dict[int, tuple[float, str]] = {}  # planned index -> delay (s), how
+        self.stopped_at: datetime | None = None  # when the stream stopped (None: it goes on)
         self._next_look = 0.0
         self._overview: dict[str, Any] = {}
         self._http = httpx.Client(timeout=2.0)
@@ -374,8 +376,11 @@ class Catches:
                 out.append(f"    {_named(inc):<{width}}  after {delay:.0f} s ({how})")
                 continue
             why = "not caught"
-            if inc.start > utcnow():
-                why += ": it had not begun"
+            end = self.stopped_at or utcnow()
+            if inc.start >= end:
+                why += ": it had not begun when the stream stopped"
+            elif end < inc.end:
+                why += f" (the stream stopped {(end - inc.start).total_seconds():.0f} s after it began)"
             elif _open_before(inc, self._overview):
                 why += (
                     ": an incident the cell had before it began was still open (no new one opens)"

@@ -75,11 +75,24 @@ def test_each_catch_is_said_once_with_its_delay_and_misses_are_explained():
     assert lines[4].endswith("not caught")
 
 
-def test_an_incident_yet_to_begin_says_so():
+def test_an_incident_yet_to_begin_or_cut_short_by_the_stream_stopping_says_so():
     catches = Catches(lambda line: None, warmup_s=WARMUP)
     later = utcnow() + timedelta(hours=1)
     catches.add([Incident("gradual", "cell-0017", later, later + timedelta(minutes=5))])
-    assert catches.lines()[1].endswith("not caught: it had not begun")
+    assert catches.lines()[1].endswith("not caught: it had not begun when the stream stopped")
+    # Ctrl-C: the summary comes after the drain, by when incidents planned after the stream
+    # stopped have "begun" on the clock, and one begun just before had seconds to be seen
+    stopped = catches.stopped_at = utcnow() - timedelta(seconds=30)
+    catches.planned = []
+    catches.add(
+        [
+            Incident("cell_outage", "cell-0043", stopped + timedelta(seconds=12), later),
+            Incident("kpi_shift", "cell-0003", stopped - timedelta(seconds=8), later),
+        ]
+    )
+    lines = catches.lines()
+    assert lines[1].endswith("not caught: it had not begun when the stream stopped")
+    assert lines[2].endswith("not caught (the stream stopped 8 s after it began)")
 
 
 def test_a_cell_picked_again_while_its_earlier_incident_is_open_says_so():
