@@ -104,3 +104,12 @@ def test_a_customer_who_left_leaves_the_network_and_a_newcomer_takes_their_place
     seen = {sim.event(t)["subscriber_id"] for _ in range(20_000)}
     assert not seen & set(left) and {c.subscriber_id for c in joined} <= seen
     assert busy in seen
+
+
+def test_the_demo_scores_the_base_every_two_minutes_unless_configured(monkeypatch):
+    from cxstream.cli.app import settings_from
+
+    assert demo._demo_churn(Settings()).churn.score_base_every_s == 120.0
+    monkeypatch.setenv("CXSTREAM_CHURN__SCORE_BASE_EVERY_S", "900")
+    configured = settings_from(None)
+    assert demo._demo_churn(configured).churn.score_base_every_s == 900.0
