@@ -401,6 +401,12 @@ class Catches:
                 why += (
                     ": an incident the cell had before it began was still open (no new one opens)"
                 )
+            elif inc.kind == "gradual" and (warmup := self.warmup_s.get("kpi_shift")) is not None:
+                if inc.start < self.started + timedelta(seconds=warmup):
+                    why += (
+                        f": it began in the cells' first {warmup:.0f} s of traffic, whose KPI "
+                        "series take a slow decline then as the cell's normal"
+                    )
             out.append(f"    {_named(inc):<{width}}  {why}")
         return out
 

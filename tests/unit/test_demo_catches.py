@@ -95,6 +95,22 @@ def test_an_incident_yet_to_begin_or_cut_short_by_the_stream_stopping_says_so():
     assert lines[2].endswith("not caught (the stream stopped 8 s after it began)")
 
 
+def test_a_gradual_degradation_begun_in_the_kpi_warm_up_and_missed_says_so():
+    catches = Catches(lambda line: None, warmup_s=WARMUP)
+    t0 = catches.started = utcnow() - timedelta(seconds=900)
+    early, late = (
+        Incident("gradual", "cell-0028", t0 + timedelta(seconds=s), t0 + timedelta(seconds=s + 300))
+        for s in (84, 400)
+    )
+    catches.add([early, late])
+    lines = catches.lines()
+    assert lines[1].endswith(
+        "not caught: it began in the cells' first 300 s of traffic, whose KPI series take a slow "
+        "decline then as the cell's normal"
+    )
+    assert lines[2].endswith("not caught")
+
+
 def test_a_cell_picked_again_while_its_earlier_incident_is_open_says_so():
     catches = Catches(lambda line: None, warmup_s=WARMUP)
     t0 = catches.started = utcnow() - timedelta(seconds=900)
