@@ -392,6 +392,7 @@ class Catches:
                 out.append(f"    {_named(inc):<{width}}  after {delay:.0f} s ({how})")
                 continue
             why = "not caught"
+            shift = self.warmup_s.get("kpi_shift", 0.0)  # the KPI series' warm-up
             end = self.stopped_at or utcnow()
             if inc.start >= end:
                 why += ": it had not begun when the stream stopped"
@@ -401,12 +402,11 @@ class Catches:
                 why += (
                     ": an incident the cell had before it began was still open (no new one opens)"
                 )
-            elif inc.kind == "gradual" and (warmup := self.warmup_s.get("kpi_shift")) is not None:
-                if inc.start < self.started + timedelta(seconds=warmup):
-                    why += (
-                        f": it began in the cells' first {warmup:.0f} s of traffic, whose KPI "
-                        "series take a slow decline then as the cell's normal"
-                    )
+            elif inc.kind == "gradual" and inc.start < self.started + timedelta(seconds=shift):
+                why += (
+                    f": it began in the cells' first {shift:.0f} s of traffic, whose KPI "
+                    "series take a slow decline then as the cell's normal"
+                )
             out.append(f"    {_named(inc):<{width}}  {why}")
         return out
 
