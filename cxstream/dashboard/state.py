@@ -550,6 +550,10 @@ class DashboardState:
         experience samples were taken (``(epoch, cell)``, from their history), so the cell
         incidents they were in are listed too where the incident did not name them (a KPI
         anomaly names nobody; an outage only those it left in the dark)."""
+        present: dict[str, list[float]] = {}
+        for t, where in seen_in:
+            if where:
+                present.setdefault(where, []).append(t)
         with self._lock:
             alerts = [a for a in self.degradations if a.get("subscriber_id") == subscriber_id][:50]
             incident_ids = {a.get("explained_by") for a in alerts if a.get("explained_by")}
@@ -561,7 +565,7 @@ class DashboardState:
                     how = "affected"
                 elif alarm["id"] in incident_ids:
                     how = "explained"
-                elif _was_in(alarm, cell, seen_in):
+                elif _open_at_any(alarm, present.get(cell) if isinstance(cell, str) else None):
                     how = "in_cell"
                 else:
                     continue
@@ -596,16 +600,14 @@ class DashboardState:
             return [s for s in known if q in s.lower()][:limit]
 
 
-def _was_in(alarm: dict[str, Any], cell: Any, seen_in: Sequence[tuple[float, str | None]]) -> bool:
-    """Whether a sample of ``seen_in`` was taken in ``cell`` while ``alarm`` was open (from its
-    raising to its clearing, or now)."""
-    if not seen_in or not isinstance(cell, str):
-        return False
-    since = _epoch(alarm.get("alarmRaisedTime"))
-    if since is None:
+def _open_at_any(alarm: dict[str, Any], times: list[float] | None) -> bool:
+    """Whether ``alarm`` was open (from its raising to its clearing, or now) at any of
+    ``times`` (epochs)."""
+    since = _epoch(alarm.get("alarmRaisedTime")) if times else None
+    if since is None or not times:
         return False
     until = _epoch(alarm.get("alarmClearedTime")) or math.inf
-    return any(c == cell and since <= t <= until for t, c in seen_in)
+    return any(since <= t <= until for t in times)
 
 
 def _epoch(text: Any) -> float | None:
