@@ -603,8 +603,10 @@ class DashboardState:
 def _open_at_any(alarm: dict[str, Any], times: list[float] | None) -> bool:
     """Whether ``alarm`` was open (from its raising to its clearing, or now) at any of
     ``times`` (epochs)."""
-    since = _epoch(alarm.get("alarmRaisedTime")) if times else None
-    if since is None or not times:
+    if not times:
+        return False
+    since = _epoch(alarm.get("alarmRaisedTime"))
+    if since is None:
         return False
     until = _epoch(alarm.get("alarmClearedTime")) or math.inf
     return any(since <= t <= until for t in times)

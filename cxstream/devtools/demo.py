@@ -41,7 +41,13 @@ from cxstream.devtools.flowprocess import DemoSummary, Flow, summarize
 from cxstream.devtools.generations import Generations, has_figure
 from cxstream.devtools.producer import produce_backlog, produce_events
 from cxstream.devtools.services import embedded_services
-from cxstream.devtools.simulate import Incident, Simulator, churn_probability, plan_incidents
+from cxstream.devtools.simulate import (
+    PLAN_CELLS,
+    Incident,
+    Simulator,
+    churn_probability,
+    plan_incidents,
+)
 from cxstream.events import Channel, ConsentStatus, CustomerContext, utcnow
 from cxstream.health import FlowHealth, LagWatch
 from cxstream.settings import KpiSettingsModel, Settings
@@ -386,14 +392,14 @@ class Catches:
             return []
         out = [f"  planned incidents caught: {len(self.caught)} of {len(self.planned)}"]
         width = max(len(_named(inc)) for inc in self.planned)
+        shift = self.warmup_s.get("kpi_shift", 0.0)  # the KPI series' warm-up
+        end = self.stopped_at or utcnow()
         for i, inc in enumerate(self.planned):
             if i in self.caught:
                 delay, how = self.caught[i]
                 out.append(f"    {_named(inc):<{width}}  after {delay:.0f} s ({how})")
                 continue
             why = "not caught"
-            shift = self.warmup_s.get("kpi_shift", 0.0)  # the KPI series' warm-up
-            end = self.stopped_at or utcnow()
             if inc.start >= end:
                 why += ": it had not begun when the stream stopped"
             elif end < inc.end:
@@ -422,11 +428,6 @@ def kpi_warmup(kpis: KpiSettingsModel) -> dict[str, float]:
         "kpi_shift": max(baseline, scoring) * kpis.interval_s,
         "silent_outage": baseline * kpis.interval_s,
     }
-
-
-PLAN_CELLS = 7
-"""The cells a cycle's plan needs: five for its cell incidents, the lone subscriber's, and a
-neighbour for the silent cell's subscribers."""
 
 
 def _latest_cells(planned: Sequence[Incident], n: int) -> list[str]:

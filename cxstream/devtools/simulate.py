@@ -38,6 +38,7 @@ from cxstream.errors import ConfigError
 from cxstream.events import Channel, ConsentStatus, CustomerContext, ValueTier, utcnow
 
 __all__ = [
+    "PLAN_CELLS",
     "Incident",
     "Simulator",
     "churn_probability",
@@ -163,6 +164,14 @@ def churn_probability(profile: CustomerContext, *, hurt: bool) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
+CELL_INCIDENTS = 5
+"""The most incidents a plan puts in cells of their own (outage, flapping, gradual, shift,
+silence)."""
+PLAN_CELLS = CELL_INCIDENTS + 2
+"""The cells a plan needs: its cell incidents', the lone subscriber's, and a neighbour for the
+silent cell's subscribers."""
+
+
 def plan_incidents(
     sim: Simulator,
     start: datetime,
@@ -188,10 +197,10 @@ def plan_incidents(
         return round(rng.uniform(0.4, 1.0), 2)  # from a partial degradation to an outage
 
     spare = len(sim.cell_ids) - 2  # the lone victim's cell, and a neighbour for the silent one
-    wanted = max(1, min(5, spare))
+    wanted = max(1, min(CELL_INCIDENTS, spare))
     avoided = set(avoid)
     rested = [c for c in sim.cell_ids if c not in avoided] if avoided else sim.cell_ids
-    pool = rested if len(rested) >= wanted + 2 else sim.cell_ids
+    pool = rested if len(rested) >= wanted + PLAN_CELLS - CELL_INCIDENTS else sim.cell_ids
     cells = rng.sample(pool, k=wanted)
     others = [c for c in sim.cell_ids if c not in cells]
     # The lone victim lives elsewhere, so the truth is unambiguous (one customer vs. a cell).
